@@ -1,0 +1,817 @@
+//! The broker: one node of the cluster, hosting replicas of many partitions and answering
+//! clients.
+//!
+//! # Calling contract
+//!
+//! The driver owns connections and files; the broker owns everything else.
+//!
+//! - Start: [`Broker::recover`] with every file under the broker's data directory (none on a
+//!   fresh disk).
+//! - Inputs: [`Broker::handle_message`] for every frame that arrives on an accepted connection
+//!   (identified by a driver-chosen [`ConnId`]), [`Broker::handle_disconnected`] when one closes,
+//!   [`Broker::handle_synced`] / [`Broker::handle_storage_error`] when a storage op completes,
+//!   and [`Broker::handle_timeout`].
+//! - After each input, drain [`Broker::poll_output`]: execute `Storage` ops in order, send
+//!   `Transmit`s (to a connection, or to a peer broker over an outgoing connection the driver
+//!   keeps), close connections on `Close`, and stop the process on `Fatal`. Then sleep until
+//!   [`Broker::poll_timeout`] or the next input.
+//!
+//! Messages to peers may be lost (replication tolerates it); messages to connections are sent in
+//! order or the connection is closed.
+
+pub mod offsets;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::ClusterConfig;
+use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
+use crate::log::{LogError, RecoveryReport, StorageOp};
+use crate::protocol::{
+    Acks, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata, Peer,
+    ProduceOk, Request, Response, PROTOCOL_VERSION,
+};
+use crate::replication::{partition_dir, ProposeError, RaftEnvelope, Replica, ReplicaEvent};
+use crate::rng::Rng;
+use crate::time::{earliest, Instant};
+
+use offsets::{encode_commit, OffsetStore};
+
+/// A connection accepted by the driver.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dest {
+    Conn(ConnId),
+    Broker(NodeId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Transmit { to: Dest, msg: Message },
+    Close { conn: ConnId },
+    Storage(StorageOp),
+    /// Storage failed under a replica. Its in-memory state may no longer match the disk, so the
+    /// process must stop and recover from what is on disk (as Redpanda does on a failed fsync).
+    Fatal { reason: String },
+}
+
+/// Bounds on what clients can make a broker hold.
+#[derive(Debug, Clone)]
+pub struct BrokerLimits {
+    /// `acks=all` produce requests waiting for their commit, over all partitions.
+    pub produce_waiters_max: usize,
+    /// Long-polling fetches waiting for data.
+    pub fetch_waiters_max: usize,
+    /// Offset commits waiting for their commit.
+    pub commit_waiters_max: usize,
+    /// How often a broker tells its peers which partitions it leads.
+    pub gossip_interval_ms: u64,
+    /// Ceiling on a long poll's wait, whatever the client asks.
+    pub fetch_wait_max_ms: u32,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            produce_waiters_max: 10_000,
+            fetch_waiters_max: 1_000,
+            commit_waiters_max: 1_000,
+            gossip_interval_ms: 500,
+            fetch_wait_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Waiter {
+    conn: ConnId,
+    correlation_id: u64,
+    deadline: Instant,
+    kind: WaiterKind,
+}
+
+#[derive(Debug, Clone)]
+enum WaiterKind {
+    Produce {
+        base_offset: u64,
+        end_offset: u64,
+    },
+    Commit {
+        end_offset: u64,
+    },
+    Fetch {
+        offset: u64,
+        min_bytes: u32,
+        max_bytes: u32,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    peer: Option<Peer>,
+}
+
+pub struct Broker {
+    id: NodeId,
+    config: ClusterConfig,
+    limits: BrokerLimits,
+    replicas: BTreeMap<TopicPartition, Replica>,
+    by_dir: BTreeMap<String, TopicPartition>,
+    offset_stores: BTreeMap<TopicPartition, OffsetStore>,
+    /// Leaders of partitions this broker does not host, as gossiped by their leaders.
+    known_leaders: BTreeMap<TopicPartition, (u64, Option<NodeId>)>,
+    conns: BTreeMap<ConnId, Conn>,
+    waiters: BTreeMap<TopicPartition, Vec<Waiter>>,
+    waiter_counts: [usize; 3],
+    gossip_deadline: Instant,
+    outputs: VecDeque<Output>,
+}
+
+impl Broker {
+    /// Starts a broker from the files of its data directory: `(path, contents)` with paths
+    /// relative to that directory (`orders-0/00000000000000000000.log`).
+    pub fn recover(
+        id: NodeId,
+        config: ClusterConfig,
+        limits: BrokerLimits,
+        files: Vec<(String, Bytes)>,
+        seed: u64,
+        now: Instant,
+    ) -> (Broker, Vec<RecoveryReport>) {
+        let mut by_partition: BTreeMap<String, Vec<(String, Bytes)>> = BTreeMap::new();
+        for (path, bytes) in files {
+            if let Some((dir, name)) = path.split_once('/') {
+                by_partition
+                    .entry(dir.to_string())
+                    .or_default()
+                    .push((name.to_string(), bytes));
+            }
+        }
+        let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut replicas = BTreeMap::new();
+        let mut by_dir = BTreeMap::new();
+        let mut offset_stores = BTreeMap::new();
+        let mut reports = Vec::new();
+        for (tp, voters) in config.placement() {
+            if !voters.contains(&id) {
+                continue;
+            }
+            let dir = partition_dir(&tp);
+            let files = by_partition.remove(&dir).unwrap_or_default();
+            let child = rng.fork(crc32c::crc32c(dir.as_bytes()) as u64);
+            let (replica, report) = Replica::recover(
+                id,
+                tp.clone(),
+                &voters,
+                &config.log,
+                &config.replication,
+                files,
+                child,
+                now,
+            );
+            reports.push(report);
+            if tp.topic == OFFSETS_TOPIC {
+                offset_stores.insert(tp.clone(), OffsetStore::default());
+            }
+            by_dir.insert(dir, tp.clone());
+            replicas.insert(tp, replica);
+        }
+        let mut broker = Broker {
+            id,
+            config,
+            limits,
+            replicas,
+            by_dir,
+            offset_stores,
+            known_leaders: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            waiter_counts: [0; 3],
+            gossip_deadline: now,
+            outputs: VecDeque::new(),
+        };
+        broker.drain_replicas(now);
+        (broker, reports)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn replica(&self, tp: &TopicPartition) -> Option<&Replica> {
+        self.replicas.get(tp)
+    }
+
+    pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.values()
+    }
+
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
+        let peer_known = self.conns.get(&conn).is_some_and(|c| c.peer.is_some());
+        match msg {
+            Message::Hello { version, peer } => {
+                if version != PROTOCOL_VERSION {
+                    return self.protocol_error(
+                        conn,
+                        format!("protocol version {version} not supported (this broker speaks {PROTOCOL_VERSION})"),
+                    );
+                }
+                self.conns.entry(conn).or_default().peer = Some(peer);
+                self.transmit(
+                    Dest::Conn(conn),
+                    Message::HelloOk {
+                        version: PROTOCOL_VERSION,
+                        broker: self.id,
+                    },
+                );
+            }
+            _ if !peer_known => {
+                self.protocol_error(conn, "the first frame must be Hello".to_string())
+            }
+            Message::Request {
+                correlation_id,
+                request,
+            } => self.on_request(now, conn, correlation_id, request),
+            Message::Raft(env) => self.on_raft(now, env),
+            Message::LeaderGossip { leaders } => self.on_gossip(leaders),
+            Message::HelloOk { .. } | Message::Response { .. } => {
+                self.protocol_error(conn, "brokers do not accept responses".to_string())
+            }
+            Message::ProtocolError { message } => {
+                tracing::debug!(conn, %message, "peer reported a protocol error");
+                self.close(conn);
+            }
+        }
+        self.drain_replicas(now);
+    }
+
+    pub fn handle_disconnected(&mut self, _now: Instant, conn: ConnId) {
+        self.conns.remove(&conn);
+        let counts = &mut self.waiter_counts;
+        for ws in self.waiters.values_mut() {
+            ws.retain(|w| {
+                let keep = w.conn != conn;
+                if !keep {
+                    counts[w.kind.slot()] -= 1;
+                }
+                keep
+            });
+        }
+    }
+
+    /// A `Sync` storage op finished.
+    pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
+        if let Some(tp) = self.partition_of_path(path) {
+            if let Some(r) = self.replicas.get_mut(&tp) {
+                r.handle_synced(now, path, token);
+            }
+        }
+        self.drain_replicas(now);
+    }
+
+    /// A storage op failed. The broker cannot know what reached the disk, so it stops.
+    pub fn handle_storage_error(&mut self, _now: Instant, path: &str, error: &str) {
+        self.outputs.push_back(Output::Fatal {
+            reason: format!("storage error on {path}: {error}"),
+        });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for r in self.replicas.values_mut() {
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
+        self.drain_replicas(now);
+        self.expire_waiters(now);
+        if now >= self.gossip_deadline {
+            self.gossip_deadline = now + Duration::from_millis(self.limits.gossip_interval_ms);
+            self.gossip();
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let replicas = self.replicas.values().map(|r| r.poll_timeout());
+        let waiters = self
+            .waiters
+            .values()
+            .flat_map(|ws| ws.iter().map(|w| Some(w.deadline)));
+        earliest(
+            replicas
+                .chain(waiters)
+                .chain(std::iter::once(Some(self.gossip_deadline))),
+        )
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // --- requests --------------------------------------------------------------------------
+
+    fn on_request(&mut self, now: Instant, conn: ConnId, correlation_id: u64, request: Request) {
+        let response = match request {
+            Request::Metadata => Some(self.metadata()),
+            Request::Produce {
+                partition,
+                acks,
+                timeout_ms,
+                batch,
+            } => self
+                .produce(now, conn, correlation_id, partition, acks, timeout_ms, batch)
+                .map(Response::Produce),
+            Request::Fetch {
+                partition,
+                offset,
+                max_wait_ms,
+                min_bytes,
+                max_bytes,
+            } => self
+                .fetch(
+                    now,
+                    conn,
+                    correlation_id,
+                    partition,
+                    offset,
+                    max_wait_ms,
+                    min_bytes,
+                    max_bytes,
+                )
+                .map(Response::Fetch),
+            Request::ListOffsets { partition } => {
+                Some(Response::ListOffsets(self.list_offsets(&partition)))
+            }
+            Request::OffsetCommit {
+                group,
+                partition,
+                offset,
+            } => self
+                .offset_commit(now, conn, correlation_id, &group, &partition, offset)
+                .map(Response::OffsetCommit),
+            Request::OffsetFetch { group, partition } => {
+                Some(Response::OffsetFetch(self.offset_fetch(&group, &partition)))
+            }
+        };
+        if let Some(response) = response {
+            self.respond(conn, correlation_id, response);
+        }
+    }
+
+    fn metadata(&self) -> Response {
+        let partitions = self
+            .config
+            .placement()
+            .into_iter()
+            .map(|(tp, replicas)| {
+                let (leader_epoch, leader) = self.leader_of(&tp);
+                PartitionMetadata {
+                    partition: tp,
+                    leader,
+                    leader_epoch,
+                    replicas,
+                }
+            })
+            .collect();
+        Response::Metadata {
+            brokers: self.config.brokers.clone(),
+            partitions,
+        }
+    }
+
+    /// Our best knowledge of who leads a partition: our own replica's view, or gossip.
+    fn leader_of(&self, tp: &TopicPartition) -> (u64, Option<NodeId>) {
+        let gossip = self.known_leaders.get(tp).copied().unwrap_or((0, None));
+        match self.replicas.get(tp) {
+            Some(r) if r.leader().is_some() && r.term() >= gossip.0 => (r.term(), r.leader()),
+            _ => gossip,
+        }
+    }
+
+    fn leader_replica(&mut self, tp: &TopicPartition) -> Result<&mut Replica, ErrorCode> {
+        let hint = self.leader_of(tp).1;
+        match self.replicas.get_mut(tp) {
+            Some(r) if r.is_leader() => Ok(r),
+            Some(_) => Err(ErrorCode::NotLeader { leader: hint }),
+            None if self.config.placement().contains_key(tp) => {
+                Err(ErrorCode::NotLeader { leader: hint })
+            }
+            None => Err(ErrorCode::UnknownPartition),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn produce(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        correlation_id: u64,
+        tp: TopicPartition,
+        acks: Acks,
+        timeout_ms: u32,
+        batch: Bytes,
+    ) -> Option<Result<ProduceOk, ErrorCode>> {
+        let respond = acks != Acks::None;
+        let full = self.waiter_counts[0] >= self.limits.produce_waiters_max;
+        let result = (|| {
+            if batch.len() > self.config.log.batch_bytes_max as usize {
+                return Err(ErrorCode::BatchTooLarge);
+            }
+            if acks == Acks::All && full {
+                return Err(ErrorCode::Busy);
+            }
+            let replica = self.leader_replica(&tp)?;
+            replica.propose(now, &batch).map_err(|e| match e {
+                ProposeError::NotLeader { leader } => ErrorCode::NotLeader { leader },
+                ProposeError::Log(LogError::BatchTooLarge { .. }) => ErrorCode::BatchTooLarge,
+                ProposeError::Log(_) => ErrorCode::CorruptBatch,
+            })
+        })();
+        let (base_offset, end_offset) = match result {
+            Ok(range) => range,
+            Err(e) => return respond.then_some(Err(e)),
+        };
+        match acks {
+            Acks::None => None,
+            Acks::Leader => Some(Ok(ProduceOk { base_offset })),
+            Acks::All => {
+                self.add_waiter(
+                    tp,
+                    Waiter {
+                        conn,
+                        correlation_id,
+                        deadline: now + Duration::from_millis(timeout_ms as u64),
+                        kind: WaiterKind::Produce {
+                            base_offset,
+                            end_offset,
+                        },
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fetch(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        correlation_id: u64,
+        tp: TopicPartition,
+        offset: u64,
+        max_wait_ms: u32,
+        min_bytes: u32,
+        max_bytes: u32,
+    ) -> Option<Result<FetchOk, ErrorCode>> {
+        let full = self.waiter_counts[2] >= self.limits.fetch_waiters_max;
+        let replica = match self.leader_replica(&tp) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        // A position past the log's end means this log lost records the consumer saw.
+        if offset > replica.log().end_offset() || offset < replica.log().start_offset() {
+            return Some(Err(ErrorCode::OffsetOutOfRange));
+        }
+        let ok = read_committed(replica, offset, max_bytes);
+        let bytes: usize = ok.batches.iter().map(|b| b.len()).sum();
+        if bytes >= min_bytes as usize || max_wait_ms == 0 || full {
+            return Some(Ok(ok));
+        }
+        let wait_ms = max_wait_ms.min(self.limits.fetch_wait_max_ms);
+        self.add_waiter(
+            tp,
+            Waiter {
+                conn,
+                correlation_id,
+                deadline: now + Duration::from_millis(wait_ms as u64),
+                kind: WaiterKind::Fetch {
+                    offset,
+                    min_bytes,
+                    max_bytes,
+                },
+            },
+        );
+        None
+    }
+
+    fn list_offsets(&mut self, tp: &TopicPartition) -> Result<ListOffsetsOk, ErrorCode> {
+        let replica = self.leader_replica(tp)?;
+        if !replica.is_ready_leader() {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        Ok(ListOffsetsOk {
+            log_start: replica.log().start_offset(),
+            high_watermark: replica.high_watermark(),
+        })
+    }
+
+    fn coordinator(&self, group: &str) -> TopicPartition {
+        let n = self.config.offsets_partitions;
+        TopicPartition::new(OFFSETS_TOPIC, crc32c::crc32c(group.as_bytes()) % n)
+    }
+
+    fn offset_commit(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        correlation_id: u64,
+        group: &str,
+        tp: &TopicPartition,
+        offset: u64,
+    ) -> Option<Result<(), ErrorCode>> {
+        if !self.config.placement().contains_key(tp) {
+            return Some(Err(ErrorCode::UnknownPartition));
+        }
+        if self.waiter_counts[1] >= self.limits.commit_waiters_max {
+            return Some(Err(ErrorCode::Busy));
+        }
+        let coordinator = self.coordinator(group);
+        let record = encode_commit(group, tp, offset, now.as_nanos());
+        let replica = match self.leader_replica(&coordinator) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let end_offset = match replica.propose(now, &record) {
+            Ok((_, end)) => end,
+            Err(_) => return Some(Err(ErrorCode::StorageError)),
+        };
+        let timeout = Duration::from_millis(self.config.replication.election_timeout_max_ms * 4);
+        self.add_waiter(
+            coordinator,
+            Waiter {
+                conn,
+                correlation_id,
+                deadline: now + timeout,
+                kind: WaiterKind::Commit { end_offset },
+            },
+        );
+        None
+    }
+
+    fn offset_fetch(&mut self, group: &str, tp: &TopicPartition) -> Result<Option<u64>, ErrorCode> {
+        let coordinator = self.coordinator(group);
+        let replica = self.leader_replica(&coordinator)?;
+        let hw = replica.high_watermark();
+        if !replica.is_ready_leader() {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        let store = &self.offset_stores[&coordinator];
+        if store.applied() < hw {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        Ok(store.get(group, tp))
+    }
+
+    // --- replication -----------------------------------------------------------------------
+
+    fn on_raft(&mut self, now: Instant, env: RaftEnvelope) {
+        if env.to != self.id {
+            return;
+        }
+        if let Some(r) = self.replicas.get_mut(&env.partition) {
+            r.handle_message(now, env);
+        }
+    }
+
+    fn on_gossip(&mut self, leaders: Vec<LeaderInfo>) {
+        for info in leaders {
+            let entry = self
+                .known_leaders
+                .entry(info.partition)
+                .or_insert((0, None));
+            if info.leader_epoch >= entry.0 {
+                *entry = (info.leader_epoch, info.leader);
+            }
+        }
+    }
+
+    fn gossip(&mut self) {
+        let leaders: Vec<LeaderInfo> = self
+            .replicas
+            .values()
+            .filter(|r| r.is_leader())
+            .map(|r| LeaderInfo {
+                partition: r.partition().clone(),
+                leader_epoch: r.term(),
+                leader: Some(self.id),
+            })
+            .collect();
+        if leaders.is_empty() {
+            return;
+        }
+        for peer in self.config.broker_ids() {
+            if peer != self.id {
+                self.transmit(
+                    Dest::Broker(peer),
+                    Message::LeaderGossip {
+                        leaders: leaders.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Moves every replica's outputs to ours and reacts to their events.
+    fn drain_replicas(&mut self, now: Instant) {
+        let mut events = Vec::new();
+        for (tp, r) in self.replicas.iter_mut() {
+            while let Some(op) = r.poll_storage() {
+                self.outputs.push_back(Output::Storage(op));
+            }
+            while let Some(env) = r.poll_message() {
+                self.outputs.push_back(Output::Transmit {
+                    to: Dest::Broker(env.to),
+                    msg: Message::Raft(env),
+                });
+            }
+            while let Some(e) = r.poll_event() {
+                events.push((tp.clone(), e));
+            }
+        }
+        let mut leadership_changed = false;
+        for (tp, event) in events {
+            match event {
+                ReplicaEvent::Committed { .. } => self.on_committed(now, &tp),
+                ReplicaEvent::BecameLeader { .. } => leadership_changed = true,
+                ReplicaEvent::SteppedDown { .. } => {
+                    leadership_changed = true;
+                    self.on_stepped_down(&tp);
+                }
+            }
+        }
+        if leadership_changed {
+            self.gossip();
+        }
+    }
+
+    fn on_committed(&mut self, now: Instant, tp: &TopicPartition) {
+        let Some(replica) = self.replicas.get(tp) else {
+            return;
+        };
+        let hw = replica.high_watermark();
+        if let Some(store) = self.offset_stores.get_mut(tp) {
+            while store.applied() < hw {
+                let batches = replica.log().read(store.applied(), hw, 1 << 20);
+                if batches.is_empty() {
+                    break;
+                }
+                store.apply(&batches);
+            }
+        }
+        let Some(mut waiters) = self.waiters.remove(tp) else {
+            return;
+        };
+        let mut done = Vec::new();
+        waiters.retain_mut(|w| {
+            let response = match w.kind {
+                WaiterKind::Produce {
+                    base_offset,
+                    end_offset,
+                } if end_offset <= hw => Response::Produce(Ok(ProduceOk { base_offset })),
+                WaiterKind::Commit { end_offset } if end_offset <= hw => {
+                    Response::OffsetCommit(Ok(()))
+                }
+                WaiterKind::Fetch {
+                    offset,
+                    min_bytes,
+                    max_bytes,
+                } => {
+                    let ok = read_committed(replica, offset, max_bytes);
+                    let bytes: usize = ok.batches.iter().map(|b| b.len()).sum();
+                    if bytes < min_bytes as usize {
+                        return true;
+                    }
+                    Response::Fetch(Ok(ok))
+                }
+                _ => return true,
+            };
+            done.push((w.conn, w.correlation_id, w.kind.slot(), response));
+            false
+        });
+        self.waiters.insert(tp.clone(), waiters);
+        for (conn, correlation_id, slot, response) in done {
+            self.waiter_counts[slot] -= 1;
+            self.respond(conn, correlation_id, response);
+        }
+        let _ = now;
+    }
+
+    /// A leader that steps down answers everyone waiting on it. Appended-but-uncommitted writes
+    /// may still commit under the next leader, so their outcome is unknown: `LeaderChanged`.
+    fn on_stepped_down(&mut self, tp: &TopicPartition) {
+        let Some(waiters) = self.waiters.remove(tp) else {
+            return;
+        };
+        let leader = self.leader_of(tp).1;
+        for w in waiters {
+            self.waiter_counts[w.kind.slot()] -= 1;
+            let response = match w.kind {
+                WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::LeaderChanged)),
+                WaiterKind::Commit { .. } => Response::OffsetCommit(Err(ErrorCode::LeaderChanged)),
+                WaiterKind::Fetch { .. } => Response::Fetch(Err(ErrorCode::NotLeader { leader })),
+            };
+            self.respond(w.conn, w.correlation_id, response);
+        }
+    }
+
+    fn expire_waiters(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (tp, ws) in self.waiters.iter_mut() {
+            ws.retain(|w| {
+                if w.deadline > now {
+                    return true;
+                }
+                expired.push((tp.clone(), w.conn, w.correlation_id, w.kind.clone()));
+                false
+            });
+        }
+        for (tp, conn, correlation_id, kind) in expired {
+            self.waiter_counts[kind.slot()] -= 1;
+            let response = match kind {
+                WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::RequestTimedOut)),
+                WaiterKind::Commit { .. } => Response::OffsetCommit(Err(ErrorCode::RequestTimedOut)),
+                WaiterKind::Fetch {
+                    offset, max_bytes, ..
+                } => match self.leader_replica(&tp) {
+                    Ok(r) => Response::Fetch(Ok(read_committed(r, offset, max_bytes))),
+                    Err(e) => Response::Fetch(Err(e)),
+                },
+            };
+            self.respond(conn, correlation_id, response);
+        }
+    }
+
+    // --- plumbing --------------------------------------------------------------------------
+
+    fn add_waiter(&mut self, tp: TopicPartition, w: Waiter) {
+        self.waiter_counts[w.kind.slot()] += 1;
+        self.waiters.entry(tp).or_default().push(w);
+    }
+
+    fn partition_of_path(&self, path: &str) -> Option<TopicPartition> {
+        let dir = path.split('/').next()?;
+        self.by_dir.get(dir).cloned()
+    }
+
+    fn respond(&mut self, conn: ConnId, correlation_id: u64, response: Response) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.transmit(
+            Dest::Conn(conn),
+            Message::Response {
+                correlation_id,
+                response,
+            },
+        );
+    }
+
+    fn transmit(&mut self, to: Dest, msg: Message) {
+        self.outputs.push_back(Output::Transmit { to, msg });
+    }
+
+    fn protocol_error(&mut self, conn: ConnId, message: String) {
+        tracing::debug!(conn, %message, "closing connection after a protocol error");
+        self.transmit(Dest::Conn(conn), Message::ProtocolError { message });
+        self.close(conn);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.handle_disconnected(Instant::ZERO, conn);
+        self.outputs.push_back(Output::Close { conn });
+    }
+}
+
+impl WaiterKind {
+    fn slot(&self) -> usize {
+        match self {
+            WaiterKind::Produce { .. } => 0,
+            WaiterKind::Commit { .. } => 1,
+            WaiterKind::Fetch { .. } => 2,
+        }
+    }
+}
+
+/// Committed batches from `offset`, as a fetch returns them.
+fn read_committed(replica: &Replica, offset: u64, max_bytes: u32) -> FetchOk {
+    let hw = replica.high_watermark();
+    let batches = if offset < hw {
+        replica.log().read(offset, hw, max_bytes as usize)
+    } else {
+        Vec::new()
+    };
+    FetchOk {
+        high_watermark: hw,
+        batches,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! Committed consumer offsets, stored as records of the internal offsets topic.
+//!
+//! A commit is a record whose key names `(group, topic, partition)` and whose value is the next
+//! offset to read. It is proposed to the offsets partition that coordinates the group and
+//! acknowledged once committed, so a commit survives whatever a committed produce survives. Each
+//! broker rebuilds the map by replaying the committed records of the offsets partitions it
+//! hosts, which is how offsets come back after a restart.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::ids::TopicPartition;
+use crate::log::batch::{self, NewRecord};
+
+/// The offsets held by one partition of the offsets topic, up to `applied`.
+#[derive(Debug, Default)]
+pub struct OffsetStore {
+    applied: u64,
+    committed: BTreeMap<(String, TopicPartition), u64>,
+}
+
+impl OffsetStore {
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn get(&self, group: &str, partition: &TopicPartition) -> Option<u64> {
+        self.committed
+            .get(&(group.to_string(), partition.clone()))
+            .copied()
+    }
+
+    /// Applies committed batches that start at `applied`, in order.
+    pub fn apply(&mut self, batches: &[Bytes]) {
+        for b in batches {
+            let Ok(header) = batch::parse(b) else {
+                return;
+            };
+            if header.end_offset() <= self.applied {
+                continue;
+            }
+            if !header.is_control() {
+                for r in batch::records(b).unwrap_or_default() {
+                    if let Some((key, offset)) = decode(&r.key, &r.value) {
+                        self.committed.insert(key, offset);
+                    }
+                }
+            }
+            self.applied = header.end_offset();
+        }
+    }
+}
+
+pub fn encode_commit(
+    group: &str,
+    partition: &TopicPartition,
+    offset: u64,
+    timestamp_ns: u64,
+) -> Bytes {
+    let key = format!("{group}\0{}\0{}", partition.topic, partition.partition);
+    batch::build(&[NewRecord {
+        timestamp_ns,
+        key: Bytes::from(key),
+        value: Bytes::copy_from_slice(&offset.to_be_bytes()),
+    }])
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Option<((String, TopicPartition), u64)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.split('\0');
+    let group = parts.next()?.to_string();
+    let topic = parts.next()?.to_string();
+    let partition = parts.next()?.parse().ok()?;
+    let offset = u64::from_be_bytes(value.try_into().ok()?);
+    Some(((group, TopicPartition::new(topic, partition)), offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaying_commits_keeps_the_last_one() {
+        let tp = TopicPartition::new("orders", 2);
+        let mut store = OffsetStore::default();
+        let b1 = batch::stamp(&encode_commit("g", &tp, 10, 1), 0, 1);
+        let b2 = batch::stamp(&encode_commit("g", &tp, 25, 2), 1, 1);
+        store.apply(&[b1.clone(), b2]);
+        assert_eq!(store.get("g", &tp), Some(25));
+        assert_eq!(store.get("other", &tp), None);
+        assert_eq!(store.applied(), 2);
+        store.apply(&[b1]);
+        assert_eq!(store.get("g", &tp), Some(25), "old batches are not re-applied");
+    }
+}

@@ -1,0 +1,806 @@
+//! The consumer: manual partition assignment (as Flink does it, claim C2), long-poll fetching,
+//! and offset commits to the group's coordinator.
+//!
+//! For each assigned partition the consumer first reads the group's committed offset with
+//! `OffsetFetch` from the leader of the group's offsets partition ([`coordinator_partition`]),
+//! and starts there, or at 0 when nothing was committed. It then keeps one `Fetch` in flight per
+//! partition at its position: the broker holds it until data arrives or `max_wait_ms` passes, and
+//! each answer is followed at once by the next fetch (long polling, claim C1). Fetching a
+//! partition pauses while `buffered_records_max` of its records wait for the application, which
+//! is the pull model's back-pressure.
+//!
+//! Commits are explicit (claim C4): the application calls [`Consumer::commit`] after it has
+//! processed records, and learns the result from a [`ConsumerEvent::Committed`].
+//!
+//! When the broker says a position is out of range the consumer asks for the partition's offsets
+//! and moves the position, reporting a [`ConsumerEvent::PositionReset`]: a reset skips or repeats
+//! records, so it is never silent.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::config::BrokerAddr;
+use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
+use crate::log::batch::{self, Record};
+use crate::protocol::{ErrorCode, FetchOk, ListOffsetsOk, Message, Request, Response};
+use crate::rng::Rng;
+use crate::time::{earliest, Instant};
+
+use super::metadata::{Metadata, MetadataConfig};
+use super::{jittered, CorrelationIds, RequestFailure, Transmit};
+
+/// The offsets partition that stores `group`'s commits: `crc32c(group) % offsets_partitions`.
+pub fn coordinator_partition(group: &str, offsets_partitions: u32) -> u32 {
+    assert!(offsets_partitions > 0, "the offsets topic has partitions");
+    crc32c::crc32c(group.as_bytes()) % offsets_partitions
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    pub group: String,
+    /// How long the broker may hold a fetch waiting for `min_bytes`.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Bytes of batches in one fetch response.
+    pub max_bytes: u32,
+    /// A request unanswered this long (plus `max_wait_ms` for a fetch) has failed.
+    pub request_timeout_ms: u64,
+    /// Fetching a partition stops while this many of its records wait for `poll_event`.
+    pub buffered_records_max: usize,
+    pub retry_backoff_ms: u64,
+    pub metadata_refresh_backoff_ms: u64,
+    /// Attempts of one commit after its first, for retriable failures.
+    pub commit_retries_max: u32,
+    /// Commits per partition waiting to be sent; one more is refused at once with an error.
+    pub commits_pending_max: usize,
+}
+
+impl Default for ConsumerConfig {
+    /// Kafka's defaults where Kafka has one.
+    fn default() -> Self {
+        ConsumerConfig {
+            group: "fathom".to_string(),
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            buffered_records_max: 500,
+            retry_backoff_ms: 100,
+            metadata_refresh_backoff_ms: 100,
+            commit_retries_max: 5,
+            commits_pending_max: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerEvent {
+    /// The committed offset of an assigned partition is known and fetching starts at `position`.
+    Assigned {
+        partition: TopicPartition,
+        position: u64,
+    },
+    /// Data records in offset order, all buffered ones of one partition (up to a reset).
+    Records {
+        partition: TopicPartition,
+        records: Vec<Record>,
+    },
+    /// The position was out of range on the broker and moved from `from` to `to`.
+    PositionReset {
+        partition: TopicPartition,
+        from: u64,
+        to: u64,
+    },
+    Committed {
+        partition: TopicPartition,
+        offset: u64,
+        result: Result<(), String>,
+    },
+    /// The answer to [`Consumer::list_offsets`].
+    Offsets {
+        partition: TopicPartition,
+        log_start: u64,
+        high_watermark: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the group's committed offset.
+    Starting,
+    Fetching,
+    /// The broker said the position at `from` is out of range; asking for the offsets.
+    Resetting { from: u64 },
+}
+
+/// What waits in a partition's buffer for the application.
+#[derive(Debug)]
+enum Buffered {
+    Record(Record),
+    /// Kept in line with the records so the application sees the reset between the records
+    /// before and after it.
+    Reset { from: u64, to: u64 },
+}
+
+#[derive(Debug)]
+struct Assignment {
+    phase: Phase,
+    /// The next offset to fetch; meaningful once `phase` is past `Starting`.
+    position: u64,
+    high_watermark: Option<u64>,
+    buffer: VecDeque<Buffered>,
+    buffered_records: usize,
+    in_flight: Option<u64>,
+    retry_at: Instant,
+}
+
+#[derive(Debug)]
+struct PendingCommit {
+    offset: u64,
+    attempts: u32,
+}
+
+#[derive(Debug, Default)]
+struct CommitQueue {
+    /// In commit order; the front is the one sent or about to be.
+    pending: VecDeque<PendingCommit>,
+    in_flight: Option<u64>,
+    retry_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct OffsetsQuery {
+    in_flight: Option<u64>,
+    retry_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    OffsetFetch,
+    Fetch,
+    /// `ListOffsets` to resolve an out-of-range position.
+    Reset,
+    /// `ListOffsets` for the application.
+    ListOffsets,
+    Commit,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    kind: RequestKind,
+    partition: TopicPartition,
+    broker: NodeId,
+    deadline: Instant,
+}
+
+/// The consumer state machine.
+///
+/// Calling contract: feed inputs (`assign`, `commit`, `list_offsets`, `handle_message`,
+/// `handle_disconnected`, `handle_timeout`), then drain `poll_transmit` until `None` and
+/// `poll_event` until `None`, then sleep until `poll_timeout` (or the next input) and call
+/// `handle_timeout`. Taking records with `poll_event` can resume a paused partition, which
+/// `poll_timeout` then reports as due at once.
+#[derive(Debug)]
+pub struct Consumer {
+    config: ConsumerConfig,
+    metadata: Metadata,
+    rng: Rng,
+    ids: CorrelationIds,
+    now: Instant,
+    assigned: BTreeMap<TopicPartition, Assignment>,
+    requests: BTreeMap<u64, PendingRequest>,
+    commits: BTreeMap<TopicPartition, CommitQueue>,
+    offsets_queries: BTreeMap<TopicPartition, OffsetsQuery>,
+    /// Events other than records; bounded by the assignment, the commit queues and the offsets
+    /// queries that produce them.
+    events: VecDeque<ConsumerEvent>,
+    /// Round-robin start for the next partition whose records `poll_event` hands out.
+    next_records: Option<TopicPartition>,
+}
+
+impl Consumer {
+    pub fn new(config: ConsumerConfig, bootstrap: Vec<BrokerAddr>, mut rng: Rng) -> Consumer {
+        let metadata_config = MetadataConfig {
+            refresh_backoff_ms: config.metadata_refresh_backoff_ms,
+            request_timeout_ms: config.request_timeout_ms,
+        };
+        let metadata = Metadata::new(bootstrap, metadata_config, rng.fork(1));
+        Consumer {
+            config,
+            metadata,
+            rng,
+            ids: CorrelationIds::new(),
+            now: Instant::ZERO,
+            assigned: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            offsets_queries: BTreeMap::new(),
+            events: VecDeque::new(),
+            next_records: None,
+        }
+    }
+
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The address of a broker, for the driver to connect to.
+    pub fn broker_addr(&self, broker: NodeId) -> Option<&str> {
+        self.metadata.broker_addr(broker)
+    }
+
+    /// The next offset to fetch, once the committed offset is known.
+    pub fn position(&self, partition: &TopicPartition) -> Option<u64> {
+        self.assigned
+            .get(partition)
+            .filter(|a| a.phase != Phase::Starting)
+            .map(|a| a.position)
+    }
+
+    /// The high watermark the last fetch response reported.
+    pub fn high_watermark(&self, partition: &TopicPartition) -> Option<u64> {
+        self.assigned.get(partition)?.high_watermark
+    }
+
+    /// The leader of the group's offsets partition, and that partition.
+    pub fn coordinator(&self) -> Option<(TopicPartition, Option<NodeId>)> {
+        let n = self.metadata.offsets_partitions()?;
+        let partition = TopicPartition::new(OFFSETS_TOPIC, coordinator_partition(&self.config.group, n));
+        let leader = self.metadata.leader(&partition);
+        Some((partition, leader))
+    }
+
+    /// Replaces the assignment. Partitions kept keep their position and buffered records;
+    /// dropped ones lose them; new ones start from the group's committed offset.
+    pub fn assign(&mut self, now: Instant, partitions: Vec<TopicPartition>) {
+        self.advance(now);
+        let wanted: BTreeMap<TopicPartition, ()> = partitions.into_iter().map(|p| (p, ())).collect();
+        self.assigned.retain(|p, _| wanted.contains_key(p));
+        self.requests.retain(|_, r| {
+            !matches!(r.kind, RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset)
+                || wanted.contains_key(&r.partition)
+        });
+        for partition in wanted.into_keys() {
+            self.assigned.entry(partition).or_insert_with(|| Assignment {
+                phase: Phase::Starting,
+                position: 0,
+                high_watermark: None,
+                buffer: VecDeque::new(),
+                buffered_records: 0,
+                in_flight: None,
+                retry_at: Instant::ZERO,
+            });
+        }
+        self.want_metadata();
+    }
+
+    /// Commits `offset` (the next offset the group will read) for `partition`; the result comes
+    /// as a [`ConsumerEvent::Committed`].
+    pub fn commit(&mut self, now: Instant, partition: TopicPartition, offset: u64) {
+        self.advance(now);
+        let queue = self.commits.entry(partition.clone()).or_default();
+        if queue.pending.len() >= self.config.commits_pending_max {
+            self.events.push_back(ConsumerEvent::Committed {
+                partition,
+                offset,
+                result: Err(format!(
+                    "{} commits already pending for this partition",
+                    self.config.commits_pending_max
+                )),
+            });
+            return;
+        }
+        queue.pending.push_back(PendingCommit {
+            offset,
+            attempts: 0,
+        });
+        self.want_metadata();
+    }
+
+    /// Asks the partition's leader for its offsets; the answer comes as a
+    /// [`ConsumerEvent::Offsets`]. Retried until it succeeds.
+    pub fn list_offsets(&mut self, now: Instant, partition: TopicPartition) {
+        self.advance(now);
+        self.offsets_queries.entry(partition).or_default();
+        self.want_metadata();
+    }
+
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        self.advance(now);
+        let Message::Response {
+            correlation_id,
+            response,
+        } = msg
+        else {
+            return;
+        };
+        if self.metadata.owns(correlation_id) {
+            self.metadata.handle_response(now, correlation_id, response);
+        } else if let Some(request) = self.requests.remove(&correlation_id) {
+            self.handle_response(correlation_id, from, request, response);
+        }
+        self.want_metadata();
+    }
+
+    /// The connection to `broker` is gone: each request in flight to it has failed.
+    pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
+        self.advance(now);
+        self.metadata.handle_disconnected(now, broker);
+        let lost: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.broker == broker)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let request = self.requests.remove(&id).expect("listed above");
+            self.request_failed(id, request, RequestFailure::Disconnected);
+        }
+        self.want_metadata();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.metadata.handle_timeout(now);
+        let expired: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let request = self.requests.remove(&id).expect("listed above");
+            self.request_failed(id, request, RequestFailure::TimedOut);
+        }
+        self.want_metadata();
+    }
+
+    /// The earliest time `handle_timeout` has work: a request deadline, a backoff ending, a
+    /// metadata refresh, or now if `poll_event` freed room for a fetch. `None` when idle.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut deadlines = vec![
+            self.metadata.poll_timeout(),
+            self.requests.values().map(|r| r.deadline).min(),
+        ];
+        let coordinator = self.coordinator().and_then(|(_, leader)| leader);
+        for (partition, a) in &self.assigned {
+            deadlines.push(self.fetch_target(partition, a, coordinator).map(|(_, at)| at));
+        }
+        for q in self.commits.values() {
+            let ready = coordinator.is_some() && q.in_flight.is_none() && !q.pending.is_empty();
+            deadlines.push(ready.then_some(q.retry_at));
+        }
+        for (partition, q) in &self.offsets_queries {
+            let ready = q.in_flight.is_none() && self.metadata.leader(partition).is_some();
+            deadlines.push(ready.then_some(q.retry_at));
+        }
+        earliest(deadlines)
+    }
+
+    /// The next message for a broker.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let now = self.now;
+        if let Some(t) = self.metadata.poll_transmit(now, &mut self.ids) {
+            return Some(t);
+        }
+        let coordinator = self.coordinator();
+        let coordinator_leader = coordinator.as_ref().and_then(|(_, leader)| *leader);
+        let next = self.assigned.iter().find_map(|(partition, a)| {
+            let (to, at) = self.fetch_target(partition, a, coordinator_leader)?;
+            (at <= now).then(|| (partition.clone(), to, a.phase, a.position))
+        });
+        if let Some((partition, to, phase, position)) = next {
+            let (kind, request) = match phase {
+                Phase::Starting => (
+                    RequestKind::OffsetFetch,
+                    Request::OffsetFetch {
+                        group: self.config.group.clone(),
+                        partition: partition.clone(),
+                    },
+                ),
+                Phase::Fetching => (
+                    RequestKind::Fetch,
+                    Request::Fetch {
+                        partition: partition.clone(),
+                        offset: position,
+                        max_wait_ms: self.config.max_wait_ms,
+                        min_bytes: self.config.min_bytes,
+                        max_bytes: self.config.max_bytes,
+                    },
+                ),
+                Phase::Resetting { .. } => (
+                    RequestKind::Reset,
+                    Request::ListOffsets {
+                        partition: partition.clone(),
+                    },
+                ),
+            };
+            let (id, transmit) = self.request(kind, partition.clone(), to, request);
+            self.assigned.get_mut(&partition).expect("found above").in_flight = Some(id);
+            return Some(transmit);
+        }
+        if let Some(to) = coordinator_leader {
+            let next = self.commits.iter().find_map(|(partition, q)| {
+                let ready = q.in_flight.is_none() && q.retry_at <= now;
+                ready.then(|| Some((partition.clone(), q.pending.front()?.offset)))?
+            });
+            if let Some((partition, offset)) = next {
+                let request = Request::OffsetCommit {
+                    group: self.config.group.clone(),
+                    partition: partition.clone(),
+                    offset,
+                };
+                let (id, transmit) = self.request(RequestKind::Commit, partition.clone(), to, request);
+                self.commits.get_mut(&partition).expect("found above").in_flight = Some(id);
+                return Some(transmit);
+            }
+        }
+        let next = self.offsets_queries.iter().find_map(|(partition, q)| {
+            let ready = q.in_flight.is_none() && q.retry_at <= now;
+            ready.then(|| Some((partition.clone(), self.metadata.leader(partition)?)))?
+        });
+        if let Some((partition, to)) = next {
+            let request = Request::ListOffsets {
+                partition: partition.clone(),
+            };
+            let (id, transmit) = self.request(RequestKind::ListOffsets, partition.clone(), to, request);
+            self.offsets_queries.get_mut(&partition).expect("found above").in_flight = Some(id);
+            return Some(transmit);
+        }
+        None
+    }
+
+    /// The next result for the application: other events first, then the buffered records of
+    /// one partition at a time, round-robin.
+    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        let partition = match &self.next_records {
+            Some(start) => self
+                .assigned
+                .range(start.clone()..)
+                .chain(self.assigned.range(..start.clone()))
+                .find(|(_, a)| !a.buffer.is_empty())
+                .map(|(p, _)| p.clone()),
+            None => self
+                .assigned
+                .iter()
+                .find(|(_, a)| !a.buffer.is_empty())
+                .map(|(p, _)| p.clone()),
+        }?;
+        self.next_records = self
+            .assigned
+            .range(&partition..)
+            .nth(1)
+            .map(|(p, _)| p.clone());
+        let a = self.assigned.get_mut(&partition).expect("found above");
+        if let Some(Buffered::Reset { from, to }) = a.buffer.front() {
+            let (from, to) = (*from, *to);
+            a.buffer.pop_front();
+            return Some(ConsumerEvent::PositionReset {
+                partition,
+                from,
+                to,
+            });
+        }
+        let mut records = Vec::new();
+        while let Some(Buffered::Record(_)) = a.buffer.front() {
+            let Some(Buffered::Record(r)) = a.buffer.pop_front() else {
+                unreachable!("checked above");
+            };
+            records.push(r);
+        }
+        a.buffered_records -= records.len();
+        Some(ConsumerEvent::Records { partition, records })
+    }
+
+    fn advance(&mut self, now: Instant) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = self.now.max(now);
+    }
+
+    /// Where and when an assigned partition's next request can go: `None` while one is in
+    /// flight, its broker is unknown, or its buffer is full.
+    fn fetch_target(
+        &self,
+        partition: &TopicPartition,
+        a: &Assignment,
+        coordinator: Option<NodeId>,
+    ) -> Option<(NodeId, Instant)> {
+        if a.in_flight.is_some() {
+            return None;
+        }
+        let to = match a.phase {
+            Phase::Starting => coordinator?,
+            Phase::Fetching if a.buffered_records >= self.config.buffered_records_max => {
+                return None
+            }
+            Phase::Fetching | Phase::Resetting { .. } => self.metadata.leader(partition)?,
+        };
+        Some((to, a.retry_at))
+    }
+
+    fn request(
+        &mut self,
+        kind: RequestKind,
+        partition: TopicPartition,
+        to: NodeId,
+        request: Request,
+    ) -> (u64, Transmit) {
+        let correlation_id = self.ids.next_id();
+        let mut timeout = Duration::from_millis(self.config.request_timeout_ms);
+        if kind == RequestKind::Fetch {
+            // The broker may rightly hold a fetch for max_wait_ms before answering.
+            timeout += Duration::from_millis(self.config.max_wait_ms as u64);
+        }
+        self.requests.insert(
+            correlation_id,
+            PendingRequest {
+                kind,
+                partition,
+                broker: to,
+                deadline: self.now + timeout,
+            },
+        );
+        let msg = Message::Request {
+            correlation_id,
+            request,
+        };
+        (correlation_id, Transmit { to, msg })
+    }
+
+    fn handle_response(
+        &mut self,
+        correlation_id: u64,
+        from: NodeId,
+        request: PendingRequest,
+        response: Response,
+    ) {
+        let partition = request.partition.clone();
+        let failure = match (request.kind, response) {
+            (RequestKind::OffsetFetch, Response::OffsetFetch(Ok(committed))) => {
+                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) else {
+                    return;
+                };
+                a.phase = Phase::Fetching;
+                a.position = committed.unwrap_or(0);
+                a.retry_at = Instant::ZERO;
+                let position = a.position;
+                self.events
+                    .push_back(ConsumerEvent::Assigned { partition, position });
+                return;
+            }
+            (RequestKind::Fetch, Response::Fetch(Ok(ok))) => {
+                self.fetched(correlation_id, &partition, ok);
+                return;
+            }
+            (RequestKind::Reset, Response::ListOffsets(Ok(offsets))) => {
+                self.reset(correlation_id, &partition, offsets);
+                return;
+            }
+            (RequestKind::ListOffsets, Response::ListOffsets(Ok(offsets))) => {
+                if self
+                    .offsets_queries
+                    .get(&partition)
+                    .is_none_or(|q| q.in_flight != Some(correlation_id))
+                {
+                    return;
+                }
+                self.offsets_queries.remove(&partition);
+                self.events.push_back(ConsumerEvent::Offsets {
+                    partition,
+                    log_start: offsets.log_start,
+                    high_watermark: offsets.high_watermark,
+                });
+                return;
+            }
+            (RequestKind::Commit, Response::OffsetCommit(Ok(()))) => {
+                let Some(q) = self.commits.get_mut(&partition) else {
+                    return;
+                };
+                if q.in_flight != Some(correlation_id) {
+                    return;
+                }
+                q.in_flight = None;
+                let commit = q.pending.pop_front().expect("a commit was in flight");
+                if q.pending.is_empty() {
+                    self.commits.remove(&partition);
+                }
+                self.events.push_back(ConsumerEvent::Committed {
+                    partition,
+                    offset: commit.offset,
+                    result: Ok(()),
+                });
+                return;
+            }
+            (RequestKind::Fetch, Response::Fetch(Err(ErrorCode::OffsetOutOfRange))) => {
+                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) else {
+                    return;
+                };
+                a.phase = Phase::Resetting { from: a.position };
+                a.retry_at = Instant::ZERO;
+                return;
+            }
+            (
+                _,
+                Response::OffsetFetch(Err(e))
+                | Response::Fetch(Err(e))
+                | Response::ListOffsets(Err(e))
+                | Response::OffsetCommit(Err(e)),
+            ) => RequestFailure::Broker(e),
+            _ => RequestFailure::Unexpected,
+        };
+        let request = PendingRequest {
+            broker: from,
+            ..request
+        };
+        self.request_failed(correlation_id, request, failure);
+    }
+
+    fn fetched(&mut self, correlation_id: u64, partition: &TopicPartition, ok: FetchOk) {
+        let Some(a) = owned_assignment(&mut self.assigned, partition, correlation_id) else {
+            return;
+        };
+        a.high_watermark = Some(ok.high_watermark);
+        // Check every batch before taking any: a corrupt batch voids the whole response.
+        let mut decoded = Vec::with_capacity(ok.batches.len());
+        for bytes in &ok.batches {
+            let checked = batch::validate(bytes).and_then(|h| Ok((h, batch::records(bytes)?)));
+            match checked {
+                Ok(d) => decoded.push(d),
+                Err(error) => {
+                    tracing::warn!(%partition, %error, "corrupt batch in fetch response; refetching");
+                    a.retry_at = self.now + jittered(&mut self.rng, self.config.retry_backoff_ms);
+                    return;
+                }
+            }
+        }
+        for (header, records) in decoded {
+            if header.end_offset() <= a.position {
+                continue;
+            }
+            if !header.is_control() {
+                for r in records.into_iter().filter(|r| r.offset >= a.position) {
+                    a.buffer.push_back(Buffered::Record(r));
+                    a.buffered_records += 1;
+                }
+            }
+            a.position = header.end_offset();
+        }
+        a.retry_at = Instant::ZERO;
+    }
+
+    fn reset(&mut self, correlation_id: u64, partition: &TopicPartition, offsets: ListOffsetsOk) {
+        let Some(a) = owned_assignment(&mut self.assigned, partition, correlation_id) else {
+            return;
+        };
+        let Phase::Resetting { from } = a.phase else {
+            return;
+        };
+        // Below the log start the earliest record is the nearest; above the end, the end.
+        // Within range the out-of-range answer was transient (say, a new leader whose high
+        // watermark had not caught up) and the position stands.
+        let to = if from < offsets.log_start {
+            offsets.log_start
+        } else if from > offsets.high_watermark {
+            offsets.high_watermark
+        } else {
+            from
+        };
+        a.phase = Phase::Fetching;
+        a.position = to;
+        a.high_watermark = Some(offsets.high_watermark);
+        a.retry_at = Instant::ZERO;
+        if to != from {
+            a.buffer.push_back(Buffered::Reset { from, to });
+        }
+    }
+
+    fn request_failed(&mut self, correlation_id: u64, request: PendingRequest, failure: RequestFailure) {
+        let partition = request.partition;
+        let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
+        let retry_at = self.now + backoff;
+        tracing::debug!(%partition, kind = ?request.kind, %failure, "consumer request failed");
+        let target = match request.kind {
+            RequestKind::OffsetFetch | RequestKind::Commit => self.coordinator().map(|(p, _)| p),
+            _ => Some(partition.clone()),
+        };
+        if let Some(target) = target {
+            match &failure {
+                RequestFailure::Broker(ErrorCode::NotLeader { leader }) => {
+                    self.metadata.handle_not_leader(&target, request.broker, *leader)
+                }
+                RequestFailure::Broker(ErrorCode::LeaderChanged | ErrorCode::UnknownPartition)
+                | RequestFailure::TimedOut
+                | RequestFailure::Disconnected => {
+                    if self.metadata.leader(&target) == Some(request.broker) {
+                        self.metadata.invalidate(&target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        match request.kind {
+            RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset => {
+                // Retried until it works: a partition has nothing better to do.
+                if let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) {
+                    a.retry_at = retry_at;
+                }
+            }
+            RequestKind::ListOffsets => {
+                if let Some(q) = self.offsets_queries.get_mut(&partition) {
+                    if q.in_flight != Some(correlation_id) {
+                        return;
+                    }
+                    q.in_flight = None;
+                    q.retry_at = retry_at;
+                }
+            }
+            RequestKind::Commit => {
+                let Some(q) = self.commits.get_mut(&partition) else {
+                    return;
+                };
+                if q.in_flight != Some(correlation_id) {
+                    return;
+                }
+                q.in_flight = None;
+                q.retry_at = retry_at;
+                let commit = q.pending.front_mut().expect("a commit was in flight");
+                commit.attempts += 1;
+                if failure.is_retriable() && commit.attempts <= self.config.commit_retries_max {
+                    return;
+                }
+                let offset = commit.offset;
+                q.pending.pop_front();
+                if q.pending.is_empty() {
+                    self.commits.remove(&partition);
+                }
+                self.events.push_back(ConsumerEvent::Committed {
+                    partition,
+                    offset,
+                    result: Err(failure.to_string()),
+                });
+            }
+        }
+    }
+
+    /// Asks for metadata while some request has no broker to go to.
+    fn want_metadata(&mut self) {
+        let coordinator = self.coordinator();
+        let coordinator_known = coordinator.as_ref().is_some_and(|(_, l)| l.is_some());
+        let needs_coordinator = self
+            .assigned
+            .values()
+            .any(|a| a.phase == Phase::Starting)
+            || !self.commits.is_empty();
+        let leader_unknown = |p: &TopicPartition| self.metadata.leader(p).is_none();
+        let needs_leader = self
+            .assigned
+            .iter()
+            .any(|(p, a)| a.phase != Phase::Starting && leader_unknown(p))
+            || self.offsets_queries.keys().any(leader_unknown);
+        if (needs_coordinator && !coordinator_known) || needs_leader {
+            self.metadata.request_refresh();
+        }
+    }
+}
+
+/// The assignment `correlation_id` was sent for, if it is still assigned and still waiting for
+/// that request; it no longer waits afterwards.
+fn owned_assignment<'a>(
+    assigned: &'a mut BTreeMap<TopicPartition, Assignment>,
+    partition: &TopicPartition,
+    correlation_id: u64,
+) -> Option<&'a mut Assignment> {
+    let a = assigned.get_mut(partition)?;
+    if a.in_flight != Some(correlation_id) {
+        return None;
+    }
+    a.in_flight = None;
+    Some(a)
+}

@@ -1,0 +1,608 @@
+//! The producer: accumulates records into per-partition batches, sends each batch to its
+//! partition's leader, retries what may be retried, and reports every record's fate exactly once.
+//!
+//! Records go into the partition's open batch. The open batch closes when the next record would
+//! take it past `batch_bytes_max`, or is sent once `linger_ms` has passed since its first record
+//! and the partition has room in its in-flight window (`in_flight_max` requests). While the window
+//! is full, records keep joining the open batch: under load batches grow by themselves.
+//!
+//! Each produce request carries one batch. A batch keeps its bytes across retries, so a retry
+//! re-sends the very same records. With `in_flight_max > 1` a retried batch can land after a
+//! later one: the reordering the source text warns about for asynchronous sends (claim P4).
+//!
+//! A record's failure is `definite` only when no attempt of its batch can have been appended:
+//! every attempt ended in an error for which [`ErrorCode::produce_definitely_failed`] holds, or
+//! the batch never left the client. A timeout, a connection lost with the request in flight, or
+//! an error such as `RequestTimedOut` or `LeaderChanged` makes the outcome unknown for good.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::BrokerAddr;
+use crate::ids::{NodeId, TopicPartition};
+use crate::log::batch::{self, NewRecord};
+use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, Request, Response};
+use crate::rng::Rng;
+use crate::time::{earliest, Instant};
+
+use super::metadata::{Metadata, MetadataConfig};
+use super::{exponential_backoff, CorrelationIds, RequestFailure, Transmit};
+
+/// The error text of every record sent with `acks = None`.
+pub const ACKS_NONE_ERROR: &str = "acks=0: no acknowledgement";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// How long an open batch waits for more records before it is sent; 0 sends at once.
+    pub linger_ms: u64,
+    /// A batch closes before it would grow past this many bytes (a single larger record is sent
+    /// alone).
+    pub batch_bytes_max: usize,
+    /// Bytes of records accepted and not yet resolved (open, queued or in flight); `send`
+    /// beyond it fails with [`SendError::BufferFull`].
+    pub buffer_bytes_max: usize,
+    /// Produce requests in flight per partition.
+    pub in_flight_max: usize,
+    /// Attempts of one batch after its first.
+    pub retries_max: u32,
+    pub retry_backoff_min_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// A produce request unanswered for this long has an unknown outcome and is retried. The
+    /// broker is asked to answer within three quarters of it.
+    pub request_timeout_ms: u64,
+    /// A record not acknowledged this long after `send` fails (in flight attempts are still
+    /// awaited, up to `request_timeout_ms`).
+    pub delivery_timeout_ms: u64,
+    pub metadata_refresh_backoff_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 5,
+            batch_bytes_max: 16 * 1024,
+            buffer_bytes_max: 32 * 1024 * 1024,
+            in_flight_max: 5,
+            // Bounded by the delivery timeout, as in Kafka.
+            retries_max: u32::MAX,
+            retry_backoff_min_ms: 100,
+            retry_backoff_max_ms: 1_000,
+            request_timeout_ms: 30_000,
+            delivery_timeout_ms: 120_000,
+            metadata_refresh_backoff_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the producer's buffer is full")]
+    BufferFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (definite: {definite})")]
+pub struct SendFailure {
+    /// True only if the record was certainly not appended by any attempt.
+    pub definite: bool,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerEvent {
+    /// The fate of one record given to `send`, reported exactly once.
+    Delivered {
+        id: String,
+        partition: TopicPartition,
+        /// The record's offset.
+        result: Result<u64, SendFailure>,
+    },
+}
+
+/// The batch still taking records.
+#[derive(Debug)]
+struct OpenBatch {
+    seq: u64,
+    ids: Vec<String>,
+    records: Vec<NewRecord>,
+    encoded_bytes: usize,
+    created: Instant,
+}
+
+/// A closed batch, queued or in flight.
+#[derive(Debug)]
+struct Batch {
+    /// Creation order within the producer; queued batches of a partition go out in this order.
+    seq: u64,
+    ids: Vec<String>,
+    bytes: Bytes,
+    /// What the batch counts against `buffer_bytes_max`.
+    buffer_bytes: usize,
+    /// When its first record was given to `send`; the delivery timeout counts from here.
+    created: Instant,
+    attempts: u32,
+    /// Some attempt may have been appended: any failure is no longer definite.
+    maybe_appended: bool,
+    retry_at: Instant,
+    last_error: String,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    /// Closed batches waiting to be sent, by `seq`.
+    queued: BTreeMap<u64, Batch>,
+    in_flight: usize,
+}
+
+impl PartitionQueue {
+    fn is_empty(&self) -> bool {
+        self.open.is_none() && self.queued.is_empty() && self.in_flight == 0
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.open.is_some() || !self.queued.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct InFlightProduce {
+    partition: TopicPartition,
+    broker: NodeId,
+    deadline: Instant,
+    batch: Batch,
+}
+
+/// The producer state machine.
+///
+/// Calling contract: feed inputs (`send`, `handle_message`, `handle_disconnected`,
+/// `handle_timeout`), then drain `poll_transmit` until `None` and `poll_event` until `None`, then
+/// sleep until `poll_timeout` (or the next input) and call `handle_timeout`. `poll_transmit` acts
+/// at the time of the latest input, so drain it right after the input.
+#[derive(Debug)]
+pub struct Producer {
+    config: ProducerConfig,
+    metadata: Metadata,
+    rng: Rng,
+    ids: CorrelationIds,
+    now: Instant,
+    partitions: BTreeMap<TopicPartition, PartitionQueue>,
+    /// Produce requests awaiting an answer, by correlation id.
+    in_flight: BTreeMap<u64, InFlightProduce>,
+    /// One event per record accepted by `send`; bounded by what `buffer_bytes_max` admits
+    /// between two drains.
+    events: VecDeque<ProducerEvent>,
+    buffered_bytes: usize,
+    next_batch_seq: u64,
+    /// Round-robin start for the next partition to send from.
+    next_partition: Option<TopicPartition>,
+}
+
+impl Producer {
+    pub fn new(config: ProducerConfig, bootstrap: Vec<BrokerAddr>, mut rng: Rng) -> Producer {
+        let metadata_config = MetadataConfig {
+            refresh_backoff_ms: config.metadata_refresh_backoff_ms,
+            request_timeout_ms: config.request_timeout_ms,
+        };
+        let metadata = Metadata::new(bootstrap, metadata_config, rng.fork(1));
+        Producer {
+            config,
+            metadata,
+            rng,
+            ids: CorrelationIds::new(),
+            now: Instant::ZERO,
+            partitions: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            events: VecDeque::new(),
+            buffered_bytes: 0,
+            next_batch_seq: 0,
+            next_partition: None,
+        }
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The address of a broker, for the driver to connect to.
+    pub fn broker_addr(&self, broker: NodeId) -> Option<&str> {
+        self.metadata.broker_addr(broker)
+    }
+
+    /// Produce requests awaiting an answer.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Bytes of records accepted and not yet resolved; counted against `buffer_bytes_max`.
+    pub fn queued_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// Queues a record with key `id` and timestamp `now` for `partition`.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        partition: TopicPartition,
+        id: String,
+        value: Bytes,
+    ) -> Result<(), SendError> {
+        self.advance(now);
+        let record = NewRecord {
+            timestamp_ns: now.as_nanos(),
+            key: Bytes::from(id.clone().into_bytes()),
+            value,
+        };
+        let record_bytes = batch::record_encoded_len(&record);
+        if self.buffered_bytes + record_bytes > self.config.buffer_bytes_max {
+            return Err(SendError::BufferFull);
+        }
+        self.buffered_bytes += record_bytes;
+        let queue = self.partitions.entry(partition).or_default();
+        if queue.open.as_ref().is_some_and(|open| {
+            open.encoded_bytes + record_bytes > self.config.batch_bytes_max
+        }) {
+            let batch = close(queue.open.take().expect("checked above"));
+            queue.queued.insert(batch.seq, batch);
+        }
+        let seq = &mut self.next_batch_seq;
+        let open = queue.open.get_or_insert_with(|| {
+            *seq += 1;
+            OpenBatch {
+                seq: *seq,
+                ids: Vec::new(),
+                records: Vec::new(),
+                encoded_bytes: batch::HEADER_BYTES,
+                created: now,
+            }
+        });
+        open.ids.push(id);
+        open.records.push(record);
+        open.encoded_bytes += record_bytes;
+        self.want_unknown_leaders();
+        Ok(())
+    }
+
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        self.advance(now);
+        let Message::Response {
+            correlation_id,
+            response,
+        } = msg
+        else {
+            return;
+        };
+        if self.metadata.owns(correlation_id) {
+            self.metadata.handle_response(now, correlation_id, response);
+        } else if let Some(f) = self.in_flight.remove(&correlation_id) {
+            // A late answer to a request already given up on was removed above and lands here
+            // as unknown: ignored.
+            self.partition_mut(&f.partition).in_flight -= 1;
+            match response {
+                Response::Produce(Ok(ProduceOk { base_offset })) => {
+                    self.delivered(f.partition, f.batch, base_offset)
+                }
+                Response::Produce(Err(e)) => {
+                    self.attempt_failed(f.partition, from, f.batch, RequestFailure::Broker(e))
+                }
+                _ => self.attempt_failed(f.partition, from, f.batch, RequestFailure::Unexpected),
+            }
+        }
+        self.want_unknown_leaders();
+    }
+
+    /// The connection to `broker` is gone: each request in flight to it has an unknown outcome.
+    pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
+        self.advance(now);
+        self.metadata.handle_disconnected(now, broker);
+        let lost: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.broker == broker)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let f = self.in_flight.remove(&id).expect("listed above");
+            self.partition_mut(&f.partition).in_flight -= 1;
+            self.attempt_failed(f.partition, broker, f.batch, RequestFailure::Disconnected);
+        }
+        self.want_unknown_leaders();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.metadata.handle_timeout(now);
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let f = self.in_flight.remove(&id).expect("listed above");
+            self.partition_mut(&f.partition).in_flight -= 1;
+            self.attempt_failed(f.partition, f.broker, f.batch, RequestFailure::TimedOut);
+        }
+        self.expire_unsent(now);
+        self.want_unknown_leaders();
+    }
+
+    /// The earliest time `handle_timeout` has work: a request or delivery deadline, a linger or
+    /// retry backoff ending, a metadata refresh. `None` when idle.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        let mut deadlines = vec![
+            self.metadata.poll_timeout(),
+            self.in_flight.values().map(|f| f.deadline).min(),
+        ];
+        for (partition, queue) in &self.partitions {
+            let oldest = earliest([
+                queue.open.as_ref().map(|o| o.created),
+                queue.queued.values().map(|b| b.created).min(),
+            ]);
+            deadlines.push(oldest.map(|t| t + delivery_timeout));
+            deadlines.push(self.send_at(partition, queue));
+        }
+        earliest(deadlines)
+    }
+
+    /// The next message for a broker.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let now = self.now;
+        if let Some(t) = self.metadata.poll_transmit(now, &mut self.ids) {
+            return Some(t);
+        }
+        let start = self.next_partition.clone();
+        let order: Vec<TopicPartition> = match &start {
+            Some(s) => self
+                .partitions
+                .range(s.clone()..)
+                .chain(self.partitions.range(..s.clone()))
+                .map(|(p, _)| p.clone())
+                .collect(),
+            None => self.partitions.keys().cloned().collect(),
+        };
+        for partition in order {
+            let queue = &self.partitions[&partition];
+            if !self.send_at(&partition, queue).is_some_and(|at| at <= now) {
+                continue;
+            }
+            let leader = self.metadata.leader(&partition).expect("send_at checked");
+            let queue = self.partitions.get_mut(&partition).expect("listed above");
+            let ready = queue
+                .queued
+                .iter()
+                .find(|(_, b)| b.retry_at <= now)
+                .map(|(seq, _)| *seq);
+            let batch = match ready {
+                Some(seq) => queue.queued.remove(&seq).expect("found above"),
+                None => close(queue.open.take().expect("send_at found a ready batch")),
+            };
+            self.next_partition = self
+                .partitions
+                .range(&partition..)
+                .nth(1)
+                .map(|(p, _)| p.clone());
+            return Some(self.transmit(partition, leader, batch));
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<ProducerEvent> {
+        self.events.pop_front()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = self.now.max(now);
+    }
+
+    fn partition_mut(&mut self, partition: &TopicPartition) -> &mut PartitionQueue {
+        self.partitions
+            .get_mut(partition)
+            .expect("a partition with work has a queue")
+    }
+
+    /// When `partition` can next send a batch: `None` while it has nothing to send, no known
+    /// leader, or a full in-flight window.
+    fn send_at(&self, partition: &TopicPartition, queue: &PartitionQueue) -> Option<Instant> {
+        self.metadata.leader(partition)?;
+        if self.config.acks != Acks::None && queue.in_flight >= self.config.in_flight_max {
+            return None;
+        }
+        let linger = Duration::from_millis(self.config.linger_ms);
+        earliest([
+            queue.queued.values().map(|b| b.retry_at).min(),
+            queue.open.as_ref().map(|o| o.created + linger),
+        ])
+    }
+
+    fn transmit(&mut self, partition: TopicPartition, leader: NodeId, mut batch: Batch) -> Transmit {
+        batch.attempts += 1;
+        let correlation_id = self.ids.next_id();
+        let server_timeout_ms = (self.config.request_timeout_ms / 4 * 3).min(u32::MAX as u64);
+        let msg = Message::Request {
+            correlation_id,
+            request: Request::Produce {
+                partition: partition.clone(),
+                acks: self.config.acks,
+                timeout_ms: server_timeout_ms as u32,
+                batch: batch.bytes.clone(),
+            },
+        };
+        if self.config.acks == Acks::None {
+            let failure = SendFailure {
+                definite: false,
+                error: ACKS_NONE_ERROR.to_string(),
+            };
+            self.resolve(partition, batch, |_| Err(failure.clone()));
+        } else {
+            self.partition_mut(&partition).in_flight += 1;
+            let deadline = self.now + Duration::from_millis(self.config.request_timeout_ms);
+            self.in_flight.insert(
+                correlation_id,
+                InFlightProduce {
+                    partition,
+                    broker: leader,
+                    deadline,
+                    batch,
+                },
+            );
+        }
+        Transmit { to: leader, msg }
+    }
+
+    fn delivered(&mut self, partition: TopicPartition, batch: Batch, base_offset: u64) {
+        self.resolve(partition, batch, |i| Ok(base_offset + i as u64));
+    }
+
+    fn attempt_failed(
+        &mut self,
+        partition: TopicPartition,
+        broker: NodeId,
+        mut batch: Batch,
+        failure: RequestFailure,
+    ) {
+        let now = self.now;
+        let attempt_definite =
+            matches!(&failure, RequestFailure::Broker(e) if e.produce_definitely_failed());
+        batch.maybe_appended |= !attempt_definite;
+        batch.last_error = failure.to_string();
+        match &failure {
+            RequestFailure::Broker(ErrorCode::NotLeader { leader }) => {
+                self.metadata.handle_not_leader(&partition, broker, *leader)
+            }
+            RequestFailure::Broker(ErrorCode::LeaderChanged | ErrorCode::UnknownPartition)
+            | RequestFailure::TimedOut
+            | RequestFailure::Disconnected => {
+                if self.metadata.leader(&partition) == Some(broker) {
+                    self.metadata.invalidate(&partition);
+                }
+            }
+            _ => {}
+        }
+        let delivery_deadline =
+            batch.created + Duration::from_millis(self.config.delivery_timeout_ms);
+        let give_up = if !failure.is_retriable() {
+            Some("not retriable")
+        } else if batch.attempts > self.config.retries_max {
+            Some("retries exhausted")
+        } else if now >= delivery_deadline {
+            Some("delivery timeout expired")
+        } else {
+            None
+        };
+        if let Some(reason) = give_up {
+            self.fail(partition, batch, reason);
+            return;
+        }
+        let backoff = exponential_backoff(
+            &mut self.rng,
+            self.config.retry_backoff_min_ms,
+            self.config.retry_backoff_max_ms,
+            batch.attempts,
+        );
+        batch.retry_at = now + backoff;
+        self.partition_mut(&partition).queued.insert(batch.seq, batch);
+    }
+
+    /// Fails unsent batches whose delivery timeout has passed.
+    fn expire_unsent(&mut self, now: Instant) {
+        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        let mut expired = Vec::new();
+        for (partition, queue) in &mut self.partitions {
+            if queue
+                .open
+                .as_ref()
+                .is_some_and(|o| o.created + delivery_timeout <= now)
+            {
+                let batch = close(queue.open.take().expect("checked above"));
+                expired.push((partition.clone(), batch));
+            }
+            let seqs: Vec<u64> = queue
+                .queued
+                .iter()
+                .filter(|(_, b)| b.created + delivery_timeout <= now)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in seqs {
+                let batch = queue.queued.remove(&seq).expect("listed above");
+                expired.push((partition.clone(), batch));
+            }
+        }
+        for (partition, batch) in expired {
+            let reason = "delivery timeout expired";
+            self.fail(partition, batch, reason);
+        }
+    }
+
+    fn fail(&mut self, partition: TopicPartition, batch: Batch, reason: &str) {
+        let error = if batch.attempts == 0 {
+            format!("{reason} before the batch was sent")
+        } else {
+            format!(
+                "{reason} after {} attempt(s); last: {}",
+                batch.attempts, batch.last_error
+            )
+        };
+        let failure = SendFailure {
+            definite: !batch.maybe_appended,
+            error,
+        };
+        self.resolve(partition, batch, |_| Err(failure.clone()));
+    }
+
+    /// Reports every record of `batch` and releases its buffer space.
+    fn resolve(
+        &mut self,
+        partition: TopicPartition,
+        batch: Batch,
+        result: impl Fn(usize) -> Result<u64, SendFailure>,
+    ) {
+        self.buffered_bytes -= batch.buffer_bytes;
+        for (i, id) in batch.ids.into_iter().enumerate() {
+            self.events.push_back(ProducerEvent::Delivered {
+                id,
+                partition: partition.clone(),
+                result: result(i),
+            });
+        }
+        if self.partitions.get(&partition).is_some_and(PartitionQueue::is_empty) {
+            self.partitions.remove(&partition);
+        }
+    }
+
+    /// Asks for metadata when a partition has records to send and no known leader.
+    fn want_unknown_leaders(&mut self) {
+        let unknown = self
+            .partitions
+            .iter()
+            .any(|(p, q)| q.has_unsent() && self.metadata.leader(p).is_none());
+        if unknown {
+            self.metadata.request_refresh();
+        }
+    }
+}
+
+fn close(open: OpenBatch) -> Batch {
+    Batch {
+        seq: open.seq,
+        bytes: batch::build(&open.records),
+        buffer_bytes: open.encoded_bytes - batch::HEADER_BYTES,
+        ids: open.ids,
+        created: open.created,
+        attempts: 0,
+        maybe_appended: false,
+        retry_at: Instant::ZERO,
+        last_error: String::new(),
+    }
+}

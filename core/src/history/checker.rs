@@ -1,0 +1,514 @@
+//! The history checker, after Jepsen's Kafka workload.
+//!
+//! It reads only what clients observed (sends, their outcomes, and polled
+//! records) and counts eight anomaly classes; see [`Anomalies`] for each
+//! definition. Seven are computed from the history by [`check`]; the eighth,
+//! `replica_divergence`, needs the brokers' logs, so the caller computes it with
+//! [`check_replicas`] and stores it with [`CheckReport::set_replica_divergence`].
+//!
+//! Offsets are not dense: control batches, and records that were written but
+//! never acknowledged nor read, take offsets that no client ever sees. So a
+//! consumer jumping over an offset is a skip only when the offset is *known to
+//! hold a record*: some poll returned it, or some acknowledged send was given it.
+//!
+//! Only `ok` polls count as reads. Sends are matched to their completions by
+//! id; a send's producer is the process that invoked it.
+//!
+//! The example histories in `tests/histories/` (checked by this module's tests)
+//! report:
+//! - `clean.jsonl`: no anomalies; sent 6, acked 5, read 5, unknown 1, failed 0.
+//! - `lost-and-duplicate.jsonl`: lost 1 (`p0-2`), duplicate 1 (`p0-1`, read at
+//!   offsets 1 and 3), inconsistent_offsets 1 (offset 3 is `p0-3` by its ack but
+//!   `p0-1` by a read), poll_skip 2 (`c0` and `final-read` both jump over offset
+//!   2, acked for `p0-2`); sent 4, acked 4, read 3, unknown 0, failed 0.
+//! - `poll-anomalies.jsonl`: aborted_read 1 (`p0-9`, failed but read),
+//!   nonmonotonic_send 1 (`p0` acked offset 5 then 4), nonmonotonic_poll 1 (`c0`
+//!   polls offset 4 again after reading it); sent 4, acked 3, read 4, unknown 0,
+//!   failed 1.
+//!
+//! Cost: each event is visited a constant number of times, with BTreeMap
+//! lookups, so O(n log n) in the number of events and records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Event, EventType, Op};
+
+/// How many examples each anomaly class keeps.
+const EXAMPLES_PER_CLASS: usize = 5;
+
+/// Counts of each anomaly class; zero everywhere means the history is clean.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// Ids acknowledged `ok` but never read by any poll, final read included.
+    pub lost: u64,
+    /// Ids read at more than one (topic, partition, offset).
+    pub duplicate: u64,
+    /// (topic, partition, offset) keys associated with more than one id,
+    /// over acknowledged sends' offsets and reads together.
+    pub inconsistent_offsets: u64,
+    /// Ids read whose send ended in `fail` (and never in `ok`).
+    pub aborted_read: u64,
+    /// Consecutive acknowledged sends of one process to one partition, in
+    /// invoke order, whose offsets do not strictly rise.
+    pub nonmonotonic_send: u64,
+    /// Polls of one process on one partition that jump over an offset known to
+    /// hold a record: from the last offset of its previous non-empty poll (no
+    /// assign between) to its first offset, or between two of its own records.
+    pub poll_skip: u64,
+    /// Polls that start at or before the previous non-empty poll's last offset
+    /// (same process and partition, no assign between), or whose offsets do
+    /// not strictly rise.
+    pub nonmonotonic_poll: u64,
+    /// Partitions whose replicas' committed logs differ; set by the caller
+    /// from [`check_replicas`], never by [`check`].
+    pub replica_divergence: u64,
+}
+
+impl Anomalies {
+    /// The class names, in the fixed order [`Anomalies::iter`] uses.
+    pub const NAMES: [&'static str; 8] = [
+        "lost",
+        "duplicate",
+        "inconsistent_offsets",
+        "aborted_read",
+        "nonmonotonic_send",
+        "poll_skip",
+        "nonmonotonic_poll",
+        "replica_divergence",
+    ];
+
+    /// Every class with its count, in the fixed order of [`Anomalies::NAMES`].
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("lost", self.lost),
+            ("duplicate", self.duplicate),
+            ("inconsistent_offsets", self.inconsistent_offsets),
+            ("aborted_read", self.aborted_read),
+            ("nonmonotonic_send", self.nonmonotonic_send),
+            ("poll_skip", self.poll_skip),
+            ("nonmonotonic_poll", self.nonmonotonic_poll),
+            ("replica_divergence", self.replica_divergence),
+        ]
+        .into_iter()
+    }
+
+    /// The count of the class called `name`, or `None` for an unknown name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.iter()
+            .find(|(class, _)| *class == name)
+            .map(|(_, count)| count)
+    }
+
+    /// The sum over all classes.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// What [`check`] found, plus totals that say how much the history exercised.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub anomalies: Anomalies,
+    /// Up to five human-readable examples per anomaly class that has any,
+    /// keyed by class name.
+    pub examples: BTreeMap<String, Vec<String>>,
+    /// Send invocations.
+    pub sent: u64,
+    /// Sends completed `ok`.
+    pub acked: u64,
+    /// Distinct ids returned by any poll.
+    pub read: u64,
+    /// Sends completed `info` (outcome unknown).
+    pub unknown: u64,
+    /// Sends completed `fail`.
+    pub failed: u64,
+}
+
+impl CheckReport {
+    /// True when every anomaly count is zero.
+    pub fn is_clean(&self) -> bool {
+        self.anomalies.total() == 0
+    }
+
+    /// Record the result of [`check_replicas`].
+    pub fn set_replica_divergence(&mut self, count: u64, examples: Vec<String>) {
+        self.anomalies.replica_divergence = count;
+        let examples: Vec<String> = examples.into_iter().take(EXAMPLES_PER_CLASS).collect();
+        if examples.is_empty() {
+            self.examples.remove("replica_divergence");
+        } else {
+            self.examples
+                .insert("replica_divergence".to_string(), examples);
+        }
+    }
+
+    fn example(&mut self, class: &str, text: impl FnOnce() -> String) {
+        let list = self.examples.entry(class.to_string()).or_default();
+        if list.len() < EXAMPLES_PER_CLASS {
+            list.push(text());
+        }
+    }
+}
+
+/// One replica's log of a partition: `(offset, id)` in offset order.
+pub type ReplicaLog = Vec<(u64, String)>;
+
+/// Per (topic, partition), each replica's `(node id, log)`.
+pub type ReplicaLogs = BTreeMap<(String, u32), Vec<(u32, ReplicaLog)>>;
+
+/// Compare each partition's replicas. The caller passes, per partition, each
+/// replica's `(node id, log)` with the log cut at the partition's committed
+/// high watermark, so all of them must be exactly equal. Returns how many
+/// partitions have a replica that differs from the first one, with up to five
+/// examples.
+pub fn check_replicas(replicas: &ReplicaLogs) -> (u64, Vec<String>) {
+    let mut count = 0;
+    let mut examples = Vec::new();
+    for ((topic, partition), logs) in replicas {
+        let Some(((first_node, first_log), others)) = logs.split_first() else {
+            continue;
+        };
+        let Some((node, log)) = others.iter().find(|(_, log)| log != first_log) else {
+            continue;
+        };
+        count += 1;
+        if examples.len() < EXAMPLES_PER_CLASS {
+            examples.push(describe_divergence(
+                &format!("{topic}-{partition}"),
+                (*first_node, first_log),
+                (*node, log),
+            ));
+        }
+    }
+    (count, examples)
+}
+
+fn describe_divergence(
+    partition: &str,
+    (first_node, first_log): (u32, &[(u64, String)]),
+    (node, log): (u32, &[(u64, String)]),
+) -> String {
+    let show = |entry: Option<&(u64, String)>| match entry {
+        Some((offset, id)) => format!("{id}@{offset}"),
+        None => "nothing".to_string(),
+    };
+    let index = first_log
+        .iter()
+        .zip(log)
+        .position(|(a, b)| a != b)
+        .unwrap_or(first_log.len().min(log.len()));
+    format!(
+        "{partition}: record {index} is {} on node {first_node} but {} on node {node} \
+         ({} vs {} committed records)",
+        show(first_log.get(index)),
+        show(log.get(index)),
+        first_log.len(),
+        log.len(),
+    )
+}
+
+/// A topic-partition, interned to a small number so the maps below key on
+/// integers instead of cloned strings.
+type Tp = usize;
+
+/// Interns topic-partitions and remembers their names for examples.
+#[derive(Default)]
+struct Partitions<'a> {
+    ids: BTreeMap<(&'a str, u32), Tp>,
+    names: Vec<String>,
+}
+
+impl<'a> Partitions<'a> {
+    fn intern(&mut self, topic: &'a str, partition: u32) -> Tp {
+        let next = self.names.len();
+        *self.ids.entry((topic, partition)).or_insert_with(|| {
+            self.names.push(format!("{topic}-{partition}"));
+            next
+        })
+    }
+
+    fn name(&self, tp: Tp) -> &str {
+        &self.names[tp]
+    }
+
+    fn at(&self, (tp, offset): (Tp, u64)) -> String {
+        format!("{}@{offset}", self.name(tp))
+    }
+}
+
+/// What the history says about one send id.
+#[derive(Default)]
+struct SendRecord<'a> {
+    /// The invoking process and the invoke's index in the history.
+    invoke: Option<(&'a str, usize)>,
+    /// The partition and offset of an `ok` completion.
+    acked: Option<(Tp, u64)>,
+    /// The error of a `fail` completion, if one was given.
+    failed: Option<Option<&'a str>>,
+}
+
+/// Everything [`check`] gathers in its first pass over the history.
+#[derive(Default)]
+struct Facts<'a> {
+    partitions: Partitions<'a>,
+    sends: BTreeMap<&'a str, SendRecord<'a>>,
+    /// For each id read, every (partition, offset) it was read at.
+    reads: BTreeMap<&'a str, BTreeSet<(Tp, u64)>>,
+    /// For each offset known to hold a record, the ids seen there by acks and reads.
+    /// Its keys are exactly the offsets "known to hold a record".
+    ids_at: BTreeMap<(Tp, u64), BTreeSet<&'a str>>,
+}
+
+/// Check a history for the anomalies in [`Anomalies`]; `replica_divergence`
+/// is left 0 (see [`check_replicas`]).
+pub fn check(events: &[Event]) -> CheckReport {
+    let mut report = CheckReport::default();
+    let facts = gather(events, &mut report);
+    check_sends(&facts, &mut report);
+    check_reads(&facts, &mut report);
+    check_polls(events, &facts, &mut report);
+    // Keep only classes that have examples, so a clean report is short.
+    report.examples.retain(|_, list| !list.is_empty());
+    report
+}
+
+/// First pass: index sends, acks and reads, and count the totals.
+fn gather<'a>(events: &'a [Event], report: &mut CheckReport) -> Facts<'a> {
+    let mut facts = Facts::default();
+    for (index, event) in events.iter().enumerate() {
+        match &event.op {
+            Op::Send {
+                id,
+                topic,
+                partition,
+                offset,
+                error,
+            } => {
+                let record = facts.sends.entry(id).or_default();
+                match event.kind {
+                    EventType::Invoke => {
+                        report.sent += 1;
+                        record.invoke = Some((&event.process, index));
+                    }
+                    EventType::Ok => {
+                        report.acked += 1;
+                        // The parser insists on an offset for an ok send; a
+                        // hand-built event without one cannot be placed.
+                        if let Some(offset) = offset {
+                            let tp = facts.partitions.intern(topic, *partition);
+                            record.acked = Some((tp, *offset));
+                            facts.ids_at.entry((tp, *offset)).or_default().insert(id);
+                        }
+                    }
+                    EventType::Fail => {
+                        report.failed += 1;
+                        record.failed = Some(error.as_deref());
+                    }
+                    EventType::Info => report.unknown += 1,
+                }
+            }
+            Op::Poll {
+                topic,
+                partition,
+                records,
+            } if event.kind == EventType::Ok => {
+                let tp = facts.partitions.intern(topic, *partition);
+                for (offset, id) in records {
+                    facts.reads.entry(id).or_default().insert((tp, *offset));
+                    facts.ids_at.entry((tp, *offset)).or_default().insert(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    report.read = facts.reads.len() as u64;
+    facts
+}
+
+/// An acknowledged send: its invoke's index in the history, offset and id.
+type Ack<'a> = (usize, u64, &'a str);
+
+/// Lost and aborted reads, and sends whose offsets go backwards.
+fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
+    // Acknowledged sends per (process, partition), keyed by invoke index.
+    let mut by_producer: BTreeMap<(&str, Tp), Vec<Ack<'_>>> = BTreeMap::new();
+    for (&id, record) in &facts.sends {
+        let was_read = facts.reads.contains_key(id);
+        match (record.acked, record.failed) {
+            (Some((tp, offset)), _) => {
+                if !was_read {
+                    report.anomalies.lost += 1;
+                    report.example("lost", || {
+                        format!(
+                            "{id} acked at {} never read",
+                            facts.partitions.at((tp, offset))
+                        )
+                    });
+                }
+                if let Some((process, invoke_index)) = record.invoke {
+                    by_producer
+                        .entry((process, tp))
+                        .or_default()
+                        .push((invoke_index, offset, id));
+                }
+            }
+            (None, Some(error)) if was_read => {
+                report.anomalies.aborted_read += 1;
+                report.example("aborted_read", || {
+                    let places = facts.reads.get(id).map(|at| list(&facts.partitions, at));
+                    format!(
+                        "{id} failed ({}) but read at {}",
+                        error.unwrap_or("no error given"),
+                        places.unwrap_or_default()
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    for ((process, tp), mut acks) in by_producer {
+        acks.sort_unstable();
+        for pair in acks.windows(2) {
+            let [(_, before, before_id), (_, after, after_id)] = pair else {
+                continue;
+            };
+            if after <= before {
+                report.anomalies.nonmonotonic_send += 1;
+                report.example("nonmonotonic_send", || {
+                    format!(
+                        "{process} on {}: {before_id} acked at {before} \
+                         then {after_id} acked at {after}",
+                        facts.partitions.name(tp)
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// Duplicates and offsets claimed by more than one id.
+fn check_reads(facts: &Facts<'_>, report: &mut CheckReport) {
+    for (id, places) in &facts.reads {
+        if places.len() > 1 {
+            report.anomalies.duplicate += 1;
+            report.example("duplicate", || {
+                format!("{id} read at {}", list(&facts.partitions, places))
+            });
+        }
+    }
+    for (&place, ids) in &facts.ids_at {
+        if ids.len() > 1 {
+            report.anomalies.inconsistent_offsets += 1;
+            report.example("inconsistent_offsets", || {
+                let ids: Vec<&str> = ids.iter().copied().collect();
+                format!("{} holds {}", facts.partitions.at(place), ids.join(", "))
+            });
+        }
+    }
+}
+
+/// Second pass: each process's sequence of polls on each partition.
+fn check_polls(events: &[Event], facts: &Facts<'_>, report: &mut CheckReport) {
+    // The last offset of each process's last non-empty poll per partition,
+    // since its last assign.
+    let mut positions: BTreeMap<&str, BTreeMap<Tp, u64>> = BTreeMap::new();
+    for event in events {
+        match &event.op {
+            // Any assign may move positions; forgetting them can only hide an
+            // anomaly, never invent one.
+            Op::Assign { .. } => {
+                positions.remove(event.process.as_str());
+            }
+            Op::Poll {
+                topic,
+                partition,
+                records,
+            } if event.kind == EventType::Ok => {
+                let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last())
+                else {
+                    continue;
+                };
+                // Every polled partition was interned by `gather`.
+                let Some(&tp) = facts.partitions.ids.get(&(topic.as_str(), *partition)) else {
+                    continue;
+                };
+                let position = positions
+                    .entry(event.process.as_str())
+                    .or_default()
+                    .insert(tp, last);
+                check_poll(event, tp, position, first, records, facts, report);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One non-empty poll against the previous one's last offset, `position`.
+fn check_poll(
+    event: &Event,
+    tp: Tp,
+    position: Option<u64>,
+    first: u64,
+    records: &[(u64, String)],
+    facts: &Facts<'_>,
+    report: &mut CheckReport,
+) {
+    let name = facts.partitions.name(tp);
+    let process = &event.process;
+    let time_ns = event.time_ns;
+    let mut rewound = None;
+    let mut skipped = None;
+    if let Some(position) = position {
+        if first <= position {
+            rewound = Some(format!("starts at {first} after reading up to {position}"));
+        } else {
+            skipped = known_between(facts, tp, position, first).map(|hole| (position, hole, first));
+        }
+    }
+    for pair in records.windows(2) {
+        let [(before, _), (after, _)] = pair else {
+            continue;
+        };
+        if after <= before {
+            rewound.get_or_insert_with(|| format!("returns offset {after} after {before}"));
+        } else if skipped.is_none() {
+            skipped = known_between(facts, tp, *before, *after).map(|hole| (*before, hole, *after));
+        }
+    }
+    if let Some(what) = rewound {
+        report.anomalies.nonmonotonic_poll += 1;
+        report.example("nonmonotonic_poll", || {
+            format!("{process} on {name} at {time_ns}ns: poll {what}")
+        });
+    }
+    if let Some((before, hole, after)) = skipped {
+        report.anomalies.poll_skip += 1;
+        report.example("poll_skip", || {
+            format!(
+                "{process} on {name} at {time_ns}ns: went from {before} to {after}, \
+                 skipping {name}@{hole}"
+            )
+        });
+    }
+}
+
+/// The first offset strictly between `low` and `high` known to hold a record.
+fn known_between(facts: &Facts<'_>, tp: Tp, low: u64, high: u64) -> Option<u64> {
+    let start = low.checked_add(1)?;
+    if start >= high {
+        return None;
+    }
+    facts
+        .ids_at
+        .range((tp, start)..(tp, high))
+        .next()
+        .map(|(&(_, offset), _)| offset)
+}
+
+/// "orders-0@1, orders-0@3" for a set of places.
+fn list(partitions: &Partitions<'_>, places: &BTreeSet<(Tp, u64)>) -> String {
+    let places: Vec<String> = places.iter().map(|&place| partitions.at(place)).collect();
+    places.join(", ")
+}

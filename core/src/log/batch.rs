@@ -1,0 +1,350 @@
+//! The record batch: the unit the producer builds, the wire carries, the log stores and
+//! replication copies. One encoding serves all four, so a batch is checked once and never
+//! re-encoded on its way from producer to consumer.
+//!
+//! Layout (big-endian):
+//!
+//! ```text
+//!  0  base_offset         u64   set by the leader on append
+//!  8  batch_len           u32   bytes after this field
+//! 12  leader_epoch        u64   set by the leader on append
+//! 20  magic               u8    = 1
+//! 21  crc                 u32   CRC32C, see below
+//! 25  attributes          u16   bit 0: control batch
+//! 27  last_offset_delta   u32   record_count - 1
+//! 31  first_timestamp_ns  u64
+//! 39  max_timestamp_ns    u64
+//! 47  producer_id         u64   reserved for the idempotent producer
+//! 55  producer_epoch      u16   reserved
+//! 57  base_sequence       u32   reserved
+//! 61  record_count        u32
+//! 65  records: (offset_delta u32, timestamp_ns u64, key_len u32, key, value_len u32, value)*
+//! ```
+//!
+//! The CRC covers `base_offset`, `leader_epoch` and every byte after the CRC field. Kafka leaves
+//! the offset and epoch out so the leader can stamp them without rehashing; Fathom rehashes on
+//! stamp instead, so a flipped bit in the offset or epoch read back from disk is caught too.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const MAGIC: u8 = 1;
+pub const HEADER_BYTES: usize = 65;
+/// Bytes before `batch_len`'s count starts.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4;
+pub const ATTR_CONTROL: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_len: u32,
+    pub leader_epoch: u64,
+    pub crc: u32,
+    pub attributes: u16,
+    pub first_timestamp_ns: u64,
+    pub max_timestamp_ns: u64,
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+    pub base_sequence: u32,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// The offset after this batch's last record.
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + self.record_count as u64
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        LOG_OVERHEAD_BYTES + self.batch_len as usize
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// A record as the producer hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub timestamp_ns: u64,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// A record as read back, with its absolute offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    pub timestamp_ns: u64,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Fewer bytes than the batch needs: a torn write, or a read that stopped short.
+    #[error("incomplete batch: have {have} bytes, need {need}")]
+    Incomplete { have: usize, need: usize },
+    #[error("unknown batch magic {0}")]
+    BadMagic(u8),
+    #[error("batch checksum mismatch")]
+    CrcMismatch,
+    #[error("malformed batch: {0}")]
+    Malformed(&'static str),
+}
+
+/// Bytes a batch of these records will take, so a producer can cut batches by size.
+pub fn encoded_len(records: &[NewRecord]) -> usize {
+    HEADER_BYTES
+        + records
+            .iter()
+            .map(|r| RECORD_OVERHEAD_BYTES + r.key.len() + r.value.len())
+            .sum::<usize>()
+}
+
+pub fn record_encoded_len(record: &NewRecord) -> usize {
+    RECORD_OVERHEAD_BYTES + record.key.len() + record.value.len()
+}
+
+/// Encodes a data batch with base offset and epoch 0, as a producer sends it.
+pub fn build(records: &[NewRecord]) -> Bytes {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    encode(records, 0)
+}
+
+/// A batch of one empty control record, which a new leader appends to commit its term.
+pub fn build_control(timestamp_ns: u64) -> Bytes {
+    let r = NewRecord {
+        timestamp_ns,
+        key: Bytes::new(),
+        value: Bytes::new(),
+    };
+    encode(std::slice::from_ref(&r), ATTR_CONTROL)
+}
+
+fn encode(records: &[NewRecord], attributes: u16) -> Bytes {
+    let len = encoded_len(records);
+    let mut b = BytesMut::with_capacity(len);
+    let first_ts = records[0].timestamp_ns;
+    let max_ts = records.iter().map(|r| r.timestamp_ns).max().unwrap_or(0);
+    b.put_u64(0);
+    b.put_u32((len - LOG_OVERHEAD_BYTES) as u32);
+    b.put_u64(0);
+    b.put_u8(MAGIC);
+    b.put_u32(0);
+    b.put_u16(attributes);
+    b.put_u32(records.len() as u32 - 1);
+    b.put_u64(first_ts);
+    b.put_u64(max_ts);
+    b.put_u64(0);
+    b.put_u16(0);
+    b.put_u32(0);
+    b.put_u32(records.len() as u32);
+    for (delta, r) in records.iter().enumerate() {
+        b.put_u32(delta as u32);
+        b.put_u64(r.timestamp_ns);
+        b.put_u32(r.key.len() as u32);
+        b.put_slice(&r.key);
+        b.put_u32(r.value.len() as u32);
+        b.put_slice(&r.value);
+    }
+    debug_assert_eq!(b.len(), len);
+    let crc = checksum(&b);
+    b[21..25].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn checksum(batch: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&batch[0..8]);
+    let c = crc32c::crc32c_append(c, &batch[12..20]);
+    crc32c::crc32c_append(c, &batch[25..])
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Reads and checks the batch at the front of `buf` (which may hold more after it). On success
+/// the batch is `buf[..header.total_bytes()]`, its checksum verified.
+pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_BYTES {
+        return Err(BatchError::Incomplete {
+            have: buf.len(),
+            need: HEADER_BYTES,
+        });
+    }
+    let batch_len = u32_at(buf, 8);
+    let total = LOG_OVERHEAD_BYTES + batch_len as usize;
+    if total < HEADER_BYTES {
+        return Err(BatchError::Malformed("batch length shorter than its header"));
+    }
+    if buf[20] != MAGIC {
+        return Err(BatchError::BadMagic(buf[20]));
+    }
+    if buf.len() < total {
+        return Err(BatchError::Incomplete {
+            have: buf.len(),
+            need: total,
+        });
+    }
+    let batch = &buf[..total];
+    let header = BatchHeader {
+        base_offset: u64_at(batch, 0),
+        batch_len,
+        leader_epoch: u64_at(batch, 12),
+        crc: u32_at(batch, 21),
+        attributes: u16_at(batch, 25),
+        first_timestamp_ns: u64_at(batch, 31),
+        max_timestamp_ns: u64_at(batch, 39),
+        producer_id: u64_at(batch, 47),
+        producer_epoch: u16_at(batch, 55),
+        base_sequence: u32_at(batch, 57),
+        record_count: u32_at(batch, 61),
+    };
+    if checksum(batch) != header.crc {
+        return Err(BatchError::CrcMismatch);
+    }
+    if header.record_count == 0 || u32_at(batch, 27) != header.record_count - 1 {
+        return Err(BatchError::Malformed("record count disagrees with last offset delta"));
+    }
+    Ok(header)
+}
+
+/// Checks that `bytes` is exactly one well-formed batch whose records decode.
+pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = parse(bytes)?;
+    if header.total_bytes() != bytes.len() {
+        return Err(BatchError::Malformed("trailing bytes after the batch"));
+    }
+    records(bytes)?;
+    Ok(header)
+}
+
+/// Returns a copy of a checked batch with its base offset and leader epoch set and its checksum
+/// recomputed.
+pub fn stamp(batch: &[u8], base_offset: u64, leader_epoch: u64) -> Bytes {
+    let mut b = BytesMut::from(batch);
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..20].copy_from_slice(&leader_epoch.to_be_bytes());
+    let crc = checksum(&b);
+    b[21..25].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Decodes every record of one checked batch.
+pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
+    let header = parse(batch)?;
+    let end = header.total_bytes();
+    let mut at = HEADER_BYTES;
+    let mut out = Vec::with_capacity(header.record_count as usize);
+    let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, BatchError> {
+        if *at + n > end {
+            return Err(BatchError::Malformed("record runs past the end of its batch"));
+        }
+        let r = *at..*at + n;
+        *at += n;
+        Ok(r)
+    };
+    for i in 0..header.record_count {
+        let delta = u32_at(batch, take(&mut at, 4)?.start);
+        if delta != i {
+            return Err(BatchError::Malformed("record offset deltas are not consecutive"));
+        }
+        let timestamp_ns = u64_at(batch, take(&mut at, 8)?.start);
+        let key_len = u32_at(batch, take(&mut at, 4)?.start) as usize;
+        let key = take(&mut at, key_len)?;
+        let value_len = u32_at(batch, take(&mut at, 4)?.start) as usize;
+        let value = take(&mut at, value_len)?;
+        out.push(Record {
+            offset: header.base_offset + delta as u64,
+            timestamp_ns,
+            key: Bytes::copy_from_slice(&batch[key]),
+            value: Bytes::copy_from_slice(&batch[value]),
+        });
+    }
+    if at != end {
+        return Err(BatchError::Malformed("bytes left over after the last record"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(key: &str, value_len: usize, ts: u64) -> NewRecord {
+        NewRecord {
+            timestamp_ns: ts,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from(vec![7u8; value_len]),
+        }
+    }
+
+    #[test]
+    fn stamped_batch_reads_back_with_absolute_offsets() {
+        let b = build(&[rec("p0-1", 10, 5), rec("p0-2", 0, 9)]);
+        assert_eq!(b.len(), encoded_len(&[rec("p0-1", 10, 5), rec("p0-2", 0, 9)]));
+        let s = stamp(&b, 40, 3);
+        let h = validate(&s).unwrap();
+        assert_eq!((h.base_offset, h.end_offset(), h.leader_epoch), (40, 42, 3));
+        assert_eq!((h.first_timestamp_ns, h.max_timestamp_ns), (5, 9));
+        let r = records(&s).unwrap();
+        assert_eq!(r[1].offset, 41);
+        assert_eq!(&r[1].key[..], b"p0-2");
+        assert_eq!(r[0].value.len(), 10);
+    }
+
+    #[test]
+    fn control_batch_is_marked() {
+        let h = validate(&build_control(1)).unwrap();
+        assert!(h.is_control());
+        assert_eq!(h.record_count, 1);
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete() {
+        let b = stamp(&build(&[rec("a", 30, 1)]), 0, 1);
+        for cut in 0..b.len() {
+            assert!(
+                matches!(parse(&b[..cut]), Err(BatchError::Incomplete { .. })),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_flipped_bit_is_caught(
+            n in 1usize..5, value_len in 0usize..40, byte in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let recs: Vec<NewRecord> = (0..n).map(|i| rec(&format!("k{i}"), value_len, i as u64)).collect();
+            let b = stamp(&build(&recs), 100, 2);
+            let mut bad = b.to_vec();
+            let i = byte.index(bad.len());
+            bad[i] ^= 1 << bit;
+            prop_assert!(validate(&bad).is_err(), "flip at byte {} went unnoticed", i);
+        }
+
+        #[test]
+        fn round_trip(keys in proptest::collection::vec("[a-z0-9-]{0,12}", 1..8), base in 0u64..1<<40, epoch in 0u64..1000) {
+            let recs: Vec<NewRecord> = keys.iter().enumerate().map(|(i, k)| rec(k, i, i as u64)).collect();
+            let s = stamp(&build(&recs), base, epoch);
+            let out = records(&s).unwrap();
+            prop_assert_eq!(out.len(), recs.len());
+            for (i, (o, r)) in out.iter().zip(&recs).enumerate() {
+                prop_assert_eq!(o.offset, base + i as u64);
+                prop_assert_eq!(&o.key, &r.key);
+                prop_assert_eq!(&o.value, &r.value);
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Appending and reading: offsets, epochs, segment rolls and the bounds of `read`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::log::batch::BatchError;
+use crate::log::LogError;
+
+/// Sizes of the files the `Append` ops wrote, by path.
+fn appended_files(ops: &[StorageOp]) -> BTreeMap<String, Vec<usize>> {
+    let mut files: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for op in ops {
+        if let StorageOp::Append { path, bytes } = op {
+            files.entry(path.clone()).or_default().push(bytes.len());
+        }
+    }
+    files
+}
+
+#[test]
+fn leader_append_stamps_consecutive_offsets_and_the_epoch() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    assert!(log.is_empty());
+    assert_eq!((log.end_offset(), log.last_epoch()), (0, 0));
+    assert_eq!(log.append_as_leader(&producer_batch(3, 5, 1), 2), Ok((0, 3)));
+    assert_eq!(log.append_as_leader(&producer_batch(1, 5, 2), 4), Ok((3, 4)));
+    assert_eq!((log.end_offset(), log.last_epoch()), (4, 4));
+    let stored = all_batches(&log);
+    let h = batch::validate(&stored[1]).unwrap();
+    assert_eq!((h.base_offset, h.leader_epoch), (3, 4));
+    let ops = drain(&mut log);
+    assert_eq!(
+        ops,
+        vec![
+            StorageOp::Append {
+                path: segment_path(0),
+                bytes: stored[0].clone()
+            },
+            StorageOp::Append {
+                path: segment_path(0),
+                bytes: stored[1].clone()
+            },
+        ],
+        "one Append per batch, carrying exactly the stored bytes; nothing else"
+    );
+}
+
+#[test]
+fn new_log_writes_nothing_until_the_first_append() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    assert!(!log.request_sync());
+    assert_eq!(log.poll_op(), None);
+}
+
+#[test]
+fn every_offset_reads_from_the_batch_holding_it_across_segments() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    append_n(&mut log, 60, 1);
+    let files = appended_files(&drain(&mut log));
+    assert!(files.len() >= 5, "small segments: {} files", files.len());
+    let ends = batch_ends(&log);
+    let end = log.end_offset();
+    assert_eq!(*ends.last().unwrap(), end);
+    for from in 0..end {
+        let got = log.read(from, end, usize::MAX);
+        let first = batch::parse(&got[0]).unwrap();
+        assert!(
+            first.base_offset <= from && from < first.end_offset(),
+            "read({from}) starts with {first:?}"
+        );
+        let got_ends: Vec<u64> = got
+            .iter()
+            .map(|b| batch::parse(b).unwrap().end_offset())
+            .collect();
+        let expected: Vec<u64> = ends.iter().copied().filter(|&e| e > from).collect();
+        assert_eq!(got_ends, expected, "read({from}) returns the rest of the log");
+    }
+    assert!(log.read(end, u64::MAX, usize::MAX).is_empty());
+}
+
+#[test]
+fn read_stops_at_up_to_end_and_max_bytes_but_returns_at_least_one_batch() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    append_n(&mut log, 40, 1);
+    let ends = batch_ends(&log);
+    let end = log.end_offset();
+    for from in (0..end).step_by(3) {
+        for up_to_end in (from..=end + 2).step_by(2) {
+            let got = log.read(from, up_to_end, usize::MAX);
+            let expected = ends.iter().filter(|&&e| e > from && e <= up_to_end).count();
+            assert_eq!(got.len(), expected, "read({from}, {up_to_end})");
+        }
+        for max_bytes in [0, 1, 100, 250, 700] {
+            let got = log.read(from, end, max_bytes);
+            let total: usize = got.iter().map(Bytes::len).sum();
+            assert!(!got.is_empty(), "a reader always gets a batch");
+            assert!(got.len() == 1 || total <= max_bytes, "{total} > {max_bytes}");
+            let all = log.read(from, end, usize::MAX);
+            if let Some(next) = all.get(got.len()) {
+                assert!(
+                    total + next.len() > max_bytes,
+                    "read({from}, max {max_bytes}) stopped early"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn segments_roll_before_exceeding_their_size_and_never_split_a_batch() {
+    let mut config = small_config();
+    config.segment_bytes_max = 300;
+    let mut log = PartitionLog::new(DIR.into(), config);
+    let mut sizes = vec![];
+    for value_len in [10, 40, 100, 500, 20, 20, 900, 5] {
+        let b = producer_batch(2, value_len, 1);
+        sizes.push(b.len());
+        log.append_as_leader(&b, 1).unwrap();
+    }
+    let files = appended_files(&drain(&mut log));
+    let mut seen: Vec<usize> = vec![];
+    for (path, batch_sizes) in &files {
+        let total: usize = batch_sizes.iter().sum();
+        assert!(
+            total <= 300 || batch_sizes.len() == 1,
+            "{path} holds {batch_sizes:?}"
+        );
+        seen.extend(batch_sizes.iter().copied());
+    }
+    assert_eq!(seen, sizes, "every batch whole, in order");
+    assert!(files.values().any(|s| s == &[sizes[3]]), "a big batch alone");
+}
+
+#[test]
+fn each_segment_is_named_after_its_first_offset() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    append_n(&mut log, 30, 1);
+    let mut first_base: BTreeMap<String, u64> = BTreeMap::new();
+    for op in drain(&mut log) {
+        if let StorageOp::Append { path, bytes } = op {
+            let base = batch::parse(&bytes).unwrap().base_offset;
+            first_base.entry(path).or_insert(base);
+        }
+    }
+    assert!(first_base.len() > 2);
+    for (path, base) in first_base {
+        assert_eq!(path, segment_path(base));
+    }
+}
+
+#[test]
+fn oversized_and_malformed_batches_are_refused_without_changing_the_log() {
+    let mut config = small_config();
+    config.batch_bytes_max = 200;
+    let mut log = PartitionLog::new(DIR.into(), config);
+    let big = producer_batch(1, 300, 1);
+    assert_eq!(
+        log.append_as_leader(&big, 1),
+        Err(LogError::BatchTooLarge {
+            len: big.len(),
+            max: 200
+        })
+    );
+    let mut bad = producer_batch(1, 10, 1).to_vec();
+    bad[70] ^= 1;
+    assert_eq!(
+        log.append_as_leader(&bad, 1),
+        Err(LogError::Batch(BatchError::CrcMismatch))
+    );
+    assert!(log.is_empty());
+    assert_eq!(log.poll_op(), None);
+}
+
+#[test]
+fn replicated_batches_must_continue_the_log_and_not_regress_the_epoch() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    log.append_as_leader(&producer_batch(2, 5, 1), 3).unwrap();
+    let gap = batch::stamp(&producer_batch(1, 5, 1), 5, 3);
+    assert_eq!(
+        log.append_replicated(gap),
+        Err(LogError::NotContiguous {
+            expected: 2,
+            got: 5
+        })
+    );
+    let old = batch::stamp(&producer_batch(1, 5, 1), 2, 2);
+    assert_eq!(
+        log.append_replicated(old),
+        Err(LogError::EpochRegressed { last: 3, got: 2 })
+    );
+    let ok = batch::stamp(&producer_batch(1, 5, 1), 2, 3);
+    assert_eq!(log.append_replicated(ok.clone()), Ok(()));
+    assert_eq!(all_batches(&log)[1], ok, "stored as received");
+    assert_eq!(log.end_offset(), 3);
+}
+
+#[test]
+#[should_panic(expected = "below the log's last epoch")]
+#[cfg(debug_assertions)]
+fn a_deposed_leader_appending_is_a_bug() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    log.append_as_leader(&producer_batch(1, 5, 1), 3).unwrap();
+    let _ = log.append_as_leader(&producer_batch(1, 5, 1), 2);
+}
+
+#[test]
+fn epoch_queries_find_batch_ends_and_epoch_boundaries() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    // Epoch 1: [0, 2) [2, 5); epoch 3: [5, 6) [6, 10); epoch 4: [10, 12).
+    for (records, epoch) in [(2, 1), (3, 1), (1, 3), (4, 3), (2, 4)] {
+        log.append_as_leader(&producer_batch(records, 30, 1), epoch)
+            .unwrap();
+    }
+    let at_end: Vec<Option<u64>> = (0..=13).map(|e| log.epoch_at_end(e)).collect();
+    let n = None;
+    assert_eq!(
+        at_end,
+        [Some(0), n, Some(1), n, n, Some(1), Some(3), n, n, n, Some(3), n, Some(4), n]
+    );
+    let boundaries: Vec<u64> = (0..=13).map(|o| log.batch_boundary_at_or_below(o)).collect();
+    assert_eq!(boundaries, [0, 0, 2, 2, 2, 5, 6, 6, 6, 6, 10, 10, 12, 12]);
+    assert_eq!(log.last_offset_of_epoch(0), None);
+    assert_eq!(log.last_offset_of_epoch(1), Some((5, 1)));
+    assert_eq!(log.last_offset_of_epoch(2), Some((5, 1)));
+    assert_eq!(log.last_offset_of_epoch(3), Some((10, 3)));
+    assert_eq!(log.last_offset_of_epoch(9), Some((12, 4)));
+    assert_eq!(PartitionLog::new(DIR.into(), small_config()).last_offset_of_epoch(5), None);
+}

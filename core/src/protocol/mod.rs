@@ -1,0 +1,183 @@
+//! The wire protocol: every message between brokers and clients.
+//!
+//! Messages are serde values encoded with postcard, one per length-delimited frame (see
+//! [`frame`]). A connection starts with [`Message::Hello`] from the side that connected, which
+//! names the protocol version and who is speaking; the broker answers [`Message::HelloOk`] or a
+//! [`Message::ProtocolError`] and closes. Record batches travel as the very bytes the log stores
+//! (see [`crate::log::batch`]), so the broker checks their CRC once and never re-encodes records.
+
+pub mod frame;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::BrokerAddr;
+use crate::ids::{NodeId, TopicPartition};
+use crate::replication::RaftEnvelope;
+
+/// Bumped on any incompatible change to [`Message`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Hello { version: u16, peer: Peer },
+    HelloOk { version: u16, broker: NodeId },
+    Request { correlation_id: u64, request: Request },
+    Response { correlation_id: u64, response: Response },
+    /// Replication traffic between brokers; one-way, answered by another `Raft` message.
+    Raft(RaftEnvelope),
+    /// Between brokers: who leads the partitions the sender hosts, so that every broker can
+    /// answer metadata requests for partitions it does not replicate.
+    LeaderGossip { leaders: Vec<LeaderInfo> },
+    /// The last frame on a connection the receiver is about to close because of bad input.
+    ProtocolError { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Peer {
+    Broker(NodeId),
+    Client(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Acks {
+    /// No response at all.
+    None,
+    /// Respond once the leader has appended the batch to its own log.
+    Leader,
+    /// Respond once the batch is committed: durable on a quorum under the fsync policy.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Which broker leads which partition.
+    Metadata,
+    Produce {
+        partition: TopicPartition,
+        acks: Acks,
+        /// How long the leader may wait for the commit before answering `RequestTimedOut`.
+        timeout_ms: u32,
+        batch: Bytes,
+    },
+    /// Long poll: the leader answers once `min_bytes` of committed batches at or after `offset`
+    /// exist, or after `max_wait_ms`.
+    Fetch {
+        partition: TopicPartition,
+        offset: u64,
+        max_wait_ms: u32,
+        min_bytes: u32,
+        max_bytes: u32,
+    },
+    /// The first offset and the high watermark of a partition.
+    ListOffsets { partition: TopicPartition },
+    OffsetCommit {
+        group: String,
+        partition: TopicPartition,
+        /// The next offset the group will read.
+        offset: u64,
+    },
+    OffsetFetch {
+        group: String,
+        partition: TopicPartition,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Metadata {
+        brokers: Vec<BrokerAddr>,
+        partitions: Vec<PartitionMetadata>,
+    },
+    Produce(Result<ProduceOk, ErrorCode>),
+    Fetch(Result<FetchOk, ErrorCode>),
+    ListOffsets(Result<ListOffsetsOk, ErrorCode>),
+    OffsetCommit(Result<(), ErrorCode>),
+    OffsetFetch(Result<Option<u64>, ErrorCode>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMetadata {
+    pub partition: TopicPartition,
+    pub leader: Option<NodeId>,
+    pub leader_epoch: u64,
+    pub replicas: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub partition: TopicPartition,
+    pub leader_epoch: u64,
+    pub leader: Option<NodeId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceOk {
+    pub base_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchOk {
+    pub high_watermark: u64,
+    /// Whole committed batches, the first one containing the requested offset; the client skips
+    /// records before it and control batches.
+    pub batches: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOffsetsOk {
+    pub log_start: u64,
+    pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ErrorCode {
+    #[error("this broker does not lead the partition (leader hint: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// The batch was appended but not committed in time: it may or may not commit later.
+    #[error("request timed out waiting for replication")]
+    RequestTimedOut,
+    /// The batch was appended, then this broker lost leadership before it committed.
+    #[error("leadership changed before the batch committed")]
+    LeaderChanged,
+    #[error("record batch failed its checksum or is malformed")]
+    CorruptBatch,
+    #[error("record batch larger than the broker accepts")]
+    BatchTooLarge,
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    #[error("the broker's storage failed")]
+    StorageError,
+    #[error("too many requests waiting on this broker")]
+    Busy,
+    /// The broker leads the partition but has not yet committed an entry of its own term, so
+    /// its high watermark may be stale; ask again shortly.
+    #[error("the new leader is not ready yet")]
+    LeaderNotReady,
+}
+
+impl ErrorCode {
+    /// Worth trying again, perhaps at another broker.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::CorruptBatch | ErrorCode::BatchTooLarge | ErrorCode::UnknownPartition
+        )
+    }
+
+    /// For a produce: the broker says the batch was certainly not appended by this attempt.
+    /// Other errors leave the outcome unknown.
+    pub fn produce_definitely_failed(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotLeader { .. }
+                | ErrorCode::UnknownPartition
+                | ErrorCode::CorruptBatch
+                | ErrorCode::BatchTooLarge
+                | ErrorCode::Busy
+                | ErrorCode::LeaderNotReady
+        )
+    }
+}

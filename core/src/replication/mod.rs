@@ -1,0 +1,922 @@
+//! Replication: every partition is a Raft group over its replicas, as in Redpanda.
+//!
+//! A [`Replica`] is one member of one partition's group. Leader epochs are Raft terms; the
+//! partition log is the Raft log, addressed by end offsets on batch boundaries instead of entry
+//! indexes; the commit index is the high watermark. On top of textbook Raft (Ongaro, "Consensus:
+//! Bridging Theory and Practice", 2014) it implements pre-vote (§9.6), leader stickiness and
+//! check-quorum (§6.2, §9.6: a leader that stops hearing from a quorum steps down, and a replica
+//! that heard from a leader recently refuses to vote), and a no-op control batch at the start of
+//! every term so that a new leader can commit (§3.6.2).
+//!
+//! # Calling contract
+//!
+//! Inputs: [`Replica::handle_message`], [`Replica::handle_timeout`], [`Replica::propose`] and
+//! [`Replica::handle_synced`] (the driver finished a `Sync` storage op). After any input, drain
+//! [`Replica::poll_storage`] (and execute the ops in order), [`Replica::poll_message`] and
+//! [`Replica::poll_event`], then call `handle_timeout` no later than [`Replica::poll_timeout`].
+//!
+//! Durability: term and vote are written to `{dir}/raft.meta` and fsynced before any message
+//! that depends on them leaves; every outgoing message waits in `held` until then. Under
+//! [`FsyncPolicy::EveryBatch`] a replica's log counts toward the commit quorum only up to its
+//! fsynced end, so an `acks=all` write is acknowledged only once it is durable on a majority.
+
+mod message;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use message::{RaftEnvelope, RaftMessage};
+
+use crate::config::{FsyncPolicy, LogConfig, ReplicationConfig};
+use crate::ids::{NodeId, TopicPartition};
+use crate::log::{batch, meta, LogError, PartitionLog, RecoveryReport, StorageOp};
+use crate::rng::Rng;
+use crate::time::{earliest, Instant};
+
+/// Messages held back while the hard state is being fsynced. Past this the oldest are dropped:
+/// Raft tolerates lost messages, and a replica this far behind on fsync is stalled anyway.
+const HELD_MESSAGES_MAX: usize = 4096;
+const META_FILE: &str = "raft.meta";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaEvent {
+    BecameLeader { epoch: u64 },
+    SteppedDown { epoch: u64 },
+    /// The high watermark rose.
+    Committed { high_watermark: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+#[derive(Debug)]
+enum Role {
+    Follower,
+    PreCandidate { granted: BTreeSet<NodeId> },
+    Candidate { granted: BTreeSet<NodeId> },
+    Leader(LeaderState),
+}
+
+#[derive(Debug)]
+struct LeaderState {
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_deadline: Instant,
+    /// End offset of this term's control batch; the leader is ready once it commits.
+    term_start_end: u64,
+}
+
+/// What the leader knows of one follower.
+#[derive(Debug)]
+struct Progress {
+    /// Where the next append starts.
+    next_end: u64,
+    /// The follower's log matches ours up to here.
+    matched_end: u64,
+    /// The part of `matched_end` that counts toward the quorum (see [`RaftMessage`]).
+    quorum_end: u64,
+    in_flight: u32,
+    /// After a rejection or a stall, send one append at a time until one succeeds.
+    probing: bool,
+    last_heard: Instant,
+}
+
+pub struct Replica {
+    id: NodeId,
+    partition: TopicPartition,
+    voters: BTreeSet<NodeId>,
+    dir: String,
+    log: PartitionLog,
+    fsync: FsyncPolicy,
+    fsync_interval: Duration,
+    config: ReplicationConfig,
+    rng: Rng,
+
+    term: u64,
+    voted_for: Option<NodeId>,
+    meta_sync_token: u64,
+    meta_sync_pending: Option<u64>,
+    held: VecDeque<RaftEnvelope>,
+
+    role: Role,
+    leader: Option<NodeId>,
+    last_leader_contact: Option<Instant>,
+    high_watermark: u64,
+    /// As a follower: our log matches the current leader's up to here.
+    follower_matched_end: u64,
+    election_deadline: Instant,
+    sync_deadline: Option<Instant>,
+
+    outbox: VecDeque<RaftEnvelope>,
+    storage: VecDeque<StorageOp>,
+    events: VecDeque<ReplicaEvent>,
+}
+
+impl Replica {
+    /// A replica with an empty log and no hard state, as on a fresh broker.
+    pub fn new(
+        id: NodeId,
+        partition: TopicPartition,
+        voters: &[NodeId],
+        log_config: &LogConfig,
+        config: &ReplicationConfig,
+        rng: Rng,
+        now: Instant,
+    ) -> Replica {
+        let dir = partition_dir(&partition);
+        let log = PartitionLog::new(dir.clone(), log_config.clone());
+        Replica::with_state(id, partition, voters, log, log_config, config, rng, now, 0, None)
+    }
+
+    /// Rebuilds a replica from the files of its directory after a restart or crash.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recover(
+        id: NodeId,
+        partition: TopicPartition,
+        voters: &[NodeId],
+        log_config: &LogConfig,
+        config: &ReplicationConfig,
+        files: Vec<(String, Bytes)>,
+        rng: Rng,
+        now: Instant,
+    ) -> (Replica, RecoveryReport) {
+        let dir = partition_dir(&partition);
+        let hard_state = files
+            .iter()
+            .find(|(name, _)| name == META_FILE)
+            .and_then(|(_, bytes)| meta::last_valid_record(bytes))
+            .and_then(|r| decode_hard_state(&r));
+        let (term, voted_for) = hard_state.unwrap_or((0, None));
+        let (log, report) = PartitionLog::recover(dir, log_config.clone(), files);
+        let replica = Replica::with_state(
+            id, partition, voters, log, log_config, config, rng, now, term, voted_for,
+        );
+        (replica, report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with_state(
+        id: NodeId,
+        partition: TopicPartition,
+        voters: &[NodeId],
+        log: PartitionLog,
+        log_config: &LogConfig,
+        config: &ReplicationConfig,
+        mut rng: Rng,
+        now: Instant,
+        term: u64,
+        voted_for: Option<NodeId>,
+    ) -> Replica {
+        assert!(voters.contains(&id), "a replica is one of its group's voters");
+        let election_deadline = now + election_timeout(&mut rng, config);
+        let mut r = Replica {
+            id,
+            dir: partition_dir(&partition),
+            partition,
+            voters: voters.iter().copied().collect(),
+            log,
+            fsync: log_config.fsync,
+            fsync_interval: Duration::from_millis(log_config.fsync_interval_ms.max(1)),
+            config: config.clone(),
+            rng,
+            term,
+            voted_for,
+            meta_sync_token: 0,
+            meta_sync_pending: None,
+            held: VecDeque::new(),
+            role: Role::Follower,
+            leader: None,
+            last_leader_contact: None,
+            high_watermark: 0,
+            follower_matched_end: 0,
+            election_deadline,
+            sync_deadline: None,
+            outbox: VecDeque::new(),
+            storage: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        r.drain_log_ops();
+        r
+    }
+
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// A leader whose high watermark is current: it has committed an entry of its own term.
+    pub fn is_ready_leader(&self) -> bool {
+        match &self.role {
+            Role::Leader(l) => self.high_watermark >= l.term_start_end,
+            _ => false,
+        }
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied()
+    }
+
+    /// Appends a producer's batch as leader. The batch is committed once the high watermark
+    /// reaches the returned end offset.
+    pub fn propose(&mut self, now: Instant, batch: &[u8]) -> Result<(u64, u64), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        let (base, end) = self.log.append_as_leader(batch, self.term)?;
+        self.after_local_append(now);
+        let followers: Vec<NodeId> = self.followers().collect();
+        for f in followers {
+            self.send_append(now, f, false);
+        }
+        self.maybe_commit();
+        Ok((base, end))
+    }
+
+    pub fn handle_message(&mut self, now: Instant, env: RaftEnvelope) {
+        debug_assert_eq!(env.partition, self.partition);
+        if env.to != self.id || !self.voters.contains(&env.from) {
+            return;
+        }
+        let from = env.from;
+        match env.msg {
+            RaftMessage::Vote {
+                term,
+                pre_vote,
+                last_end,
+                last_epoch,
+            } => self.on_vote(now, from, term, pre_vote, last_end, last_epoch),
+            RaftMessage::VoteResponse {
+                term,
+                pre_vote,
+                granted,
+            } => self.on_vote_response(now, from, term, pre_vote, granted),
+            RaftMessage::Append {
+                term,
+                prev_end,
+                prev_epoch,
+                batches,
+                commit,
+            } => self.on_append(now, from, term, prev_end, prev_epoch, batches, commit),
+            RaftMessage::AppendResponse {
+                term,
+                success,
+                end,
+                quorum_end,
+            } => self.on_append_response(now, from, term, success, end, quorum_end),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sync_deadline.is_some_and(|d| now >= d) {
+            self.sync_deadline = None;
+            self.log.request_sync();
+            self.drain_log_ops();
+        }
+        if matches!(self.role, Role::Leader(_)) {
+            self.leader_tick(now);
+        } else if now >= self.election_deadline {
+            self.start_pre_vote(now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let role = match &self.role {
+            Role::Leader(l) => l.heartbeat_deadline,
+            _ => self.election_deadline,
+        };
+        earliest([Some(role), self.sync_deadline])
+    }
+
+    /// The driver finished the `Sync` op with this path and token.
+    pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
+        if path == self.meta_path() {
+            if self.meta_sync_pending == Some(token) {
+                self.meta_sync_pending = None;
+                self.outbox.extend(self.held.drain(..));
+            }
+            return;
+        }
+        self.log.handle_synced(token);
+        self.drain_log_ops();
+        if self.fsync != FsyncPolicy::EveryBatch {
+            return;
+        }
+        if self.is_leader() {
+            self.maybe_commit();
+        } else if let Some(leader) = self.leader {
+            // Tell the leader how much of what it sent is now durable here.
+            let quorum_end = self.local_quorum_end().min(self.follower_matched_end);
+            self.send(
+                leader,
+                RaftMessage::AppendResponse {
+                    term: self.term,
+                    success: true,
+                    end: self.follower_matched_end,
+                    quorum_end,
+                },
+            );
+        }
+        let _ = now;
+    }
+
+    pub fn poll_storage(&mut self) -> Option<StorageOp> {
+        self.storage.pop_front()
+    }
+
+    pub fn poll_message(&mut self) -> Option<RaftEnvelope> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ReplicaEvent> {
+        self.events.pop_front()
+    }
+
+    // --- elections -------------------------------------------------------------------------
+
+    fn in_leader_lease(&self, now: Instant) -> bool {
+        if self.is_leader() {
+            return true;
+        }
+        let lease = Duration::from_millis(self.config.election_timeout_min_ms);
+        self.leader.is_some()
+            && self
+                .last_leader_contact
+                .is_some_and(|t| now.saturating_since(t) < lease)
+    }
+
+    fn log_is_at_least(&self, last_end: u64, last_epoch: u64) -> bool {
+        (last_epoch, last_end) >= (self.log.last_epoch(), self.log.end_offset())
+    }
+
+    fn on_vote(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        last_end: u64,
+        last_epoch: u64,
+    ) {
+        let up_to_date = self.log_is_at_least(last_end, last_epoch);
+        if pre_vote {
+            let granted = term > self.term && up_to_date && !self.in_leader_lease(now);
+            let reply_term = if granted { term } else { self.term };
+            self.send(
+                from,
+                RaftMessage::VoteResponse {
+                    term: reply_term,
+                    pre_vote: true,
+                    granted,
+                },
+            );
+            return;
+        }
+        if term < self.term || (term > self.term && self.in_leader_lease(now)) {
+            let t = self.term;
+            self.send(
+                from,
+                RaftMessage::VoteResponse {
+                    term: t,
+                    pre_vote: false,
+                    granted: false,
+                },
+            );
+            return;
+        }
+        if term > self.term {
+            self.become_follower(now, term, None);
+        }
+        let granted = up_to_date && self.voted_for.is_none_or(|v| v == from);
+        if granted && self.voted_for.is_none() {
+            self.voted_for = Some(from);
+            self.persist_hard_state();
+            self.reset_election_deadline(now);
+        }
+        self.send(
+            from,
+            RaftMessage::VoteResponse {
+                term: self.term,
+                pre_vote: false,
+                granted,
+            },
+        );
+    }
+
+    fn on_vote_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        granted: bool,
+    ) {
+        if !granted {
+            if term > self.term {
+                self.become_follower(now, term, None);
+            }
+            return;
+        }
+        let majority = self.majority();
+        match &mut self.role {
+            Role::PreCandidate { granted } if pre_vote && term == self.term + 1 => {
+                granted.insert(from);
+                if granted.len() >= majority {
+                    self.start_election(now);
+                }
+            }
+            Role::Candidate { granted } if !pre_vote && term == self.term => {
+                granted.insert(from);
+                if granted.len() >= majority {
+                    self.become_leader(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start_pre_vote(&mut self, now: Instant) {
+        self.reset_election_deadline(now);
+        self.leader = None;
+        self.role = Role::PreCandidate {
+            granted: BTreeSet::from([self.id]),
+        };
+        if self.majority() == 1 {
+            return self.start_election(now);
+        }
+        self.broadcast_vote(self.term + 1, true);
+    }
+
+    fn start_election(&mut self, now: Instant) {
+        self.term += 1;
+        self.voted_for = Some(self.id);
+        self.persist_hard_state();
+        self.reset_election_deadline(now);
+        self.role = Role::Candidate {
+            granted: BTreeSet::from([self.id]),
+        };
+        if self.majority() == 1 {
+            return self.become_leader(now);
+        }
+        self.broadcast_vote(self.term, false);
+    }
+
+    fn broadcast_vote(&mut self, term: u64, pre_vote: bool) {
+        let (last_end, last_epoch) = (self.log.end_offset(), self.log.last_epoch());
+        let others: Vec<NodeId> = self.followers().collect();
+        for to in others {
+            self.send(
+                to,
+                RaftMessage::Vote {
+                    term,
+                    pre_vote,
+                    last_end,
+                    last_epoch,
+                },
+            );
+        }
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        let progress = self
+            .followers()
+            .map(|f| {
+                let p = Progress {
+                    next_end: self.log.end_offset(),
+                    matched_end: 0,
+                    quorum_end: 0,
+                    in_flight: 0,
+                    probing: true,
+                    last_heard: now,
+                };
+                (f, p)
+            })
+            .collect();
+        let control = batch::build_control(now.as_nanos());
+        let (_, term_start_end) = self
+            .log
+            .append_as_leader(&control, self.term)
+            .expect("a control batch is always valid");
+        self.role = Role::Leader(LeaderState {
+            progress,
+            heartbeat_deadline: now,
+            term_start_end,
+        });
+        self.leader = Some(self.id);
+        self.events.push_back(ReplicaEvent::BecameLeader { epoch: self.term });
+        tracing::debug!(partition = %self.partition, node = self.id, term = self.term, "became leader");
+        self.after_local_append(now);
+        self.leader_tick(now);
+        self.maybe_commit();
+    }
+
+    fn become_follower(&mut self, now: Instant, term: u64, leader: Option<NodeId>) {
+        if let Role::Leader(_) = self.role {
+            self.events
+                .push_back(ReplicaEvent::SteppedDown { epoch: self.term });
+        }
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+            self.follower_matched_end = 0;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_election_deadline(now);
+    }
+
+    fn reset_election_deadline(&mut self, now: Instant) {
+        self.election_deadline = now + election_timeout(&mut self.rng, &self.config);
+    }
+
+    // --- log replication -------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        prev_end: u64,
+        prev_epoch: u64,
+        batches: Vec<Bytes>,
+        commit: u64,
+    ) {
+        if term < self.term {
+            let t = self.term;
+            let end = self.log.end_offset();
+            self.send(
+                from,
+                RaftMessage::AppendResponse {
+                    term: t,
+                    success: false,
+                    end,
+                    quorum_end: 0,
+                },
+            );
+            return;
+        }
+        assert!(
+            !(self.is_leader() && term == self.term),
+            "two leaders in term {term} of {}",
+            self.partition
+        );
+        if term > self.term || !matches!(self.role, Role::Follower) || self.leader != Some(from) {
+            self.become_follower(now, term, Some(from));
+        }
+        self.last_leader_contact = Some(now);
+        self.reset_election_deadline(now);
+
+        if self.log.epoch_at_end(prev_end) != Some(prev_epoch) {
+            let hint = if prev_end > self.log.end_offset() {
+                self.log.end_offset()
+            } else {
+                self.log
+                    .batch_boundary_at_or_below(prev_end.saturating_sub(1))
+            };
+            self.send(
+                from,
+                RaftMessage::AppendResponse {
+                    term,
+                    success: false,
+                    end: hint,
+                    quorum_end: 0,
+                },
+            );
+            return;
+        }
+
+        let mut matched = prev_end;
+        let mut appended = false;
+        for b in batches {
+            let Ok(header) = batch::parse(&b) else { break };
+            if header.base_offset != matched {
+                break;
+            }
+            if self.log.end_offset() > matched {
+                if self.log.epoch_at_end(header.end_offset()) == Some(header.leader_epoch) {
+                    matched = header.end_offset();
+                    continue;
+                }
+                assert!(
+                    matched >= self.high_watermark,
+                    "{} on node {}: truncating to {matched} below the high watermark {}",
+                    self.partition,
+                    self.id,
+                    self.high_watermark
+                );
+                self.log.truncate_to(matched);
+            }
+            if self.log.append_replicated(b).is_err() {
+                break;
+            }
+            appended = true;
+            matched = header.end_offset();
+        }
+        self.follower_matched_end = matched;
+        if appended {
+            self.after_local_append(now);
+        }
+        let hw = commit.min(matched);
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.events.push_back(ReplicaEvent::Committed { high_watermark: hw });
+        }
+        let quorum_end = self.local_quorum_end().min(matched);
+        self.send(
+            from,
+            RaftMessage::AppendResponse {
+                term,
+                success: true,
+                end: matched,
+                quorum_end,
+            },
+        );
+    }
+
+    fn on_append_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        success: bool,
+        end: u64,
+        quorum_end: u64,
+    ) {
+        if term > self.term {
+            self.become_follower(now, term, None);
+            return;
+        }
+        if term < self.term {
+            return;
+        }
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(p) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        p.last_heard = now;
+        p.in_flight = p.in_flight.saturating_sub(1);
+        if success {
+            p.matched_end = end;
+            p.quorum_end = quorum_end.min(end);
+            p.next_end = p.next_end.max(end);
+            p.probing = false;
+        } else {
+            // Walk back to a boundary of our own log below what the follower rejected.
+            p.next_end = self.log.batch_boundary_at_or_below(end.min(p.next_end));
+            p.in_flight = 0;
+            p.probing = true;
+        }
+        self.maybe_commit();
+        self.send_append(now, from, !success);
+    }
+
+    fn leader_tick(&mut self, now: Instant) {
+        let heartbeat = Duration::from_millis(self.config.heartbeat_interval_ms);
+        let stall = heartbeat * 4;
+        let quorum_timeout = Duration::from_millis(self.config.election_timeout_max_ms);
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if now < leader.heartbeat_deadline {
+            return;
+        }
+        leader.heartbeat_deadline = now + heartbeat;
+        // Check quorum: a leader that has not heard from a majority steps down, so that a leader
+        // cut off by a partition stops accepting writes it can never commit.
+        let heard = 1 + leader
+            .progress
+            .values()
+            .filter(|p| now.saturating_since(p.last_heard) < quorum_timeout)
+            .count();
+        if heard < self.majority() {
+            tracing::debug!(partition = %self.partition, node = self.id, "lost quorum, stepping down");
+            let term = self.term;
+            return self.become_follower(now, term, None);
+        }
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        let mut to_send = Vec::new();
+        for (&f, p) in leader.progress.iter_mut() {
+            if p.in_flight > 0 && now.saturating_since(p.last_heard) >= stall {
+                p.in_flight = 0;
+                p.next_end = p.matched_end;
+                p.probing = true;
+            }
+            if p.in_flight == 0 {
+                to_send.push(f);
+            }
+        }
+        for f in to_send {
+            self.send_append(now, f, true);
+        }
+    }
+
+    /// Sends the next append to a follower if its window allows; a heartbeat if `allow_empty`.
+    fn send_append(&mut self, _now: Instant, to: NodeId, allow_empty: bool) {
+        let limit = self.config.append_in_flight_max.max(1);
+        let bytes_max = self.config.append_bytes_max as usize;
+        let commit = self.high_watermark;
+        let term = self.term;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(p) = leader.progress.get_mut(&to) else {
+            return;
+        };
+        if p.in_flight >= if p.probing { 1 } else { limit } {
+            return;
+        }
+        let prev_end = self.log.batch_boundary_at_or_below(p.next_end);
+        let prev_epoch = self
+            .log
+            .epoch_at_end(prev_end)
+            .expect("a batch boundary of our own log has an epoch");
+        let batches = self
+            .log
+            .read(prev_end, self.log.end_offset(), bytes_max);
+        if batches.is_empty() && !allow_empty {
+            return;
+        }
+        if let Some(last) = batches.last() {
+            let h = batch::parse(last).expect("our own log holds valid batches");
+            p.next_end = h.end_offset();
+        } else {
+            p.next_end = prev_end;
+        }
+        p.in_flight += 1;
+        self.send(
+            to,
+            RaftMessage::Append {
+                term,
+                prev_end,
+                prev_epoch,
+                batches,
+                commit,
+            },
+        );
+    }
+
+    /// Raises the high watermark to the largest end that a majority holds, if that end lies in
+    /// a batch of the current term (§3.6.2: earlier terms commit only indirectly).
+    fn maybe_commit(&mut self) {
+        let majority = self.majority();
+        let own = self.local_quorum_end();
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        let mut ends: Vec<u64> = leader.progress.values().map(|p| p.quorum_end).collect();
+        ends.push(own);
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = ends[majority - 1];
+        if candidate > self.high_watermark && self.log.epoch_at_end(candidate) == Some(self.term) {
+            self.high_watermark = candidate;
+            self.events.push_back(ReplicaEvent::Committed {
+                high_watermark: candidate,
+            });
+        }
+    }
+
+    // --- storage ---------------------------------------------------------------------------
+
+    fn local_quorum_end(&self) -> u64 {
+        match self.fsync {
+            FsyncPolicy::EveryBatch => self.log.durable_end_offset(),
+            FsyncPolicy::Interval | FsyncPolicy::Never => self.log.end_offset(),
+        }
+    }
+
+    fn after_local_append(&mut self, now: Instant) {
+        match self.fsync {
+            FsyncPolicy::EveryBatch => {
+                self.log.request_sync();
+            }
+            FsyncPolicy::Interval => {
+                if self.sync_deadline.is_none() {
+                    self.sync_deadline = Some(now + self.fsync_interval);
+                }
+            }
+            FsyncPolicy::Never => {}
+        }
+        self.drain_log_ops();
+    }
+
+    fn drain_log_ops(&mut self) {
+        while let Some(op) = self.log.poll_op() {
+            self.storage.push_back(op);
+        }
+    }
+
+    fn meta_path(&self) -> String {
+        format!("{}/{META_FILE}", self.dir)
+    }
+
+    fn persist_hard_state(&mut self) {
+        self.drain_log_ops();
+        self.meta_sync_token += 1;
+        let path = self.meta_path();
+        let record = meta::encode_record(&encode_hard_state(self.term, self.voted_for));
+        self.storage.push_back(StorageOp::Append {
+            path: path.clone(),
+            bytes: record,
+        });
+        self.storage.push_back(StorageOp::Sync {
+            path,
+            token: self.meta_sync_token,
+        });
+        self.meta_sync_pending = Some(self.meta_sync_token);
+    }
+
+    // --- helpers ---------------------------------------------------------------------------
+
+    fn majority(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn followers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.id;
+        self.voters.iter().copied().filter(move |&v| v != me)
+    }
+
+    fn send(&mut self, to: NodeId, msg: RaftMessage) {
+        let env = RaftEnvelope {
+            partition: self.partition.clone(),
+            from: self.id,
+            to,
+            msg,
+        };
+        if self.meta_sync_pending.is_some() {
+            if self.held.len() >= HELD_MESSAGES_MAX {
+                self.held.pop_front();
+            }
+            self.held.push_back(env);
+        } else {
+            self.outbox.push_back(env);
+        }
+    }
+}
+
+pub fn partition_dir(p: &TopicPartition) -> String {
+    format!("{}-{}", p.topic, p.partition)
+}
+
+fn election_timeout(rng: &mut Rng, config: &ReplicationConfig) -> Duration {
+    rng.duration_between(
+        Duration::from_millis(config.election_timeout_min_ms),
+        Duration::from_millis(config.election_timeout_max_ms),
+    )
+}
+
+fn encode_hard_state(term: u64, voted_for: Option<NodeId>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.extend_from_slice(&term.to_be_bytes());
+    out.push(voted_for.is_some() as u8);
+    out.extend_from_slice(&voted_for.unwrap_or(0).to_be_bytes());
+    out
+}
+
+fn decode_hard_state(b: &[u8]) -> Option<(u64, Option<NodeId>)> {
+    if b.len() != 13 {
+        return None;
+    }
+    let term = u64::from_be_bytes(b[0..8].try_into().ok()?);
+    let vote = u32::from_be_bytes(b[9..13].try_into().ok()?);
+    Some((term, (b[8] == 1).then_some(vote)))
+}
+
+#[cfg(test)]
+mod tests;

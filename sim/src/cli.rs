@@ -1,0 +1,217 @@
+//! The `fathom` commands that need no production build: run, explore, check.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use fathom_core::history::{self, HistoryWriter};
+
+use crate::run::{self, RunOutcome};
+use crate::scenario::Scenario;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_VIOLATED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FATHOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load(path: &Path) -> Result<Scenario, u8> {
+    Scenario::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// `fathom run`.
+pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
+    let scenario = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let outcome = match run::run(&scenario, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: seed {seed}: {e}");
+            return EXIT_VIOLATED;
+        }
+    };
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("target/fathom")
+            .join(&scenario.name)
+            .join(seed.to_string())
+    });
+    if let Err(e) = write_outputs(&dir, &outcome) {
+        eprintln!("error: cannot write to {}: {e}", dir.display());
+        return EXIT_BAD_INPUT;
+    }
+    print!("{}", outcome.summary.table());
+    println!("wrote      {}/{{history.jsonl,summary.json}}", dir.display());
+    if outcome.violations.is_empty() {
+        println!("result     PASS: every [expect] bound holds");
+        EXIT_OK
+    } else {
+        println!("result     FAIL");
+        for v in &outcome.violations {
+            println!("  {v}");
+        }
+        EXIT_VIOLATED
+    }
+}
+
+pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join("history.jsonl"))?;
+    let mut writer = HistoryWriter::new(std::io::BufWriter::new(file));
+    for e in &outcome.events {
+        writer
+            .write(e)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    writer
+        .flush()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut summary = serde_json::to_string_pretty(&outcome.summary)?;
+    summary.push('\n');
+    std::fs::write(dir.join("summary.json"), summary)
+}
+
+/// Parses `A..B` into a half-open range.
+pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds: expected A..B, got `{s}`"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds: `{a}` is not a seed"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds: `{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("--seeds: the range {a}..{b} is empty"));
+    }
+    Ok(a..b)
+}
+
+/// `fathom explore`.
+pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
+    let scenario = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let range = match parse_seeds(seeds) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let total = range.end - range.start;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} seeds  {elapsed_precise}  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    let next = AtomicU64::new(range.start);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= range.end {
+                    return;
+                }
+                let verdict = match run::run(&scenario, seed) {
+                    Ok(o) if o.violations.is_empty() => None,
+                    Ok(o) => Some(o.violations.join("; ")),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(v) = verdict {
+                    let mut f = failures.lock().expect("no thread panics holding it");
+                    f.push((seed, v));
+                    bar.set_message(format!("{} violating", f.len()));
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish();
+    let mut failures = failures.into_inner().expect("threads joined");
+    failures.sort();
+    let mut out = std::io::stdout().lock();
+    for (seed, why) in &failures {
+        let _ = writeln!(out, "seed {seed}: {why}");
+        let _ = writeln!(
+            out,
+            "  replay: cargo run --release -- run {} --seed {seed}",
+            path.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} of {total} seeds violated the bounds of {}",
+        failures.len(),
+        scenario.name
+    );
+    if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATED
+    }
+}
+
+/// `fathom check`.
+pub fn check(path: &Path) -> u8 {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let events = match history::read_jsonl(&text) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let report = history::check(&events);
+    println!(
+        "events {}  sent {}  acked {}  failed {}  unknown {}  read {}",
+        events.len(),
+        report.sent,
+        report.acked,
+        report.failed,
+        report.unknown,
+        report.read
+    );
+    for (name, count) in report.anomalies.iter() {
+        println!("  {name:<22} {count:>8}");
+    }
+    for (class, examples) in &report.examples {
+        for e in examples {
+            println!("  e.g. {class}: {e}");
+        }
+    }
+    if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATED
+    }
+}

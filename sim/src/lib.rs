@@ -1,0 +1,19 @@
+//! The Fathom simulator: builds a turmoil simulation from a scenario, runs the workload and the
+//! fault schedule, records the history and judges it.
+//!
+//! - [`scenario`]: the scenario file format.
+//! - [`run`]: one seeded run; [`faults`] applies the schedule; [`workload`] holds the client
+//!   processes; [`io`] plugs turmoil's network and disk into the core's driver.
+//! - [`trace`], [`summary`]: what a run records and reports.
+//! - [`cli`]: the `fathom` commands; [`production`] (feature `production`): the real broker.
+
+pub mod cli;
+pub mod faults;
+pub mod io;
+#[cfg(feature = "production")]
+pub mod production;
+pub mod run;
+pub mod scenario;
+pub mod summary;
+pub mod trace;
+pub mod workload;

@@ -1,0 +1,65 @@
+//! `fathom`: run scenarios in the simulator, explore seeds, check histories, and (with the
+//! `production` feature) run a real broker and clients.
+//!
+//! Exit codes: 0 when every `[expect]` bound holds (or the history is clean), 1 when a bound is
+//! violated (or the checker found anomalies), 2 on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use fathom_sim::cli;
+
+#[derive(Parser)]
+#[command(name = "fathom", version, about = "Deterministic simulation testbed for a replicated message queue")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed of a scenario and judge its history.
+    Run {
+        scenario: PathBuf,
+        /// Overrides the scenario's default seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where history.jsonl and summary.json go (default target/fathom/<scenario>/<seed>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run many seeds and list the ones that violate the scenario's bounds.
+    Explore {
+        scenario: PathBuf,
+        /// A half-open range of seeds, `A..B`.
+        #[arg(long)]
+        seeds: String,
+        /// Seeds run at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Run the checker on a history file and print the anomaly counts.
+    Check { history: PathBuf },
+    #[cfg(feature = "production")]
+    #[command(flatten)]
+    Production(fathom_sim::production::Command),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_tracing();
+    let code = match args.command {
+        Command::Run { scenario, seed, out } => cli::run(&scenario, seed, out.as_deref()),
+        Command::Explore {
+            scenario,
+            seeds,
+            jobs,
+        } => cli::explore(&scenario, &seeds, jobs),
+        Command::Check { history } => cli::check(Path::new(&history)),
+        #[cfg(feature = "production")]
+        Command::Production(command) => fathom_sim::production::main(command),
+    };
+    ExitCode::from(code)
+}

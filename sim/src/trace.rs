@@ -1,0 +1,68 @@
+//! The record of a run: the client history and every other event, with a hash over all of it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use fathom_core::history::{self, Event, EventType, Op};
+
+/// FNV-1a, 64 bits: fixed by its definition, so trace hashes compare across builds.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceHash(u64);
+
+impl Default for TraceHash {
+    fn default() -> Self {
+        TraceHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TraceHash {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// Shared by every simulated host of one run; turmoil runs them all on one thread.
+#[derive(Default)]
+pub struct Trace {
+    pub events: Vec<Event>,
+    /// Non-client events (faults, leader changes, restarts) as text lines with their time.
+    pub notes: Vec<(u64, String)>,
+    hash: TraceHash,
+}
+
+pub type SharedTrace = Rc<RefCell<Trace>>;
+
+/// Simulated nanoseconds since the run started.
+pub fn sim_now_ns() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
+}
+
+impl Trace {
+    pub fn record(&mut self, process: &str, kind: EventType, op: Op) {
+        let event = Event {
+            time_ns: sim_now_ns(),
+            process: process.to_string(),
+            kind,
+            op,
+        };
+        self.hash.update(history::to_json_line(&event).as_bytes());
+        self.events.push(event);
+    }
+
+    pub fn note(&mut self, time_ns: u64, text: String) {
+        self.hash.update(&time_ns.to_be_bytes());
+        self.hash.update(text.as_bytes());
+        self.notes.push((time_ns, text));
+    }
+
+    pub fn hash(&self) -> String {
+        self.hash.hex()
+    }
+}
