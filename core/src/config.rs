@@ -160,8 +160,7 @@ impl ClusterConfig {
             }
         }
         let r = &self.replication;
-        if r.election_timeout_min_ms == 0 || r.election_timeout_max_ms < r.election_timeout_min_ms
-        {
+        if r.election_timeout_min_ms == 0 || r.election_timeout_max_ms < r.election_timeout_min_ms {
             return Err(ConfigError::BadReplication(
                 "need 0 < election_timeout_min_ms <= election_timeout_max_ms".into(),
             ));
@@ -258,10 +257,12 @@ mod tests {
         c.validate().unwrap();
         let p = c.placement();
         assert_eq!(p.len(), 4);
-        let firsts: Vec<NodeId> = (0..3)
-            .map(|i| p[&TopicPartition::new("t", i)][0])
-            .collect();
-        assert_eq!(firsts, vec![2, 3, 1], "preferred leaders rotate over brokers");
+        let firsts: Vec<NodeId> = (0..3).map(|i| p[&TopicPartition::new("t", i)][0]).collect();
+        assert_eq!(
+            firsts,
+            vec![2, 3, 1],
+            "preferred leaders rotate over brokers"
+        );
         for replicas in p.values() {
             let mut r = replicas.clone();
             r.dedup();

@@ -17,4 +17,6 @@ pub mod log;
 pub mod protocol;
 pub mod replication;
 pub mod rng;
+#[cfg(test)]
+pub mod testkit;
 pub mod time;

@@ -54,7 +54,10 @@ pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
         return EXIT_BAD_INPUT;
     }
     print!("{}", outcome.summary.table());
-    println!("wrote      {}/{{history.jsonl,summary.json}}", dir.display());
+    println!(
+        "wrote      {}/{{history.jsonl,summary.json}}",
+        dir.display()
+    );
     if outcome.violations.is_empty() {
         println!("result     PASS: every [expect] bound holds");
         EXIT_OK

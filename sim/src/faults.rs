@@ -290,7 +290,12 @@ impl FaultPlan {
                     self.lossy.insert((a.clone(), b.clone()));
                 }
                 later(&mut self.actions, Action::RestoreFailRate(pairs.clone()));
-                self.record(now, name, format!("rate {rate} on {} links", pairs.len()), trace);
+                self.record(
+                    now,
+                    name,
+                    format!("rate {rate} on {} links", pairs.len()),
+                    trace,
+                );
             }
             FaultKind::Latency {
                 between,

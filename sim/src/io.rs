@@ -1,8 +1,11 @@
 //! The simulated home of the driver's seams: turmoil's TCP and turmoil's file-system shim.
 
 use std::io;
+use std::time::Duration;
 
-use fathom_core::driver::Net;
+use bytes::Bytes;
+use fathom_core::driver::{Disk, Net};
+use fathom_core::log::StorageOp;
 
 pub struct SimNet;
 
@@ -30,3 +33,39 @@ fathom_core::fs_disk!(
     turmoil::fs::shim::std::fs,
     turmoil::fs::shim::std::fs::sync_dir
 );
+
+/// A [`SimDisk`] with an operating system's background writeback: whatever the broker wrote
+/// reaches the disk within `writeback` of simulated time, fsync or not. Without it a broker
+/// that never fsyncs would keep every write pending forever, which no real kernel does.
+pub struct WritebackDisk {
+    inner: SimDisk,
+    writeback: Option<Duration>,
+    last_writeback: Duration,
+}
+
+impl WritebackDisk {
+    pub fn new(inner: SimDisk, writeback: Option<Duration>) -> WritebackDisk {
+        WritebackDisk {
+            inner,
+            writeback,
+            last_writeback: turmoil::sim_elapsed().unwrap_or_default(),
+        }
+    }
+}
+
+impl Disk for WritebackDisk {
+    fn load(&mut self) -> io::Result<Vec<(String, Bytes)>> {
+        self.inner.load()
+    }
+
+    fn apply(&mut self, op: &StorageOp) -> io::Result<()> {
+        if let Some(every) = self.writeback {
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            if now >= self.last_writeback + every {
+                self.last_writeback = now;
+                self.inner.sync_everything()?;
+            }
+        }
+        self.inner.apply(op)
+    }
+}

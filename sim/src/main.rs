@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use fathom_sim::cli;
 
 #[derive(Parser)]
-#[command(name = "fathom", version, about = "Deterministic simulation testbed for a replicated message queue")]
+#[command(
+    name = "fathom",
+    version,
+    about = "Deterministic simulation testbed for a replicated message queue"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_tracing();
     let code = match args.command {
-        Command::Run { scenario, seed, out } => cli::run(&scenario, seed, out.as_deref()),
+        Command::Run {
+            scenario,
+            seed,
+            out,
+        } => cli::run(&scenario, seed, out.as_deref()),
         Command::Explore {
             scenario,
             seeds,

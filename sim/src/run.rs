@@ -16,7 +16,7 @@ use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
 use crate::faults::FaultPlan;
-use crate::io::{SimDisk, SimNet};
+use crate::io::{SimDisk, SimNet, WritebackDisk};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
 use crate::trace::{sim_now_ns, SharedTrace, Trace};
@@ -108,7 +108,9 @@ impl BrokerObserver for SimObserver {
                 while at < log.end_offset() {
                     let batches = log.read(at, log.end_offset(), 1 << 20);
                     let Some(last) = batches.last() else { break };
-                    at = batch::parse(last).map(|h| h.end_offset()).unwrap_or(u64::MAX);
+                    at = batch::parse(last)
+                        .map(|h| h.end_offset())
+                        .unwrap_or(u64::MAX);
                     for b in &batches {
                         let control = batch::parse(b).map(|h| h.is_control()).unwrap_or(true);
                         if control {
@@ -140,12 +142,19 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let view: SharedView = Rc::new(RefCell::new(ClusterView::default()));
     let workload_end = scenario.duration();
     let settle_end = workload_end + scenario.settle();
-    let mut sim = build_sim(scenario, seed, settle_end + FINAL_READ_TIMEOUT + SNAPSHOT_WAIT * 2);
+    let mut sim = build_sim(
+        scenario,
+        seed,
+        settle_end + FINAL_READ_TIMEOUT + SNAPSHOT_WAIT * 2,
+    );
 
+    let writeback = (scenario.disk.os_writeback_ms > 0)
+        .then(|| Duration::from_millis(scenario.disk.os_writeback_ms));
     for id in cluster.broker_ids() {
         let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
         sim.host(broker_host(id), move || {
-            broker_host_software(id, cluster.clone(), seed, trace.clone(), view.clone())
+            let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
+            broker_host_software(id, cluster, writeback, seed, trace, view)
         });
     }
     for spec in &scenario.producers {
@@ -161,7 +170,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 trace: trace.clone(),
                 stop_at: workload_end,
             };
-            sim.client(name, process.run());
+            sim.client(name, process.run::<SimNet>());
         }
     }
     for spec in &scenario.consumers {
@@ -177,7 +186,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 trace: trace.clone(),
                 stop_at: settle_end,
             };
-            sim.client(host, process.run());
+            sim.client(host, process.run::<SimNet>());
         }
     }
 
@@ -194,16 +203,20 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
             .collect();
         for id in fatal {
             sim.crash(broker_host(id));
-            restarts.entry(now + FATAL_RESTART_DELAY).or_default().push(id);
+            restarts
+                .entry(now + FATAL_RESTART_DELAY)
+                .or_default()
+                .push(id);
         }
         let due: Vec<Duration> = restarts.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
             for id in restarts.remove(&t).unwrap_or_default() {
                 if !sim.is_host_running(broker_host(id)) {
                     sim.bounce(broker_host(id));
-                    trace
-                        .borrow_mut()
-                        .note(now.as_nanos() as u64, format!("restart broker-{id} after a storage failure"));
+                    trace.borrow_mut().note(
+                        now.as_nanos() as u64,
+                        format!("restart broker-{id} after a storage failure"),
+                    );
                 }
             }
         }
@@ -215,6 +228,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
             final_read_started = true;
             let partitions = data_partitions(&cluster);
             let reader = FinalRead {
+                process: crate::workload::FINAL_READ_PROCESS.to_string(),
                 partitions,
                 cluster: cluster.clone(),
                 seed,
@@ -222,7 +236,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 give_up_at: settle_end + FINAL_READ_TIMEOUT,
                 incomplete: incomplete.clone(),
             };
-            sim.client(crate::workload::FINAL_READ_PROCESS, reader.run());
+            sim.client(crate::workload::FINAL_READ_PROCESS, reader.run::<SimNet>());
         }
         let finished = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
         if finished && final_read_started {
@@ -300,18 +314,19 @@ fn build_sim<'a>(scenario: &Scenario, seed: u64, duration: Duration) -> turmoil:
 async fn broker_host_software(
     id: NodeId,
     cluster: ClusterConfig,
+    writeback: Option<Duration>,
     seed: u64,
     trace: SharedTrace,
     view: SharedView,
 ) -> turmoil::Result {
-    let disk = SimDisk::new("/data")?;
+    let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
     let mut observer = SimObserver {
         view: view.clone(),
         trace: trace.clone(),
         leading: BTreeMap::new(),
     };
     let listen = format!("0.0.0.0:{BROKER_PORT}");
-    let result = run_broker::<SimNet, SimDisk, SimObserver>(
+    let result = run_broker::<SimNet, WritebackDisk, SimObserver>(
         id,
         cluster,
         BrokerLimits::default(),
@@ -351,7 +366,11 @@ fn replica_divergence(view: &ClusterView) -> (u64, Vec<String>) {
         if tp.topic == OFFSETS_TOPIC {
             continue;
         }
-        let hw = replicas.values().map(|s| s.high_watermark).max().unwrap_or(0);
+        let hw = replicas
+            .values()
+            .map(|s| s.high_watermark)
+            .max()
+            .unwrap_or(0);
         let common = replicas
             .values()
             .map(|s| s.log_end.min(hw))

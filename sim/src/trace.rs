@@ -28,13 +28,21 @@ impl TraceHash {
     }
 }
 
-/// Shared by every simulated host of one run; turmoil runs them all on one thread.
-#[derive(Default)]
+/// Shared by every client process of one run; turmoil runs them all on one thread, and the
+/// production commands run on one thread too.
 pub struct Trace {
     pub events: Vec<Event>,
     /// Non-client events (faults, leader changes, restarts) as text lines with their time.
     pub notes: Vec<(u64, String)>,
     hash: TraceHash,
+    /// Nanoseconds for `time_ns`: simulated time under turmoil, wall-clock time in production.
+    clock: fn() -> u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace::with_clock(sim_now_ns)
+    }
 }
 
 pub type SharedTrace = Rc<RefCell<Trace>>;
@@ -45,9 +53,22 @@ pub fn sim_now_ns() -> u64 {
 }
 
 impl Trace {
+    pub fn with_clock(clock: fn() -> u64) -> Trace {
+        Trace {
+            events: Vec::new(),
+            notes: Vec::new(),
+            hash: TraceHash::default(),
+            clock,
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        (self.clock)()
+    }
+
     pub fn record(&mut self, process: &str, kind: EventType, op: Op) {
         let event = Event {
-            time_ns: sim_now_ns(),
+            time_ns: self.now_ns(),
             process: process.to_string(),
             kind,
             op,

@@ -9,25 +9,24 @@ use fathom_core::client::{
     Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerConfig, ProducerEvent, SendError,
 };
 use fathom_core::config::ClusterConfig;
-use fathom_core::driver::ClientIo;
+use fathom_core::driver::{ClientIo, Net};
 use fathom_core::history::{EventType, Op};
 use fathom_core::ids::TopicPartition;
 use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
-use crate::io::SimNet;
 use crate::scenario::{CommitMode, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec};
-use crate::trace::{sim_now_ns, SharedTrace};
+use crate::trace::SharedTrace;
 
 /// The process name of the final read.
 pub const FINAL_READ_PROCESS: &str = "final-read";
 /// A group that never commits, so the final read starts from offset 0.
 const FINAL_READ_GROUP: &str = "__fathom_final_read";
 
-/// Simulated time left until `at` (an offset from the start of the run), as a deadline on the
-/// driver's clock, which started with the process.
-fn deadline_at(io_now: Instant, at: Duration) -> Instant {
-    let left = at.saturating_sub(Duration::from_nanos(sim_now_ns()));
+/// The time left until `at` (on the trace's clock), as a deadline on the driver's clock, which
+/// started with the process.
+fn deadline_at(trace: &SharedTrace, io_now: Instant, at: Duration) -> Instant {
+    let left = at.saturating_sub(Duration::from_nanos(trace.borrow().now_ns()));
     io_now + left
 }
 
@@ -57,7 +56,7 @@ pub struct ProducerProcess {
 }
 
 impl ProducerProcess {
-    pub async fn run(self) -> turmoil::Result {
+    pub async fn run<N: Net>(self) -> turmoil::Result {
         let spec = &self.spec;
         let mut rng = Rng::new(self.seed ^ name_salt(&self.name));
         let config = ProducerConfig {
@@ -73,10 +72,10 @@ impl ProducerProcess {
             ..ProducerConfig::default()
         };
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
-        let mut io = ClientIo::<SimNet>::new(self.name.clone(), &self.cluster.brokers);
+        let mut io = ClientIo::<N>::new(self.name.clone(), &self.cluster.brokers);
         let value = Bytes::from(vec![b'x'; spec.message_bytes as usize]);
         let interval = Duration::from_secs_f64(1.0 / spec.rate_per_s);
-        let stop = deadline_at(io.now(), self.stop_at);
+        let stop = deadline_at(&self.trace, io.now(), self.stop_at);
         // Every send resolves within the delivery timeout plus one request timeout.
         let give_up = stop
             + Duration::from_millis(spec.delivery_timeout_ms + spec.request_timeout_ms)
@@ -127,7 +126,12 @@ impl ProducerProcess {
                 let id = format!("{}-{sent}", self.name);
                 match producer.send(now, tp.clone(), id.clone(), value.clone()) {
                     Ok(()) => {
-                        record(&self.trace, &self.name, EventType::Invoke, send_op(&tp, &id));
+                        record(
+                            &self.trace,
+                            &self.name,
+                            EventType::Invoke,
+                            send_op(&tp, &id),
+                        );
                         if !observes_outcome {
                             let mut op = send_op(&tp, &id);
                             if let Op::Send { error, .. } = &mut op {
@@ -148,8 +152,15 @@ impl ProducerProcess {
             if (done_sending && outstanding == 0) || now >= give_up {
                 break;
             }
-            let wake = if may_send { next_send } else { stop.min(give_up) };
-            io.step(&mut producer, Some(wake.max(now))).await;
+            // While sending, wake for the next send; after, only the outcomes still due matter.
+            let wake = if may_send {
+                next_send
+            } else if now < stop {
+                stop
+            } else {
+                give_up
+            };
+            io.step(&mut producer, Some(wake)).await;
         }
         Ok(())
     }
@@ -169,7 +180,7 @@ pub struct ConsumerProcess {
 impl ConsumerProcess {
     /// Runs each incarnation in turn: a restart drops the consumer without a final commit, as a
     /// crash would, and a new process resumes from the committed offsets.
-    pub async fn run(self) -> turmoil::Result {
+    pub async fn run<N: Net>(self) -> turmoil::Result {
         let names = self.spec.incarnation_names(self.instance);
         let assignment: Vec<TopicPartition> = self
             .spec
@@ -184,12 +195,17 @@ impl ConsumerProcess {
                 .get(k)
                 .map(|s| Duration::from_secs_f64(*s))
                 .unwrap_or(self.stop_at);
-            self.incarnation(name, &assignment, stop_at).await;
+            self.incarnation::<N>(name, &assignment, stop_at).await;
         }
         Ok(())
     }
 
-    async fn incarnation(&self, name: &str, assignment: &[TopicPartition], stop_at: Duration) {
+    async fn incarnation<N: Net>(
+        &self,
+        name: &str,
+        assignment: &[TopicPartition],
+        stop_at: Duration,
+    ) {
         let spec = &self.spec;
         let config = ConsumerConfig {
             group: spec.group.clone(),
@@ -200,8 +216,8 @@ impl ConsumerProcess {
         };
         let rng = Rng::new(self.seed ^ name_salt(name));
         let mut consumer = Consumer::new(config, self.cluster.brokers.clone(), rng);
-        let mut io = ClientIo::<SimNet>::new(name.to_string(), &self.cluster.brokers);
-        let stop = deadline_at(io.now(), stop_at);
+        let mut io = ClientIo::<N>::new(name.to_string(), &self.cluster.brokers);
+        let stop = deadline_at(&self.trace, io.now(), stop_at);
         consumer.assign(io.now(), assignment.to_vec());
         let partitions = assignment
             .iter()
@@ -262,9 +278,14 @@ impl ConsumerProcess {
                         };
                         record(&self.trace, name, kind, op);
                     }
-                    ConsumerEvent::PositionReset { partition, from, to } => {
+                    ConsumerEvent::PositionReset {
+                        partition,
+                        from,
+                        to,
+                    } => {
+                        let now_ns = self.trace.borrow().now_ns();
                         self.trace.borrow_mut().note(
-                            sim_now_ns(),
+                            now_ns,
                             format!("{name}: position of {partition} reset from {from} to {to}"),
                         );
                     }
@@ -310,6 +331,8 @@ impl ConsumerProcess {
 
 /// Reads every partition from offset 0 to its high watermark after the cluster settled.
 pub struct FinalRead {
+    /// The process name in the history; [`FINAL_READ_PROCESS`] in simulation.
+    pub process: String,
     pub partitions: Vec<TopicPartition>,
     pub cluster: ClusterConfig,
     pub seed: u64,
@@ -321,8 +344,8 @@ pub struct FinalRead {
 }
 
 impl FinalRead {
-    pub async fn run(self) -> turmoil::Result {
-        let name = FINAL_READ_PROCESS;
+    pub async fn run<N: Net>(self) -> turmoil::Result {
+        let name = self.process.as_str();
         let config = ConsumerConfig {
             group: FINAL_READ_GROUP.to_string(),
             max_wait_ms: 100,
@@ -333,8 +356,8 @@ impl FinalRead {
             self.cluster.brokers.clone(),
             Rng::new(self.seed ^ name_salt(name)),
         );
-        let mut io = ClientIo::<SimNet>::new(name, &self.cluster.brokers);
-        let give_up = deadline_at(io.now(), self.give_up_at);
+        let mut io = ClientIo::<N>::new(name, &self.cluster.brokers);
+        let give_up = deadline_at(&self.trace, io.now(), self.give_up_at);
         let now = io.now();
         consumer.assign(now, self.partitions.clone());
         for tp in &self.partitions {

@@ -50,12 +50,19 @@ pub enum Dest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Transmit { to: Dest, msg: Message },
-    Close { conn: ConnId },
+    Transmit {
+        to: Dest,
+        msg: Message,
+    },
+    Close {
+        conn: ConnId,
+    },
     Storage(StorageOp),
     /// Storage failed under a replica. Its in-memory state may no longer match the disk, so the
     /// process must stop and recover from what is on disk (as Redpanda does on a failed fsync).
-    Fatal { reason: String },
+    Fatal {
+        reason: String,
+    },
 }
 
 /// Bounds on what clients can make a broker hold.
@@ -241,6 +248,8 @@ impl Broker {
             } => self.on_request(now, conn, correlation_id, request),
             Message::Raft(env) => self.on_raft(now, env),
             Message::LeaderGossip { leaders } => self.on_gossip(leaders),
+            Message::Ping => self.transmit(Dest::Conn(conn), Message::Pong),
+            Message::Pong => {}
             Message::HelloOk { .. } | Message::Response { .. } => {
                 self.protocol_error(conn, "brokers do not accept responses".to_string())
             }
@@ -325,7 +334,15 @@ impl Broker {
                 timeout_ms,
                 batch,
             } => self
-                .produce(now, conn, correlation_id, partition, acks, timeout_ms, batch)
+                .produce(
+                    now,
+                    conn,
+                    correlation_id,
+                    partition,
+                    acks,
+                    timeout_ms,
+                    batch,
+                )
                 .map(Response::Produce),
             Request::Fetch {
                 partition,
@@ -640,6 +657,13 @@ impl Broker {
             match event {
                 ReplicaEvent::Committed { .. } => self.on_committed(now, &tp),
                 ReplicaEvent::BecameLeader { .. } => leadership_changed = true,
+                ReplicaEvent::CommittedTruncated { .. } => {
+                    // Offsets applied from the lost records are void; replay what remains.
+                    if let Some(store) = self.offset_stores.get_mut(&tp) {
+                        *store = OffsetStore::default();
+                    }
+                    self.on_committed(now, &tp);
+                }
                 ReplicaEvent::SteppedDown { .. } => {
                     leadership_changed = true;
                     self.on_stepped_down(&tp);
@@ -736,7 +760,9 @@ impl Broker {
             self.waiter_counts[kind.slot()] -= 1;
             let response = match kind {
                 WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::RequestTimedOut)),
-                WaiterKind::Commit { .. } => Response::OffsetCommit(Err(ErrorCode::RequestTimedOut)),
+                WaiterKind::Commit { .. } => {
+                    Response::OffsetCommit(Err(ErrorCode::RequestTimedOut))
+                }
                 WaiterKind::Fetch {
                     offset, max_bytes, ..
                 } => match self.leader_replica(&tp) {

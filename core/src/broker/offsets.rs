@@ -91,6 +91,10 @@ mod tests {
         assert_eq!(store.get("other", &tp), None);
         assert_eq!(store.applied(), 2);
         store.apply(&[b1]);
-        assert_eq!(store.get("g", &tp), Some(25), "old batches are not re-applied");
+        assert_eq!(
+            store.get("g", &tp),
+            Some(25),
+            "old batches are not re-applied"
+        );
     }
 }

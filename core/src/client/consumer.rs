@@ -110,7 +110,9 @@ enum Phase {
     Starting,
     Fetching,
     /// The broker said the position at `from` is out of range; asking for the offsets.
-    Resetting { from: u64 },
+    Resetting {
+        from: u64,
+    },
 }
 
 /// What waits in a partition's buffer for the application.
@@ -119,7 +121,10 @@ enum Buffered {
     Record(Record),
     /// Kept in line with the records so the application sees the reset between the records
     /// before and after it.
-    Reset { from: u64, to: u64 },
+    Reset {
+        from: u64,
+        to: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -224,6 +229,11 @@ impl Consumer {
         &self.config
     }
 
+    /// Asks for fresh metadata, as an operator's `metadata` command does.
+    pub fn refresh_metadata(&mut self) {
+        self.metadata.request_refresh();
+    }
+
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
@@ -249,7 +259,8 @@ impl Consumer {
     /// The leader of the group's offsets partition, and that partition.
     pub fn coordinator(&self) -> Option<(TopicPartition, Option<NodeId>)> {
         let n = self.metadata.offsets_partitions()?;
-        let partition = TopicPartition::new(OFFSETS_TOPIC, coordinator_partition(&self.config.group, n));
+        let partition =
+            TopicPartition::new(OFFSETS_TOPIC, coordinator_partition(&self.config.group, n));
         let leader = self.metadata.leader(&partition);
         Some((partition, leader))
     }
@@ -258,22 +269,27 @@ impl Consumer {
     /// dropped ones lose them; new ones start from the group's committed offset.
     pub fn assign(&mut self, now: Instant, partitions: Vec<TopicPartition>) {
         self.advance(now);
-        let wanted: BTreeMap<TopicPartition, ()> = partitions.into_iter().map(|p| (p, ())).collect();
+        let wanted: BTreeMap<TopicPartition, ()> =
+            partitions.into_iter().map(|p| (p, ())).collect();
         self.assigned.retain(|p, _| wanted.contains_key(p));
         self.requests.retain(|_, r| {
-            !matches!(r.kind, RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset)
-                || wanted.contains_key(&r.partition)
+            !matches!(
+                r.kind,
+                RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset
+            ) || wanted.contains_key(&r.partition)
         });
         for partition in wanted.into_keys() {
-            self.assigned.entry(partition).or_insert_with(|| Assignment {
-                phase: Phase::Starting,
-                position: 0,
-                high_watermark: None,
-                buffer: VecDeque::new(),
-                buffered_records: 0,
-                in_flight: None,
-                retry_at: Instant::ZERO,
-            });
+            self.assigned
+                .entry(partition)
+                .or_insert_with(|| Assignment {
+                    phase: Phase::Starting,
+                    position: 0,
+                    high_watermark: None,
+                    buffer: VecDeque::new(),
+                    buffered_records: 0,
+                    in_flight: None,
+                    retry_at: Instant::ZERO,
+                });
         }
         self.want_metadata();
     }
@@ -368,7 +384,10 @@ impl Consumer {
         ];
         let coordinator = self.coordinator().and_then(|(_, leader)| leader);
         for (partition, a) in &self.assigned {
-            deadlines.push(self.fetch_target(partition, a, coordinator).map(|(_, at)| at));
+            deadlines.push(
+                self.fetch_target(partition, a, coordinator)
+                    .map(|(_, at)| at),
+            );
         }
         for q in self.commits.values() {
             let ready = coordinator.is_some() && q.in_flight.is_none() && !q.pending.is_empty();
@@ -420,7 +439,10 @@ impl Consumer {
                 ),
             };
             let (id, transmit) = self.request(kind, partition.clone(), to, request);
-            self.assigned.get_mut(&partition).expect("found above").in_flight = Some(id);
+            self.assigned
+                .get_mut(&partition)
+                .expect("found above")
+                .in_flight = Some(id);
             return Some(transmit);
         }
         if let Some(to) = coordinator_leader {
@@ -434,8 +456,12 @@ impl Consumer {
                     partition: partition.clone(),
                     offset,
                 };
-                let (id, transmit) = self.request(RequestKind::Commit, partition.clone(), to, request);
-                self.commits.get_mut(&partition).expect("found above").in_flight = Some(id);
+                let (id, transmit) =
+                    self.request(RequestKind::Commit, partition.clone(), to, request);
+                self.commits
+                    .get_mut(&partition)
+                    .expect("found above")
+                    .in_flight = Some(id);
                 return Some(transmit);
             }
         }
@@ -447,8 +473,12 @@ impl Consumer {
             let request = Request::ListOffsets {
                 partition: partition.clone(),
             };
-            let (id, transmit) = self.request(RequestKind::ListOffsets, partition.clone(), to, request);
-            self.offsets_queries.get_mut(&partition).expect("found above").in_flight = Some(id);
+            let (id, transmit) =
+                self.request(RequestKind::ListOffsets, partition.clone(), to, request);
+            self.offsets_queries
+                .get_mut(&partition)
+                .expect("found above")
+                .in_flight = Some(id);
             return Some(transmit);
         }
         None
@@ -499,8 +529,9 @@ impl Consumer {
         Some(ConsumerEvent::Records { partition, records })
     }
 
+    /// Moves the clock on; an input stamped a little in the past (the application read the
+    /// time before the driver's last step) is taken as happening now.
     fn advance(&mut self, now: Instant) {
-        debug_assert!(now >= self.now, "time went backwards");
         self.now = self.now.max(now);
     }
 
@@ -564,15 +595,18 @@ impl Consumer {
         let partition = request.partition.clone();
         let failure = match (request.kind, response) {
             (RequestKind::OffsetFetch, Response::OffsetFetch(Ok(committed))) => {
-                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) else {
+                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id)
+                else {
                     return;
                 };
                 a.phase = Phase::Fetching;
                 a.position = committed.unwrap_or(0);
                 a.retry_at = Instant::ZERO;
                 let position = a.position;
-                self.events
-                    .push_back(ConsumerEvent::Assigned { partition, position });
+                self.events.push_back(ConsumerEvent::Assigned {
+                    partition,
+                    position,
+                });
                 return;
             }
             (RequestKind::Fetch, Response::Fetch(Ok(ok))) => {
@@ -619,7 +653,8 @@ impl Consumer {
                 return;
             }
             (RequestKind::Fetch, Response::Fetch(Err(ErrorCode::OffsetOutOfRange))) => {
-                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) else {
+                let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id)
+                else {
                     return;
                 };
                 a.phase = Phase::Resetting { from: a.position };
@@ -701,7 +736,12 @@ impl Consumer {
         }
     }
 
-    fn request_failed(&mut self, correlation_id: u64, request: PendingRequest, failure: RequestFailure) {
+    fn request_failed(
+        &mut self,
+        correlation_id: u64,
+        request: PendingRequest,
+        failure: RequestFailure,
+    ) {
         let partition = request.partition;
         let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
         let retry_at = self.now + backoff;
@@ -711,19 +751,8 @@ impl Consumer {
             _ => Some(partition.clone()),
         };
         if let Some(target) = target {
-            match &failure {
-                RequestFailure::Broker(ErrorCode::NotLeader { leader }) => {
-                    self.metadata.handle_not_leader(&target, request.broker, *leader)
-                }
-                RequestFailure::Broker(ErrorCode::LeaderChanged | ErrorCode::UnknownPartition)
-                | RequestFailure::TimedOut
-                | RequestFailure::Disconnected => {
-                    if self.metadata.leader(&target) == Some(request.broker) {
-                        self.metadata.invalidate(&target);
-                    }
-                }
-                _ => {}
-            }
+            self.metadata
+                .handle_request_failure(&target, request.broker, &failure);
         }
         match request.kind {
             RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset => {
@@ -773,11 +802,8 @@ impl Consumer {
     fn want_metadata(&mut self) {
         let coordinator = self.coordinator();
         let coordinator_known = coordinator.as_ref().is_some_and(|(_, l)| l.is_some());
-        let needs_coordinator = self
-            .assigned
-            .values()
-            .any(|a| a.phase == Phase::Starting)
-            || !self.commits.is_empty();
+        let needs_coordinator =
+            self.assigned.values().any(|a| a.phase == Phase::Starting) || !self.commits.is_empty();
         let leader_unknown = |p: &TopicPartition| self.metadata.leader(p).is_none();
         let needs_leader = self
             .assigned

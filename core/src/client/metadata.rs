@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::BrokerAddr;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
-use crate::protocol::{Message, Request, Response};
+use crate::protocol::{ErrorCode, Message, Request, Response};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -134,9 +134,33 @@ impl Metadata {
         match hint {
             Some(node) if node != from => {
                 let epoch = self.epochs.get(partition).copied().unwrap_or(0);
-                self.leaders.insert(partition.clone(), Leader { node, epoch });
+                self.leaders
+                    .insert(partition.clone(), Leader { node, epoch });
             }
             _ => self.invalidate(partition),
+        }
+    }
+
+    /// A request about `partition` sent to `broker` failed: follow a leader hint, or forget a
+    /// leader the failure puts in doubt.
+    pub(crate) fn handle_request_failure(
+        &mut self,
+        partition: &TopicPartition,
+        broker: NodeId,
+        failure: &RequestFailure,
+    ) {
+        match failure {
+            RequestFailure::Broker(ErrorCode::NotLeader { leader }) => {
+                self.handle_not_leader(partition, broker, *leader)
+            }
+            RequestFailure::Broker(ErrorCode::LeaderChanged | ErrorCode::UnknownPartition)
+            | RequestFailure::TimedOut
+            | RequestFailure::Disconnected
+                if self.leader(partition) == Some(broker) =>
+            {
+                self.invalidate(partition)
+            }
+            _ => {}
         }
     }
 
@@ -183,7 +207,10 @@ impl Metadata {
         if !self.refresh_wanted || self.in_flight.is_some() || now < self.next_request_at {
             return None;
         }
-        let broker = *self.brokers.keys().nth(self.cursor % self.brokers.len().max(1))?;
+        let broker = *self
+            .brokers
+            .keys()
+            .nth(self.cursor % self.brokers.len().max(1))?;
         let correlation_id = ids.next_id();
         self.refresh_wanted = false;
         self.in_flight = Some(InFlight {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use crate::config::BrokerAddr;
 use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, NewRecord};
-use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, Request, Response};
+use crate::protocol::{Acks, Message, ProduceOk, Request, Response};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -248,9 +248,11 @@ impl Producer {
         }
         self.buffered_bytes += record_bytes;
         let queue = self.partitions.entry(partition).or_default();
-        if queue.open.as_ref().is_some_and(|open| {
-            open.encoded_bytes + record_bytes > self.config.batch_bytes_max
-        }) {
+        if queue
+            .open
+            .as_ref()
+            .is_some_and(|open| open.encoded_bytes + record_bytes > self.config.batch_bytes_max)
+        {
             let batch = close(queue.open.take().expect("checked above"));
             queue.queued.insert(batch.seq, batch);
         }
@@ -373,7 +375,7 @@ impl Producer {
         };
         for partition in order {
             let queue = &self.partitions[&partition];
-            if !self.send_at(&partition, queue).is_some_and(|at| at <= now) {
+            if self.send_at(&partition, queue).is_none_or(|at| at > now) {
                 continue;
             }
             let leader = self.metadata.leader(&partition).expect("send_at checked");
@@ -401,8 +403,9 @@ impl Producer {
         self.events.pop_front()
     }
 
+    /// Moves the clock on; an input stamped a little in the past (the application read the
+    /// time before the driver's last step) is taken as happening now.
     fn advance(&mut self, now: Instant) {
-        debug_assert!(now >= self.now, "time went backwards");
         self.now = self.now.max(now);
     }
 
@@ -426,7 +429,12 @@ impl Producer {
         ])
     }
 
-    fn transmit(&mut self, partition: TopicPartition, leader: NodeId, mut batch: Batch) -> Transmit {
+    fn transmit(
+        &mut self,
+        partition: TopicPartition,
+        leader: NodeId,
+        mut batch: Batch,
+    ) -> Transmit {
         batch.attempts += 1;
         let correlation_id = self.ids.next_id();
         let server_timeout_ms = (self.config.request_timeout_ms / 4 * 3).min(u32::MAX as u64);
@@ -477,19 +485,8 @@ impl Producer {
             matches!(&failure, RequestFailure::Broker(e) if e.produce_definitely_failed());
         batch.maybe_appended |= !attempt_definite;
         batch.last_error = failure.to_string();
-        match &failure {
-            RequestFailure::Broker(ErrorCode::NotLeader { leader }) => {
-                self.metadata.handle_not_leader(&partition, broker, *leader)
-            }
-            RequestFailure::Broker(ErrorCode::LeaderChanged | ErrorCode::UnknownPartition)
-            | RequestFailure::TimedOut
-            | RequestFailure::Disconnected => {
-                if self.metadata.leader(&partition) == Some(broker) {
-                    self.metadata.invalidate(&partition);
-                }
-            }
-            _ => {}
-        }
+        self.metadata
+            .handle_request_failure(&partition, broker, &failure);
         let delivery_deadline =
             batch.created + Duration::from_millis(self.config.delivery_timeout_ms);
         let give_up = if !failure.is_retriable() {
@@ -512,7 +509,9 @@ impl Producer {
             batch.attempts,
         );
         batch.retry_at = now + backoff;
-        self.partition_mut(&partition).queued.insert(batch.seq, batch);
+        self.partition_mut(&partition)
+            .queued
+            .insert(batch.seq, batch);
     }
 
     /// Fails unsent batches whose delivery timeout has passed.
@@ -576,7 +575,11 @@ impl Producer {
                 result: result(i),
             });
         }
-        if self.partitions.get(&partition).is_some_and(PartitionQueue::is_empty) {
+        if self
+            .partitions
+            .get(&partition)
+            .is_some_and(PartitionQueue::is_empty)
+        {
             self.partitions.remove(&partition);
         }
     }

@@ -58,7 +58,10 @@ pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
     let clock = Clock::start();
     let files = disk.load().map_err(BrokerRunError::Load)?;
     let (broker, reports) = Broker::recover(id, config, limits, files, seed, clock.now());
-    for r in reports.iter().filter(|r| r.truncated_bytes > 0 || r.first_error.is_some()) {
+    for r in reports
+        .iter()
+        .filter(|r| r.truncated_bytes > 0 || r.first_error.is_some())
+    {
         tracing::warn!(broker = id, report = ?r, "recovered a damaged log");
     }
     let listener = N::bind(listen_addr)
@@ -130,7 +133,11 @@ impl<N: Net, D: Disk> Shell<N, D> {
         let (reader, writer) = tokio::io::split(stream);
         let (frames_tx, frames_rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
         tokio::task::spawn_local(write_frames::<N>(writer, frames_rx));
-        tokio::task::spawn_local(read_frames::<N, ConnId>(reader, self.events_tx.clone(), conn));
+        tokio::task::spawn_local(read_frames::<N, ConnId>(
+            reader,
+            self.events_tx.clone(),
+            conn,
+        ));
         self.writers.insert(conn, frames_tx);
     }
 
@@ -250,13 +257,12 @@ async fn peer_link<N: Net>(me: NodeId, addr: String, mut frames: mpsc::Receiver<
         };
         let (reader, writer) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
+        tx.try_send(hello.clone())
+            .expect("a new queue has room for the hello");
         let (closed_tx, mut closed_rx) = mpsc::channel::<((), ReadEvent)>(4);
-        // The peer only ever answers HelloOk or a protocol error on this link; watch for close.
+        // The peer only answers HelloOk, pings and pongs on this link; watch it for silence.
         tokio::task::spawn_local(read_frames::<N, ()>(reader, closed_tx, ()));
         let writer_task = tokio::task::spawn_local(write_frames::<N>(writer, rx));
-        if tx.send(hello.clone()).await.is_err() {
-            continue;
-        }
         loop {
             tokio::select! {
                 biased;

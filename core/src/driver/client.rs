@@ -13,8 +13,13 @@ use crate::ids::NodeId;
 use crate::protocol::{frame, Message, Peer, PROTOCOL_VERSION};
 use crate::time::Instant;
 
+/// Steps at one instant without the clock moving before the driver declares the machine stuck.
+/// A machine whose `poll_timeout` stays due after `handle_timeout` would otherwise freeze
+/// simulated time, which only advances when every task waits.
+pub const STEPS_AT_ONE_INSTANT_MAX: u32 = 100_000;
+
 /// The sans-IO surface every client state machine offers its driver.
-pub trait ClientMachine {
+pub trait ClientMachine: std::fmt::Debug {
     fn handle_timeout(&mut self, now: Instant);
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message);
@@ -66,6 +71,7 @@ pub struct ClientIo<N: Net> {
     next_generation: u64,
     events_tx: mpsc::Sender<((NodeId, u64), ReadEvent)>,
     events: mpsc::Receiver<((NodeId, u64), ReadEvent)>,
+    last_step: (Instant, u32),
     _net: std::marker::PhantomData<N>,
 }
 
@@ -80,6 +86,7 @@ impl<N: Net> ClientIo<N> {
             next_generation: 0,
             events_tx,
             events,
+            last_step: (Instant::ZERO, 0),
             _net: std::marker::PhantomData,
         }
     }
@@ -112,6 +119,18 @@ impl<N: Net> ClientIo<N> {
 
     /// Waits for one input or for `until`, feeds the machine, and flushes its output.
     pub async fn step<M: ClientMachine>(&mut self, m: &mut M, until: Option<Instant>) {
+        let now = self.clock.now();
+        if self.last_step.0 == now {
+            self.last_step.1 += 1;
+            assert!(
+                self.last_step.1 < STEPS_AT_ONE_INSTANT_MAX,
+                "client {} is stuck at {now:?}: until {until:?}, machine wants {:?}\n{m:#?}",
+                self.name,
+                m.poll_timeout()
+            );
+        } else {
+            self.last_step = (now, 0);
+        }
         self.flush(m);
         let deadline = [m.poll_timeout(), until]
             .into_iter()
@@ -146,7 +165,7 @@ impl<N: Net> ClientIo<N> {
         }
         let now = self.clock.now();
         match event {
-            ReadEvent::Frame(Message::HelloOk { .. }) => {}
+            ReadEvent::Frame(Message::HelloOk { .. } | Message::Ping | Message::Pong) => {}
             ReadEvent::Frame(Message::ProtocolError { message }) => {
                 tracing::warn!(client = %self.name, broker, %message, "broker refused us");
                 self.links.remove(&broker);

@@ -4,8 +4,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
-use super::{Net, READ_CHUNK_BYTES};
-use crate::protocol::frame::{FrameDecoder, FrameError};
+use super::{Net, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES};
+use crate::protocol::frame::{self, FrameDecoder, FrameError};
 use crate::protocol::Message;
 
 /// What a reader task reports.
@@ -44,23 +44,36 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
             }
         }
         buf.reserve(READ_CHUNK_BYTES);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
+        match tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
                 deliver(ReadEvent::Closed).await;
                 return;
             }
-            Ok(_) => {}
+            Ok(Ok(_)) => {}
         }
     }
 }
 
-/// Writes encoded frames until the channel closes or a write fails; then shuts the stream.
-/// Returns whether every frame was written.
+/// Writes encoded frames, and a `Ping` every [`PING_INTERVAL`], until the channel closes or a
+/// write fails; then shuts the stream. Returns whether every frame was written.
 pub(crate) async fn write_frames<N: Net>(
     mut writer: WriteHalf<N::Stream>,
     mut frames: mpsc::Receiver<Bytes>,
 ) -> bool {
-    while let Some(frame) = frames.recv().await {
+    let ping = frame::encode(&Message::Ping);
+    // The first ping waits a full interval, so the hello always goes first.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            f = frames.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+            _ = ticker.tick() => ping.clone(),
+        };
         if writer.write_all(&frame).await.is_err() {
             return false;
         }

@@ -51,6 +51,19 @@ macro_rules! fs_disk {
                 }
                 Ok(self.open.get_mut(path).expect("opened above"))
             }
+
+            /// Makes every open file and changed directory durable, as an operating system's
+            /// background writeback eventually does without being asked.
+            pub fn sync_everything(&mut self) -> ::std::io::Result<()> {
+                for f in self.open.values() {
+                    f.sync_all()?;
+                }
+                let dirs = ::std::mem::take(&mut self.unsynced_dirs);
+                for d in dirs.iter().rev() {
+                    $sync_dir(d)?;
+                }
+                Ok(())
+            }
         }
 
         impl $crate::driver::Disk for $name {

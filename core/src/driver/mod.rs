@@ -35,6 +35,12 @@ pub const CONN_WRITE_QUEUE_MAX: usize = 1024;
 pub const EVENT_QUEUE_MAX: usize = 4096;
 /// Bytes read from a socket per read call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Every connection sends a `Ping` this often; brokers answer with a `Pong`.
+pub const PING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A connection that delivers nothing for this long is closed. TCP would retransmit lost
+/// segments or reset the connection; turmoil's TCP does neither, and a real peer can vanish
+/// without a reset, so the driver must notice a dead link itself.
+pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The network as the driver needs it.
 pub trait Net: 'static {

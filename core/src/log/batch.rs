@@ -183,7 +183,9 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let batch_len = u32_at(buf, 8);
     let total = LOG_OVERHEAD_BYTES + batch_len as usize;
     if total < HEADER_BYTES {
-        return Err(BatchError::Malformed("batch length shorter than its header"));
+        return Err(BatchError::Malformed(
+            "batch length shorter than its header",
+        ));
     }
     if buf[20] != MAGIC {
         return Err(BatchError::BadMagic(buf[20]));
@@ -212,7 +214,9 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::CrcMismatch);
     }
     if header.record_count == 0 || u32_at(batch, 27) != header.record_count - 1 {
-        return Err(BatchError::Malformed("record count disagrees with last offset delta"));
+        return Err(BatchError::Malformed(
+            "record count disagrees with last offset delta",
+        ));
     }
     Ok(header)
 }
@@ -246,7 +250,9 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let mut out = Vec::with_capacity(header.record_count as usize);
     let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, BatchError> {
         if *at + n > end {
-            return Err(BatchError::Malformed("record runs past the end of its batch"));
+            return Err(BatchError::Malformed(
+                "record runs past the end of its batch",
+            ));
         }
         let r = *at..*at + n;
         *at += n;
@@ -255,7 +261,9 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     for i in 0..header.record_count {
         let delta = u32_at(batch, take(&mut at, 4)?.start);
         if delta != i {
-            return Err(BatchError::Malformed("record offset deltas are not consecutive"));
+            return Err(BatchError::Malformed(
+                "record offset deltas are not consecutive",
+            ));
         }
         let timestamp_ns = u64_at(batch, take(&mut at, 8)?.start);
         let key_len = u32_at(batch, take(&mut at, 4)?.start) as usize;
@@ -270,7 +278,9 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
         });
     }
     if at != end {
-        return Err(BatchError::Malformed("bytes left over after the last record"));
+        return Err(BatchError::Malformed(
+            "bytes left over after the last record",
+        ));
     }
     Ok(out)
 }
@@ -291,7 +301,10 @@ mod tests {
     #[test]
     fn stamped_batch_reads_back_with_absolute_offsets() {
         let b = build(&[rec("p0-1", 10, 5), rec("p0-2", 0, 9)]);
-        assert_eq!(b.len(), encoded_len(&[rec("p0-1", 10, 5), rec("p0-2", 0, 9)]));
+        assert_eq!(
+            b.len(),
+            encoded_len(&[rec("p0-1", 10, 5), rec("p0-2", 0, 9)])
+        );
         let s = stamp(&b, 40, 3);
         let h = validate(&s).unwrap();
         assert_eq!((h.base_offset, h.end_offset(), h.leader_epoch), (40, 42, 3));

@@ -92,7 +92,11 @@ mod tests {
     #[test]
     fn lookup_takes_the_greatest_entry_at_or_below() {
         let i = index(&[(10, 100), (20, 250), (35, 400)]);
-        assert_eq!(i.lookup(0), 0, "below the first entry falls back to the segment start");
+        assert_eq!(
+            i.lookup(0),
+            0,
+            "below the first entry falls back to the segment start"
+        );
         assert_eq!(i.lookup(9), 0);
         assert_eq!(i.lookup(10), 100);
         assert_eq!(i.lookup(19), 100);

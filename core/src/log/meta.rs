@@ -71,7 +71,10 @@ mod tests {
         let f = file(&[b"term=1", b"term=2 vote=3", b""]);
         assert_eq!(last_valid_record(&f).as_deref(), Some(&b""[..]));
         let f = file(&[b"term=1", b"term=2 vote=3"]);
-        assert_eq!(last_valid_record(&f).as_deref(), Some(&b"term=2 vote=3"[..]));
+        assert_eq!(
+            last_valid_record(&f).as_deref(),
+            Some(&b"term=2 vote=3"[..])
+        );
         assert_eq!(last_valid_record(&[]), None);
     }
 

@@ -37,13 +37,24 @@ pub use recovery::RecoveryReport;
 pub enum StorageOp {
     /// Append bytes at the end of the file, creating it (and syncing its directory entry at the
     /// next Sync) if absent.
-    Append { path: String, bytes: Bytes },
+    Append {
+        path: String,
+        bytes: Bytes,
+    },
     /// Make every earlier op on this file durable (fsync + parent dir sync). When done, the
     /// driver reports it with `handle_synced(token)`.
-    Sync { path: String, token: u64 },
+    Sync {
+        path: String,
+        token: u64,
+    },
     /// Cut the file to `len` bytes.
-    Truncate { path: String, len: u64 },
-    Remove { path: String },
+    Truncate {
+        path: String,
+        len: u64,
+    },
+    Remove {
+        path: String,
+    },
 }
 
 impl StorageOp {

@@ -56,13 +56,18 @@ struct SyncInFlight {
 /// durable once all of its syncs and those of every earlier token are reported, since an
 /// earlier token may be the one that covers a file this token did not need to sync.
 ///
-/// A segment that a truncation cuts is sealed: the next append rolls a new segment instead of
-/// writing after the cut. Until the cut itself is durable, a crash may bring the cut bytes
-/// back; with new batches in a new file named after the cut offset, recovery then finds the
-/// old file's end and the new file's base disagree and drops the new file, so the recovered
-/// log is always a prefix of a log this partition really held, never old bytes followed by new
-/// ones. Nothing the log reported durable is lost that way: the token that covers the new file
-/// also syncs the cut one.
+/// After any truncation, and after a recovery that cut or removed anything, the last segment
+/// is sealed: the next append rolls a new segment named after the end offset instead of
+/// writing into an old file. Until a cut or a removal is durable, a crash may bring the cut
+/// bytes or the removed files back. An old file that kept growing could then end exactly where
+/// such a stale file begins and recovery would splice the two (recovery leaves gaps behind it:
+/// see `a_regrown_segment_is_never_spliced_onto_a_stale_removed_one`). A new file cannot line
+/// up that way: its directory entry becoming durable makes the removals before it durable too,
+/// and an old file brought back uncut ends past the new file's base, so recovery drops the new
+/// file. The recovered log is therefore always a prefix of a log this partition really held,
+/// never old batches followed by new ones. Nothing reported durable is lost by dropping the new
+/// file: the token that syncs it also syncs the cut one. The cost is one extra segment per
+/// truncation.
 ///
 /// [`request_sync`]: Self::request_sync
 #[derive(Debug, Clone)]
@@ -113,8 +118,9 @@ impl PartitionLog {
     /// Segments are scanned in base-offset order and every batch is checked: its checksum, that
     /// offsets run on without gap or overlap from the first segment's base, and that leader
     /// epochs never decrease. The log ends before the first batch that fails: that segment is
-    /// cut there (`Truncate`, or `Remove` if nothing before it survives) and every later segment
-    /// removed; a `Sync` follows so the cut itself becomes durable.
+    /// cut there (`Truncate`, or `Remove` if nothing in it survives) and every later segment
+    /// removed, as is an empty segment left last; a `Sync` of the last segment follows so the
+    /// cut itself becomes durable.
     ///
     /// The contents are taken to be what is durable, so `durable_end_offset() == end_offset()`
     /// afterwards. That holds after a machine crash; a driver that restarts the process without
@@ -304,19 +310,20 @@ impl PartitionLog {
                 path: segment.path().to_string(),
             });
         }
-        if let Some((&base, segment)) = self.segments.last_key_value() {
+        let mut cut = None;
+        if let Some(segment) = self.segments.values_mut().next_back() {
             if segment.end_offset() > end {
-                let segment = self.segments.get_mut(&base).expect("just found");
                 let len = segment.truncate_to(end);
-                segment.seal();
-                self.unsynced_segments.insert(base);
                 let path = segment.path().to_string();
-                self.push_op(StorageOp::Truncate { path, len });
-            } else if !removed.is_empty() {
-                // Nothing to cut here, but this file's next Sync also syncs the directory and so
-                // makes the removals durable.
-                self.unsynced_segments.insert(base);
+                cut = Some(StorageOp::Truncate { path, len });
             }
+            // Cut or not, new batches go to a new file (see the type's docs on sealing).
+            segment.seal();
+            // Its next Sync also syncs the directory, making the removals durable.
+            self.unsynced_segments.insert(segment.base_offset());
+        }
+        if let Some(op) = cut {
+            self.push_op(op);
         }
         self.end_offset = end;
     }
@@ -434,7 +441,12 @@ impl PartitionLog {
         };
         if roll {
             let base = self.end_offset;
-            self.segments.insert(base, Segment::new(&self.dir, base));
+            let replaced = self.segments.insert(base, Segment::new(&self.dir, base));
+            assert!(
+                replaced.is_none(),
+                "{}: a roll reuses segment {base}",
+                self.dir
+            );
         }
         let (&base, active) = self.segments.last_key_value().expect("rolled above");
         let path = active.path().to_string();
@@ -461,6 +473,12 @@ impl PartitionLog {
         let token = self.next_sync_token;
         self.next_sync_token += 1;
         let unsynced = std::mem::take(&mut self.unsynced_segments);
+        // A token with no syncs would never complete and would hold back every later one.
+        assert!(
+            !unsynced.is_empty(),
+            "{}: a sync token needs a file",
+            self.dir
+        );
         for base in &unsynced {
             let path = self.segments[base].path().to_string();
             self.push_op(StorageOp::Sync { path, token });

@@ -136,12 +136,26 @@ pub(super) fn scan(dir: &str, index_interval_bytes: u64, files: Vec<(String, Byt
             });
         }
         segment.push_chunk(bytes.slice(..position), &headers, index_interval_bytes);
-        if failed {
-            segment.seal();
-        }
         report.segments += 1;
         report.batches += headers.len();
         segments.insert(base, segment);
+    }
+    if failed {
+        // Appends must go to a new file, as after `PartitionLog::truncate_to`. An empty last
+        // segment (a roll whose first append was lost) cannot be sealed: its successor would
+        // have its name and so be the same file. Remove it instead.
+        if let Some(empty) = segments.last_entry().filter(|e| e.get().is_empty()) {
+            let empty = empty.remove();
+            let name = segment::file_name(empty.base_offset());
+            report.segments -= 1;
+            report.removed_segments.push(name);
+            ops.push(StorageOp::Remove {
+                path: empty.path().to_string(),
+            });
+        }
+        if let Some(last) = segments.values_mut().next_back() {
+            last.seal();
+        }
     }
     report.end_offset = expected_offset;
     if let Some(error) = &report.first_error {

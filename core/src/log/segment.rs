@@ -76,7 +76,7 @@ struct Chunk {
     bytes: Bytes,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Segment {
     base_offset: u64,
     path: String,
@@ -84,9 +84,25 @@ pub struct Segment {
     len_bytes: u64,
     end_offset: u64,
     index: OffsetIndex,
-    /// Set once the segment has been cut: later appends go to a new segment rather than to a
-    /// file whose on-disk tail may still hold the bytes that were cut (see `PartitionLog`).
+    /// Set when a truncation or recovery left this segment last: later appends go to a new
+    /// segment rather than into a file that stale bytes or files may follow after a crash
+    /// (see `PartitionLog`).
     sealed: bool,
+}
+
+/// Leaves the bytes out: a log's worth of them in a panic message helps nobody.
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("path", &self.path)
+            .field("base_offset", &self.base_offset)
+            .field("end_offset", &self.end_offset)
+            .field("len_bytes", &self.len_bytes)
+            .field("chunks", &self.chunks.len())
+            .field("index_entries", &self.index.len())
+            .field("sealed", &self.sealed)
+            .finish()
+    }
 }
 
 impl Segment {
@@ -156,7 +172,11 @@ impl Segment {
                 self.path
             );
             let end_offset = h.end_offset();
-            assert!(self.can_address(end_offset), "{}: offsets outgrow the index", self.path);
+            assert!(
+                self.can_address(end_offset),
+                "{}: offsets outgrow the index",
+                self.path
+            );
             let position = self.len_bytes;
             if position > 0 && position - self.index.last_position() >= index_interval_bytes {
                 self.index.push(IndexEntry {
@@ -185,7 +205,11 @@ impl Segment {
     /// The batch starting at byte `position`, which must be a batch start below `len_bytes()`,
     /// and its bytes.
     pub fn batch_at(&self, position: u64) -> (BatchSpan, Bytes) {
-        assert!(position < self.len_bytes, "{}: position past the end", self.path);
+        assert!(
+            position < self.len_bytes,
+            "{}: position past the end",
+            self.path
+        );
         let chunk = &self.chunks[self.chunks.partition_point(|c| c.position <= position) - 1];
         let start = (position - chunk.position) as usize;
         let span = peek_span(position, &chunk.bytes[start..]);
@@ -226,11 +250,19 @@ impl Segment {
     /// of one of its batches (or its base offset), and returns the new length in bytes.
     pub fn truncate_to(&mut self, offset: u64) -> u64 {
         if offset >= self.end_offset {
-            assert_eq!(offset, self.end_offset, "{}: truncating past the end", self.path);
+            assert_eq!(
+                offset, self.end_offset,
+                "{}: truncating past the end",
+                self.path
+            );
             return self.len_bytes;
         }
         let position = if offset <= self.base_offset {
-            assert_eq!(offset, self.base_offset, "{}: truncating below the base", self.path);
+            assert_eq!(
+                offset, self.base_offset,
+                "{}: truncating below the base",
+                self.path
+            );
             0
         } else {
             let span = self.find(offset).expect("offset is below end_offset");
@@ -309,10 +341,17 @@ mod tests {
             s.push_chunk(b, &[h], 150);
         }
         assert!(s.index().len() > 3, "a small interval indexes many batches");
-        assert_eq!(s.find(99).unwrap().base_offset, 100, "below the base: first batch");
+        assert_eq!(
+            s.find(99).unwrap().base_offset,
+            100,
+            "below the base: first batch"
+        );
         for o in 100..offset {
             let span = s.find(o).unwrap();
-            assert!(span.base_offset <= o && o < span.end_offset, "offset {o}: {span:?}");
+            assert!(
+                span.base_offset <= o && o < span.end_offset,
+                "offset {o}: {span:?}"
+            );
         }
         assert_eq!(s.find(offset), None);
     }

@@ -23,7 +23,10 @@ pub enum FrameError {
 
 pub fn encode(msg: &Message) -> Bytes {
     let body = postcard::to_stdvec(msg).expect("every Message is serializable");
-    assert!(body.len() <= FRAME_BYTES_MAX as usize, "encoding a frame over the limit");
+    assert!(
+        body.len() <= FRAME_BYTES_MAX as usize,
+        "encoding a frame over the limit"
+    );
     let mut out = BytesMut::with_capacity(LEN_BYTES + body.len());
     out.put_u32(body.len() as u32);
     out.put_slice(&body);

@@ -20,17 +20,37 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    Hello { version: u16, peer: Peer },
-    HelloOk { version: u16, broker: NodeId },
-    Request { correlation_id: u64, request: Request },
-    Response { correlation_id: u64, response: Response },
+    Hello {
+        version: u16,
+        peer: Peer,
+    },
+    HelloOk {
+        version: u16,
+        broker: NodeId,
+    },
+    Request {
+        correlation_id: u64,
+        request: Request,
+    },
+    Response {
+        correlation_id: u64,
+        response: Response,
+    },
     /// Replication traffic between brokers; one-way, answered by another `Raft` message.
     Raft(RaftEnvelope),
     /// Between brokers: who leads the partitions the sender hosts, so that every broker can
     /// answer metadata requests for partitions it does not replicate.
-    LeaderGossip { leaders: Vec<LeaderInfo> },
+    LeaderGossip {
+        leaders: Vec<LeaderInfo>,
+    },
     /// The last frame on a connection the receiver is about to close because of bad input.
-    ProtocolError { message: String },
+    ProtocolError {
+        message: String,
+    },
+    /// Link liveness: a broker answers every `Ping` with a `Pong` on the same connection, so a
+    /// connection that stalls (a peer gone, segments lost for good) is noticed and replaced.
+    Ping,
+    Pong,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,10 +42,22 @@ const META_FILE: &str = "raft.meta";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaEvent {
-    BecameLeader { epoch: u64 },
-    SteppedDown { epoch: u64 },
+    BecameLeader {
+        epoch: u64,
+    },
+    SteppedDown {
+        epoch: u64,
+    },
     /// The high watermark rose.
-    Committed { high_watermark: u64 },
+    Committed {
+        high_watermark: u64,
+    },
+    /// A leader made this replica truncate records it had seen committed: acknowledged data
+    /// was lost because a majority did not keep it (no fsync, or a damaged disk).
+    CommittedTruncated {
+        high_watermark: u64,
+        to: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +143,9 @@ impl Replica {
     ) -> Replica {
         let dir = partition_dir(&partition);
         let log = PartitionLog::new(dir.clone(), log_config.clone());
-        Replica::with_state(id, partition, voters, log, log_config, config, rng, now, 0, None)
+        Replica::with_state(
+            id, partition, voters, log, log_config, config, rng, now, 0, None,
+        )
     }
 
     /// Rebuilds a replica from the files of its directory after a restart or crash.
@@ -173,7 +187,10 @@ impl Replica {
         term: u64,
         voted_for: Option<NodeId>,
     ) -> Replica {
-        assert!(voters.contains(&id), "a replica is one of its group's voters");
+        assert!(
+            voters.contains(&id),
+            "a replica is one of its group's voters"
+        );
         let election_deadline = now + election_timeout(&mut rng, config);
         let mut r = Replica {
             id,
@@ -533,7 +550,8 @@ impl Replica {
             term_start_end,
         });
         self.leader = Some(self.id);
-        self.events.push_back(ReplicaEvent::BecameLeader { epoch: self.term });
+        self.events
+            .push_back(ReplicaEvent::BecameLeader { epoch: self.term });
         tracing::debug!(partition = %self.partition, node = self.id, term = self.term, "became leader");
         self.after_local_append(now);
         self.leader_tick(now);
@@ -629,13 +647,23 @@ impl Replica {
                     matched = header.end_offset();
                     continue;
                 }
-                assert!(
-                    matched >= self.high_watermark,
-                    "{} on node {}: truncating to {matched} below the high watermark {}",
-                    self.partition,
-                    self.id,
-                    self.high_watermark
-                );
+                if matched < self.high_watermark {
+                    // Committed records are being overwritten. Raft rules this out only while a
+                    // majority keeps what it acknowledged; without fsync (or after disk
+                    // corruption) a majority can lose it, and this is where that loss shows.
+                    tracing::warn!(
+                        partition = %self.partition,
+                        node = self.id,
+                        high_watermark = self.high_watermark,
+                        to = matched,
+                        "truncating committed records"
+                    );
+                    self.events.push_back(ReplicaEvent::CommittedTruncated {
+                        high_watermark: self.high_watermark,
+                        to: matched,
+                    });
+                    self.high_watermark = matched;
+                }
                 self.log.truncate_to(matched);
             }
             if self.log.append_replicated(b).is_err() {
@@ -651,7 +679,8 @@ impl Replica {
         let hw = commit.min(matched);
         if hw > self.high_watermark {
             self.high_watermark = hw;
-            self.events.push_back(ReplicaEvent::Committed { high_watermark: hw });
+            self.events
+                .push_back(ReplicaEvent::Committed { high_watermark: hw });
         }
         let quorum_end = self.local_quorum_end().min(matched);
         self.send(
@@ -766,9 +795,7 @@ impl Replica {
             .log
             .epoch_at_end(prev_end)
             .expect("a batch boundary of our own log has an epoch");
-        let batches = self
-            .log
-            .read(prev_end, self.log.end_offset(), bytes_max);
+        let batches = self.log.read(prev_end, self.log.end_offset(), bytes_max);
         if batches.is_empty() && !allow_empty {
             return;
         }

@@ -30,7 +30,10 @@ fn net_with(config: ConsumerConfig, offsets_leaders: &[u32]) -> Net<Consumer> {
         &[(tp("t", 0), 2), (tp("t", 1), 3)],
         offsets_leaders,
     );
-    Net::new(Consumer::new(config, bootstrap(&[1, 2, 3]), Rng::new(1)), cluster)
+    Net::new(
+        Consumer::new(config, bootstrap(&[1, 2, 3]), Rng::new(1)),
+        cluster,
+    )
 }
 
 fn net() -> Net<Consumer> {
@@ -88,7 +91,11 @@ fn resumes_from_the_committed_offset() {
             position: 4
         }
     );
-    assert_eq!(fetches(&net)[0], (fetches(&net)[0].0, 2, 4), "fetch from the leader at 4");
+    assert_eq!(
+        fetches(&net)[0],
+        (fetches(&net)[0].0, 2, 4),
+        "fetch from the leader at 4"
+    );
     assert_eq!(offsets_received(&net, &p), vec![4, 5, 6]);
     assert_eq!(net.client.position(&p), Some(7));
 }
@@ -115,13 +122,21 @@ fn long_poll_reissues_fetches_and_picks_up_new_data() {
         "one fetch per max_wait_ms while idle: {empty_polls:?}"
     );
     for w in empty_polls.windows(2) {
-        assert_eq!(w[1].0 - w[0].0, ms(502), "re-issued as soon as the empty answer came");
+        assert_eq!(
+            w[1].0 - w[0].0,
+            ms(502),
+            "re-issued as soon as the empty answer came"
+        );
         assert_eq!(w[1].2, 0);
     }
     net.cluster.append_records(&p, &["a"]);
     net.run_for(ms(1_000));
     assert_eq!(offsets_received(&net, &p), vec![0]);
-    assert_eq!(fetches(&net).last().unwrap().2, 1, "polling on from the new position");
+    assert_eq!(
+        fetches(&net).last().unwrap().2,
+        1,
+        "polling on from the new position"
+    );
 }
 
 #[test]
@@ -174,7 +189,11 @@ fn corrupt_batch_is_discarded_and_refetched() {
     let f = fetches(&net);
     assert_eq!((f[0].2, f[1].2), (0, 0), "refetched at the same offset");
     assert!(f[1].0 >= f[0].0 + ms(100), "after the retry backoff");
-    assert_eq!(offsets_received(&net, &p), vec![0, 1], "only the good copy was delivered");
+    assert_eq!(
+        offsets_received(&net, &p),
+        vec![0, 1],
+        "only the good copy was delivered"
+    );
     let keys: Vec<Bytes> = net
         .events
         .iter()
@@ -304,8 +323,14 @@ fn offset_out_of_range_lists_offsets_and_reports_the_reset() {
         .iter()
         .position(|r| matches!(r, Request::Fetch { offset: 50, .. }))
         .unwrap();
-    assert!(matches!(requests[fetch_at_50 + 1], Request::ListOffsets { .. }));
-    assert!(matches!(requests[fetch_at_50 + 2], Request::Fetch { offset: 3, .. }));
+    assert!(matches!(
+        requests[fetch_at_50 + 1],
+        Request::ListOffsets { .. }
+    ));
+    assert!(matches!(
+        requests[fetch_at_50 + 2],
+        Request::Fetch { offset: 3, .. }
+    ));
     assert!(net.events.contains(&ConsumerEvent::PositionReset {
         partition: p.clone(),
         from: 50,
@@ -371,7 +396,11 @@ fn buffered_records_max_pauses_fetching_until_the_app_takes_them() {
     net.take_events();
     net.input(|_, _| ());
     net.run_for(ms(100));
-    assert_eq!(fetches(&net).len(), 2, "resumed once the records were taken");
+    assert_eq!(
+        fetches(&net).len(),
+        2,
+        "resumed once the records were taken"
+    );
     assert_eq!(fetches(&net)[1].2, 7);
 }
 

@@ -193,13 +193,12 @@ impl FakeCluster {
                 };
                 return Some((Response::Fetch(Ok(ok)), wait));
             }
-            Request::ListOffsets { partition } => Response::ListOffsets(
-                self.leader_check(at, partition)
-                    .map(|()| ListOffsetsOk {
-                        log_start: 0,
-                        high_watermark: self.end_offset(partition),
-                    }),
-            ),
+            Request::ListOffsets { partition } => {
+                Response::ListOffsets(self.leader_check(at, partition).map(|()| ListOffsetsOk {
+                    log_start: 0,
+                    high_watermark: self.end_offset(partition),
+                }))
+            }
             Request::OffsetCommit {
                 group,
                 partition,
@@ -211,10 +210,13 @@ impl FakeCluster {
                 });
                 Response::OffsetCommit(result)
             }
-            Request::OffsetFetch { group, partition } => Response::OffsetFetch(
-                self.coordinator_check(at, group)
-                    .map(|()| self.committed.get(&(group.clone(), partition.clone())).copied()),
-            ),
+            Request::OffsetFetch { group, partition } => {
+                Response::OffsetFetch(self.coordinator_check(at, group).map(|()| {
+                    self.committed
+                        .get(&(group.clone(), partition.clone()))
+                        .copied()
+                }))
+            }
         };
         Some((response, now))
     }

@@ -15,7 +15,10 @@ fn net() -> Net<Producer> {
         ..ProducerConfig::default()
     };
     let cluster = FakeCluster::new(&[1, 2, 3], &[(tp("t", 0), 2)], &[1]);
-    Net::new(Producer::new(config, bootstrap(&[1, 2, 3]), Rng::new(3)), cluster)
+    Net::new(
+        Producer::new(config, bootstrap(&[1, 2, 3]), Rng::new(3)),
+        cluster,
+    )
 }
 
 fn metadata_requests(net: &Net<Producer>) -> Vec<(crate::time::Instant, u32)> {

@@ -32,7 +32,14 @@ fn net(config: ProducerConfig, seed: u64) -> Net<Producer> {
 }
 
 fn send(net: &mut Net<Producer>, partition: u32, id: &str) -> Result<(), SendError> {
-    net.input(|p, now| p.send(now, tp("t", partition), id.to_string(), Bytes::from_static(b"v")))
+    net.input(|p, now| {
+        p.send(
+            now,
+            tp("t", partition),
+            id.to_string(),
+            Bytes::from_static(b"v"),
+        )
+    })
 }
 
 fn results(net: &Net<Producer>) -> Vec<(String, Result<u64, SendFailure>)> {
@@ -59,29 +66,55 @@ fn record_count(batch: &[u8]) -> u32 {
 #[test]
 fn leader_is_discovered_then_each_record_gets_its_own_offset() {
     let mut net = net(config(), 1);
-    net.cluster.append_records(&tp("t", 0), &["old-0", "old-1", "old-2"]);
+    net.cluster
+        .append_records(&tp("t", 0), &["old-0", "old-1", "old-2"]);
     for id in ["a", "b", "c"] {
         send(&mut net, 0, id).unwrap();
     }
     net.run_for(ms(1_000));
 
     let requests = net.requests();
-    assert!(matches!(requests[0].2, Request::Metadata), "metadata first: {requests:?}");
+    assert!(
+        matches!(requests[0].2, Request::Metadata),
+        "metadata first: {requests:?}"
+    );
     let produce = produce_requests(&net);
-    assert_eq!(produce.len(), 1, "the three sends waited for the leader together");
+    assert_eq!(
+        produce.len(),
+        1,
+        "the three sends waited for the leader together"
+    );
     assert_eq!(produce[0].1, 2, "sent to the partition's leader");
     assert_eq!(
         results(&net),
-        vec![("a".into(), Ok(3)), ("b".into(), Ok(4)), ("c".into(), Ok(5))]
+        vec![
+            ("a".into(), Ok(3)),
+            ("b".into(), Ok(4)),
+            ("c".into(), Ok(5))
+        ]
     );
-    let keys: Vec<Bytes> = net.cluster.read_all(&tp("t", 0)).into_iter().map(|r| r.key).collect();
-    assert_eq!(&keys[3..], &[Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]);
+    let keys: Vec<Bytes> = net
+        .cluster
+        .read_all(&tp("t", 0))
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(
+        &keys[3..],
+        &[Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]
+    );
     assert_eq!((net.client.in_flight(), net.client.queued_bytes()), (0, 0));
 }
 
 #[test]
 fn linger_gathers_several_sends_into_one_request() {
-    let mut net = net(ProducerConfig { linger_ms: 50, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            linger_ms: 50,
+            ..config()
+        },
+        1,
+    );
     send(&mut net, 0, "warm-up").unwrap();
     net.run_for(ms(500));
     let start = net.now;
@@ -94,7 +127,11 @@ fn linger_gathers_several_sends_into_one_request() {
     let produce = produce_requests(&net);
     assert_eq!(produce.len(), 2, "warm-up, then one batch: {produce:?}");
     assert_eq!(record_count(&produce[1].2), 5);
-    assert_eq!(produce[1].0, start + ms(50), "sent when the first record's linger ran out");
+    assert_eq!(
+        produce[1].0,
+        start + ms(50),
+        "sent when the first record's linger ran out"
+    );
     let offsets: Vec<_> = results(&net).into_iter().map(|(_, r)| r.unwrap()).collect();
     assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
 }
@@ -115,8 +152,15 @@ fn full_in_flight_window_grows_the_open_batch() {
     assert_eq!(produce_requests(&net).len(), 1, "the window of one is full");
     net.run_for(ms(1_000));
 
-    let counts: Vec<u32> = produce_requests(&net).iter().map(|p| record_count(&p.2)).collect();
-    assert_eq!(counts, vec![1, 4], "records sent while the window was full went as one batch");
+    let counts: Vec<u32> = produce_requests(&net)
+        .iter()
+        .map(|p| record_count(&p.2))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![1, 4],
+        "records sent while the window was full went as one batch"
+    );
     assert_eq!(results(&net).len(), 5);
 }
 
@@ -125,7 +169,11 @@ fn not_leader_hint_redirects_to_the_named_broker() {
     let mut net = net(config(), 1);
     send(&mut net, 0, "warm-up").unwrap();
     net.run_for(ms(500));
-    let metadata_before = net.requests().iter().filter(|r| r.2 == Request::Metadata).count();
+    let metadata_before = net
+        .requests()
+        .iter()
+        .filter(|r| r.2 == Request::Metadata)
+        .count();
     // Leadership moves to broker 3; the producer's cache still says 2, and 2 knows the new one.
     net.cluster.leaders.insert(tp("t", 0), Some(3));
     send(&mut net, 0, "x").unwrap();
@@ -133,8 +181,15 @@ fn not_leader_hint_redirects_to_the_named_broker() {
 
     let targets: Vec<u32> = produce_requests(&net)[1..].iter().map(|p| p.1).collect();
     assert_eq!(targets, vec![2, 3], "retried at the hinted leader");
-    let metadata_after = net.requests().iter().filter(|r| r.2 == Request::Metadata).count();
-    assert_eq!(metadata_before, metadata_after, "the hint needs no metadata request");
+    let metadata_after = net
+        .requests()
+        .iter()
+        .filter(|r| r.2 == Request::Metadata)
+        .count();
+    assert_eq!(
+        metadata_before, metadata_after,
+        "the hint needs no metadata request"
+    );
     assert_eq!(results(&net)[1], ("x".into(), Ok(1)));
 }
 
@@ -159,19 +214,35 @@ fn request_timeout_retries_and_the_late_response_is_ignored() {
 
     let produce = produce_requests(&net);
     assert_eq!(produce.len(), 2);
-    assert_eq!(produce[0].2, produce[1].2, "a retry re-sends the same batch bytes");
-    assert!(produce[1].0 >= produce[0].0 + ms(200), "retried after the request timeout");
+    assert_eq!(
+        produce[0].2, produce[1].2,
+        "a retry re-sends the same batch bytes"
+    );
+    assert!(
+        produce[1].0 >= produce[0].0 + ms(200),
+        "retried after the request timeout"
+    );
     assert_eq!(
         results(&net),
         vec![("x".into(), Ok(1))],
         "delivered once, with the retry's offset; the late answer (offset 0) is ignored"
     );
-    assert_eq!(net.cluster.read_all(&tp("t", 0)).len(), 2, "at-least-once: appended twice");
+    assert_eq!(
+        net.cluster.read_all(&tp("t", 0)).len(),
+        2,
+        "at-least-once: appended twice"
+    );
 }
 
 #[test]
 fn retries_exhausted_after_a_timeout_is_not_definite() {
-    let mut net = net(ProducerConfig { retries_max: 2, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            retries_max: 2,
+            ..config()
+        },
+        1,
+    );
     let mut produces = 0;
     net.set_fate(move |_, t| match &t.msg {
         crate::protocol::Message::Request { request, .. } if is_produce(request) => {
@@ -179,7 +250,9 @@ fn retries_exhausted_after_a_timeout_is_not_definite() {
             if produces == 1 {
                 Fate::Drop
             } else {
-                Fate::Reply(Response::Produce(Err(ErrorCode::NotLeader { leader: Some(2) })))
+                Fate::Reply(Response::Produce(Err(ErrorCode::NotLeader {
+                    leader: Some(2),
+                })))
             }
         }
         _ => Fate::Deliver,
@@ -187,19 +260,34 @@ fn retries_exhausted_after_a_timeout_is_not_definite() {
     send(&mut net, 0, "x").unwrap();
     net.run_for(ms(5_000));
 
-    assert_eq!(produce_requests(&net).len(), 3, "one attempt and two retries");
+    assert_eq!(
+        produce_requests(&net).len(),
+        3,
+        "one attempt and two retries"
+    );
     let results = results(&net);
     assert_eq!(results.len(), 1);
     let failure = results[0].1.clone().unwrap_err();
-    assert!(!failure.definite, "the dropped first attempt may have been appended: {failure}");
+    assert!(
+        !failure.definite,
+        "the dropped first attempt may have been appended: {failure}"
+    );
 }
 
 #[test]
 fn retries_exhausted_after_only_not_leader_is_definite() {
-    let mut net = net(ProducerConfig { retries_max: 2, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            retries_max: 2,
+            ..config()
+        },
+        1,
+    );
     net.set_fate(|_, t| match &t.msg {
         crate::protocol::Message::Request { request, .. } if is_produce(request) => {
-            Fate::Reply(Response::Produce(Err(ErrorCode::NotLeader { leader: None })))
+            Fate::Reply(Response::Produce(Err(ErrorCode::NotLeader {
+                leader: None,
+            })))
         }
         _ => Fate::Deliver,
     });
@@ -216,7 +304,13 @@ fn retries_exhausted_after_only_not_leader_is_definite() {
 
 #[test]
 fn leader_changed_makes_the_outcome_unknown() {
-    let mut net = net(ProducerConfig { retries_max: 0, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            retries_max: 0,
+            ..config()
+        },
+        1,
+    );
     net.set_fate(|_, t| match &t.msg {
         crate::protocol::Message::Request { request, .. } if is_produce(request) => {
             Fate::Reply(Response::Produce(Err(ErrorCode::LeaderChanged)))
@@ -246,7 +340,13 @@ fn non_retriable_error_fails_the_batch_at_once() {
 
 #[test]
 fn disconnect_with_the_request_in_flight_is_unknown_outcome() {
-    let mut net = net(ProducerConfig { retries_max: 0, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            retries_max: 0,
+            ..config()
+        },
+        1,
+    );
     net.set_fate(|_, t| match &t.msg {
         crate::protocol::Message::Request { request, .. } if is_produce(request) => {
             Fate::Disconnect
@@ -256,7 +356,10 @@ fn disconnect_with_the_request_in_flight_is_unknown_outcome() {
     send(&mut net, 0, "x").unwrap();
     net.run_for(ms(1_000));
     let failure = results(&net)[0].1.clone().unwrap_err();
-    assert!(!failure.definite, "lost with the request in flight: outcome unknown");
+    assert!(
+        !failure.definite,
+        "lost with the request in flight: outcome unknown"
+    );
 }
 
 #[test]
@@ -275,7 +378,11 @@ fn unknown_leader_expires_queued_records_definitely() {
     assert_eq!(results.len(), 1);
     let failure = results[0].1.clone().unwrap_err();
     assert!(failure.definite, "never sent: {failure}");
-    let metadata = net.requests().iter().filter(|r| r.2 == Request::Metadata).count();
+    let metadata = net
+        .requests()
+        .iter()
+        .filter(|r| r.2 == Request::Metadata)
+        .count();
     assert!(
         (2..=21).contains(&metadata),
         "refreshed while waiting, at most one per 50 ms: {metadata}"
@@ -289,7 +396,13 @@ fn send_beyond_buffer_bytes_max_is_refused() {
         key: Bytes::from("r0"),
         value: Bytes::from("v"),
     });
-    let mut net = net(ProducerConfig { buffer_bytes_max: 3 * one, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            buffer_bytes_max: 3 * one,
+            ..config()
+        },
+        1,
+    );
     for i in 0..3 {
         send(&mut net, 0, &format!("r{i}")).unwrap();
     }
@@ -300,12 +413,22 @@ fn send_beyond_buffer_bytes_max_is_refused() {
     send(&mut net, 0, "r4").unwrap();
     net.run_for(ms(500));
     let ids: Vec<String> = results(&net).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(ids, vec!["r0", "r1", "r2", "r4"], "the refused record is never reported");
+    assert_eq!(
+        ids,
+        vec!["r0", "r1", "r2", "r4"],
+        "the refused record is never reported"
+    );
 }
 
 #[test]
 fn acks_none_reports_unknown_outcome_when_handed_out() {
-    let mut net = net(ProducerConfig { acks: Acks::None, ..config() }, 1);
+    let mut net = net(
+        ProducerConfig {
+            acks: Acks::None,
+            ..config()
+        },
+        1,
+    );
     send(&mut net, 0, "warm-up").unwrap();
     net.run_for(ms(500));
     net.events.clear();
@@ -325,7 +448,11 @@ fn acks_none_reports_unknown_outcome_when_handed_out() {
     );
     assert_eq!((net.client.in_flight(), net.client.queued_bytes()), (0, 0));
     net.run_for(ms(500));
-    assert_eq!(net.cluster.read_all(&tp("t", 0)).len(), 2, "the broker did append both");
+    assert_eq!(
+        net.cluster.read_all(&tp("t", 0)).len(),
+        2,
+        "the broker did append both"
+    );
 }
 
 /// Two producers with the same seed, fed the same inputs, send the same bytes at the same
@@ -366,5 +493,9 @@ fn jitter_is_deterministic_for_a_seed() {
     let times = |s: &[(crate::time::Instant, crate::client::Transmit)]| {
         s.iter().map(|(at, _)| *at).collect::<Vec<_>>()
     };
-    assert_ne!(times(&a), times(&run(8)), "the backoff is jittered by the seed");
+    assert_ne!(
+        times(&a),
+        times(&run(8)),
+        "the backoff is jittered by the seed"
+    );
 }

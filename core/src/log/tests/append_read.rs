@@ -24,8 +24,14 @@ fn leader_append_stamps_consecutive_offsets_and_the_epoch() {
     let mut log = PartitionLog::new(DIR.into(), small_config());
     assert!(log.is_empty());
     assert_eq!((log.end_offset(), log.last_epoch()), (0, 0));
-    assert_eq!(log.append_as_leader(&producer_batch(3, 5, 1), 2), Ok((0, 3)));
-    assert_eq!(log.append_as_leader(&producer_batch(1, 5, 2), 4), Ok((3, 4)));
+    assert_eq!(
+        log.append_as_leader(&producer_batch(3, 5, 1), 2),
+        Ok((0, 3))
+    );
+    assert_eq!(
+        log.append_as_leader(&producer_batch(1, 5, 2), 4),
+        Ok((3, 4))
+    );
     assert_eq!((log.end_offset(), log.last_epoch()), (4, 4));
     let stored = all_batches(&log);
     let h = batch::validate(&stored[1]).unwrap();
@@ -75,7 +81,10 @@ fn every_offset_reads_from_the_batch_holding_it_across_segments() {
             .map(|b| batch::parse(b).unwrap().end_offset())
             .collect();
         let expected: Vec<u64> = ends.iter().copied().filter(|&e| e > from).collect();
-        assert_eq!(got_ends, expected, "read({from}) returns the rest of the log");
+        assert_eq!(
+            got_ends, expected,
+            "read({from}) returns the rest of the log"
+        );
     }
     assert!(log.read(end, u64::MAX, usize::MAX).is_empty());
 }
@@ -96,7 +105,10 @@ fn read_stops_at_up_to_end_and_max_bytes_but_returns_at_least_one_batch() {
             let got = log.read(from, end, max_bytes);
             let total: usize = got.iter().map(Bytes::len).sum();
             assert!(!got.is_empty(), "a reader always gets a batch");
-            assert!(got.len() == 1 || total <= max_bytes, "{total} > {max_bytes}");
+            assert!(
+                got.len() == 1 || total <= max_bytes,
+                "{total} > {max_bytes}"
+            );
             let all = log.read(from, end, usize::MAX);
             if let Some(next) = all.get(got.len()) {
                 assert!(
@@ -104,6 +116,25 @@ fn read_stops_at_up_to_end_and_max_bytes_but_returns_at_least_one_batch() {
                     "read({from}, max {max_bytes}) stopped early"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn read_includes_a_batch_that_fills_max_bytes_exactly() {
+    let mut log = PartitionLog::new(DIR.into(), small_config());
+    append_n(&mut log, 20, 1);
+    let all = all_batches(&log);
+    for from_batch in [0, 3, 9] {
+        let from = batch::parse(&all[from_batch]).unwrap().base_offset;
+        for k in 1..=6 {
+            let exact: usize = all[from_batch..from_batch + k].iter().map(Bytes::len).sum();
+            assert_eq!(
+                log.read(from, u64::MAX, exact).len(),
+                k,
+                "{k} batches in {exact}"
+            );
+            assert_eq!(log.read(from, u64::MAX, exact - 1).len(), k.max(2) - 1);
         }
     }
 }
@@ -130,7 +161,10 @@ fn segments_roll_before_exceeding_their_size_and_never_split_a_batch() {
         seen.extend(batch_sizes.iter().copied());
     }
     assert_eq!(seen, sizes, "every batch whole, in order");
-    assert!(files.values().any(|s| s == &[sizes[3]]), "a big batch alone");
+    assert!(
+        files.values().any(|s| s == &[sizes[3]]),
+        "a big batch alone"
+    );
 }
 
 #[test]
@@ -217,14 +251,34 @@ fn epoch_queries_find_batch_ends_and_epoch_boundaries() {
     let n = None;
     assert_eq!(
         at_end,
-        [Some(0), n, Some(1), n, n, Some(1), Some(3), n, n, n, Some(3), n, Some(4), n]
+        [
+            Some(0),
+            n,
+            Some(1),
+            n,
+            n,
+            Some(1),
+            Some(3),
+            n,
+            n,
+            n,
+            Some(3),
+            n,
+            Some(4),
+            n
+        ]
     );
-    let boundaries: Vec<u64> = (0..=13).map(|o| log.batch_boundary_at_or_below(o)).collect();
+    let boundaries: Vec<u64> = (0..=13)
+        .map(|o| log.batch_boundary_at_or_below(o))
+        .collect();
     assert_eq!(boundaries, [0, 0, 2, 2, 2, 5, 6, 6, 6, 6, 10, 10, 12, 12]);
     assert_eq!(log.last_offset_of_epoch(0), None);
     assert_eq!(log.last_offset_of_epoch(1), Some((5, 1)));
     assert_eq!(log.last_offset_of_epoch(2), Some((5, 1)));
     assert_eq!(log.last_offset_of_epoch(3), Some((10, 3)));
     assert_eq!(log.last_offset_of_epoch(9), Some((12, 4)));
-    assert_eq!(PartitionLog::new(DIR.into(), small_config()).last_offset_of_epoch(5), None);
+    assert_eq!(
+        PartitionLog::new(DIR.into(), small_config()).last_offset_of_epoch(5),
+        None
+    );
 }

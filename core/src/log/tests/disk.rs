@@ -24,6 +24,9 @@ pub struct File {
 /// A `Sync` the driver has started but not yet reported: what it will make durable.
 #[derive(Debug, Clone)]
 struct SyncInFlight {
+    /// Order in which the syncs were applied: a sync that finishes late never undoes what a
+    /// later one made durable.
+    seq: u64,
     token: u64,
     path: String,
     file: Option<File>,
@@ -39,6 +42,11 @@ pub struct SimDisk {
     durable: BTreeMap<String, File>,
     syncs: VecDeque<SyncInFlight>,
     next_incarnation: u64,
+    next_sync_seq: u64,
+    /// The latest sync whose directory entries are durable.
+    dir_synced_seq: u64,
+    /// By path, the latest sync whose contents are durable.
+    file_synced_seq: BTreeMap<String, u64>,
 }
 
 impl SimDisk {
@@ -67,12 +75,18 @@ impl SimDisk {
                 file.bytes.extend_from_slice(&bytes);
             }
             StorageOp::Truncate { path, len } => {
-                let file = self.files.get_mut(&path).expect("truncating a missing file");
+                let file = self
+                    .files
+                    .get_mut(&path)
+                    .expect("truncating a missing file");
                 assert!(len <= file.bytes.len() as u64, "truncate grows {path}");
                 file.bytes.truncate(len as usize);
             }
             StorageOp::Remove { path } => {
-                assert!(self.files.remove(&path).is_some(), "removing missing {path}");
+                assert!(
+                    self.files.remove(&path).is_some(),
+                    "removing missing {path}"
+                );
             }
             StorageOp::Sync { path, token } => {
                 let entries = self
@@ -80,7 +94,9 @@ impl SimDisk {
                     .iter()
                     .map(|(name, f)| (name.clone(), f.incarnation))
                     .collect();
+                self.next_sync_seq += 1;
                 self.syncs.push_back(SyncInFlight {
+                    seq: self.next_sync_seq,
                     token,
                     file: self.files.get(&path).cloned(),
                     path,
@@ -94,14 +110,33 @@ impl SimDisk {
         self.syncs.len()
     }
 
+    /// The paths of the syncs in flight, oldest first.
+    pub fn sync_paths(&self) -> Vec<String> {
+        self.syncs.iter().map(|s| s.path.clone()).collect()
+    }
+
     /// Completes the oldest `n` syncs in flight and reports each to the log, applying the ops
     /// that causes (a deferred sync) as they come.
     pub fn complete_syncs(&mut self, log: &mut PartitionLog, n: usize) {
         for _ in 0..n {
-            let Some(sync) = self.syncs.pop_front() else {
-                return;
-            };
-            self.durable.retain(|name, _| sync.entries.contains_key(name));
+            self.complete_sync_at(log, 0);
+        }
+    }
+
+    /// Completes the sync at position `at` (mod the number in flight; oldest first), as a
+    /// driver running several fsyncs at once may, and reports it to the log.
+    pub fn complete_sync_at(&mut self, log: &mut PartitionLog, at: usize) {
+        if self.syncs.is_empty() {
+            return;
+        }
+        let sync = self
+            .syncs
+            .remove(at % self.syncs.len())
+            .expect("index is in range");
+        if sync.seq > self.dir_synced_seq {
+            self.dir_synced_seq = sync.seq;
+            self.durable
+                .retain(|name, _| sync.entries.contains_key(name));
             for (name, &incarnation) in &sync.entries {
                 let durable_incarnation = self.durable.get(name).map(|f| f.incarnation);
                 if durable_incarnation != Some(incarnation) {
@@ -114,12 +149,20 @@ impl SimDisk {
                     );
                 }
             }
-            if let Some(file) = sync.file {
-                self.durable.insert(sync.path, file);
-            }
-            log.handle_synced(sync.token);
-            self.apply_ops(log);
         }
+        let newer = self
+            .file_synced_seq
+            .get(&sync.path)
+            .is_none_or(|&seq| seq < sync.seq);
+        if let Some(file) = sync.file.filter(|_| newer) {
+            let durable = self.durable.get_mut(&sync.path);
+            if let Some(durable) = durable.filter(|d| d.incarnation == file.incarnation) {
+                *durable = file;
+                self.file_synced_seq.insert(sync.path, sync.seq);
+            }
+        }
+        log.handle_synced(sync.token);
+        self.apply_ops(log);
     }
 
     /// Loses power: unsynced changes are gone, except what `writeback` (if given) decides the

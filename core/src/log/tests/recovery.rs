@@ -15,6 +15,22 @@ fn written(n: usize) -> (PartitionLog, SimDisk) {
     (log, disk)
 }
 
+/// Like `written`, with small batches appended until the last segment holds at least two.
+fn written_with_two_batches_last(n: usize) -> (PartitionLog, SimDisk) {
+    let (mut log, mut disk) = written(n);
+    loop {
+        log.append_as_leader(&producer_batch(1, 0, 3), 2).unwrap();
+        let ops = drain(&mut log);
+        let path = ops[0].path().to_string();
+        for op in ops {
+            disk.apply(op);
+        }
+        if disk.file(&path).len() > all_batches(&log).last().unwrap().len() {
+            return (log, disk);
+        }
+    }
+}
+
 fn recover(disk: &SimDisk) -> (PartitionLog, RecoveryReport) {
     PartitionLog::recover(DIR.into(), small_config(), disk.dir_files(DIR))
 }
@@ -39,16 +55,26 @@ fn recovery_from_applied_ops_rebuilds_the_same_log() {
     assert_eq!(report.batches, 50);
     assert_eq!(report.end_offset, log.end_offset());
     assert_eq!(report.ignored_files, vec!["meta".to_string()]);
-    assert_eq!((report.truncated_bytes, report.removed_segments.len()), (0, 0));
+    assert_eq!(
+        (report.truncated_bytes, report.removed_segments.len()),
+        (0, 0)
+    );
     assert_eq!(all_batches(&recovered), all_batches(&log));
     assert_eq!(recovered.end_offset(), log.end_offset());
     assert_eq!(recovered.durable_end_offset(), recovered.end_offset());
     assert_eq!(recovered.last_epoch(), 2);
     for o in 0..=log.end_offset() + 1 {
-        assert_eq!(recovered.epoch_at_end(o), log.epoch_at_end(o), "epoch_at_end({o})");
+        assert_eq!(
+            recovered.epoch_at_end(o),
+            log.epoch_at_end(o),
+            "epoch_at_end({o})"
+        );
         assert_eq!(recovered.read(o, u64::MAX, 300), log.read(o, u64::MAX, 300));
     }
-    assert_eq!(recovered.last_offset_of_epoch(1), log.last_offset_of_epoch(1));
+    assert_eq!(
+        recovered.last_offset_of_epoch(1),
+        log.last_offset_of_epoch(1)
+    );
     let mut recovered = recovered;
     assert_eq!(recovered.poll_op(), None, "a clean recovery writes nothing");
 }
@@ -72,12 +98,15 @@ fn recovered_log_keeps_appending_into_its_last_segment() {
 /// A crash tears the last write: every cut inside the last batch loses exactly that batch.
 #[test]
 fn torn_last_batch_is_cut_back_to_the_previous_boundary() {
-    let (log, disk) = written(12);
+    let (log, disk) = written_with_two_batches_last(12);
     let last_path = segment_paths(&disk).pop().unwrap();
     let last = all_batches(&log).pop().unwrap();
     let whole_len = disk.file(&last_path).len();
     let batch_start = whole_len - last.len();
-    assert!(batch_start > 0, "the last segment holds more than the torn batch");
+    assert!(
+        batch_start > 0,
+        "the last segment holds more than the torn batch"
+    );
     let previous_end = batch::parse(&last).unwrap().base_offset;
     for cut in batch_start..whole_len {
         let mut torn = disk.clone();
@@ -113,7 +142,7 @@ fn torn_last_batch_is_cut_back_to_the_previous_boundary() {
 
 #[test]
 fn recovery_after_a_cut_appends_to_a_new_segment_and_recovers_again() {
-    let (log, disk) = written(12);
+    let (log, disk) = written_with_two_batches_last(12);
     let last_path = segment_paths(&disk).pop().unwrap();
     let mut disk = disk;
     let len = disk.file(&last_path).len();
@@ -160,7 +189,11 @@ fn corruption_in_a_middle_segment_drops_everything_after_that_batch() {
 
     let survivors = all_batches(&recovered);
     let original = all_batches(&log);
-    assert_eq!(survivors[..], original[..survivors.len()], "a prefix survives");
+    assert_eq!(
+        survivors[..],
+        original[..survivors.len()],
+        "a prefix survives"
+    );
     let last_survivor = survivors.last().unwrap();
     assert_eq!(
         Some(last_survivor),
@@ -209,24 +242,42 @@ fn a_missing_middle_segment_ends_the_log_before_the_gap() {
     });
     let (recovered, report) = recover(&disk);
     assert_eq!(recovered.end_offset(), gap_start);
-    assert_eq!(all_batches(&recovered)[..], all_batches(&log)[..all_batches(&recovered).len()]);
+    assert_eq!(
+        all_batches(&recovered)[..],
+        all_batches(&log)[..all_batches(&recovered).len()]
+    );
     assert_eq!(report.removed_segments.len(), paths.len() - 3);
-    assert!(report.first_error.unwrap().contains("segment starts at offset"));
+    assert!(report
+        .first_error
+        .unwrap()
+        .contains("segment starts at offset"));
 }
 
 #[test]
 fn a_batch_with_a_lower_epoch_or_a_wrong_offset_ends_the_log() {
     let first = batch::stamp(&producer_batch(2, 5, 1), 0, 4);
     for (second, why) in [
-        (batch::stamp(&producer_batch(1, 5, 2), 2, 3), "leader epoch 3 follows epoch 4"),
-        (batch::stamp(&producer_batch(1, 5, 2), 3, 4), "starts at offset 3, expected 2"),
-        (batch::stamp(&producer_batch(1, 5, 2), 1, 4), "starts at offset 1, expected 2"),
+        (
+            batch::stamp(&producer_batch(1, 5, 2), 2, 3),
+            "leader epoch 3 follows epoch 4",
+        ),
+        (
+            batch::stamp(&producer_batch(1, 5, 2), 3, 4),
+            "starts at offset 3, expected 2",
+        ),
+        (
+            batch::stamp(&producer_batch(1, 5, 2), 1, 4),
+            "starts at offset 1, expected 2",
+        ),
     ] {
         let mut disk = SimDisk::new();
         disk.put(&segment_path(0), &[&first[..], &second[..]].concat());
         let (mut recovered, report) = recover(&disk);
         assert_eq!(recovered.end_offset(), 2, "{why}");
-        assert!(report.first_error.as_deref().unwrap().contains(why), "{report:?}");
+        assert!(
+            report.first_error.as_deref().unwrap().contains(why),
+            "{report:?}"
+        );
         assert_eq!(
             drain(&mut recovered)[0],
             StorageOp::Truncate {
@@ -240,11 +291,20 @@ fn a_batch_with_a_lower_epoch_or_a_wrong_offset_ends_the_log() {
 #[test]
 fn a_segment_whose_name_disagrees_with_its_first_batch_is_removed() {
     let mut disk = SimDisk::new();
-    disk.put(&segment_path(0), &batch::stamp(&producer_batch(2, 5, 1), 0, 1));
-    disk.put(&segment_path(2), &batch::stamp(&producer_batch(2, 5, 1), 5, 1));
+    disk.put(
+        &segment_path(0),
+        &batch::stamp(&producer_batch(2, 5, 1), 0, 1),
+    );
+    disk.put(
+        &segment_path(2),
+        &batch::stamp(&producer_batch(2, 5, 1), 5, 1),
+    );
     let (mut recovered, report) = recover(&disk);
     assert_eq!(recovered.end_offset(), 2);
-    assert_eq!(report.removed_segments, vec!["00000000000000000002.log".to_string()]);
+    assert_eq!(
+        report.removed_segments,
+        vec!["00000000000000000002.log".to_string()]
+    );
     assert_eq!(
         drain(&mut recovered),
         vec![
@@ -285,7 +345,10 @@ fn an_empty_directory_recovers_an_empty_log() {
     assert!(log.is_empty());
     assert_eq!(report, RecoveryReport::default());
     assert_eq!(log.poll_op(), None);
-    assert_eq!(log.append_as_leader(&producer_batch(1, 1, 1), 1), Ok((0, 1)));
+    assert_eq!(
+        log.append_as_leader(&producer_batch(1, 1, 1), 1),
+        Ok((0, 1))
+    );
 }
 
 #[test]
@@ -308,4 +371,21 @@ fn a_first_segment_with_a_bad_first_batch_leaves_an_empty_log() {
         recovered.append_as_leader(&producer_batch(1, 1, 1), 1),
         Ok((0, 1))
     );
+}
+
+/// A roll whose first append never reached the disk leaves an empty file behind.
+#[test]
+fn an_empty_last_segment_is_kept_and_appended_to() {
+    let (log, mut disk) = written(5);
+    let empty = segment_path(log.end_offset());
+    disk.put(&empty, &[]);
+    let (mut recovered, report) = recover(&disk);
+    assert_eq!(report.first_error, None);
+    assert_eq!(report.segments, segment_paths(&disk).len());
+    assert_eq!(recovered.end_offset(), log.end_offset());
+    assert_eq!(recovered.poll_op(), None);
+    recovered
+        .append_as_leader(&producer_batch(1, 1, 1), 3)
+        .unwrap();
+    assert_eq!(recovered.poll_op().unwrap().path(), empty);
 }

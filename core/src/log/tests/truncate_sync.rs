@@ -30,12 +30,17 @@ fn truncation_across_segments_cuts_one_and_removes_the_later_ones() {
     let paths = appended_paths(&drain(&mut log));
     assert!(paths.len() >= 5);
     let before = all_batches(&log);
-    // The second batch of the second segment.
-    let cut_segment = &paths[1];
-    let seg_base = base_of(cut_segment);
     let ends = batch_ends(&log);
-    let cut = *ends.iter().find(|&&e| e > seg_base).unwrap();
-    assert!(cut < base_of(&paths[2]), "the cut is inside the second segment");
+    // Cut after the first batch of the first segment (past the first) that holds several.
+    let (at, cut) = (1..paths.len() - 1)
+        .find_map(|i| {
+            let (base, next) = (base_of(&paths[i]), base_of(&paths[i + 1]));
+            let first_end = *ends.iter().find(|&&e| e > base)?;
+            (first_end < next).then_some((i, first_end))
+        })
+        .expect("a middle segment holds two batches");
+    let cut_segment = &paths[at];
+    let seg_base = base_of(cut_segment);
     let kept_in_segment: u64 = before
         .iter()
         .filter(|b| {
@@ -46,7 +51,7 @@ fn truncation_across_segments_cuts_one_and_removes_the_later_ones() {
         .sum();
 
     log.truncate_to(cut);
-    let mut expected: Vec<StorageOp> = paths[2..]
+    let mut expected: Vec<StorageOp> = paths[at + 1..]
         .iter()
         .map(|p| StorageOp::Remove { path: p.clone() })
         .collect();
@@ -75,9 +80,15 @@ fn truncation_across_segments_cuts_one_and_removes_the_later_ones() {
 fn truncation_at_a_segment_base_removes_without_cutting() {
     let mut log = PartitionLog::new(DIR.into(), small_config());
     append_n(&mut log, 20, 1);
+    log.request_sync();
     let paths = appended_paths(&drain(&mut log));
+    for _ in 0..paths.len() {
+        log.handle_synced(1);
+    }
+    assert_eq!(log.durable_end_offset(), log.end_offset());
     let cut = base_of(&paths[2]);
     log.truncate_to(cut);
+    assert_eq!(log.durable_end_offset(), cut);
     let ops = drain(&mut log);
     assert_eq!(
         ops,
@@ -92,8 +103,14 @@ fn truncation_at_a_segment_base_removes_without_cutting() {
         drain(&mut log),
         vec![StorageOp::Sync {
             path: paths[1].clone(),
-            token: 1
+            token: 2
         }]
+    );
+    log.append_as_leader(&producer_batch(1, 0, 1), 1).unwrap();
+    assert_eq!(
+        appended_paths(&drain(&mut log)),
+        vec![segment_path(cut)],
+        "the uncut last segment is sealed too"
     );
 }
 
@@ -108,7 +125,10 @@ fn truncation_to_zero_empties_the_log() {
     assert!(drain(&mut log)
         .iter()
         .all(|op| matches!(op, StorageOp::Append { .. } | StorageOp::Remove { .. })));
-    assert_eq!(log.append_as_leader(&producer_batch(1, 1, 1), 1), Ok((0, 1)));
+    assert_eq!(
+        log.append_as_leader(&producer_batch(1, 1, 1), 1),
+        Ok((0, 1))
+    );
 }
 
 #[test]
@@ -130,8 +150,12 @@ fn durable_end_follows_completed_syncs() {
     disk.apply_ops(&mut log);
     let synced_end = log.end_offset();
     append_n(&mut log, 1, 1);
-    disk.complete_syncs(&mut log, 1);
-    assert_eq!(log.durable_end_offset(), synced_end, "not the batch after the sync");
+    disk.complete_syncs(&mut log, disk.syncs_in_flight());
+    assert_eq!(
+        log.durable_end_offset(),
+        synced_end,
+        "not the batch after the sync"
+    );
     assert!(log.request_sync());
     disk.apply_ops(&mut log);
     disk.complete_syncs(&mut log, 1);
@@ -173,7 +197,11 @@ fn a_token_counts_once_all_its_syncs_and_all_earlier_tokens_complete() {
     assert_eq!(log.durable_end_offset(), log.end_offset());
     log.handle_synced(1);
     log.handle_synced(77);
-    assert_eq!(log.durable_end_offset(), log.end_offset(), "stray reports change nothing");
+    assert_eq!(
+        log.durable_end_offset(),
+        log.end_offset(),
+        "stray reports change nothing"
+    );
 }
 
 /// Replication truncates a follower's unsynced tail and writes the leader's batches there; the
@@ -231,7 +259,11 @@ fn syncs_beyond_the_in_flight_limit_wait_and_then_go_out_as_one() {
     disk.apply_ops(&mut log);
     assert_eq!(disk.syncs_in_flight(), issued, "nothing beyond the limit");
     disk.complete_syncs(&mut log, 1);
-    assert_eq!(disk.syncs_in_flight(), issued, "one done, one new for the deferred tail");
+    assert_eq!(
+        disk.syncs_in_flight(),
+        issued,
+        "one done, one new for the deferred tail"
+    );
     disk.complete_syncs(&mut log, disk.syncs_in_flight());
     assert_eq!(log.durable_end_offset(), log.end_offset());
 }

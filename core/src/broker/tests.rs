@@ -1,0 +1,628 @@
+//! Broker tests over the in-memory harness ([`crate::testkit`]): three (or four) brokers on a
+//! virtual clock, each with an in-memory disk, talking over a seeded network; the test plays
+//! the clients by handing frames to a broker and reading what it sends back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::TopicConfig;
+use crate::log::batch;
+use crate::protocol::{Acks, ErrorCode, Message, Peer, Request, Response, PROTOCOL_VERSION};
+use crate::testkit::{
+    broker_cluster, cluster_config, keys_of, record_batch, BrokerNode, Cluster, SyncMode,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn orders() -> TopicPartition {
+    TopicPartition::new("orders", 0)
+}
+
+fn offsets_partition() -> TopicPartition {
+    TopicPartition::new(OFFSETS_TOPIC, 0)
+}
+
+fn brokers(n: u32, seed: u64) -> Cluster<BrokerNode> {
+    let config = cluster_config(
+        n,
+        vec![TopicConfig {
+            name: "orders".into(),
+            partitions: 1,
+            replication_factor: 3,
+        }],
+    );
+    broker_cluster(seed, config, BrokerLimits::default())
+}
+
+/// What the brokers sent the test's clients.
+#[derive(Default)]
+struct Inbox {
+    frames: Vec<(NodeId, ConnId, Message)>,
+    closed: Vec<(NodeId, ConnId)>,
+}
+
+impl Inbox {
+    fn collect(&mut self, c: &mut Cluster<BrokerNode>) {
+        for id in c.ids().to_vec() {
+            let (frames, closed) = c.take_client_outputs(id);
+            self.frames
+                .extend(frames.into_iter().map(|(conn, m)| (id, conn, m)));
+            self.closed
+                .extend(closed.into_iter().map(|conn| (id, conn)));
+        }
+    }
+
+    /// Removes and returns the response to `correlation_id` on `conn` of `broker`, if any.
+    fn response(&mut self, broker: NodeId, conn: ConnId, correlation_id: u64) -> Option<Response> {
+        let at = self.frames.iter().position(|(b, cn, m)| {
+            (*b, *cn) == (broker, conn)
+                && matches!(m, Message::Response { correlation_id: id, .. } if *id == correlation_id)
+        })?;
+        match self.frames.remove(at).2 {
+            Message::Response { response, .. } => Some(response),
+            _ => unreachable!(),
+        }
+    }
+
+    fn frames_on(&self, broker: NodeId, conn: ConnId) -> Vec<&Message> {
+        self.frames
+            .iter()
+            .filter(|(b, cn, _)| (*b, *cn) == (broker, conn))
+            .map(|(_, _, m)| m)
+            .collect()
+    }
+}
+
+/// A connected client: Hello, then the HelloOk is checked and dropped.
+fn connect(c: &mut Cluster<BrokerNode>, inbox: &mut Inbox, broker: NodeId, conn: ConnId) {
+    c.client_hello(broker, conn);
+    inbox.collect(c);
+    let at = inbox
+        .frames
+        .iter()
+        .position(|(b, cn, _)| (*b, *cn) == (broker, conn))
+        .expect("an answer to Hello");
+    let (_, _, m) = inbox.frames.remove(at);
+    assert_eq!(
+        m,
+        Message::HelloOk {
+            version: PROTOCOL_VERSION,
+            broker
+        }
+    );
+}
+
+fn request(
+    c: &mut Cluster<BrokerNode>,
+    broker: NodeId,
+    conn: ConnId,
+    correlation_id: u64,
+    request: Request,
+) {
+    c.client_send(
+        broker,
+        conn,
+        Message::Request {
+            correlation_id,
+            request,
+        },
+    );
+}
+
+fn produce(batch: Bytes, acks: Acks) -> Request {
+    Request::Produce {
+        partition: orders(),
+        acks,
+        timeout_ms: 30_000,
+        batch,
+    }
+}
+
+fn fetch(offset: u64, max_wait_ms: u32) -> Request {
+    Request::Fetch {
+        partition: orders(),
+        offset,
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+    }
+}
+
+/// Steps until the response arrives or `max` passes.
+fn await_response(
+    c: &mut Cluster<BrokerNode>,
+    inbox: &mut Inbox,
+    broker: NodeId,
+    conn: ConnId,
+    correlation_id: u64,
+    max: Duration,
+) -> Option<Response> {
+    let deadline = c.now() + max;
+    loop {
+        inbox.collect(c);
+        if let Some(r) = inbox.response(broker, conn, correlation_id) {
+            return Some(r);
+        }
+        if c.now() >= deadline || !c.next_event_time().is_some_and(|t| t <= deadline) {
+            c.run_until(deadline);
+            inbox.collect(c);
+            return inbox.response(broker, conn, correlation_id);
+        }
+        c.step();
+    }
+}
+
+fn hw(c: &Cluster<BrokerNode>, broker: NodeId) -> u64 {
+    c.broker(broker)
+        .replica(&orders())
+        .unwrap()
+        .high_watermark()
+}
+
+/// A three-broker cluster with a ready leader of `orders-0`, and that leader.
+fn ready_cluster(seed: u64) -> (Cluster<BrokerNode>, NodeId) {
+    let mut c = brokers(3, seed);
+    let leader = c.await_ready_leader_of(&orders(), 5 * SECOND);
+    c.await_ready_leader_of(&offsets_partition(), 5 * SECOND);
+    c.run_for(ms(200));
+    (c, leader)
+}
+
+/// `acks=all` is answered only once the batch is committed: with the followers' fsyncs held
+/// back the produce waits (Redpanda's `EveryBatch` model), and one completed follower fsync
+/// releases it with the batch's offset.
+#[test]
+fn acks_all_produce_is_answered_only_after_commit() {
+    let (mut c, leader) = ready_cluster(1);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let followers: Vec<NodeId> = (1..=3).filter(|&b| b != leader).collect();
+    for &f in &followers {
+        c.set_sync_mode(f, SyncMode::Hold);
+    }
+    let base = hw(&c, leader);
+    request(&mut c, leader, 1, 7, produce(record_batch("a"), Acks::All));
+
+    assert_eq!(
+        await_response(&mut c, &mut inbox, leader, 1, 7, ms(300)),
+        None
+    );
+    assert_eq!(hw(&c, leader), base, "not committed, so not answered");
+
+    c.release_syncs(followers[0]);
+    let response = await_response(&mut c, &mut inbox, leader, 1, 7, SECOND);
+    assert_eq!(
+        response,
+        Some(Response::Produce(Ok(ProduceOk { base_offset: base })))
+    );
+    assert!(hw(&c, leader) > base, "answered after the commit");
+}
+
+/// `acks=1` is answered as soon as the leader appended the batch, before it commits.
+#[test]
+fn acks_leader_produce_is_answered_on_append() {
+    let (mut c, leader) = ready_cluster(2);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    for f in (1..=3).filter(|&b| b != leader) {
+        c.set_sync_mode(f, SyncMode::Hold);
+    }
+    let base = hw(&c, leader);
+    request(
+        &mut c,
+        leader,
+        1,
+        7,
+        produce(record_batch("a"), Acks::Leader),
+    );
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(leader, 1, 7),
+        Some(Response::Produce(Ok(ProduceOk { base_offset: base }))),
+        "answered within the request's own input"
+    );
+    assert_eq!(hw(&c, leader), base, "before the batch committed");
+}
+
+/// `acks=0` gets no response at all, yet the batch is written and commits.
+#[test]
+fn acks_none_produce_gets_no_response() {
+    let (mut c, leader) = ready_cluster(3);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let base = hw(&c, leader);
+    request(&mut c, leader, 1, 7, produce(record_batch("a"), Acks::None));
+    c.run_for(SECOND);
+    inbox.collect(&mut c);
+    assert!(inbox.frames_on(leader, 1).is_empty(), "{:?}", inbox.frames);
+
+    request(
+        &mut c,
+        leader,
+        1,
+        8,
+        Request::ListOffsets {
+            partition: orders(),
+        },
+    );
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(leader, 1, 8),
+        Some(Response::ListOffsets(Ok(ListOffsetsOk {
+            log_start: 0,
+            high_watermark: base + 1
+        })))
+    );
+}
+
+/// A produce sent to a follower is refused with the leader's id, so the client can go there.
+#[test]
+fn produce_to_a_follower_names_the_leader() {
+    let (mut c, leader) = ready_cluster(4);
+    let mut inbox = Inbox::default();
+    let follower = (1..=3).find(|&b| b != leader).unwrap();
+    connect(&mut c, &mut inbox, follower, 1);
+    request(
+        &mut c,
+        follower,
+        1,
+        7,
+        produce(record_batch("a"), Acks::All),
+    );
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(follower, 1, 7),
+        Some(Response::Produce(Err(ErrorCode::NotLeader {
+            leader: Some(leader)
+        })))
+    );
+}
+
+/// A broker that does not host a partition learns its leader from gossip, and says so in
+/// metadata and in its refusals.
+#[test]
+fn leader_gossip_reaches_brokers_outside_the_replica_set() {
+    let mut c = brokers(4, 5);
+    let leader = c.await_ready_leader_of(&orders(), 5 * SECOND);
+    c.run_for(SECOND);
+    let outsider = (1..=4)
+        .find(|&b| c.broker(b).replica(&orders()).is_none())
+        .expect("with four brokers one does not host orders-0");
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, outsider, 1);
+    request(&mut c, outsider, 1, 1, Request::Metadata);
+    request(
+        &mut c,
+        outsider,
+        1,
+        2,
+        produce(record_batch("a"), Acks::All),
+    );
+    inbox.collect(&mut c);
+    let Some(Response::Metadata { partitions, .. }) = inbox.response(outsider, 1, 1) else {
+        panic!("no metadata: {:?}", inbox.frames);
+    };
+    let m = partitions.iter().find(|p| p.partition == orders()).unwrap();
+    assert_eq!(m.leader, Some(leader));
+    assert_eq!(
+        m.leader_epoch,
+        c.broker(leader).replica(&orders()).unwrap().term()
+    );
+    assert_eq!(
+        inbox.response(outsider, 1, 2),
+        Some(Response::Produce(Err(ErrorCode::NotLeader {
+            leader: Some(leader)
+        })))
+    );
+}
+
+/// Long poll: a fetch at the end of the committed log with `min_bytes = 1` waits, and is
+/// answered with the batch once a produce commits it.
+#[test]
+fn fetch_long_polls_until_a_batch_commits() {
+    let (mut c, leader) = ready_cluster(6);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    connect(&mut c, &mut inbox, leader, 2);
+    let at = hw(&c, leader);
+    request(&mut c, leader, 1, 1, fetch(at, 10_000));
+    assert_eq!(
+        await_response(&mut c, &mut inbox, leader, 1, 1, SECOND),
+        None
+    );
+
+    request(&mut c, leader, 2, 1, produce(record_batch("x"), Acks::All));
+    let fetched = await_response(&mut c, &mut inbox, leader, 1, 1, SECOND);
+    let Some(Response::Fetch(Ok(ok))) = fetched else {
+        panic!("fetch not answered: {fetched:?}");
+    };
+    assert_eq!(keys_of(&ok.batches), vec![(at, "x".to_string())]);
+    assert_eq!(ok.high_watermark, at + 1);
+    assert!(
+        hw(&c, leader) >= at + 1,
+        "the fetch saw only committed data"
+    );
+}
+
+/// A fetch past the end of the leader's log means the consumer saw records this log does not
+/// have: `OffsetOutOfRange`, at once.
+#[test]
+fn fetch_past_the_log_end_is_out_of_range() {
+    let (mut c, leader) = ready_cluster(7);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let end = c
+        .broker(leader)
+        .replica(&orders())
+        .unwrap()
+        .log()
+        .end_offset();
+    request(&mut c, leader, 1, 1, fetch(end + 5, 10_000));
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(leader, 1, 1),
+        Some(Response::Fetch(Err(ErrorCode::OffsetOutOfRange)))
+    );
+}
+
+/// Offset commits go through the replicated offsets partition: a committed offset is returned by
+/// OffsetFetch, and still is after every broker crashed and restarted, rebuilt by replaying the
+/// offsets partition.
+#[test]
+fn committed_offsets_survive_a_restart_of_every_broker() {
+    let (mut c, _) = ready_cluster(8);
+    let mut inbox = Inbox::default();
+    let coordinator = c.await_ready_leader_of(&offsets_partition(), SECOND);
+    connect(&mut c, &mut inbox, coordinator, 1);
+    let commit = Request::OffsetCommit {
+        group: "g".into(),
+        partition: orders(),
+        offset: 42,
+    };
+    request(&mut c, coordinator, 1, 1, commit);
+    assert_eq!(
+        await_response(&mut c, &mut inbox, coordinator, 1, 1, SECOND),
+        Some(Response::OffsetCommit(Ok(())))
+    );
+    let offset_fetch = Request::OffsetFetch {
+        group: "g".into(),
+        partition: orders(),
+    };
+    request(&mut c, coordinator, 1, 2, offset_fetch.clone());
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(coordinator, 1, 2),
+        Some(Response::OffsetFetch(Ok(Some(42))))
+    );
+
+    for b in 1..=3 {
+        c.crash(b);
+    }
+    for b in 1..=3 {
+        c.restart(b);
+    }
+    let coordinator = c.await_ready_leader_of(&offsets_partition(), 5 * SECOND);
+    connect(&mut c, &mut inbox, coordinator, 2);
+    let mut answer = None;
+    for correlation_id in 1..100 {
+        request(&mut c, coordinator, 2, correlation_id, offset_fetch.clone());
+        inbox.collect(&mut c);
+        answer = inbox.response(coordinator, 2, correlation_id);
+        if answer != Some(Response::OffsetFetch(Err(ErrorCode::LeaderNotReady))) {
+            break;
+        }
+        c.run_for(ms(10));
+    }
+    assert_eq!(answer, Some(Response::OffsetFetch(Ok(Some(42)))));
+    request(
+        &mut c,
+        coordinator,
+        2,
+        1000,
+        Request::OffsetFetch {
+            group: "other".into(),
+            partition: orders(),
+        },
+    );
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(coordinator, 2, 1000),
+        Some(Response::OffsetFetch(Ok(None)))
+    );
+}
+
+/// The first frame on a connection must be Hello: a request before it gets a `ProtocolError`
+/// and the connection is closed.
+#[test]
+fn request_before_hello_is_a_protocol_error() {
+    let (mut c, leader) = ready_cluster(9);
+    let mut inbox = Inbox::default();
+    request(&mut c, leader, 1, 1, Request::Metadata);
+    inbox.collect(&mut c);
+    let frames = inbox.frames_on(leader, 1);
+    assert!(
+        matches!(frames[..], [Message::ProtocolError { .. }]),
+        "{frames:?}"
+    );
+    assert_eq!(inbox.closed, vec![(leader, 1)]);
+}
+
+/// A Hello with another protocol version is refused the same way.
+#[test]
+fn hello_with_another_version_is_a_protocol_error() {
+    let (mut c, leader) = ready_cluster(10);
+    let mut inbox = Inbox::default();
+    c.client_send(
+        leader,
+        1,
+        Message::Hello {
+            version: PROTOCOL_VERSION + 1,
+            peer: Peer::Client("old".into()),
+        },
+    );
+    inbox.collect(&mut c);
+    let frames = inbox.frames_on(leader, 1);
+    assert!(
+        matches!(frames[..], [Message::ProtocolError { .. }]),
+        "{frames:?}"
+    );
+    assert_eq!(inbox.closed, vec![(leader, 1)]);
+    request(&mut c, leader, 1, 1, Request::Metadata);
+    inbox.collect(&mut c);
+    assert!(
+        matches!(
+            inbox.frames_on(leader, 1)[1..],
+            [Message::ProtocolError { .. }]
+        ),
+        "the refused Hello did not open the connection"
+    );
+}
+
+/// A leader that loses its quorum steps down and answers everyone waiting on it: a produce
+/// whose batch may or may not commit under the next leader gets `LeaderChanged`, a long poll
+/// `NotLeader`.
+#[test]
+fn waiters_of_a_leader_that_steps_down_are_answered() {
+    let (mut c, leader) = ready_cluster(11);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let at = hw(&c, leader);
+    request(&mut c, leader, 1, 1, fetch(at, 30_000));
+    c.isolate(leader);
+    request(
+        &mut c,
+        leader,
+        1,
+        2,
+        produce(record_batch("lost"), Acks::All),
+    );
+    let produced = await_response(&mut c, &mut inbox, leader, 1, 2, 2 * SECOND);
+    assert_eq!(
+        produced,
+        Some(Response::Produce(Err(ErrorCode::LeaderChanged)))
+    );
+    assert!(!c.broker(leader).replica(&orders()).unwrap().is_leader());
+    let fetched = await_response(&mut c, &mut inbox, leader, 1, 1, ms(1));
+    assert!(
+        matches!(
+            fetched,
+            Some(Response::Fetch(Err(ErrorCode::NotLeader { .. })))
+        ),
+        "{fetched:?}"
+    );
+}
+
+/// A stamped batch from the log reads back as what was produced (guards `keys_of` itself).
+#[test]
+fn produced_batch_is_stored_as_sent() {
+    let b = record_batch("k");
+    let stamped = batch::stamp(&b, 5, 2);
+    assert_eq!(keys_of(&[stamped]), vec![(5, "k".to_string())]);
+}
+
+/// End to end under faults: every `acks=all` produce that a broker answered `Ok` is, at the
+/// offset the answer named, in the committed log the cluster converges on, through message
+/// loss, partitions, slow fsyncs and crashes of any broker.
+///
+/// Reference: Raft thesis §3.6.3 (state machine safety) as seen by a client; §6.3 (a client
+/// learns of a commit only once it happened).
+#[test]
+fn acknowledged_produces_survive_faults() {
+    use crate::testkit::NetFaults;
+    use std::collections::BTreeSet;
+
+    let mut acked_total = 0;
+    for seed in 0..20u64 {
+        let mut c = brokers(3, seed);
+        c.faults = NetFaults {
+            drop_probability: 0.05,
+            delay_min: Duration::ZERO,
+            delay_max: ms(10),
+        };
+        let mut inbox = Inbox::default();
+        // Connections opened, by (broker, incarnation): a restarted broker forgets them.
+        let mut connected: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+        let mut sent: Vec<(NodeId, ConnId, u64, String)> = Vec::new();
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        let end = c.now() + 15 * SECOND;
+        let mut next = c.now();
+        let mut n = 0u64;
+        while c.now() < end {
+            if c.now() >= next {
+                next = c.now() + ms(c.rng().range_u64(10, 200));
+                let target = c.rng().range_u64(1, 3) as NodeId;
+                match c.rng().range_u64(0, 19) {
+                    0 => c.isolate(target),
+                    1 => c.heal(),
+                    2 if c.is_up(target) => c.crash(target),
+                    3 if !c.is_up(target) => c.restart(target),
+                    4 => {
+                        let d = ms(c.rng().range_u64(0, 30));
+                        c.set_sync_mode(target, SyncMode::Delay(d));
+                    }
+                    _ => {}
+                }
+                if let Some(leader) = c.ready_leader_of(&orders()) {
+                    let conn = 100 + c.incarnation(leader);
+                    if connected.insert((leader, c.incarnation(leader))) {
+                        connect(&mut c, &mut inbox, leader, conn);
+                    }
+                    let key = format!("s{seed}-{n}");
+                    n += 1;
+                    request(
+                        &mut c,
+                        leader,
+                        conn,
+                        n,
+                        produce(record_batch(&key), Acks::All),
+                    );
+                    sent.push((leader, conn, n, key));
+                }
+            }
+            // With every broker down nothing is pending: move the clock on to the next action.
+            if c.next_event_time().is_some_and(|t| t <= next) {
+                c.step();
+            } else {
+                c.run_until(next);
+            }
+            inbox.collect(&mut c);
+            sent.retain(|(b, conn, id, key)| match inbox.response(*b, *conn, *id) {
+                Some(Response::Produce(Ok(ok))) => {
+                    acked.push((ok.base_offset, key.clone()));
+                    false
+                }
+                Some(_) => false,
+                None => true,
+            });
+        }
+        c.heal();
+        c.faults.drop_probability = 0.0;
+        for b in 1..=3 {
+            if !c.is_up(b) {
+                c.restart(b);
+            }
+            c.set_sync_mode(b, SyncMode::Immediate);
+        }
+        let leader = c.await_ready_leader_of(&orders(), 10 * SECOND);
+        c.run_for(SECOND);
+        let r = c.broker(leader).replica(&orders()).unwrap();
+        let log = keys_of(&r.log().read(0, r.high_watermark(), usize::MAX));
+        for a in &acked {
+            assert!(
+                log.contains(a),
+                "seed {seed}: acknowledged {a:?} is not in the committed log"
+            );
+        }
+        acked_total += acked.len();
+    }
+    assert!(
+        acked_total > 500,
+        "only {acked_total} produces were acknowledged"
+    );
+}
