@@ -96,6 +96,24 @@ impl MemDisk {
         self.files = self.durable.clone();
     }
 
+    /// Power loss after the page cache wrote back part of what was appended since the last
+    /// sync: a file whose unsynced changes are all appends keeps its durable contents plus a
+    /// random prefix of those appends, possibly ending inside a batch or record (a torn write).
+    /// Unsynced creations, removals and truncations are lost, as in [`MemDisk::crash`], so the
+    /// directory never shows an entry that no sync covered.
+    pub fn crash_torn(&mut self, rng: &mut Rng) {
+        for (path, durable) in self.durable.iter_mut() {
+            let Some(written) = self.files.get(path) else {
+                continue;
+            };
+            if written.len() > durable.len() && written.starts_with(durable) {
+                let keep = rng.range_u64(durable.len() as u64, written.len() as u64) as usize;
+                *durable = written[..keep].to_vec();
+            }
+        }
+        self.crash();
+    }
+
     /// Every file with its contents, as a driver's `Disk::load` returns them.
     pub fn load(&self) -> Vec<(String, Bytes)> {
         self.files
@@ -305,7 +323,11 @@ pub struct Cluster<N: SimNode> {
     in_flight: BTreeMap<(Instant, u64), Packet<N::Msg>>,
     /// Directed links that lose everything.
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Directed links that lose packets with their own probability instead of the global one.
+    link_drop_probability: BTreeMap<(NodeId, NodeId), f64>,
     pub faults: NetFaults,
+    /// Crashes keep a random prefix of unsynced appends ([`MemDisk::crash_torn`]).
+    pub torn_crashes: bool,
     record_sent: bool,
     sent: Vec<(Instant, NodeId, NodeId, N::Msg)>,
 
@@ -332,7 +354,9 @@ impl<N: SimNode> Cluster<N> {
             steps_at_now: 0,
             in_flight: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            link_drop_probability: BTreeMap::new(),
             faults: NetFaults::default(),
+            torn_crashes: false,
             record_sent: false,
             sent: Vec::new(),
             sync_modes: ids.iter().map(|&id| (id, SyncMode::Immediate)).collect(),
@@ -408,12 +432,18 @@ impl<N: SimNode> Cluster<N> {
 
     // --- faults ------------------------------------------------------------------------------
 
-    /// Power loss on `id`: the node and whatever its disk had not made durable are gone, and so
+    /// Power loss on `id`: the node and whatever its disk had not made durable are gone (all of
+    /// it, or with [`Cluster::torn_crashes`] all but a random prefix of unsynced appends), and so
     /// are its pending sync completions. Packets already in flight to it are still delivered if
     /// it restarts before they arrive.
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
-        self.disks.get_mut(&id).expect("known node").crash();
+        let disk = self.disks.get_mut(&id).expect("known node");
+        if self.torn_crashes {
+            disk.crash_torn(&mut self.rng);
+        } else {
+            disk.crash();
+        }
         self.syncs.retain(|_, s| s.node != id);
         self.held_syncs.remove(&id);
     }
@@ -458,6 +488,15 @@ impl<N: SimNode> Cluster<N> {
         }
     }
 
+    /// Makes the directed link `from -> to` lose packets with probability `p` (`None`: the
+    /// global [`NetFaults::drop_probability`] again).
+    pub fn set_link_drop_probability(&mut self, from: NodeId, to: NodeId, p: Option<f64>) {
+        match p {
+            Some(p) => self.link_drop_probability.insert((from, to), p),
+            None => self.link_drop_probability.remove(&(from, to)),
+        };
+    }
+
     /// Cuts every link between the two sides, both ways.
     pub fn partition(&mut self, side_a: &[NodeId], side_b: &[NodeId]) {
         for &a in side_a {
@@ -474,9 +513,10 @@ impl<N: SimNode> Cluster<N> {
         self.partition(&[id], &others);
     }
 
-    /// Opens every link.
+    /// Opens every link and forgets per-link drop probabilities.
     pub fn heal(&mut self) {
         self.blocked.clear();
+        self.link_drop_probability.clear();
     }
 
     pub fn link_is_up(&self, from: NodeId, to: NodeId) -> bool {
@@ -589,7 +629,7 @@ impl<N: SimNode> Cluster<N> {
             if done(self) {
                 return true;
             }
-            if !self.next_event_time().is_some_and(|t| t <= deadline) {
+            if self.next_event_time().is_none_or(|t| t > deadline) {
                 self.now = self.now.max(deadline);
                 return done(self);
             }
@@ -641,7 +681,12 @@ impl<N: SimNode> Cluster<N> {
         if self.record_sent && self.sent.len() < SENT_LOG_MAX {
             self.sent.push((self.now, from, to, msg.clone()));
         }
-        if self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.drop_probability) {
+        let drop_probability = self
+            .link_drop_probability
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.faults.drop_probability);
+        if self.blocked.contains(&(from, to)) || self.rng.chance(drop_probability) {
             return;
         }
         let delay = self

@@ -246,8 +246,15 @@ impl Broker {
                 correlation_id,
                 request,
             } => self.on_request(now, conn, correlation_id, request),
-            Message::Raft(env) => self.on_raft(now, env),
-            Message::LeaderGossip { leaders } => self.on_gossip(leaders),
+            Message::Raft(env) => match self.peer_broker(conn) {
+                // A broker speaks only for itself; clients do not speak replication at all.
+                Some(from) if from == env.from => self.on_raft(now, env),
+                _ => self.protocol_error(conn, "replication traffic from a non-peer".into()),
+            },
+            Message::LeaderGossip { leaders } => match self.peer_broker(conn) {
+                Some(_) => self.on_gossip(leaders),
+                None => self.protocol_error(conn, "leader gossip from a non-peer".into()),
+            },
             Message::Ping => self.transmit(Dest::Conn(conn), Message::Pong),
             Message::Pong => {}
             Message::HelloOk { .. } | Message::Response { .. } => {
@@ -443,6 +450,14 @@ impl Broker {
             if acks == Acks::All && full {
                 return Err(ErrorCode::Busy);
             }
+            // The offsets topic is written only through offset commits, and control batches
+            // only by leaders; a client may write neither.
+            if tp.topic == OFFSETS_TOPIC {
+                return Err(ErrorCode::UnknownPartition);
+            }
+            if crate::log::batch::parse(&batch).is_ok_and(|h| h.is_control()) {
+                return Err(ErrorCode::CorruptBatch);
+            }
             let replica = self.leader_replica(&tp)?;
             replica.propose(now, &batch).map_err(|e| match e {
                 ProposeError::NotLeader { leader } => ErrorCode::NotLeader { leader },
@@ -492,6 +507,11 @@ impl Broker {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
+        // A new leader's high watermark can lag the one it replaced until it commits an entry
+        // of its own term; answering now could show a consumer the high watermark going back.
+        if !replica.is_ready_leader() {
+            return Some(Err(ErrorCode::LeaderNotReady));
+        }
         // A position past the log's end means this log lost records the consumer saw.
         if offset > replica.log().end_offset() || offset < replica.log().start_offset() {
             return Some(Err(ErrorCode::OffsetOutOfRange));
@@ -587,6 +607,13 @@ impl Broker {
     }
 
     // --- replication -----------------------------------------------------------------------
+
+    fn peer_broker(&self, conn: ConnId) -> Option<NodeId> {
+        match self.conns.get(&conn)?.peer {
+            Some(Peer::Broker(id)) => Some(id),
+            _ => None,
+        }
+    }
 
     fn on_raft(&mut self, now: Instant, env: RaftEnvelope) {
         if env.to != self.id {

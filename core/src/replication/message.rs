@@ -49,6 +49,9 @@ pub enum RaftMessage {
         /// How much of the log counts toward the commit quorum: the fsynced end under the
         /// `every_batch` policy, the written end otherwise.
         quorum_end: u64,
+        /// Sent because an fsync finished, not in answer to an append: it frees no slot in
+        /// the leader's in-flight window.
+        after_sync: bool,
     },
 }
 

@@ -310,7 +310,8 @@ impl Replica {
                 success,
                 end,
                 quorum_end,
-            } => self.on_append_response(now, from, term, success, end, quorum_end),
+                after_sync,
+            } => self.on_append_response(now, from, term, success, end, quorum_end, after_sync),
         }
     }
 
@@ -361,6 +362,7 @@ impl Replica {
                     success: true,
                     end: self.follower_matched_end,
                     quorum_end,
+                    after_sync: true,
                 },
             );
         }
@@ -601,6 +603,7 @@ impl Replica {
                     success: false,
                     end,
                     quorum_end: 0,
+                    after_sync: false,
                 },
             );
             return;
@@ -630,6 +633,7 @@ impl Replica {
                     success: false,
                     end: hint,
                     quorum_end: 0,
+                    after_sync: false,
                 },
             );
             return;
@@ -690,10 +694,12 @@ impl Replica {
                 success: true,
                 end: matched,
                 quorum_end,
+                after_sync: false,
             },
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_append_response(
         &mut self,
         now: Instant,
@@ -702,6 +708,7 @@ impl Replica {
         success: bool,
         end: u64,
         quorum_end: u64,
+        after_sync: bool,
     ) {
         if term > self.term {
             self.become_follower(now, term, None);
@@ -717,6 +724,12 @@ impl Replica {
             return;
         };
         p.last_heard = now;
+        if after_sync {
+            // Within one leader's term a follower's durable, matching prefix only grows.
+            p.quorum_end = p.quorum_end.max(quorum_end.min(end));
+            self.maybe_commit();
+            return;
+        }
         p.in_flight = p.in_flight.saturating_sub(1);
         if success {
             p.matched_end = end;
