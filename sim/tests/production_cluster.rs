@@ -197,3 +197,64 @@ fn sigkill_of_the_leader_loses_no_acknowledged_write() {
     assert_eq!(report.anomalies.aborted_read, 0, "{:?}", report.examples);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Garbage on one connection gets a `ProtocolError` frame and a close; the broker goes on
+/// serving everyone else.
+#[test]
+fn malformed_frames_get_an_error_and_the_broker_keeps_serving() {
+    use std::io::{Read, Write};
+
+    let dir = std::env::temp_dir().join(format!("fathom-malformed-{}", std::process::id()));
+    let cluster = Cluster::start(dir.clone());
+    let addr = {
+        let text = std::fs::read_to_string(&cluster.config).unwrap();
+        let line = text.lines().find(|l| l.starts_with("addr")).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    };
+    let started = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("cannot reach {addr}: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A 5-byte frame whose body is no message at all.
+    stream
+        .write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(reply.len() > 4, "no reply before the close: {reply:?}");
+    let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+    let msg: fathom_core::protocol::Message = postcard::from_bytes(&reply[4..4 + len]).unwrap();
+    assert!(
+        matches!(msg, fathom_core::protocol::Message::ProtocolError { .. }),
+        "{msg:?}"
+    );
+
+    let produced = dir.join("after.jsonl");
+    let status = cluster
+        .client(
+            &[
+                "produce", "--topic", "orders", "--count", "20", "--name", "q",
+            ],
+            &produced,
+        )
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&produced).unwrap();
+    let report = history::check(&history::read_jsonl(&text).unwrap());
+    assert_eq!(
+        report.acked, 20,
+        "the broker stopped serving after the bad frame"
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
