@@ -889,7 +889,6 @@ impl Cluster<BrokerNode> {
                     msg,
                 } => frames.push((c, msg)),
                 Output::Close { conn } => closed.push(conn),
-                Output::Fatal { reason } => panic!("broker {id} stopped: {reason}"),
                 other => panic!("unexpected broker output {other:?}"),
             }
         }

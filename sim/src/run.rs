@@ -15,7 +15,7 @@ use fathom_core::log::batch;
 use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
-use crate::faults::FaultPlan;
+use crate::faults::{AppliedFault, FaultPlan};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
@@ -195,6 +195,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let mut final_read_started = false;
     let incomplete = Rc::new(RefCell::new(Vec::new()));
     let mut restarts: BTreeMap<Duration, Vec<NodeId>> = BTreeMap::new();
+    let mut storage_failures: Vec<AppliedFault> = Vec::new();
     loop {
         let now = sim.elapsed();
         plan.apply_due(&mut sim, now, &view, &trace);
@@ -207,6 +208,14 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 .entry(now + FATAL_RESTART_DELAY)
                 .or_default()
                 .push(id);
+            storage_failures.push(AppliedFault {
+                at_ms: now.as_millis() as u64,
+                kind: "storage_failure".into(),
+                detail: format!(
+                    "{} stopped; restart in {FATAL_RESTART_DELAY:?}",
+                    broker_host(id)
+                ),
+            });
         }
         let due: Vec<Duration> = restarts.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
@@ -260,13 +269,16 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let (divergence, examples) = replica_divergence(&view.borrow());
     report.set_replica_divergence(divergence, examples);
 
+    let mut faults = plan.applied();
+    faults.extend(storage_failures);
+    faults.sort_by_key(|f| f.at_ms);
     let summary = Summary::build(
         scenario,
         seed,
         &trace,
         &events,
         &report,
-        plan.applied(),
+        faults,
         incomplete.borrow().clone(),
     );
     let counts: Vec<(&str, u64)> = report.anomalies.iter().collect();
@@ -338,7 +350,7 @@ async fn broker_host_software(
     .await;
     match result {
         Ok(()) => Ok(()),
-        Err(BrokerRunError::Fatal(reason)) => {
+        Err(BrokerRunError::Fatal(reason)) | Err(BrokerRunError::Load(reason)) => {
             trace
                 .borrow_mut()
                 .note(sim_now_ns(), format!("broker-{id} stopped: {reason}"));

@@ -64,6 +64,11 @@ fn torn_writes_and_power_loss_lose_nothing() {
 }
 
 #[test]
+fn disk_io_errors_stop_and_restart_brokers_without_loss() {
+    assert_bounds_hold("disk-io-errors.toml");
+}
+
+#[test]
 fn every_scenario_file_is_covered_by_a_test() {
     let mut files: Vec<String> = std::fs::read_dir(scenarios_dir())
         .unwrap()
@@ -72,6 +77,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         .collect();
     files.sort();
     let covered = [
+        "disk-io-errors.toml",
         "disk-torn-write.toml",
         "leader-crash-acks-1.toml",
         "leader-crash-acks-all.toml",

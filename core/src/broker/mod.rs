@@ -9,11 +9,13 @@
 //!   fresh disk).
 //! - Inputs: [`Broker::handle_message`] for every frame that arrives on an accepted connection
 //!   (identified by a driver-chosen [`ConnId`]), [`Broker::handle_disconnected`] when one closes,
-//!   [`Broker::handle_synced`] / [`Broker::handle_storage_error`] when a storage op completes,
-//!   and [`Broker::handle_timeout`].
+//!   [`Broker::handle_synced`] when a `Sync` storage op completes, and
+//!   [`Broker::handle_timeout`]. A storage op that fails leaves the broker unable to know what
+//!   reached the disk: the driver stops it, and it recovers from the disk on restart (as
+//!   Redpanda does on a failed fsync).
 //! - After each input, drain [`Broker::poll_output`]: execute `Storage` ops in order, send
 //!   `Transmit`s (to a connection, or to a peer broker over an outgoing connection the driver
-//!   keeps), close connections on `Close`, and stop the process on `Fatal`. Then sleep until
+//!   keeps), and close connections on `Close`. Then sleep until
 //!   [`Broker::poll_timeout`] or the next input.
 //!
 //! Messages to peers may be lost (replication tolerates it); messages to connections are sent in
@@ -50,19 +52,9 @@ pub enum Dest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Transmit {
-        to: Dest,
-        msg: Message,
-    },
-    Close {
-        conn: ConnId,
-    },
+    Transmit { to: Dest, msg: Message },
+    Close { conn: ConnId },
     Storage(StorageOp),
-    /// Storage failed under a replica. Its in-memory state may no longer match the disk, so the
-    /// process must stop and recover from what is on disk (as Redpanda does on a failed fsync).
-    Fatal {
-        reason: String,
-    },
 }
 
 /// Bounds on what clients can make a broker hold.
@@ -290,13 +282,6 @@ impl Broker {
             }
         }
         self.drain_replicas(now);
-    }
-
-    /// A storage op failed. The broker cannot know what reached the disk, so it stops.
-    pub fn handle_storage_error(&mut self, _now: Instant, path: &str, error: &str) {
-        self.outputs.push_back(Output::Fatal {
-            reason: format!("storage error on {path}: {error}"),
-        });
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -35,7 +35,7 @@ pub enum BrokerRunError {
     #[error("broker {id} is not in the cluster config")]
     UnknownBroker { id: NodeId },
     #[error("cannot read the data directory: {0}")]
-    Load(io::Error),
+    Load(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error("stopping after a storage failure: {0}")]
@@ -56,7 +56,9 @@ pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
         return Err(BrokerRunError::UnknownBroker { id });
     }
     let clock = Clock::start();
-    let files = disk.load().map_err(BrokerRunError::Load)?;
+    let files = disk
+        .load()
+        .map_err(|e| BrokerRunError::Load(e.to_string()))?;
     let (broker, reports) = Broker::recover(id, config, limits, files, seed, clock.now());
     for r in reports
         .iter()
@@ -200,12 +202,15 @@ impl<N: Net, D: Disk> Shell<N, D> {
                             self.broker.handle_synced(now, path, *token);
                         }
                     }
+                    // Stop at once: running the ops queued behind a failed one (a later
+                    // append after a failed one) would leave a hole in the log on disk.
                     Err(e) => {
-                        let path = op_path(&op);
-                        self.broker.handle_storage_error(now, path, &e.to_string());
+                        return Err(BrokerRunError::Fatal(format!(
+                            "storage error on {}: {e}",
+                            op_path(&op)
+                        )))
                     }
                 },
-                Output::Fatal { reason } => return Err(BrokerRunError::Fatal(reason)),
             }
         }
         Ok(())
