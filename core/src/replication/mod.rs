@@ -38,7 +38,11 @@ use crate::time::{earliest, Instant};
 /// Messages held back while the hard state is being fsynced. Past this the oldest are dropped:
 /// Raft tolerates lost messages, and a replica this far behind on fsync is stalled anyway.
 const HELD_MESSAGES_MAX: usize = 4096;
-const META_FILE: &str = "raft.meta";
+/// Hard state goes to one of two files in turn: when the one in use holds
+/// `META_RECORDS_PER_FILE_MAX` records, the other is cut to nothing and the current state is
+/// written there. One of the two always holds the newest durable state, with no rename.
+const META_FILES: [&str; 2] = ["raft.meta", "raft.meta.1"];
+const META_RECORDS_PER_FILE_MAX: u32 = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaEvent {
@@ -114,6 +118,10 @@ pub struct Replica {
     voted_for: Option<NodeId>,
     meta_sync_token: u64,
     meta_sync_pending: Option<u64>,
+    /// Which of [`META_FILES`] takes the next record, how many it holds, which exist.
+    meta_file: usize,
+    meta_records: u32,
+    meta_exists: [bool; 2],
     held: VecDeque<RaftEnvelope>,
 
     role: Role,
@@ -161,16 +169,31 @@ impl Replica {
         now: Instant,
     ) -> (Replica, RecoveryReport) {
         let dir = partition_dir(&partition);
-        let hard_state = files
-            .iter()
-            .find(|(name, _)| name == META_FILE)
-            .and_then(|(_, bytes)| meta::last_valid_record(bytes))
-            .and_then(|r| decode_hard_state(&r));
-        let (term, voted_for) = hard_state.unwrap_or((0, None));
+        // The newest state of the two files: a vote only ever follows its term's first record.
+        let mut newest: Option<(usize, (u64, Option<NodeId>))> = None;
+        let mut exists = [false; 2];
+        for (i, name) in META_FILES.iter().enumerate() {
+            let Some((_, bytes)) = files.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            exists[i] = true;
+            let state = meta::last_valid_record(bytes).and_then(|r| decode_hard_state(&r));
+            if let Some(state) = state {
+                let key = |s: &(u64, Option<NodeId>)| (s.0, s.1.is_some());
+                if newest.is_none_or(|(_, n)| key(&state) > key(&n)) {
+                    newest = Some((i, state));
+                }
+            }
+        }
+        let (file, (term, voted_for)) = newest.unwrap_or((0, (0, None)));
         let (log, report) = PartitionLog::recover(dir, log_config.clone(), files);
-        let replica = Replica::with_state(
+        let mut replica = Replica::with_state(
             id, partition, voters, log, log_config, config, rng, now, term, voted_for,
         );
+        // Unknown how full the file is: the next record starts the other file afresh.
+        replica.meta_file = file;
+        replica.meta_records = META_RECORDS_PER_FILE_MAX;
+        replica.meta_exists = exists;
         (replica, report)
     }
 
@@ -206,6 +229,9 @@ impl Replica {
             voted_for,
             meta_sync_token: 0,
             meta_sync_pending: None,
+            meta_file: 0,
+            meta_records: 0,
+            meta_exists: [false; 2],
             held: VecDeque::new(),
             role: Role::Follower,
             leader: None,
@@ -338,7 +364,7 @@ impl Replica {
 
     /// The driver finished the `Sync` op with this path and token.
     pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
-        if path == self.meta_path() {
+        if self.is_meta_path(path) {
             if self.meta_sync_pending == Some(token) {
                 self.meta_sync_pending = None;
                 self.outbox.extend(self.held.drain(..));
@@ -882,12 +908,30 @@ impl Replica {
     }
 
     fn meta_path(&self) -> String {
-        format!("{}/{META_FILE}", self.dir)
+        format!("{}/{}", self.dir, META_FILES[self.meta_file])
+    }
+
+    fn is_meta_path(&self, path: &str) -> bool {
+        path.strip_prefix(self.dir.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| META_FILES.contains(&name))
     }
 
     fn persist_hard_state(&mut self) {
         self.drain_log_ops();
         self.meta_sync_token += 1;
+        if self.meta_records >= META_RECORDS_PER_FILE_MAX {
+            self.meta_file ^= 1;
+            self.meta_records = 0;
+            if self.meta_exists[self.meta_file] {
+                self.storage.push_back(StorageOp::Truncate {
+                    path: self.meta_path(),
+                    len: 0,
+                });
+            }
+        }
+        self.meta_records += 1;
+        self.meta_exists[self.meta_file] = true;
         let path = self.meta_path();
         let record = meta::encode_record(&encode_hard_state(self.term, self.voted_for));
         self.storage.push_back(StorageOp::Append {

@@ -877,3 +877,91 @@ fn a_seed_replays_the_same_run() {
         );
     }
 }
+
+/// Hard state alternates between two files, so `raft.meta` stays bounded however many terms
+/// pass, and recovery still finds the newest term and vote. Reference: §3.8 (persisted state).
+#[test]
+fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
+    use std::collections::BTreeMap as Files;
+
+    let tp = TopicPartition::new("orders", 0);
+    let log_config = LogConfig::default();
+    let config = ReplicationConfig::default();
+    let now = Instant::ZERO;
+    let mut replica = Replica::new(
+        1,
+        tp.clone(),
+        &[1, 2, 3],
+        &log_config,
+        &config,
+        Rng::new(5),
+        now,
+    );
+    let mut files: Files<String, Vec<u8>> = Files::new();
+    let mut apply = |r: &mut Replica, files: &mut Files<String, Vec<u8>>| {
+        while let Some(op) = r.poll_storage() {
+            match op {
+                StorageOp::Append { path, bytes } => {
+                    files.entry(path).or_default().extend_from_slice(&bytes)
+                }
+                StorageOp::Truncate { path, len } => {
+                    files.get_mut(&path).unwrap().truncate(len as usize)
+                }
+                StorageOp::Remove { path } => {
+                    files.remove(&path);
+                }
+                StorageOp::Sync { path, token } => r.handle_synced(now, &path, token),
+            }
+        }
+        while r.poll_message().is_some() {}
+    };
+    let last_term = 1_500;
+    for term in 1..=last_term {
+        // Each vote request raises the term and is granted: two hard-state records.
+        replica.handle_message(
+            now,
+            RaftEnvelope {
+                partition: tp.clone(),
+                from: 2,
+                to: 1,
+                msg: RaftMessage::Vote {
+                    term,
+                    pre_vote: false,
+                    last_end: 0,
+                    last_epoch: 0,
+                },
+            },
+        );
+        apply(&mut replica, &mut files);
+    }
+    assert_eq!(files.len(), 2, "{:?}", files.keys().collect::<Vec<_>>());
+    let record_bytes = crate::log::meta::encode_record(&[0; 13]).len();
+    for (path, bytes) in &files {
+        assert!(
+            bytes.len() <= 1024 * record_bytes,
+            "{path} grew to {} bytes",
+            bytes.len()
+        );
+    }
+    let on_disk: Vec<(String, Bytes)> = files
+        .iter()
+        .map(|(p, b)| {
+            (
+                p.rsplit('/').next().unwrap().to_string(),
+                Bytes::from(b.clone()),
+            )
+        })
+        .collect();
+    let (recovered, _) = Replica::recover(
+        1,
+        tp,
+        &[1, 2, 3],
+        &log_config,
+        &config,
+        on_disk,
+        Rng::new(6),
+        now,
+    );
+    assert_eq!(recovered.term(), last_term);
+    assert_eq!(recovered.voted_for, Some(2));
+}
