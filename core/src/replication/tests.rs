@@ -898,7 +898,7 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
         now,
     );
     let mut files: Files<String, Vec<u8>> = Files::new();
-    let mut apply = |r: &mut Replica, files: &mut Files<String, Vec<u8>>| {
+    let apply = |r: &mut Replica, files: &mut Files<String, Vec<u8>>| {
         while let Some(op) = r.poll_storage() {
             match op {
                 StorageOp::Append { path, bytes } => {
