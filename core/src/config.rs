@@ -228,21 +228,7 @@ impl ClusterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster(n: u32, topics: Vec<TopicConfig>) -> ClusterConfig {
-        ClusterConfig {
-            brokers: (1..=n)
-                .map(|id| BrokerAddr {
-                    id,
-                    addr: format!("broker-{id}:9092"),
-                })
-                .collect(),
-            topics,
-            log: LogConfig::default(),
-            replication: ReplicationConfig::default(),
-            offsets_partitions: 1,
-        }
-    }
+    use crate::testkit::cluster_config as cluster;
 
     #[test]
     fn placement_spreads_replicas_and_is_stable() {

@@ -73,6 +73,8 @@ struct SimObserver {
     trace: SharedTrace,
     /// What this broker last led, to log changes.
     leading: BTreeMap<TopicPartition, u64>,
+    /// The final snapshot of this broker's logs was taken.
+    snapshot_taken: bool,
 }
 
 impl BrokerObserver for SimObserver {
@@ -100,7 +102,8 @@ impl BrokerObserver for SimObserver {
                 }
             }
         }
-        if view.snapshot_wanted {
+        if view.snapshot_wanted && !self.snapshot_taken {
+            self.snapshot_taken = true;
             for r in broker.replicas() {
                 let log = r.log();
                 let mut records = Vec::new();
@@ -159,8 +162,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     }
     for spec in &scenario.producers {
         let partitions = scenario.topic_partitions(&spec.topic).unwrap_or(1);
-        for (instance, name) in spec.process_names().into_iter().enumerate() {
-            let _ = instance;
+        for name in spec.process_names() {
             let process = ProducerProcess {
                 name: name.clone(),
                 spec: spec.clone(),
@@ -336,6 +338,7 @@ async fn broker_host_software(
         view: view.clone(),
         trace: trace.clone(),
         leading: BTreeMap::new(),
+        snapshot_taken: false,
     };
     let listen = format!("0.0.0.0:{BROKER_PORT}");
     let result = run_broker::<SimNet, WritebackDisk, SimObserver>(

@@ -23,6 +23,10 @@ impl TraceHash {
         }
     }
 
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+
     pub fn hex(&self) -> String {
         format!("{:016x}", self.0)
     }

@@ -420,5 +420,5 @@ impl FinalRead {
 pub fn name_salt(name: &str) -> u64 {
     let mut h = crate::trace::TraceHash::default();
     h.update(name.as_bytes());
-    u64::from_str_radix(&h.hex(), 16).unwrap_or(0)
+    h.value()
 }

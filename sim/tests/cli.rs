@@ -12,6 +12,15 @@ fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// Writes `contents` to a file of this test process's own scratch directory.
+fn scratch_file(test: &str, name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fathom-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
 #[test]
 fn check_reports_a_clean_history_as_clean() {
     let out = Command::new(FATHOM)
@@ -51,14 +60,11 @@ fn check_finds_lost_and_duplicate_messages_and_exits_1() {
 
 #[test]
 fn check_names_the_line_of_a_malformed_history() {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.jsonl");
-    std::fs::write(
-        &bad,
+    let bad = scratch_file(
+        "history",
+        "bad.jsonl",
         "{\"time_ns\":1,\"process\":\"p\",\"type\":\"invoke\",\"f\":\"send\",\"id\":\"a\",\"topic\":\"t\",\"partition\":0}\nnot json\n",
-    )
-    .unwrap();
+    );
     let out = Command::new(FATHOM)
         .arg("check")
         .arg(&bad)
@@ -70,14 +76,11 @@ fn check_names_the_line_of_a_malformed_history() {
 
 #[test]
 fn a_bad_scenario_exits_2_naming_field_and_line() {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
+    let bad = scratch_file(
+        "scenario",
+        "bad.toml",
         "name = \"bad\"\nduration_s = 1.0\n[cluster]\nbrokers = 3\n[[cluster.topics]]\nname = \"t\"\npartitions = 1\nreplication_factor = 3\n[[producers]]\nname = \"p\"\ntopic = \"t\"\nacks = \"2\"\n",
-    )
-    .unwrap();
+    );
     let out = Command::new(FATHOM).arg("run").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -133,10 +136,7 @@ fn explore_lists_violating_seeds_with_a_replay_command() {
     } else {
         format!("{src}\n[expect]\nlost = 0\n")
     };
-    let dir = std::env::temp_dir().join(format!("fathom-cli-x-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("acks1-strict.toml");
-    std::fs::write(&path, strict).unwrap();
+    let path = scratch_file("explore", "acks1-strict.toml", &strict);
     let out = Command::new(FATHOM)
         .arg("explore")
         .arg(&path)
