@@ -40,7 +40,7 @@ pub struct FaultPlan {
     /// Client process name (any incarnation) to turmoil host.
     client_hosts: BTreeMap<String, String>,
     base_fail_rate: f64,
-    base_latency_max: Duration,
+    network: crate::scenario::NetworkSpec,
     rng: Rng,
     // What is currently broken, so that heal_all can undo it.
     cut: BTreeSet<(String, String)>,
@@ -83,7 +83,7 @@ impl FaultPlan {
             brokers: cluster.broker_ids(),
             client_hosts,
             base_fail_rate: scenario.network.loss,
-            base_latency_max: scenario.network.latency_ms.max(),
+            network: scenario.network.clone(),
             rng,
             cut: BTreeSet::new(),
             cut_oneway: BTreeSet::new(),
@@ -134,7 +134,8 @@ impl FaultPlan {
             sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
         }
         for (a, b) in std::mem::take(&mut self.slow) {
-            sim.set_link_max_message_latency(a.as_str(), b.as_str(), self.base_latency_max);
+            let base = self.network.link_latency(&a, &b).max();
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
         }
         sim.set_fail_rate(0.0);
         for id in std::mem::take(&mut self.crashed) {
@@ -199,7 +200,7 @@ impl FaultPlan {
             Action::RestoreLatency(pairs) => {
                 for (a, b) in pairs {
                     if self.slow.remove(&(a.clone(), b.clone())) {
-                        let base = self.base_latency_max;
+                        let base = self.network.link_latency(&a, &b).max();
                         sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
                     }
                 }
@@ -328,7 +329,8 @@ impl FaultPlan {
                     sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
                 }
                 for (a, b) in std::mem::take(&mut self.slow) {
-                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), self.base_latency_max);
+                    let base = self.network.link_latency(&a, &b).max();
+                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
                 }
                 for id in std::mem::take(&mut self.crashed) {
                     sim.bounce(broker_host(id));

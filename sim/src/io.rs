@@ -24,6 +24,10 @@ impl Net for SimNet {
     async fn connect(addr: &str) -> io::Result<Self::Stream> {
         turmoil::net::TcpStream::connect(addr).await
     }
+
+    fn peer_ip(stream: &Self::Stream) -> Option<std::net::IpAddr> {
+        stream.peer_addr().ok().map(|a| a.ip())
+    }
 }
 
 fathom_core::fs_disk!(

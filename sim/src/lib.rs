@@ -12,6 +12,7 @@ pub mod faults;
 pub mod io;
 #[cfg(feature = "production")]
 pub mod production;
+pub mod resources;
 pub mod run;
 pub mod scenario;
 pub mod summary;

@@ -14,7 +14,7 @@ use fathom_core::broker::BrokerLimits;
 use fathom_core::client::{Consumer, ConsumerConfig};
 use fathom_core::config::ClusterConfig;
 use fathom_core::driver::production::{StdDisk, TokioNet};
-use fathom_core::driver::{run_broker, ClientIo, NoObserver};
+use fathom_core::driver::{run_broker, ClientIo, NoObserver, Unmetered};
 use fathom_core::history::HistoryWriter;
 use fathom_core::ids::{NodeId, TopicPartition};
 use fathom_core::rng::Rng;
@@ -169,6 +169,7 @@ fn broker(cluster: &ClusterArgs, id: NodeId, data: Option<PathBuf>) -> Result<u8
             BrokerLimits::default(),
             &addr,
             disk,
+            Rc::new(Unmetered),
             seed,
             &mut NoObserver,
         )
@@ -264,6 +265,8 @@ fn produce(
         seed: wall_clock_ns(),
         trace: trace.clone(),
         stop_at: Duration::from_nanos(wall_clock_ns()) + Duration::from_secs(24 * 3600),
+        resources: Rc::new(Unmetered),
+        message_cpu: Duration::ZERO,
     };
     block_on(process.run::<TokioNet>()).map_err(|e| e.to_string())?;
     write_history(&trace, history)?;

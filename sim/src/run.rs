@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use fathom_core::broker::{Broker, BrokerLimits};
 use fathom_core::config::ClusterConfig;
-use fathom_core::driver::{run_broker, BrokerObserver, BrokerRunError};
+use fathom_core::driver::{run_broker, BrokerObserver, BrokerRunError, SharedResources};
 use fathom_core::history::{self, CheckReport, Event};
 use fathom_core::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use fathom_core::log::batch;
@@ -17,6 +17,7 @@ use fathom_core::time::Instant;
 
 use crate::faults::{AppliedFault, FaultPlan};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
+use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
 use crate::trace::{sim_now_ns, SharedTrace, Trace};
@@ -153,11 +154,17 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
 
     let writeback = (scenario.disk.os_writeback_ms > 0)
         .then(|| Duration::from_millis(scenario.disk.os_writeback_ms));
+    let world = scenario
+        .resources
+        .clone()
+        .map(|spec| World::new(spec, scenario.network.clone(), scenario.tick()));
+    let message_cpu = resources::producer_message_cpu(scenario.resources.as_ref());
     for id in cluster.broker_ids() {
         let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
+        let res = resources::for_host(world.as_ref(), &broker_host(id));
         sim.host(broker_host(id), move || {
             let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
-            broker_host_software(id, cluster, writeback, seed, trace, view)
+            broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
         });
     }
     for spec in &scenario.producers {
@@ -171,6 +178,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 seed,
                 trace: trace.clone(),
                 stop_at: workload_end,
+                resources: resources::for_host(world.as_ref(), &name),
+                message_cpu,
             };
             sim.client(name, process.run::<SimNet>());
         }
@@ -187,10 +196,12 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 seed,
                 trace: trace.clone(),
                 stop_at: settle_end,
+                resources: resources::for_host(world.as_ref(), &host),
             };
             sim.client(host, process.run::<SimNet>());
         }
     }
+    set_zone_latencies(&sim, scenario);
 
     let mut plan = FaultPlan::new(scenario, &cluster, Rng::new(seed ^ 0xFA17));
     let mut healed = false;
@@ -325,10 +336,42 @@ fn build_sim<'a>(scenario: &Scenario, seed: u64, duration: Duration) -> turmoil:
     b.build()
 }
 
+/// Gives every link between two zones the cross-zone latency. Links within a zone keep the
+/// network's default.
+fn set_zone_latencies(sim: &turmoil::Sim<'_>, scenario: &Scenario) {
+    let network = &scenario.network;
+    if network.zones.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for id in scenario.cluster_config().broker_ids() {
+        names.push(broker_host(id));
+    }
+    for p in &scenario.producers {
+        names.extend(p.process_names());
+    }
+    for c in &scenario.consumers {
+        for i in 0..c.instances {
+            names.push(c.incarnation_names(i)[0].clone());
+        }
+    }
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            let range = network.link_latency(a, b);
+            if range != network.latency_ms {
+                sim.set_link_latency(a.as_str(), b.as_str(), range.min());
+                sim.set_link_max_message_latency(a.as_str(), b.as_str(), range.max());
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn broker_host_software(
     id: NodeId,
     cluster: ClusterConfig,
     writeback: Option<Duration>,
+    resources: SharedResources,
     seed: u64,
     trace: SharedTrace,
     view: SharedView,
@@ -347,6 +390,7 @@ async fn broker_host_software(
         BrokerLimits::default(),
         &listen,
         disk,
+        resources,
         seed,
         &mut observer,
     )

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::resources::ResourceSpec;
 use fathom_core::config::{
     BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, TopicConfig,
 };
@@ -48,6 +49,12 @@ pub const ANOMALY_KINDS: [&str; 8] = [
 /// The turmoil host name of broker `id`.
 pub fn broker_host(id: NodeId) -> String {
     format!("broker-{id}")
+}
+
+/// Whether `name` is a broker's host name (`broker-<id>`).
+pub fn is_broker_host(name: &str) -> bool {
+    name.strip_prefix("broker-")
+        .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// The `host:port` address of broker `id`, as put into the [`ClusterConfig`].
@@ -89,6 +96,8 @@ pub struct Scenario {
     pub cluster: ClusterSpec,
     pub network: NetworkSpec,
     pub disk: DiskSpec,
+    /// The hardware's costs; `None` makes the network, CPUs and disks free.
+    pub resources: Option<ResourceSpec>,
     pub producers: Vec<ProducerSpec>,
     pub consumers: Vec<ConsumerSpec>,
     /// In file order; the simulator applies them by `at_s`.
@@ -145,6 +154,42 @@ pub struct NetworkSpec {
     pub loss: f64,
     /// turmoil's repair rate: the probability that a broken link repairs on a step.
     pub repair: f64,
+    /// Availability zones. Links within a zone, and links of hosts in no zone, take
+    /// `latency_ms`; links between two zones take `cross_zone_latency_ms`.
+    pub zones: Vec<Zone>,
+    pub cross_zone_latency_ms: MillisRange,
+}
+
+/// A named group of hosts that share a low-latency network.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    /// Broker hosts (`broker-1`), client process base names (`p`, meaning every instance and
+    /// incarnation) or process names (`p-0`).
+    pub hosts: Vec<String>,
+}
+
+impl NetworkSpec {
+    /// The zone of a turmoil host, if it is in one.
+    pub fn zone_of(&self, host: &str) -> Option<&str> {
+        self.zones
+            .iter()
+            .find(|z| {
+                z.hosts
+                    .iter()
+                    .any(|h| host == h || host.starts_with(&format!("{h}-")) && !is_broker_host(h))
+            })
+            .map(|z| z.name.as_str())
+    }
+
+    /// The one-way latency of the link between hosts `a` and `b` before any fault.
+    pub fn link_latency(&self, a: &str, b: &str) -> MillisRange {
+        match (self.zone_of(a), self.zone_of(b)) {
+            (Some(x), Some(y)) if x != y => self.cross_zone_latency_ms,
+            _ => self.latency_ms,
+        }
+    }
 }
 
 impl Default for NetworkSpec {
@@ -156,6 +201,12 @@ impl Default for NetworkSpec {
             },
             loss: 0.0,
             repair: 1.0,
+            zones: Vec::new(),
+            // Between availability zones of one cloud region, about a millisecond each way.
+            cross_zone_latency_ms: MillisRange {
+                min_ms: 1,
+                max_ms: 2,
+            },
         }
     }
 }

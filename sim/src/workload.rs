@@ -9,7 +9,7 @@ use fathom_core::client::{
     Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerConfig, ProducerEvent, SendError,
 };
 use fathom_core::config::ClusterConfig;
-use fathom_core::driver::{ClientIo, Net};
+use fathom_core::driver::{ClientIo, Net, SharedResources};
 use fathom_core::history::{EventType, Op};
 use fathom_core::ids::TopicPartition;
 use fathom_core::rng::Rng;
@@ -53,6 +53,10 @@ pub struct ProducerProcess {
     pub trace: SharedTrace,
     /// Stop starting sends here (simulated time since the start of the run).
     pub stop_at: Duration,
+    /// This host's network and CPU.
+    pub resources: SharedResources,
+    /// CPU time to prepare one message for sending.
+    pub message_cpu: Duration,
 }
 
 impl ProducerProcess {
@@ -72,7 +76,8 @@ impl ProducerProcess {
             ..ProducerConfig::default()
         };
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
-        let mut io = ClientIo::<N>::new(self.name.clone(), &self.cluster.brokers);
+        let mut io = ClientIo::<N>::new(self.name.clone(), &self.cluster.brokers)
+            .with_resources(self.resources.clone());
         let value = Bytes::from(vec![b'x'; spec.message_bytes as usize]);
         let interval = Duration::from_secs_f64(1.0 / spec.rate_per_s);
         let stop = deadline_at(&self.trace, io.now(), self.stop_at);
@@ -124,6 +129,11 @@ impl ProducerProcess {
                 };
                 let tp = TopicPartition::new(spec.topic.clone(), partition);
                 let id = format!("{}-{sent}", self.name);
+                let cpu = self.resources.compute(self.message_cpu);
+                if !cpu.is_zero() {
+                    tokio::time::sleep(cpu).await;
+                }
+                let now = io.now();
                 match producer.send(now, tp.clone(), id.clone(), value.clone()) {
                     Ok(()) => {
                         record(
@@ -175,6 +185,8 @@ pub struct ConsumerProcess {
     pub trace: SharedTrace,
     /// When the last incarnation stops (simulated time since the start of the run).
     pub stop_at: Duration,
+    /// This host's network and CPU.
+    pub resources: SharedResources,
 }
 
 impl ConsumerProcess {
@@ -216,7 +228,8 @@ impl ConsumerProcess {
         };
         let rng = Rng::new(self.seed ^ name_salt(name));
         let mut consumer = Consumer::new(config, self.cluster.brokers.clone(), rng);
-        let mut io = ClientIo::<N>::new(name.to_string(), &self.cluster.brokers);
+        let mut io = ClientIo::<N>::new(name.to_string(), &self.cluster.brokers)
+            .with_resources(self.resources.clone());
         let stop = deadline_at(&self.trace, io.now(), stop_at);
         consumer.assign(io.now(), assignment.to_vec());
         let partitions = assignment

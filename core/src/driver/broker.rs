@@ -1,6 +1,6 @@
 //! Runs a [`Broker`] over a [`Net`] and a [`Disk`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::conn::{read_frames, write_frames, ReadEvent};
-use super::{Clock, Disk, Net, CONN_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
+use super::{pay, Clock, Disk, Net, SharedResources, CONN_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
 use crate::broker::{Broker, BrokerLimits, ConnId, Dest, Output};
 use crate::config::ClusterConfig;
 use crate::ids::NodeId;
@@ -19,9 +19,14 @@ use crate::time::Instant;
 /// Wait between attempts to reach a peer broker.
 const PEER_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
-/// Sees the broker after every input; the simulator uses it to learn who leads what.
+/// Sees the broker after every input; the simulator uses it to learn who leads what and when
+/// each request arrived.
 pub trait BrokerObserver {
     fn observe(&mut self, now: Instant, broker: &Broker);
+
+    /// A frame is about to be handled at `now`; it arrived from the network at `arrived` (the
+    /// difference is the time spent on the NIC and waiting for and using a CPU core).
+    fn input(&mut self, _now: Instant, _arrived: Instant, _msg: &Message) {}
 }
 
 pub struct NoObserver;
@@ -42,13 +47,16 @@ pub enum BrokerRunError {
     Fatal(String),
 }
 
-/// Recovers broker `id` from `disk` and serves until a fatal storage error.
+/// Recovers broker `id` from `disk` and serves until a fatal storage error. `resources` charges
+/// the costs of the NIC, CPU and disk (see [`Resources`](super::Resources)).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
     id: NodeId,
     config: ClusterConfig,
     limits: BrokerLimits,
     listen_addr: &str,
     mut disk: D,
+    resources: SharedResources,
     seed: u64,
     observer: &mut O,
 ) -> Result<(), BrokerRunError> {
@@ -81,9 +89,11 @@ pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
         writers: BTreeMap::new(),
         peers: BTreeMap::new(),
         next_conn: 0,
+        resources,
+        syncing: VecDeque::new(),
         _net: std::marker::PhantomData,
     };
-    shell.flush()?;
+    shell.flush().await?;
     shell.serve(&listener, events, observer).await
 }
 
@@ -95,6 +105,11 @@ struct Shell<N: Net, D: Disk> {
     writers: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     next_conn: ConnId,
+    resources: SharedResources,
+    /// Syncs handed to the disk and not yet durable, in completion order: `(when, path, token)`.
+    /// Under [`Unmetered`](super::Unmetered) resources a sync completes at once and this stays
+    /// empty.
+    syncing: VecDeque<(tokio::time::Instant, String, u64)>,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -111,9 +126,14 @@ impl<N: Net, D: Disk> Shell<N, D> {
                 .poll_timeout()
                 .map(|t| self.clock.to_tokio(t))
                 .unwrap_or_else(|| self.clock.to_tokio(Instant::FAR_FUTURE));
+            let synced_at = self.syncing.front().map(|s| s.0);
             tokio::select! {
                 biased;
-                Some((conn, event)) = events.recv() => self.on_conn_event(conn, event),
+                _ = tokio::time::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
+                    let (_, path, token) = self.syncing.pop_front().expect("checked above");
+                    self.broker.handle_synced(self.clock.now(), &path, token);
+                }
+                Some((conn, event)) = events.recv() => self.on_conn_event(conn, event, observer),
                 accepted = N::accept(listener) => {
                     if let Ok(stream) = accepted {
                         self.accept(stream);
@@ -124,7 +144,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                     self.broker.handle_timeout(now);
                 }
             }
-            self.flush()?;
+            self.flush().await?;
             observer.observe(self.clock.now(), &self.broker);
         }
     }
@@ -132,24 +152,41 @@ impl<N: Net, D: Disk> Shell<N, D> {
     fn accept(&mut self, stream: N::Stream) {
         let conn = self.next_conn;
         self.next_conn += 1;
+        let peer = N::peer_ip(&stream);
         let (reader, writer) = tokio::io::split(stream);
         let (frames_tx, frames_rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
-        tokio::task::spawn_local(write_frames::<N>(writer, frames_rx));
+        let resources = self.resources.clone();
+        tokio::task::spawn_local(write_frames::<N>(
+            writer,
+            frames_rx,
+            resources.clone(),
+            peer,
+        ));
         tokio::task::spawn_local(read_frames::<N, ConnId>(
             reader,
             self.events_tx.clone(),
             conn,
+            resources,
+            peer,
         ));
         self.writers.insert(conn, frames_tx);
     }
 
-    fn on_conn_event(&mut self, conn: ConnId, event: ReadEvent) {
+    fn on_conn_event<O: BrokerObserver>(
+        &mut self,
+        conn: ConnId,
+        event: ReadEvent,
+        observer: &mut O,
+    ) {
         if !self.writers.contains_key(&conn) {
             return;
         }
         let now = self.clock.now();
         match event {
-            ReadEvent::Frame(msg) => self.broker.handle_message(now, conn, msg),
+            ReadEvent::Frame(msg, arrived) => {
+                observer.input(now, self.clock.from_tokio(arrived), &msg);
+                self.broker.handle_message(now, conn, msg)
+            }
             ReadEvent::Malformed(e) => {
                 tracing::debug!(conn, error = %e, "malformed frame; closing the connection");
                 let reply = Message::ProtocolError {
@@ -168,7 +205,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
     }
 
     /// Carries out everything the broker asked for, including what completed syncs trigger.
-    fn flush(&mut self) -> Result<(), BrokerRunError> {
+    async fn flush(&mut self) -> Result<(), BrokerRunError> {
         while let Some(out) = self.broker.poll_output() {
             let now = self.clock.now();
             match out {
@@ -198,8 +235,21 @@ impl<N: Net, D: Disk> Shell<N, D> {
                 }
                 Output::Storage(op) => match self.disk.apply(&op) {
                     Ok(()) => {
-                        if let StorageOp::Sync { path, token } = &op {
-                            self.broker.handle_synced(now, path, *token);
+                        let wait = self.resources.storage(&op);
+                        match op {
+                            // The disk is one queue: a sync never overtakes an earlier one.
+                            StorageOp::Sync { path, token }
+                                if !wait.is_zero() || !self.syncing.is_empty() =>
+                            {
+                                let at = tokio::time::Instant::now() + wait;
+                                self.syncing.push_back((at, path, token));
+                            }
+                            StorageOp::Sync { path, token } => {
+                                self.broker.handle_synced(now, &path, token)
+                            }
+                            // An append waits while writeback is too far behind, as a kernel
+                            // throttles a writer with too many dirty pages.
+                            _ => pay(wait).await,
                         }
                     }
                     // Stop at once: running the ops queued behind a failed one (a later
@@ -226,7 +276,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
             .to_string();
         self.peers.entry(peer).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
-            tokio::task::spawn_local(peer_link::<N>(me, addr, rx));
+            tokio::task::spawn_local(peer_link::<N>(me, addr, rx, self.resources.clone()));
             tx
         })
     }
@@ -243,7 +293,12 @@ fn op_path(op: &StorageOp) -> &str {
 
 /// Keeps one outgoing connection to a peer broker, reconnecting forever. Frames queued while
 /// the peer is unreachable are dropped.
-async fn peer_link<N: Net>(me: NodeId, addr: String, mut frames: mpsc::Receiver<Bytes>) {
+async fn peer_link<N: Net>(
+    me: NodeId,
+    addr: String,
+    mut frames: mpsc::Receiver<Bytes>,
+    resources: SharedResources,
+) {
     let hello = frame::encode(&Message::Hello {
         version: PROTOCOL_VERSION,
         peer: Peer::Broker(me),
@@ -260,19 +315,28 @@ async fn peer_link<N: Net>(me: NodeId, addr: String, mut frames: mpsc::Receiver<
                 continue;
             }
         };
+        let peer = N::peer_ip(&stream);
+        pay(resources.connect(peer)).await;
         let (reader, writer) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
         tx.try_send(hello.clone())
             .expect("a new queue has room for the hello");
         let (closed_tx, mut closed_rx) = mpsc::channel::<((), ReadEvent)>(4);
         // The peer only answers HelloOk, pings and pongs on this link; watch it for silence.
-        tokio::task::spawn_local(read_frames::<N, ()>(reader, closed_tx, ()));
-        let writer_task = tokio::task::spawn_local(write_frames::<N>(writer, rx));
+        tokio::task::spawn_local(read_frames::<N, ()>(
+            reader,
+            closed_tx,
+            (),
+            resources.clone(),
+            peer,
+        ));
+        let writer_task =
+            tokio::task::spawn_local(write_frames::<N>(writer, rx, resources.clone(), peer));
         loop {
             tokio::select! {
                 biased;
                 ev = closed_rx.recv() => match ev {
-                    Some((_, ReadEvent::Frame(_))) => continue,
+                    Some((_, ReadEvent::Frame(..))) => continue,
                     _ => break,
                 },
                 frame = frames.recv() => match frame {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::conn::{read_frames, write_frames, ReadEvent};
-use super::{Clock, Net, CONN_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
+use super::{pay, Clock, Net, SharedResources, Unmetered, CONN_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
 use crate::client::{Consumer, Producer, Transmit};
 use crate::config::BrokerAddr;
 use crate::ids::NodeId;
@@ -72,6 +72,7 @@ pub struct ClientIo<N: Net> {
     events_tx: mpsc::Sender<((NodeId, u64), ReadEvent)>,
     events: mpsc::Receiver<((NodeId, u64), ReadEvent)>,
     last_step: (Instant, u32),
+    resources: SharedResources,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -87,7 +88,28 @@ impl<N: Net> ClientIo<N> {
             events_tx,
             events,
             last_step: (Instant::ZERO, 0),
+            resources: std::rc::Rc::new(Unmetered),
             _net: std::marker::PhantomData,
+        }
+    }
+
+    /// Charges this process's network and CPU costs to `resources` (the default is
+    /// [`Unmetered`]).
+    pub fn with_resources(mut self, resources: SharedResources) -> ClientIo<N> {
+        self.resources = resources;
+        self
+    }
+
+    pub fn resources(&self) -> &SharedResources {
+        &self.resources
+    }
+
+    /// Closes every connection, as a client that connects per request does after each answer;
+    /// the machine learns of each as a disconnection.
+    pub fn close_all<M: ClientMachine>(&mut self, m: &mut M) {
+        let now = self.clock.now();
+        for broker in std::mem::take(&mut self.links).into_keys() {
+            m.handle_disconnected(now, broker);
         }
     }
 
@@ -165,13 +187,13 @@ impl<N: Net> ClientIo<N> {
         }
         let now = self.clock.now();
         match event {
-            ReadEvent::Frame(Message::HelloOk { .. } | Message::Ping | Message::Pong) => {}
-            ReadEvent::Frame(Message::ProtocolError { message }) => {
+            ReadEvent::Frame(Message::HelloOk { .. } | Message::Ping | Message::Pong, _) => {}
+            ReadEvent::Frame(Message::ProtocolError { message }, _) => {
                 tracing::warn!(client = %self.name, broker, %message, "broker refused us");
                 self.links.remove(&broker);
                 m.handle_disconnected(now, broker);
             }
-            ReadEvent::Frame(msg) => m.handle_message(now, broker, msg),
+            ReadEvent::Frame(msg, _) => m.handle_message(now, broker, msg),
             ReadEvent::Malformed(_) | ReadEvent::Closed => {
                 self.links.remove(&broker);
                 m.handle_disconnected(now, broker);
@@ -192,12 +214,27 @@ impl<N: Net> ClientIo<N> {
             .try_send(hello)
             .expect("a new queue has room for the hello");
         let events = self.events_tx.clone();
+        let resources = self.resources.clone();
         tokio::task::spawn_local(async move {
             match N::connect(&addr).await {
                 Ok(stream) => {
+                    let peer = N::peer_ip(&stream);
+                    pay(resources.connect(peer)).await;
                     let (reader, writer) = tokio::io::split(stream);
-                    tokio::task::spawn_local(write_frames::<N>(writer, frames_rx));
-                    read_frames::<N, (NodeId, u64)>(reader, events, (broker, generation)).await;
+                    tokio::task::spawn_local(write_frames::<N>(
+                        writer,
+                        frames_rx,
+                        resources.clone(),
+                        peer,
+                    ));
+                    read_frames::<N, (NodeId, u64)>(
+                        reader,
+                        events,
+                        (broker, generation),
+                        resources,
+                        peer,
+                    )
+                    .await;
                 }
                 Err(_) => {
                     let _ = events.send(((broker, generation), ReadEvent::Closed)).await;

@@ -4,23 +4,29 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
-use super::{Net, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES};
+use std::net::IpAddr;
+
+use super::{pay, Net, SharedResources, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES};
 use crate::protocol::frame::{self, FrameDecoder, FrameError};
 use crate::protocol::Message;
 
 /// What a reader task reports.
 pub(crate) enum ReadEvent {
-    Frame(Message),
+    /// A frame, with when it arrived from the network (before the receive costs were paid).
+    Frame(Message, tokio::time::Instant),
     Malformed(FrameError),
     Closed,
 }
 
-/// Reads frames until the stream ends or a frame is bad, sending each tagged with `key`. A full
-/// event queue pushes back on the socket rather than dropping input.
+/// Reads frames until the stream ends or a frame is bad, sending each tagged with `key` once
+/// its receive costs are paid. A full event queue pushes back on the socket rather than
+/// dropping input; so does a busy CPU, one frame at a time per connection.
 pub(crate) async fn read_frames<N: Net, K: Copy>(
     mut reader: ReadHalf<N::Stream>,
     events: mpsc::Sender<(K, ReadEvent)>,
     key: K,
+    resources: SharedResources,
+    peer: Option<IpAddr>,
 ) {
     let deliver = |e: ReadEvent| {
         let events = events.clone();
@@ -30,9 +36,12 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
     let mut decoder = FrameDecoder::default();
     loop {
         loop {
+            let before = buf.len();
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
-                    if !deliver(ReadEvent::Frame(msg)).await {
+                    let arrived = tokio::time::Instant::now();
+                    pay(resources.receive(peer, before - buf.len())).await;
+                    if !deliver(ReadEvent::Frame(msg, arrived)).await {
                         return;
                     }
                 }
@@ -59,6 +68,8 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
 pub(crate) async fn write_frames<N: Net>(
     mut writer: WriteHalf<N::Stream>,
     mut frames: mpsc::Receiver<Bytes>,
+    resources: SharedResources,
+    peer: Option<IpAddr>,
 ) -> bool {
     let ping = frame::encode(&Message::Ping);
     // The first ping waits a full interval, so the hello always goes first.
@@ -74,11 +85,13 @@ pub(crate) async fn write_frames<N: Net>(
             },
             _ = ticker.tick() => ping.clone(),
         };
+        pay(resources.transmit(peer, frame.len())).await;
         if writer.write_all(&frame).await.is_err() {
             return false;
         }
         // Coalesce whatever else is queued before flushing.
         while let Ok(frame) = frames.try_recv() {
+            pay(resources.transmit(peer, frame.len())).await;
             if writer.write_all(&frame).await.is_err() {
                 return false;
             }

@@ -18,6 +18,8 @@ pub mod production;
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -50,6 +52,63 @@ pub trait Net: 'static {
     fn bind(addr: &str) -> impl Future<Output = io::Result<Self::Listener>>;
     fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>>;
     fn connect(addr: &str) -> impl Future<Output = io::Result<Self::Stream>>;
+    /// The address of the other end, for [`Resources`] to tell links apart.
+    fn peer_ip(stream: &Self::Stream) -> Option<IpAddr>;
+}
+
+/// The costs of the resources a process uses: NIC and path bandwidth, CPU cores, the disk,
+/// connection handshakes. A home that models them (the simulator) books the resource in each
+/// call and returns how long the caller must wait before going on; the driver then sleeps on
+/// `tokio::time`, which the simulator drives. The production build uses [`Unmetered`]: real
+/// hardware charges its own costs.
+///
+/// The state machines never see this seam: costs only move *when* inputs reach them.
+pub trait Resources {
+    /// A connection to `peer` was opened: the handshakes still to pay before the first frame
+    /// (the rest of TCP's round trip, TLS).
+    fn connect(&self, peer: Option<IpAddr>) -> Duration;
+    /// One frame of `bytes` leaves for `peer`: encryption, the NIC, the path.
+    fn transmit(&self, peer: Option<IpAddr>, bytes: usize) -> Duration;
+    /// One frame of `bytes` arrived from `peer`: the NIC, decryption and the CPU work of
+    /// handling it. The frame reaches the state machine when this is paid.
+    fn receive(&self, peer: Option<IpAddr>, bytes: usize) -> Duration;
+    /// Application work on this process's CPU (e.g. a producer serializing a message).
+    fn compute(&self, work: Duration) -> Duration;
+    /// A storage operation. For a sync, the time until it is durable; for an append, how long
+    /// the writer is throttled because too much data waits for writeback.
+    fn storage(&self, op: &StorageOp) -> Duration;
+}
+
+/// Free resources: every cost is zero.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unmetered;
+
+impl Resources for Unmetered {
+    fn connect(&self, _: Option<IpAddr>) -> Duration {
+        Duration::ZERO
+    }
+    fn transmit(&self, _: Option<IpAddr>, _: usize) -> Duration {
+        Duration::ZERO
+    }
+    fn receive(&self, _: Option<IpAddr>, _: usize) -> Duration {
+        Duration::ZERO
+    }
+    fn compute(&self, _: Duration) -> Duration {
+        Duration::ZERO
+    }
+    fn storage(&self, _: &StorageOp) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// Shared by a process's connection tasks.
+pub type SharedResources = std::rc::Rc<dyn Resources>;
+
+/// Sleeps for `wait` unless it is zero (a zero sleep would still yield to the scheduler).
+pub(crate) async fn pay(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// A broker's data directory as the driver needs it.
@@ -82,5 +141,9 @@ impl Clock {
 
     pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
         self.start + std::time::Duration::from_nanos(t.as_nanos())
+    }
+
+    pub fn from_tokio(&self, t: tokio::time::Instant) -> Instant {
+        Instant::from_nanos(t.saturating_duration_since(self.start).as_nanos() as u64)
     }
 }

@@ -26,6 +26,10 @@ impl Net for TokioNet {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+
+    fn peer_ip(stream: &Self::Stream) -> Option<std::net::IpAddr> {
+        stream.peer_addr().ok().map(|a| a.ip())
+    }
 }
 
 /// fsyncs a directory so that entries created or removed in it survive a power loss.

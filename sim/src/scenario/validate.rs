@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
-    broker_host, is_valid_process_name, ClusterSpec, CommitMode, ConsumerSpec, DiskSpec, Expect,
-    Fault, FaultKind, Member, MillisRange, NetworkSpec, PartitionSelection, ProducerSpec, Scenario,
-    ScenarioError, Target,
+    broker_host, is_broker_host, is_valid_process_name, ClusterSpec, CommitMode, ConsumerSpec,
+    DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec, PartitionSelection,
+    ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
 };
 
 /// The file as serde reads it; only the faults differ from [`Scenario`].
@@ -35,6 +35,7 @@ struct RawScenario {
     network: NetworkSpec,
     #[serde(default)]
     disk: DiskSpec,
+    resources: Option<ResourceSpec>,
     #[serde(default)]
     producers: Vec<ProducerSpec>,
     #[serde(default)]
@@ -226,6 +227,10 @@ impl Checker<'_> {
         self.cluster(&raw.cluster)?;
         self.network(&raw.network)?;
         self.disk(&raw.disk)?;
+        if let Some(r) = &raw.resources {
+            r.check()
+                .map_err(|(field, message)| self.error(&format!("resources.{field}"), message))?;
+        }
         if raw.producers.is_empty() {
             return Err(self.error(
                 "producers",
@@ -240,6 +245,7 @@ impl Checker<'_> {
         }
         self.consumer_overlap(&raw.consumers, &raw.cluster)?;
         let clients = self.process_names(&raw)?;
+        self.zones(&raw.network, &raw.cluster, &clients)?;
         let faults = raw
             .faults
             .iter()
@@ -256,6 +262,7 @@ impl Checker<'_> {
             cluster: raw.cluster,
             network: raw.network,
             disk: raw.disk,
+            resources: raw.resources,
             producers: raw.producers,
             consumers: raw.consumers,
             faults,
@@ -347,6 +354,54 @@ impl Checker<'_> {
                 "network.repair",
                 "must be above 0 when network.loss is: a broken link would never repair",
             ));
+        }
+        Ok(())
+    }
+
+    /// Every zone member is a broker host, a client process base name or a process name; no
+    /// host sits in two zones.
+    fn zones(
+        &self,
+        network: &NetworkSpec,
+        cluster: &ClusterSpec,
+        clients: &BTreeSet<String>,
+    ) -> Check {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut names = BTreeSet::new();
+        for (i, zone) in network.zones.iter().enumerate() {
+            let path = format!("network.zones[{i}]");
+            if zone.name.trim().is_empty() || !names.insert(zone.name.as_str()) {
+                return Err(self.error(
+                    &format!("{path}.name"),
+                    format!(
+                        "zone names must be unique and not empty, got {:?}",
+                        zone.name
+                    ),
+                ));
+            }
+            for host in &zone.hosts {
+                let known = if is_broker_host(host) {
+                    host["broker-".len()..]
+                        .parse::<u32>()
+                        .is_ok_and(|id| (1..=cluster.brokers).contains(&id))
+                } else {
+                    clients
+                        .iter()
+                        .any(|c| c == host || c.starts_with(&format!("{host}-")))
+                };
+                if !known {
+                    return Err(self.error(
+                        &format!("{path}.hosts"),
+                        format!("{host:?} is neither a broker host nor a client process"),
+                    ));
+                }
+                if let Some(other) = seen.insert(host, &zone.name) {
+                    return Err(self.error(
+                        &format!("{path}.hosts"),
+                        format!("{host:?} is already in zone {other:?}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -826,11 +881,6 @@ impl Checker<'_> {
         }
         Ok(())
     }
-}
-
-fn is_broker_host(name: &str) -> bool {
-    name.strip_prefix("broker-")
-        .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn list_or_none(names: &[&str]) -> String {
