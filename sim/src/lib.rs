@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod faults;
 pub mod io;
+pub mod metrics;
 #[cfg(feature = "production")]
 pub mod production;
 pub mod resources;

@@ -12,11 +12,13 @@ use fathom_core::driver::{run_broker, BrokerObserver, BrokerRunError, SharedReso
 use fathom_core::history::{self, CheckReport, Event};
 use fathom_core::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use fathom_core::log::batch;
+use fathom_core::protocol::{Message, Request};
 use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
 use crate::faults::{AppliedFault, FaultPlan};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
+use crate::metrics::{Metrics, Probes, ProduceProbe};
 use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
@@ -59,6 +61,8 @@ pub struct ClusterView {
     pub snapshot_wanted: bool,
     /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.
     pub snapshots: BTreeMap<TopicPartition, BTreeMap<NodeId, ReplicaSnapshot>>,
+    /// Timings for the performance metrics.
+    pub probes: Probes,
 }
 
 pub struct ReplicaSnapshot {
@@ -70,6 +74,7 @@ pub struct ReplicaSnapshot {
 pub type SharedView = Rc<RefCell<ClusterView>>;
 
 struct SimObserver {
+    id: NodeId,
     view: SharedView,
     trace: SharedTrace,
     /// What this broker last led, to log changes.
@@ -79,10 +84,46 @@ struct SimObserver {
 }
 
 impl BrokerObserver for SimObserver {
+    fn input(&mut self, now: Instant, arrived: Instant, msg: &Message) {
+        let Message::Request {
+            request: Request::Produce {
+                partition, batch, ..
+            },
+            ..
+        } = msg
+        else {
+            return;
+        };
+        if partition.topic == OFFSETS_TOPIC {
+            return;
+        }
+        let Ok(records) = batch::records(batch) else {
+            return;
+        };
+        let handled_ns = sim_now_ns();
+        let probe = ProduceProbe {
+            broker: self.id,
+            ids: records
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+                .collect(),
+            arrived_ns: handled_ns.saturating_sub(now.saturating_since(arrived).as_nanos() as u64),
+            handled_ns,
+        };
+        self.view.borrow_mut().probes.produce.push(probe);
+    }
+
     fn observe(&mut self, _now: Instant, broker: &Broker) {
         let mut view = self.view.borrow_mut();
         for r in broker.replicas() {
             let tp = r.partition();
+            if tp.topic != OFFSETS_TOPIC {
+                let timeline = view.probes.high_watermarks.entry(tp.clone()).or_default();
+                let hw = r.high_watermark();
+                if timeline.last().is_none_or(|&(_, last)| hw > last) {
+                    timeline.push((sim_now_ns(), hw));
+                }
+            }
             let led = self.leading.get(tp).copied();
             let leads = r.is_leader().then_some(r.term());
             if led != leads {
@@ -91,6 +132,10 @@ impl BrokerObserver for SimObserver {
                     None => format!("broker-{} no longer leads {tp}", broker.id()),
                 };
                 self.trace.borrow_mut().note(sim_now_ns(), text);
+                if let Some(epoch) = leads {
+                    let change = (sim_now_ns(), tp.clone(), broker.id(), epoch);
+                    view.probes.leader_changes.push(change);
+                }
                 match leads {
                     Some(epoch) => self.leading.insert(tp.clone(), epoch),
                     None => self.leading.remove(tp),
@@ -285,6 +330,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let mut faults = plan.applied();
     faults.extend(storage_failures);
     faults.sort_by_key(|f| f.at_ms);
+    let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
     let summary = Summary::build(
         scenario,
         seed,
@@ -293,6 +339,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         &report,
         faults,
         incomplete.borrow().clone(),
+        metrics,
     );
     let counts: Vec<(&str, u64)> = report.anomalies.iter().collect();
     let mut violations = scenario
@@ -378,6 +425,7 @@ async fn broker_host_software(
 ) -> turmoil::Result {
     let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
     let mut observer = SimObserver {
+        id,
         view: view.clone(),
         trace: trace.clone(),
         leading: BTreeMap::new(),

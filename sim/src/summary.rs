@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::faults::AppliedFault;
+use crate::metrics::Metrics;
 use crate::scenario::Scenario;
 use crate::trace::Trace;
 use crate::workload::FINAL_READ_PROCESS;
@@ -45,9 +46,12 @@ pub struct Summary {
     pub faults: Vec<AppliedFault>,
     pub final_read_incomplete: Vec<String>,
     pub simulated_s: f64,
+    /// Throughput, histograms, the end-to-end breakdown and time series.
+    pub metrics: Metrics,
 }
 
 impl Summary {
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         scenario: &Scenario,
         seed: u64,
@@ -56,6 +60,7 @@ impl Summary {
         report: &CheckReport,
         faults: Vec<AppliedFault>,
         final_read_incomplete: Vec<String>,
+        metrics: Metrics,
     ) -> Summary {
         let (produce, end_to_end) = latencies(events);
         Summary {
@@ -76,6 +81,7 @@ impl Summary {
             faults,
             final_read_incomplete,
             simulated_s: events.last().map(|e| e.time_ns as f64 / 1e9).unwrap_or(0.0),
+            metrics,
         }
     }
 
@@ -104,6 +110,27 @@ impl Summary {
             "           end-to-end  p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
             l.end_to_end.p50, l.end_to_end.p99, l.end_to_end.max
         );
+        let t = &self.metrics.throughput;
+        let _ = writeln!(
+            s,
+            "throughput sent {:.1}/s  acked {:.1}/s ({:.3} MB/s)  consumed {:.1}/s  over {:.1}-{:.1} s",
+            t.sent_per_s, t.acked_per_s, t.acked_mbyte_s, t.consumed_per_s, t.window_s[0], t.window_s[1]
+        );
+        let b = &self.metrics.breakdown;
+        if b.messages > 0 {
+            let _ = writeln!(
+                s,
+                "end-to-end {} messages, mean {:.3} ms =",
+                b.messages, b.total_mean_ms
+            );
+            for p in &b.parts {
+                let _ = writeln!(
+                    s,
+                    "  {:<24} mean {:>9.3} ms  p50 {:>9.3} ms  p99 {:>9.3} ms",
+                    p.name, p.mean_ms, p.p50_ms, p.p99_ms
+                );
+            }
+        }
         let _ = writeln!(s, "faults     {} applied", self.faults.len());
         for f in &self.faults {
             let _ = writeln!(s, "  {:>8} ms  {:<16} {}", f.at_ms, f.kind, f.detail);
