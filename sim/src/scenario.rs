@@ -357,6 +357,13 @@ pub struct ProducerSpec {
     pub request_timeout_ms: u64,
     /// How long a send may take in all, retries included, before it is reported failed.
     pub delivery_timeout_ms: u64,
+    /// Bytes of messages the producer holds (batching, queued, in flight).
+    pub buffer_bytes_max: u64,
+    /// How long `send` blocks on a full buffer before it fails (Kafka's `max.block.ms`).
+    pub max_block_ms: u64,
+    /// Open a new connection for every send and close it after the outcome (sync mode only):
+    /// what a client without long-lived connections pays (claim P1).
+    pub connect_per_send: bool,
 }
 
 impl Default for ProducerSpec {
@@ -382,6 +389,9 @@ impl Default for ProducerSpec {
             },
             request_timeout_ms: 2000,
             delivery_timeout_ms: 10_000,
+            buffer_bytes_max: 32 * 1024 * 1024,
+            max_block_ms: 60_000,
+            connect_per_send: false,
         }
     }
 }

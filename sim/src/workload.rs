@@ -73,6 +73,7 @@ impl ProducerProcess {
             retry_backoff_max_ms: spec.retry_backoff_ms.max_ms,
             request_timeout_ms: spec.request_timeout_ms,
             delivery_timeout_ms: spec.delivery_timeout_ms,
+            buffer_bytes_max: spec.buffer_bytes_max as usize,
             ..ProducerConfig::default()
         };
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
@@ -90,6 +91,9 @@ impl ProducerProcess {
         let mut outstanding: u64 = 0;
         let mut round_robin: u32 = rng.range_u64(0, self.partitions as u64 - 1) as u32;
         let observes_outcome = spec.mode != ProducerMode::FireAndForget;
+        let max_block = Duration::from_millis(spec.max_block_ms);
+        // Since when `send` has been refused for a full buffer.
+        let mut blocked_since: Option<Instant> = None;
         loop {
             let now = io.now();
             while let Some(ProducerEvent::Delivered {
@@ -115,6 +119,9 @@ impl ProducerProcess {
                     error,
                 };
                 record(&self.trace, &self.name, kind, op);
+            }
+            if spec.connect_per_send && outstanding == 0 {
+                io.close_all(&mut producer);
             }
             let may_send = sent < spec.messages
                 && now < stop
@@ -152,10 +159,34 @@ impl ProducerProcess {
                         sent += 1;
                         outstanding += 1;
                         next_send = (next_send + interval).max(now);
+                        blocked_since = None;
                         continue;
                     }
-                    // An asynchronous send blocks while the buffer is full (claim P4).
-                    Err(SendError::BufferFull) => {}
+                    // An asynchronous send blocks while the buffer is full (claim P4), for at
+                    // most `max_block_ms`; then that send fails.
+                    Err(SendError::BufferFull) => {
+                        let since = *blocked_since.get_or_insert(now);
+                        if now.saturating_since(since) >= max_block {
+                            record(
+                                &self.trace,
+                                &self.name,
+                                EventType::Invoke,
+                                send_op(&tp, &id),
+                            );
+                            let mut op = send_op(&tp, &id);
+                            if let Op::Send { error, .. } = &mut op {
+                                *error = Some(format!(
+                                    "buffer full: blocked {} ms (max_block_ms)",
+                                    spec.max_block_ms
+                                ));
+                            }
+                            record(&self.trace, &self.name, EventType::Fail, op);
+                            sent += 1;
+                            next_send = (next_send + interval).max(now);
+                            blocked_since = None;
+                            continue;
+                        }
+                    }
                 }
             }
             let done_sending = sent >= spec.messages || now >= stop;
@@ -163,7 +194,10 @@ impl ProducerProcess {
                 break;
             }
             // While sending, wake for the next send; after, only the outcomes still due matter.
-            let wake = if may_send {
+            let wake = if let (true, Some(since)) = (may_send, blocked_since) {
+                // Blocked on a full buffer: wake when an outcome frees room, or to give up.
+                since + max_block
+            } else if may_send {
                 next_send
             } else if now < stop {
                 stop

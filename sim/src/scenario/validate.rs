@@ -13,7 +13,7 @@ use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
     broker_host, is_broker_host, is_valid_process_name, ClusterSpec, CommitMode, ConsumerSpec,
     DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec, PartitionSelection,
-    ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
+    ProducerMode, ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
 };
 
 /// The file as serde reads it; only the faults differ from [`Scenario`].
@@ -489,6 +489,21 @@ impl Checker<'_> {
         }
         if p.in_flight_max == 0 {
             return Err(self.error(&field("in_flight_max"), "must be at least 1"));
+        }
+        if p.buffer_bytes_max < p.batch_bytes_max as u64 {
+            return Err(self.error(
+                &field("buffer_bytes_max"),
+                format!(
+                    "{} is below batch_bytes_max ({}): not even one batch would fit",
+                    p.buffer_bytes_max, p.batch_bytes_max
+                ),
+            ));
+        }
+        if p.connect_per_send && p.mode != ProducerMode::Sync {
+            return Err(self.error(
+                &field("connect_per_send"),
+                r#"needs mode = "sync": closing connections would cut off sends in flight"#,
+            ));
         }
         if p.request_timeout_ms == 0 {
             return Err(self.error(&field("request_timeout_ms"), "must be at least 1"));

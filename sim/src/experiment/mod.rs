@@ -1,0 +1,357 @@
+//! Experiments: a base scenario, one or two swept parameters and a list of seeds, run to put one
+//! claim of the source text to the test.
+//!
+//! An experiment file (TOML, in `scenarios/experiments/`) names its claim, the question, the
+//! base scenario, the axes and the seeds. Every point of the sweep is the base scenario with the
+//! axis values written into its TOML tree at dotted paths (`producers[0].mode`), then validated
+//! like any scenario file. [`runner`] runs every point × seed, [`render`] writes
+//! `reports/<id>/` (README.md, results.json, SVG charts), [`claims`] turns the numbers into a
+//! verdict, and [`index`] writes `reports/README.md` and `reports/claims.json`.
+//!
+//! Nothing in a report depends on the wall clock or the machine: regenerating it gives the same
+//! bytes.
+
+pub mod claims;
+pub mod index;
+pub mod render;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::scenario::{Scenario, ScenarioError};
+
+/// Points in one experiment (the product of its axes); a bound on a report's run time.
+pub const POINTS_MAX: usize = 64;
+pub const SEEDS_MAX: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}, point {point}: {source}")]
+    Scenario {
+        path: PathBuf,
+        point: String,
+        source: ScenarioError,
+    },
+}
+
+/// An experiment file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// The report's folder under `reports/`.
+    pub id: String,
+    /// The claim of `claims.md` it tests (`P4`).
+    pub claim: String,
+    pub title: String,
+    pub question: String,
+    /// What the setup models, in a sentence or two, for the report.
+    #[serde(default)]
+    pub setup: String,
+    /// The base scenario, relative to the experiment file.
+    pub scenario: PathBuf,
+    pub seeds: Vec<u64>,
+    /// One or two axes.
+    pub axes: Vec<Axis>,
+    /// Result columns of the report's table (see [`runner::METRICS`]).
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub charts: Vec<ChartSpec>,
+    /// Where the file was read from, for base-scenario paths and errors.
+    #[serde(skip)]
+    pub source: PathBuf,
+    #[serde(skip)]
+    pub base_text: String,
+}
+
+/// A swept parameter: a name and the values it takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axis {
+    pub name: String,
+    /// Dotted paths into the scenario (`producers[0].linger_ms`); every value is written to
+    /// each of them.
+    pub params: Vec<String>,
+    pub values: Vec<toml::Value>,
+    /// How each value is shown; by default the value itself.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Extra settings per value: `extra[i]` is a table of dotted path → value for value `i`.
+    #[serde(default)]
+    pub extra: Vec<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartSpec {
+    pub file: String,
+    pub title: String,
+    pub metric: String,
+    pub y_label: String,
+    /// The axis on the x axis (its labels must be numbers); the other axis, if any, gives the
+    /// series.
+    pub x_axis: String,
+    #[serde(default)]
+    pub log_x: bool,
+    #[serde(default)]
+    pub log_y: bool,
+}
+
+/// One point of the sweep: a label per axis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Point {
+    /// Index into each axis's values.
+    pub index: Vec<usize>,
+    pub labels: Vec<String>,
+}
+
+impl Point {
+    pub fn name(&self) -> String {
+        self.labels.join(", ")
+    }
+}
+
+impl Axis {
+    pub fn label(&self, i: usize) -> String {
+        self.labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| value_label(&self.values[i]))
+    }
+}
+
+fn value_label(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => a.iter().map(value_label).collect::<Vec<_>>().join("-"),
+        other => other.to_string(),
+    }
+}
+
+impl Experiment {
+    pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
+        let io = |source| ExperimentError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let invalid = |message: String| ExperimentError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut e: Experiment = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        e.source = path.to_path_buf();
+        let base = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&e.scenario);
+        e.base_text = std::fs::read_to_string(&base).map_err(|source| ExperimentError::Io {
+            path: base.clone(),
+            source,
+        })?;
+        e.check().map_err(invalid)?;
+        // Every point must make a valid scenario.
+        for p in e.points() {
+            e.scenario_at(&p)?;
+        }
+        Ok(e)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let valid_id = !self.id.is_empty()
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid_id {
+            return Err(format!("id {:?}: use a-z, 0-9 and '-'", self.id));
+        }
+        if self.axes.is_empty() || self.axes.len() > 2 {
+            return Err("an experiment sweeps one or two axes".into());
+        }
+        if self.seeds.is_empty() || self.seeds.len() > SEEDS_MAX {
+            return Err(format!("seeds: 1 ..= {SEEDS_MAX} seeds"));
+        }
+        for a in &self.axes {
+            if a.values.is_empty() || a.params.is_empty() {
+                return Err(format!("axis {:?}: needs params and values", a.name));
+            }
+            if !a.labels.is_empty() && a.labels.len() != a.values.len() {
+                return Err(format!("axis {:?}: one label per value", a.name));
+            }
+            if !a.extra.is_empty() && a.extra.len() != a.values.len() {
+                return Err(format!("axis {:?}: one extra table per value", a.name));
+            }
+        }
+        if self.points().len() > POINTS_MAX {
+            return Err(format!("more than {POINTS_MAX} points"));
+        }
+        for c in &self.columns {
+            if !runner::is_metric(c) {
+                return Err(format!("column {c:?} is not a metric"));
+            }
+        }
+        for c in &self.charts {
+            if !runner::is_metric(&c.metric) {
+                return Err(format!("chart {:?}: {:?} is not a metric", c.file, c.metric));
+            }
+            let Some(axis) = self.axes.iter().find(|a| a.name == c.x_axis) else {
+                return Err(format!("chart {:?}: no axis {:?}", c.file, c.x_axis));
+            };
+            for i in 0..axis.values.len() {
+                if axis.label(i).parse::<f64>().is_err() {
+                    return Err(format!(
+                        "chart {:?}: axis {:?} label {:?} is not a number",
+                        c.file,
+                        axis.name,
+                        axis.label(i)
+                    ));
+                }
+            }
+            if !c.file.ends_with(".svg") || c.file.contains('/') {
+                return Err(format!("chart file {:?}: a plain name ending in .svg", c.file));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every point, first axis slowest.
+    pub fn points(&self) -> Vec<Point> {
+        let mut points = vec![Point {
+            index: vec![],
+            labels: vec![],
+        }];
+        for axis in &self.axes {
+            let mut next = Vec::new();
+            for p in &points {
+                for i in 0..axis.values.len() {
+                    let mut q = p.clone();
+                    q.index.push(i);
+                    q.labels.push(axis.label(i));
+                    next.push(q);
+                }
+            }
+            points = next;
+        }
+        points
+    }
+
+    /// The scenario at `point`.
+    pub fn scenario_at(&self, point: &Point) -> Result<Scenario, ExperimentError> {
+        let mut tree: toml::Table =
+            toml::from_str(&self.base_text).map_err(|e| ExperimentError::Invalid {
+                path: self.scenario.clone(),
+                message: e.to_string(),
+            })?;
+        let bad = |message: String| ExperimentError::Invalid {
+            path: self.source.clone(),
+            message,
+        };
+        for (axis, &i) in self.axes.iter().zip(&point.index) {
+            for param in &axis.params {
+                set(&mut tree, param, axis.values[i].clone()).map_err(bad)?;
+            }
+            if let Some(extra) = axis.extra.get(i) {
+                for (param, value) in extra {
+                    set(&mut tree, param, value.clone()).map_err(bad)?;
+                }
+            }
+        }
+        let text = toml::to_string(&tree).map_err(|e| bad(e.to_string()))?;
+        let name = format!("{} [{}]", self.scenario.display(), point.name());
+        Scenario::from_toml_str(&text, &name).map_err(|source| ExperimentError::Scenario {
+            path: self.source.clone(),
+            point: point.name(),
+            source,
+        })
+    }
+}
+
+/// Writes `value` at a dotted path (`a.b[2].c`) into `tree`, creating tables on the way.
+pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((key, rest)) => {
+                let i = rest
+                    .strip_suffix(']')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| format!("{path}: bad index in {part:?}"))?;
+                (key, Some(i))
+            }
+            None => (part, None),
+        };
+        if key.is_empty() {
+            return Err(format!("{path}: empty key"));
+        }
+        steps.push((key, index));
+    }
+    let (last, walk) = steps.split_last().ok_or_else(|| format!("{path}: empty"))?;
+    let mut table = tree;
+    for (key, index) in walk {
+        let entry = table
+            .entry(key.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let next = match (entry, index) {
+            (toml::Value::Table(t), None) => t,
+            (toml::Value::Array(a), Some(i)) => match a.get_mut(*i) {
+                Some(toml::Value::Table(t)) => t,
+                _ => return Err(format!("{path}: {key}[{i}] is not a table")),
+            },
+            _ => return Err(format!("{path}: {key} is not a table")),
+        };
+        table = next;
+    }
+    match last.1 {
+        None => {
+            table.insert(last.0.to_string(), value);
+        }
+        Some(i) => match table.get_mut(last.0) {
+            Some(toml::Value::Array(a)) if i < a.len() => a[i] = value,
+            _ => return Err(format!("{path}: no element {i} in {}", last.0)),
+        },
+    }
+    Ok(())
+}
+
+/// Every experiment file in `dir`, by file name.
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
+    let io = |source| ExperimentError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_writes_nested_paths_and_array_elements() {
+        let mut t: toml::Table =
+            toml::from_str("[[producers]]\nmode = \"sync\"\n[network]\nloss = 0.0\n").unwrap();
+        set(&mut t, "producers[0].mode", "async".into()).unwrap();
+        set(&mut t, "resources.tls", true.into()).unwrap();
+        set(&mut t, "network.latency_ms", toml::Value::Array(vec![1.into(), 2.into()])).unwrap();
+        let text = toml::to_string(&t).unwrap();
+        assert!(text.contains("mode = \"async\""), "{text}");
+        assert!(text.contains("tls = true"), "{text}");
+        assert!(set(&mut t, "producers[3].mode", "x".into()).is_err());
+        assert!(set(&mut t, "network.loss[0]", 1.into()).is_err());
+    }
+}
