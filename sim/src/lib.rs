@@ -4,9 +4,11 @@
 //! - [`scenario`]: the scenario file format.
 //! - [`run`]: one seeded run; [`faults`] applies the schedule; [`workload`] holds the client
 //!   processes; [`io`] plugs turmoil's network and disk into the core's driver.
-//! - [`trace`], [`summary`]: what a run records and reports.
+//! - [`trace`], [`summary`]: what a run records and reports; [`chart`]: deterministic SVG charts
+//!   for reports.
 //! - [`cli`]: the `fathom` commands; [`production`] (feature `production`): the real broker.
 
+pub mod chart;
 pub mod cli;
 pub mod faults;
 pub mod io;
