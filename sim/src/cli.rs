@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use fathom_core::history::{self, HistoryWriter};
 
+use crate::experiment::{self, index, Experiment};
 use crate::run::{self, RunOutcome};
 use crate::scenario::Scenario;
 
@@ -217,4 +218,88 @@ pub fn check(path: &Path) -> u8 {
     } else {
         EXIT_VIOLATED
     }
+}
+
+/// `fathom experiment`: runs one experiment and writes `<reports>/<id>/`, then refreshes the
+/// claims index from every experiment's results.
+pub fn experiment(path: &Path, reports: &Path, jobs: Option<usize>) -> u8 {
+    let e = match Experiment::load(path) {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    match run_experiment(&e, reports, jobs).and_then(|_| index::write(reports)) {
+        Ok(_) => EXIT_OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_VIOLATED
+        }
+    }
+}
+
+/// `fathom report`: every experiment in `experiments`, then the index.
+pub fn report(experiments: &Path, reports: &Path, jobs: Option<usize>) -> u8 {
+    let files = match experiment::files_in(experiments) {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let mut loaded = Vec::new();
+    for f in &files {
+        match Experiment::load(f) {
+            Ok(e) => loaded.push(e),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
+    for e in &loaded {
+        if let Err(err) = run_experiment(e, reports, jobs) {
+            eprintln!("error: {err}");
+            return EXIT_VIOLATED;
+        }
+    }
+    match index::write(reports) {
+        Ok(entries) => {
+            for c in entries {
+                println!("{:<3} {:<12} {}", c.id, c.verdict, c.experiment);
+            }
+            EXIT_OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_VIOLATED
+        }
+    }
+}
+
+/// Runs `e` with a progress bar and writes its folder; prints its verdict.
+pub fn run_experiment(
+    e: &Experiment,
+    reports: &Path,
+    jobs: Option<usize>,
+) -> Result<(), experiment::ExperimentError> {
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runs = (e.points().len() * e.seeds.len()) as u64;
+    let bar = indicatif::ProgressBar::new(runs);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:<24} {bar:30} {pos}/{len} runs  {elapsed}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_prefix(e.id.clone());
+    let results = experiment::runner::run_all(e, jobs, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    let judgement = experiment::claims::judge(&results);
+    experiment::render::write(&reports.join(&e.id), e, &results, &judgement)?;
+    println!("{:<24} {}: {}", e.id, e.claim, judgement.verdict_text());
+    Ok(())
 }

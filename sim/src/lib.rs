@@ -10,6 +10,7 @@
 
 pub mod chart;
 pub mod cli;
+pub mod experiment;
 pub mod faults;
 pub mod io;
 pub mod metrics;

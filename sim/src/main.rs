@@ -46,6 +46,27 @@ enum Command {
     },
     /// Run the checker on a history file and print the anomaly counts.
     Check { history: PathBuf },
+    /// Run one experiment (a scenario swept over parameters and seeds) and write its report
+    /// folder, results.json and charts; refresh the claims index.
+    Experiment {
+        file: PathBuf,
+        /// The reports folder.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Runs at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Regenerate every experiment's report and the claims index.
+    Report {
+        /// Where the experiment files are.
+        #[arg(long, default_value = "scenarios/experiments")]
+        experiments: PathBuf,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     #[cfg(feature = "production")]
     #[command(flatten)]
     Production(fathom_sim::production::Command),
@@ -66,6 +87,16 @@ fn main() -> ExitCode {
             jobs,
         } => cli::explore(&scenario, &seeds, jobs),
         Command::Check { history } => cli::check(Path::new(&history)),
+        Command::Experiment {
+            file,
+            reports,
+            jobs,
+        } => cli::experiment(&file, &reports, jobs),
+        Command::Report {
+            experiments,
+            reports,
+            jobs,
+        } => cli::report(&experiments, &reports, jobs),
         #[cfg(feature = "production")]
         Command::Production(command) => fathom_sim::production::main(command),
     };

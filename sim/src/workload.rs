@@ -121,7 +121,7 @@ impl ProducerProcess {
                 record(&self.trace, &self.name, kind, op);
             }
             if spec.connect_per_send && outstanding == 0 {
-                io.close_all(&mut producer);
+                io.close_idle();
             }
             let may_send = sent < spec.messages
                 && now < stop

@@ -104,13 +104,11 @@ impl<N: Net> ClientIo<N> {
         &self.resources
     }
 
-    /// Closes every connection, as a client that connects per request does after each answer;
-    /// the machine learns of each as a disconnection.
-    pub fn close_all<M: ClientMachine>(&mut self, m: &mut M) {
-        let now = self.clock.now();
-        for broker in std::mem::take(&mut self.links).into_keys() {
-            m.handle_disconnected(now, broker);
-        }
+    /// Closes every connection, as a client that connects per request does after each answer.
+    /// The next frame to a broker opens a new connection. Only for a machine with nothing in
+    /// flight: it is not told, so that it keeps its metadata as a reconnecting client would.
+    pub fn close_idle(&mut self) {
+        self.links.clear();
     }
 
     pub fn now(&self) -> Instant {
@@ -236,7 +234,8 @@ impl<N: Net> ClientIo<N> {
                     )
                     .await;
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(broker, error = %e, "connect failed");
                     let _ = events.send(((broker, generation), ReadEvent::Closed)).await;
                 }
             }

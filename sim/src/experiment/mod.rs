@@ -39,7 +39,7 @@ pub enum ExperimentError {
     Scenario {
         path: PathBuf,
         point: String,
-        source: ScenarioError,
+        source: Box<ScenarioError>,
     },
 }
 
@@ -149,10 +149,7 @@ impl Experiment {
         };
         let mut e: Experiment = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         e.source = path.to_path_buf();
-        let base = path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&e.scenario);
+        let base = path.parent().unwrap_or(Path::new(".")).join(&e.scenario);
         e.base_text = std::fs::read_to_string(&base).map_err(|source| ExperimentError::Io {
             path: base.clone(),
             source,
@@ -201,7 +198,10 @@ impl Experiment {
         }
         for c in &self.charts {
             if !runner::is_metric(&c.metric) {
-                return Err(format!("chart {:?}: {:?} is not a metric", c.file, c.metric));
+                return Err(format!(
+                    "chart {:?}: {:?} is not a metric",
+                    c.file, c.metric
+                ));
             }
             let Some(axis) = self.axes.iter().find(|a| a.name == c.x_axis) else {
                 return Err(format!("chart {:?}: no axis {:?}", c.file, c.x_axis));
@@ -217,7 +217,10 @@ impl Experiment {
                 }
             }
             if !c.file.ends_with(".svg") || c.file.contains('/') {
-                return Err(format!("chart file {:?}: a plain name ending in .svg", c.file));
+                return Err(format!(
+                    "chart file {:?}: a plain name ending in .svg",
+                    c.file
+                ));
             }
         }
         Ok(())
@@ -270,7 +273,7 @@ impl Experiment {
         Scenario::from_toml_str(&text, &name).map_err(|source| ExperimentError::Scenario {
             path: self.source.clone(),
             point: point.name(),
-            source,
+            source: Box::new(source),
         })
     }
 }
@@ -347,7 +350,12 @@ mod tests {
             toml::from_str("[[producers]]\nmode = \"sync\"\n[network]\nloss = 0.0\n").unwrap();
         set(&mut t, "producers[0].mode", "async".into()).unwrap();
         set(&mut t, "resources.tls", true.into()).unwrap();
-        set(&mut t, "network.latency_ms", toml::Value::Array(vec![1.into(), 2.into()])).unwrap();
+        set(
+            &mut t,
+            "network.latency_ms",
+            toml::Value::Array(vec![1.into(), 2.into()]),
+        )
+        .unwrap();
         let text = toml::to_string(&t).unwrap();
         assert!(text.contains("mode = \"async\""), "{text}");
         assert!(text.contains("tls = true"), "{text}");

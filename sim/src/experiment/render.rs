@@ -119,13 +119,22 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
     let _ = writeln!(s, "| {} |", header.join(" | "));
     let _ = writeln!(s, "|{}", "---|".repeat(header.len()));
     for p in &results.points {
-        let mut row: Vec<String> = results.axes.iter().map(|a| p.label(a).to_string()).collect();
+        let mut row: Vec<String> = results
+            .axes
+            .iter()
+            .map(|a| p.label(a).to_string())
+            .collect();
         for c in &e.columns {
             let sp = p.spread(c);
             if sp.min == sp.max {
                 row.push(num(sp.median));
             } else {
-                row.push(format!("{} [{}–{}]", num(sp.median), num(sp.min), num(sp.max)));
+                row.push(format!(
+                    "{} [{}–{}]",
+                    num(sp.median),
+                    num(sp.min),
+                    num(sp.max)
+                ));
             }
         }
         let _ = writeln!(s, "| {} |", row.join(" | "));
@@ -183,18 +192,11 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
             });
         }
         let name = match (&label, other) {
-            (Some(l), Some(a)) => format!("{} = {l}", a.name),
+            (Some(l), Some(_)) => l.clone(),
             _ => c.metric.clone(),
         };
         series.push(SweepSeries { name, points });
     }
-    chart::sweep(
-        &c.title,
-        &c.x_axis,
-        &c.y_label,
-        c.log_x,
-        c.log_y,
-        &series,
-    )
-    .map_err(|e| format!("chart {}: {e}", c.file))
+    chart::sweep(&c.title, &c.x_axis, &c.y_label, c.log_x, c.log_y, &series)
+        .map_err(|e| format!("chart {}: {e}", c.file))
 }

@@ -22,12 +22,24 @@ pub const METRICS: &[(&str, &str)] = &[
     ("unread", "sent messages no consumer or final read ever saw"),
     ("lost", "acknowledged messages missing from the final read"),
     ("duplicate", "messages stored more than once"),
-    ("inconsistent_offsets", "acknowledged offsets holding other messages"),
-    ("nonmonotonic_send", "acknowledgements out of send order (reordering)"),
+    (
+        "inconsistent_offsets",
+        "acknowledged offsets holding other messages",
+    ),
+    (
+        "nonmonotonic_send",
+        "acknowledgements out of send order (reordering)",
+    ),
     ("poll_skip", "polls that skipped offsets"),
     ("nonmonotonic_poll", "polls that went backwards"),
-    ("aborted_read", "reads of never-acknowledged, later-lost data"),
-    ("replica_divergence", "replicas that disagree below the high watermark"),
+    (
+        "aborted_read",
+        "reads of never-acknowledged, later-lost data",
+    ),
+    (
+        "replica_divergence",
+        "replicas that disagree below the high watermark",
+    ),
     ("sent_per_s", "sends per simulated second"),
     ("acked_per_s", "acknowledgements per simulated second"),
     ("consumed_per_s", "first deliveries per simulated second"),
@@ -37,13 +49,34 @@ pub const METRICS: &[(&str, &str)] = &[
     ("e2e_p50_ms", "send-to-delivery latency, median"),
     ("e2e_p99_ms", "send-to-delivery latency, 99th percentile"),
     ("e1_messages", "messages with every part timed"),
-    ("e1_total_ms", "mean end-to-end latency of the timed messages"),
-    ("e1_client_wait_ms", "mean time in the producer before the first transmit"),
-    ("e1_network_ms", "mean time from transmit to the leader's NIC"),
-    ("e1_client_and_network_ms", "mean time from send to the leader's NIC"),
-    ("e1_broker_append_ms", "mean time from the leader's NIC to the append"),
-    ("e1_replication_ms", "mean time from the append to the commit"),
-    ("e1_consumer_ms", "mean time from the commit to the delivery"),
+    (
+        "e1_total_ms",
+        "mean end-to-end latency of the timed messages",
+    ),
+    (
+        "e1_client_wait_ms",
+        "mean time in the producer before the first transmit",
+    ),
+    (
+        "e1_network_ms",
+        "mean time from transmit to the leader's NIC",
+    ),
+    (
+        "e1_client_and_network_ms",
+        "mean time from send to the leader's NIC",
+    ),
+    (
+        "e1_broker_append_ms",
+        "mean time from the leader's NIC to the append",
+    ),
+    (
+        "e1_replication_ms",
+        "mean time from the append to the commit",
+    ),
+    (
+        "e1_consumer_ms",
+        "mean time from the commit to the delivery",
+    ),
     ("leader_changes", "leader elections won"),
 ];
 
@@ -162,10 +195,12 @@ pub fn run_all(
     let out = out.into_inner().expect("no worker panicked");
     let mut per_point: Vec<Vec<SeedResult>> = vec![Vec::new(); points.len()];
     for ((p, _), r) in jobs.iter().zip(out) {
-        let r = r.expect("every job ran").map_err(|message| ExperimentError::Invalid {
-            path: e.source.clone(),
-            message,
-        })?;
+        let r = r
+            .expect("every job ran")
+            .map_err(|message| ExperimentError::Invalid {
+                path: e.source.clone(),
+                message,
+            })?;
         per_point[*p].push(r);
     }
     let axes: Vec<String> = e.axes.iter().map(|a| a.name.clone()).collect();

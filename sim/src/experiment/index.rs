@@ -1,0 +1,159 @@
+//! `reports/README.md` and `reports/claims.json`: every claim of the source text with its
+//! experiments, finding and verdict, read back from each experiment's `results.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::render::num;
+use super::ExperimentError;
+
+/// Every claim of `claims.md`, with a short name of our own.
+pub const CLAIMS: &[(&str, &str)] = &[
+    ("P1", "long-lived connections"),
+    ("P2", "TLS and its cost"),
+    ("P3", "network latency and bandwidth"),
+    ("P4", "send modes"),
+    ("P5", "batching"),
+    ("P6", "retries and the send journal"),
+    ("P7", "several producers"),
+    ("B1", "single-node limits: page cache, fsync, disk, NIC"),
+    ("B2", "partitions, replicas and brokers"),
+    ("C1", "push, pull and long polling"),
+    ("C2", "consumer groups and rebalances"),
+    ("C3", "partition skew vs message-level consumption"),
+    ("C4", "offset commits"),
+    ("E1", "end-to-end latency as a sum of parts"),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimEntry {
+    pub id: String,
+    pub name: String,
+    /// `confirmed`, `refuted`, `qualified`, `inconclusive` or `untested`.
+    pub verdict: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The main experiment's folder under `reports/`; empty when untested.
+    pub experiment: String,
+    /// Further experiments on the same claim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
+    pub finding: String,
+    pub numbers: BTreeMap<String, f64>,
+}
+
+/// Reads `reports/*/results.json` and writes the index files.
+pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
+    let io = |source| ExperimentError::Io {
+        path: reports.to_path_buf(),
+        source,
+    };
+    let mut by_claim: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(reports)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("results.json").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let path = dir.join("results.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| ExperimentError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ExperimentError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let claim = v["claim"].as_str().unwrap_or_default().to_string();
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        by_claim.entry(claim).or_default().push((id, v));
+    }
+    let mut entries = Vec::new();
+    for (id, name) in CLAIMS {
+        let entry = match by_claim.get(*id).and_then(|v| v.split_first()) {
+            Some(((first, v), rest)) => {
+                let j = &v["judgement"];
+                ClaimEntry {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    verdict: j["verdict"].as_str().unwrap_or("inconclusive").to_string(),
+                    condition: j["condition"].as_str().map(str::to_string),
+                    experiment: first.clone(),
+                    also: rest.iter().map(|(id, _)| id.clone()).collect(),
+                    finding: j["finding"].as_str().unwrap_or_default().to_string(),
+                    numbers: serde_json::from_value(j["numbers"].clone()).unwrap_or_default(),
+                }
+            }
+            None => ClaimEntry {
+                id: id.to_string(),
+                name: name.to_string(),
+                verdict: "untested".into(),
+                condition: None,
+                experiment: String::new(),
+                also: Vec::new(),
+                finding: "Not yet tested: the consumer-side experiments need consumer groups, \
+                          rebalances and shared consumption, which come with a later issue."
+                    .into(),
+                numbers: BTreeMap::new(),
+            },
+        };
+        entries.push(entry);
+    }
+    let mut json = serde_json::to_string_pretty(&entries).expect("claims serialize");
+    json.push('\n');
+    std::fs::write(reports.join("claims.json"), json).map_err(io)?;
+    std::fs::write(reports.join("README.md"), readme(&entries)).map_err(io)?;
+    Ok(entries)
+}
+
+fn readme(entries: &[ClaimEntry]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Reports: the source text's claims, measured\n\n\
+         Each claim of `shared/seed/claims.md` is put to the test by an experiment: a scenario \
+         swept over one or two parameters and several seeds, run in deterministic simulation \
+         with the resource model (`scenarios/experiments/`). Every figure is simulated time, so \
+         `fathom report` regenerates this folder byte for byte. `claims.json` holds this table \
+         as data.\n"
+    );
+    let _ = writeln!(s, "| Claim | Topic | Verdict | Experiment | Finding |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for e in entries {
+        let verdict = match &e.condition {
+            Some(c) => format!("**{}** ({c})", e.verdict),
+            None => format!("**{}**", e.verdict),
+        };
+        let experiment = if e.experiment.is_empty() {
+            "-".to_string()
+        } else {
+            let mut links = vec![format!("[{0}]({0}/README.md)", e.experiment)];
+            links.extend(e.also.iter().map(|a| format!("[{a}]({a}/README.md)")));
+            links.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            e.id,
+            e.name,
+            verdict,
+            experiment,
+            e.finding.replace('\n', " ").replace('|', "\\|")
+        );
+    }
+    let _ = writeln!(s, "\n## Key numbers\n");
+    for e in entries.iter().filter(|e| !e.numbers.is_empty()) {
+        let nums: Vec<String> = e
+            .numbers
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", num(*v)))
+            .collect();
+        let _ = writeln!(s, "- **{}**: {}", e.id, nums.join("; "));
+    }
+    s
+}
