@@ -16,10 +16,11 @@
 //! - Connecting costs the round trip turmoil's TCP does not charge (its SYN-ACK is free) and,
 //!   with TLS, the handshake's round trips and CPU; TLS also costs CPU per byte both ways.
 //!
-//! Simulated time advances in ticks of 1 ms and tokio's timers have that resolution too. The
-//! queues keep exact nanosecond accounts, so throughput limits are exact; a single wait shorter
-//! than half a tick is not slept (it would otherwise round up to a whole tick), so a lone small
-//! cost does not show in latency until load queues it.
+//! Simulated time advances in ticks (1 ms by default) and tokio's timers have that resolution
+//! too. The queues keep exact nanosecond accounts, and every wait is rounded *down* to whole
+//! ticks: the caller wakes no later than its resource frees, books its next job from the exact
+//! account, and so throughput limits hold exactly over time. The price is latency resolution: a
+//! lone cost below one tick does not show until load queues it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -229,8 +230,8 @@ pub struct World {
     hosts: BTreeMap<String, Host>,
     paths: BTreeMap<(String, String), Fifo>,
     names: BTreeMap<IpAddr, String>,
-    /// Waits shorter than this are not slept (see the module docs).
-    resolution: Duration,
+    /// Waits are whole multiples of this (see the module docs).
+    tick: Duration,
 }
 
 pub type SharedWorld = Rc<RefCell<World>>;
@@ -243,7 +244,7 @@ impl World {
             hosts: BTreeMap::new(),
             paths: BTreeMap::new(),
             names: BTreeMap::new(),
-            resolution: tick / 2,
+            tick: tick.max(Duration::from_micros(1)),
         }))
     }
 
@@ -293,12 +294,9 @@ impl World {
     }
 
     fn wait(&self, now: Duration, done: Duration) -> Duration {
-        let wait = done.saturating_sub(now);
-        if wait < self.resolution {
-            Duration::ZERO
-        } else {
-            wait
-        }
+        let wait = done.saturating_sub(now).as_nanos();
+        let tick = self.tick.as_nanos();
+        Duration::from_nanos((wait - wait % tick) as u64)
     }
 
     fn connect(&mut self, me: &str, peer: Option<IpAddr>, now: Duration) -> Duration {
@@ -492,16 +490,12 @@ mod tests {
     fn a_busy_nic_delays_later_frames_by_their_transfer_time() {
         let mut w = world();
         let t0 = Duration::from_secs(1);
-        // 400 bytes = 0.4 ms: below the resolution, not slept, but booked.
+        // 400 bytes = 0.4 ms: below a tick, not slept, but booked.
         assert_eq!(w.transmit("broker-1", None, 400, t0), Duration::ZERO);
-        assert_eq!(
-            w.transmit("broker-1", None, 400, t0),
-            Duration::from_micros(800)
-        );
-        assert_eq!(
-            w.transmit("broker-1", None, 1_000, t0),
-            Duration::from_micros(1_800)
-        );
+        assert_eq!(w.transmit("broker-1", None, 400, t0), Duration::ZERO);
+        // Done 1.8 ms from now: the wait rounds down to whole ticks.
+        assert_eq!(w.transmit("broker-1", None, 1_000, t0), MS);
+        assert_eq!(w.transmit("broker-1", None, 200, t0), 2 * MS);
         // Another host's NIC is its own.
         assert_eq!(w.transmit("broker-2", None, 400, t0), Duration::ZERO);
     }

@@ -204,6 +204,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         .clone()
         .map(|spec| World::new(spec, scenario.network.clone(), scenario.tick()));
     let message_cpu = resources::producer_message_cpu(scenario.resources.as_ref());
+    // Producers still sending; the final read waits for them (a fire-and-forget producer may
+    // still be draining its buffer after the workload phase).
+    let producers_running = Rc::new(std::cell::Cell::new(0usize));
     for id in cluster.broker_ids() {
         let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
         let res = resources::for_host(world.as_ref(), &broker_host(id));
@@ -226,7 +229,13 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 resources: resources::for_host(world.as_ref(), &name),
                 message_cpu,
             };
-            sim.client(name, process.run::<SimNet>());
+            let running = producers_running.clone();
+            running.set(running.get() + 1);
+            sim.client(name, async move {
+                let result = process.run::<SimNet>().await;
+                running.set(running.get() - 1);
+                result
+            });
         }
     }
     for spec in &scenario.consumers {
@@ -291,7 +300,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
             healed = true;
             plan.heal_all(&mut sim, now, &trace);
         }
-        if !final_read_started && now >= settle_end {
+        let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
+        if !final_read_started && now >= settle_end && producers_done {
             final_read_started = true;
             let partitions = data_partitions(&cluster);
             let reader = FinalRead {

@@ -44,6 +44,21 @@ fn send_op(tp: &TopicPartition, id: &str) -> Op {
     }
 }
 
+/// How far an open-loop producer may fall behind its schedule and still catch up: sends due
+/// longer ago than this are skipped, so a long block does not end in an unbounded burst.
+const SEND_BACKLOG_MAX: Duration = Duration::from_millis(100);
+
+/// The next send time of a producer sending every `interval`. Sends due in the past go out at
+/// once (several per tick when the rate is above the tick rate), within [`SEND_BACKLOG_MAX`].
+fn next_send_after(previous: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = previous + interval;
+    let oldest = Instant::from_nanos(
+        now.as_nanos()
+            .saturating_sub(SEND_BACKLOG_MAX.as_nanos() as u64),
+    );
+    next.max(oldest)
+}
+
 pub struct ProducerProcess {
     pub name: String,
     pub spec: ProducerSpec,
@@ -158,13 +173,20 @@ impl ProducerProcess {
                         }
                         sent += 1;
                         outstanding += 1;
-                        next_send = (next_send + interval).max(now);
+                        next_send = next_send_after(next_send, interval, now);
                         blocked_since = None;
                         continue;
                     }
                     // An asynchronous send blocks while the buffer is full (claim P4), for at
                     // most `max_block_ms`; then that send fails.
                     Err(SendError::BufferFull) => {
+                        // Handing queued batches to the network may free room at once (acks=0
+                        // frees a batch when it is sent): try again before blocking.
+                        let queued = producer.queued_bytes();
+                        io.flush(&mut producer);
+                        if producer.queued_bytes() < queued {
+                            continue;
+                        }
                         let since = *blocked_since.get_or_insert(now);
                         if now.saturating_since(since) >= max_block {
                             record(
@@ -182,7 +204,7 @@ impl ProducerProcess {
                             }
                             record(&self.trace, &self.name, EventType::Fail, op);
                             sent += 1;
-                            next_send = (next_send + interval).max(now);
+                            next_send = next_send_after(next_send, interval, now);
                             blocked_since = None;
                             continue;
                         }
@@ -191,6 +213,8 @@ impl ProducerProcess {
             }
             let done_sending = sent >= spec.messages || now >= stop;
             if (done_sending && outstanding == 0) || now >= give_up {
+                // Like a producer's close(): what was handed to the network goes out.
+                io.drain(&mut producer, give_up).await;
                 break;
             }
             // While sending, wake for the next send; after, only the outcomes still due matter.

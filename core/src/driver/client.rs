@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::conn::{read_frames, write_frames, ReadEvent};
-use super::{pay, Clock, Net, SharedResources, Unmetered, CONN_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
+use super::{pay, Clock, Net, SharedResources, Unmetered, CLIENT_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
 use crate::client::{Consumer, Producer, Transmit};
 use crate::config::BrokerAddr;
 use crate::ids::NodeId;
@@ -17,6 +17,11 @@ use crate::time::Instant;
 /// A machine whose `poll_timeout` stays due after `handle_timeout` would otherwise freeze
 /// simulated time, which only advances when every task waits.
 pub const STEPS_AT_ONE_INSTANT_MAX: u32 = 100_000;
+
+/// How often [`ClientIo::drain`] looks at its queues.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long [`ClientIo::drain`] waits after the queues emptied.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The sans-IO surface every client state machine offers its driver.
 pub trait ClientMachine: std::fmt::Debug {
@@ -73,6 +78,8 @@ pub struct ClientIo<N: Net> {
     events: mpsc::Receiver<((NodeId, u64), ReadEvent)>,
     last_step: (Instant, u32),
     resources: SharedResources,
+    /// A frame waiting for room in its link's queue: `(broker, link generation, frame)`.
+    stalled: Option<(NodeId, u64, Bytes)>,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -89,6 +96,7 @@ impl<N: Net> ClientIo<N> {
             events,
             last_step: (Instant::ZERO, 0),
             resources: std::rc::Rc::new(Unmetered),
+            stalled: None,
             _net: std::marker::PhantomData,
         }
     }
@@ -116,7 +124,15 @@ impl<N: Net> ClientIo<N> {
     }
 
     /// Sends whatever the machine has queued.
+    ///
+    /// A link whose queue is full stalls the flush: nothing more is taken from the machine until
+    /// the stalled frame is queued. A producer's records then stay in its buffer, which fills
+    /// and blocks `send`, as in Kafka, where a request counts as sent once written to the
+    /// socket. A peer that stops reading altogether is cut off by the idle timeout.
     pub fn flush<M: ClientMachine>(&mut self, m: &mut M) {
+        if !self.unstall() {
+            return;
+        }
         while let Some(Transmit { to, msg }) = m.poll_transmit() {
             let frame = frame::encode(&msg);
             let link = match self.links.get(&to) {
@@ -129,12 +145,69 @@ impl<N: Net> ClientIo<N> {
                     }
                 },
             };
-            if link.frames.try_send(frame).is_err() {
-                // The broker is not keeping up; start over on a fresh connection.
-                self.links.remove(&to);
-                m.handle_disconnected(self.clock.now(), to);
+            match link.frames.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    self.stalled = Some((to, link.generation, frame));
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.links.remove(&to);
+                    m.handle_disconnected(self.clock.now(), to);
+                }
             }
         }
+    }
+
+    /// Waits until every queued frame has been handed to its connection, or until `until`, as
+    /// a client's `close` does before it exits; then gives the writers [`DRAIN_GRACE`] to put
+    /// the last frames on the wire.
+    pub async fn drain<M: ClientMachine>(&mut self, m: &mut M, until: Instant) {
+        loop {
+            self.flush(m);
+            let busy = self.stalled.is_some()
+                || self
+                    .links
+                    .values()
+                    .any(|l| l.frames.capacity() < l.frames.max_capacity());
+            let now = self.clock.now();
+            if !busy || now >= until {
+                break;
+            }
+            self.step(m, Some((now + DRAIN_POLL).min(until))).await;
+        }
+        let grace = (self.clock.now() + DRAIN_GRACE).min(until);
+        while self.clock.now() < grace {
+            self.step(m, Some(grace)).await;
+        }
+    }
+
+    /// Queues the stalled frame if its link has room; returns whether the flush may go on. A
+    /// stalled frame whose link closed is dropped: the machine learns of the close from the
+    /// link's reader.
+    fn unstall(&mut self) -> bool {
+        let Some((to, generation, frame)) = self.stalled.take() else {
+            return true;
+        };
+        match self.links.get(&to) {
+            Some(l) if l.generation == generation => match l.frames.try_send(frame) {
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    self.stalled = Some((to, generation, frame));
+                    false
+                }
+                _ => true,
+            },
+            _ => true,
+        }
+    }
+
+    /// The queue of the stalled frame's link, to wait for room in.
+    fn stalled_link(&self) -> Option<mpsc::Sender<Bytes>> {
+        let (to, generation, _) = self.stalled.as_ref()?;
+        self.links
+            .get(to)
+            .filter(|l| l.generation == *generation)
+            .map(|l| l.frames.clone())
     }
 
     /// Waits for one input or for `until`, feeds the machine, and flushes its output.
@@ -152,17 +225,31 @@ impl<N: Net> ClientIo<N> {
             self.last_step = (now, 0);
         }
         self.flush(m);
-        let deadline = [m.poll_timeout(), until]
+        // While stalled, a machine timer already due only wants to transmit: it waits for room
+        // rather than spinning at this instant.
+        let machine = m
+            .poll_timeout()
+            .filter(|t| self.stalled.is_none() || *t > now);
+        let deadline = [machine, until]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(Instant::FAR_FUTURE);
         let sleep_until = self.clock.to_tokio(deadline);
+        let stalled = self.stalled_link();
+        let room = async {
+            match &stalled {
+                // The permit is dropped at once; the flush below takes the slot.
+                Some(tx) => drop(tx.reserve().await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             Some(((broker, generation), event)) = self.events.recv() => {
                 self.on_event(m, broker, generation, event);
             }
+            _ = room => {}
             _ = tokio::time::sleep_until(sleep_until) => {
                 let now = self.clock.now();
                 if m.poll_timeout().is_some_and(|t| t <= now) {
@@ -203,7 +290,7 @@ impl<N: Net> ClientIo<N> {
         let addr = self.addrs.get(&broker)?.clone();
         let generation = self.next_generation;
         self.next_generation += 1;
-        let (frames_tx, frames_rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
+        let (frames_tx, frames_rx) = mpsc::channel(CLIENT_WRITE_QUEUE_MAX);
         let hello = frame::encode(&Message::Hello {
             version: PROTOCOL_VERSION,
             peer: Peer::Client(self.name.clone()),

@@ -7,6 +7,9 @@ use tokio::sync::mpsc;
 use std::net::IpAddr;
 
 use super::{pay, Net, SharedResources, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES};
+
+/// The most bytes of queued frames written to a socket at once.
+pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 use crate::protocol::frame::{self, FrameDecoder, FrameError};
 use crate::protocol::Message;
 
@@ -65,6 +68,11 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
 
 /// Writes encoded frames, and a `Ping` every [`PING_INTERVAL`], until the channel closes or a
 /// write fails; then shuts the stream. Returns whether every frame was written.
+///
+/// Frames queued together go out in one write of up to [`WRITE_COALESCE_BYTES`]: fewer, larger
+/// writes, as a kernel's socket buffer would coalesce them (and turmoil's TCP, which counts
+/// segments against a window of 64, stays out of its window). A frame whose transmit cost must
+/// be waited for first sends what is already gathered, so the wait delays only later frames.
 pub(crate) async fn write_frames<N: Net>(
     mut writer: WriteHalf<N::Stream>,
     mut frames: mpsc::Receiver<Bytes>,
@@ -76,29 +84,33 @@ pub(crate) async fn write_frames<N: Net>(
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gathered = BytesMut::new();
     loop {
-        let frame = tokio::select! {
+        let mut next = Some(tokio::select! {
             biased;
             f = frames.recv() => match f {
                 Some(f) => f,
                 None => break,
             },
             _ = ticker.tick() => ping.clone(),
-        };
-        pay(resources.transmit(peer, frame.len())).await;
-        if writer.write_all(&frame).await.is_err() {
-            return false;
-        }
-        // Coalesce whatever else is queued before flushing.
-        while let Ok(frame) = frames.try_recv() {
-            pay(resources.transmit(peer, frame.len())).await;
-            if writer.write_all(&frame).await.is_err() {
-                return false;
+        });
+        while let Some(frame) = next.take() {
+            let wait = resources.transmit(peer, frame.len());
+            let full = gathered.len() + frame.len() > WRITE_COALESCE_BYTES;
+            if (!wait.is_zero() || full) && !gathered.is_empty() {
+                if writer.write_all(&gathered).await.is_err() {
+                    return false;
+                }
+                gathered.clear();
             }
+            pay(wait).await;
+            gathered.extend_from_slice(&frame);
+            next = frames.try_recv().ok();
         }
-        if writer.flush().await.is_err() {
+        if writer.write_all(&gathered).await.is_err() || writer.flush().await.is_err() {
             return false;
         }
+        gathered.clear();
     }
     let _ = writer.shutdown().await;
     true

@@ -33,6 +33,9 @@ use crate::time::Instant;
 /// Frames waiting to be written to one connection. A peer that cannot keep up is disconnected
 /// (clients) or has frames dropped (brokers, whose replication tolerates loss).
 pub const CONN_WRITE_QUEUE_MAX: usize = 1024;
+/// Frames waiting to be written to one client connection: about a socket send buffer (1 MiB of
+/// 16 kB batches). Beyond it the client stalls and its producer buffer fills.
+pub const CLIENT_WRITE_QUEUE_MAX: usize = 64;
 /// Inputs from connection tasks waiting for the state machine.
 pub const EVENT_QUEUE_MAX: usize = 4096;
 /// Bytes read from a socket per read call.

@@ -78,7 +78,8 @@ pub struct Experiment {
 pub struct Axis {
     pub name: String,
     /// Dotted paths into the scenario (`producers[0].linger_ms`); every value is written to
-    /// each of them.
+    /// each of them. May be empty when `extra` says everything.
+    #[serde(default)]
     pub params: Vec<String>,
     pub values: Vec<toml::Value>,
     /// How each value is shown; by default the value itself.
@@ -178,8 +179,11 @@ impl Experiment {
             return Err(format!("seeds: 1 ..= {SEEDS_MAX} seeds"));
         }
         for a in &self.axes {
-            if a.values.is_empty() || a.params.is_empty() {
-                return Err(format!("axis {:?}: needs params and values", a.name));
+            if a.values.is_empty() || (a.params.is_empty() && a.extra.is_empty()) {
+                return Err(format!(
+                    "axis {:?}: needs values, and params or extra",
+                    a.name
+                ));
             }
             if !a.labels.is_empty() && a.labels.len() != a.values.len() {
                 return Err(format!("axis {:?}: one label per value", a.name));
