@@ -10,6 +10,31 @@
 //! re-sends the very same records. With `in_flight_max > 1` a retried batch can land after a
 //! later one: the reordering the source text warns about for asynchronous sends (claim P4).
 //!
+//! # Idempotence (claim P4)
+//!
+//! With `enable_idempotence` the producer first asks any broker for a producer id
+//! (`InitProducerId`) and sends nothing until it has one. Each partition has an epoch (starting
+//! at the id's) and a sequence counter. When a batch is first handed out it is stamped with the
+//! producer id, the partition's epoch and the next sequence number ([`batch::set_producer`]),
+//! which it keeps across retries, so the leader recognises a retry of a batch it already has and
+//! answers with the original offset instead of appending it again (see
+//! [`crate::broker::producer_state`]).
+//!
+//! Order is kept as well: batches of a partition are handed out in sequence order, a retry only
+//! once no batch before it is in flight, and a batch refused with `OutOfOrderSequence` because
+//! an earlier one is still being retried is retried after it. `in_flight_max` may not exceed
+//! the leader's window of [`PRODUCER_BATCHES_RETAINED`] batches.
+//!
+//! When a batch that was stamped fails for good (delivery timeout, retries exhausted, an error
+//! that cannot be retried, or a sequence gap that no earlier batch will fill), its sequence
+//! number is lost and the partition would refuse every later batch. The producer then bumps the
+//! partition's epoch itself (the new epoch restarts at sequence 0 and fences the old one at the
+//! leader), or asks for a new producer id once the epoch is exhausted. Batches of the old epoch
+//! already handed out cannot be re-stamped without risking a duplicate, so each fails (definite
+//! only if none of its attempts may have been appended) unless its attempt in flight succeeds;
+//! batches not yet handed out go out under the new epoch. No batch of the new epoch is handed
+//! out while one of the old is in flight.
+//!
 //! A record's failure is `definite` only when no attempt of its batch can have been appended:
 //! every attempt ended in an error for which [`ErrorCode::produce_definitely_failed`] holds, or
 //! the batch never left the client. A timeout, a connection lost with the request in flight, or
@@ -20,10 +45,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::broker::producer_state::PRODUCER_BATCHES_RETAINED;
 use crate::config::BrokerAddr;
 use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, NewRecord};
-use crate::protocol::{Acks, Message, ProduceOk, Request, Response};
+use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, ProducerIdentity, Request, Response};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -57,6 +83,31 @@ pub struct ProducerConfig {
     /// awaited, up to `request_timeout_ms`).
     pub delivery_timeout_ms: u64,
     pub metadata_refresh_backoff_ms: u64,
+    /// Exactly-once appends and order per partition through producer ids and sequence numbers
+    /// (see the module docs). Needs `acks = All` and `in_flight_max <= 5`.
+    pub enable_idempotence: bool,
+}
+
+impl ProducerConfig {
+    /// Why this config cannot run, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.in_flight_max == 0 {
+            return Err("in_flight_max must be at least 1".into());
+        }
+        if self.enable_idempotence {
+            if self.acks != Acks::All {
+                return Err("idempotence needs acks = all".into());
+            }
+            if self.in_flight_max > PRODUCER_BATCHES_RETAINED {
+                return Err(format!(
+                    "idempotence allows at most {PRODUCER_BATCHES_RETAINED} requests in flight \
+                     per partition (the leader's deduplication window); in_flight_max is {}",
+                    self.in_flight_max
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProducerConfig {
@@ -75,6 +126,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             delivery_timeout_ms: 120_000,
             metadata_refresh_backoff_ms: 100,
+            enable_idempotence: false,
         }
     }
 }
@@ -130,6 +182,8 @@ struct Batch {
     maybe_appended: bool,
     retry_at: Instant,
     last_error: String,
+    /// With idempotence: the identity the batch was stamped with when first handed out.
+    producer: Option<ProducerIdentity>,
 }
 
 #[derive(Debug, Default)]
@@ -137,17 +191,39 @@ struct PartitionQueue {
     open: Option<OpenBatch>,
     /// Closed batches waiting to be sent, by `seq`.
     queued: BTreeMap<u64, Batch>,
-    in_flight: usize,
+    /// Batches in flight, by `seq`, with the identity each was stamped with.
+    in_flight: BTreeMap<u64, Option<ProducerIdentity>>,
 }
 
 impl PartitionQueue {
     fn is_empty(&self) -> bool {
-        self.open.is_none() && self.queued.is_empty() && self.in_flight == 0
+        self.open.is_none() && self.queued.is_empty() && self.in_flight.is_empty()
     }
 
     fn has_unsent(&self) -> bool {
         self.open.is_some() || !self.queued.is_empty()
     }
+}
+
+/// An idempotent producer's numbering of one partition; kept while the producer lives, since
+/// the partition's leader remembers it.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartitionSequence {
+    /// `None` until the first batch is stamped, and again after the epoch ran out.
+    identity: Option<ProducerIdentity>,
+    next_sequence: u32,
+}
+
+/// The `InitProducerId` exchange of an idempotent producer.
+#[derive(Debug, Default)]
+struct ProducerIdRequest {
+    /// Correlation id, broker and deadline of the request in flight.
+    in_flight: Option<(u64, NodeId, Instant)>,
+    /// No request before this: failure backoff.
+    next_at: Instant,
+    failures_consecutive: u32,
+    /// Index, in id order, of the broker asked next.
+    cursor: usize,
 }
 
 #[derive(Debug)]
@@ -181,10 +257,18 @@ pub struct Producer {
     next_batch_seq: u64,
     /// Round-robin start for the next partition to send from.
     next_partition: Option<TopicPartition>,
+    /// With idempotence: the id new partition identities take; `None` while one is requested.
+    producer_id: Option<u64>,
+    producer_id_request: ProducerIdRequest,
+    sequences: BTreeMap<TopicPartition, PartitionSequence>,
 }
 
 impl Producer {
+    /// Panics if `config` does not [`validate`](ProducerConfig::validate).
     pub fn new(config: ProducerConfig, bootstrap: Vec<BrokerAddr>, mut rng: Rng) -> Producer {
+        if let Err(e) = config.validate() {
+            panic!("invalid producer config: {e}");
+        }
         let metadata_config = MetadataConfig {
             refresh_backoff_ms: config.metadata_refresh_backoff_ms,
             request_timeout_ms: config.request_timeout_ms,
@@ -202,7 +286,20 @@ impl Producer {
             buffered_bytes: 0,
             next_batch_seq: 0,
             next_partition: None,
+            producer_id: None,
+            producer_id_request: ProducerIdRequest::default(),
+            sequences: BTreeMap::new(),
         }
+    }
+
+    /// With idempotence: the producer id in use for new partitions, once a broker gave one.
+    pub fn producer_id(&self) -> Option<u64> {
+        self.producer_id
+    }
+
+    /// With idempotence: the identity `partition`'s batches are stamped with now.
+    pub fn partition_identity(&self, partition: &TopicPartition) -> Option<ProducerIdentity> {
+        self.sequences.get(partition).and_then(|s| s.identity)
     }
 
     pub fn config(&self) -> &ProducerConfig {
@@ -285,10 +382,22 @@ impl Producer {
         };
         if self.metadata.owns(correlation_id) {
             self.metadata.handle_response(now, correlation_id, response);
+        } else if self
+            .producer_id_request
+            .in_flight
+            .is_some_and(|(id, _, _)| id == correlation_id)
+        {
+            self.producer_id_request.in_flight = None;
+            match response {
+                Response::InitProducerId(Ok(identity)) => self.producer_id_granted(identity),
+                _ => self.producer_id_failed(),
+            }
         } else if let Some(f) = self.in_flight.remove(&correlation_id) {
             // A late answer to a request already given up on was removed above and lands here
             // as unknown: ignored.
-            self.partition_mut(&f.partition).in_flight -= 1;
+            self.partition_mut(&f.partition)
+                .in_flight
+                .remove(&f.batch.seq);
             match response {
                 Response::Produce(Ok(ProduceOk { base_offset })) => {
                     self.delivered(f.partition, f.batch, base_offset)
@@ -306,6 +415,14 @@ impl Producer {
     pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
         self.advance(now);
         self.metadata.handle_disconnected(now, broker);
+        if self
+            .producer_id_request
+            .in_flight
+            .is_some_and(|(_, b, _)| b == broker)
+        {
+            self.producer_id_request.in_flight = None;
+            self.producer_id_failed();
+        }
         let lost: Vec<u64> = self
             .in_flight
             .iter()
@@ -314,7 +431,9 @@ impl Producer {
             .collect();
         for id in lost {
             let f = self.in_flight.remove(&id).expect("listed above");
-            self.partition_mut(&f.partition).in_flight -= 1;
+            self.partition_mut(&f.partition)
+                .in_flight
+                .remove(&f.batch.seq);
             self.attempt_failed(f.partition, broker, f.batch, RequestFailure::Disconnected);
         }
         self.want_unknown_leaders();
@@ -323,6 +442,14 @@ impl Producer {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         self.metadata.handle_timeout(now);
+        if self
+            .producer_id_request
+            .in_flight
+            .is_some_and(|(_, _, deadline)| deadline <= now)
+        {
+            self.producer_id_request.in_flight = None;
+            self.producer_id_failed();
+        }
         let expired: Vec<u64> = self
             .in_flight
             .iter()
@@ -331,7 +458,9 @@ impl Producer {
             .collect();
         for id in expired {
             let f = self.in_flight.remove(&id).expect("listed above");
-            self.partition_mut(&f.partition).in_flight -= 1;
+            self.partition_mut(&f.partition)
+                .in_flight
+                .remove(&f.batch.seq);
             self.attempt_failed(f.partition, f.broker, f.batch, RequestFailure::TimedOut);
         }
         self.expire_unsent(now);
@@ -345,6 +474,9 @@ impl Producer {
         let mut deadlines = vec![
             self.metadata.poll_timeout(),
             self.in_flight.values().map(|f| f.deadline).min(),
+            self.producer_id_request.in_flight.map(|(_, _, d)| d),
+            self.wants_producer_id()
+                .then_some(self.producer_id_request.next_at),
         ];
         for (partition, queue) in &self.partitions {
             let oldest = earliest([
@@ -363,6 +495,9 @@ impl Producer {
         if let Some(t) = self.metadata.poll_transmit(now, &mut self.ids) {
             return Some(t);
         }
+        if let Some(t) = self.poll_producer_id_request(now) {
+            return Some(t);
+        }
         let start = self.next_partition.clone();
         let order: Vec<TopicPartition> = match &start {
             Some(s) => self
@@ -379,12 +514,18 @@ impl Producer {
                 continue;
             }
             let leader = self.metadata.leader(&partition).expect("send_at checked");
+            let idempotent = self.config.enable_idempotence;
             let queue = self.partitions.get_mut(&partition).expect("listed above");
-            let ready = queue
-                .queued
-                .iter()
-                .find(|(_, b)| b.retry_at <= now)
-                .map(|(seq, _)| *seq);
+            // With idempotence batches go out strictly in order; send_at checked the first.
+            let ready = if idempotent {
+                queue.queued.keys().next().copied()
+            } else {
+                queue
+                    .queued
+                    .iter()
+                    .find(|(_, b)| b.retry_at <= now)
+                    .map(|(seq, _)| *seq)
+            };
             let batch = match ready {
                 Some(seq) => queue.queued.remove(&seq).expect("found above"),
                 None => close(queue.open.take().expect("send_at found a ready batch")),
@@ -416,17 +557,45 @@ impl Producer {
     }
 
     /// When `partition` can next send a batch: `None` while it has nothing to send, no known
-    /// leader, or a full in-flight window.
+    /// leader, or a full in-flight window (and, with idempotence, while the batch next in order
+    /// must wait for an identity or for the batches ahead of it).
     fn send_at(&self, partition: &TopicPartition, queue: &PartitionQueue) -> Option<Instant> {
         self.metadata.leader(partition)?;
-        if self.config.acks != Acks::None && queue.in_flight >= self.config.in_flight_max {
+        if self.config.acks != Acks::None && queue.in_flight.len() >= self.config.in_flight_max {
             return None;
         }
         let linger = Duration::from_millis(self.config.linger_ms);
-        earliest([
-            queue.queued.values().map(|b| b.retry_at).min(),
-            queue.open.as_ref().map(|o| o.created + linger),
-        ])
+        if !self.config.enable_idempotence {
+            return earliest([
+                queue.queued.values().map(|b| b.retry_at).min(),
+                queue.open.as_ref().map(|o| o.created + linger),
+            ]);
+        }
+        let identity = self.identity_for(partition)?;
+        // Nothing of a new epoch while the old one is in flight: the leader would fence it.
+        if queue.in_flight.values().any(|i| *i != Some(identity)) {
+            return None;
+        }
+        match queue.queued.values().next() {
+            // A retry waits for every batch ahead of it to come back.
+            Some(first) if first.attempts > 0 && queue.in_flight.keys().any(|s| *s < first.seq) => {
+                None
+            }
+            Some(first) => Some(first.retry_at),
+            None => queue.open.as_ref().map(|o| o.created + linger),
+        }
+    }
+
+    /// The identity the next batch of `partition` would be stamped with: its own, or a fresh
+    /// one from the producer id once known.
+    fn identity_for(&self, partition: &TopicPartition) -> Option<ProducerIdentity> {
+        match self.sequences.get(partition).and_then(|s| s.identity) {
+            Some(identity) => Some(identity),
+            None => self.producer_id.map(|producer_id| ProducerIdentity {
+                producer_id,
+                producer_epoch: 0,
+            }),
+        }
     }
 
     fn transmit(
@@ -435,6 +604,9 @@ impl Producer {
         leader: NodeId,
         mut batch: Batch,
     ) -> Transmit {
+        if self.config.enable_idempotence && batch.producer.is_none() {
+            self.stamp(&partition, &mut batch);
+        }
         batch.attempts += 1;
         let correlation_id = self.ids.next_id();
         let server_timeout_ms = (self.config.request_timeout_ms / 4 * 3).min(u32::MAX as u64);
@@ -454,7 +626,9 @@ impl Producer {
             };
             self.resolve(partition, batch, |_| Err(failure.clone()));
         } else {
-            self.partition_mut(&partition).in_flight += 1;
+            self.partition_mut(&partition)
+                .in_flight
+                .insert(batch.seq, batch.producer);
             let deadline = self.now + Duration::from_millis(self.config.request_timeout_ms);
             self.in_flight.insert(
                 correlation_id,
@@ -467,6 +641,29 @@ impl Producer {
             );
         }
         Transmit { to: leader, msg }
+    }
+
+    /// Gives a batch its producer id, epoch and sequence numbers, for good.
+    fn stamp(&mut self, partition: &TopicPartition, batch: &mut Batch) {
+        let identity = self
+            .identity_for(partition)
+            .expect("send_at checked for an identity");
+        let seqs = self.sequences.entry(partition.clone()).or_default();
+        if seqs.identity != Some(identity) {
+            *seqs = PartitionSequence {
+                identity: Some(identity),
+                next_sequence: 0,
+            };
+        }
+        let base_sequence = seqs.next_sequence;
+        seqs.next_sequence = base_sequence.wrapping_add(batch.ids.len() as u32);
+        batch.bytes = batch::set_producer(
+            &batch.bytes,
+            identity.producer_id,
+            identity.producer_epoch,
+            base_sequence,
+        );
+        batch.producer = Some(identity);
     }
 
     fn delivered(&mut self, partition: TopicPartition, batch: Batch, base_offset: u64) {
@@ -489,7 +686,13 @@ impl Producer {
             .handle_request_failure(&partition, broker, &failure);
         let delivery_deadline =
             batch.created + Duration::from_millis(self.config.delivery_timeout_ms);
-        let give_up = if !failure.is_retriable() {
+        let give_up = if self.is_stale(&partition, &batch) {
+            Some("abandoned after an earlier batch of the partition failed (epoch bumped)")
+        } else if failure == RequestFailure::Broker(ErrorCode::OutOfOrderSequence)
+            && !self.has_unresolved_before(&partition, &batch)
+        {
+            Some("sequence gap that no earlier batch will fill")
+        } else if !failure.is_retriable() {
             Some("not retriable")
         } else if batch.attempts > self.config.retries_max {
             Some("retries exhausted")
@@ -512,6 +715,28 @@ impl Producer {
         self.partition_mut(&partition)
             .queued
             .insert(batch.seq, batch);
+    }
+
+    /// A batch stamped with an identity its partition has moved on from.
+    fn is_stale(&self, partition: &TopicPartition, batch: &Batch) -> bool {
+        batch.producer.is_some()
+            && batch.producer != self.sequences.get(partition).and_then(|s| s.identity)
+    }
+
+    /// Whether a batch of the same identity ahead of `batch` may still be appended (it is in
+    /// flight or waiting for a retry), so that `batch`'s `OutOfOrderSequence` may go away.
+    fn has_unresolved_before(&self, partition: &TopicPartition, batch: &Batch) -> bool {
+        let Some(queue) = self.partitions.get(partition) else {
+            return false;
+        };
+        queue
+            .in_flight
+            .range(..batch.seq)
+            .any(|(_, identity)| *identity == batch.producer)
+            || queue
+                .queued
+                .range(..batch.seq)
+                .any(|(_, b)| b.producer == batch.producer)
     }
 
     /// Fails unsent batches whose delivery timeout has passed.
@@ -557,7 +782,51 @@ impl Producer {
             definite: !batch.maybe_appended,
             error,
         };
-        self.resolve(partition, batch, |_| Err(failure.clone()));
+        let bump = batch.producer.is_some() && !self.is_stale(&partition, &batch);
+        self.resolve(partition.clone(), batch, |_| Err(failure.clone()));
+        if bump {
+            self.bump_epoch(&partition);
+        }
+    }
+
+    /// Restarts `partition`'s sequence numbers under a new epoch after a stamped batch failed
+    /// for good (see the module docs), and fails the batches of the old epoch waiting for a
+    /// retry. Those in flight fail when their attempt does, unless it succeeds.
+    fn bump_epoch(&mut self, partition: &TopicPartition) {
+        let seqs = self.sequences.entry(partition.clone()).or_default();
+        let old = seqs.identity;
+        seqs.next_sequence = 0;
+        seqs.identity = match old {
+            Some(i) if i.producer_epoch < u16::MAX => Some(ProducerIdentity {
+                producer_epoch: i.producer_epoch + 1,
+                ..i
+            }),
+            _ => None,
+        };
+        if seqs.identity.is_none() {
+            // The epoch ran out: this partition needs an id it has never used.
+            if old.map(|i| i.producer_id) == self.producer_id {
+                self.producer_id = None;
+            }
+        }
+        tracing::debug!(%partition, ?old, new = ?seqs.identity, "producer epoch bumped");
+        let Some(queue) = self.partitions.get_mut(partition) else {
+            return;
+        };
+        let stale: Vec<u64> = queue
+            .queued
+            .iter()
+            .filter(|(_, b)| b.producer.is_some())
+            .map(|(seq, _)| *seq)
+            .collect();
+        let stale: Vec<Batch> = stale
+            .into_iter()
+            .map(|seq| queue.queued.remove(&seq).expect("listed above"))
+            .collect();
+        for batch in stale {
+            let reason = "abandoned after an earlier batch of the partition failed (epoch bumped)";
+            self.fail(partition.clone(), batch, reason);
+        }
     }
 
     /// Reports every record of `batch` and releases its buffer space.
@@ -594,6 +863,51 @@ impl Producer {
             self.metadata.request_refresh();
         }
     }
+
+    // --- producer ids ----------------------------------------------------------------------
+
+    fn wants_producer_id(&self) -> bool {
+        self.config.enable_idempotence
+            && self.producer_id.is_none()
+            && self.producer_id_request.in_flight.is_none()
+    }
+
+    fn poll_producer_id_request(&mut self, now: Instant) -> Option<Transmit> {
+        if !self.wants_producer_id() || now < self.producer_id_request.next_at {
+            return None;
+        }
+        let brokers: Vec<NodeId> = self.metadata.brokers().map(|(id, _)| id).collect();
+        let broker = *brokers.get(self.producer_id_request.cursor % brokers.len().max(1))?;
+        let correlation_id = self.ids.next_id();
+        let deadline = now + Duration::from_millis(self.config.request_timeout_ms);
+        self.producer_id_request.in_flight = Some((correlation_id, broker, deadline));
+        Some(Transmit {
+            to: broker,
+            msg: Message::Request {
+                correlation_id,
+                request: Request::InitProducerId,
+            },
+        })
+    }
+
+    fn producer_id_granted(&mut self, identity: ProducerIdentity) {
+        self.producer_id_request.failures_consecutive = 0;
+        self.producer_id = Some(identity.producer_id);
+    }
+
+    /// The `InitProducerId` in flight failed: ask the next broker after a backoff.
+    fn producer_id_failed(&mut self) {
+        let r = &mut self.producer_id_request;
+        r.cursor = r.cursor.wrapping_add(1);
+        r.failures_consecutive = r.failures_consecutive.saturating_add(1);
+        let backoff = exponential_backoff(
+            &mut self.rng,
+            self.config.retry_backoff_min_ms,
+            self.config.retry_backoff_max_ms,
+            r.failures_consecutive,
+        );
+        r.next_at = self.now + backoff;
+    }
 }
 
 fn close(open: OpenBatch) -> Batch {
@@ -607,5 +921,6 @@ fn close(open: OpenBatch) -> Batch {
         maybe_appended: false,
         retry_at: Instant::ZERO,
         last_error: String::new(),
+        producer: None,
     }
 }

@@ -14,9 +14,9 @@
 //! 27  last_offset_delta   u32   record_count - 1
 //! 31  first_timestamp_ns  u64
 //! 39  max_timestamp_ns    u64
-//! 47  producer_id         u64   reserved for the idempotent producer
-//! 55  producer_epoch      u16   reserved
-//! 57  base_sequence       u32   reserved
+//! 47  producer_id         u64   idempotent producer's id; 0 (`NO_PRODUCER_ID`) for none
+//! 55  producer_epoch      u16   that producer's epoch
+//! 57  base_sequence       u32   the first record's sequence number in this partition
 //! 61  record_count        u32
 //! 65  records: (offset_delta u32, timestamp_ns u64, key_len u32, key, value_len u32, value)*
 //! ```
@@ -24,6 +24,12 @@
 //! The CRC covers `base_offset`, `leader_epoch` and every byte after the CRC field. Kafka leaves
 //! the offset and epoch out so the leader can stamp them without rehashing; Fathom rehashes on
 //! stamp instead, so a flipped bit in the offset or epoch read back from disk is caught too.
+//!
+//! Idempotent producers number their records per partition, as Kafka does: a batch's
+//! `base_sequence` is the sequence of its first record, the next batch starts at
+//! `base_sequence + record_count` (wrapping). The producer sets the three producer fields with
+//! [`set_producer`] before the batch is first sent and never changes them afterwards, so a retry
+//! carries the very same bytes and the leader can recognise it.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -33,6 +39,9 @@ pub const HEADER_BYTES: usize = 65;
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4;
 pub const ATTR_CONTROL: u16 = 1;
+/// The `producer_id` of a batch written without idempotence (and of control batches). Real
+/// producer ids are never 0 (see [`crate::broker::producer_ids`]).
+pub const NO_PRODUCER_ID: u64 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -61,6 +70,17 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Written by an idempotent producer.
+    pub fn has_producer(&self) -> bool {
+        self.producer_id != NO_PRODUCER_ID
+    }
+
+    /// The sequence number of the batch's last record.
+    pub fn last_sequence(&self) -> u32 {
+        self.base_sequence
+            .wrapping_add(self.record_count.saturating_sub(1))
     }
 }
 
@@ -171,6 +191,34 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// Reads the header of the batch at the front of `buf` without checking its checksum or its
+/// records: for batches already checked, such as those of an in-memory log, when only the
+/// header matters.
+pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_BYTES {
+        return Err(BatchError::Incomplete {
+            have: buf.len(),
+            need: HEADER_BYTES,
+        });
+    }
+    if buf[20] != MAGIC {
+        return Err(BatchError::BadMagic(buf[20]));
+    }
+    Ok(BatchHeader {
+        base_offset: u64_at(buf, 0),
+        batch_len: u32_at(buf, 8),
+        leader_epoch: u64_at(buf, 12),
+        crc: u32_at(buf, 21),
+        attributes: u16_at(buf, 25),
+        first_timestamp_ns: u64_at(buf, 31),
+        max_timestamp_ns: u64_at(buf, 39),
+        producer_id: u64_at(buf, 47),
+        producer_epoch: u16_at(buf, 55),
+        base_sequence: u32_at(buf, 57),
+        record_count: u32_at(buf, 61),
+    })
+}
+
 /// Reads and checks the batch at the front of `buf` (which may hold more after it). On success
 /// the batch is `buf[..header.total_bytes()]`, its checksum verified.
 pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
@@ -237,6 +285,23 @@ pub fn stamp(batch: &[u8], base_offset: u64, leader_epoch: u64) -> Bytes {
     let mut b = BytesMut::from(batch);
     b[0..8].copy_from_slice(&base_offset.to_be_bytes());
     b[12..20].copy_from_slice(&leader_epoch.to_be_bytes());
+    let crc = checksum(&b);
+    b[21..25].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Returns a copy of a batch with its producer id, epoch and base sequence set and its checksum
+/// recomputed. The producer calls it once per batch, before the first attempt.
+pub fn set_producer(
+    batch: &[u8],
+    producer_id: u64,
+    producer_epoch: u16,
+    base_sequence: u32,
+) -> Bytes {
+    let mut b = BytesMut::from(batch);
+    b[47..55].copy_from_slice(&producer_id.to_be_bytes());
+    b[55..57].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[57..61].copy_from_slice(&base_sequence.to_be_bytes());
     let crc = checksum(&b);
     b[21..25].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
@@ -313,6 +378,18 @@ mod tests {
         assert_eq!(r[1].offset, 41);
         assert_eq!(&r[1].key[..], b"p0-2");
         assert_eq!(r[0].value.len(), 10);
+    }
+
+    #[test]
+    fn producer_fields_survive_stamping() {
+        let b = set_producer(&build(&[rec("a", 1, 1), rec("b", 1, 2)]), 77, 3, u32::MAX);
+        let s = stamp(&b, 10, 4);
+        let h = validate(&s).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch), (77, 3));
+        assert_eq!((h.base_sequence, h.last_sequence()), (u32::MAX, 0));
+        assert!(h.has_producer());
+        assert_eq!(peek_header(&s).unwrap(), h);
+        assert!(!validate(&build(&[rec("a", 1, 1)])).unwrap().has_producer());
     }
 
     #[test]

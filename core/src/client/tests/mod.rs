@@ -6,5 +6,6 @@
 
 mod consumer;
 mod harness;
+mod idempotence;
 mod metadata;
 mod producer;
