@@ -86,6 +86,8 @@ pub struct ProducerConfig {
     /// Exactly-once appends and order per partition through producer ids and sequence numbers
     /// (see the module docs). Needs `acks = All` and `in_flight_max <= 5`.
     pub enable_idempotence: bool,
+    /// Report every produce attempt as a [`ProducerEvent::Attempt`] (the send journal).
+    pub attempt_events: bool,
 }
 
 impl ProducerConfig {
@@ -127,6 +129,7 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             metadata_refresh_backoff_ms: 100,
             enable_idempotence: false,
+            attempt_events: false,
         }
     }
 }
@@ -153,6 +156,25 @@ pub enum ProducerEvent {
         partition: TopicPartition,
         /// The record's offset.
         result: Result<u64, SendFailure>,
+    },
+    /// The send journal (claim P6), with `attempt_events` on: one produce attempt of one batch,
+    /// reported once when it resolves (answered, timed out, or lost with its connection), before
+    /// the `Delivered` events of the batch's records if it was the last attempt. Every attempt
+    /// that was handed to `poll_transmit` is reported, so the journal shows each retry and why it
+    /// was needed.
+    Attempt {
+        partition: TopicPartition,
+        /// The records of the batch, in offset order.
+        ids: Vec<String>,
+        /// 1 for the first attempt of the batch.
+        attempt: u32,
+        /// Where it was sent.
+        broker: NodeId,
+        /// When it was handed out by `poll_transmit`.
+        sent_at: Instant,
+        /// The batch's base offset, or why the attempt failed (an error that leaves the outcome
+        /// unknown included; with `acks = None` every attempt reports [`ACKS_NONE_ERROR`]).
+        outcome: Result<u64, String>,
     },
 }
 
@@ -230,6 +252,7 @@ struct ProducerIdRequest {
 struct InFlightProduce {
     partition: TopicPartition,
     broker: NodeId,
+    sent_at: Instant,
     deadline: Instant,
     batch: Batch,
 }
@@ -395,18 +418,13 @@ impl Producer {
         } else if let Some(f) = self.in_flight.remove(&correlation_id) {
             // A late answer to a request already given up on was removed above and lands here
             // as unknown: ignored.
-            self.partition_mut(&f.partition)
-                .in_flight
-                .remove(&f.batch.seq);
-            match response {
-                Response::Produce(Ok(ProduceOk { base_offset })) => {
-                    self.delivered(f.partition, f.batch, base_offset)
-                }
-                Response::Produce(Err(e)) => {
-                    self.attempt_failed(f.partition, from, f.batch, RequestFailure::Broker(e))
-                }
-                _ => self.attempt_failed(f.partition, from, f.batch, RequestFailure::Unexpected),
-            }
+            debug_assert_eq!(f.broker, from);
+            let outcome = match response {
+                Response::Produce(Ok(ProduceOk { base_offset })) => Ok(base_offset),
+                Response::Produce(Err(e)) => Err(RequestFailure::Broker(e)),
+                _ => Err(RequestFailure::Unexpected),
+            };
+            self.attempt_resolved(f, outcome);
         }
         self.want_unknown_leaders();
     }
@@ -431,10 +449,7 @@ impl Producer {
             .collect();
         for id in lost {
             let f = self.in_flight.remove(&id).expect("listed above");
-            self.partition_mut(&f.partition)
-                .in_flight
-                .remove(&f.batch.seq);
-            self.attempt_failed(f.partition, broker, f.batch, RequestFailure::Disconnected);
+            self.attempt_resolved(f, Err(RequestFailure::Disconnected));
         }
         self.want_unknown_leaders();
     }
@@ -458,10 +473,7 @@ impl Producer {
             .collect();
         for id in expired {
             let f = self.in_flight.remove(&id).expect("listed above");
-            self.partition_mut(&f.partition)
-                .in_flight
-                .remove(&f.batch.seq);
-            self.attempt_failed(f.partition, f.broker, f.batch, RequestFailure::TimedOut);
+            self.attempt_resolved(f, Err(RequestFailure::TimedOut));
         }
         self.expire_unsent(now);
         self.want_unknown_leaders();
@@ -620,6 +632,13 @@ impl Producer {
             },
         };
         if self.config.acks == Acks::None {
+            self.journal(
+                &partition,
+                &batch,
+                leader,
+                self.now,
+                Err(ACKS_NONE_ERROR.into()),
+            );
             let failure = SendFailure {
                 definite: false,
                 error: ACKS_NONE_ERROR.to_string(),
@@ -635,6 +654,7 @@ impl Producer {
                 InFlightProduce {
                     partition,
                     broker: leader,
+                    sent_at: self.now,
                     deadline,
                     batch,
                 },
@@ -664,6 +684,40 @@ impl Producer {
             base_sequence,
         );
         batch.producer = Some(identity);
+    }
+
+    /// One attempt came back (or never will): journal it, then deliver or handle the failure.
+    fn attempt_resolved(&mut self, f: InFlightProduce, outcome: Result<u64, RequestFailure>) {
+        self.partition_mut(&f.partition)
+            .in_flight
+            .remove(&f.batch.seq);
+        let journaled = outcome.as_ref().map(|o| *o).map_err(|e| e.to_string());
+        self.journal(&f.partition, &f.batch, f.broker, f.sent_at, journaled);
+        match outcome {
+            Ok(base_offset) => self.delivered(f.partition, f.batch, base_offset),
+            Err(failure) => self.attempt_failed(f.partition, f.broker, f.batch, failure),
+        }
+    }
+
+    fn journal(
+        &mut self,
+        partition: &TopicPartition,
+        batch: &Batch,
+        broker: NodeId,
+        sent_at: Instant,
+        outcome: Result<u64, String>,
+    ) {
+        if !self.config.attempt_events {
+            return;
+        }
+        self.events.push_back(ProducerEvent::Attempt {
+            partition: partition.clone(),
+            ids: batch.ids.clone(),
+            attempt: batch.attempts,
+            broker,
+            sent_at,
+            outcome,
+        });
     }
 
     fn delivered(&mut self, partition: TopicPartition, batch: Batch, base_offset: u64) {

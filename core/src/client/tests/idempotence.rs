@@ -45,7 +45,10 @@ type Outcomes = Vec<(String, Result<u64, SendFailure>)>;
 fn results(net: &Net<Producer>) -> Outcomes {
     net.events
         .iter()
-        .map(|ProducerEvent::Delivered { id, result, .. }| (id.clone(), result.clone()))
+        .filter_map(|e| match e {
+            ProducerEvent::Delivered { id, result, .. } => Some((id.clone(), result.clone())),
+            _ => None,
+        })
         .collect()
 }
 

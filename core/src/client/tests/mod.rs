@@ -7,5 +7,6 @@
 mod consumer;
 mod harness;
 mod idempotence;
+mod journal;
 mod metadata;
 mod producer;

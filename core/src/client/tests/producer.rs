@@ -45,7 +45,10 @@ fn send(net: &mut Net<Producer>, partition: u32, id: &str) -> Result<(), SendErr
 fn results(net: &Net<Producer>) -> Vec<(String, Result<u64, SendFailure>)> {
     net.events
         .iter()
-        .map(|ProducerEvent::Delivered { id, result, .. }| (id.clone(), result.clone()))
+        .filter_map(|e| match e {
+            ProducerEvent::Delivered { id, result, .. } => Some((id.clone(), result.clone())),
+            _ => None,
+        })
         .collect()
 }
 
