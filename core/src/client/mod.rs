@@ -15,6 +15,7 @@
 
 pub mod consumer;
 pub mod metadata;
+pub mod partitioner;
 pub mod producer;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use crate::rng::Rng;
 
 pub use consumer::{coordinator_partition, Consumer, ConsumerConfig, ConsumerEvent};
 pub use metadata::{Metadata, MetadataConfig};
+pub use partitioner::Partitioner;
 pub use producer::{Producer, ProducerConfig, ProducerEvent, SendError, SendFailure};
 
 /// A message for the driver to send to broker `to`.

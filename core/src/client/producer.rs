@@ -54,7 +54,17 @@ use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
 use super::metadata::{Metadata, MetadataConfig};
+use super::partitioner::{Partitioner, PartitionerState};
 use super::{exponential_backoff, CorrelationIds, RequestFailure, Transmit};
+
+/// Records given to [`Producer::send_to_topic`] that wait for their topic's partition count;
+/// past it `send_to_topic` fails with [`SendError::BufferFull`]. They count against
+/// `buffer_bytes_max` too.
+pub const UNPARTITIONED_RECORDS_MAX: usize = 10_000;
+
+/// The partition reported for a record that failed before a partition was chosen for it (its
+/// topic's partition count never became known).
+pub const UNKNOWN_PARTITION: u32 = u32::MAX;
 
 /// The error text of every record sent with `acks = None`.
 pub const ACKS_NONE_ERROR: &str = "acks=0: no acknowledgement";
@@ -88,6 +98,8 @@ pub struct ProducerConfig {
     pub enable_idempotence: bool,
     /// Report every produce attempt as a [`ProducerEvent::Attempt`] (the send journal).
     pub attempt_events: bool,
+    /// How [`Producer::send_to_topic`] picks partitions.
+    pub partitioner: Partitioner,
 }
 
 impl ProducerConfig {
@@ -130,6 +142,7 @@ impl Default for ProducerConfig {
             metadata_refresh_backoff_ms: 100,
             enable_idempotence: false,
             attempt_events: false,
+            partitioner: Partitioner::KeyHash,
         }
     }
 }
@@ -176,6 +189,17 @@ pub enum ProducerEvent {
         /// unknown included; with `acks = None` every attempt reports [`ACKS_NONE_ERROR`]).
         outcome: Result<u64, String>,
     },
+}
+
+/// A record given to `send_to_topic` before its topic's partition count was known.
+#[derive(Debug)]
+struct Unpartitioned {
+    topic: String,
+    key: Option<Bytes>,
+    id: String,
+    record: NewRecord,
+    record_bytes: usize,
+    created: Instant,
 }
 
 /// The batch still taking records.
@@ -284,6 +308,9 @@ pub struct Producer {
     producer_id: Option<u64>,
     producer_id_request: ProducerIdRequest,
     sequences: BTreeMap<TopicPartition, PartitionSequence>,
+    partitioner: PartitionerState,
+    /// Oldest first; at most [`UNPARTITIONED_RECORDS_MAX`].
+    unpartitioned: VecDeque<Unpartitioned>,
 }
 
 impl Producer {
@@ -312,6 +339,8 @@ impl Producer {
             producer_id: None,
             producer_id_request: ProducerIdRequest::default(),
             sequences: BTreeMap::new(),
+            partitioner: PartitionerState::default(),
+            unpartitioned: VecDeque::new(),
         }
     }
 
@@ -357,9 +386,67 @@ impl Producer {
         value: Bytes,
     ) -> Result<(), SendError> {
         self.advance(now);
+        let (record, record_bytes) = self.admit(now, &id, value)?;
+        self.enqueue(now, partition, id, record, record_bytes);
+        self.want_unknown_leaders();
+        Ok(())
+    }
+
+    /// Queues a record with key `id` for a partition of `topic` that the configured
+    /// [`Partitioner`] picks, from `partition_key` for [`Partitioner::KeyHash`]. The record's own
+    /// key slot carries `id`, as with [`send`](Self::send); `partition_key` only picks the
+    /// partition.
+    ///
+    /// Returns the partition, or `None` while the topic's partition count is unknown: the record
+    /// then waits (counted against `buffer_bytes_max`, at most [`UNPARTITIONED_RECORDS_MAX`]
+    /// records) for a metadata answer naming the topic, and its `Delivered` event names the
+    /// partition it got; if none comes within `delivery_timeout_ms` it fails definitely with
+    /// partition [`UNKNOWN_PARTITION`].
+    pub fn send_to_topic(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        partition_key: Option<&[u8]>,
+        id: String,
+        value: Bytes,
+    ) -> Result<Option<TopicPartition>, SendError> {
+        self.advance(now);
+        if self.metadata.partition_count(topic).is_none()
+            && self.unpartitioned.len() >= UNPARTITIONED_RECORDS_MAX
+        {
+            return Err(SendError::BufferFull);
+        }
+        let (record, record_bytes) = self.admit(now, &id, value)?;
+        let placed = match self.metadata.partition_count(topic) {
+            Some(count) => {
+                Some(self.place(now, topic, partition_key, count, id, record, record_bytes))
+            }
+            None => {
+                self.unpartitioned.push_back(Unpartitioned {
+                    topic: topic.to_string(),
+                    key: partition_key.map(Bytes::copy_from_slice),
+                    id,
+                    record,
+                    record_bytes,
+                    created: now,
+                });
+                None
+            }
+        };
+        self.want_unknown_leaders();
+        Ok(placed)
+    }
+
+    /// Builds a record and takes its room in the buffer.
+    fn admit(
+        &mut self,
+        now: Instant,
+        id: &str,
+        value: Bytes,
+    ) -> Result<(NewRecord, usize), SendError> {
         let record = NewRecord {
             timestamp_ns: now.as_nanos(),
-            key: Bytes::from(id.clone().into_bytes()),
+            key: Bytes::from(id.as_bytes().to_vec()),
             value,
         };
         let record_bytes = batch::record_encoded_len(&record);
@@ -367,6 +454,49 @@ impl Producer {
             return Err(SendError::BufferFull);
         }
         self.buffered_bytes += record_bytes;
+        Ok((record, record_bytes))
+    }
+
+    /// Picks the partition of an admitted record and queues it there.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        partition_key: Option<&[u8]>,
+        count: u32,
+        id: String,
+        record: NewRecord,
+        record_bytes: usize,
+    ) -> TopicPartition {
+        let partitions = &self.partitions;
+        let open_batch = |p: u32| {
+            partitions
+                .get(&TopicPartition::new(topic, p))
+                .and_then(|q| q.open.as_ref())
+                .map(|o| o.seq)
+        };
+        let kind = self.config.partitioner;
+        let p =
+            self.partitioner
+                .choose(kind, topic, partition_key, count, open_batch, &mut self.rng);
+        let partition = TopicPartition::new(topic, p);
+        let batch = self.enqueue(now, partition.clone(), id, record, record_bytes);
+        self.partitioner
+            .placed(kind, topic, partition_key.is_some(), p, batch);
+        partition
+    }
+
+    /// Adds an admitted record to `partition`'s open batch, closing the batch first if the
+    /// record would not fit; returns the creation number of the batch it joined.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        partition: TopicPartition,
+        id: String,
+        record: NewRecord,
+        record_bytes: usize,
+    ) -> u64 {
         let queue = self.partitions.entry(partition).or_default();
         if queue
             .open
@@ -390,8 +520,47 @@ impl Producer {
         open.ids.push(id);
         open.records.push(record);
         open.encoded_bytes += record_bytes;
-        self.want_unknown_leaders();
-        Ok(())
+        open.seq
+    }
+
+    /// Places the records that waited for their topic's partition count, now that metadata may
+    /// know it; fails those whose delivery timeout passed.
+    fn place_unpartitioned(&mut self, now: Instant) {
+        if self.unpartitioned.is_empty() {
+            return;
+        }
+        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        let waiting = std::mem::take(&mut self.unpartitioned);
+        for u in waiting {
+            if let Some(count) = self.metadata.partition_count(&u.topic) {
+                let key = u.key.as_deref();
+                self.place(
+                    u.created,
+                    &u.topic,
+                    key,
+                    count,
+                    u.id,
+                    u.record,
+                    u.record_bytes,
+                );
+            } else if u.created + delivery_timeout <= now {
+                self.buffered_bytes -= u.record_bytes;
+                self.events.push_back(ProducerEvent::Delivered {
+                    id: u.id,
+                    partition: TopicPartition::new(u.topic.clone(), UNKNOWN_PARTITION),
+                    result: Err(SendFailure {
+                        definite: true,
+                        error: format!(
+                            "delivery timeout expired before the partitions of topic {} \
+                             were known",
+                            u.topic
+                        ),
+                    }),
+                });
+            } else {
+                self.unpartitioned.push_back(u);
+            }
+        }
     }
 
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
@@ -405,6 +574,7 @@ impl Producer {
         };
         if self.metadata.owns(correlation_id) {
             self.metadata.handle_response(now, correlation_id, response);
+            self.place_unpartitioned(now);
         } else if self
             .producer_id_request
             .in_flight
@@ -476,6 +646,7 @@ impl Producer {
             self.attempt_resolved(f, Err(RequestFailure::TimedOut));
         }
         self.expire_unsent(now);
+        self.place_unpartitioned(now);
         self.want_unknown_leaders();
     }
 
@@ -487,6 +658,9 @@ impl Producer {
             self.metadata.poll_timeout(),
             self.in_flight.values().map(|f| f.deadline).min(),
             self.producer_id_request.in_flight.map(|(_, _, d)| d),
+            self.unpartitioned
+                .front()
+                .map(|u| u.created + delivery_timeout),
             self.wants_producer_id()
                 .then_some(self.producer_id_request.next_at),
         ];
@@ -909,10 +1083,11 @@ impl Producer {
 
     /// Asks for metadata when a partition has records to send and no known leader.
     fn want_unknown_leaders(&mut self) {
-        let unknown = self
-            .partitions
-            .iter()
-            .any(|(p, q)| q.has_unsent() && self.metadata.leader(p).is_none());
+        let unknown = !self.unpartitioned.is_empty()
+            || self
+                .partitions
+                .iter()
+                .any(|(p, q)| q.has_unsent() && self.metadata.leader(p).is_none());
         if unknown {
             self.metadata.request_refresh();
         }

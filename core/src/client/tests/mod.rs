@@ -9,4 +9,5 @@ mod harness;
 mod idempotence;
 mod journal;
 mod metadata;
+mod partitioner;
 mod producer;
