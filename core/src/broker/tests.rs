@@ -869,3 +869,48 @@ fn producer_ids_wait_for_the_incarnation_sync_and_differ_after_a_restart() {
         "a later incarnation"
     );
 }
+
+/// A compressed batch is checked (decompressed) on append but stored and served as sent, and a
+/// consumer decodes it; one whose block is damaged under a valid checksum is refused.
+#[test]
+fn compressed_batch_is_stored_as_sent_and_a_corrupt_one_refused() {
+    let (mut c, leader) = ready_cluster(34);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let records: Vec<batch::NewRecord> = (0..10)
+        .map(|i| batch::NewRecord {
+            timestamp_ns: i,
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from(vec![b'z'; 300]),
+        })
+        .collect();
+    let compressed = batch::build_with(&records, batch::Compression::Lz4);
+    assert!(batch::parse(&compressed).unwrap().is_compressed());
+    let at = hw(&c, leader);
+    request(&mut c, leader, 1, 1, produce(compressed.clone(), Acks::All));
+    assert!(matches!(
+        await_response(&mut c, &mut inbox, leader, 1, 1, SECOND),
+        Some(Response::Produce(Ok(_)))
+    ));
+    request(&mut c, leader, 1, 2, fetch(at, 0));
+    inbox.collect(&mut c);
+    let Some(Response::Fetch(Ok(ok))) = inbox.response(leader, 1, 2) else {
+        panic!("no fetch answer: {:?}", inbox.frames);
+    };
+    assert_eq!(ok.batches.len(), 1);
+    assert_eq!(ok.batches[0].len(), compressed.len(), "stored compressed");
+    let keys: Vec<String> = keys_of(&ok.batches).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(keys, (0..10).map(|i| format!("k{i}")).collect::<Vec<_>>());
+
+    // The block claims more bytes than it holds.
+    let mut bad = compressed.to_vec();
+    let at = batch::HEADER_BYTES + 3;
+    bad[at] = bad[at].wrapping_add(10);
+    let resealed = batch::stamp(&bad, 0, 0);
+    request(&mut c, leader, 1, 3, produce(resealed, Acks::All));
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(leader, 1, 3),
+        Some(Response::Produce(Err(ErrorCode::CorruptBatch)))
+    );
+}

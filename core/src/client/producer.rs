@@ -2,7 +2,7 @@
 //! partition's leader, retries what may be retried, and reports every record's fate exactly once.
 //!
 //! Records go into the partition's open batch. The open batch closes when the next record would
-//! take it past `batch_bytes_max`, or is sent once `linger_ms` has passed since its first record
+//! take it past `batch_bytes_max` or `batch_records_max`, or is sent once `linger_ms` has passed since its first record
 //! and the partition has room in its in-flight window (`in_flight_max` requests). While the window
 //! is full, records keep joining the open batch: under load batches grow by themselves.
 //!
@@ -48,7 +48,7 @@ use bytes::Bytes;
 use crate::broker::producer_state::PRODUCER_BATCHES_RETAINED;
 use crate::config::BrokerAddr;
 use crate::ids::{NodeId, TopicPartition};
-use crate::log::batch::{self, NewRecord};
+use crate::log::batch::{self, Compression, NewRecord};
 use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, ProducerIdentity, Request, Response};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
@@ -61,6 +61,10 @@ use super::{exponential_backoff, CorrelationIds, RequestFailure, Transmit};
 /// past it `send_to_topic` fails with [`SendError::BufferFull`]. They count against
 /// `buffer_bytes_max` too.
 pub const UNPARTITIONED_RECORDS_MAX: usize = 10_000;
+
+/// Default of [`ProducerConfig::batch_records_max`]: more than a batch within the broker's
+/// default `batch_bytes_max` of 1 MiB can hold, so only a byte limit cuts batches by default.
+pub const BATCH_RECORDS_MAX_DEFAULT: usize = 1 << 16;
 
 /// The partition reported for a record that failed before a partition was chosen for it (its
 /// topic's partition count never became known).
@@ -77,6 +81,11 @@ pub struct ProducerConfig {
     /// A batch closes before it would grow past this many bytes (a single larger record is sent
     /// alone).
     pub batch_bytes_max: usize,
+    /// A batch closes when it holds this many records.
+    pub batch_records_max: usize,
+    /// How batches store their records; a batch is compressed only when that makes it smaller.
+    /// The byte limits count uncompressed bytes.
+    pub compression: Compression,
     /// Bytes of records accepted and not yet resolved (open, queued or in flight); `send`
     /// beyond it fails with [`SendError::BufferFull`].
     pub buffer_bytes_max: usize,
@@ -108,6 +117,9 @@ impl ProducerConfig {
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be at least 1".into());
         }
+        if self.batch_records_max == 0 || self.batch_records_max > u32::MAX as usize {
+            return Err("batch_records_max must be between 1 and 2^32 - 1".into());
+        }
         if self.enable_idempotence {
             if self.acks != Acks::All {
                 return Err("idempotence needs acks = all".into());
@@ -131,6 +143,8 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger_ms: 5,
             batch_bytes_max: 16 * 1024,
+            batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
+            compression: Compression::None,
             buffer_bytes_max: 32 * 1024 * 1024,
             in_flight_max: 5,
             // Bounded by the delivery timeout, as in Kafka.
@@ -498,12 +512,16 @@ impl Producer {
         record_bytes: usize,
     ) -> u64 {
         let queue = self.partitions.entry(partition).or_default();
+        let (bytes_max, records_max) = (self.config.batch_bytes_max, self.config.batch_records_max);
         if queue
             .open
             .as_ref()
-            .is_some_and(|open| open.encoded_bytes + record_bytes > self.config.batch_bytes_max)
+            .is_some_and(|open| open.encoded_bytes + record_bytes > bytes_max)
         {
-            let batch = close(queue.open.take().expect("checked above"));
+            let batch = close(
+                queue.open.take().expect("checked above"),
+                self.config.compression,
+            );
             queue.queued.insert(batch.seq, batch);
         }
         let seq = &mut self.next_batch_seq;
@@ -520,7 +538,16 @@ impl Producer {
         open.ids.push(id);
         open.records.push(record);
         open.encoded_bytes += record_bytes;
-        open.seq
+        let joined = open.seq;
+        // Full by count: no later record can join, so it need not wait for its linger.
+        if open.records.len() >= records_max {
+            let batch = close(
+                queue.open.take().expect("just filled"),
+                self.config.compression,
+            );
+            queue.queued.insert(batch.seq, batch);
+        }
+        joined
     }
 
     /// Places the records that waited for their topic's partition count, now that metadata may
@@ -714,7 +741,10 @@ impl Producer {
             };
             let batch = match ready {
                 Some(seq) => queue.queued.remove(&seq).expect("found above"),
-                None => close(queue.open.take().expect("send_at found a ready batch")),
+                None => close(
+                    queue.open.take().expect("send_at found a ready batch"),
+                    self.config.compression,
+                ),
             };
             self.next_partition = self
                 .partitions
@@ -971,13 +1001,14 @@ impl Producer {
     fn expire_unsent(&mut self, now: Instant) {
         let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
         let mut expired = Vec::new();
+        let compression = self.config.compression;
         for (partition, queue) in &mut self.partitions {
             if queue
                 .open
                 .as_ref()
                 .is_some_and(|o| o.created + delivery_timeout <= now)
             {
-                let batch = close(queue.open.take().expect("checked above"));
+                let batch = close(queue.open.take().expect("checked above"), compression);
                 expired.push((partition.clone(), batch));
             }
             let seqs: Vec<u64> = queue
@@ -1139,10 +1170,10 @@ impl Producer {
     }
 }
 
-fn close(open: OpenBatch) -> Batch {
+fn close(open: OpenBatch, compression: Compression) -> Batch {
     Batch {
         seq: open.seq,
-        bytes: batch::build(&open.records),
+        bytes: batch::build_with(&open.records, compression),
         buffer_bytes: open.encoded_bytes - batch::HEADER_BYTES,
         ids: open.ids,
         created: open.created,
