@@ -229,6 +229,7 @@ impl Metadata {
         self.next_request_at = now + Duration::from_millis(self.config.refresh_backoff_ms);
         Some(Transmit {
             to: broker,
+            lane: 0,
             msg: Message::Request {
                 correlation_id,
                 request: Request::Metadata,

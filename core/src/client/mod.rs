@@ -33,10 +33,15 @@ pub use metadata::{Metadata, MetadataConfig};
 pub use partitioner::Partitioner;
 pub use producer::{Producer, ProducerConfig, ProducerEvent, SendError, SendFailure};
 
-/// A message for the driver to send to broker `to`.
+/// A message for the driver to send to broker `to` over connection number `lane` to it.
+///
+/// A client may keep several connections to one broker (lanes, numbered from 0); the driver
+/// opens one per `(to, lane)` and keeps each one's messages in order. Only the producer uses
+/// lanes other than 0 (see `ProducerConfig::connections_per_broker`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transmit {
     pub to: NodeId,
+    pub lane: u16,
     pub msg: Message,
 }
 

@@ -109,6 +109,10 @@ pub struct ProducerConfig {
     pub attempt_events: bool,
     /// How [`Producer::send_to_topic`] picks partitions.
     pub partitioner: Partitioner,
+    /// Connections (lanes) to each broker; each partition's requests always take the same lane
+    /// ([`Producer::lane_of`]), so they stay in order, while partitions spread over the lanes.
+    /// Metadata and producer id requests take lane 0.
+    pub connections_per_broker: u16,
 }
 
 impl ProducerConfig {
@@ -116,6 +120,9 @@ impl ProducerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be at least 1".into());
+        }
+        if self.connections_per_broker == 0 {
+            return Err("connections_per_broker must be at least 1".into());
         }
         if self.batch_records_max == 0 || self.batch_records_max > u32::MAX as usize {
             return Err("batch_records_max must be between 1 and 2^32 - 1".into());
@@ -157,6 +164,7 @@ impl Default for ProducerConfig {
             enable_idempotence: false,
             attempt_events: false,
             partitioner: Partitioner::KeyHash,
+            connections_per_broker: 1,
         }
     }
 }
@@ -290,6 +298,7 @@ struct ProducerIdRequest {
 struct InFlightProduce {
     partition: TopicPartition,
     broker: NodeId,
+    lane: u16,
     sent_at: Instant,
     deadline: Instant,
     batch: Batch,
@@ -626,22 +635,45 @@ impl Producer {
         self.want_unknown_leaders();
     }
 
-    /// The connection to `broker` is gone: each request in flight to it has an unknown outcome.
+    /// Every connection to `broker` is gone (or could not be opened): each request in flight to
+    /// it has an unknown outcome.
     pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
+        self.disconnected(now, broker, None);
+    }
+
+    /// Connection number `lane` to `broker` is gone: each request in flight on it has an
+    /// unknown outcome; the other lanes are untouched.
+    pub fn handle_lane_disconnected(&mut self, now: Instant, broker: NodeId, lane: u16) {
+        self.disconnected(now, broker, Some(lane));
+    }
+
+    /// The lane `partition`'s requests take: spread by topic and partition number, the same
+    /// on every run.
+    pub fn lane_of(&self, partition: &TopicPartition) -> u16 {
+        let lanes = self.config.connections_per_broker.max(1) as u64;
+        let spread = crc32c::crc32c(partition.topic.as_bytes()) as u64 + partition.partition as u64;
+        (spread % lanes) as u16
+    }
+
+    fn disconnected(&mut self, now: Instant, broker: NodeId, lane: Option<u16>) {
         self.advance(now);
-        self.metadata.handle_disconnected(now, broker);
-        if self
-            .producer_id_request
-            .in_flight
-            .is_some_and(|(_, b, _)| b == broker)
-        {
-            self.producer_id_request.in_flight = None;
-            self.producer_id_failed();
+        let on_lane = |l: u16| lane.is_none_or(|lane| lane == l);
+        // Metadata and producer id requests take lane 0.
+        if on_lane(0) {
+            self.metadata.handle_disconnected(now, broker);
+            if self
+                .producer_id_request
+                .in_flight
+                .is_some_and(|(_, b, _)| b == broker)
+            {
+                self.producer_id_request.in_flight = None;
+                self.producer_id_failed();
+            }
         }
         let lost: Vec<u64> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| f.broker == broker)
+            .filter(|(_, f)| f.broker == broker && on_lane(f.lane))
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
@@ -823,6 +855,7 @@ impl Producer {
         if self.config.enable_idempotence && batch.producer.is_none() {
             self.stamp(&partition, &mut batch);
         }
+        let lane = self.lane_of(&partition);
         batch.attempts += 1;
         let correlation_id = self.ids.next_id();
         let server_timeout_ms = (self.config.request_timeout_ms / 4 * 3).min(u32::MAX as u64);
@@ -858,13 +891,18 @@ impl Producer {
                 InFlightProduce {
                     partition,
                     broker: leader,
+                    lane,
                     sent_at: self.now,
                     deadline,
                     batch,
                 },
             );
         }
-        Transmit { to: leader, msg }
+        Transmit {
+            to: leader,
+            lane,
+            msg,
+        }
     }
 
     /// Gives a batch its producer id, epoch and sequence numbers, for good.
@@ -1143,6 +1181,7 @@ impl Producer {
         self.producer_id_request.in_flight = Some((correlation_id, broker, deadline));
         Some(Transmit {
             to: broker,
+            lane: 0,
             msg: Message::Request {
                 correlation_id,
                 request: Request::InitProducerId,

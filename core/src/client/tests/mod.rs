@@ -8,6 +8,7 @@ mod consumer;
 mod harness;
 mod idempotence;
 mod journal;
+mod lanes;
 mod metadata;
 mod partitioner;
 mod producer;
