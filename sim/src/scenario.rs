@@ -260,10 +260,24 @@ pub enum ProducerMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioner {
+    /// Partitions in turn, from a seeded start; chosen by the workload.
     #[default]
     RoundRobin,
-    /// Uniform, from the run's seed.
+    /// Uniform, from the run's seed; chosen by the workload.
     Random,
+    /// The producer's key-hash partitioner, with the message id as the key.
+    KeyHash,
+    /// The producer's sticky partitioner: one partition until its batch closes.
+    Sticky,
+}
+
+/// How a producer stores the records of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionSpec {
+    #[default]
+    None,
+    Lz4,
 }
 
 /// When a consumer commits its offsets, relative to processing a message.
@@ -306,6 +320,13 @@ pub struct ProducerSpec {
     pub request_timeout_ms: u64,
     /// How long a send may take in all, retries included, before it is reported failed.
     pub delivery_timeout_ms: u64,
+    /// The idempotent producer (needs `acks = "all"` and `in_flight_max <= 5`).
+    pub idempotence: bool,
+    /// A batch closes when it holds this many messages.
+    pub batch_records_max: u32,
+    pub compression: CompressionSpec,
+    /// Connections from each instance to each broker, partitions spread over them.
+    pub connections_per_broker: u16,
 }
 
 impl Default for ProducerSpec {
@@ -331,6 +352,10 @@ impl Default for ProducerSpec {
             },
             request_timeout_ms: 2000,
             delivery_timeout_ms: 10_000,
+            idempotence: false,
+            batch_records_max: fathom_core::client::producer::BATCH_RECORDS_MAX_DEFAULT as u32,
+            compression: CompressionSpec::None,
+            connections_per_broker: 1,
         }
     }
 }

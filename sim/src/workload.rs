@@ -15,7 +15,12 @@ use fathom_core::ids::TopicPartition;
 use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
-use crate::scenario::{CommitMode, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec};
+use fathom_core::client::producer::UNKNOWN_PARTITION;
+use fathom_core::log::batch::Compression;
+
+use crate::scenario::{
+    CommitMode, CompressionSpec, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec,
+};
 use crate::trace::SharedTrace;
 
 /// The process name of the final read.
@@ -69,6 +74,17 @@ impl ProducerProcess {
             retry_backoff_max_ms: spec.retry_backoff_ms.max_ms,
             request_timeout_ms: spec.request_timeout_ms,
             delivery_timeout_ms: spec.delivery_timeout_ms,
+            enable_idempotence: spec.idempotence,
+            batch_records_max: spec.batch_records_max as usize,
+            compression: match spec.compression {
+                CompressionSpec::None => Compression::None,
+                CompressionSpec::Lz4 => Compression::Lz4,
+            },
+            connections_per_broker: spec.connections_per_broker,
+            partitioner: match spec.partitioner {
+                Partitioner::Sticky => fathom_core::client::Partitioner::Sticky,
+                _ => fathom_core::client::Partitioner::KeyHash,
+            },
             ..ProducerConfig::default()
         };
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
@@ -115,17 +131,40 @@ impl ProducerProcess {
                 && now < stop
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
-                let partition = match spec.partitioner {
+                let id = format!("{}-{sent}", self.name);
+                let explicit = match spec.partitioner {
                     Partitioner::RoundRobin => {
                         round_robin = (round_robin + 1) % self.partitions;
-                        round_robin
+                        Some(round_robin)
                     }
-                    Partitioner::Random => rng.range_u64(0, self.partitions as u64 - 1) as u32,
+                    Partitioner::Random => {
+                        Some(rng.range_u64(0, self.partitions as u64 - 1) as u32)
+                    }
+                    Partitioner::KeyHash | Partitioner::Sticky => None,
                 };
-                let tp = TopicPartition::new(spec.topic.clone(), partition);
-                let id = format!("{}-{sent}", self.name);
-                match producer.send(now, tp.clone(), id.clone(), value.clone()) {
-                    Ok(()) => {
+                // The producer's own partitioners pick once it knows the partition count; a send
+                // before that is invoked with UNKNOWN_PARTITION and completes with the real one.
+                let sent_to = match explicit {
+                    Some(partition) => {
+                        let tp = TopicPartition::new(spec.topic.clone(), partition);
+                        producer
+                            .send(now, tp.clone(), id.clone(), value.clone())
+                            .map(|()| tp)
+                    }
+                    None => {
+                        let key =
+                            (spec.partitioner == Partitioner::KeyHash).then_some(id.as_bytes());
+                        producer
+                            .send_to_topic(now, &spec.topic, key, id.clone(), value.clone())
+                            .map(|tp| {
+                                tp.unwrap_or_else(|| {
+                                    TopicPartition::new(spec.topic.clone(), UNKNOWN_PARTITION)
+                                })
+                            })
+                    }
+                };
+                match sent_to {
+                    Ok(tp) => {
                         record(
                             &self.trace,
                             &self.name,
