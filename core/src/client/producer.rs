@@ -261,6 +261,9 @@ struct PartitionQueue {
     queued: BTreeMap<u64, Batch>,
     /// Batches in flight, by `seq`, with the identity each was stamped with.
     in_flight: BTreeMap<u64, Option<ProducerIdentity>>,
+    /// With idempotence: stamped batches not yet resolved (in flight or waiting for a retry),
+    /// by `seq`, with their place in the partition's stamping order.
+    stamped: BTreeMap<u64, u64>,
 }
 
 impl PartitionQueue {
@@ -280,6 +283,8 @@ struct PartitionSequence {
     /// `None` until the first batch is stamped, and again after the epoch ran out.
     identity: Option<ProducerIdentity>,
     next_sequence: u32,
+    /// Batches stamped with `identity` so far.
+    stamped_batches: u64,
 }
 
 /// The `InitProducerId` exchange of an idempotent producer.
@@ -829,6 +834,20 @@ impl Producer {
             Some(first) if first.attempts > 0 && queue.in_flight.keys().any(|s| *s < first.seq) => {
                 None
             }
+            Some(first) if first.attempts > 0 => Some(first.retry_at),
+            // A new batch is stamped only within the leader's window of the oldest unresolved
+            // one: were that one appended, a retry of it must still find it among the last
+            // PRODUCER_BATCHES_RETAINED batches, however many of those after it were acked.
+            _ if queue.stamped.first_key_value().is_some_and(|(_, oldest)| {
+                let stamped = self
+                    .sequences
+                    .get(partition)
+                    .map_or(0, |s| s.stamped_batches);
+                stamped - oldest >= PRODUCER_BATCHES_RETAINED as u64
+            }) =>
+            {
+                None
+            }
             Some(first) => Some(first.retry_at),
             None => queue.open.as_ref().map(|o| o.created + linger),
         }
@@ -915,10 +934,16 @@ impl Producer {
             *seqs = PartitionSequence {
                 identity: Some(identity),
                 next_sequence: 0,
+                stamped_batches: 0,
             };
         }
         let base_sequence = seqs.next_sequence;
         seqs.next_sequence = base_sequence.wrapping_add(batch.ids.len() as u32);
+        let index = seqs.stamped_batches;
+        seqs.stamped_batches += 1;
+        self.partition_mut(partition)
+            .stamped
+            .insert(batch.seq, index);
         batch.bytes = batch::set_producer(
             &batch.bytes,
             identity.producer_id,
@@ -1093,6 +1118,7 @@ impl Producer {
         let seqs = self.sequences.entry(partition.clone()).or_default();
         let old = seqs.identity;
         seqs.next_sequence = 0;
+        seqs.stamped_batches = 0;
         seqs.identity = match old {
             Some(i) if i.producer_epoch < u16::MAX => Some(ProducerIdentity {
                 producer_epoch: i.producer_epoch + 1,
@@ -1134,6 +1160,9 @@ impl Producer {
         result: impl Fn(usize) -> Result<u64, SendFailure>,
     ) {
         self.buffered_bytes -= batch.buffer_bytes;
+        if let Some(queue) = self.partitions.get_mut(&partition) {
+            queue.stamped.remove(&batch.seq);
+        }
         for (i, id) in batch.ids.into_iter().enumerate() {
             self.events.push_back(ProducerEvent::Delivered {
                 id,
@@ -1168,6 +1197,7 @@ impl Producer {
         self.config.enable_idempotence
             && self.producer_id.is_none()
             && self.producer_id_request.in_flight.is_none()
+            && self.metadata.brokers().next().is_some()
     }
 
     fn poll_producer_id_request(&mut self, now: Instant) -> Option<Transmit> {

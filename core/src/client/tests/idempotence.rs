@@ -270,3 +270,39 @@ fn producer_id_request_moves_on_after_a_failure() {
     assert_eq!(net.client.producer_id(), Some(1001));
     assert_eq!(results(&net), vec![("x".into(), Ok(0))]);
 }
+
+/// The first of five batches is appended but answered late; the four behind it are acked at
+/// once. New batches are not stamped until the first is resolved, since five more appends
+/// would push it out of the leader's window and its retry would get `DuplicateSequence` (an
+/// unknown outcome) instead of its offset.
+#[test]
+fn new_batches_wait_while_a_retry_could_fall_out_of_the_leaders_window() {
+    let mut net = net(config(true));
+    warm_up(&mut net);
+    let mut produces = 0;
+    net.set_fate(move |_, t| match &t.msg {
+        Message::Request { request, .. } if is_produce(request) => {
+            produces += 1;
+            if produces == 1 {
+                Fate::Delay(ms(1_000))
+            } else {
+                Fate::Deliver
+            }
+        }
+        _ => Fate::Deliver,
+    });
+    for i in 0..5 {
+        send(&mut net, &format!("a{i}"));
+    }
+    net.run_for(ms(20));
+    for i in 0..5 {
+        send(&mut net, &format!("b{i}"));
+    }
+    net.run_for(ms(3_000));
+    let results = results(&net);
+    assert_eq!(results.len(), 10);
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    assert_eq!(results.iter().find(|r| r.0 == "a0").unwrap().1, Ok(1));
+    let log = log_keys(&net);
+    assert_eq!(log.len(), 11, "nothing appended twice: {log:?}");
+}
