@@ -1,10 +1,17 @@
 //! The producer: accumulates records into per-partition batches, sends each batch to its
 //! partition's leader, retries what may be retried, and reports every record's fate exactly once.
 //!
-//! Records go into the partition's open batch. The open batch closes when the next record would
-//! take it past `batch_bytes_max` or `batch_records_max`, or is sent once `linger_ms` has passed since its first record
-//! and the partition has room in its in-flight window (`in_flight_max` requests). While the window
-//! is full, records keep joining the open batch: under load batches grow by themselves.
+//! Records go into the partition's open batch, picked by the caller ([`Producer::send`]) or by
+//! a [`Partitioner`] ([`Producer::send_to_topic`]). The open batch closes when the next record
+//! would take it past `batch_bytes_max`, as soon as it holds `batch_records_max` records, or is
+//! sent once `linger_ms` has passed since its first record and the partition has room in its
+//! in-flight window (`in_flight_max` requests). While the window is full, records keep joining
+//! the open batch: under load batches grow by themselves. A closed batch may be compressed
+//! (`compression`). Each partition's requests take one connection ("lane") to its leader, out
+//! of `connections_per_broker`.
+//!
+//! Besides the one `Delivered` event per record, `attempt_events` turns on the send journal: one
+//! [`ProducerEvent::Attempt`] per produce attempt (claim P6).
 //!
 //! Each produce request carries one batch. A batch keeps its bytes across retries, so a retry
 //! re-sends the very same records. With `in_flight_max > 1` a retried batch can land after a
@@ -23,7 +30,9 @@
 //! Order is kept as well: batches of a partition are handed out in sequence order, a retry only
 //! once no batch before it is in flight, and a batch refused with `OutOfOrderSequence` because
 //! an earlier one is still being retried is retried after it. `in_flight_max` may not exceed
-//! the leader's window of [`PRODUCER_BATCHES_RETAINED`] batches.
+//! the leader's window of [`PRODUCER_BATCHES_RETAINED`] batches, and a new batch is stamped only
+//! fewer than that many stampings after the oldest unresolved one, so that a retry always finds
+//! its original among the batches the leader remembers.
 //!
 //! When a batch that was stamped fails for good (delivery timeout, retries exhausted, an error
 //! that cannot be retried, or a sequence gap that no earlier batch will fill), its sequence
