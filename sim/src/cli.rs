@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use fathom_core::history::{self, HistoryWriter};
+use fathom_core::history::{self, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
 use crate::run::{self, RunOutcome};
@@ -56,7 +56,7 @@ pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
     }
     print!("{}", outcome.summary.table());
     println!(
-        "wrote      {}/{{history.jsonl,summary.json}}",
+        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json}}",
         dir.display()
     );
     if outcome.violations.is_empty() {
@@ -83,6 +83,12 @@ pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
     writer
         .flush()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut journal = String::new();
+    for a in &outcome.attempts {
+        journal.push_str(&serde_json::to_string(a)?);
+        journal.push('\n');
+    }
+    std::fs::write(dir.join("journal.jsonl"), journal)?;
     let mut summary = serde_json::to_string_pretty(&outcome.summary)?;
     summary.push('\n');
     std::fs::write(dir.join("summary.json"), summary)
@@ -302,4 +308,142 @@ pub fn run_experiment(
     experiment::render::write(&reports.join(&e.id), e, &results, &judgement)?;
     println!("{:<24} {}: {}", e.id, e.claim, judgement.verdict_text());
     Ok(())
+}
+
+/// `fathom trace`: one message's life in a run directory, from `history.jsonl` and
+/// `journal.jsonl`: its send, every attempt with its broker and error, its fate, and every
+/// delivery.
+pub fn trace(dir: &Path, id: &str) -> u8 {
+    match trace_lines(dir, id) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// The lines `fathom trace` prints.
+pub fn trace_lines(dir: &Path, id: &str) -> Result<Vec<String>, String> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let events = history::read_jsonl(&read("history.jsonl")?).map_err(|e| e.to_string())?;
+    let mut attempts = Vec::new();
+    for (n, line) in read("journal.jsonl")?.lines().enumerate() {
+        let a: crate::trace::AttemptRecord =
+            serde_json::from_str(line).map_err(|e| format!("journal.jsonl line {}: {e}", n + 1))?;
+        if a.ids.iter().any(|i| i == id) {
+            attempts.push(a);
+        }
+    }
+    let ms = |ns: u64| format!("{:>12.3} ms", ns as f64 / 1e6);
+    let mut timeline: Vec<(u64, usize, String)> = Vec::new();
+    let mut fate = None;
+    let mut deliveries = Vec::new();
+    for e in &events {
+        match (&e.op, e.kind) {
+            (
+                Op::Send {
+                    id: i,
+                    topic,
+                    partition,
+                    offset,
+                    error,
+                },
+                kind,
+            ) if i == id => {
+                let what = match (kind, offset, error) {
+                    (EventType::Invoke, _, _) => format!("send invoked for {topic}/{partition}"),
+                    (EventType::Ok, Some(o), _) => {
+                        fate = Some(format!("acknowledged at {topic}/{partition} offset {o}"));
+                        format!("acknowledged at offset {o}")
+                    }
+                    (EventType::Fail, _, err) => {
+                        fate = Some(format!(
+                            "failed for certain: {}",
+                            err.clone().unwrap_or_default()
+                        ));
+                        format!("failed: {}", err.clone().unwrap_or_default())
+                    }
+                    (_, _, err) => {
+                        fate = Some(format!("unknown: {}", err.clone().unwrap_or_default()));
+                        format!("outcome unknown: {}", err.clone().unwrap_or_default())
+                    }
+                };
+                timeline.push((
+                    e.time_ns,
+                    0,
+                    format!("{}  {:<12} {what}", ms(e.time_ns), e.process),
+                ));
+            }
+            (
+                Op::Poll {
+                    topic,
+                    partition,
+                    records,
+                },
+                EventType::Ok,
+            ) => {
+                for (offset, _) in records.iter().filter(|(_, i)| i == id) {
+                    deliveries.push(e.process.clone());
+                    timeline.push((
+                        e.time_ns,
+                        2,
+                        format!(
+                            "{}  {:<12} delivered from {topic}/{partition} offset {offset}",
+                            ms(e.time_ns),
+                            e.process
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for a in &attempts {
+        let outcome = match (&a.offset, &a.error) {
+            (Some(base), _) => format!("ok, batch at base offset {base}"),
+            (None, Some(err)) => format!("error: {err}"),
+            (None, None) => "no outcome".to_string(),
+        };
+        timeline.push((
+            a.sent_ns,
+            1,
+            format!(
+                "{}  {:<12} attempt {} to broker-{} ({} messages in the batch); {} after {:.3} ms",
+                ms(a.sent_ns),
+                a.process,
+                a.attempt,
+                a.broker,
+                a.ids.len(),
+                outcome,
+                a.resolved_ns.saturating_sub(a.sent_ns) as f64 / 1e6
+            ),
+        ));
+    }
+    if timeline.is_empty() {
+        return Err(format!("no message {id:?} in {}", dir.display()));
+    }
+    timeline.sort();
+    let mut lines = vec![format!("message {id}")];
+    lines.extend(timeline.into_iter().map(|(_, _, l)| l));
+    lines.push(format!(
+        "fate: {}; {} attempt(s); delivered {} time(s){}",
+        fate.unwrap_or_else(|| "never resolved".into()),
+        attempts.len(),
+        deliveries.len(),
+        if deliveries.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", deliveries.join(", "))
+        }
+    ));
+    Ok(lines)
 }

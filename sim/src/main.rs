@@ -46,6 +46,12 @@ enum Command {
     },
     /// Run the checker on a history file and print the anomaly counts.
     Check { history: PathBuf },
+    /// Print one message's life in a run directory: its send, every attempt with its broker
+    /// and error, its fate, and every delivery.
+    Trace {
+        run_dir: PathBuf,
+        message_id: String,
+    },
     /// Run one experiment (a scenario swept over parameters and seeds) and write its report
     /// folder, results.json and charts; refresh the claims index.
     Experiment {
@@ -87,6 +93,10 @@ fn main() -> ExitCode {
             jobs,
         } => cli::explore(&scenario, &seeds, jobs),
         Command::Check { history } => cli::check(Path::new(&history)),
+        Command::Trace {
+            run_dir,
+            message_id,
+        } => cli::trace(&run_dir, &message_id),
         Command::Experiment {
             file,
             reports,

@@ -76,7 +76,8 @@ pub struct PartStats {
 }
 
 /// End-to-end latency, send to first delivery, split into consecutive parts that add up to
-/// it for every message measured (claim E1).
+/// it for every message measured (claim E1). Only messages sent after the warm-up count, so
+/// the first election does not swamp the means.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Breakdown {
     /// Messages with every timestamp known (acknowledged, committed and consumed).
@@ -241,7 +242,7 @@ impl Metrics {
         }
         lag(&mut series, probes, &positions);
 
-        let breakdown = breakdown(&invoked, &delivered, &offsets, probes);
+        let breakdown = breakdown(&invoked, &delivered, &offsets, probes, window.0);
         let mut markers: Vec<Marker> = faults
             .iter()
             .map(|f| Marker {
@@ -377,6 +378,7 @@ fn breakdown(
     delivered: &BTreeMap<&str, u64>,
     offsets: &BTreeMap<&str, (TopicPartition, u64)>,
     probes: &Probes,
+    sent_from: u64,
 ) -> Breakdown {
     // Every arrival of each message at a broker, in time order.
     let mut arrivals: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
@@ -401,7 +403,7 @@ fn breakdown(
     }
     let mut total = Micros::default();
     let mut messages = 0;
-    for (id, &sent) in invoked {
+    for (id, &sent) in invoked.iter().filter(|(_, &t)| t >= sent_from) {
         let (Some(&got), Some((tp, offset))) = (delivered.get(id), offsets.get(id)) else {
             continue;
         };

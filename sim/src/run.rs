@@ -22,7 +22,7 @@ use crate::metrics::{Metrics, Probes, ProduceProbe};
 use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
-use crate::trace::{sim_now_ns, SharedTrace, Trace};
+use crate::trace::{sim_now_ns, AttemptRecord, SharedTrace, Trace};
 use crate::workload::{ConsumerProcess, FinalRead, ProducerProcess};
 
 /// The simulated clock starts here, so that no run depends on the real date.
@@ -46,6 +46,8 @@ pub struct RunOutcome {
     pub summary: Summary,
     pub report: CheckReport,
     pub events: Vec<Event>,
+    /// The send journal: every produce attempt, in the order outcomes were known.
+    pub attempts: Vec<AttemptRecord>,
     /// Bound violations of the scenario's `[expect]`; empty when the run passes.
     pub violations: Vec<String>,
 }
@@ -340,6 +342,14 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let mut faults = plan.applied();
     faults.extend(storage_failures);
     faults.sort_by_key(|f| f.at_ms);
+    {
+        let mut view = view.borrow_mut();
+        for a in trace.attempts.iter().filter(|a| a.attempt == 1) {
+            for id in &a.ids {
+                view.probes.first_transmit.insert(id.clone(), a.sent_ns);
+            }
+        }
+    }
     let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
     let summary = Summary::build(
         scenario,
@@ -365,6 +375,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         summary,
         report,
         events,
+        attempts: trace.attempts.clone(),
         violations,
     })
 }

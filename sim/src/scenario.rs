@@ -311,10 +311,24 @@ pub enum ProducerMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioner {
+    /// Partitions in turn, from a seeded start; chosen by the workload.
     #[default]
     RoundRobin,
-    /// Uniform, from the run's seed.
+    /// Uniform, from the run's seed; chosen by the workload.
     Random,
+    /// The producer's key-hash partitioner, with the message id as the key.
+    KeyHash,
+    /// The producer's sticky partitioner: one partition until its batch closes.
+    Sticky,
+}
+
+/// How a producer stores the records of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionSpec {
+    #[default]
+    None,
+    Lz4,
 }
 
 /// When a consumer commits its offsets, relative to processing a message.
@@ -364,6 +378,13 @@ pub struct ProducerSpec {
     /// Open a new connection for every send and close it after the outcome (sync mode only):
     /// what a client without long-lived connections pays (claim P1).
     pub connect_per_send: bool,
+    /// The idempotent producer (needs `acks = "all"` and `in_flight_max <= 5`).
+    pub idempotence: bool,
+    /// A batch closes when it holds this many messages.
+    pub batch_records_max: u32,
+    pub compression: CompressionSpec,
+    /// Connections from each instance to each broker, partitions spread over them.
+    pub connections_per_broker: u16,
 }
 
 impl Default for ProducerSpec {
@@ -392,6 +413,10 @@ impl Default for ProducerSpec {
             buffer_bytes_max: 32 * 1024 * 1024,
             max_block_ms: 60_000,
             connect_per_send: false,
+            idempotence: false,
+            batch_records_max: fathom_core::client::producer::BATCH_RECORDS_MAX_DEFAULT as u32,
+            compression: CompressionSpec::None,
+            connections_per_broker: 1,
         }
     }
 }

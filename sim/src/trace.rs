@@ -36,6 +36,8 @@ impl TraceHash {
 /// production commands run on one thread too.
 pub struct Trace {
     pub events: Vec<Event>,
+    /// The producers' send journal: every produce attempt (claim P6).
+    pub attempts: Vec<AttemptRecord>,
     /// Non-client events (faults, leader changes, restarts) as text lines with their time.
     pub notes: Vec<(u64, String)>,
     hash: TraceHash,
@@ -51,6 +53,28 @@ impl Default for Trace {
 
 pub type SharedTrace = Rc<RefCell<Trace>>;
 
+/// One produce attempt of one batch, as `journal.jsonl` holds it. Times are the trace's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    pub process: String,
+    pub topic: String,
+    pub partition: u32,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub broker: u32,
+    /// When the request was handed to the network.
+    pub sent_ns: u64,
+    /// When its outcome was known.
+    pub resolved_ns: u64,
+    /// The batch's base offset, when the attempt succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The messages of the batch, in batch order.
+    pub ids: Vec<String>,
+}
+
 /// Simulated nanoseconds since the run started.
 pub fn sim_now_ns() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
@@ -60,6 +84,7 @@ impl Trace {
     pub fn with_clock(clock: fn() -> u64) -> Trace {
         Trace {
             events: Vec::new(),
+            attempts: Vec::new(),
             notes: Vec::new(),
             hash: TraceHash::default(),
             clock,

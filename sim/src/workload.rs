@@ -15,8 +15,13 @@ use fathom_core::ids::TopicPartition;
 use fathom_core::rng::Rng;
 use fathom_core::time::Instant;
 
-use crate::scenario::{CommitMode, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec};
-use crate::trace::SharedTrace;
+use fathom_core::client::producer::UNKNOWN_PARTITION;
+use fathom_core::log::batch::Compression;
+
+use crate::scenario::{
+    CommitMode, CompressionSpec, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec,
+};
+use crate::trace::{AttemptRecord, SharedTrace};
 
 /// The process name of the final read.
 pub const FINAL_READ_PROCESS: &str = "final-read";
@@ -89,6 +94,18 @@ impl ProducerProcess {
             request_timeout_ms: spec.request_timeout_ms,
             delivery_timeout_ms: spec.delivery_timeout_ms,
             buffer_bytes_max: spec.buffer_bytes_max as usize,
+            enable_idempotence: spec.idempotence,
+            attempt_events: true,
+            batch_records_max: spec.batch_records_max as usize,
+            compression: match spec.compression {
+                CompressionSpec::None => Compression::None,
+                CompressionSpec::Lz4 => Compression::Lz4,
+            },
+            connections_per_broker: spec.connections_per_broker,
+            partitioner: match spec.partitioner {
+                Partitioner::Sticky => fathom_core::client::Partitioner::Sticky,
+                _ => fathom_core::client::Partitioner::KeyHash,
+            },
             ..ProducerConfig::default()
         };
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
@@ -111,12 +128,43 @@ impl ProducerProcess {
         let mut blocked_since: Option<Instant> = None;
         loop {
             let now = io.now();
-            while let Some(ProducerEvent::Delivered {
-                id,
-                partition,
-                result,
-            }) = producer.poll_event()
-            {
+            while let Some(event) = producer.poll_event() {
+                let (id, partition, result) = match event {
+                    ProducerEvent::Attempt {
+                        partition,
+                        ids,
+                        attempt,
+                        broker,
+                        sent_at,
+                        outcome,
+                    } => {
+                        let mut trace = self.trace.borrow_mut();
+                        let resolved_ns = trace.now_ns();
+                        let age = io.now().saturating_since(sent_at).as_nanos() as u64;
+                        let (offset, error) = match outcome {
+                            Ok(offset) => (Some(offset), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                        trace.attempts.push(AttemptRecord {
+                            process: self.name.clone(),
+                            topic: partition.topic,
+                            partition: partition.partition,
+                            attempt,
+                            broker,
+                            sent_ns: resolved_ns.saturating_sub(age),
+                            resolved_ns,
+                            offset,
+                            error,
+                            ids,
+                        });
+                        continue;
+                    }
+                    ProducerEvent::Delivered {
+                        id,
+                        partition,
+                        result,
+                    } => (id, partition, result),
+                };
                 outstanding -= 1;
                 if !observes_outcome {
                     continue;
@@ -142,22 +190,45 @@ impl ProducerProcess {
                 && now < stop
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
-                let partition = match spec.partitioner {
+                let id = format!("{}-{sent}", self.name);
+                let explicit = match spec.partitioner {
                     Partitioner::RoundRobin => {
                         round_robin = (round_robin + 1) % self.partitions;
-                        round_robin
+                        Some(round_robin)
                     }
-                    Partitioner::Random => rng.range_u64(0, self.partitions as u64 - 1) as u32,
+                    Partitioner::Random => {
+                        Some(rng.range_u64(0, self.partitions as u64 - 1) as u32)
+                    }
+                    Partitioner::KeyHash | Partitioner::Sticky => None,
                 };
-                let tp = TopicPartition::new(spec.topic.clone(), partition);
-                let id = format!("{}-{sent}", self.name);
+                // The producer's own partitioners pick once it knows the partition count; a send
+                // before that is invoked with UNKNOWN_PARTITION and completes with the real one.
                 let cpu = self.resources.compute(self.message_cpu);
                 if !cpu.is_zero() {
                     tokio::time::sleep(cpu).await;
                 }
                 let now = io.now();
-                match producer.send(now, tp.clone(), id.clone(), value.clone()) {
-                    Ok(()) => {
+                let sent_to = match explicit {
+                    Some(partition) => {
+                        let tp = TopicPartition::new(spec.topic.clone(), partition);
+                        producer
+                            .send(now, tp.clone(), id.clone(), value.clone())
+                            .map(|()| tp)
+                    }
+                    None => {
+                        let key =
+                            (spec.partitioner == Partitioner::KeyHash).then_some(id.as_bytes());
+                        producer
+                            .send_to_topic(now, &spec.topic, key, id.clone(), value.clone())
+                            .map(|tp| {
+                                tp.unwrap_or_else(|| {
+                                    TopicPartition::new(spec.topic.clone(), UNKNOWN_PARTITION)
+                                })
+                            })
+                    }
+                };
+                match sent_to {
+                    Ok(tp) => {
                         record(
                             &self.trace,
                             &self.name,
@@ -189,6 +260,10 @@ impl ProducerProcess {
                         }
                         let since = *blocked_since.get_or_insert(now);
                         if now.saturating_since(since) >= max_block {
+                            let tp = TopicPartition::new(
+                                spec.topic.clone(),
+                                explicit.unwrap_or(UNKNOWN_PARTITION),
+                            );
                             record(
                                 &self.trace,
                                 &self.name,

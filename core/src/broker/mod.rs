@@ -22,6 +22,8 @@
 //! order or the connection is closed.
 
 pub mod offsets;
+pub mod producer_ids;
+pub mod producer_state;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -40,6 +42,8 @@ use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
 use offsets::{encode_commit, OffsetStore};
+use producer_ids::{ProducerIdAllocator, PRODUCER_IDS_DIR};
+use producer_state::{ProducerStates, SequenceCheck};
 
 /// A connection accepted by the driver.
 pub type ConnId = u64;
@@ -120,6 +124,10 @@ pub struct Broker {
     replicas: BTreeMap<TopicPartition, Replica>,
     by_dir: BTreeMap<String, TopicPartition>,
     offset_stores: BTreeMap<TopicPartition, OffsetStore>,
+    /// Idempotent producers' sequences per led partition, with the leader term they were built
+    /// for; rebuilt from the log when the term differs (see [`producer_state`]).
+    producer_states: BTreeMap<TopicPartition, (u64, ProducerStates)>,
+    producer_ids: ProducerIdAllocator,
     /// Leaders of partitions this broker does not host, as gossiped by their leaders.
     known_leaders: BTreeMap<TopicPartition, (u64, Option<NodeId>)>,
     conns: BTreeMap<ConnId, Conn>,
@@ -149,6 +157,10 @@ impl Broker {
                     .push((name.to_string(), bytes));
             }
         }
+        let producer_ids = ProducerIdAllocator::recover(
+            id,
+            &by_partition.remove(PRODUCER_IDS_DIR).unwrap_or_default(),
+        );
         let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         let mut replicas = BTreeMap::new();
         let mut by_dir = BTreeMap::new();
@@ -185,6 +197,8 @@ impl Broker {
             replicas,
             by_dir,
             offset_stores,
+            producer_states: BTreeMap::new(),
+            producer_ids,
             known_leaders: BTreeMap::new(),
             conns: BTreeMap::new(),
             waiters: BTreeMap::new(),
@@ -262,6 +276,7 @@ impl Broker {
 
     pub fn handle_disconnected(&mut self, _now: Instant, conn: ConnId) {
         self.conns.remove(&conn);
+        self.producer_ids.handle_disconnected(conn);
         let counts = &mut self.waiter_counts;
         for ws in self.waiters.values_mut() {
             ws.retain(|w| {
@@ -276,6 +291,13 @@ impl Broker {
 
     /// A `Sync` storage op finished.
     pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
+        if ProducerIdAllocator::owns_path(path) {
+            for (conn, correlation_id, answer) in self.producer_ids.handle_synced(token) {
+                self.respond(conn, correlation_id, Response::InitProducerId(answer));
+            }
+            self.drain_producer_ids();
+            return;
+        }
         if let Some(tp) = self.partition_of_path(path) {
             if let Some(r) = self.replicas.get_mut(&tp) {
                 r.handle_synced(now, path, token);
@@ -367,6 +389,11 @@ impl Broker {
             Request::OffsetFetch { group, partition } => {
                 Some(Response::OffsetFetch(self.offset_fetch(&group, &partition)))
             }
+            Request::InitProducerId => {
+                let answer = self.producer_ids.allocate(conn, correlation_id);
+                self.drain_producer_ids();
+                answer.map(Response::InitProducerId)
+            }
         };
         if let Some(response) = response {
             self.respond(conn, correlation_id, response);
@@ -440,23 +467,45 @@ impl Broker {
             if tp.topic == OFFSETS_TOPIC {
                 return Err(ErrorCode::UnknownPartition);
             }
-            if crate::log::batch::parse(&batch).is_ok_and(|h| h.is_control()) {
+            let header = crate::log::batch::parse(&batch).ok();
+            if header.as_ref().is_some_and(|h| h.is_control()) {
                 return Err(ErrorCode::CorruptBatch);
             }
+            let term = self.leader_replica(&tp)?.term();
+            let idempotent = header.filter(|h| h.has_producer());
+            if let Some(h) = &idempotent {
+                if let SequenceCheck::Duplicate(original) =
+                    self.producer_states_of(&tp, term).check(h)?
+                {
+                    return Ok((original.base_offset, original.end_offset, true));
+                }
+            }
             let replica = self.leader_replica(&tp)?;
-            replica.propose(now, &batch).map_err(|e| match e {
+            let (base, end) = replica.propose(now, &batch).map_err(|e| match e {
                 ProposeError::NotLeader { leader } => ErrorCode::NotLeader { leader },
                 ProposeError::Log(LogError::BatchTooLarge { .. }) => ErrorCode::BatchTooLarge,
                 ProposeError::Log(_) => ErrorCode::CorruptBatch,
-            })
+            })?;
+            if let Some(h) = idempotent {
+                let stamped = crate::log::batch::BatchHeader {
+                    base_offset: base,
+                    ..h
+                };
+                self.producer_states_of(&tp, term).record(&stamped);
+            }
+            Ok((base, end, false))
         })();
-        let (base_offset, end_offset) = match result {
+        let (base_offset, end_offset, duplicate) = match result {
             Ok(range) => range,
             Err(e) => return respond.then_some(Err(e)),
         };
         match acks {
             Acks::None => None,
             Acks::Leader => Some(Ok(ProduceOk { base_offset })),
+            // A duplicate's original may be committed already: nothing to wait for.
+            Acks::All if duplicate && end_offset <= self.replicas[&tp].high_watermark() => {
+                Some(Ok(ProduceOk { base_offset }))
+            }
             Acks::All => {
                 self.add_waiter(
                     tp,
@@ -473,6 +522,20 @@ impl Broker {
                 None
             }
         }
+    }
+
+    /// The producer state of a partition this broker leads in `term`, rebuilt from its log if
+    /// it was built for another term.
+    fn producer_states_of(&mut self, tp: &TopicPartition, term: u64) -> &mut ProducerStates {
+        let log = self.replicas[tp].log();
+        let entry = self
+            .producer_states
+            .entry(tp.clone())
+            .or_insert_with(|| (term, ProducerStates::rebuild(log)));
+        if entry.0 != term {
+            *entry = (term, ProducerStates::rebuild(log));
+        }
+        &mut entry.1
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -678,6 +741,7 @@ impl Broker {
                 }
                 ReplicaEvent::SteppedDown { .. } => {
                     leadership_changed = true;
+                    self.producer_states.remove(&tp);
                     self.on_stepped_down(&tp);
                 }
             }
@@ -787,6 +851,12 @@ impl Broker {
     }
 
     // --- plumbing --------------------------------------------------------------------------
+
+    fn drain_producer_ids(&mut self) {
+        while let Some(op) = self.producer_ids.poll_storage() {
+            self.outputs.push_back(Output::Storage(op));
+        }
+    }
 
     fn add_waiter(&mut self, tp: TopicPartition, w: Waiter) {
         self.waiter_counts[w.kind.slot()] += 1;

@@ -716,3 +716,201 @@ fn replication_messages_from_a_client_are_refused() {
     assert_eq!(inbox.closed, vec![(leader, 1)]);
     assert_eq!(c.broker(leader).replica(&orders()).unwrap().term(), term);
 }
+
+/// A one-record batch of idempotent producer `pid` at `epoch` with sequence `seq`.
+fn idempotent_batch(key: &str, pid: u64, epoch: u16, seq: u32) -> Bytes {
+    batch::set_producer(&record_batch(key), pid, epoch, seq)
+}
+
+/// Moves leadership of `orders-0` away from `leader` (isolated until another broker leads,
+/// then healed); returns the new leader.
+fn change_leader(c: &mut Cluster<BrokerNode>, leader: NodeId) -> NodeId {
+    c.isolate(leader);
+    assert!(c.run_until_cond(5 * SECOND, |c| c
+        .ready_leader_of(&orders())
+        .is_some_and(|l| l != leader)));
+    let new_leader = c.ready_leader_of(&orders()).unwrap();
+    c.heal();
+    c.run_for(SECOND);
+    assert_eq!(c.ready_leader_of(&orders()), Some(new_leader));
+    new_leader
+}
+
+/// Claim P4 across a leader change: a retry of a batch the old leader committed reaches the new
+/// leader, which rebuilt the producer's sequences from its own log: it answers with the original
+/// offset and appends nothing. A batch that skips a sequence number is refused with
+/// `OutOfOrderSequence`, and one from an older epoch with `ProducerFenced`.
+#[test]
+fn duplicate_after_a_leader_change_gets_the_original_offset() {
+    let (mut c, leader) = ready_cluster(31);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let first = idempotent_batch("a", 77, 0, 0);
+    request(&mut c, leader, 1, 1, produce(first.clone(), Acks::All));
+    let Some(Response::Produce(Ok(ProduceOk { base_offset }))) =
+        await_response(&mut c, &mut inbox, leader, 1, 1, SECOND)
+    else {
+        panic!("not produced: {:?}", inbox.frames);
+    };
+
+    let new_leader = change_leader(&mut c, leader);
+    connect(&mut c, &mut inbox, new_leader, 2);
+    request(&mut c, new_leader, 2, 1, produce(first, Acks::All));
+    assert_eq!(
+        await_response(&mut c, &mut inbox, new_leader, 2, 1, SECOND),
+        Some(Response::Produce(Ok(ProduceOk { base_offset })))
+    );
+    let r = c.broker(new_leader).replica(&orders()).unwrap();
+    let keys = keys_of(&r.log().read(0, r.log().end_offset(), usize::MAX));
+    assert_eq!(
+        keys,
+        vec![(base_offset, "a".to_string())],
+        "not appended again"
+    );
+
+    let gap = idempotent_batch("c", 77, 0, 2);
+    request(&mut c, new_leader, 2, 2, produce(gap, Acks::All));
+    assert_eq!(
+        await_response(&mut c, &mut inbox, new_leader, 2, 2, SECOND),
+        Some(Response::Produce(Err(ErrorCode::OutOfOrderSequence)))
+    );
+    let next_epoch = idempotent_batch("d", 77, 1, 0);
+    request(&mut c, new_leader, 2, 3, produce(next_epoch, Acks::All));
+    assert!(matches!(
+        await_response(&mut c, &mut inbox, new_leader, 2, 3, SECOND),
+        Some(Response::Produce(Ok(_)))
+    ));
+    let old_epoch = idempotent_batch("b", 77, 0, 1);
+    request(&mut c, new_leader, 2, 4, produce(old_epoch, Acks::All));
+    assert_eq!(
+        await_response(&mut c, &mut inbox, new_leader, 2, 4, SECOND),
+        Some(Response::Produce(Err(ErrorCode::ProducerFenced)))
+    );
+}
+
+/// A batch an isolated leader appended but never committed is truncated away when the new
+/// leader's log wins. It is not in the log, so its retry is appended, not taken for a duplicate
+/// of what the old leader had.
+#[test]
+fn retry_of_a_batch_truncated_away_is_appended() {
+    let (mut c, leader) = ready_cluster(32);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let lost = idempotent_batch("lost", 78, 0, 0);
+    c.isolate(leader);
+    request(&mut c, leader, 1, 1, produce(lost.clone(), Acks::All));
+    assert_eq!(
+        await_response(&mut c, &mut inbox, leader, 1, 1, 2 * SECOND),
+        Some(Response::Produce(Err(ErrorCode::LeaderChanged)))
+    );
+    assert!(c.run_until_cond(5 * SECOND, |c| c
+        .ready_leader_of(&orders())
+        .is_some_and(|l| l != leader)));
+    let new_leader = c.ready_leader_of(&orders()).unwrap();
+    c.heal();
+    c.run_for(SECOND);
+    let old = c.broker(leader).replica(&orders()).unwrap();
+    let old_keys = keys_of(&old.log().read(0, old.log().end_offset(), usize::MAX));
+    assert!(old_keys.is_empty(), "truncated away: {old_keys:?}");
+
+    connect(&mut c, &mut inbox, new_leader, 2);
+    request(&mut c, new_leader, 2, 1, produce(lost, Acks::All));
+    let Some(Response::Produce(Ok(ProduceOk { base_offset }))) =
+        await_response(&mut c, &mut inbox, new_leader, 2, 1, SECOND)
+    else {
+        panic!("not produced: {:?}", inbox.frames);
+    };
+    let r = c.broker(new_leader).replica(&orders()).unwrap();
+    let keys = keys_of(&r.log().read(0, r.high_watermark(), usize::MAX));
+    assert_eq!(keys, vec![(base_offset, "lost".to_string())]);
+}
+
+/// `InitProducerId` is answered only once the broker's new incarnation is durable, and a
+/// restarted broker hands out ids it never handed out before.
+#[test]
+fn producer_ids_wait_for_the_incarnation_sync_and_differ_after_a_restart() {
+    let (mut c, leader) = ready_cluster(33);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    c.set_sync_mode(leader, SyncMode::Hold);
+    request(&mut c, leader, 1, 1, Request::InitProducerId);
+    assert_eq!(
+        await_response(&mut c, &mut inbox, leader, 1, 1, ms(300)),
+        None,
+        "not before the sync"
+    );
+    c.set_sync_mode(leader, SyncMode::Immediate);
+    c.release_syncs(leader);
+    let Some(Response::InitProducerId(Ok(first))) =
+        await_response(&mut c, &mut inbox, leader, 1, 1, SECOND)
+    else {
+        panic!("no id: {:?}", inbox.frames);
+    };
+    request(&mut c, leader, 1, 2, Request::InitProducerId);
+    inbox.collect(&mut c);
+    let Some(Response::InitProducerId(Ok(second))) = inbox.response(leader, 1, 2) else {
+        panic!("no second id: {:?}", inbox.frames);
+    };
+    assert_ne!(first.producer_id, second.producer_id);
+    assert_eq!(first.producer_epoch, 0);
+
+    c.crash(leader);
+    c.restart(leader);
+    c.run_for(ms(100));
+    connect(&mut c, &mut inbox, leader, 2);
+    request(&mut c, leader, 2, 1, Request::InitProducerId);
+    let Some(Response::InitProducerId(Ok(third))) =
+        await_response(&mut c, &mut inbox, leader, 2, 1, SECOND)
+    else {
+        panic!("no id after the restart: {:?}", inbox.frames);
+    };
+    assert!(
+        third.producer_id > second.producer_id,
+        "a later incarnation"
+    );
+}
+
+/// A compressed batch is checked (decompressed) on append but stored and served as sent, and a
+/// consumer decodes it; one whose block is damaged under a valid checksum is refused.
+#[test]
+fn compressed_batch_is_stored_as_sent_and_a_corrupt_one_refused() {
+    let (mut c, leader) = ready_cluster(34);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let records: Vec<batch::NewRecord> = (0..10)
+        .map(|i| batch::NewRecord {
+            timestamp_ns: i,
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from(vec![b'z'; 300]),
+        })
+        .collect();
+    let compressed = batch::build_with(&records, batch::Compression::Lz4);
+    assert!(batch::parse(&compressed).unwrap().is_compressed());
+    let at = hw(&c, leader);
+    request(&mut c, leader, 1, 1, produce(compressed.clone(), Acks::All));
+    assert!(matches!(
+        await_response(&mut c, &mut inbox, leader, 1, 1, SECOND),
+        Some(Response::Produce(Ok(_)))
+    ));
+    request(&mut c, leader, 1, 2, fetch(at, 0));
+    inbox.collect(&mut c);
+    let Some(Response::Fetch(Ok(ok))) = inbox.response(leader, 1, 2) else {
+        panic!("no fetch answer: {:?}", inbox.frames);
+    };
+    assert_eq!(ok.batches.len(), 1);
+    assert_eq!(ok.batches[0].len(), compressed.len(), "stored compressed");
+    let keys: Vec<String> = keys_of(&ok.batches).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(keys, (0..10).map(|i| format!("k{i}")).collect::<Vec<_>>());
+
+    // The block claims more bytes than it holds.
+    let mut bad = compressed.to_vec();
+    let at = batch::HEADER_BYTES + 3;
+    bad[at] = bad[at].wrapping_add(10);
+    let resealed = batch::stamp(&bad, 0, 0);
+    request(&mut c, leader, 1, 3, produce(resealed, Acks::All));
+    inbox.collect(&mut c);
+    assert_eq!(
+        inbox.response(leader, 1, 3),
+        Some(Response::Produce(Err(ErrorCode::CorruptBatch)))
+    );
+}

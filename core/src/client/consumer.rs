@@ -582,7 +582,7 @@ impl Consumer {
             correlation_id,
             request,
         };
-        (correlation_id, Transmit { to, msg })
+        (correlation_id, Transmit { to, lane: 0, msg })
     }
 
     fn handle_response(

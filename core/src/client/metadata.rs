@@ -58,6 +58,8 @@ pub struct Metadata {
     /// Highest leader epoch seen per partition, kept when the leader is forgotten.
     epochs: BTreeMap<TopicPartition, u64>,
     offsets_partitions: Option<u32>,
+    /// Partitions per topic, as the last metadata response that named the topic said.
+    partition_counts: BTreeMap<String, u32>,
     refresh_wanted: bool,
     in_flight: Option<InFlight>,
     /// No metadata request before this: rate limit and failure backoff.
@@ -80,6 +82,7 @@ impl Metadata {
             leaders: BTreeMap::new(),
             epochs: BTreeMap::new(),
             offsets_partitions: None,
+            partition_counts: BTreeMap::new(),
             refresh_wanted: false,
             in_flight: None,
             next_request_at: Instant::ZERO,
@@ -97,6 +100,11 @@ impl Metadata {
     /// How many partitions the offsets topic has, once a metadata response said so.
     pub fn offsets_partitions(&self) -> Option<u32> {
         self.offsets_partitions
+    }
+
+    /// How many partitions `topic` has, once a metadata response named it.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.partition_counts.get(topic).copied()
     }
 
     /// The address of a broker, for the driver to connect to.
@@ -221,6 +229,7 @@ impl Metadata {
         self.next_request_at = now + Duration::from_millis(self.config.refresh_backoff_ms);
         Some(Transmit {
             to: broker,
+            lane: 0,
             msg: Message::Request {
                 correlation_id,
                 request: Request::Metadata,
@@ -256,6 +265,11 @@ impl Metadata {
         if offsets_partitions > 0 {
             self.offsets_partitions = Some(offsets_partitions);
         }
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for p in &partitions {
+            *counts.entry(p.partition.topic.clone()).or_default() += 1;
+        }
+        self.partition_counts.extend(counts);
         for p in partitions {
             let known_epoch = self.epochs.get(&p.partition).copied().unwrap_or(0);
             if p.leader_epoch < known_epoch {

@@ -15,6 +15,7 @@
 
 pub mod consumer;
 pub mod metadata;
+pub mod partitioner;
 pub mod producer;
 
 #[cfg(test)]
@@ -29,12 +30,18 @@ use crate::rng::Rng;
 
 pub use consumer::{coordinator_partition, Consumer, ConsumerConfig, ConsumerEvent};
 pub use metadata::{Metadata, MetadataConfig};
+pub use partitioner::Partitioner;
 pub use producer::{Producer, ProducerConfig, ProducerEvent, SendError, SendFailure};
 
-/// A message for the driver to send to broker `to`.
+/// A message for the driver to send to broker `to` over connection number `lane` to it.
+///
+/// A client may keep several connections to one broker (lanes, numbered from 0); the driver
+/// opens one per `(to, lane)` and keeps each one's messages in order. Only the producer uses
+/// lanes other than 0 (see `ProducerConfig::connections_per_broker`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transmit {
     pub to: NodeId,
+    pub lane: u16,
     pub msg: Message,
 }
 

@@ -29,12 +29,19 @@ pub trait ClientMachine: std::fmt::Debug {
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message);
     fn handle_disconnected(&mut self, now: Instant, broker: NodeId);
+    /// One of several connections to `broker` is gone; machines that use only lane 0 treat it
+    /// as [`handle_disconnected`](Self::handle_disconnected).
+    fn handle_lane_disconnected(&mut self, now: Instant, broker: NodeId, lane: u16) {
+        let _ = lane;
+        self.handle_disconnected(now, broker);
+    }
     fn poll_transmit(&mut self) -> Option<Transmit>;
 }
 
 macro_rules! client_machine {
-    ($t:ty) => {
+    ($t:ty $(, $extra:item)*) => {
         impl ClientMachine for $t {
+            $($extra)*
             fn handle_timeout(&mut self, now: Instant) {
                 <$t>::handle_timeout(self, now)
             }
@@ -53,8 +60,16 @@ macro_rules! client_machine {
         }
     };
 }
-client_machine!(Producer);
+client_machine!(
+    Producer,
+    fn handle_lane_disconnected(&mut self, now: Instant, broker: NodeId, lane: u16) {
+        Producer::handle_lane_disconnected(self, now, broker, lane)
+    }
+);
 client_machine!(Consumer);
+
+/// Which connection: a broker and the lane to it (see [`Transmit`]).
+type LinkId = (NodeId, u16);
 
 /// A link to one broker: its connection generation, so that events of a closed connection are
 /// not mistaken for the new one's, and the queue of frames to write.
@@ -72,14 +87,14 @@ pub struct ClientIo<N: Net> {
     name: String,
     clock: Clock,
     addrs: BTreeMap<NodeId, String>,
-    links: BTreeMap<NodeId, Link>,
+    links: BTreeMap<LinkId, Link>,
     next_generation: u64,
-    events_tx: mpsc::Sender<((NodeId, u64), ReadEvent)>,
-    events: mpsc::Receiver<((NodeId, u64), ReadEvent)>,
+    events_tx: mpsc::Sender<((LinkId, u64), ReadEvent)>,
+    events: mpsc::Receiver<((LinkId, u64), ReadEvent)>,
     last_step: (Instant, u32),
     resources: SharedResources,
-    /// A frame waiting for room in its link's queue: `(broker, link generation, frame)`.
-    stalled: Option<(NodeId, u64, Bytes)>,
+    /// A frame waiting for room in its link's queue: `(link, its generation, frame)`.
+    stalled: Option<(LinkId, u64, Bytes)>,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -133,14 +148,14 @@ impl<N: Net> ClientIo<N> {
         if !self.unstall() {
             return;
         }
-        while let Some(Transmit { to, msg }) = m.poll_transmit() {
+        while let Some(Transmit { to, lane, msg }) = m.poll_transmit() {
             let frame = frame::encode(&msg);
-            let link = match self.links.get(&to) {
+            let link = match self.links.get(&(to, lane)) {
                 Some(l) => l,
-                None => match self.open(to) {
+                None => match self.open((to, lane)) {
                     Some(l) => l,
                     None => {
-                        m.handle_disconnected(self.clock.now(), to);
+                        m.handle_lane_disconnected(self.clock.now(), to, lane);
                         continue;
                     }
                 },
@@ -148,12 +163,12 @@ impl<N: Net> ClientIo<N> {
             match link.frames.try_send(frame) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
-                    self.stalled = Some((to, link.generation, frame));
+                    self.stalled = Some(((to, lane), link.generation, frame));
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.links.remove(&to);
-                    m.handle_disconnected(self.clock.now(), to);
+                    self.links.remove(&(to, lane));
+                    m.handle_lane_disconnected(self.clock.now(), to, lane);
                 }
             }
         }
@@ -246,8 +261,8 @@ impl<N: Net> ClientIo<N> {
         };
         tokio::select! {
             biased;
-            Some(((broker, generation), event)) = self.events.recv() => {
-                self.on_event(m, broker, generation, event);
+            Some(((link, generation), event)) = self.events.recv() => {
+                self.on_event(m, link, generation, event);
             }
             _ = room => {}
             _ = tokio::time::sleep_until(sleep_until) => {
@@ -263,31 +278,32 @@ impl<N: Net> ClientIo<N> {
     fn on_event<M: ClientMachine>(
         &mut self,
         m: &mut M,
-        broker: NodeId,
+        link: LinkId,
         generation: u64,
         event: ReadEvent,
     ) {
-        if self.links.get(&broker).map(|l| l.generation) != Some(generation) {
+        if self.links.get(&link).map(|l| l.generation) != Some(generation) {
             return;
         }
+        let (broker, lane) = link;
         let now = self.clock.now();
         match event {
             ReadEvent::Frame(Message::HelloOk { .. } | Message::Ping | Message::Pong, _) => {}
             ReadEvent::Frame(Message::ProtocolError { message }, _) => {
                 tracing::warn!(client = %self.name, broker, %message, "broker refused us");
-                self.links.remove(&broker);
-                m.handle_disconnected(now, broker);
+                self.links.remove(&link);
+                m.handle_lane_disconnected(now, broker, lane);
             }
             ReadEvent::Frame(msg, _) => m.handle_message(now, broker, msg),
             ReadEvent::Malformed(_) | ReadEvent::Closed => {
-                self.links.remove(&broker);
-                m.handle_disconnected(now, broker);
+                self.links.remove(&link);
+                m.handle_lane_disconnected(now, broker, lane);
             }
         }
     }
 
-    fn open(&mut self, broker: NodeId) -> Option<&Link> {
-        let addr = self.addrs.get(&broker)?.clone();
+    fn open(&mut self, link: LinkId) -> Option<&Link> {
+        let addr = self.addrs.get(&link.0)?.clone();
         let generation = self.next_generation;
         self.next_generation += 1;
         let (frames_tx, frames_rx) = mpsc::channel(CLIENT_WRITE_QUEUE_MAX);
@@ -312,28 +328,28 @@ impl<N: Net> ClientIo<N> {
                         resources.clone(),
                         peer,
                     ));
-                    read_frames::<N, (NodeId, u64)>(
+                    read_frames::<N, (LinkId, u64)>(
                         reader,
                         events,
-                        (broker, generation),
+                        (link, generation),
                         resources,
                         peer,
                     )
                     .await;
                 }
                 Err(e) => {
-                    tracing::debug!(broker, error = %e, "connect failed");
-                    let _ = events.send(((broker, generation), ReadEvent::Closed)).await;
+                    tracing::debug!(broker = link.0, error = %e, "connect failed");
+                    let _ = events.send(((link, generation), ReadEvent::Closed)).await;
                 }
             }
         });
         self.links.insert(
-            broker,
+            link,
             Link {
                 generation,
                 frames: frames_tx,
             },
         );
-        self.links.get(&broker)
+        self.links.get(&link)
     }
 }

@@ -10,20 +10,31 @@
 //! 12  leader_epoch        u64   set by the leader on append
 //! 20  magic               u8    = 1
 //! 21  crc                 u32   CRC32C, see below
-//! 25  attributes          u16   bit 0: control batch
+//! 25  attributes          u16   bit 0: control batch; bit 1: records LZ4-compressed
 //! 27  last_offset_delta   u32   record_count - 1
 //! 31  first_timestamp_ns  u64
 //! 39  max_timestamp_ns    u64
-//! 47  producer_id         u64   reserved for the idempotent producer
-//! 55  producer_epoch      u16   reserved
-//! 57  base_sequence       u32   reserved
+//! 47  producer_id         u64   idempotent producer's id; 0 (`NO_PRODUCER_ID`) for none
+//! 55  producer_epoch      u16   that producer's epoch
+//! 57  base_sequence       u32   the first record's sequence number in this partition
 //! 61  record_count        u32
 //! 65  records: (offset_delta u32, timestamp_ns u64, key_len u32, key, value_len u32, value)*
 //! ```
 //!
+//! A compressed batch (attribute bit 1) stores instead, from byte 65, `records_len u32` (the
+//! records' uncompressed length) and then the records as one LZ4 block. The checksum covers the
+//! stored (compressed) bytes, so the broker checks and stores a compressed batch as is, and
+//! [`records`] decompresses. A batch is stored compressed only if that makes it smaller.
+//!
 //! The CRC covers `base_offset`, `leader_epoch` and every byte after the CRC field. Kafka leaves
 //! the offset and epoch out so the leader can stamp them without rehashing; Fathom rehashes on
 //! stamp instead, so a flipped bit in the offset or epoch read back from disk is caught too.
+//!
+//! Idempotent producers number their records per partition, as Kafka does: a batch's
+//! `base_sequence` is the sequence of its first record, the next batch starts at
+//! `base_sequence + record_count` (wrapping). The producer sets the three producer fields with
+//! [`set_producer`] before the batch is first sent and never changes them afterwards, so a retry
+//! carries the very same bytes and the leader can recognise it.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -33,6 +44,22 @@ pub const HEADER_BYTES: usize = 65;
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4;
 pub const ATTR_CONTROL: u16 = 1;
+pub const ATTR_LZ4: u16 = 2;
+/// Largest uncompressed records section a compressed batch may claim, so that a corrupt or
+/// hostile length cannot make a reader allocate without bound.
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// How a producer's batch stores its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    /// One LZ4 block (the `lz4_flex` block format, no frame).
+    Lz4,
+}
+/// The `producer_id` of a batch written without idempotence (and of control batches). Real
+/// producer ids are never 0 (see [`crate::broker::producer_ids`]).
+pub const NO_PRODUCER_ID: u64 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -61,6 +88,21 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.attributes & ATTR_LZ4 != 0
+    }
+
+    /// Written by an idempotent producer.
+    pub fn has_producer(&self) -> bool {
+        self.producer_id != NO_PRODUCER_ID
+    }
+
+    /// The sequence number of the batch's last record.
+    pub fn last_sequence(&self) -> u32 {
+        self.base_sequence
+            .wrapping_add(self.record_count.saturating_sub(1))
     }
 }
 
@@ -92,6 +134,8 @@ pub enum BatchError {
     CrcMismatch,
     #[error("malformed batch: {0}")]
     Malformed(&'static str),
+    #[error("compressed records do not decompress: {0}")]
+    Decompress(String),
 }
 
 /// Bytes a batch of these records will take, so a producer can cut batches by size.
@@ -109,8 +153,31 @@ pub fn record_encoded_len(record: &NewRecord) -> usize {
 
 /// Encodes a data batch with base offset and epoch 0, as a producer sends it.
 pub fn build(records: &[NewRecord]) -> Bytes {
+    build_with(records, Compression::None)
+}
+
+/// [`build`], with the records compressed if `compression` asks for it and it saves space.
+pub fn build_with(records: &[NewRecord], compression: Compression) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
-    encode(records, 0)
+    let plain = encode(records, 0);
+    if compression == Compression::None {
+        return plain;
+    }
+    let section = &plain[HEADER_BYTES..];
+    let block = lz4_flex::block::compress(section);
+    let len = HEADER_BYTES + 4 + block.len();
+    if len >= plain.len() || section.len() > DECOMPRESSED_BYTES_MAX {
+        return plain;
+    }
+    let mut b = BytesMut::with_capacity(len);
+    b.put_slice(&plain[..HEADER_BYTES]);
+    b.put_u32(section.len() as u32);
+    b.put_slice(&block);
+    b[8..12].copy_from_slice(&((len - LOG_OVERHEAD_BYTES) as u32).to_be_bytes());
+    b[25..27].copy_from_slice(&ATTR_LZ4.to_be_bytes());
+    let crc = checksum(&b);
+    b[21..25].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
 }
 
 /// A batch of one empty control record, which a new leader appends to commit its term.
@@ -169,6 +236,34 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Reads the header of the batch at the front of `buf` without checking its checksum or its
+/// records: for batches already checked, such as those of an in-memory log, when only the
+/// header matters.
+pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_BYTES {
+        return Err(BatchError::Incomplete {
+            have: buf.len(),
+            need: HEADER_BYTES,
+        });
+    }
+    if buf[20] != MAGIC {
+        return Err(BatchError::BadMagic(buf[20]));
+    }
+    Ok(BatchHeader {
+        base_offset: u64_at(buf, 0),
+        batch_len: u32_at(buf, 8),
+        leader_epoch: u64_at(buf, 12),
+        crc: u32_at(buf, 21),
+        attributes: u16_at(buf, 25),
+        first_timestamp_ns: u64_at(buf, 31),
+        max_timestamp_ns: u64_at(buf, 39),
+        producer_id: u64_at(buf, 47),
+        producer_epoch: u16_at(buf, 55),
+        base_sequence: u32_at(buf, 57),
+        record_count: u32_at(buf, 61),
+    })
 }
 
 /// Reads and checks the batch at the front of `buf` (which may hold more after it). On success
@@ -242,14 +337,57 @@ pub fn stamp(batch: &[u8], base_offset: u64, leader_epoch: u64) -> Bytes {
     b.freeze()
 }
 
-/// Decodes every record of one checked batch.
+/// Returns a copy of a batch with its producer id, epoch and base sequence set and its checksum
+/// recomputed. The producer calls it once per batch, before the first attempt.
+pub fn set_producer(
+    batch: &[u8],
+    producer_id: u64,
+    producer_epoch: u16,
+    base_sequence: u32,
+) -> Bytes {
+    let mut b = BytesMut::from(batch);
+    b[47..55].copy_from_slice(&producer_id.to_be_bytes());
+    b[55..57].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[57..61].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = checksum(&b);
+    b[21..25].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Decodes every record of one checked batch, decompressing it first if it is compressed.
 pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let header = parse(batch)?;
-    let end = header.total_bytes();
-    let mut at = HEADER_BYTES;
-    let mut out = Vec::with_capacity(header.record_count as usize);
+    let stored = &batch[HEADER_BYTES..header.total_bytes()];
+    if !header.is_compressed() {
+        return decode_records(&header, stored);
+    }
+    let Some((len, block)) = stored.split_first_chunk::<4>() else {
+        return Err(BatchError::Malformed("compressed batch without its length"));
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > DECOMPRESSED_BYTES_MAX {
+        return Err(BatchError::Malformed(
+            "compressed batch claims too many bytes",
+        ));
+    }
+    let mut section = vec![0u8; len];
+    let written = lz4_flex::block::decompress_into(block, &mut section)
+        .map_err(|e| BatchError::Decompress(e.to_string()))?;
+    if written != len {
+        return Err(BatchError::Malformed(
+            "compressed records shorter than their stated length",
+        ));
+    }
+    decode_records(&header, &section)
+}
+
+/// Decodes the records section `section` (uncompressed) of a batch with `header`.
+fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, BatchError> {
+    let end = section.len();
+    let mut at = 0;
+    let mut out = Vec::with_capacity((header.record_count as usize).min(end));
     let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, BatchError> {
-        if *at + n > end {
+        if n > end - *at {
             return Err(BatchError::Malformed(
                 "record runs past the end of its batch",
             ));
@@ -259,22 +397,22 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
         Ok(r)
     };
     for i in 0..header.record_count {
-        let delta = u32_at(batch, take(&mut at, 4)?.start);
+        let delta = u32_at(section, take(&mut at, 4)?.start);
         if delta != i {
             return Err(BatchError::Malformed(
                 "record offset deltas are not consecutive",
             ));
         }
-        let timestamp_ns = u64_at(batch, take(&mut at, 8)?.start);
-        let key_len = u32_at(batch, take(&mut at, 4)?.start) as usize;
+        let timestamp_ns = u64_at(section, take(&mut at, 8)?.start);
+        let key_len = u32_at(section, take(&mut at, 4)?.start) as usize;
         let key = take(&mut at, key_len)?;
-        let value_len = u32_at(batch, take(&mut at, 4)?.start) as usize;
+        let value_len = u32_at(section, take(&mut at, 4)?.start) as usize;
         let value = take(&mut at, value_len)?;
         out.push(Record {
             offset: header.base_offset + delta as u64,
             timestamp_ns,
-            key: Bytes::copy_from_slice(&batch[key]),
-            value: Bytes::copy_from_slice(&batch[value]),
+            key: Bytes::copy_from_slice(&section[key]),
+            value: Bytes::copy_from_slice(&section[value]),
         });
     }
     if at != end {
@@ -316,6 +454,18 @@ mod tests {
     }
 
     #[test]
+    fn producer_fields_survive_stamping() {
+        let b = set_producer(&build(&[rec("a", 1, 1), rec("b", 1, 2)]), 77, 3, u32::MAX);
+        let s = stamp(&b, 10, 4);
+        let h = validate(&s).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch), (77, 3));
+        assert_eq!((h.base_sequence, h.last_sequence()), (u32::MAX, 0));
+        assert!(h.has_producer());
+        assert_eq!(peek_header(&s).unwrap(), h);
+        assert!(!validate(&build(&[rec("a", 1, 1)])).unwrap().has_producer());
+    }
+
+    #[test]
     fn control_batch_is_marked() {
         let h = validate(&build_control(1)).unwrap();
         assert!(h.is_control());
@@ -331,6 +481,77 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    fn repetitive(n: usize) -> Vec<NewRecord> {
+        (0..n)
+            .map(|i| NewRecord {
+                timestamp_ns: i as u64,
+                key: Bytes::from(format!("producer-0-{i}")),
+                value: Bytes::from(vec![b'x'; 100]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressed_batch_reads_back_and_is_smaller() {
+        let recs = repetitive(50);
+        let plain = build(&recs);
+        let lz4 = build_with(&recs, Compression::Lz4);
+        assert!(
+            lz4.len() * 4 < plain.len(),
+            "{} vs {} bytes",
+            lz4.len(),
+            plain.len()
+        );
+        let s = stamp(&set_producer(&lz4, 5, 0, 0), 7, 2);
+        let h = validate(&s).unwrap();
+        assert!(h.is_compressed());
+        assert_eq!(h.record_count, 50);
+        let out = records(&s).unwrap();
+        let plain_out = records(&stamp(&plain, 7, 2)).unwrap();
+        assert_eq!(out, plain_out);
+        assert_eq!(out[49].offset, 56);
+    }
+
+    #[test]
+    fn incompressible_batch_is_stored_plain() {
+        let mut rng = crate::rng::Rng::new(3);
+        let noise: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
+        let recs = vec![NewRecord {
+            timestamp_ns: u64::MAX / 3,
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(noise),
+        }];
+        let b = build_with(&recs, Compression::Lz4);
+        assert!(!validate(&b).unwrap().is_compressed());
+        assert_eq!(b, build(&recs));
+    }
+
+    /// A compressed batch whose block is damaged but whose checksum was recomputed (as a buggy
+    /// or hostile producer could send) is an error from `validate`, never a panic.
+    #[test]
+    fn corrupt_compressed_records_are_an_error() {
+        let b = build_with(&repetitive(20), Compression::Lz4);
+        let mut rng = crate::rng::Rng::new(9);
+        for _ in 0..2_000 {
+            let mut bad = b.to_vec();
+            let at = rng.range_u64(HEADER_BYTES as u64, bad.len() as u64 - 1) as usize;
+            bad[at] ^= 1 << rng.range_u64(0, 7);
+            let resealed = stamp(&bad, 0, 0);
+            let _ = validate(&resealed);
+            assert!(validate(&bad).is_err(), "checksum catches it");
+        }
+        let mut huge = b.to_vec();
+        huge[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            validate(&stamp(&huge, 0, 0)),
+            Err(BatchError::Malformed(_))
+        ));
+        let mut short = b.to_vec();
+        let len = u32::from_be_bytes(short[HEADER_BYTES..HEADER_BYTES + 4].try_into().unwrap());
+        short[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&(len + 10).to_be_bytes());
+        assert!(validate(&stamp(&short, 0, 0)).is_err());
     }
 
     proptest! {

@@ -16,7 +16,7 @@ use crate::ids::{NodeId, TopicPartition};
 use crate::replication::RaftEnvelope;
 
 /// Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -101,6 +101,9 @@ pub enum Request {
         group: String,
         partition: TopicPartition,
     },
+    /// A producer id for an idempotent producer, unique in the cluster for good (see
+    /// [`crate::broker::producer_ids`]). Any broker answers it.
+    InitProducerId,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +117,16 @@ pub enum Response {
     ListOffsets(Result<ListOffsetsOk, ErrorCode>),
     OffsetCommit(Result<(), ErrorCode>),
     OffsetFetch(Result<Option<u64>, ErrorCode>),
+    InitProducerId(Result<ProducerIdentity, ErrorCode>),
+}
+
+/// Who wrote an idempotent batch: the producer id and its epoch, as a batch header carries them
+/// (see [`crate::log::batch`]). A fresh id starts at epoch 0; the producer raises the epoch
+/// itself when it has to restart a partition's sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProducerIdentity {
+    pub producer_id: u64,
+    pub producer_epoch: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +189,19 @@ pub enum ErrorCode {
     /// its high watermark may be stale; ask again shortly.
     #[error("the new leader is not ready yet")]
     LeaderNotReady,
+    /// An idempotent batch whose sequence does not follow the producer's last one in this
+    /// partition's log: an earlier batch is missing (lost, or still being retried). Not
+    /// appended.
+    #[error("out-of-order sequence number for this producer")]
+    OutOfOrderSequence,
+    /// An idempotent batch from an epoch older than one already in this partition's log.
+    /// Not appended.
+    #[error("producer epoch is older than the partition has seen (fenced)")]
+    ProducerFenced,
+    /// An idempotent batch whose sequence lies below the batches the leader remembers: it was
+    /// appended before, at an offset no longer known. Not appended again.
+    #[error("duplicate sequence number outside the remembered batches")]
+    DuplicateSequence,
 }
 
 impl ErrorCode {
@@ -183,7 +209,11 @@ impl ErrorCode {
     pub fn is_retriable(&self) -> bool {
         !matches!(
             self,
-            ErrorCode::CorruptBatch | ErrorCode::BatchTooLarge | ErrorCode::UnknownPartition
+            ErrorCode::CorruptBatch
+                | ErrorCode::BatchTooLarge
+                | ErrorCode::UnknownPartition
+                | ErrorCode::ProducerFenced
+                | ErrorCode::DuplicateSequence
         )
     }
 
@@ -198,6 +228,8 @@ impl ErrorCode {
                 | ErrorCode::BatchTooLarge
                 | ErrorCode::Busy
                 | ErrorCode::LeaderNotReady
+                | ErrorCode::OutOfOrderSequence
+                | ErrorCode::ProducerFenced
         )
     }
 }

@@ -475,3 +475,64 @@ fn expect_reports_violations() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("no `duplicate` count"), "{v:?}");
 }
+
+/// The producer options added for the idempotent producer and its batching: defaults keep the
+/// old behaviour, every value parses, and combinations the producer cannot run are refused.
+#[test]
+fn producer_options_parse_with_old_defaults_and_are_checked() {
+    let s = parse(BASE).unwrap();
+    let p = &s.producers[0];
+    assert!(!p.idempotence);
+    assert_eq!(p.partitioner, Partitioner::RoundRobin);
+    assert_eq!(p.compression, CompressionSpec::None);
+    assert_eq!(p.connections_per_broker, 1);
+    assert_eq!(
+        p.batch_records_max as usize,
+        fathom_core::client::producer::BATCH_RECORDS_MAX_DEFAULT
+    );
+
+    for (value, partitioner) in [
+        ("round_robin", Partitioner::RoundRobin),
+        ("random", Partitioner::Random),
+        ("key_hash", Partitioner::KeyHash),
+        ("sticky", Partitioner::Sticky),
+    ] {
+        let s = parse(&with(&format!("partitioner = \"{value}\"\n"))).unwrap();
+        assert_eq!(s.producers[0].partitioner, partitioner);
+    }
+    let s = parse(&with(
+        "idempotence = true\nbatch_records_max = 10\ncompression = \"lz4\"\n\
+         connections_per_broker = 2\n",
+    ))
+    .unwrap();
+    let p = &s.producers[0];
+    assert!(p.idempotence);
+    assert_eq!(p.batch_records_max, 10);
+    assert_eq!(p.compression, CompressionSpec::Lz4);
+    assert_eq!(p.connections_per_broker, 2);
+
+    assert_fails(
+        &with("acks = \"1\"\nidempotence = true\n"),
+        "producers[0].idempotence",
+        APPENDED_LINE + 1,
+        "needs acks = \"all\"",
+    );
+    assert_fails(
+        &with("idempotence = true\nin_flight_max = 6\n"),
+        "producers[0].in_flight_max",
+        APPENDED_LINE + 1,
+        "above 5",
+    );
+    assert_fails(
+        &with("batch_records_max = 0\n"),
+        "producers[0].batch_records_max",
+        APPENDED_LINE,
+        "at least 1",
+    );
+    assert_fails(
+        &with("compression = \"zstd\"\n"),
+        "producers[0].compression",
+        APPENDED_LINE,
+        "unknown variant `zstd`",
+    );
+}

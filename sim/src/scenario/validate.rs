@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
-    broker_host, is_broker_host, is_valid_process_name, ClusterSpec, CommitMode, ConsumerSpec,
-    DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec, PartitionSelection,
-    ProducerMode, ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
+    broker_host, is_broker_host, is_valid_process_name, Acks, ClusterSpec, CommitMode,
+    ConsumerSpec, DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec,
+    PartitionSelection, ProducerMode, ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
 };
 
 /// The file as serde reads it; only the faults differ from [`Scenario`].
@@ -504,6 +504,29 @@ impl Checker<'_> {
                 &field("connect_per_send"),
                 r#"needs mode = "sync": closing connections would cut off sends in flight"#,
             ));
+        }
+        if p.idempotence && p.acks != Acks::All {
+            return Err(self.error(
+                &field("idempotence"),
+                "needs acks = \"all\": the leader deduplicates only what it waits to commit",
+            ));
+        }
+        let window = fathom_core::broker::producer_state::PRODUCER_BATCHES_RETAINED;
+        if p.idempotence && p.in_flight_max as usize > window {
+            return Err(self.error(
+                &field("in_flight_max"),
+                format!(
+                    "{} is above {window}, the most an idempotent producer may have in flight \
+                     (the leader remembers the last {window} batches of each producer)",
+                    p.in_flight_max
+                ),
+            ));
+        }
+        if p.batch_records_max == 0 {
+            return Err(self.error(&field("batch_records_max"), "must be at least 1"));
+        }
+        if p.connections_per_broker == 0 {
+            return Err(self.error(&field("connections_per_broker"), "must be at least 1"));
         }
         if p.request_timeout_ms == 0 {
             return Err(self.error(&field("request_timeout_ms"), "must be at least 1"));

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::broker::producer_state::{ProducerStates, SequenceCheck};
 use crate::client::{Consumer, ConsumerEvent, Producer, ProducerEvent, Transmit};
 use crate::config::BrokerAddr;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use crate::log::batch::{self, NewRecord, Record};
 use crate::protocol::{
-    Acks, ErrorCode, FetchOk, ListOffsetsOk, Message, PartitionMetadata, ProduceOk, Request,
-    Response,
+    Acks, ErrorCode, FetchOk, ListOffsetsOk, Message, PartitionMetadata, ProduceOk,
+    ProducerIdentity, Request, Response,
 };
 use crate::time::Instant;
 
@@ -53,6 +54,10 @@ pub struct FakeCluster {
     pub epoch: u64,
     pub logs: BTreeMap<TopicPartition, Vec<Bytes>>,
     pub committed: BTreeMap<(String, TopicPartition), u64>,
+    /// Idempotent producers' sequences per partition, checked as a leader checks them.
+    pub producer_states: BTreeMap<TopicPartition, ProducerStates>,
+    /// Producer ids handed out so far.
+    pub producer_ids_granted: u64,
 }
 
 impl FakeCluster {
@@ -77,6 +82,8 @@ impl FakeCluster {
             epoch: 1,
             logs,
             committed: BTreeMap::new(),
+            producer_states: BTreeMap::new(),
+            producer_ids_granted: 0,
         }
     }
 
@@ -91,8 +98,26 @@ impl FakeCluster {
     pub fn append(&mut self, partition: &TopicPartition, unstamped: &[u8]) -> u64 {
         let base = self.end_offset(partition);
         let stamped = batch::stamp(unstamped, base, self.epoch);
+        let header = batch::parse(&stamped).unwrap();
+        self.producer_states
+            .entry(partition.clone())
+            .or_default()
+            .record(&header);
         self.logs.get_mut(partition).unwrap().push(stamped);
         base
+    }
+
+    /// A leader's produce: sequence checks for idempotent batches, then the append; the base
+    /// offset of the batch (the original one for a duplicate).
+    pub fn produce(&mut self, partition: &TopicPartition, b: &[u8]) -> Result<u64, ErrorCode> {
+        let header = batch::validate(b).map_err(|_| ErrorCode::CorruptBatch)?;
+        if header.has_producer() {
+            let states = self.producer_states.entry(partition.clone()).or_default();
+            if let SequenceCheck::Duplicate(original) = states.check(&header)? {
+                return Ok(original.base_offset);
+            }
+        }
+        Ok(self.append(partition, b))
     }
 
     pub fn append_records(&mut self, partition: &TopicPartition, keys: &[&str]) -> u64 {
@@ -145,9 +170,8 @@ impl FakeCluster {
                 ..
             } => {
                 let result = self.leader_check(at, partition).and_then(|()| {
-                    batch::validate(b).map_err(|_| ErrorCode::CorruptBatch)?;
                     Ok(ProduceOk {
-                        base_offset: self.append(partition, b),
+                        base_offset: self.produce(partition, b)?,
                     })
                 });
                 if *acks == Acks::None {
@@ -215,6 +239,13 @@ impl FakeCluster {
                     self.committed
                         .get(&(group.clone(), partition.clone()))
                         .copied()
+                }))
+            }
+            Request::InitProducerId => {
+                self.producer_ids_granted += 1;
+                Response::InitProducerId(Ok(ProducerIdentity {
+                    producer_id: 1000 + self.producer_ids_granted,
+                    producer_epoch: 0,
                 }))
             }
         };

@@ -6,5 +6,9 @@
 
 mod consumer;
 mod harness;
+mod idempotence;
+mod journal;
+mod lanes;
 mod metadata;
+mod partitioner;
 mod producer;

@@ -45,7 +45,10 @@ fn send(net: &mut Net<Producer>, partition: u32, id: &str) -> Result<(), SendErr
 fn results(net: &Net<Producer>) -> Vec<(String, Result<u64, SendFailure>)> {
     net.events
         .iter()
-        .map(|ProducerEvent::Delivered { id, result, .. }| (id.clone(), result.clone()))
+        .filter_map(|e| match e {
+            ProducerEvent::Delivered { id, result, .. } => Some((id.clone(), result.clone())),
+            _ => None,
+        })
         .collect()
 }
 
@@ -498,4 +501,68 @@ fn jitter_is_deterministic_for_a_seed() {
         times(&run(8)),
         "the backoff is jittered by the seed"
     );
+}
+
+/// A batch closes at `batch_records_max` records and goes out without waiting for its linger.
+#[test]
+fn batch_closes_at_batch_records_max() {
+    let mut net = net(
+        ProducerConfig {
+            linger_ms: 1_000,
+            batch_records_max: 3,
+            ..config()
+        },
+        1,
+    );
+    send(&mut net, 0, "warm-up").unwrap();
+    net.run_for(ms(2_000));
+    let start = net.now;
+    for i in 0..7 {
+        send(&mut net, 0, &format!("r{i}")).unwrap();
+    }
+    net.run_for(ms(100));
+    let counts: Vec<(crate::time::Instant, u32)> = produce_requests(&net)[1..]
+        .iter()
+        .map(|p| (p.0, record_count(&p.2)))
+        .collect();
+    assert_eq!(counts, vec![(start, 3), (start, 3)], "the seventh lingers");
+    net.run_for(ms(1_000));
+    assert_eq!(results(&net).len(), 8);
+}
+
+/// With LZ4 the producer sends compressed batches of repetitive records, the log stores them as
+/// sent, and every record still gets its own offset.
+#[test]
+fn compressed_batches_are_sent_and_read_back() {
+    let mut net = net(
+        ProducerConfig {
+            linger_ms: 10,
+            compression: batch::Compression::Lz4,
+            ..config()
+        },
+        1,
+    );
+    for i in 0..20 {
+        net.input(|p, now| {
+            p.send(
+                now,
+                tp("t", 0),
+                format!("r{i}"),
+                Bytes::from(vec![b'x'; 200]),
+            )
+        })
+        .unwrap();
+    }
+    net.run_for(ms(1_000));
+    let produce = produce_requests(&net);
+    assert_eq!(produce.len(), 1);
+    let sent = &produce[0].2;
+    let h = batch::validate(sent).unwrap();
+    assert!(h.is_compressed());
+    assert!(sent.len() < 20 * 200 / 4, "{} bytes", sent.len());
+    let stored = &net.cluster.logs[&tp("t", 0)][0];
+    assert_eq!(&stored[batch::HEADER_BYTES..], &sent[batch::HEADER_BYTES..]);
+    let offsets: Vec<u64> = results(&net).into_iter().map(|(_, r)| r.unwrap()).collect();
+    assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+    assert_eq!(net.cluster.read_all(&tp("t", 0)).len(), 20);
 }
