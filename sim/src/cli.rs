@@ -56,7 +56,7 @@ pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
     }
     print!("{}", outcome.summary.table());
     println!(
-        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json}}",
+        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
         dir.display()
     );
     if outcome.violations.is_empty() {
@@ -91,7 +91,8 @@ pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
     std::fs::write(dir.join("journal.jsonl"), journal)?;
     let mut summary = serde_json::to_string_pretty(&outcome.summary)?;
     summary.push('\n');
-    std::fs::write(dir.join("summary.json"), summary)
+    std::fs::write(dir.join("summary.json"), summary)?;
+    crate::report::write(dir, &outcome.summary)
 }
 
 /// Parses `A..B` into a half-open range.

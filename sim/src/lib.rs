@@ -16,6 +16,7 @@ pub mod io;
 pub mod metrics;
 #[cfg(feature = "production")]
 pub mod production;
+pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;

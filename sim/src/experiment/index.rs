@@ -75,21 +75,9 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
     }
     let mut entries = Vec::new();
     for (id, name) in CLAIMS {
-        let entry = match by_claim.get(*id).and_then(|v| v.split_first()) {
-            Some(((first, v), rest)) => {
-                let j = &v["judgement"];
-                ClaimEntry {
-                    id: id.to_string(),
-                    name: name.to_string(),
-                    verdict: j["verdict"].as_str().unwrap_or("inconclusive").to_string(),
-                    condition: j["condition"].as_str().map(str::to_string),
-                    experiment: first.clone(),
-                    also: rest.iter().map(|(id, _)| id.clone()).collect(),
-                    finding: j["finding"].as_str().unwrap_or_default().to_string(),
-                    numbers: serde_json::from_value(j["numbers"].clone()).unwrap_or_default(),
-                }
-            }
-            None => ClaimEntry {
+        let entry = match by_claim.get(*id) {
+            Some(experiments) if !experiments.is_empty() => combine(id, name, experiments),
+            _ => ClaimEntry {
                 id: id.to_string(),
                 name: name.to_string(),
                 verdict: "untested".into(),
@@ -109,6 +97,56 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
     std::fs::write(reports.join("claims.json"), json).map_err(io)?;
     std::fs::write(reports.join("README.md"), readme(&entries)).map_err(io)?;
     Ok(entries)
+}
+
+/// One claim's entry from its experiments (in folder order). The verdict is the experiments'
+/// if they agree; a confirmation next to a qualification or a refutation makes the claim
+/// qualified, with every condition kept.
+fn combine(id: &str, name: &str, experiments: &[(String, serde_json::Value)]) -> ClaimEntry {
+    let mut verdicts = Vec::new();
+    let mut conditions = Vec::new();
+    let mut findings = Vec::new();
+    let mut numbers = BTreeMap::new();
+    for (exp, v) in experiments {
+        let j = &v["judgement"];
+        let verdict = j["verdict"].as_str().unwrap_or("inconclusive").to_string();
+        if let Some(c) = j["condition"].as_str() {
+            conditions.push(c.to_string());
+        }
+        if verdict == "refuted" {
+            conditions.push(format!("{exp} refutes part of it"));
+        }
+        findings.push(j["finding"].as_str().unwrap_or_default().to_string());
+        let nums: BTreeMap<String, f64> =
+            serde_json::from_value(j["numbers"].clone()).unwrap_or_default();
+        for (k, x) in nums {
+            let key = if experiments.len() > 1 {
+                format!("{exp}: {k}")
+            } else {
+                k
+            };
+            numbers.insert(key, x);
+        }
+        verdicts.push(verdict);
+    }
+    let verdict = if verdicts.iter().all(|v| *v == verdicts[0]) {
+        verdicts[0].clone()
+    } else if verdicts.iter().any(|v| v == "inconclusive") {
+        "inconclusive".to_string()
+    } else {
+        "qualified".to_string()
+    };
+    ClaimEntry {
+        id: id.to_string(),
+        name: name.to_string(),
+        condition: (!conditions.is_empty() && verdict != "confirmed")
+            .then(|| conditions.join("; ")),
+        verdict,
+        experiment: experiments[0].0.clone(),
+        also: experiments[1..].iter().map(|(e, _)| e.clone()).collect(),
+        finding: findings.join(" "),
+        numbers,
+    }
 }
 
 fn readme(entries: &[ClaimEntry]) -> String {

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::{Experiment, ExperimentError, Point};
 use crate::run::{self, RunOutcome};
-use crate::workload::FINAL_READ_PROCESS;
 
 /// The numbers taken from every run, by name; what tables, charts and verdicts refer to.
 pub const METRICS: &[(&str, &str)] = &[
@@ -78,6 +77,7 @@ pub const METRICS: &[(&str, &str)] = &[
         "mean time from the commit to the delivery",
     ),
     ("leader_changes", "leader elections won"),
+    ("attempts", "produce attempts in the send journal"),
 ];
 
 pub fn is_metric(name: &str) -> bool {
@@ -298,6 +298,7 @@ pub fn numbers(o: &RunOutcome) -> Numbers {
         m.series.iter().map(|s| s.leader_changes).sum::<u64>() as f64,
     );
     put("unread", unread(o) as f64);
+    put("attempts", o.attempts.len() as f64);
     n
 }
 
@@ -311,7 +312,6 @@ fn unread(o: &RunOutcome) -> u64 {
                 sent.insert(id);
             }
             (Op::Poll { records, .. }, EventType::Ok) => {
-                let _ = e.process == FINAL_READ_PROCESS;
                 seen.extend(records.iter().map(|(_, id)| id.as_str()));
             }
             _ => {}
