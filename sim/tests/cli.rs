@@ -150,3 +150,74 @@ fn explore_lists_violating_seeds_with_a_replay_command() {
         "{stdout}"
     );
 }
+
+#[test]
+fn run_writes_a_report_and_trace_tells_a_retried_message_s_life() {
+    let dir = std::env::temp_dir().join(format!("fathom-cli-trace-{}", std::process::id()));
+    let out = Command::new(FATHOM)
+        .arg("run")
+        .arg(repo("scenarios/packet-loss.toml"))
+        .args(["--seed", "1", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for file in [
+        "report.md",
+        "throughput.svg",
+        "lag.svg",
+        "latency-produce.svg",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("## Anomalies") && report.contains("![throughput.svg]"));
+    // A message whose batch took more than one attempt, from the journal.
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let retried: serde_json::Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|a| a["attempt"] == 2)
+        .expect("packet loss makes some batch retry");
+    let id = retried["ids"][0].as_str().unwrap();
+    let out = Command::new(FATHOM)
+        .arg("trace")
+        .arg(&dir)
+        .arg(id)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("message {id}")), "{text}");
+    assert!(text.contains("send invoked"), "{text}");
+    assert!(text.contains("attempt 1 to broker-"), "{text}");
+    assert!(text.contains("attempt 2 to broker-"), "{text}");
+    assert!(text.contains("fate: "), "{text}");
+
+    let missing = Command::new(FATHOM)
+        .arg("trace")
+        .arg(&dir)
+        .arg("no-such-message")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_experiment_file_exits_2_with_the_reason() {
+    let bad = scratch_file(
+        "bad-experiment",
+        "x.toml",
+        "id = \"x\"\nclaim = \"P1\"\ntitle = \"t\"\nquestion = \"q\"\n\
+         scenario = \"../../scenarios/quickstart.toml\"\nseeds = [1]\ncolumns = [\"acks_per_minute\"]\n\
+         [[axes]]\nname = \"a\"\nparams = [\"producers[0].linger_ms\"]\nvalues = [0, 5]\n",
+    );
+    let out = Command::new(FATHOM)
+        .arg("experiment")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acks_per_minute"), "{err}");
+}

@@ -79,6 +79,7 @@ fn every_scenario_file_is_covered_by_a_test() {
     let covered = [
         "disk-io-errors.toml",
         "disk-torn-write.toml",
+        "idempotent-producer.toml",
         "leader-crash-acks-1.toml",
         "leader-crash-acks-all.toml",
         "packet-loss.toml",
@@ -89,4 +90,9 @@ fn every_scenario_file_is_covered_by_a_test() {
         files, covered,
         "add a test above for each new scenario file"
     );
+}
+
+#[test]
+fn idempotent_producer_neither_duplicates_nor_reorders_under_faults() {
+    assert_bounds_hold("idempotent-producer.toml");
 }

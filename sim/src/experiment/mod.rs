@@ -151,11 +151,11 @@ impl Experiment {
         let mut e: Experiment = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         e.source = path.to_path_buf();
         let base = path.parent().unwrap_or(Path::new(".")).join(&e.scenario);
+        e.check().map_err(invalid)?;
         e.base_text = std::fs::read_to_string(&base).map_err(|source| ExperimentError::Io {
             path: base.clone(),
             source,
         })?;
-        e.check().map_err(invalid)?;
         // Every point must make a valid scenario.
         for p in e.points() {
             e.scenario_at(&p)?;
