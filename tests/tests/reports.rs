@@ -98,6 +98,10 @@ fn every_experiment_loads_and_has_a_committed_report() {
             e.claim
         );
         let committed = repo("reports").join(&e.id).join("results.json");
-        assert!(committed.is_file(), "{} has no report; run `fathom report`", e.id);
+        assert!(
+            committed.is_file(),
+            "{} has no report; run `fathom report`",
+            e.id
+        );
     }
 }
