@@ -90,20 +90,49 @@ pub struct Axis {
     pub extra: Vec<toml::Table>,
 }
 
+/// What a chart draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChartKind {
+    /// `metric` against the numeric `x_axis`, one line per value of the other axis, with the
+    /// spread over seeds as error bars.
+    #[default]
+    Sweep,
+    /// One bar per point: the median of `metric`.
+    Bars,
+    /// One stacked bar per point: the mean end-to-end latency split into its parts (E1).
+    Breakdown,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChartSpec {
     pub file: String,
     pub title: String,
+    #[serde(default)]
+    pub kind: ChartKind,
+    /// The metric drawn (not for `breakdown`).
+    #[serde(default)]
     pub metric: String,
     pub y_label: String,
-    /// The axis on the x axis (its labels must be numbers); the other axis, if any, gives the
-    /// series.
+    /// For `sweep`: the axis on the x axis (its labels must be numbers); the other axis, if
+    /// any, gives the series.
+    #[serde(default)]
     pub x_axis: String,
     #[serde(default)]
     pub log_x: bool,
     #[serde(default)]
     pub log_y: bool,
+    /// For `bars` and `breakdown`: draw only the points with this label on this axis (the
+    /// bars are then named by the other axis).
+    pub only: Option<OnlyPoints>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlyPoints {
+    pub axis: String,
+    pub label: String,
 }
 
 /// One point of the sweep: a label per axis.
@@ -201,23 +230,36 @@ impl Experiment {
             }
         }
         for c in &self.charts {
-            if !runner::is_metric(&c.metric) {
+            if c.kind != ChartKind::Breakdown && !runner::is_metric(&c.metric) {
                 return Err(format!(
                     "chart {:?}: {:?} is not a metric",
                     c.file, c.metric
                 ));
             }
-            let Some(axis) = self.axes.iter().find(|a| a.name == c.x_axis) else {
-                return Err(format!("chart {:?}: no axis {:?}", c.file, c.x_axis));
-            };
-            for i in 0..axis.values.len() {
-                if axis.label(i).parse::<f64>().is_err() {
+            if let Some(only) = &c.only {
+                let known = self.axes.iter().any(|a| {
+                    a.name == only.axis && (0..a.values.len()).any(|i| a.label(i) == only.label)
+                });
+                if !known {
                     return Err(format!(
-                        "chart {:?}: axis {:?} label {:?} is not a number",
-                        c.file,
-                        axis.name,
-                        axis.label(i)
+                        "chart {:?}: no point has {:?} = {:?}",
+                        c.file, only.axis, only.label
                     ));
+                }
+            }
+            if c.kind == ChartKind::Sweep {
+                let Some(axis) = self.axes.iter().find(|a| a.name == c.x_axis) else {
+                    return Err(format!("chart {:?}: no axis {:?}", c.file, c.x_axis));
+                };
+                for i in 0..axis.values.len() {
+                    if axis.label(i).parse::<f64>().is_err() {
+                        return Err(format!(
+                            "chart {:?}: axis {:?} label {:?} is not a number",
+                            c.file,
+                            axis.name,
+                            axis.label(i)
+                        ));
+                    }
                 }
             }
             if !c.file.ends_with(".svg") || c.file.contains('/') {

@@ -9,9 +9,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::claims::Judgement;
-use super::runner::{describe, Results};
-use super::{ChartSpec, Experiment, ExperimentError};
-use crate::chart::{self, SweepPoint, SweepSeries};
+use super::runner::{describe, PointResult, Results};
+use super::{ChartKind, ChartSpec, Experiment, ExperimentError};
+use crate::chart::{self, Part, SweepPoint, SweepSeries};
 
 /// What `results.json` holds.
 #[derive(Serialize)]
@@ -162,9 +162,59 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
     s
 }
 
+fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String, String> {
+    let points: Vec<&PointResult> = results
+        .points
+        .iter()
+        .filter(|p| c.only.as_ref().is_none_or(|o| p.label(&o.axis) == o.label))
+        .collect();
+    let categories: Vec<String> = points
+        .iter()
+        .map(|p| {
+            let labels: Vec<&str> = results
+                .axes
+                .iter()
+                .filter(|a| c.only.as_ref().is_none_or(|o| o.axis != **a))
+                .map(|a| p.label(a))
+                .collect();
+            labels.join(", ")
+        })
+        .collect();
+    let drawn = match c.kind {
+        ChartKind::Sweep => return sweep_svg(e, results, c),
+        ChartKind::Bars => chart::stacked_bars(
+            &c.title,
+            &c.y_label,
+            &categories,
+            &[Part {
+                name: c.metric.clone(),
+                values: points.iter().map(|p| p.median(&c.metric)).collect(),
+            }],
+        ),
+        ChartKind::Breakdown => {
+            let parts = [
+                ("client wait", "e1_client_wait_ms"),
+                ("network to leader", "e1_network_ms"),
+                ("broker append", "e1_broker_append_ms"),
+                ("replication and commit", "e1_replication_ms"),
+                ("consumer fetch", "e1_consumer_ms"),
+            ];
+            let parts: Vec<Part> = parts
+                .iter()
+                .map(|(name, metric)| Part {
+                    name: name.to_string(),
+                    values: points.iter().map(|p| p.median(metric)).collect(),
+                })
+                .collect();
+            chart::stacked_bars(&c.title, &c.y_label, &categories, &parts)
+        }
+    };
+    drawn.map_err(|e| format!("chart {}: {e}", c.file))
+}
+
 /// A sweep chart: `metric` against the numeric `x_axis`, one series per value of the other
 /// axis, with the spread over seeds as error bars.
-fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String, String> {
+fn sweep_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String, String> {
     let other = e.axes.iter().find(|a| a.name != c.x_axis);
     let series_labels: Vec<Option<String>> = match other {
         Some(a) => (0..a.values.len()).map(|i| Some(a.label(i))).collect(),
