@@ -85,6 +85,7 @@ pub fn judge(r: &Results) -> Judgement {
         "p4-send-modes" => p4_throughput(r),
         "p4-reliability" => p4_reliability(r),
         "p5-batching" => p5(r),
+        "p5-batch-size" => p5_batch_size(r),
         "p6-retries" => p6(r),
         "p7-producers" => p7(r),
         "b1-durability" => b1(r),
@@ -445,6 +446,31 @@ fn p5(r: &Results) -> Judgement {
         _ => (Verdict::Refuted, None),
     };
     n.judge(v, condition, finding)
+}
+
+/// P5: batch size against throughput.
+fn p5_batch_size(r: &Results) -> Judgement {
+    let mut n = Notes::new();
+    let mut take = |b: &str| {
+        n.take(
+            r,
+            &format!("acks/s, {b} per batch"),
+            &[("messages per batch", b)],
+            "acked_per_s",
+        )
+    };
+    let one = take("1");
+    let sixteen = take("16");
+    let most = take("256");
+    let holds = most > one * 3.0 && sixteen > one * 2.0;
+    let finding = format!(
+        "With a cost per request, batching is what throughput rests on: one message per \
+         request gave {} acks/s against 40,000 offered, 16 per batch {} and 256 per batch {}.",
+        num(one),
+        num(sixteen),
+        num(most)
+    );
+    n.judge(verdict(holds), None, finding)
 }
 
 /// P6: retries and the journal.
