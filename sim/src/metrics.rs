@@ -48,8 +48,9 @@ pub struct ProduceProbe {
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Throughput {
-    /// The window the rates are taken over, in simulated seconds: after the warm-up, until
-    /// the end of the workload phase.
+    /// The window the rates are taken over, in simulated seconds: from when the backlog of
+    /// the first election has been acknowledged (see [`window`]) to the end of the workload
+    /// phase.
     pub window_s: [f64; 2],
     pub sent_per_s: f64,
     pub acked_per_s: f64,
@@ -85,6 +86,15 @@ pub struct Breakdown {
     pub total_mean_ms: f64,
     pub parts: Vec<PartStats>,
 }
+
+/// The parts in path order, each with its key among an experiment's numbers.
+pub const PARTS: [(&str, &str); 5] = [
+    (PART_CLIENT_WAIT, "e1_client_wait_ms"),
+    (PART_NETWORK, "e1_network_ms"),
+    (PART_BROKER_APPEND, "e1_broker_append_ms"),
+    (PART_REPLICATION, "e1_replication_ms"),
+    (PART_CONSUMER, "e1_consumer_ms"),
+];
 
 /// The part names, in path order.
 pub const PART_CLIENT_WAIT: &str = "client wait";
@@ -262,17 +272,56 @@ impl Metrics {
     }
 }
 
-/// The throughput window: from the warm-up's end to the workload's end.
+/// The throughput window. It ends with the workload phase and starts once the cluster has
+/// caught up with the backlog of the first election, so that the backlog does not inflate the
+/// rates: from the first acknowledgement, repeatedly move the start to when every message sent
+/// before it had its outcome (messages sent while a backlog drains queue behind it), until that
+/// stops moving the start. It starts no later than half-way through the phase (an overloaded
+/// cluster never catches up, and then the rate at which it acknowledges is the figure wanted)
+/// and never before the warm-up.
 fn window(scenario: &Scenario, events: &[Event]) -> (u64, u64) {
+    /// Enough rounds for any backlog a cluster with spare capacity drains.
+    const CATCH_UP_ROUNDS_MAX: usize = 16;
     let end = (scenario.duration_s * 1e9) as u64;
-    let warmup = (scenario.duration_s * 0.1).min(WARMUP_S_MAX);
+    let warmup = ((scenario.duration_s * 0.1).min(WARMUP_S_MAX) * 1e9) as u64;
+    // (invoke time, outcome time) of every send with an outcome, by invoke time.
+    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut sends: Vec<(u64, u64)> = Vec::new();
+    for e in events {
+        let Op::Send { id, .. } = &e.op else { continue };
+        match e.kind {
+            EventType::Invoke => {
+                invoked.insert(id, e.time_ns);
+            }
+            _ => {
+                if let Some(t) = invoked.remove(id.as_str()) {
+                    sends.push((t, e.time_ns));
+                }
+            }
+        }
+    }
+    sends.sort_unstable();
     let first_ack = events
         .iter()
         .find(|e| e.kind == EventType::Ok && matches!(e.op, Op::Send { .. }))
         .map(|e| e.time_ns)
         .unwrap_or(0);
-    let start = first_ack.max((warmup * 1e9) as u64).min(end);
-    (start, end)
+    let cap = end / 2;
+    let mut start = first_ack;
+    for _ in 0..CATCH_UP_ROUNDS_MAX {
+        let before = sends.partition_point(|(t, _)| *t < start);
+        let drained = sends[..before]
+            .iter()
+            .map(|(_, done)| *done)
+            .max()
+            .unwrap_or(start);
+        if drained <= start || drained >= cap {
+            start = start.max(drained.min(cap));
+            break;
+        }
+        start = drained;
+    }
+    (start.max(warmup).min(end), end)
 }
 
 /// Payload bytes per message, by the producer process that sent it (`<process>-<n>` ids).
@@ -308,7 +357,7 @@ impl Default for Micros {
 
 impl Micros {
     fn record(&mut self, ns: u64) {
-        let _ = self.0.record((ns / 1_000).max(1));
+        let _ = self.0.record(ns / 1_000);
     }
 
     fn stats(&self, name: &str) -> PartStats {

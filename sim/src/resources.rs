@@ -309,8 +309,14 @@ impl World {
         let mut done = now + one_way;
         if self.spec.tls {
             done += 2 * one_way * self.spec.tls_handshake_round_trips;
+            // Both ends do the key exchange, in parallel.
             let cpu = micros(self.spec.tls_handshake_cpu_us);
-            done = self.host(me).cores.book(done, cpu);
+            let mine = self.host(me).cores.book(done, cpu);
+            let theirs = match &peer {
+                Some(p) => self.host(p).cores.book(done, cpu),
+                None => done,
+            };
+            done = mine.max(theirs);
         }
         self.wait(now, done)
     }

@@ -196,7 +196,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let mut sim = build_sim(
         scenario,
         seed,
-        settle_end + FINAL_READ_TIMEOUT + SNAPSHOT_WAIT * 2,
+        // Producers may hold the final read back by up to one FINAL_READ_TIMEOUT.
+        settle_end + FINAL_READ_TIMEOUT * 2 + SNAPSHOT_WAIT * 2,
     );
 
     let writeback = (scenario.disk.os_writeback_ms > 0)
@@ -312,7 +313,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 cluster: cluster.clone(),
                 seed,
                 trace: trace.clone(),
-                give_up_at: settle_end + FINAL_READ_TIMEOUT,
+                give_up_at: now + FINAL_READ_TIMEOUT,
                 incomplete: incomplete.clone(),
             };
             sim.client(crate::workload::FINAL_READ_PROCESS, reader.run::<SimNet>());
@@ -346,7 +347,12 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         let mut view = view.borrow_mut();
         for a in trace.attempts.iter().filter(|a| a.attempt == 1) {
             for id in &a.ids {
-                view.probes.first_transmit.insert(id.clone(), a.sent_ns);
+                let t = view
+                    .probes
+                    .first_transmit
+                    .entry(id.clone())
+                    .or_insert(a.sent_ns);
+                *t = (*t).min(a.sent_ns);
             }
         }
     }

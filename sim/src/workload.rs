@@ -9,7 +9,7 @@ use fathom_core::client::{
     Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerConfig, ProducerEvent, SendError,
 };
 use fathom_core::config::ClusterConfig;
-use fathom_core::driver::{ClientIo, Net, SharedResources};
+use fathom_core::driver::{pay, ClientIo, Net, SharedResources};
 use fathom_core::history::{EventType, Op};
 use fathom_core::ids::TopicPartition;
 use fathom_core::rng::Rng;
@@ -126,6 +126,8 @@ impl ProducerProcess {
         let max_block = Duration::from_millis(spec.max_block_ms);
         // Since when `send` has been refused for a full buffer.
         let mut blocked_since: Option<Instant> = None;
+        // The CPU cost of the message about to be sent is paid.
+        let mut cpu_paid = false;
         loop {
             let now = io.now();
             while let Some(event) = producer.poll_event() {
@@ -203,9 +205,10 @@ impl ProducerProcess {
                 };
                 // The producer's own partitioners pick once it knows the partition count; a send
                 // before that is invoked with UNKNOWN_PARTITION and completes with the real one.
-                let cpu = self.resources.compute(self.message_cpu);
-                if !cpu.is_zero() {
-                    tokio::time::sleep(cpu).await;
+                // The application prepares each message once, however long `send` blocks.
+                if !cpu_paid {
+                    pay(self.resources.compute(self.message_cpu)).await;
+                    cpu_paid = true;
                 }
                 let now = io.now();
                 let sent_to = match explicit {
@@ -246,6 +249,7 @@ impl ProducerProcess {
                         outstanding += 1;
                         next_send = next_send_after(next_send, interval, now);
                         blocked_since = None;
+                        cpu_paid = false;
                         continue;
                     }
                     // An asynchronous send blocks while the buffer is full (claim P4), for at
@@ -281,6 +285,7 @@ impl ProducerProcess {
                             sent += 1;
                             next_send = next_send_after(next_send, interval, now);
                             blocked_since = None;
+                            cpu_paid = false;
                             continue;
                         }
                     }

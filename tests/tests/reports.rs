@@ -20,11 +20,20 @@ fn scratch(test: &str) -> PathBuf {
 }
 
 fn assert_same_files(expected: &Path, actual: &Path) {
-    let mut names: Vec<_> = std::fs::read_dir(expected)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
+    let list = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let names = list(expected);
+    assert_eq!(
+        names,
+        list(actual),
+        "the regenerated files are not the committed ones"
+    );
     assert!(!names.is_empty(), "{} is empty", expected.display());
     for name in names {
         let want = std::fs::read(expected.join(&name)).unwrap();
@@ -62,6 +71,22 @@ fn the_claims_index_regenerates_from_the_committed_results() {
         }
     }
     let entries = index::write(&out).unwrap();
+    // Each committed verdict is what today's rule says about the committed numbers.
+    for entry in std::fs::read_dir(repo("reports")).unwrap() {
+        let path = entry.unwrap().path().join("results.json");
+        if !path.is_file() {
+            continue;
+        }
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let results: runner::Results = serde_json::from_value(file.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(claims::judge(&results)).unwrap(),
+            file["judgement"],
+            "{}: the verdict rule changed; regenerate with `fathom report`",
+            path.display()
+        );
+    }
     for file in ["README.md", "claims.json"] {
         assert_eq!(
             std::fs::read_to_string(repo("reports").join(file)).unwrap(),

@@ -132,6 +132,7 @@ impl<N: Net> ClientIo<N> {
     /// flight: it is not told, so that it keeps its metadata as a reconnecting client would.
     pub fn close_idle(&mut self) {
         self.links.clear();
+        self.stalled = None;
     }
 
     pub fn now(&self) -> Instant {

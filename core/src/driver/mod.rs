@@ -108,7 +108,7 @@ impl Resources for Unmetered {
 pub type SharedResources = std::rc::Rc<dyn Resources>;
 
 /// Sleeps for `wait` unless it is zero (a zero sleep would still yield to the scheduler).
-pub(crate) async fn pay(wait: Duration) {
+pub async fn pay(wait: Duration) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }

@@ -44,26 +44,47 @@ impl Judgement {
     }
 }
 
-/// Collects the key numbers while a rule reads them.
-struct Notes(BTreeMap<String, f64>);
+/// Collects the key numbers while a rule reads them. A point the rule names but the results
+/// lack (a renamed label) makes the judgement inconclusive rather than a silent zero.
+struct Notes {
+    numbers: BTreeMap<String, f64>,
+    missing: Vec<String>,
+}
 
 impl Notes {
     fn new() -> Notes {
-        Notes(BTreeMap::new())
+        Notes {
+            numbers: BTreeMap::new(),
+            missing: Vec::new(),
+        }
     }
 
     fn take(&mut self, r: &Results, key: &str, labels: &[(&str, &str)], metric: &str) -> f64 {
-        let v = r.median(labels, metric);
-        self.0.insert(key.to_string(), v);
+        let v = match r.at(labels) {
+            Some(p) => p.median(metric),
+            None => {
+                self.missing.push(format!("{labels:?}"));
+                0.0
+            }
+        };
+        self.numbers.insert(key.to_string(), v);
         v
     }
 
     fn judge(self, verdict: Verdict, condition: Option<&str>, finding: String) -> Judgement {
+        if !self.missing.is_empty() {
+            return Judgement {
+                verdict: Verdict::Inconclusive,
+                condition: None,
+                finding: format!("the results lack the points {}", self.missing.join(", ")),
+                numbers: self.numbers,
+            };
+        }
         Judgement {
             verdict,
             condition: condition.map(str::to_string),
             finding,
-            numbers: self.0,
+            numbers: self.numbers,
         }
     }
 }

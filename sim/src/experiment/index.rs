@@ -154,7 +154,8 @@ fn readme(entries: &[ClaimEntry]) -> String {
     let _ = writeln!(
         s,
         "# Reports: the source text's claims, measured\n\n\
-         Each claim of `shared/seed/claims.md` is put to the test by an experiment: a scenario \
+         Each numbered claim of the source text (a course chapter on where a message-queue cluster \
+         loses performance and data) is put to the test by an experiment: a scenario \
          swept over one or two parameters and several seeds, run in deterministic simulation \
          with the resource model (`scenarios/experiments/`). Every figure is simulated time, so \
          `fathom report` regenerates this folder byte for byte. `claims.json` holds this table \

@@ -136,7 +136,7 @@ pub struct OnlyPoints {
 }
 
 /// One point of the sweep: a label per axis.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Point {
     /// Index into each axis's values.
     pub index: Vec<usize>,

@@ -54,6 +54,13 @@ pub fn write(
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
+    // From scratch: charts of an earlier version of the experiment go.
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|x| x == "svg") {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+    }
     for c in &e.charts {
         let svg = chart_svg(e, results, c).map_err(|message| ExperimentError::Invalid {
             path: e.source.clone(),
@@ -192,14 +199,7 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
             }],
         ),
         ChartKind::Breakdown => {
-            let parts = [
-                ("client wait", "e1_client_wait_ms"),
-                ("network to leader", "e1_network_ms"),
-                ("broker append", "e1_broker_append_ms"),
-                ("replication and commit", "e1_replication_ms"),
-                ("consumer fetch", "e1_consumer_ms"),
-            ];
-            let parts: Vec<Part> = parts
+            let parts: Vec<Part> = crate::metrics::PARTS
                 .iter()
                 .map(|(name, metric)| Part {
                     name: name.to_string(),

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use fathom_core::history::{EventType, Op};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Experiment, ExperimentError, Point};
+use crate::metrics::round3;
 use crate::run::{self, RunOutcome};
 
 /// The numbers taken from every run, by name; what tables, charts and verdicts refer to.
@@ -95,7 +96,7 @@ pub fn describe(name: &str) -> &'static str {
 /// One run's numbers.
 pub type Numbers = BTreeMap<String, f64>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
     pub trace_hash: String,
@@ -103,14 +104,14 @@ pub struct SeedResult {
 }
 
 /// Median, minimum and maximum over seeds.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Deserialize)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointResult {
     pub labels: BTreeMap<String, String>,
     #[serde(skip)]
@@ -137,7 +138,7 @@ impl PointResult {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     pub id: String,
     pub claim: String,
@@ -242,7 +243,7 @@ fn spread(seeds: &[SeedResult]) -> BTreeMap<String, Spread> {
         out.insert(
             name.to_string(),
             Spread {
-                median: round(median),
+                median: round3(median),
                 min: v[0],
                 max: v[v.len() - 1],
             },
@@ -251,18 +252,13 @@ fn spread(seeds: &[SeedResult]) -> BTreeMap<String, Spread> {
     out
 }
 
-/// Rounds to 3 significant decimals so that reports print identically everywhere.
-fn round(x: f64) -> f64 {
-    crate::metrics::round3(x)
-}
-
 /// The flat numbers of one run.
 pub fn numbers(o: &RunOutcome) -> Numbers {
     let s = &o.summary;
     let m = &s.metrics;
     let mut n = Numbers::new();
     let mut put = |k: &str, v: f64| {
-        n.insert(k.to_string(), round(v));
+        n.insert(k.to_string(), round3(v));
     };
     put("sent", s.sent as f64);
     put("acked", s.acked as f64);
@@ -283,14 +279,11 @@ pub fn numbers(o: &RunOutcome) -> Numbers {
     put("e1_messages", m.breakdown.messages as f64);
     put("e1_total_ms", m.breakdown.total_mean_ms);
     for p in &m.breakdown.parts {
-        let key = match p.name.as_str() {
-            crate::metrics::PART_CLIENT_WAIT => "e1_client_wait_ms",
-            crate::metrics::PART_NETWORK => "e1_network_ms",
-            crate::metrics::PART_BROKER_APPEND => "e1_broker_append_ms",
-            crate::metrics::PART_REPLICATION => "e1_replication_ms",
-            crate::metrics::PART_CONSUMER => "e1_consumer_ms",
-            _ => "e1_client_and_network_ms",
-        };
+        let key = crate::metrics::PARTS
+            .iter()
+            .find(|(name, _)| *name == p.name)
+            .map(|(_, key)| *key)
+            .unwrap_or("e1_client_and_network_ms");
         put(key, p.mean_ms);
     }
     put(
