@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use fathom_core::history::{EventType, Op};
+use fathom_history::{EventType, Op};
 use fathom_sim::run;
 use fathom_sim::scenario::Scenario;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fathom_core::history;
+use fathom_history as history;
 use fathom_sim::run::{self, RunOutcome};
 use fathom_sim::scenario::Scenario;
 

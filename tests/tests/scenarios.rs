@@ -1,22 +1,65 @@
-//! Every scenario file, run for a few seeds, must stay within its `[expect]` bounds.
+//! Every scenario file, run for a few seeds, must stay within its `[expect]` bounds and give the
+//! trace hash committed in `tests/fixtures/trace-hashes.txt`.
 //!
 //! This is the suite's main guard against lost writes, inconsistent offsets, aborted reads,
-//! poll anomalies and replica divergence under each fault the scenarios inject.
+//! poll anomalies and replica divergence under each fault the scenarios inject. The hashes
+//! guard behaviour: a refactoring must leave every run's history and notes as they were. A
+//! change that alters the schedule on purpose regenerates the list with
+//! `FATHOM_BLESS_TRACE_HASHES=1 cargo test -p fathom-tests --test scenarios` and says why in
+//! its commit.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use fathom_sim::run;
 use fathom_sim::scenario::Scenario;
 
 /// Seeds per scenario in `cargo test`; `fathom explore` runs hundreds.
-const SEEDS: [u64; 3] = [1, 2, 3];
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+
+/// `scenario seed hash` lines, one per run of [`SEEDS`].
+const TRACE_HASHES: &str = "tests/fixtures/trace-hashes.txt";
 
 fn scenarios_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
+fn trace_hashes_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(TRACE_HASHES)
+}
+
+/// The committed hash of `file` at `seed`.
+fn committed_hash(file: &str, seed: u64) -> Option<String> {
+    let text = std::fs::read_to_string(trace_hashes_path()).expect("trace hash list");
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let entry = (words.next()?, words.next()?.parse::<u64>().ok()?);
+        (entry == (file, seed)).then(|| words.next().map(str::to_string))?
+    })
+}
+
+/// With `FATHOM_BLESS_TRACE_HASHES` set, records `hash` in place of the committed one.
+fn bless_hash(file: &str, seed: u64, hash: &str) {
+    // Tests run on several threads; each rewrites the whole list.
+    static LIST: Mutex<()> = Mutex::new(());
+    let _guard = LIST.lock().unwrap_or_else(|e| e.into_inner());
+    let path = trace_hashes_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{file} {seed} ")))
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("{file} {seed} {hash}"));
+    lines.sort();
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write trace hash list");
+}
+
 fn assert_bounds_hold(file: &str) {
     let scenario = Scenario::load(&scenarios_dir().join(file)).expect("scenario parses");
+    let bless = std::env::var_os("FATHOM_BLESS_TRACE_HASHES").is_some();
     for seed in SEEDS {
         let outcome =
             run::run(&scenario, seed).unwrap_or_else(|e| panic!("{file} seed {seed}: {e}"));
@@ -30,6 +73,16 @@ fn assert_bounds_hold(file: &str) {
             outcome.report.acked > 0,
             "{file} seed {seed}: nothing was acknowledged"
         );
+        let hash = &outcome.summary.trace_hash;
+        if bless {
+            bless_hash(file, seed, hash);
+        } else {
+            assert_eq!(
+                committed_hash(file, seed).as_deref(),
+                Some(hash.as_str()),
+                "{file} seed {seed}: the trace hash changed (behaviour changed); see {TRACE_HASHES}"
+            );
+        }
     }
 }
 

@@ -1,0 +1,448 @@
+//! The client-observed history of a run (`history.jsonl`) and its checker.
+//!
+//! Every client operation is recorded twice: once when it is invoked and once
+//! when it completes (`ok`, `fail` = definitely did not happen, `info` = outcome
+//! unknown). The checker ([`checker::check`]) then looks for anomalies the way
+//! Jepsen's Kafka workload does, using only what clients saw, so it judges the
+//! system from the outside and cannot be fooled by a bug in the broker's own
+//! bookkeeping.
+//!
+//! The file holds one compact JSON object per line, in simulated-time order:
+//!
+//! ```text
+//! {"time_ns":1000,"process":"p0","type":"invoke","f":"send","id":"p0-0","topic":"orders","partition":0}
+//! {"time_ns":2000,"process":"p0","type":"ok","f":"send","id":"p0-0","topic":"orders","partition":0,"offset":0}
+//! {"time_ns":3000,"process":"c0","type":"ok","f":"poll","topic":"orders","partition":0,"records":[[0,"p0-0"]]}
+//! ```
+//!
+//! Serialization goes through a struct with a fixed field order and omits
+//! absent optional fields, so the same events always give the same bytes: two
+//! runs of one seed can be compared with `cmp`. Reading is lenient in the ways
+//! that let the format grow: unknown `f` values are skipped and unknown extra
+//! fields are ignored, so an old checker can read a newer history.
+
+pub mod checker;
+pub mod command;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+
+pub use checker::{check, check_replicas, Anomalies, CheckReport, ReplicaLog, ReplicaLogs};
+
+/// How an event relates to its operation: its start, or one of three endings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    /// The client started the operation.
+    Invoke,
+    /// The operation completed and took effect.
+    Ok,
+    /// The operation definitely did not take effect.
+    Fail,
+    /// The outcome is unknown: it may or may not have taken effect.
+    Info,
+}
+
+/// What the operation was, with the fields that describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Produce one message with a unique `id`. `offset` is present on `ok`;
+    /// `error` on `fail` and `info`.
+    Send {
+        id: String,
+        topic: String,
+        partition: u32,
+        offset: Option<u64>,
+        error: Option<String>,
+    },
+    /// A fetch that returned `records` as `(offset, id)` in returned order.
+    Poll {
+        topic: String,
+        partition: u32,
+        records: Vec<(u64, String)>,
+    },
+    /// The consumer's assignment changed; its poll positions may have reset.
+    Assign { partitions: Vec<(String, u32)> },
+    /// Commit `offset` (the next offset to read) for a partition.
+    Commit {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        error: Option<String>,
+    },
+    /// An operation this module has no fields for; written as just its `f`.
+    /// Never produced by [`parse_line`], which skips unknown `f` values.
+    Other { f: String },
+}
+
+impl Op {
+    /// The `f` name this operation is written under.
+    pub fn f(&self) -> &str {
+        match self {
+            Op::Send { .. } => "send",
+            Op::Poll { .. } => "poll",
+            Op::Assign { .. } => "assign",
+            Op::Commit { .. } => "commit",
+            Op::Other { f } => f,
+        }
+    }
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Simulated nanoseconds since the start of the run.
+    pub time_ns: u64,
+    /// The client instance; a restarted client gets a new name.
+    pub process: String,
+    pub kind: EventType,
+    pub op: Op,
+}
+
+impl Event {
+    pub fn new(time_ns: u64, process: impl Into<String>, kind: EventType, op: Op) -> Event {
+        Event {
+            time_ns,
+            process: process.into(),
+            kind,
+            op,
+        }
+    }
+}
+
+/// Why a history could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// One line is not a valid event (from [`parse_line`], which has no line number).
+    #[error("{0}")]
+    Invalid(String),
+    /// A line of a file is not a valid event (from [`read_jsonl`]); `line` is 1-based.
+    #[error("line {line}: {reason}")]
+    AtLine { line: usize, reason: String },
+    #[error("writing history: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl HistoryError {
+    /// The 1-based line the error is on, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            HistoryError::AtLine { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// The on-disk shape of a line, borrowed from an [`Event`]. The field order
+/// here is the order in the file; absent fields are left out.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    time_ns: u64,
+    process: &'a str,
+    #[serde(rename = "type")]
+    kind: EventType,
+    f: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records: Option<&'a [(u64, String)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<&'a [(String, u32)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> LineOut<'a> {
+    fn from_event(event: &'a Event) -> LineOut<'a> {
+        let mut line = LineOut {
+            time_ns: event.time_ns,
+            process: &event.process,
+            kind: event.kind,
+            f: event.op.f(),
+            id: None,
+            topic: None,
+            partition: None,
+            offset: None,
+            records: None,
+            partitions: None,
+            error: None,
+        };
+        match &event.op {
+            Op::Send {
+                id,
+                topic,
+                partition,
+                offset,
+                error,
+            } => {
+                line.id = Some(id);
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.offset = *offset;
+                line.error = error.as_deref();
+            }
+            Op::Poll {
+                topic,
+                partition,
+                records,
+            } => {
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.records = Some(records);
+            }
+            Op::Assign { partitions } => line.partitions = Some(partitions),
+            Op::Commit {
+                topic,
+                partition,
+                offset,
+                error,
+            } => {
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.offset = Some(*offset);
+                line.error = error.as_deref();
+            }
+            Op::Other { .. } => {}
+        }
+        line
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        LineOut::from_event(self).serialize(serializer)
+    }
+}
+
+/// The event as one compact JSON object, without a trailing newline.
+pub fn to_json_line(event: &Event) -> String {
+    // Only strings, integers and sequences of them: serde_json cannot fail here.
+    serde_json::to_string(event).expect("history events always serialize to JSON")
+}
+
+/// The fields every known operation has, read before the operation's own.
+#[derive(Deserialize)]
+struct Header {
+    time_ns: u64,
+    process: String,
+    #[serde(rename = "type")]
+    kind: EventType,
+}
+
+#[derive(Deserialize)]
+struct SendIn {
+    id: String,
+    topic: String,
+    partition: u32,
+    offset: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PollIn {
+    topic: String,
+    partition: u32,
+    records: Option<Vec<(u64, String)>>,
+}
+
+#[derive(Deserialize)]
+struct AssignIn {
+    partitions: Option<Vec<(String, u32)>>,
+}
+
+#[derive(Deserialize)]
+struct CommitIn {
+    topic: String,
+    partition: u32,
+    offset: u64,
+    error: Option<String>,
+}
+
+/// Parse one line. `Ok(None)` for an operation with an unknown `f`, so that
+/// histories from newer writers still check.
+///
+/// Fields an operation only has on some outcomes are required exactly there:
+/// an `ok` send needs `offset`, and an `ok` poll or assign needs its list (an
+/// `invoke` of either may leave it out).
+pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(json_syntax_error)?;
+    let Some(object) = value.as_object() else {
+        return Err(HistoryError::Invalid("not a JSON object".to_string()));
+    };
+    let f = match object.get("f") {
+        Some(serde_json::Value::String(f)) => f.as_str(),
+        Some(_) => return Err(HistoryError::Invalid("field `f` is not a string".into())),
+        None => return Err(HistoryError::Invalid("missing field `f`".into())),
+    };
+    if !matches!(f, "send" | "poll" | "assign" | "commit") {
+        return Ok(None);
+    }
+    let header: Header = from_value(&value)?;
+    let op = match f {
+        "send" => {
+            let send: SendIn = from_value(&value)?;
+            if header.kind == EventType::Ok && send.offset.is_none() {
+                return Err(HistoryError::Invalid(
+                    "missing field `offset` (required on an ok send)".into(),
+                ));
+            }
+            Op::Send {
+                id: send.id,
+                topic: send.topic,
+                partition: send.partition,
+                offset: send.offset,
+                error: send.error,
+            }
+        }
+        "poll" => {
+            let poll: PollIn = from_value(&value)?;
+            Op::Poll {
+                topic: poll.topic,
+                partition: poll.partition,
+                records: required_on_ok(poll.records, header.kind, "records")?,
+            }
+        }
+        "assign" => {
+            let assign: AssignIn = from_value(&value)?;
+            Op::Assign {
+                partitions: required_on_ok(assign.partitions, header.kind, "partitions")?,
+            }
+        }
+        _ => {
+            let commit: CommitIn = from_value(&value)?;
+            Op::Commit {
+                topic: commit.topic,
+                partition: commit.partition,
+                offset: commit.offset,
+                error: commit.error,
+            }
+        }
+    };
+    Ok(Some(Event {
+        time_ns: header.time_ns,
+        process: header.process,
+        kind: header.kind,
+        op,
+    }))
+}
+
+/// Read a whole `history.jsonl`, skipping blank lines and unknown operations.
+/// The error names the 1-based line and what is wrong with it.
+pub fn read_jsonl(text: &str) -> Result<Vec<Event>, HistoryError> {
+    let mut events = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(HistoryError::AtLine {
+                    line: index + 1,
+                    reason: error.to_string(),
+                })
+            }
+        }
+    }
+    Ok(events)
+}
+
+fn from_value<'de, T: Deserialize<'de>>(value: &'de serde_json::Value) -> Result<T, HistoryError> {
+    T::deserialize(value).map_err(|error| HistoryError::Invalid(error.to_string()))
+}
+
+fn required_on_ok<T: Default>(
+    field: Option<T>,
+    kind: EventType,
+    name: &str,
+) -> Result<T, HistoryError> {
+    match field {
+        Some(value) => Ok(value),
+        None if kind == EventType::Ok => Err(HistoryError::Invalid(format!(
+            "missing field `{name}` (required when type is ok)"
+        ))),
+        None => Ok(T::default()),
+    }
+}
+
+/// serde_json reports syntax errors "at line 1 column N" of the string it was
+/// given; the line is always 1 here, so keep only the column.
+fn json_syntax_error(error: serde_json::Error) -> HistoryError {
+    let message = error.to_string();
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(head, _)| head);
+    HistoryError::Invalid(format!(
+        "invalid JSON at column {}: {message}",
+        error.column()
+    ))
+}
+
+/// Writes events as JSON lines to any [`Write`]; by default into memory.
+///
+/// The writer does no buffering of its own: wrap a file in a
+/// [`std::io::BufWriter`] before handing it over.
+#[derive(Debug)]
+pub struct HistoryWriter<W: Write = Vec<u8>> {
+    out: W,
+    lines: u64,
+}
+
+impl HistoryWriter<Vec<u8>> {
+    /// A writer that accumulates the history in a `Vec<u8>`.
+    pub fn in_memory() -> HistoryWriter<Vec<u8>> {
+        HistoryWriter::new(Vec::new())
+    }
+
+    /// The lines written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.out
+    }
+}
+
+impl Default for HistoryWriter<Vec<u8>> {
+    fn default() -> Self {
+        HistoryWriter::in_memory()
+    }
+}
+
+impl<W: Write> HistoryWriter<W> {
+    pub fn new(out: W) -> HistoryWriter<W> {
+        HistoryWriter { out, lines: 0 }
+    }
+
+    /// Append one event and its newline.
+    pub fn write(&mut self, event: &Event) -> Result<(), HistoryError> {
+        let mut line = to_json_line(event);
+        line.push('\n');
+        self.out.write_all(line.as_bytes())?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// How many events have been written.
+    pub fn lines_written(&self) -> u64 {
+        self.lines
+    }
+
+    pub fn flush(&mut self) -> Result<(), HistoryError> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// The underlying writer (for the in-memory writer: the bytes).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}

@@ -1,0 +1,354 @@
+//! What a workload asks of its clients: the `[[producers]]` and `[[consumers]]` tables of a
+//! scenario and the production commands' options, read by serde and run by [`crate::clients`].
+
+use std::fmt;
+use std::time::Duration;
+
+use fathom_queue::protocol::Acks;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// The host name of instance `instance` (from 0) of the producer or consumer named `base`.
+pub fn process_name(base: &str, instance: u32) -> String {
+    format!("{base}-{instance}")
+}
+
+/// The host name of a consumer instance after it has been restarted `restarts` times: a restart
+/// is a new process with a new client identity, so the history can tell incarnations apart.
+/// With `restarts == 0` this is [`process_name`].
+pub fn restarted_process_name(base: &str, instance: u32, restarts: u32) -> String {
+    if restarts == 0 {
+        process_name(base, instance)
+    } else {
+        format!("{base}-{instance}-r{restarts}")
+    }
+}
+
+/// A `[min, max]` pair of milliseconds, checked to be ordered when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<u64>")]
+pub struct MillisRange {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl MillisRange {
+    pub fn min(&self) -> Duration {
+        Duration::from_millis(self.min_ms)
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_millis(self.max_ms)
+    }
+}
+
+impl TryFrom<Vec<u64>> for MillisRange {
+    type Error = String;
+
+    fn try_from(pair: Vec<u64>) -> Result<MillisRange, String> {
+        match pair[..] {
+            [min_ms, max_ms] if min_ms <= max_ms => Ok(MillisRange { min_ms, max_ms }),
+            [min_ms, max_ms] => Err(format!(
+                "min ({min_ms}) is above max ({max_ms}); write [min, max]"
+            )),
+            _ => Err(format!(
+                "expected [min, max] (two integers), got {} values",
+                pair.len()
+            )),
+        }
+    }
+}
+
+/// How a producer instance waits for its sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProducerMode {
+    /// One send at a time: wait for its outcome before the next.
+    #[default]
+    Sync,
+    /// Sends are pipelined up to `in_flight_max`; outcomes arrive later.
+    Async,
+    /// Send and never look at the outcome.
+    FireAndForget,
+}
+
+/// How a producer picks the partition of a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioner {
+    /// Partitions in turn, from a seeded start; chosen by the workload.
+    #[default]
+    RoundRobin,
+    /// Uniform, from the run's seed; chosen by the workload.
+    Random,
+    /// The producer's key-hash partitioner, with the message id as the key.
+    KeyHash,
+    /// The producer's sticky partitioner: one partition until its batch closes.
+    Sticky,
+}
+
+/// How a producer stores the records of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionSpec {
+    #[default]
+    None,
+    Lz4,
+}
+
+/// When a consumer commits its offsets, relative to processing a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    /// At-least-once: a crash between processing and committing re-delivers.
+    #[default]
+    AfterProcess,
+    /// At-most-once: a crash between committing and processing skips messages.
+    BeforeProcess,
+    /// Never commit; a restarted consumer starts from the beginning.
+    Never,
+}
+
+/// One `[[producers]]` table: `instances` identical processes named `{name}-0`, `{name}-1`, ...
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProducerSpec {
+    pub name: String,
+    pub instances: u32,
+    pub topic: String,
+    pub mode: ProducerMode,
+    /// `"0"`, `"1"` or `"all"` (integers 0 and 1 and `-1` for all are accepted too).
+    #[serde(deserialize_with = "deserialize_acks")]
+    pub acks: Acks,
+    /// Sends started per second per instance: an upper bound, a sync producer also waits for
+    /// each outcome.
+    pub rate_per_s: f64,
+    /// Messages per instance; the instance stops after these or at the end of `duration_s`.
+    pub messages: u64,
+    pub message_bytes: u32,
+    pub partitioner: Partitioner,
+    pub linger_ms: u64,
+    pub batch_bytes_max: u32,
+    pub in_flight_max: u32,
+    pub retries_max: u32,
+    /// Backoff before a retry, jittered between min and max from the seed.
+    pub retry_backoff_ms: MillisRange,
+    pub request_timeout_ms: u64,
+    /// How long a send may take in all, retries included, before it is reported failed.
+    pub delivery_timeout_ms: u64,
+    /// Bytes of messages the producer holds (batching, queued, in flight).
+    pub buffer_bytes_max: u64,
+    /// How long `send` blocks on a full buffer before it fails (Kafka's `max.block.ms`).
+    pub max_block_ms: u64,
+    /// Open a new connection for every send and close it after the outcome (sync mode only):
+    /// what a client without long-lived connections pays (claim P1).
+    pub connect_per_send: bool,
+    /// The idempotent producer (needs `acks = "all"` and `in_flight_max <= 5`).
+    pub idempotence: bool,
+    /// A batch closes when it holds this many messages.
+    pub batch_records_max: u32,
+    pub compression: CompressionSpec,
+    /// Connections from each instance to each broker, partitions spread over them.
+    pub connections_per_broker: u16,
+}
+
+impl Default for ProducerSpec {
+    /// Defaults for the optional fields; `name` and `topic` are required (checked by validation).
+    fn default() -> Self {
+        ProducerSpec {
+            name: String::new(),
+            instances: 1,
+            topic: String::new(),
+            mode: ProducerMode::default(),
+            acks: Acks::All,
+            rate_per_s: 100.0,
+            messages: 1000,
+            message_bytes: 100,
+            partitioner: Partitioner::default(),
+            linger_ms: 0,
+            batch_bytes_max: 16 * 1024,
+            in_flight_max: 5,
+            retries_max: 10,
+            retry_backoff_ms: MillisRange {
+                min_ms: 50,
+                max_ms: 500,
+            },
+            request_timeout_ms: 2000,
+            delivery_timeout_ms: 10_000,
+            buffer_bytes_max: 32 * 1024 * 1024,
+            max_block_ms: 60_000,
+            connect_per_send: false,
+            idempotence: false,
+            batch_records_max: fathom_queue::client::producer::BATCH_RECORDS_MAX_DEFAULT as u32,
+            compression: CompressionSpec::None,
+            connections_per_broker: 1,
+        }
+    }
+}
+
+impl ProducerSpec {
+    /// Host names of the instances, in instance order.
+    pub fn process_names(&self) -> Vec<String> {
+        (0..self.instances)
+            .map(|i| process_name(&self.name, i))
+            .collect()
+    }
+}
+
+/// Which partitions of its topic a consumer spec reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PartitionSelection {
+    #[default]
+    All,
+    List(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for PartitionSelection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SelectionVisitor;
+        impl<'de> Visitor<'de> for SelectionVisitor {
+            type Value = PartitionSelection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""all" or a list of partition indexes such as [0, 2]"#)
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PartitionSelection, E> {
+                if s == "all" {
+                    Ok(PartitionSelection::All)
+                } else {
+                    Err(E::custom(format!(
+                        r#"expected "all" or a list of partition indexes such as [0, 2], got "{s}""#
+                    )))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(p) = seq.next_element::<u32>()? {
+                    list.push(p);
+                }
+                Ok(PartitionSelection::List(list))
+            }
+        }
+        deserializer.deserialize_any(SelectionVisitor)
+    }
+}
+
+/// One `[[consumers]]` table: `instances` processes in one group that split the selected
+/// partitions between them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerSpec {
+    pub name: String,
+    pub instances: u32,
+    pub topic: String,
+    /// Split round-robin over the instances: instance `i` reads the `k`-th selected partition
+    /// when `k % instances == i`. See [`ConsumerSpec::assignment`].
+    pub partitions: PartitionSelection,
+    /// Consumer group whose committed offsets a (re)started instance resumes from.
+    pub group: String,
+    pub commit: CommitMode,
+    pub commit_interval_ms: u64,
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    pub max_bytes: u32,
+    /// Simulated processing time per message.
+    pub process_ms: u64,
+    /// Times at which every instance is stopped and a new process (see
+    /// [`restarted_process_name`]) resumes from the committed offsets. Strictly increasing.
+    pub restart_at_s: Vec<f64>,
+}
+
+impl Default for ConsumerSpec {
+    /// Defaults for the optional fields; `name`, `topic` and `group` are required.
+    fn default() -> Self {
+        ConsumerSpec {
+            name: String::new(),
+            instances: 1,
+            topic: String::new(),
+            partitions: PartitionSelection::All,
+            group: String::new(),
+            commit: CommitMode::default(),
+            commit_interval_ms: 100,
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            process_ms: 0,
+            restart_at_s: Vec::new(),
+        }
+    }
+}
+
+impl ConsumerSpec {
+    /// The partitions this spec selects from a topic with `topic_partitions` partitions.
+    pub fn selected_partitions(&self, topic_partitions: u32) -> Vec<u32> {
+        match &self.partitions {
+            PartitionSelection::All => (0..topic_partitions).collect(),
+            PartitionSelection::List(list) => list.clone(),
+        }
+    }
+
+    /// The partitions instance `instance` reads, from a topic with `topic_partitions` partitions.
+    pub fn assignment(&self, instance: u32, topic_partitions: u32) -> Vec<u32> {
+        let instances = self.instances.max(1) as usize;
+        self.selected_partitions(topic_partitions)
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % instances == instance as usize)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Host names of instance `instance` over its life: the first process, then one per
+    /// `restart_at_s` entry.
+    pub fn incarnation_names(&self, instance: u32) -> Vec<String> {
+        (0..=self.restart_at_s.len() as u32)
+            .map(|r| restarted_process_name(&self.name, instance, r))
+            .collect()
+    }
+
+    /// Host names of every process this spec ever starts.
+    pub fn process_names(&self) -> Vec<String> {
+        (0..self.instances)
+            .flat_map(|i| self.incarnation_names(i))
+            .collect()
+    }
+}
+
+fn deserialize_acks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Acks, D::Error> {
+    struct AcksVisitor;
+    const EXPECTED: &str = r#"expected one of "0", "1", "all""#;
+    impl Visitor<'_> for AcksVisitor {
+        type Value = Acks;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(r#"one of "0", "1", "all""#)
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Acks, E> {
+            match s {
+                "0" => Ok(Acks::None),
+                "1" => Ok(Acks::Leader),
+                "all" | "-1" => Ok(Acks::All),
+                _ => Err(E::custom(format!(r#"{EXPECTED}, got "{s}""#))),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Acks, E> {
+            match n {
+                0 => Ok(Acks::None),
+                1 => Ok(Acks::Leader),
+                -1 => Ok(Acks::All),
+                _ => Err(E::custom(format!("{EXPECTED}, got {n}"))),
+            }
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Acks, E> {
+            i64::try_from(n)
+                .map_err(|_| E::custom(format!("{EXPECTED}, got {n}")))
+                .and_then(|n| self.visit_i64(n))
+        }
+    }
+    deserializer.deserialize_any(AcksVisitor)
+}

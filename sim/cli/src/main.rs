@@ -1,0 +1,126 @@
+//! `fathom`: run scenarios in the simulator, explore seeds, check histories, and (with the
+//! `production` feature) run a real broker and clients.
+//!
+//! Exit codes: 0 when every `[expect]` bound holds (or the history is clean), 1 when a bound is
+//! violated (or the checker found anomalies), 2 on bad input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "sim")]
+use fathom_sim::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "fathom",
+    version,
+    about = "Deterministic simulation testbed for a replicated message queue"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    #[cfg(feature = "sim")]
+    /// Run one seed of a scenario and judge its history.
+    Run {
+        scenario: PathBuf,
+        /// Overrides the scenario's default seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where history.jsonl and summary.json go (default target/fathom/<scenario>/<seed>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    #[cfg(feature = "sim")]
+    /// Run many seeds and list the ones that violate the scenario's bounds.
+    Explore {
+        scenario: PathBuf,
+        /// A half-open range of seeds, `A..B`.
+        #[arg(long)]
+        seeds: String,
+        /// Seeds run at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Run the checker on a history file and print the anomaly counts.
+    Check { history: PathBuf },
+    #[cfg(feature = "sim")]
+    /// Print one message's life in a run directory: its send, every attempt with its broker
+    /// and error, its fate, and every delivery.
+    Trace {
+        run_dir: PathBuf,
+        message_id: String,
+    },
+    #[cfg(feature = "sim")]
+    /// Run one experiment (a scenario swept over parameters and seeds) and write its report
+    /// folder, results.json and charts; refresh the claims index.
+    Experiment {
+        file: PathBuf,
+        /// The reports folder.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Runs at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    #[cfg(feature = "sim")]
+    /// Regenerate every experiment's report and the claims index.
+    Report {
+        /// Where the experiment files are.
+        #[arg(long, default_value = "scenarios/experiments")]
+        experiments: PathBuf,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    #[cfg(feature = "production")]
+    #[command(flatten)]
+    Production(fathom_server::Command),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    #[cfg(feature = "sim")]
+    cli::init_tracing();
+    let code = match args.command {
+        #[cfg(feature = "sim")]
+        Command::Run {
+            scenario,
+            seed,
+            out,
+        } => cli::run(&scenario, seed, out.as_deref()),
+        #[cfg(feature = "sim")]
+        Command::Explore {
+            scenario,
+            seeds,
+            jobs,
+        } => cli::explore(&scenario, &seeds, jobs),
+        Command::Check { history } => fathom_history::command::check(&history),
+        #[cfg(feature = "sim")]
+        Command::Trace {
+            run_dir,
+            message_id,
+        } => cli::trace(&run_dir, &message_id),
+        #[cfg(feature = "sim")]
+        Command::Experiment {
+            file,
+            reports,
+            jobs,
+        } => cli::experiment(&file, &reports, jobs),
+        #[cfg(feature = "sim")]
+        Command::Report {
+            experiments,
+            reports,
+            jobs,
+        } => cli::report(&experiments, &reports, jobs),
+        #[cfg(feature = "production")]
+        Command::Production(command) => fathom_server::main(command),
+    };
+    ExitCode::from(code)
+}

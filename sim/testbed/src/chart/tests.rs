@@ -1,0 +1,471 @@
+//! Charts are well-formed, carry their text, survive bad input, and depend on nothing but input.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn latency_buckets() -> Vec<Bucket> {
+    // Log-spaced buckets, four per decade from 0.1 ms to 1 s, with a long tail.
+    let bounds: Vec<f64> = (0..=16)
+        .map(|i| [1.0, 1.78, 3.16, 5.62][i % 4] * [0.1, 1.0, 10.0, 100.0, 1000.0][i / 4])
+        .collect();
+    let counts = [
+        0, 3, 40, 310, 1200, 2100, 900, 260, 75, 30, 12, 6, 2, 1, 0, 1,
+    ];
+    let mut buckets: Vec<Bucket> = bounds
+        .windows(2)
+        .zip(counts)
+        .map(|(w, count)| Bucket {
+            low: w[0],
+            high: w[1],
+            count,
+        })
+        .collect();
+    buckets.insert(
+        0,
+        Bucket {
+            low: 0.0,
+            high: 0.1,
+            count: 2,
+        },
+    );
+    buckets
+}
+
+fn throughput_series() -> Vec<Series> {
+    let shape = |scale: f64, dip_from: f64| -> Vec<(f64, f64)> {
+        (0..=120)
+            .map(|i| {
+                let t = f64::from(i) * 0.5;
+                let v = if (dip_from..dip_from + 8.0).contains(&t) {
+                    scale * 0.1
+                } else {
+                    scale + f64::from(i % 7) * scale * 0.02
+                };
+                (t, v)
+            })
+            .collect()
+    };
+    vec![
+        Series {
+            name: "acked/s".into(),
+            points: shape(1000.0, 20.0),
+        },
+        Series {
+            name: "consumed/s".into(),
+            points: shape(950.0, 21.0),
+        },
+    ]
+}
+
+fn fault_markers() -> Vec<Marker> {
+    vec![
+        Marker {
+            at_s: 20.0,
+            label: "partition b1".into(),
+        },
+        Marker {
+            at_s: 28.0,
+            label: "heal".into(),
+        },
+        Marker {
+            at_s: 45.0,
+            label: "crash b2".into(),
+        },
+    ]
+}
+
+fn sweep_series() -> Vec<SweepSeries> {
+    let line = |base: f64| -> Vec<SweepPoint> {
+        [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+            .iter()
+            .map(|&x| SweepPoint {
+                x,
+                median: base * x.sqrt(),
+                min: base * x.sqrt() * 0.8,
+                max: base * x.sqrt() * 1.5,
+            })
+            .collect()
+    };
+    vec![
+        SweepSeries {
+            name: "acks=all".into(),
+            points: line(2.0),
+        },
+        SweepSeries {
+            name: "acks=1".into(),
+            points: line(0.7),
+        },
+    ]
+}
+
+fn latency_parts() -> (Vec<String>, Vec<Part>) {
+    let categories = vec!["p50".into(), "p99".into(), "p99.9".into()];
+    let part = |name: &str, values: [f64; 3]| Part {
+        name: name.into(),
+        values: values.to_vec(),
+    };
+    let parts = vec![
+        part("client wait", [0.2, 1.5, 4.0]),
+        part("network", [0.5, 2.0, 6.0]),
+        part("broker append", [0.3, 1.0, 3.5]),
+        part("replication", [0.8, 4.0, 12.0]),
+        part("consumer fetch", [0.4, 3.0, 9.0]),
+    ];
+    (categories, parts)
+}
+
+/// All four charts over the sample data, named.
+fn sample_charts() -> Vec<(&'static str, String)> {
+    let (categories, parts) = latency_parts();
+    vec![
+        (
+            "histogram",
+            histogram("Produce latency", "latency (ms)", &latency_buckets()).unwrap(),
+        ),
+        (
+            "time_series",
+            time_series(
+                "Throughput",
+                "messages/s",
+                &throughput_series(),
+                &fault_markers(),
+            )
+            .unwrap(),
+        ),
+        (
+            "sweep",
+            sweep(
+                "p99 vs. producers",
+                "producers",
+                "p99 latency (ms)",
+                true,
+                true,
+                &sweep_series(),
+            )
+            .unwrap(),
+        ),
+        (
+            "stacked_bars",
+            stacked_bars("End-to-end latency", "ms", &categories, &parts).unwrap(),
+        ),
+    ]
+}
+
+fn assert_well_formed(name: &str, svg: &str) {
+    assert!(
+        svg.starts_with("<svg "),
+        "{name}: {}",
+        &svg[..svg.len().min(80)]
+    );
+    assert!(svg.trim_end().ends_with("</svg>"), "{name}");
+    assert!(svg.contains(r#"width="800" height="400""#), "{name}");
+    for bad in ["NaN", "inf"] {
+        assert!(!svg.contains(bad), "{name} prints {bad}");
+    }
+}
+
+#[test]
+fn every_chart_is_an_svg_document_with_its_title_and_legend() {
+    let charts = sample_charts();
+    for (name, svg) in &charts {
+        assert_well_formed(name, svg);
+    }
+    let text = |name: &str| &charts.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert!(text("histogram").contains("Produce latency"));
+    assert!(text("histogram").contains("latency (ms)"));
+    let time = text("time_series");
+    for needle in [
+        "Throughput",
+        "acked/s",
+        "consumed/s",
+        "partition b1",
+        "heal",
+        "time (s)",
+    ] {
+        assert!(time.contains(needle), "time_series lacks {needle}");
+    }
+    let sweep = text("sweep");
+    for needle in ["p99 vs. producers", "acks=all", "acks=1", "producers"] {
+        assert!(sweep.contains(needle), "sweep lacks {needle}");
+    }
+    let bars = text("stacked_bars");
+    for needle in [
+        "End-to-end latency",
+        "client wait",
+        "consumer fetch",
+        "p99.9",
+    ] {
+        assert!(bars.contains(needle), "stacked_bars lacks {needle}");
+    }
+}
+
+#[test]
+fn log_axis_labels_are_exact_decimals() {
+    // Guards against libm-dependent tick values: a log axis must print "0.1", "1", "10".
+    let svg = histogram("h", "ms", &latency_buckets()).unwrap();
+    for label in [
+        ">\n0.1\n<",
+        ">\n1\n<",
+        ">\n10\n<",
+        ">\n100\n<",
+        ">\n1000\n<",
+    ] {
+        assert!(svg.contains(label), "missing tick {label}");
+    }
+}
+
+#[test]
+fn same_input_gives_identical_svg() {
+    assert_eq!(sample_charts(), sample_charts());
+}
+
+#[test]
+fn output_depends_only_on_input_not_on_thread_or_history() {
+    // Draw unrelated charts first, so that any cache or counter kept by plotters would show,
+    // then compare with a fresh thread that draws only the samples.
+    let _warm_up = time_series("other", "y", &[], &[]).unwrap();
+    let here = sample_charts();
+    let fresh = std::thread::spawn(sample_charts).join().unwrap();
+    assert_eq!(here, fresh);
+}
+
+/// FNV-1a, to pin the exact bytes without a dependency.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[test]
+fn output_bytes_are_pinned_so_reports_regenerate_identically() {
+    // If this fails after a dependency or code change, every committed chart will change too:
+    // regenerate the reports in the same commit and update the digests here.
+    let digests: Vec<(&str, String)> = sample_charts()
+        .iter()
+        .map(|(name, svg)| (*name, format!("{:016x}", fnv1a(svg.as_bytes()))))
+        .collect();
+    let expected: [(&str, &str); 4] = [
+        ("histogram", "19c01ad0c7c38f4d"),
+        ("time_series", "8fc7ca472bd59195"),
+        ("sweep", "b49bf8bc6499fbff"),
+        ("stacked_bars", "e738ff6fb0761698"),
+    ];
+    let expected: Vec<(&str, String)> = expected
+        .iter()
+        .map(|(n, d)| (*n, (*d).to_owned()))
+        .collect();
+    assert_eq!(digests, expected);
+}
+
+#[test]
+fn empty_input_still_draws_a_chart() {
+    let charts = [
+        histogram("empty", "ms", &[]),
+        time_series("empty", "y", &[], &[]),
+        sweep("empty", "x", "y", true, true, &[]),
+        sweep("empty", "x", "y", false, false, &[]),
+        stacked_bars("empty", "ms", &[], &[]),
+        time_series(
+            "empty series",
+            "y",
+            &[Series {
+                name: "none".into(),
+                points: vec![],
+            }],
+            &[],
+        ),
+    ];
+    for chart in charts {
+        assert_well_formed("empty", &chart.unwrap());
+    }
+}
+
+#[test]
+fn single_points_and_flat_data_get_a_padded_axis() {
+    let one = Series {
+        name: "one".into(),
+        points: vec![(3.0, 7.0)],
+    };
+    let flat = Series {
+        name: "flat".into(),
+        points: vec![(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)],
+    };
+    let single_sweep = SweepSeries {
+        name: "s".into(),
+        points: vec![SweepPoint {
+            x: 4.0,
+            median: 2.0,
+            min: 2.0,
+            max: 2.0,
+        }],
+    };
+    let one_bucket = Bucket {
+        low: 5.0,
+        high: 5.5,
+        count: 9,
+    };
+    let zero_bucket = Bucket {
+        low: 1.0,
+        high: 2.0,
+        count: 0,
+    };
+    let charts = [
+        time_series("one", "y", &[one], &[]),
+        time_series("flat", "y", &[flat], &[]),
+        sweep(
+            "one",
+            "x",
+            "y",
+            true,
+            true,
+            std::slice::from_ref(&single_sweep),
+        ),
+        sweep("one", "x", "y", false, false, &[single_sweep]),
+        histogram("one", "ms", &[one_bucket]),
+        histogram("zeros", "ms", &[zero_bucket]),
+        stacked_bars(
+            "zeros",
+            "ms",
+            &["a".into()],
+            &[Part {
+                name: "p".into(),
+                values: vec![0.0],
+            }],
+        ),
+    ];
+    for chart in charts {
+        assert_well_formed("degenerate", &chart.unwrap());
+    }
+}
+
+#[test]
+fn unplaceable_values_are_skipped_not_drawn() {
+    let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300];
+    let series = Series {
+        name: "gappy".into(),
+        points: vec![
+            (0.0, 1.0),
+            (1.0, f64::NAN),
+            (f64::INFINITY, 2.0),
+            (3.0, 4.0),
+        ]
+        .into_iter()
+        .chain(bad.iter().map(|&b| (b, b)))
+        .collect(),
+    };
+    let marker = Marker {
+        at_s: f64::NAN,
+        label: "never".into(),
+    };
+    let svg = time_series("gaps", "y", &[series], &[marker]).unwrap();
+    assert_well_formed("gaps", &svg);
+    assert!(!svg.contains("never"), "a marker at NaN is not drawn");
+
+    let points: Vec<SweepPoint> = bad
+        .iter()
+        .chain([0.0, -1.0].iter())
+        .map(|&b| SweepPoint {
+            x: b,
+            median: b,
+            min: b,
+            max: b,
+        })
+        .chain([SweepPoint {
+            x: 1.0,
+            median: 1.0,
+            min: f64::NAN,
+            max: -5.0,
+        }])
+        .collect();
+    for (log_x, log_y) in [(true, true), (false, false), (true, false)] {
+        let s = SweepSeries {
+            name: "bad".into(),
+            points: points.clone(),
+        };
+        assert_well_formed(
+            "sweep",
+            &sweep("bad", "x", "y", log_x, log_y, &[s]).unwrap(),
+        );
+    }
+
+    let buckets: Vec<Bucket> = bad
+        .iter()
+        .map(|&b| Bucket {
+            low: b,
+            high: b,
+            count: 1,
+        })
+        .chain([Bucket {
+            low: -2.0,
+            high: -1.0,
+            count: 5,
+        }])
+        .collect();
+    assert_well_formed("histogram", &histogram("bad", "ms", &buckets).unwrap());
+
+    let parts = [Part {
+        name: "bad".into(),
+        values: bad.iter().copied().chain([-3.0]).collect(),
+    }];
+    let categories: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+    assert_well_formed(
+        "bars",
+        &stacked_bars("bad", "ms", &categories, &parts).unwrap(),
+    );
+}
+
+#[test]
+fn inputs_beyond_the_limits_are_refused() {
+    let many: Vec<Series> = (0..=SERIES_MAX)
+        .map(|i| Series {
+            name: format!("s{i}"),
+            points: vec![],
+        })
+        .collect();
+    assert!(matches!(
+        time_series("t", "y", &many, &[]),
+        Err(ChartError::TooMany { what: "series", .. })
+    ));
+    let long = Series {
+        name: "long".into(),
+        points: vec![(0.0, 0.0); POINTS_PER_SERIES_MAX + 1],
+    };
+    assert!(matches!(
+        time_series("t", "y", &[long], &[]),
+        Err(ChartError::TooMany { .. })
+    ));
+    let buckets = vec![
+        Bucket {
+            low: 1.0,
+            high: 2.0,
+            count: 1
+        };
+        BUCKETS_MAX + 1
+    ];
+    assert!(histogram("h", "ms", &buckets).is_err());
+    let categories = vec![String::new(); CATEGORIES_MAX + 1];
+    assert!(stacked_bars("b", "ms", &categories, &[]).is_err());
+}
+
+#[test]
+fn long_names_are_shortened_with_an_ellipsis() {
+    let name = "a-very-long-series-name-that-would-leave-the-legend-strip";
+    let series = Series {
+        name: name.into(),
+        points: vec![(0.0, 1.0), (1.0, 2.0)],
+    };
+    let svg = time_series("t", "y", &[series], &[]).unwrap();
+    assert!(!svg.contains(name));
+    assert!(svg.contains("a-very-long-serie…"));
+}
+
+#[test]
+fn sample_charts_are_written_for_inspection() {
+    // For a person to look at: target/chart-samples/*.svg (target/ is ignored by git).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/chart-samples");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, svg) in sample_charts() {
+        std::fs::write(dir.join(format!("{name}.svg")), svg).unwrap();
+    }
+}

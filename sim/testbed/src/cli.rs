@@ -1,0 +1,407 @@
+//! The `fathom` commands that need no production build: run, explore, check.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use fathom_history::{self as history, EventType, HistoryWriter, Op};
+
+use crate::experiment::{self, index, Experiment};
+use crate::run::{self, RunOutcome};
+use crate::scenario::Scenario;
+
+pub use fathom_history::command::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATED};
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FATHOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load(path: &Path) -> Result<Scenario, u8> {
+    Scenario::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// `fathom run`.
+pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
+    let scenario = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let outcome = match run::run(&scenario, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: seed {seed}: {e}");
+            return EXIT_VIOLATED;
+        }
+    };
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("target/fathom")
+            .join(&scenario.name)
+            .join(seed.to_string())
+    });
+    if let Err(e) = write_outputs(&dir, &outcome) {
+        eprintln!("error: cannot write to {}: {e}", dir.display());
+        return EXIT_BAD_INPUT;
+    }
+    print!("{}", outcome.summary.table());
+    println!(
+        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
+        dir.display()
+    );
+    if outcome.violations.is_empty() {
+        println!("result     PASS: every [expect] bound holds");
+        EXIT_OK
+    } else {
+        println!("result     FAIL");
+        for v in &outcome.violations {
+            println!("  {v}");
+        }
+        EXIT_VIOLATED
+    }
+}
+
+pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join("history.jsonl"))?;
+    let mut writer = HistoryWriter::new(std::io::BufWriter::new(file));
+    for e in &outcome.events {
+        writer
+            .write(e)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    writer
+        .flush()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut journal = String::new();
+    for a in &outcome.attempts {
+        journal.push_str(&serde_json::to_string(a)?);
+        journal.push('\n');
+    }
+    std::fs::write(dir.join("journal.jsonl"), journal)?;
+    let mut summary = serde_json::to_string_pretty(&outcome.summary)?;
+    summary.push('\n');
+    std::fs::write(dir.join("summary.json"), summary)?;
+    crate::report::write(dir, &outcome.summary)
+}
+
+/// Parses `A..B` into a half-open range.
+pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds: expected A..B, got `{s}`"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds: `{a}` is not a seed"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds: `{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("--seeds: the range {a}..{b} is empty"));
+    }
+    Ok(a..b)
+}
+
+/// `fathom explore`.
+pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
+    let scenario = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let range = match parse_seeds(seeds) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let total = range.end - range.start;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} seeds  {elapsed_precise}  {msg}",
+        )
+        .expect("a valid template"),
+    );
+    let next = AtomicU64::new(range.start);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= range.end {
+                    return;
+                }
+                let verdict = match run::run(&scenario, seed) {
+                    Ok(o) if o.violations.is_empty() => None,
+                    Ok(o) => Some(o.violations.join("; ")),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(v) = verdict {
+                    let mut f = failures.lock().expect("no thread panics holding it");
+                    f.push((seed, v));
+                    bar.set_message(format!("{} violating", f.len()));
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish();
+    let mut failures = failures.into_inner().expect("threads joined");
+    failures.sort();
+    let mut out = std::io::stdout().lock();
+    for (seed, why) in &failures {
+        let _ = writeln!(out, "seed {seed}: {why}");
+        let _ = writeln!(
+            out,
+            "  replay: cargo run --release -- run {} --seed {seed}",
+            path.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} of {total} seeds violated the bounds of {}",
+        failures.len(),
+        scenario.name
+    );
+    if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATED
+    }
+}
+
+/// `fathom experiment`: runs one experiment and writes `<reports>/<id>/`, then refreshes the
+/// claims index from every experiment's results.
+pub fn experiment(path: &Path, reports: &Path, jobs: Option<usize>) -> u8 {
+    let e = match Experiment::load(path) {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    match run_experiment(&e, reports, jobs).and_then(|_| index::write(reports)) {
+        Ok(_) => EXIT_OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_VIOLATED
+        }
+    }
+}
+
+/// `fathom report`: every experiment in `experiments`, then the index.
+pub fn report(experiments: &Path, reports: &Path, jobs: Option<usize>) -> u8 {
+    let files = match experiment::files_in(experiments) {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let mut loaded = Vec::new();
+    for f in &files {
+        match Experiment::load(f) {
+            Ok(e) => loaded.push(e),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
+    for e in &loaded {
+        if let Err(err) = run_experiment(e, reports, jobs) {
+            eprintln!("error: {err}");
+            return EXIT_VIOLATED;
+        }
+    }
+    match index::write(reports) {
+        Ok(entries) => {
+            for c in entries {
+                println!("{:<3} {:<12} {}", c.id, c.verdict, c.experiment);
+            }
+            EXIT_OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_VIOLATED
+        }
+    }
+}
+
+/// Runs `e` with a progress bar and writes its folder; prints its verdict.
+pub fn run_experiment(
+    e: &Experiment,
+    reports: &Path,
+    jobs: Option<usize>,
+) -> Result<(), experiment::ExperimentError> {
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runs = (e.points().len() * e.seeds.len()) as u64;
+    let bar = indicatif::ProgressBar::new(runs);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:<24} {bar:30} {pos}/{len} runs  {elapsed}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_prefix(e.id.clone());
+    let results = experiment::runner::run_all(e, jobs, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    let judgement = experiment::claims::judge(&results);
+    experiment::render::write(&reports.join(&e.id), e, &results, &judgement)?;
+    println!("{:<24} {}: {}", e.id, e.claim, judgement.verdict_text());
+    Ok(())
+}
+
+/// `fathom trace`: one message's life in a run directory, from `history.jsonl` and
+/// `journal.jsonl`: its send, every attempt with its broker and error, its fate, and every
+/// delivery.
+pub fn trace(dir: &Path, id: &str) -> u8 {
+    match trace_lines(dir, id) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// The lines `fathom trace` prints.
+pub fn trace_lines(dir: &Path, id: &str) -> Result<Vec<String>, String> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let events = history::read_jsonl(&read("history.jsonl")?).map_err(|e| e.to_string())?;
+    let mut attempts = Vec::new();
+    for (n, line) in read("journal.jsonl")?.lines().enumerate() {
+        let a: fathom_workload::trace::AttemptRecord =
+            serde_json::from_str(line).map_err(|e| format!("journal.jsonl line {}: {e}", n + 1))?;
+        if a.ids.iter().any(|i| i == id) {
+            attempts.push(a);
+        }
+    }
+    let ms = |ns: u64| format!("{:>12.3} ms", ns as f64 / 1e6);
+    let mut timeline: Vec<(u64, usize, String)> = Vec::new();
+    let mut fate = None;
+    let mut deliveries = Vec::new();
+    for e in &events {
+        match (&e.op, e.kind) {
+            (
+                Op::Send {
+                    id: i,
+                    topic,
+                    partition,
+                    offset,
+                    error,
+                },
+                kind,
+            ) if i == id => {
+                let what = match (kind, offset, error) {
+                    (EventType::Invoke, _, _) => format!("send invoked for {topic}/{partition}"),
+                    (EventType::Ok, Some(o), _) => {
+                        fate = Some(format!("acknowledged at {topic}/{partition} offset {o}"));
+                        format!("acknowledged at offset {o}")
+                    }
+                    (EventType::Fail, _, err) => {
+                        fate = Some(format!(
+                            "failed for certain: {}",
+                            err.clone().unwrap_or_default()
+                        ));
+                        format!("failed: {}", err.clone().unwrap_or_default())
+                    }
+                    (_, _, err) => {
+                        fate = Some(format!("unknown: {}", err.clone().unwrap_or_default()));
+                        format!("outcome unknown: {}", err.clone().unwrap_or_default())
+                    }
+                };
+                timeline.push((
+                    e.time_ns,
+                    0,
+                    format!("{}  {:<12} {what}", ms(e.time_ns), e.process),
+                ));
+            }
+            (
+                Op::Poll {
+                    topic,
+                    partition,
+                    records,
+                },
+                EventType::Ok,
+            ) => {
+                for (offset, _) in records.iter().filter(|(_, i)| i == id) {
+                    deliveries.push(e.process.clone());
+                    timeline.push((
+                        e.time_ns,
+                        2,
+                        format!(
+                            "{}  {:<12} delivered from {topic}/{partition} offset {offset}",
+                            ms(e.time_ns),
+                            e.process
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for a in &attempts {
+        let outcome = match (&a.offset, &a.error) {
+            (Some(base), _) => format!("ok, batch at base offset {base}"),
+            (None, Some(err)) => format!("error: {err}"),
+            (None, None) => "no outcome".to_string(),
+        };
+        timeline.push((
+            a.sent_ns,
+            1,
+            format!(
+                "{}  {:<12} attempt {} to broker-{} ({} messages in the batch); {} after {:.3} ms",
+                ms(a.sent_ns),
+                a.process,
+                a.attempt,
+                a.broker,
+                a.ids.len(),
+                outcome,
+                a.resolved_ns.saturating_sub(a.sent_ns) as f64 / 1e6
+            ),
+        ));
+    }
+    if timeline.is_empty() {
+        return Err(format!("no message {id:?} in {}", dir.display()));
+    }
+    timeline.sort();
+    let mut lines = vec![format!("message {id}")];
+    lines.extend(timeline.into_iter().map(|(_, _, l)| l));
+    lines.push(format!(
+        "fate: {}; {} attempt(s); delivered {} time(s){}",
+        fate.unwrap_or_else(|| "never resolved".into()),
+        attempts.len(),
+        deliveries.len(),
+        if deliveries.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", deliveries.join(", "))
+        }
+    ));
+    Ok(lines)
+}

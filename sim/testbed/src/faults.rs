@@ -1,0 +1,442 @@
+//! The fault schedule of a run: resolves targets when a fault fires, applies it to the
+//! simulation, undoes it at its end, and heals everything before the settle phase.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use fathom_queue::config::ClusterConfig;
+use fathom_queue::ids::{NodeId, TopicPartition};
+use fathom_queue::rng::Rng;
+use serde::Serialize;
+
+use crate::run::SharedView;
+use crate::scenario::{broker_host, FaultKind, Member, Scenario, Target};
+use fathom_workload::trace::SharedTrace;
+
+/// A fault as it was applied, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedFault {
+    pub at_ms: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Something to do to the simulation at a given time.
+#[derive(Debug, Clone)]
+enum Action {
+    Start(usize),
+    Restart(Vec<NodeId>),
+    Repair(Vec<(String, String)>),
+    RepairOneway(Vec<(String, String)>),
+    Release(Vec<(String, String)>),
+    RestoreFailRate(Vec<(String, String)>),
+    RestoreLatency(Vec<(String, String)>),
+}
+
+pub struct FaultPlan {
+    faults: Vec<(Duration, FaultKind, Option<Duration>)>,
+    actions: BTreeMap<Duration, Vec<Action>>,
+    brokers: Vec<NodeId>,
+    /// Client process name (any incarnation) to turmoil host.
+    client_hosts: BTreeMap<String, String>,
+    base_fail_rate: f64,
+    network: crate::scenario::NetworkSpec,
+    rng: Rng,
+    // What is currently broken, so that heal_all can undo it.
+    cut: BTreeSet<(String, String)>,
+    cut_oneway: BTreeSet<(String, String)>,
+    held: BTreeSet<(String, String)>,
+    lossy: BTreeSet<(String, String)>,
+    slow: BTreeSet<(String, String)>,
+    crashed: BTreeSet<NodeId>,
+    applied: Vec<AppliedFault>,
+}
+
+impl FaultPlan {
+    pub fn new(scenario: &Scenario, cluster: &ClusterConfig, rng: Rng) -> FaultPlan {
+        let mut actions: BTreeMap<Duration, Vec<Action>> = BTreeMap::new();
+        let faults: Vec<_> = scenario
+            .faults
+            .iter()
+            .map(|f| (f.at(), f.kind.clone(), f.until()))
+            .collect();
+        for (i, (at, _, _)) in faults.iter().enumerate() {
+            actions.entry(*at).or_default().push(Action::Start(i));
+        }
+        let mut client_hosts = BTreeMap::new();
+        for p in &scenario.producers {
+            for name in p.process_names() {
+                client_hosts.insert(name.clone(), name);
+            }
+        }
+        for c in &scenario.consumers {
+            for i in 0..c.instances {
+                let names = c.incarnation_names(i);
+                for name in &names {
+                    client_hosts.insert(name.clone(), names[0].clone());
+                }
+            }
+        }
+        FaultPlan {
+            faults,
+            actions,
+            brokers: cluster.broker_ids(),
+            client_hosts,
+            base_fail_rate: scenario.network.loss,
+            network: scenario.network.clone(),
+            rng,
+            cut: BTreeSet::new(),
+            cut_oneway: BTreeSet::new(),
+            held: BTreeSet::new(),
+            lossy: BTreeSet::new(),
+            slow: BTreeSet::new(),
+            crashed: BTreeSet::new(),
+            applied: Vec::new(),
+        }
+    }
+
+    pub fn applied(&self) -> Vec<AppliedFault> {
+        self.applied.clone()
+    }
+
+    /// Runs every action due at or before `now`.
+    pub fn apply_due(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        view: &SharedView,
+        trace: &SharedTrace,
+    ) {
+        while let Some(entry) = self.actions.first_entry() {
+            if *entry.key() > now {
+                return;
+            }
+            for action in entry.remove() {
+                self.act(sim, now, action, view, trace);
+            }
+        }
+    }
+
+    /// Undoes every network fault and restarts every crashed broker; pending undo actions are
+    /// dropped and faults scheduled later never fire.
+    pub fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &SharedTrace) {
+        self.actions.clear();
+        for (a, b) in std::mem::take(&mut self.cut) {
+            sim.repair(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.cut_oneway) {
+            sim.repair_oneway(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.held) {
+            sim.release(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.lossy) {
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
+        }
+        for (a, b) in std::mem::take(&mut self.slow) {
+            let base = self.network.link_latency(&a, &b).max();
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+        }
+        sim.set_fail_rate(0.0);
+        for id in std::mem::take(&mut self.crashed) {
+            sim.bounce(broker_host(id));
+        }
+        self.record(now, "heal", "final phase: every fault undone".into(), trace);
+    }
+
+    fn act(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        action: Action,
+        view: &SharedView,
+        trace: &SharedTrace,
+    ) {
+        match action {
+            Action::Start(i) => {
+                let (_, kind, until) = self.faults[i].clone();
+                self.start(sim, now, kind, until, view, trace);
+            }
+            Action::Restart(ids) => {
+                for id in ids {
+                    if self.crashed.remove(&id) {
+                        sim.bounce(broker_host(id));
+                        self.record(now, "restart", broker_host(id), trace);
+                    }
+                }
+            }
+            Action::Repair(pairs) => {
+                for (a, b) in pairs {
+                    if self.cut.remove(&(a.clone(), b.clone())) {
+                        sim.repair(a.as_str(), b.as_str());
+                    }
+                }
+                self.record(now, "heal", "partition repaired".into(), trace);
+            }
+            Action::RepairOneway(pairs) => {
+                for (a, b) in pairs {
+                    if self.cut_oneway.remove(&(a.clone(), b.clone())) {
+                        sim.repair_oneway(a.as_str(), b.as_str());
+                    }
+                }
+                self.record(now, "heal", "one-way partition repaired".into(), trace);
+            }
+            Action::Release(pairs) => {
+                for (a, b) in pairs {
+                    if self.held.remove(&(a.clone(), b.clone())) {
+                        sim.release(a.as_str(), b.as_str());
+                    }
+                }
+                self.record(now, "release", "held links released".into(), trace);
+            }
+            Action::RestoreFailRate(pairs) => {
+                for (a, b) in pairs {
+                    if self.lossy.remove(&(a.clone(), b.clone())) {
+                        sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
+                    }
+                }
+                self.record(now, "loss_end", "link loss restored".into(), trace);
+            }
+            Action::RestoreLatency(pairs) => {
+                for (a, b) in pairs {
+                    if self.slow.remove(&(a.clone(), b.clone())) {
+                        let base = self.network.link_latency(&a, &b).max();
+                        sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+                    }
+                }
+                self.record(now, "latency_end", "link latency restored".into(), trace);
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        kind: FaultKind,
+        until: Option<Duration>,
+        view: &SharedView,
+        trace: &SharedTrace,
+    ) {
+        let name = kind.name();
+        let later = |actions: &mut BTreeMap<Duration, Vec<Action>>, a: Action| {
+            if let Some(t) = until {
+                actions.entry(t.max(now)).or_default().push(a);
+            }
+        };
+        match kind {
+            FaultKind::Crash { target } => {
+                let id = self.resolve(&target, view);
+                if sim.is_host_running(broker_host(id)) {
+                    sim.crash(broker_host(id));
+                }
+                self.crashed.insert(id);
+                later(&mut self.actions, Action::Restart(vec![id]));
+                self.record(now, name, format!("{target} = {}", broker_host(id)), trace);
+            }
+            FaultKind::PowerLoss => {
+                for &id in &self.brokers {
+                    if sim.is_host_running(broker_host(id)) {
+                        sim.crash(broker_host(id));
+                    }
+                    self.crashed.insert(id);
+                }
+                later(&mut self.actions, Action::Restart(self.brokers.clone()));
+                self.record(now, name, "every broker".into(), trace);
+            }
+            FaultKind::Partition { groups } => {
+                let groups = self.resolve_groups(&groups, view);
+                let mut pairs = Vec::new();
+                for (i, g) in groups.iter().enumerate() {
+                    for h in &groups[i + 1..] {
+                        for a in g {
+                            for b in h {
+                                sim.partition(a.as_str(), b.as_str());
+                                self.cut.insert((a.clone(), b.clone()));
+                                pairs.push((a.clone(), b.clone()));
+                            }
+                        }
+                    }
+                }
+                later(&mut self.actions, Action::Repair(pairs));
+                self.record(now, name, format!("{groups:?}"), trace);
+            }
+            FaultKind::PartitionOneway { from, to } => {
+                let from = self.resolve_set(&from, view);
+                let to = self.resolve_set(&to, view);
+                let mut pairs = Vec::new();
+                for a in &from {
+                    for b in &to {
+                        sim.partition_oneway(a.as_str(), b.as_str());
+                        self.cut_oneway.insert((a.clone(), b.clone()));
+                        pairs.push((a.clone(), b.clone()));
+                    }
+                }
+                later(&mut self.actions, Action::RepairOneway(pairs));
+                self.record(now, name, format!("{from:?} -> {to:?}"), trace);
+            }
+            FaultKind::Hold { between } => {
+                let pairs = self.pairs(&between, view);
+                for (a, b) in &pairs {
+                    sim.hold(a.as_str(), b.as_str());
+                    self.held.insert((a.clone(), b.clone()));
+                }
+                later(&mut self.actions, Action::Release(pairs.clone()));
+                self.record(now, name, format!("{} links", pairs.len()), trace);
+            }
+            FaultKind::Loss { between, rate } => {
+                let pairs = self.pairs(&between, view);
+                for (a, b) in &pairs {
+                    sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
+                    self.lossy.insert((a.clone(), b.clone()));
+                }
+                later(&mut self.actions, Action::RestoreFailRate(pairs.clone()));
+                self.record(
+                    now,
+                    name,
+                    format!("rate {rate} on {} links", pairs.len()),
+                    trace,
+                );
+            }
+            FaultKind::Latency {
+                between,
+                latency_ms,
+            } => {
+                let pairs = self.pairs(&between, view);
+                for (a, b) in &pairs {
+                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), latency_ms.max());
+                    self.slow.insert((a.clone(), b.clone()));
+                }
+                later(&mut self.actions, Action::RestoreLatency(pairs.clone()));
+                self.record(
+                    now,
+                    name,
+                    format!("max {} ms on {} links", latency_ms.max_ms, pairs.len()),
+                    trace,
+                );
+            }
+            FaultKind::Heal => {
+                for (a, b) in std::mem::take(&mut self.cut) {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+                for (a, b) in std::mem::take(&mut self.cut_oneway) {
+                    sim.repair_oneway(a.as_str(), b.as_str());
+                }
+                for (a, b) in std::mem::take(&mut self.held) {
+                    sim.release(a.as_str(), b.as_str());
+                }
+                for (a, b) in std::mem::take(&mut self.lossy) {
+                    sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
+                }
+                for (a, b) in std::mem::take(&mut self.slow) {
+                    let base = self.network.link_latency(&a, &b).max();
+                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+                }
+                for id in std::mem::take(&mut self.crashed) {
+                    sim.bounce(broker_host(id));
+                }
+                self.record(now, name, "every fault undone".into(), trace);
+            }
+        }
+    }
+
+    fn record(&mut self, now: Duration, kind: &str, detail: String, trace: &SharedTrace) {
+        let at_ms = now.as_millis() as u64;
+        trace
+            .borrow_mut()
+            .note(now.as_nanos() as u64, format!("fault {kind}: {detail}"));
+        self.applied.push(AppliedFault {
+            at_ms,
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    fn resolve(&mut self, target: &Target, view: &SharedView) -> NodeId {
+        match target {
+            Target::Broker(id) => *id,
+            Target::LeaderOf { topic, partition } => {
+                let tp = TopicPartition::new(topic.clone(), *partition);
+                view.borrow()
+                    .leaders
+                    .get(&tp)
+                    .map(|&(_, id)| id)
+                    // No leader known yet: the partition's first replica is its preferred one.
+                    .unwrap_or(self.brokers[(*partition as usize) % self.brokers.len()])
+            }
+            Target::Random => {
+                self.brokers[self.rng.range_u64(0, self.brokers.len() as u64 - 1) as usize]
+            }
+        }
+    }
+
+    fn resolve_member(&mut self, m: &Member, view: &SharedView) -> Vec<String> {
+        match m {
+            Member::Broker(t) => vec![broker_host(self.resolve(t, view))],
+            Member::Client(name) => vec![self
+                .client_hosts
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.clone())],
+            Member::AllBrokers => self.brokers.iter().map(|&id| broker_host(id)).collect(),
+            Member::AllClients => {
+                let hosts: BTreeSet<String> = self.client_hosts.values().cloned().collect();
+                hosts.into_iter().collect()
+            }
+        }
+    }
+
+    fn resolve_set(&mut self, members: &[Member], view: &SharedView) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for m in members {
+            out.extend(self.resolve_member(m, view));
+        }
+        out.into_iter().collect()
+    }
+
+    /// Partition groups, where `brokers` / `clients` mean those not named in another group.
+    fn resolve_groups(&mut self, groups: &[Vec<Member>], view: &SharedView) -> Vec<Vec<String>> {
+        let explicit: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                let named: Vec<Member> = g
+                    .iter()
+                    .filter(|m| !matches!(m, Member::AllBrokers | Member::AllClients))
+                    .cloned()
+                    .collect();
+                self.resolve_set(&named, view)
+            })
+            .collect();
+        let named: BTreeSet<String> = explicit.iter().flatten().cloned().collect();
+        let mut out = Vec::new();
+        for (g, mut hosts) in groups.iter().zip(explicit) {
+            for m in g {
+                if matches!(m, Member::AllBrokers | Member::AllClients) {
+                    for h in self.resolve_member(m, view) {
+                        if !named.contains(&h) {
+                            hosts.push(h);
+                        }
+                    }
+                }
+            }
+            hosts.sort();
+            hosts.dedup();
+            out.push(hosts);
+        }
+        out
+    }
+
+    fn pairs(&mut self, between: &[Vec<Member>; 2], view: &SharedView) -> Vec<(String, String)> {
+        let a = self.resolve_set(&between[0], view);
+        let b = self.resolve_set(&between[1], view);
+        let mut out = Vec::new();
+        for x in &a {
+            for y in &b {
+                if x != y {
+                    out.push((x.clone(), y.clone()));
+                }
+            }
+        }
+        out
+    }
+}

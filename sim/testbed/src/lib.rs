@@ -1,0 +1,21 @@
+//! The Fathom simulator: builds a turmoil simulation from a scenario, runs the workload and the
+//! fault schedule, records the history and judges it.
+//!
+//! - [`scenario`]: the scenario file format.
+//! - [`run`]: one seeded run; [`faults`] applies the schedule; [`io`] plugs turmoil's network
+//!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
+//! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
+//!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
+//! - [`cli`]: the simulator's `fathom` commands (the binary is the `fathom` crate in `sim/cli`).
+
+pub mod chart;
+pub mod cli;
+pub mod experiment;
+pub mod faults;
+pub mod io;
+pub mod metrics;
+pub mod report;
+pub mod resources;
+pub mod run;
+pub mod scenario;
+pub mod summary;

@@ -1,0 +1,518 @@
+//! A run's performance in simulated time: throughput, latency histograms, end-to-end latency
+//! split into its parts (claim E1), and per-second time series with fault markers.
+//!
+//! The history says when each message was sent, acknowledged and first delivered. [`Probes`]
+//! add what only the cluster and the producer see: when a produce request reached a broker and
+//! was handled there, when each partition's high watermark moved, who led when, and when a
+//! message first left its producer. Every figure is simulated time, so it is deterministic.
+
+use std::collections::BTreeMap;
+
+use fathom_history::{Event, EventType, Op};
+use fathom_queue::ids::{NodeId, TopicPartition};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::faults::AppliedFault;
+use crate::scenario::Scenario;
+use fathom_workload::clients::FINAL_READ_PROCESS;
+
+/// Simulated seconds at the start of a run left out of throughput: the first leader election.
+const WARMUP_S_MAX: f64 = 1.0;
+/// Time series stop after this many seconds (a bound on summary.json).
+const SERIES_SECONDS_MAX: usize = 3_600;
+
+/// What the brokers and producers reported during a run.
+#[derive(Debug, Default)]
+pub struct Probes {
+    /// Produce requests as brokers received them.
+    pub produce: Vec<ProduceProbe>,
+    /// Per partition, `(time, high watermark)` each time the highest known one grew.
+    pub high_watermarks: BTreeMap<TopicPartition, Vec<(u64, u64)>>,
+    /// `(time, partition, new leader, epoch)`.
+    pub leader_changes: Vec<(u64, TopicPartition, NodeId, u64)>,
+    /// When a message's batch was first handed to the network by its producer.
+    pub first_transmit: BTreeMap<String, u64>,
+}
+
+/// One produce request at one broker. Times are simulated nanoseconds since the start.
+#[derive(Debug, Clone)]
+pub struct ProduceProbe {
+    pub broker: NodeId,
+    pub ids: Vec<String>,
+    /// It came off the network (before the NIC and CPU costs of receiving it).
+    pub arrived_ns: u64,
+    /// The broker handled it (appended it, if it led the partition).
+    pub handled_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Throughput {
+    /// The window the rates are taken over, in simulated seconds: from when the backlog of
+    /// the first election has been acknowledged (see [`window`]) to the end of the workload
+    /// phase.
+    pub window_s: [f64; 2],
+    pub sent_per_s: f64,
+    pub acked_per_s: f64,
+    /// First deliveries to consumers (not the final read).
+    pub consumed_per_s: f64,
+    /// Payload megabytes (10^6 bytes) per second.
+    pub acked_mbyte_s: f64,
+    pub consumed_mbyte_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bucket {
+    pub low_ms: f64,
+    pub high_ms: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartStats {
+    pub name: String,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// End-to-end latency, send to first delivery, split into consecutive parts that add up to
+/// it for every message measured (claim E1). Only messages sent after the warm-up count, so
+/// the first election does not swamp the means.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Breakdown {
+    /// Messages with every timestamp known (acknowledged, committed and consumed).
+    pub messages: u64,
+    pub total_mean_ms: f64,
+    pub parts: Vec<PartStats>,
+}
+
+/// The parts in path order, each with its key among an experiment's numbers.
+pub const PARTS: [(&str, &str); 5] = [
+    (PART_CLIENT_WAIT, "e1_client_wait_ms"),
+    (PART_NETWORK, "e1_network_ms"),
+    (PART_BROKER_APPEND, "e1_broker_append_ms"),
+    (PART_REPLICATION, "e1_replication_ms"),
+    (PART_CONSUMER, "e1_consumer_ms"),
+];
+
+/// The part names, in path order.
+pub const PART_CLIENT_WAIT: &str = "client wait";
+pub const PART_NETWORK: &str = "network to leader";
+pub const PART_BROKER_APPEND: &str = "broker append";
+pub const PART_REPLICATION: &str = "replication and commit";
+pub const PART_CONSUMER: &str = "consumer fetch";
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Second {
+    /// The second's start.
+    pub t_s: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub acked_bytes: u64,
+    pub consumed: u64,
+    pub consumed_bytes: u64,
+    pub leader_changes: u64,
+    /// Per partition: high watermark minus the consumers' position at the second's end.
+    pub lag: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Marker {
+    pub at_s: f64,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Metrics {
+    pub throughput: Throughput,
+    /// Send to acknowledgement.
+    pub produce_histogram: Vec<Bucket>,
+    /// Send to first delivery.
+    pub end_to_end_histogram: Vec<Bucket>,
+    pub breakdown: Breakdown,
+    pub series: Vec<Second>,
+    pub markers: Vec<Marker>,
+}
+
+impl Metrics {
+    pub fn build(
+        scenario: &Scenario,
+        events: &[Event],
+        probes: &Probes,
+        faults: &[AppliedFault],
+    ) -> Metrics {
+        let bytes = MessageBytes::new(scenario);
+        let window = window(scenario, events);
+        let mut h = Histograms::default();
+        let mut throughput = Throughput {
+            window_s: [window.0 as f64 / 1e9, window.1 as f64 / 1e9],
+            ..Throughput::default()
+        };
+        let in_window = |t: u64| t >= window.0 && t < window.1;
+        let seconds = ((scenario.duration_s + scenario.settle_s).ceil() as usize)
+            .clamp(1, SERIES_SECONDS_MAX);
+        let mut series: Vec<Second> = (0..seconds)
+            .map(|s| Second {
+                t_s: s as u64,
+                ..Second::default()
+            })
+            .collect();
+        let second = |t: u64| ((t / 1_000_000_000) as usize).min(seconds - 1);
+
+        let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut offsets: BTreeMap<&str, (TopicPartition, u64)> = BTreeMap::new();
+        // Per partition: (time, position after the poll) of consumer polls.
+        let mut positions: BTreeMap<TopicPartition, Vec<(u64, u64)>> = BTreeMap::new();
+        for e in events {
+            match (&e.op, e.kind) {
+                (Op::Send { id, .. }, EventType::Invoke) => {
+                    invoked.insert(id, e.time_ns);
+                    series[second(e.time_ns)].sent += 1;
+                    if in_window(e.time_ns) {
+                        throughput.sent_per_s += 1.0;
+                    }
+                }
+                (
+                    Op::Send {
+                        id,
+                        topic,
+                        partition,
+                        offset: Some(offset),
+                        ..
+                    },
+                    EventType::Ok,
+                ) => {
+                    let b = bytes.of(id);
+                    let s = &mut series[second(e.time_ns)];
+                    s.acked += 1;
+                    s.acked_bytes += b;
+                    if in_window(e.time_ns) {
+                        throughput.acked_per_s += 1.0;
+                        throughput.acked_mbyte_s += b as f64;
+                    }
+                    offsets.insert(
+                        id,
+                        (TopicPartition::new(topic.clone(), *partition), *offset),
+                    );
+                    if let Some(&t) = invoked.get(id.as_str()) {
+                        h.produce.record(e.time_ns.saturating_sub(t));
+                    }
+                }
+                (
+                    Op::Poll {
+                        topic,
+                        partition,
+                        records,
+                    },
+                    EventType::Ok,
+                ) if e.process != FINAL_READ_PROCESS => {
+                    let tp = TopicPartition::new(topic.clone(), *partition);
+                    if let Some((last, _)) = records.last() {
+                        positions.entry(tp).or_default().push((e.time_ns, last + 1));
+                    }
+                    for (_, id) in records {
+                        if delivered.contains_key(id.as_str()) {
+                            continue;
+                        }
+                        delivered.insert(id, e.time_ns);
+                        let b = bytes.of(id);
+                        let s = &mut series[second(e.time_ns)];
+                        s.consumed += 1;
+                        s.consumed_bytes += b;
+                        if in_window(e.time_ns) {
+                            throughput.consumed_per_s += 1.0;
+                            throughput.consumed_mbyte_s += b as f64;
+                        }
+                        if let Some(&t) = invoked.get(id.as_str()) {
+                            h.end_to_end.record(e.time_ns.saturating_sub(t));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let span = (window.1.saturating_sub(window.0)) as f64 / 1e9;
+        if span > 0.0 {
+            throughput.sent_per_s /= span;
+            throughput.acked_per_s /= span;
+            throughput.consumed_per_s /= span;
+            throughput.acked_mbyte_s /= span * 1e6;
+            throughput.consumed_mbyte_s /= span * 1e6;
+        } else {
+            throughput = Throughput {
+                window_s: throughput.window_s,
+                ..Throughput::default()
+            };
+        }
+
+        for (t, _, _, _) in &probes.leader_changes {
+            series[second(*t)].leader_changes += 1;
+        }
+        lag(&mut series, probes, &positions);
+
+        let breakdown = breakdown(&invoked, &delivered, &offsets, probes, window.0);
+        let mut markers: Vec<Marker> = faults
+            .iter()
+            .map(|f| Marker {
+                at_s: f.at_ms as f64 / 1e3,
+                label: f.kind.clone(),
+            })
+            .collect();
+        markers.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        Metrics {
+            throughput,
+            produce_histogram: buckets(&h.produce.0),
+            end_to_end_histogram: buckets(&h.end_to_end.0),
+            breakdown,
+            series,
+            markers,
+        }
+    }
+}
+
+/// The throughput window. It ends with the workload phase and starts once the cluster has
+/// caught up with the backlog of the first election, so that the backlog does not inflate the
+/// rates: from the first acknowledgement, repeatedly move the start to when every message sent
+/// before it had its outcome (messages sent while a backlog drains queue behind it), until that
+/// stops moving the start. It starts no later than half-way through the phase (an overloaded
+/// cluster never catches up, and then the rate at which it acknowledges is the figure wanted)
+/// and never before the warm-up.
+fn window(scenario: &Scenario, events: &[Event]) -> (u64, u64) {
+    /// Enough rounds for any backlog a cluster with spare capacity drains.
+    const CATCH_UP_ROUNDS_MAX: usize = 16;
+    let end = (scenario.duration_s * 1e9) as u64;
+    let warmup = ((scenario.duration_s * 0.1).min(WARMUP_S_MAX) * 1e9) as u64;
+    // (invoke time, outcome time) of every send with an outcome, by invoke time.
+    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut sends: Vec<(u64, u64)> = Vec::new();
+    for e in events {
+        let Op::Send { id, .. } = &e.op else { continue };
+        match e.kind {
+            EventType::Invoke => {
+                invoked.insert(id, e.time_ns);
+            }
+            _ => {
+                if let Some(t) = invoked.remove(id.as_str()) {
+                    sends.push((t, e.time_ns));
+                }
+            }
+        }
+    }
+    sends.sort_unstable();
+    let first_ack = events
+        .iter()
+        .find(|e| e.kind == EventType::Ok && matches!(e.op, Op::Send { .. }))
+        .map(|e| e.time_ns)
+        .unwrap_or(0);
+    let cap = end / 2;
+    let mut start = first_ack;
+    for _ in 0..CATCH_UP_ROUNDS_MAX {
+        let before = sends.partition_point(|(t, _)| *t < start);
+        let drained = sends[..before]
+            .iter()
+            .map(|(_, done)| *done)
+            .max()
+            .unwrap_or(start);
+        if drained <= start || drained >= cap {
+            start = start.max(drained.min(cap));
+            break;
+        }
+        start = drained;
+    }
+    (start.max(warmup).min(end), end)
+}
+
+/// Payload bytes per message, by the producer process that sent it (`<process>-<n>` ids).
+struct MessageBytes(BTreeMap<String, u64>);
+
+impl MessageBytes {
+    fn new(scenario: &Scenario) -> MessageBytes {
+        let mut m = BTreeMap::new();
+        for p in &scenario.producers {
+            for name in p.process_names() {
+                m.insert(name, p.message_bytes as u64);
+            }
+        }
+        MessageBytes(m)
+    }
+
+    fn of(&self, id: &str) -> u64 {
+        id.rsplit_once('-')
+            .and_then(|(process, _)| self.0.get(process))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A latency histogram in microseconds.
+struct Micros(Histogram<u64>);
+
+impl Default for Micros {
+    fn default() -> Self {
+        Micros(Histogram::new(3).expect("3 significant digits is a valid precision"))
+    }
+}
+
+impl Micros {
+    fn record(&mut self, ns: u64) {
+        let _ = self.0.record(ns / 1_000);
+    }
+
+    fn stats(&self, name: &str) -> PartStats {
+        let ms = |us: u64| us as f64 / 1_000.0;
+        let (mean, p50, p99) = if self.0.is_empty() {
+            (0.0, 0, 0)
+        } else {
+            (
+                self.0.mean() / 1_000.0,
+                self.0.value_at_quantile(0.5),
+                self.0.value_at_quantile(0.99),
+            )
+        };
+        PartStats {
+            name: name.to_string(),
+            mean_ms: round3(mean),
+            p50_ms: ms(p50),
+            p99_ms: ms(p99),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histograms {
+    produce: Micros,
+    end_to_end: Micros,
+}
+
+/// Rounds to thousandths, so that summaries print the same on every platform.
+pub fn round3(x: f64) -> f64 {
+    (x * 1_000.0).round() / 1_000.0
+}
+
+/// Log-spaced buckets (doubling from 0.1 ms) up to the largest value.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut low = 0u64;
+    let mut high = 100u64;
+    loop {
+        let count = h.count_between(low, high - 1);
+        out.push(Bucket {
+            low_ms: low as f64 / 1_000.0,
+            high_ms: high as f64 / 1_000.0,
+            count,
+        });
+        if high > h.max() {
+            break;
+        }
+        low = high;
+        high *= 2;
+    }
+    out
+}
+
+/// The first time a partition's high watermark passed `offset`.
+fn committed_at(probes: &Probes, tp: &TopicPartition, offset: u64) -> Option<u64> {
+    let timeline = probes.high_watermarks.get(tp)?;
+    let i = timeline.partition_point(|&(_, hw)| hw <= offset);
+    timeline.get(i).map(|&(t, _)| t)
+}
+
+fn breakdown(
+    invoked: &BTreeMap<&str, u64>,
+    delivered: &BTreeMap<&str, u64>,
+    offsets: &BTreeMap<&str, (TopicPartition, u64)>,
+    probes: &Probes,
+    sent_from: u64,
+) -> Breakdown {
+    // Every arrival of each message at a broker, in time order.
+    let mut arrivals: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for p in &probes.produce {
+        for id in &p.ids {
+            arrivals
+                .entry(id.as_str())
+                .or_default()
+                .push((p.arrived_ns, p.handled_ns));
+        }
+    }
+    let split = !probes.first_transmit.is_empty();
+    let mut parts: Vec<(&str, Micros)> = Vec::new();
+    if split {
+        parts.push((PART_CLIENT_WAIT, Micros::default()));
+        parts.push((PART_NETWORK, Micros::default()));
+    } else {
+        parts.push(("client wait and network", Micros::default()));
+    }
+    for name in [PART_BROKER_APPEND, PART_REPLICATION, PART_CONSUMER] {
+        parts.push((name, Micros::default()));
+    }
+    let mut total = Micros::default();
+    let mut messages = 0;
+    for (id, &sent) in invoked.iter().filter(|(_, &t)| t >= sent_from) {
+        let (Some(&got), Some((tp, offset))) = (delivered.get(id), offsets.get(id)) else {
+            continue;
+        };
+        let Some(committed) = committed_at(probes, tp, *offset) else {
+            continue;
+        };
+        // The attempt that was appended: the last one handled before the commit.
+        let Some(&(arrived, handled)) = arrivals
+            .get(id)
+            .and_then(|a| a.iter().rev().find(|(_, h)| *h <= committed))
+        else {
+            continue;
+        };
+        let transmitted = probes.first_transmit.get(*id).copied();
+        if split && transmitted.is_none() {
+            continue;
+        }
+        let mut marks = vec![sent];
+        marks.extend(transmitted);
+        marks.extend([arrived, handled, committed, got]);
+        // Clamp so that the parts are consecutive even if a retry arrived before an
+        // earlier-sent attempt's timestamps.
+        for i in 1..marks.len() {
+            marks[i] = marks[i].max(marks[i - 1]);
+        }
+        for (i, (_, h)) in parts.iter_mut().enumerate() {
+            h.record(marks[i + 1] - marks[i]);
+        }
+        total.record(got.max(sent) - sent);
+        messages += 1;
+    }
+    Breakdown {
+        messages,
+        total_mean_ms: total.stats("total").mean_ms,
+        parts: parts.iter().map(|(name, h)| h.stats(name)).collect(),
+    }
+}
+
+/// Fills each second's consumer lag: the high watermark minus the furthest consumer position,
+/// both at the second's end.
+fn lag(
+    series: &mut [Second],
+    probes: &Probes,
+    positions: &BTreeMap<TopicPartition, Vec<(u64, u64)>>,
+) {
+    for (tp, timeline) in &probes.high_watermarks {
+        let polls = positions.get(tp).map(Vec::as_slice).unwrap_or(&[]);
+        let (mut hw, mut pos) = (0u64, 0u64);
+        let (mut i, mut j) = (0, 0);
+        for s in series.iter_mut() {
+            let end = (s.t_s + 1) * 1_000_000_000;
+            while i < timeline.len() && timeline[i].0 < end {
+                hw = hw.max(timeline[i].1);
+                i += 1;
+            }
+            while j < polls.len() && polls[j].0 < end {
+                pos = pos.max(polls[j].1);
+                j += 1;
+            }
+            s.lag.insert(tp.to_string(), hw.saturating_sub(pos));
+        }
+    }
+}

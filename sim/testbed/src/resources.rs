@@ -1,0 +1,538 @@
+//! The resource model: what the network, CPUs and disks cost in simulated time.
+//!
+//! turmoil gives every link a latency and nothing else: bandwidth is infinite, CPUs and disks
+//! are free. This module books finite resources for every frame, request and fsync and tells
+//! the driver (through [`Resources`]) how long to wait. Each resource is a queue served in
+//! arrival order, so load turns into queueing delay and a saturated resource caps throughput.
+//!
+//! - A NIC direction, a network path and a disk are each one [`Fifo`] server: a job of `b` bytes
+//!   occupies it for `b / bandwidth` after the jobs before it.
+//! - A host's CPU is [`Cores`]: a job takes the core that frees first.
+//! - A frame sent from A to B occupies A's transmit NIC, then the A→B path; turmoil adds the
+//!   link latency; B's receive NIC and a core of B follow before B's state machine sees it.
+//! - A write lands in the page cache at once and is written back at the disk's bandwidth; an
+//!   fsync waits for the writeback queue and then pays the device's flush latency. A writer
+//!   with more than `disk_dirty_bytes_max` waiting for writeback is throttled.
+//! - Connecting costs the round trip turmoil's TCP does not charge (its SYN-ACK is free) and,
+//!   with TLS, the handshake's round trips and CPU; TLS also costs CPU per byte both ways.
+//!
+//! Simulated time advances in ticks (1 ms by default) and tokio's timers have that resolution
+//! too. The queues keep exact nanosecond accounts, and every wait is rounded *down* to whole
+//! ticks: the caller wakes no later than its resource frees, books its next job from the exact
+//! account, and so throughput limits hold exactly over time. The price is latency resolution: a
+//! lone cost below one tick does not show until load queues it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use fathom_driver::{Resources, SharedResources, Unmetered};
+use fathom_queue::log::StorageOp;
+use serde::Deserialize;
+
+use crate::scenario::NetworkSpec;
+
+/// The costs of a scenario's hardware. Absent from a scenario, nothing costs anything (the
+/// model of the foundation scenarios). The defaults describe a plausible cloud deployment; the
+/// README gives their sources.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceSpec {
+    /// CPU cores per broker.
+    pub broker_cores: u32,
+    /// CPU time a broker spends on each frame it handles (parsing, dispatch, bookkeeping).
+    pub broker_request_cpu_us: f64,
+    /// CPU time per byte a broker handles (copying, CRC32C).
+    pub broker_byte_cpu_ns: f64,
+    /// Each direction of a broker's NIC.
+    pub broker_nic_mbit_s: f64,
+    /// CPU cores per client process.
+    pub client_cores: u32,
+    /// Each direction of a client's NIC.
+    pub client_nic_mbit_s: f64,
+    /// CPU time a client spends per byte it receives (decoding).
+    pub client_byte_cpu_ns: f64,
+    /// CPU time a producer spends on each message it sends (serializing, partitioning,
+    /// appending to a batch).
+    pub producer_message_cpu_us: f64,
+    /// Each direction of the network path between two hosts; 0 = unlimited (the NICs bound).
+    pub path_mbit_s: f64,
+    /// Sustained write bandwidth of a broker's disk.
+    pub disk_write_mbyte_s: f64,
+    /// How long the device takes to flush its cache once the data has been written.
+    pub disk_fsync_us: f64,
+    /// Bytes a broker may have waiting for writeback before its appends are throttled.
+    pub disk_dirty_bytes_max: u64,
+    /// Connections are encrypted.
+    pub tls: bool,
+    /// Round trips of the TLS handshake (2 for TLS 1.2, 1 for TLS 1.3).
+    pub tls_handshake_round_trips: u32,
+    /// CPU time of the handshake's key exchange and signature, on each side.
+    pub tls_handshake_cpu_us: f64,
+    /// CPU time per byte to encrypt or decrypt (AES-GCM with hardware support).
+    pub tls_byte_cpu_ns: f64,
+}
+
+impl Default for ResourceSpec {
+    fn default() -> Self {
+        ResourceSpec {
+            broker_cores: 4,
+            broker_request_cpu_us: 20.0,
+            broker_byte_cpu_ns: 0.5,
+            broker_nic_mbit_s: 10_000.0,
+            client_cores: 2,
+            client_nic_mbit_s: 10_000.0,
+            client_byte_cpu_ns: 0.5,
+            producer_message_cpu_us: 2.0,
+            path_mbit_s: 0.0,
+            disk_write_mbyte_s: 500.0,
+            disk_fsync_us: 1_000.0,
+            disk_dirty_bytes_max: 256 * 1024 * 1024,
+            tls: false,
+            tls_handshake_round_trips: 2,
+            tls_handshake_cpu_us: 1_000.0,
+            tls_byte_cpu_ns: 0.5,
+        }
+    }
+}
+
+impl ResourceSpec {
+    /// Checks every figure; returns the dotted field (under `resources.`) and what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("broker_nic_mbit_s", self.broker_nic_mbit_s),
+            ("client_nic_mbit_s", self.client_nic_mbit_s),
+            ("disk_write_mbyte_s", self.disk_write_mbyte_s),
+        ];
+        for (field, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err((field, format!("must be above 0, got {v}")));
+            }
+        }
+        let non_negative = [
+            ("broker_request_cpu_us", self.broker_request_cpu_us),
+            ("broker_byte_cpu_ns", self.broker_byte_cpu_ns),
+            ("client_byte_cpu_ns", self.client_byte_cpu_ns),
+            ("producer_message_cpu_us", self.producer_message_cpu_us),
+            ("path_mbit_s", self.path_mbit_s),
+            ("disk_fsync_us", self.disk_fsync_us),
+            ("tls_handshake_cpu_us", self.tls_handshake_cpu_us),
+            ("tls_byte_cpu_ns", self.tls_byte_cpu_ns),
+        ];
+        for (field, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err((field, format!("must be 0 or more, got {v}")));
+            }
+        }
+        if self.broker_cores == 0 || self.broker_cores > CORES_MAX {
+            return Err((
+                "broker_cores",
+                format!("must be 1 ..= {CORES_MAX}, got {}", self.broker_cores),
+            ));
+        }
+        if self.client_cores == 0 || self.client_cores > CORES_MAX {
+            return Err((
+                "client_cores",
+                format!("must be 1 ..= {CORES_MAX}, got {}", self.client_cores),
+            ));
+        }
+        if self.tls_handshake_round_trips > 4 {
+            return Err((
+                "tls_handshake_round_trips",
+                format!("must be 0 ..= 4, got {}", self.tls_handshake_round_trips),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Cores a host may have.
+pub const CORES_MAX: u32 = 256;
+
+/// The time a transfer of `bytes` takes at `mbit_s`.
+fn transfer(bytes: usize, mbit_s: f64) -> Duration {
+    Duration::from_nanos((bytes as f64 * 8_000.0 / mbit_s).round() as u64)
+}
+
+fn per_byte(bytes: usize, ns: f64) -> Duration {
+    Duration::from_nanos((bytes as f64 * ns).round() as u64)
+}
+
+fn micros(us: f64) -> Duration {
+    Duration::from_nanos((us * 1_000.0).round() as u64)
+}
+
+/// A server that takes one job at a time, in arrival order.
+#[derive(Debug, Default, Clone)]
+pub struct Fifo {
+    busy_until: Duration,
+}
+
+impl Fifo {
+    /// Books `work` starting no earlier than `at`; returns when it is done.
+    pub fn book(&mut self, at: Duration, work: Duration) -> Duration {
+        self.busy_until = self.busy_until.max(at) + work;
+        self.busy_until
+    }
+
+    /// Work still queued at `at`.
+    pub fn backlog(&self, at: Duration) -> Duration {
+        self.busy_until.saturating_sub(at)
+    }
+}
+
+/// Identical cores; a job runs on the one that frees first (the lowest index on a tie).
+#[derive(Debug, Clone)]
+pub struct Cores {
+    free_at: Vec<Duration>,
+}
+
+impl Cores {
+    pub fn new(n: u32) -> Cores {
+        Cores {
+            free_at: vec![Duration::ZERO; n.max(1) as usize],
+        }
+    }
+
+    pub fn book(&mut self, at: Duration, work: Duration) -> Duration {
+        let (i, _) = self
+            .free_at
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, t)| (**t, *i))
+            .expect("at least one core");
+        self.free_at[i] = self.free_at[i].max(at) + work;
+        self.free_at[i]
+    }
+}
+
+/// What a host is made of.
+#[derive(Debug)]
+struct Host {
+    nic_mbit_s: f64,
+    tx: Fifo,
+    rx: Fifo,
+    cores: Cores,
+    /// CPU per frame received, and per byte.
+    request_cpu: Duration,
+    byte_cpu_ns: f64,
+    disk: Fifo,
+}
+
+/// Every host's resources in one run, shared by the hosts' drivers (turmoil runs every host on
+/// one thread).
+#[derive(Debug)]
+pub struct World {
+    spec: ResourceSpec,
+    network: NetworkSpec,
+    hosts: BTreeMap<String, Host>,
+    paths: BTreeMap<(String, String), Fifo>,
+    names: BTreeMap<IpAddr, String>,
+    /// Waits are whole multiples of this (see the module docs).
+    tick: Duration,
+}
+
+pub type SharedWorld = Rc<RefCell<World>>;
+
+impl World {
+    pub fn new(spec: ResourceSpec, network: NetworkSpec, tick: Duration) -> SharedWorld {
+        Rc::new(RefCell::new(World {
+            spec,
+            network,
+            hosts: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            names: BTreeMap::new(),
+            tick: tick.max(Duration::from_micros(1)),
+        }))
+    }
+
+    fn host(&mut self, name: &str) -> &mut Host {
+        let spec = &self.spec;
+        self.hosts.entry(name.to_string()).or_insert_with(|| {
+            if crate::scenario::is_broker_host(name) {
+                Host {
+                    nic_mbit_s: spec.broker_nic_mbit_s,
+                    tx: Fifo::default(),
+                    rx: Fifo::default(),
+                    cores: Cores::new(spec.broker_cores),
+                    request_cpu: micros(spec.broker_request_cpu_us),
+                    byte_cpu_ns: spec.broker_byte_cpu_ns,
+                    disk: Fifo::default(),
+                }
+            } else {
+                Host {
+                    nic_mbit_s: spec.client_nic_mbit_s,
+                    tx: Fifo::default(),
+                    rx: Fifo::default(),
+                    cores: Cores::new(spec.client_cores),
+                    request_cpu: Duration::ZERO,
+                    byte_cpu_ns: spec.client_byte_cpu_ns,
+                    disk: Fifo::default(),
+                }
+            }
+        })
+    }
+
+    fn name_of(&mut self, ip: Option<IpAddr>) -> Option<String> {
+        let ip = ip?;
+        if let Some(n) = self.names.get(&ip) {
+            return Some(n.clone());
+        }
+        let name = turmoil::reverse_lookup(ip)?;
+        self.names.insert(ip, name.clone());
+        Some(name)
+    }
+
+    fn tls_bytes(&self, bytes: usize) -> Duration {
+        if self.spec.tls {
+            per_byte(bytes, self.spec.tls_byte_cpu_ns)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn wait(&self, now: Duration, done: Duration) -> Duration {
+        let wait = done.saturating_sub(now).as_nanos();
+        let tick = self.tick.as_nanos();
+        Duration::from_nanos((wait - wait % tick) as u64)
+    }
+
+    fn connect(&mut self, me: &str, peer: Option<IpAddr>, now: Duration) -> Duration {
+        let peer = self.name_of(peer);
+        let one_way = peer
+            .as_deref()
+            .map(|p| self.network.link_latency(me, p).min())
+            .unwrap_or_default();
+        // turmoil charges the SYN's one-way trip; the SYN-ACK is instant there.
+        let mut done = now + one_way;
+        if self.spec.tls {
+            done += 2 * one_way * self.spec.tls_handshake_round_trips;
+            // Both ends do the key exchange, in parallel.
+            let cpu = micros(self.spec.tls_handshake_cpu_us);
+            let mine = self.host(me).cores.book(done, cpu);
+            let theirs = match &peer {
+                Some(p) => self.host(p).cores.book(done, cpu),
+                None => done,
+            };
+            done = mine.max(theirs);
+        }
+        self.wait(now, done)
+    }
+
+    fn transmit(
+        &mut self,
+        me: &str,
+        peer: Option<IpAddr>,
+        bytes: usize,
+        now: Duration,
+    ) -> Duration {
+        let peer = self.name_of(peer);
+        let encrypt = self.tls_bytes(bytes);
+        let path_mbit_s = self.spec.path_mbit_s;
+        let host = self.host(me);
+        let mut done = if encrypt.is_zero() {
+            now
+        } else {
+            host.cores.book(now, encrypt)
+        };
+        let nic = transfer(bytes, host.nic_mbit_s);
+        done = host.tx.book(done, nic);
+        if let (Some(peer), true) = (peer, path_mbit_s > 0.0) {
+            let path = self.paths.entry((me.to_string(), peer)).or_default();
+            done = path.book(done, transfer(bytes, path_mbit_s));
+        }
+        self.wait(now, done)
+    }
+
+    fn receive(&mut self, me: &str, bytes: usize, now: Duration) -> Duration {
+        let decrypt = self.tls_bytes(bytes);
+        let host = self.host(me);
+        let nic = transfer(bytes, host.nic_mbit_s);
+        let arrived = host.rx.book(now, nic);
+        let cpu = host.request_cpu + per_byte(bytes, host.byte_cpu_ns) + decrypt;
+        let done = if cpu.is_zero() {
+            arrived
+        } else {
+            host.cores.book(arrived, cpu)
+        };
+        self.wait(now, done)
+    }
+
+    fn compute(&mut self, me: &str, work: Duration, now: Duration) -> Duration {
+        let done = self.host(me).cores.book(now, work);
+        self.wait(now, done)
+    }
+
+    fn storage(&mut self, me: &str, op: &StorageOp, now: Duration) -> Duration {
+        let bandwidth = self.spec.disk_write_mbyte_s * 8.0;
+        let fsync = micros(self.spec.disk_fsync_us);
+        let dirty_max = transfer(self.spec.disk_dirty_bytes_max as usize, bandwidth);
+        let disk = &mut self.host(me).disk;
+        let done = match op {
+            StorageOp::Append { bytes, .. } => {
+                disk.book(now, transfer(bytes.len(), bandwidth));
+                // Throttled only for the writeback beyond the dirty limit.
+                now + disk.backlog(now).saturating_sub(dirty_max)
+            }
+            StorageOp::Sync { .. } => disk.book(now, fsync),
+            StorageOp::Truncate { .. } | StorageOp::Remove { .. } => now,
+        };
+        self.wait(now, done)
+    }
+}
+
+/// One host's view of the [`World`].
+pub struct HostResources {
+    name: String,
+    world: SharedWorld,
+}
+
+impl HostResources {
+    pub fn shared(world: &SharedWorld, name: &str) -> SharedResources {
+        Rc::new(HostResources {
+            name: name.to_string(),
+            world: world.clone(),
+        })
+    }
+
+    fn now() -> Duration {
+        turmoil::sim_elapsed().unwrap_or_default()
+    }
+}
+
+impl Resources for HostResources {
+    fn connect(&self, peer: Option<IpAddr>) -> Duration {
+        self.world
+            .borrow_mut()
+            .connect(&self.name, peer, Self::now())
+    }
+
+    fn transmit(&self, peer: Option<IpAddr>, bytes: usize) -> Duration {
+        self.world
+            .borrow_mut()
+            .transmit(&self.name, peer, bytes, Self::now())
+    }
+
+    fn receive(&self, _peer: Option<IpAddr>, bytes: usize) -> Duration {
+        self.world
+            .borrow_mut()
+            .receive(&self.name, bytes, Self::now())
+    }
+
+    fn compute(&self, work: Duration) -> Duration {
+        self.world
+            .borrow_mut()
+            .compute(&self.name, work, Self::now())
+    }
+
+    fn storage(&self, op: &StorageOp) -> Duration {
+        self.world.borrow_mut().storage(&self.name, op, Self::now())
+    }
+}
+
+/// The resources of host `name`: its share of `world`, or free resources when the scenario
+/// models none.
+pub fn for_host(world: Option<&SharedWorld>, name: &str) -> SharedResources {
+    match world {
+        Some(w) => HostResources::shared(w, name),
+        None => Rc::new(Unmetered),
+    }
+}
+
+/// The producer's CPU cost of one message under `spec`.
+pub fn producer_message_cpu(spec: Option<&ResourceSpec>) -> Duration {
+    spec.map(|s| micros(s.producer_message_cpu_us))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn fifo_queues_jobs_behind_each_other() {
+        let mut f = Fifo::default();
+        assert_eq!(f.book(Duration::ZERO, MS), MS);
+        assert_eq!(f.book(Duration::ZERO, MS), 2 * MS);
+        // Idle time is not banked.
+        assert_eq!(f.book(10 * MS, MS), 11 * MS);
+        assert_eq!(f.backlog(10 * MS), MS);
+    }
+
+    #[test]
+    fn cores_run_jobs_in_parallel_up_to_their_number() {
+        let mut c = Cores::new(2);
+        assert_eq!(c.book(Duration::ZERO, MS), MS);
+        assert_eq!(c.book(Duration::ZERO, MS), MS);
+        assert_eq!(c.book(Duration::ZERO, MS), 2 * MS);
+    }
+
+    #[test]
+    fn a_gigabit_nic_moves_125_megabytes_per_second() {
+        assert_eq!(transfer(125_000_000, 1_000.0), Duration::from_secs(1));
+        assert_eq!(transfer(1_000, 10_000.0), Duration::from_nanos(800));
+    }
+
+    fn world() -> World {
+        let spec = ResourceSpec {
+            broker_nic_mbit_s: 8.0, // 1 byte per microsecond
+            broker_request_cpu_us: 0.0,
+            broker_byte_cpu_ns: 0.0,
+            disk_write_mbyte_s: 1.0, // 1 byte per microsecond
+            disk_fsync_us: 2_000.0,
+            disk_dirty_bytes_max: 10_000,
+            ..ResourceSpec::default()
+        };
+        Rc::try_unwrap(World::new(spec, NetworkSpec::default(), MS))
+            .unwrap()
+            .into_inner()
+    }
+
+    #[test]
+    fn a_busy_nic_delays_later_frames_by_their_transfer_time() {
+        let mut w = world();
+        let t0 = Duration::from_secs(1);
+        // 400 bytes = 0.4 ms: below a tick, not slept, but booked.
+        assert_eq!(w.transmit("broker-1", None, 400, t0), Duration::ZERO);
+        assert_eq!(w.transmit("broker-1", None, 400, t0), Duration::ZERO);
+        // Done 1.8 ms from now: the wait rounds down to whole ticks.
+        assert_eq!(w.transmit("broker-1", None, 1_000, t0), MS);
+        assert_eq!(w.transmit("broker-1", None, 200, t0), 2 * MS);
+        // Another host's NIC is its own.
+        assert_eq!(w.transmit("broker-2", None, 400, t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn fsync_waits_for_writeback_then_the_flush() {
+        let mut w = world();
+        let t0 = Duration::from_secs(1);
+        let append = StorageOp::Append {
+            path: "a/0.log".into(),
+            bytes: bytes::Bytes::from(vec![0u8; 3_000]),
+        };
+        // 3 ms of writeback, under the 10 ms dirty limit: the append is not throttled.
+        assert_eq!(w.storage("broker-1", &append, t0), Duration::ZERO);
+        let sync = StorageOp::Sync {
+            path: "a/0.log".into(),
+            token: 1,
+        };
+        assert_eq!(w.storage("broker-1", &sync, t0), 5 * MS);
+    }
+
+    #[test]
+    fn appends_beyond_the_dirty_limit_are_throttled() {
+        let mut w = world();
+        let t0 = Duration::from_secs(1);
+        let append = StorageOp::Append {
+            path: "a/0.log".into(),
+            bytes: bytes::Bytes::from(vec![0u8; 6_000]),
+        };
+        assert_eq!(w.storage("broker-1", &append, t0), Duration::ZERO);
+        // 12 ms of writeback queued; the limit is 10 ms.
+        assert_eq!(w.storage("broker-1", &append, t0), 2 * MS);
+    }
+}

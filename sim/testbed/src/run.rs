@@ -1,0 +1,535 @@
+//! One seeded run of a scenario: build the turmoil simulation, run the workload under the fault
+//! schedule, heal, settle, read everything back, and judge the history.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fathom_driver::{run_broker, BrokerObserver, BrokerRunError, SharedResources};
+use fathom_history::{self as history, CheckReport, Event};
+use fathom_queue::broker::{Broker, BrokerLimits};
+use fathom_queue::config::ClusterConfig;
+use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
+use fathom_queue::log::batch;
+use fathom_queue::protocol::{Message, Request};
+use fathom_queue::rng::Rng;
+use fathom_queue::time::Instant;
+
+use crate::faults::{AppliedFault, FaultPlan};
+use crate::io::{SimDisk, SimNet, WritebackDisk};
+use crate::metrics::{Metrics, Probes, ProduceProbe};
+use crate::resources::{self, World};
+use crate::scenario::{broker_host, Scenario, BROKER_PORT};
+use crate::summary::Summary;
+use fathom_workload::clients::{ConsumerProcess, FinalRead, ProducerProcess};
+use fathom_workload::trace::{AttemptRecord, SharedTrace, Trace};
+
+/// The simulated clock starts here, so that no run depends on the real date.
+const EPOCH_UNIX_S: u64 = 1_700_000_000;
+/// How long a broker that stopped on a storage failure stays down before its supervisor
+/// restarts it.
+const FATAL_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// Past the scenario's own phases, how long the final read may take.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Simulated time the brokers get to report their logs after the final read.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the simulation failed: {0}")]
+    Sim(String),
+}
+
+/// What one run produced.
+pub struct RunOutcome {
+    pub summary: Summary,
+    pub report: CheckReport,
+    pub events: Vec<Event>,
+    /// The send journal: every produce attempt, in the order outcomes were known.
+    pub attempts: Vec<AttemptRecord>,
+    /// Bound violations of the scenario's `[expect]`; empty when the run passes.
+    pub violations: Vec<String>,
+}
+
+/// What every broker host shares with the run loop.
+#[derive(Default)]
+pub struct ClusterView {
+    /// The newest leader known for each partition: `(epoch, broker)`.
+    pub leaders: BTreeMap<TopicPartition, (u64, NodeId)>,
+    /// Brokers that stopped on a storage failure and want a restart.
+    pub fatal: BTreeSet<NodeId>,
+    /// Set by the run loop to ask every broker for its committed logs.
+    pub snapshot_wanted: bool,
+    /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.
+    pub snapshots: BTreeMap<TopicPartition, BTreeMap<NodeId, ReplicaSnapshot>>,
+    /// Timings for the performance metrics.
+    pub probes: Probes,
+}
+
+pub struct ReplicaSnapshot {
+    pub high_watermark: u64,
+    pub log_end: u64,
+    pub records: Vec<(u64, String)>,
+}
+
+pub type SharedView = Rc<RefCell<ClusterView>>;
+
+struct SimObserver {
+    id: NodeId,
+    view: SharedView,
+    trace: SharedTrace,
+    /// What this broker last led, to log changes.
+    leading: BTreeMap<TopicPartition, u64>,
+    /// The final snapshot of this broker's logs was taken.
+    snapshot_taken: bool,
+}
+
+impl BrokerObserver for SimObserver {
+    fn input(&mut self, now: Instant, arrived: Instant, msg: &Message) {
+        let Message::Request {
+            request: Request::Produce {
+                partition, batch, ..
+            },
+            ..
+        } = msg
+        else {
+            return;
+        };
+        if partition.topic == OFFSETS_TOPIC {
+            return;
+        }
+        let Ok(records) = batch::records(batch) else {
+            return;
+        };
+        let handled_ns = sim_now_ns();
+        let probe = ProduceProbe {
+            broker: self.id,
+            ids: records
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+                .collect(),
+            arrived_ns: handled_ns.saturating_sub(now.saturating_since(arrived).as_nanos() as u64),
+            handled_ns,
+        };
+        self.view.borrow_mut().probes.produce.push(probe);
+    }
+
+    fn observe(&mut self, _now: Instant, broker: &Broker) {
+        let mut view = self.view.borrow_mut();
+        for r in broker.replicas() {
+            let tp = r.partition();
+            if tp.topic != OFFSETS_TOPIC {
+                let timeline = view.probes.high_watermarks.entry(tp.clone()).or_default();
+                let hw = r.high_watermark();
+                if timeline.last().is_none_or(|&(_, last)| hw > last) {
+                    timeline.push((sim_now_ns(), hw));
+                }
+            }
+            let led = self.leading.get(tp).copied();
+            let leads = r.is_leader().then_some(r.term());
+            if led != leads {
+                let text = match leads {
+                    Some(epoch) => format!("broker-{} leads {tp} in epoch {epoch}", broker.id()),
+                    None => format!("broker-{} no longer leads {tp}", broker.id()),
+                };
+                self.trace.borrow_mut().note(sim_now_ns(), text);
+                if let Some(epoch) = leads {
+                    let change = (sim_now_ns(), tp.clone(), broker.id(), epoch);
+                    view.probes.leader_changes.push(change);
+                }
+                match leads {
+                    Some(epoch) => self.leading.insert(tp.clone(), epoch),
+                    None => self.leading.remove(tp),
+                };
+            }
+            if let Some(epoch) = leads {
+                let entry = view.leaders.entry(tp.clone()).or_insert((0, broker.id()));
+                if epoch >= entry.0 {
+                    *entry = (epoch, broker.id());
+                }
+            }
+        }
+        if view.snapshot_wanted && !self.snapshot_taken {
+            self.snapshot_taken = true;
+            for r in broker.replicas() {
+                let log = r.log();
+                let mut records = Vec::new();
+                let mut at = log.start_offset();
+                while at < log.end_offset() {
+                    let batches = log.read(at, log.end_offset(), 1 << 20);
+                    let Some(last) = batches.last() else { break };
+                    at = batch::parse(last)
+                        .map(|h| h.end_offset())
+                        .unwrap_or(u64::MAX);
+                    for b in &batches {
+                        let control = batch::parse(b).map(|h| h.is_control()).unwrap_or(true);
+                        if control {
+                            continue;
+                        }
+                        for rec in batch::records(b).unwrap_or_default() {
+                            records.push((rec.offset, String::from_utf8_lossy(&rec.key).into()));
+                        }
+                    }
+                }
+                let snap = ReplicaSnapshot {
+                    high_watermark: r.high_watermark(),
+                    log_end: log.end_offset(),
+                    records,
+                };
+                view.snapshots
+                    .entry(r.partition().clone())
+                    .or_default()
+                    .insert(broker.id(), snap);
+            }
+        }
+    }
+}
+
+/// Runs `scenario` once with `seed`.
+/// Simulated nanoseconds since the run started: the trace's clock under turmoil.
+pub fn sim_now_ns() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
+}
+
+pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
+    let cluster = scenario.cluster_config();
+    let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(sim_now_ns)));
+    let view: SharedView = Rc::new(RefCell::new(ClusterView::default()));
+    let workload_end = scenario.duration();
+    let settle_end = workload_end + scenario.settle();
+    let mut sim = build_sim(
+        scenario,
+        seed,
+        // Producers may hold the final read back by up to one FINAL_READ_TIMEOUT.
+        settle_end + FINAL_READ_TIMEOUT * 2 + SNAPSHOT_WAIT * 2,
+    );
+
+    let writeback = (scenario.disk.os_writeback_ms > 0)
+        .then(|| Duration::from_millis(scenario.disk.os_writeback_ms));
+    let world = scenario
+        .resources
+        .clone()
+        .map(|spec| World::new(spec, scenario.network.clone(), scenario.tick()));
+    let message_cpu = resources::producer_message_cpu(scenario.resources.as_ref());
+    // Producers still sending; the final read waits for them (a fire-and-forget producer may
+    // still be draining its buffer after the workload phase).
+    let producers_running = Rc::new(std::cell::Cell::new(0usize));
+    for id in cluster.broker_ids() {
+        let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
+        let res = resources::for_host(world.as_ref(), &broker_host(id));
+        sim.host(broker_host(id), move || {
+            let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
+            broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
+        });
+    }
+    for spec in &scenario.producers {
+        let partitions = scenario.topic_partitions(&spec.topic).unwrap_or(1);
+        for name in spec.process_names() {
+            let process = ProducerProcess {
+                name: name.clone(),
+                spec: spec.clone(),
+                partitions,
+                cluster: cluster.clone(),
+                seed,
+                trace: trace.clone(),
+                stop_at: workload_end,
+                resources: resources::for_host(world.as_ref(), &name),
+                message_cpu,
+            };
+            let running = producers_running.clone();
+            running.set(running.get() + 1);
+            sim.client(name, async move {
+                let result = process.run::<SimNet>().await;
+                running.set(running.get() - 1);
+                result
+            });
+        }
+    }
+    for spec in &scenario.consumers {
+        let partitions = scenario.topic_partitions(&spec.topic).unwrap_or(1);
+        for instance in 0..spec.instances {
+            let host = spec.incarnation_names(instance)[0].clone();
+            let process = ConsumerProcess {
+                spec: spec.clone(),
+                instance,
+                partitions,
+                cluster: cluster.clone(),
+                seed,
+                trace: trace.clone(),
+                stop_at: settle_end,
+                resources: resources::for_host(world.as_ref(), &host),
+            };
+            sim.client(host, process.run::<SimNet>());
+        }
+    }
+    set_zone_latencies(&sim, scenario);
+
+    let mut plan = FaultPlan::new(scenario, &cluster, Rng::new(seed ^ 0xFA17));
+    let mut healed = false;
+    let mut final_read_started = false;
+    let incomplete = Rc::new(RefCell::new(Vec::new()));
+    let mut restarts: BTreeMap<Duration, Vec<NodeId>> = BTreeMap::new();
+    let mut storage_failures: Vec<AppliedFault> = Vec::new();
+    loop {
+        let now = sim.elapsed();
+        plan.apply_due(&mut sim, now, &view, &trace);
+        let fatal: Vec<NodeId> = std::mem::take(&mut view.borrow_mut().fatal)
+            .into_iter()
+            .collect();
+        for id in fatal {
+            sim.crash(broker_host(id));
+            restarts
+                .entry(now + FATAL_RESTART_DELAY)
+                .or_default()
+                .push(id);
+            storage_failures.push(AppliedFault {
+                at_ms: now.as_millis() as u64,
+                kind: "storage_failure".into(),
+                detail: format!(
+                    "{} stopped; restart in {FATAL_RESTART_DELAY:?}",
+                    broker_host(id)
+                ),
+            });
+        }
+        let due: Vec<Duration> = restarts.range(..=now).map(|(t, _)| *t).collect();
+        for t in due {
+            for id in restarts.remove(&t).unwrap_or_default() {
+                if !sim.is_host_running(broker_host(id)) {
+                    sim.bounce(broker_host(id));
+                    trace.borrow_mut().note(
+                        now.as_nanos() as u64,
+                        format!("restart broker-{id} after a storage failure"),
+                    );
+                }
+            }
+        }
+        if !healed && now >= workload_end {
+            healed = true;
+            plan.heal_all(&mut sim, now, &trace);
+        }
+        let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
+        if !final_read_started && now >= settle_end && producers_done {
+            final_read_started = true;
+            let partitions = data_partitions(&cluster);
+            let reader = FinalRead {
+                process: fathom_workload::clients::FINAL_READ_PROCESS.to_string(),
+                partitions,
+                cluster: cluster.clone(),
+                seed,
+                trace: trace.clone(),
+                give_up_at: now + FINAL_READ_TIMEOUT,
+                incomplete: incomplete.clone(),
+            };
+            sim.client(
+                fathom_workload::clients::FINAL_READ_PROCESS,
+                reader.run::<SimNet>(),
+            );
+        }
+        let finished = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
+        if finished && final_read_started {
+            break;
+        }
+    }
+
+    // Ask every broker for its log; brokers wake at least every gossip interval.
+    view.borrow_mut().snapshot_wanted = true;
+    let until = sim.elapsed() + SNAPSHOT_WAIT;
+    while sim.elapsed() < until {
+        sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
+    }
+
+    let trace = Rc::try_unwrap(trace)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| {
+            std::mem::replace(&mut *rc.borrow_mut(), Trace::with_clock(sim_now_ns))
+        });
+    let mut events = trace.events.clone();
+    events.sort_by_key(|e| e.time_ns);
+    let mut report = history::check(&events);
+    let (divergence, examples) = replica_divergence(&view.borrow());
+    report.set_replica_divergence(divergence, examples);
+
+    let mut faults = plan.applied();
+    faults.extend(storage_failures);
+    faults.sort_by_key(|f| f.at_ms);
+    {
+        let mut view = view.borrow_mut();
+        for a in trace.attempts.iter().filter(|a| a.attempt == 1) {
+            for id in &a.ids {
+                let t = view
+                    .probes
+                    .first_transmit
+                    .entry(id.clone())
+                    .or_insert(a.sent_ns);
+                *t = (*t).min(a.sent_ns);
+            }
+        }
+    }
+    let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
+    let summary = Summary::build(
+        scenario,
+        seed,
+        &trace,
+        &events,
+        &report,
+        faults,
+        incomplete.borrow().clone(),
+        metrics,
+    );
+    let counts: Vec<(&str, u64)> = report.anomalies.iter().collect();
+    let mut violations = scenario
+        .expect
+        .violations(&counts, report.acked, report.read);
+    if !incomplete.borrow().is_empty() {
+        violations.push(format!(
+            "the final read did not reach the high watermark of {}",
+            incomplete.borrow().join(", ")
+        ));
+    }
+    Ok(RunOutcome {
+        summary,
+        report,
+        events,
+        attempts: trace.attempts.clone(),
+        violations,
+    })
+}
+
+fn build_sim<'a>(scenario: &Scenario, seed: u64, duration: Duration) -> turmoil::Sim<'a> {
+    let mut b = turmoil::Builder::new();
+    b.rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+        .tick_duration(scenario.tick())
+        .simulation_duration(duration)
+        .min_message_latency(scenario.network.latency_ms.min())
+        .max_message_latency(scenario.network.latency_ms.max())
+        .fail_rate(scenario.network.loss)
+        .repair_rate(scenario.network.repair);
+    let disk = &scenario.disk;
+    let fs = b.fs();
+    if let Some(block) = disk.torn_write_block_size() {
+        fs.block_size(block);
+    }
+    if let Some(capacity) = disk.capacity() {
+        fs.capacity(capacity);
+    }
+    fs.io_error_probability(disk.io_error_probability)
+        .corruption_probability(disk.corruption_probability)
+        .sync_probability(disk.sync_probability);
+    b.build()
+}
+
+/// Gives every link between two zones the cross-zone latency. Links within a zone keep the
+/// network's default.
+fn set_zone_latencies(sim: &turmoil::Sim<'_>, scenario: &Scenario) {
+    let network = &scenario.network;
+    if network.zones.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for id in scenario.cluster_config().broker_ids() {
+        names.push(broker_host(id));
+    }
+    for p in &scenario.producers {
+        names.extend(p.process_names());
+    }
+    for c in &scenario.consumers {
+        for i in 0..c.instances {
+            names.push(c.incarnation_names(i)[0].clone());
+        }
+    }
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            let range = network.link_latency(a, b);
+            if range != network.latency_ms {
+                sim.set_link_latency(a.as_str(), b.as_str(), range.min());
+                sim.set_link_max_message_latency(a.as_str(), b.as_str(), range.max());
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn broker_host_software(
+    id: NodeId,
+    cluster: ClusterConfig,
+    writeback: Option<Duration>,
+    resources: SharedResources,
+    seed: u64,
+    trace: SharedTrace,
+    view: SharedView,
+) -> turmoil::Result {
+    let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
+    let mut observer = SimObserver {
+        id,
+        view: view.clone(),
+        trace: trace.clone(),
+        leading: BTreeMap::new(),
+        snapshot_taken: false,
+    };
+    let listen = format!("0.0.0.0:{BROKER_PORT}");
+    let result = run_broker::<SimNet, WritebackDisk, SimObserver>(
+        id,
+        cluster,
+        BrokerLimits::default(),
+        &listen,
+        disk,
+        resources,
+        seed,
+        &mut observer,
+    )
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(BrokerRunError::Fatal(reason)) | Err(BrokerRunError::Load(reason)) => {
+            trace
+                .borrow_mut()
+                .note(sim_now_ns(), format!("broker-{id} stopped: {reason}"));
+            view.borrow_mut().fatal.insert(id);
+            std::future::pending().await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every partition of the declared topics (not the internal offsets topic).
+pub fn data_partitions(cluster: &ClusterConfig) -> Vec<TopicPartition> {
+    cluster
+        .placement()
+        .into_keys()
+        .filter(|tp| tp.topic != OFFSETS_TOPIC)
+        .collect()
+}
+
+/// Compares, for each partition, what every replica holds below the highest high watermark
+/// any replica reports, over the prefix all of them have.
+fn replica_divergence(view: &ClusterView) -> (u64, Vec<String>) {
+    let mut logs: history::checker::ReplicaLogs = BTreeMap::new();
+    for (tp, replicas) in &view.snapshots {
+        if tp.topic == OFFSETS_TOPIC {
+            continue;
+        }
+        let hw = replicas
+            .values()
+            .map(|s| s.high_watermark)
+            .max()
+            .unwrap_or(0);
+        let common = replicas
+            .values()
+            .map(|s| s.log_end.min(hw))
+            .min()
+            .unwrap_or(0);
+        let entry = logs.entry((tp.topic.clone(), tp.partition)).or_default();
+        for (&node, snap) in replicas {
+            let prefix = snap
+                .records
+                .iter()
+                .filter(|(o, _)| *o < common)
+                .cloned()
+                .collect();
+            entry.push((node, prefix));
+        }
+    }
+    history::check_replicas(&logs)
+}

@@ -1,0 +1,605 @@
+//! Scenario files: one TOML file names a cluster, its network and disks, a workload, a fault
+//! schedule and the bounds a run must stay within.
+//!
+//! Loading a scenario happens in two steps. serde reads the text into plain types with
+//! `deny_unknown_fields` everywhere, so a misspelt field is an error rather than a silently
+//! ignored setting. Then [`validate`] checks what serde cannot: that names refer to declared
+//! things, ranges are ordered, times fall inside the run, and it turns the flat `[[faults]]`
+//! tables into the typed [`FaultKind`]. Every error names the dotted path of the field (e.g.
+//! `producers[0].acks`) and its line and column, found through [`source_map`].
+//!
+//! The simulator owns everything dynamic: it resolves [`Target`]s at fault time, names processes
+//! with [`process_name`], and judges a run with [`Expect::violations`].
+
+mod source_map;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use crate::resources::ResourceSpec;
+use fathom_queue::config::{
+    BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, TopicConfig,
+};
+use fathom_queue::ids::NodeId;
+pub use fathom_queue::protocol::Acks;
+pub use fathom_workload::spec::{
+    process_name, restarted_process_name, CommitMode, CompressionSpec, ConsumerSpec, MillisRange,
+    PartitionSelection, Partitioner, ProducerMode, ProducerSpec,
+};
+use serde::Deserialize;
+
+/// The port every broker listens on, under simulation and in production.
+pub const BROKER_PORT: u16 = 9092;
+
+/// The anomaly kinds an `[expect]` table can bound, as the history checker names them.
+pub const ANOMALY_KINDS: [&str; 8] = [
+    "lost",
+    "duplicate",
+    "inconsistent_offsets",
+    "aborted_read",
+    "nonmonotonic_send",
+    "poll_skip",
+    "nonmonotonic_poll",
+    "replica_divergence",
+];
+
+/// The turmoil host name of broker `id`.
+pub fn broker_host(id: NodeId) -> String {
+    format!("broker-{id}")
+}
+
+/// Whether `name` is a broker's host name (`broker-<id>`).
+pub fn is_broker_host(name: &str) -> bool {
+    name.strip_prefix("broker-")
+        .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The `host:port` address of broker `id`, as put into the [`ClusterConfig`].
+pub fn broker_addr(id: NodeId) -> String {
+    format!("{}:{BROKER_PORT}", broker_host(id))
+}
+
+/// A whole scenario, parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario shows and which claim or anomaly it probes.
+    pub description: String,
+    /// The seed used when `fathom run` is not given `--seed`.
+    pub seed: u64,
+    /// Length of the workload phase in simulated seconds; producers stop sending at its end.
+    pub duration_s: f64,
+    /// Length of the final phase: every fault is healed (crashed brokers restart, links repair),
+    /// the cluster gets this long to recover, then the final read happens.
+    pub settle_s: f64,
+    /// turmoil's tick.
+    pub tick_ms: u64,
+    pub cluster: ClusterSpec,
+    pub network: NetworkSpec,
+    pub disk: DiskSpec,
+    /// The hardware's costs; `None` makes the network, CPUs and disks free.
+    pub resources: Option<ResourceSpec>,
+    pub producers: Vec<ProducerSpec>,
+    pub consumers: Vec<ConsumerSpec>,
+    /// In file order; the simulator applies them by `at_s`.
+    pub faults: Vec<Fault>,
+    pub expect: Expect,
+}
+
+/// The cluster section: brokers are named by count, everything else is the core config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Brokers `broker-1` ..= `broker-{brokers}`.
+    pub brokers: u32,
+    #[serde(default = "default_offsets_partitions")]
+    pub offsets_partitions: u32,
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+fn default_offsets_partitions() -> u32 {
+    1
+}
+
+impl ClusterSpec {
+    /// The core's view of this cluster: brokers `1..=n` at `broker-{id}:9092`.
+    pub fn to_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            brokers: (1..=self.brokers)
+                .map(|id| BrokerAddr {
+                    id,
+                    addr: broker_addr(id),
+                })
+                .collect(),
+            topics: self.topics.clone(),
+            log: self.log.clone(),
+            replication: self.replication.clone(),
+            offsets_partitions: self.offsets_partitions,
+        }
+    }
+}
+
+/// Network behaviour of every link, before any fault changes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    /// One-way message latency, drawn between min and max.
+    pub latency_ms: MillisRange,
+    /// turmoil's fail rate: the probability that a link breaks on a send. turmoil's TCP has no
+    /// retransmission, so a broken link breaks the connections over it.
+    pub loss: f64,
+    /// turmoil's repair rate: the probability that a broken link repairs on a step.
+    pub repair: f64,
+    /// Availability zones. Links within a zone, and links of hosts in no zone, take
+    /// `latency_ms`; links between two zones take `cross_zone_latency_ms`.
+    pub zones: Vec<Zone>,
+    pub cross_zone_latency_ms: MillisRange,
+}
+
+/// A named group of hosts that share a low-latency network.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    /// Broker hosts (`broker-1`), client process base names (`p`, meaning every instance and
+    /// incarnation) or process names (`p-0`).
+    pub hosts: Vec<String>,
+}
+
+impl NetworkSpec {
+    /// The zone of a turmoil host, if it is in one.
+    pub fn zone_of(&self, host: &str) -> Option<&str> {
+        self.zones
+            .iter()
+            .find(|z| {
+                z.hosts
+                    .iter()
+                    .any(|h| host == h || host.starts_with(&format!("{h}-")) && !is_broker_host(h))
+            })
+            .map(|z| z.name.as_str())
+    }
+
+    /// The one-way latency of the link between hosts `a` and `b` before any fault.
+    pub fn link_latency(&self, a: &str, b: &str) -> MillisRange {
+        match (self.zone_of(a), self.zone_of(b)) {
+            (Some(x), Some(y)) if x != y => self.cross_zone_latency_ms,
+            _ => self.latency_ms,
+        }
+    }
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            latency_ms: MillisRange {
+                min_ms: 1,
+                max_ms: 5,
+            },
+            loss: 0.0,
+            repair: 1.0,
+            zones: Vec::new(),
+            // Between availability zones of one cloud region, about a millisecond each way.
+            cross_zone_latency_ms: MillisRange {
+                min_ms: 1,
+                max_ms: 2,
+            },
+        }
+    }
+}
+
+/// turmoil's unstable-fs fault model; every fault is off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskSpec {
+    /// Bytes per block for torn writes: on a crash, each unsynced write survives as a random
+    /// prefix of whole blocks. 0 = writes are atomic.
+    pub block_size: u64,
+    /// Probability that a read or write fails with EIO.
+    pub io_error_probability: f64,
+    /// Probability that a read silently returns corrupted bytes.
+    pub corruption_probability: f64,
+    /// Disk size per broker; writes beyond it fail with ENOSPC. 0 = unlimited.
+    pub capacity_bytes: u64,
+    /// Probability that a write becomes durable without an fsync.
+    pub sync_probability: f64,
+    /// The operating system writes dirty pages back this often even when the application never
+    /// calls fsync. Linux wakes its flusher every 5 s and writes pages dirty for over 30 s; the
+    /// default of 1 s keeps turmoil's pending-write model fast (its cost grows with the square
+    /// of unsynced writes) and narrows the window in which an unsynced write can be lost.
+    /// 0 = never.
+    pub os_writeback_ms: u64,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec {
+            block_size: 0,
+            io_error_probability: 0.0,
+            corruption_probability: 0.0,
+            capacity_bytes: 0,
+            sync_probability: 0.0,
+            os_writeback_ms: 1_000,
+        }
+    }
+}
+
+impl DiskSpec {
+    /// The torn-write block size, if torn writes are on.
+    pub fn torn_write_block_size(&self) -> Option<u64> {
+        (self.block_size > 0).then_some(self.block_size)
+    }
+
+    /// The disk capacity, if limited.
+    pub fn capacity(&self) -> Option<u64> {
+        (self.capacity_bytes > 0).then_some(self.capacity_bytes)
+    }
+}
+
+/// Which broker a fault hits; resolved by the simulator when the fault fires.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Target {
+    /// `"broker-2"`.
+    Broker(NodeId),
+    /// `"leader:orders/0"`: whichever broker leads the partition at fault time.
+    LeaderOf { topic: String, partition: u32 },
+    /// `"random"`: a broker drawn from the run's seed.
+    Random,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        if s == "random" {
+            return Ok(Target::Random);
+        }
+        if let Some(id) = s.strip_prefix("broker-") {
+            return id
+                .parse()
+                .map(Target::Broker)
+                .map_err(|_| format!(r#"expected a broker such as "broker-1", got "{s}""#));
+        }
+        if let Some(rest) = s.strip_prefix("leader:") {
+            let parsed = rest
+                .rsplit_once('/')
+                .and_then(|(topic, p)| Some((topic, p.parse::<u32>().ok()?)))
+                .filter(|(topic, _)| !topic.is_empty());
+            return parsed
+                .map(|(topic, partition)| Target::LeaderOf {
+                    topic: topic.to_string(),
+                    partition,
+                })
+                .ok_or_else(|| {
+                    format!(r#"expected "leader:<topic>/<partition>" such as "leader:orders/0", got "{s}""#)
+                });
+        }
+        Err(format!(
+            r#"expected "broker-<id>", "leader:<topic>/<partition>" or "random", got "{s}""#
+        ))
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Target, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Broker(id) => write!(f, "{}", broker_host(*id)),
+            Target::LeaderOf { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            Target::Random => f.write_str("random"),
+        }
+    }
+}
+
+/// One entry of a host set in a network fault (`groups`, `between`, `from`, `to`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Member {
+    /// A broker target, resolved at fault time.
+    Broker(Target),
+    /// A client process by host name, such as `"p-0"` or `"c-1-r1"`.
+    Client(String),
+    /// `"brokers"`: every broker. In `partition` groups: every broker not named in another group.
+    AllBrokers,
+    /// `"clients"`: every client process. In `partition` groups: every client not named in
+    /// another group.
+    AllClients,
+}
+
+impl FromStr for Member {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Member, String> {
+        match s {
+            "brokers" => Ok(Member::AllBrokers),
+            "clients" => Ok(Member::AllClients),
+            _ if s == "random" || s.starts_with("broker-") || s.starts_with("leader:") => {
+                s.parse().map(Member::Broker)
+            }
+            _ if is_valid_process_name(s) => Ok(Member::Client(s.to_string())),
+            _ => Err(format!(
+                r#"expected "broker-<id>", "leader:<topic>/<partition>", "random", "brokers", "clients" or a client process name, got "{s}""#
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for Member {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Member, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Member::Broker(target) => target.fmt(f),
+            Member::Client(name) => f.write_str(name),
+            Member::AllBrokers => f.write_str("brokers"),
+            Member::AllClients => f.write_str("clients"),
+        }
+    }
+}
+
+/// Host names double as turmoil host names and appear in reports: keep them plain.
+fn is_valid_process_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// One entry of the fault schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// When the fault starts, in simulated seconds from the start of the run.
+    pub at_s: f64,
+    /// When it is undone (the broker restarts, the links heal, held messages are released, the
+    /// loss or latency is restored), as an absolute time. It comes from `restart_after_s`,
+    /// `heal_after_s` or `release_after_s` (relative to `at_s`) or from `until_s`. `None`: the
+    /// fault lasts until the settle phase heals everything.
+    pub until_s: Option<f64>,
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    pub fn at(&self) -> Duration {
+        Duration::from_secs_f64(self.at_s)
+    }
+
+    pub fn until(&self) -> Option<Duration> {
+        self.until_s.map(Duration::from_secs_f64)
+    }
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// `kind = "crash"`: crash one broker (unsynced writes are lost; torn if `disk.block_size`).
+    Crash { target: Target },
+    /// `kind = "power_loss"`: crash every broker at once.
+    PowerLoss,
+    /// `kind = "partition"`: cut every link between hosts of different groups, both ways.
+    Partition { groups: Vec<Vec<Member>> },
+    /// `kind = "partition_oneway"`: drop messages from hosts in `from` to hosts in `to`.
+    PartitionOneway { from: Vec<Member>, to: Vec<Member> },
+    /// `kind = "hold"`: hold (delay, not lose) messages between the two sets until release.
+    Hold { between: [Vec<Member>; 2] },
+    /// `kind = "loss"`: set the link fail rate between the two sets.
+    Loss {
+        between: [Vec<Member>; 2],
+        rate: f64,
+    },
+    /// `kind = "latency"`: set the link latency between the two sets.
+    Latency {
+        between: [Vec<Member>; 2],
+        latency_ms: MillisRange,
+    },
+    /// `kind = "heal"`: undo every network fault and restart every crashed broker.
+    Heal,
+}
+
+impl FaultKind {
+    /// The `kind` string of the file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::Crash { .. } => "crash",
+            FaultKind::PowerLoss => "power_loss",
+            FaultKind::Partition { .. } => "partition",
+            FaultKind::PartitionOneway { .. } => "partition_oneway",
+            FaultKind::Hold { .. } => "hold",
+            FaultKind::Loss { .. } => "loss",
+            FaultKind::Latency { .. } => "latency",
+            FaultKind::Heal => "heal",
+        }
+    }
+}
+
+/// Bounds a run must stay within: upper bounds on anomaly counts and lower bounds on progress,
+/// so that a run which does nothing fails. An absent bound is not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    pub lost: Option<u64>,
+    pub duplicate: Option<u64>,
+    pub inconsistent_offsets: Option<u64>,
+    pub aborted_read: Option<u64>,
+    pub nonmonotonic_send: Option<u64>,
+    pub poll_skip: Option<u64>,
+    pub nonmonotonic_poll: Option<u64>,
+    pub replica_divergence: Option<u64>,
+    /// At least this many sends acknowledged.
+    pub acked_min: Option<u64>,
+    /// At least this many distinct messages read.
+    pub read_min: Option<u64>,
+}
+
+impl Expect {
+    /// The upper bound on anomaly `kind` (one of [`ANOMALY_KINDS`]), if any.
+    pub fn bound(&self, kind: &str) -> Option<u64> {
+        match kind {
+            "lost" => self.lost,
+            "duplicate" => self.duplicate,
+            "inconsistent_offsets" => self.inconsistent_offsets,
+            "aborted_read" => self.aborted_read,
+            "nonmonotonic_send" => self.nonmonotonic_send,
+            "poll_skip" => self.poll_skip,
+            "nonmonotonic_poll" => self.nonmonotonic_poll,
+            "replica_divergence" => self.replica_divergence,
+            _ => None,
+        }
+    }
+
+    /// The bounded anomaly kinds with their bounds, in [`ANOMALY_KINDS`] order.
+    pub fn bounds(&self) -> Vec<(&'static str, u64)> {
+        ANOMALY_KINDS
+            .iter()
+            .filter_map(|&kind| self.bound(kind).map(|b| (kind, b)))
+            .collect()
+    }
+
+    /// Human-readable violations of these bounds; empty means the run passes.
+    ///
+    /// `counts` must list every anomaly kind the checker knows, zeros included: a bounded kind
+    /// missing from it is reported as a violation, so a renamed kind cannot pass silently.
+    /// Repeated kinds are summed.
+    pub fn violations(&self, counts: &[(&str, u64)], acked: u64, read: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (kind, bound) in self.bounds() {
+            let mut matching = counts.iter().filter(|(k, _)| *k == kind).peekable();
+            if matching.peek().is_none() {
+                out.push(format!(
+                    "{kind}: expect.{kind} = {bound} but the checker reported no `{kind}` count"
+                ));
+                continue;
+            }
+            let count: u64 = matching.map(|(_, c)| c).sum();
+            if count > bound {
+                out.push(format!("{kind}: {count} found, at most {bound} allowed"));
+            }
+        }
+        if let Some(min) = self.acked_min {
+            if acked < min {
+                out.push(format!(
+                    "acked: {acked} sends acknowledged, at least {min} expected"
+                ));
+            }
+        }
+        if let Some(min) = self.read_min {
+            if read < min {
+                out.push(format!(
+                    "read: {read} messages read, at least {min} expected"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bad TOML, a bad field, or a semantic problem; displayed as
+    /// `scenarios/bad.toml:12:9: producers[0].acks: expected one of "0", "1", "all", got "2"`.
+    #[error("{source_name}:{line}:{column}: {}{message}", field_prefix(field))]
+    Invalid {
+        source_name: String,
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        /// Dotted path such as `producers[0].acks`; empty when no field can be named.
+        field: String,
+        message: String,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+impl Scenario {
+    /// Parses and validates a scenario; `source_name` (usually the file path) prefixes errors.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
+        validate::parse(text, source_name)
+    }
+
+    /// Reads, parses and validates the scenario file at `path`.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// The cluster as the brokers and clients see it: brokers `1..=n` at `broker-{id}:9092`.
+    pub fn cluster_config(&self) -> ClusterConfig {
+        self.cluster.to_config()
+    }
+
+    /// Host names of the brokers, `broker-1` first.
+    pub fn broker_hosts(&self) -> Vec<String> {
+        (1..=self.cluster.brokers).map(broker_host).collect()
+    }
+
+    /// Host names of every client process the run starts, producers first.
+    pub fn client_processes(&self) -> Vec<String> {
+        let producers = self.producers.iter().flat_map(ProducerSpec::process_names);
+        let consumers = self.consumers.iter().flat_map(ConsumerSpec::process_names);
+        producers.chain(consumers).collect()
+    }
+
+    /// Partition count of a declared topic.
+    pub fn topic_partitions(&self, topic: &str) -> Option<u32> {
+        self.cluster
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions)
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.cluster.log.fsync
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+
+    pub fn settle(&self) -> Duration {
+        Duration::from_secs_f64(self.settle_s)
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+}

@@ -1,0 +1,538 @@
+use std::path::PathBuf;
+
+use fathom_queue::config::FsyncPolicy;
+
+use super::*;
+
+/// A valid scenario; tests append lines to it, which land in the `[[producers]]` table unless
+/// they open another one. Line numbers below count from here.
+const BASE: &str = r#"name = "t"
+duration_s = 10.0
+[cluster]
+brokers = 3
+[[cluster.topics]]
+name = "orders"
+partitions = 3
+replication_factor = 3
+[[producers]]
+name = "p"
+topic = "orders"
+"#;
+
+/// Line of the first line appended to [`BASE`].
+const APPENDED_LINE: usize = 12;
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::from_toml_str(text, "bad.toml")
+}
+
+/// Parses `text`, expects it to fail, and returns (field, line, column, message, display).
+fn failure(text: &str) -> (String, usize, usize, String, String) {
+    match parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => {
+            let display = e.to_string();
+            match e {
+                ScenarioError::Invalid {
+                    field,
+                    line,
+                    column,
+                    message,
+                    ..
+                } => (field, line, column, message, display),
+                other => panic!("unexpected error {other:?}"),
+            }
+        }
+    }
+}
+
+/// Asserts that `text` fails on `field` at `line`, with a message containing `needle`, and that
+/// the displayed error carries all three.
+fn assert_fails(text: &str, field: &str, line: usize, needle: &str) {
+    let (f, l, _, message, display) = failure(text);
+    assert_eq!((f.as_str(), l), (field, line), "{display}");
+    assert!(message.contains(needle), "{display}");
+    assert!(
+        display.starts_with(&format!("bad.toml:{line}:")) && display.contains(field),
+        "{display}"
+    );
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+}
+
+#[test]
+fn every_scenario_file_parses_and_validates() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(scenarios_dir()).expect("scenarios/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        scenario.cluster_config().validate().unwrap();
+        assert!(
+            !scenario.description.trim().is_empty(),
+            "{}: needs a description",
+            path.display()
+        );
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(scenario.name, stem, "{}: name matches file", path.display());
+        assert!(
+            scenario.duration_s <= 20.0 && scenario.settle_s <= 15.0,
+            "{stem}: keep runs short"
+        );
+        names.push(stem.to_string());
+    }
+    names.sort();
+    for required in [
+        "disk-torn-write",
+        "leader-crash-acks-1",
+        "leader-crash-acks-all",
+        "packet-loss",
+        "partition-heal",
+        "quickstart",
+    ] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "missing {required}.toml"
+        );
+    }
+}
+
+#[test]
+fn quickstart_builds_the_cluster_config() {
+    let s = Scenario::load(&scenarios_dir().join("quickstart.toml")).unwrap();
+    let config = s.cluster_config();
+    let addrs: Vec<&str> = config.brokers.iter().map(|b| b.addr.as_str()).collect();
+    assert_eq!(addrs, ["broker-1:9092", "broker-2:9092", "broker-3:9092"]);
+    assert_eq!(config.broker_ids(), [1, 2, 3]);
+    assert_eq!(config.topics[0].name, "orders");
+    assert_eq!(config.log.fsync, FsyncPolicy::EveryBatch);
+    assert_eq!(s.producers[0].acks, Acks::All);
+    assert_eq!(s.producers[0].mode, ProducerMode::Async);
+    assert_eq!(s.client_processes(), ["p-0", "c-0"]);
+    assert_eq!(s.broker_hosts(), ["broker-1", "broker-2", "broker-3"]);
+    assert!(s.faults.is_empty());
+    assert_eq!(s.expect.bounds().len(), ANOMALY_KINDS.len());
+}
+
+#[test]
+fn defaults_fill_optional_fields() {
+    let s = parse(BASE).unwrap();
+    assert_eq!((s.seed, s.settle_s, s.tick_ms), (1, 5.0, 1));
+    assert_eq!(s.network, NetworkSpec::default());
+    assert_eq!(s.disk.torn_write_block_size(), None);
+    let p = &s.producers[0];
+    assert_eq!(p.acks, Acks::All);
+    assert_eq!(
+        p.retry_backoff_ms,
+        MillisRange {
+            min_ms: 50,
+            max_ms: 500
+        }
+    );
+    assert_eq!(s.cluster.offsets_partitions, 1);
+    assert_eq!(s.expect, Expect::default());
+}
+
+#[test]
+fn acks_accepts_strings_and_integers() {
+    for (value, acks) in [
+        (r#""0""#, Acks::None),
+        ("0", Acks::None),
+        (r#""1""#, Acks::Leader),
+        ("1", Acks::Leader),
+        (r#""all""#, Acks::All),
+        ("-1", Acks::All),
+    ] {
+        let s = parse(&with(&format!("acks = {value}\n"))).unwrap();
+        assert_eq!(s.producers[0].acks, acks, "acks = {value}");
+    }
+}
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    assert_fails(
+        &with("ackz = \"all\"\n"),
+        "producers[0].ackz",
+        APPENDED_LINE,
+        "unknown field `ackz`",
+    );
+    // In a nested core type too.
+    assert_fails(
+        &with("[cluster.log]\nfsync_every = 3\n"),
+        "cluster.log.fsync_every",
+        APPENDED_LINE + 1,
+        "unknown field",
+    );
+}
+
+#[test]
+fn wrong_type_names_field_and_line() {
+    assert_fails(
+        &with("rate_per_s = \"fast\"\n"),
+        "producers[0].rate_per_s",
+        APPENDED_LINE,
+        "invalid type",
+    );
+}
+
+#[test]
+fn bad_acks_value_is_reported_like_the_docs_say() {
+    let (_, _, _, _, display) = failure(&with("acks = \"2\"\n"));
+    assert_eq!(
+        display,
+        r#"bad.toml:12:8: producers[0].acks: expected one of "0", "1", "all", got "2""#
+    );
+    assert_fails(
+        &with("acks = 2\n"),
+        "producers[0].acks",
+        APPENDED_LINE,
+        "got 2",
+    );
+}
+
+#[test]
+fn bad_enum_value_names_field_and_line() {
+    assert_fails(
+        &with("mode = \"syncc\"\n"),
+        "producers[0].mode",
+        APPENDED_LINE,
+        "unknown variant `syncc`",
+    );
+    assert_fails(
+        &with("[cluster.log]\nfsync = \"sometimes\"\n"),
+        "cluster.log.fsync",
+        APPENDED_LINE + 1,
+        "unknown variant `sometimes`",
+    );
+}
+
+#[test]
+fn undeclared_topic_names_field_and_line() {
+    let text = BASE.replace("topic = \"orders\"", "topic = \"ordrs\"");
+    assert_fails(&text, "producers[0].topic", 11, "\"ordrs\" is not declared");
+}
+
+#[test]
+fn bad_fault_target_names_field_and_line() {
+    let fault = "[[faults]]\nat_s = 1.0\nkind = \"crash\"\ntarget = \"broker-7\"\n";
+    assert_fails(
+        &with(fault),
+        "faults[0].target",
+        APPENDED_LINE + 3,
+        "no broker-7",
+    );
+    let fault = "[[faults]]\nat_s = 1.0\nkind = \"crash\"\ntarget = \"leader:orders\"\n";
+    assert_fails(
+        &with(fault),
+        "faults[0].target",
+        APPENDED_LINE + 3,
+        "leader:<topic>/<partition>",
+    );
+    let fault = "[[faults]]\nat_s = 1.0\nkind = \"crash\"\ntarget = \"leader:orders/3\"\n";
+    assert_fails(
+        &with(fault),
+        "faults[0].target",
+        APPENDED_LINE + 3,
+        "partition 3 is out of range",
+    );
+    let fault = "[[faults]]\nat_s = 1.0\nkind = \"partition\"\ngroups = [[\"broker-1\"], [\"p-0\", \"q-0\"]]\n";
+    assert_fails(
+        &with(fault),
+        "faults[0].groups[1][1]",
+        APPENDED_LINE + 3,
+        "no client process is named \"q-0\"",
+    );
+}
+
+#[test]
+fn latency_min_above_max_names_field_and_line() {
+    assert_fails(
+        &with("[network]\nlatency_ms = [10, 5]\n"),
+        "network.latency_ms",
+        APPENDED_LINE + 1,
+        "min (10) is above max (5)",
+    );
+    assert_fails(
+        &with("retry_backoff_ms = [1, 2, 3]\n"),
+        "producers[0].retry_backoff_ms",
+        APPENDED_LINE,
+        "expected [min, max]",
+    );
+}
+
+#[test]
+fn semantic_errors_name_field_and_line() {
+    assert_fails(
+        &BASE.replace("duration_s = 10.0", "duration_s = -1.0"),
+        "duration_s",
+        2,
+        "above 0",
+    );
+    assert_fails(
+        &with("rate_per_s = 0.0\n"),
+        "producers[0].rate_per_s",
+        APPENDED_LINE,
+        "must be above 0",
+    );
+    assert_fails(
+        &with("[[faults]]\nat_s = 11.0\nkind = \"heal\"\n"),
+        "faults[0].at_s",
+        APPENDED_LINE + 1,
+        "outside the workload phase",
+    );
+    assert_fails(
+        &with("[[faults]]\nat_s = 1.0\nkind = \"crash\"\ntarget = \"random\"\nrate = 0.1\n"),
+        "faults[0].rate",
+        APPENDED_LINE + 4,
+        "not used by kind = \"crash\"",
+    );
+    assert_fails(
+        &with(
+            "[[consumers]]\nname = \"c\"\ntopic = \"orders\"\ngroup = \"g\"\npartitions = [0, 3]\n",
+        ),
+        "consumers[0].partitions[1]",
+        APPENDED_LINE + 4,
+        "partition 3 is out of range",
+    );
+    assert_fails(
+        &with("[[producers]]\nname = \"p\"\ntopic = \"orders\"\n"),
+        "producers[1].name",
+        APPENDED_LINE + 1,
+        "\"p-0\" is also used by producers[0]",
+    );
+    assert_fails(
+        &BASE.replace("replication_factor = 3", "replication_factor = 4"),
+        "cluster.topics[0].replication_factor",
+        8,
+        "replication_factor must be between 1 and the number of brokers",
+    );
+}
+
+#[test]
+fn missing_fields_point_at_their_table() {
+    assert_fails(
+        &BASE.replace("brokers = 3\n", ""),
+        "cluster.brokers",
+        3,
+        "missing field `brokers`",
+    );
+    // A table that only exists through a `[cluster.log]` header has no span of its own.
+    assert_fails(
+        "name = \"t\"\nduration_s = 1.0\n[cluster.log]\nfsync = \"never\"\n",
+        "cluster.brokers",
+        3,
+        "missing field `brokers`",
+    );
+    assert_fails(
+        "duration_s = 1.0\n[cluster]\nbrokers = 1\n",
+        "name",
+        1,
+        "missing field `name`",
+    );
+    // Required but defaulted by serde: caught by validation, pointed at the table header.
+    assert_fails(
+        &BASE.replace("topic = \"orders\"\n", ""),
+        "producers[0].topic",
+        9,
+        "missing",
+    );
+    assert_fails(
+        &with(
+            "[[faults]]\nat_s = 1.0\nkind = \"loss\"\nbetween = [[\"brokers\"], [\"clients\"]]\n",
+        ),
+        "faults[0].rate",
+        APPENDED_LINE,
+        "needs rate",
+    );
+}
+
+#[test]
+fn invalid_toml_still_gets_a_line_and_a_guess_at_the_field() {
+    let (field, line, _, _, display) = failure(&with("acks = \n"));
+    assert_eq!(
+        (field.as_str(), line),
+        ("producers[0].acks", APPENDED_LINE),
+        "{display}"
+    );
+}
+
+#[test]
+fn faults_are_typed_with_absolute_end_times() {
+    let text = with(
+        r#"[[consumers]]
+name = "c"
+topic = "orders"
+group = "g"
+restart_at_s = [3.0]
+[[faults]]
+at_s = 2.0
+kind = "partition"
+groups = [["leader:orders/0"], ["brokers", "c-0-r1"]]
+heal_after_s = 3.0
+[[faults]]
+at_s = 1.0
+kind = "latency"
+between = [["brokers"], ["clients"]]
+latency_ms = [50, 100]
+until_s = 4.5
+[[faults]]
+at_s = 5.0
+kind = "power_loss"
+"#,
+    );
+    let s = parse(&text).unwrap();
+    assert_eq!(s.faults.len(), 3);
+    assert_eq!(s.faults[0].until_s, Some(5.0));
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::Partition {
+            groups: vec![
+                vec![Member::Broker(Target::LeaderOf {
+                    topic: "orders".into(),
+                    partition: 0
+                })],
+                vec![Member::AllBrokers, Member::Client("c-0-r1".into())],
+            ]
+        }
+    );
+    assert_eq!(s.faults[1].until_s, Some(4.5));
+    assert_eq!(s.faults[1].kind.name(), "latency");
+    assert_eq!(
+        s.faults[2],
+        Fault {
+            at_s: 5.0,
+            until_s: None,
+            kind: FaultKind::PowerLoss
+        }
+    );
+    assert_eq!(s.client_processes(), ["p-0", "c-0", "c-0-r1"]);
+}
+
+#[test]
+fn targets_and_members_round_trip_through_text() {
+    for text in ["broker-2", "leader:orders/0", "leader:a/b/7", "random"] {
+        assert_eq!(text.parse::<Target>().unwrap().to_string(), text);
+    }
+    for text in ["broker-2", "brokers", "clients", "p-0", "leader:t/1"] {
+        assert_eq!(text.parse::<Member>().unwrap().to_string(), text);
+    }
+    assert!("broker-x".parse::<Target>().is_err());
+    assert!("leader:/0".parse::<Target>().is_err());
+    assert!("p 0".parse::<Member>().is_err());
+}
+
+#[test]
+fn consumer_instances_split_partitions_round_robin() {
+    let c = ConsumerSpec {
+        name: "c".into(),
+        instances: 2,
+        ..ConsumerSpec::default()
+    };
+    assert_eq!(c.assignment(0, 5), [0, 2, 4]);
+    assert_eq!(c.assignment(1, 5), [1, 3]);
+    let listed = ConsumerSpec {
+        partitions: PartitionSelection::List(vec![4, 1, 2]),
+        ..c.clone()
+    };
+    assert_eq!(listed.assignment(0, 5), [4, 2]);
+    assert_eq!(listed.assignment(1, 5), [1]);
+    let restarting = ConsumerSpec {
+        restart_at_s: vec![1.0, 2.0],
+        ..c
+    };
+    assert_eq!(restarting.incarnation_names(1), ["c-1", "c-1-r1", "c-1-r2"]);
+}
+
+#[test]
+fn expect_reports_violations() {
+    let expect = Expect {
+        lost: Some(0),
+        duplicate: Some(2),
+        acked_min: Some(100),
+        read_min: Some(10),
+        ..Expect::default()
+    };
+    let counts = [("lost", 0), ("duplicate", 2), ("poll_skip", 9)];
+    assert!(expect.violations(&counts, 100, 10).is_empty());
+
+    let counts = [("lost", 1), ("duplicate", 3)];
+    let v = expect.violations(&counts, 99, 10);
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert!(v[0].starts_with("lost: 1 found, at most 0"), "{v:?}");
+    assert!(v[1].starts_with("duplicate: 3 found, at most 2"), "{v:?}");
+    assert!(v[2].starts_with("acked: 99"), "{v:?}");
+
+    // A bounded kind the checker did not report is a violation, not a pass.
+    let v = expect.violations(&[("lost", 0)], 100, 10);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("no `duplicate` count"), "{v:?}");
+}
+
+/// The producer options added for the idempotent producer and its batching: defaults keep the
+/// old behaviour, every value parses, and combinations the producer cannot run are refused.
+#[test]
+fn producer_options_parse_with_old_defaults_and_are_checked() {
+    let s = parse(BASE).unwrap();
+    let p = &s.producers[0];
+    assert!(!p.idempotence);
+    assert_eq!(p.partitioner, Partitioner::RoundRobin);
+    assert_eq!(p.compression, CompressionSpec::None);
+    assert_eq!(p.connections_per_broker, 1);
+    assert_eq!(
+        p.batch_records_max as usize,
+        fathom_queue::client::producer::BATCH_RECORDS_MAX_DEFAULT
+    );
+
+    for (value, partitioner) in [
+        ("round_robin", Partitioner::RoundRobin),
+        ("random", Partitioner::Random),
+        ("key_hash", Partitioner::KeyHash),
+        ("sticky", Partitioner::Sticky),
+    ] {
+        let s = parse(&with(&format!("partitioner = \"{value}\"\n"))).unwrap();
+        assert_eq!(s.producers[0].partitioner, partitioner);
+    }
+    let s = parse(&with(
+        "idempotence = true\nbatch_records_max = 10\ncompression = \"lz4\"\n\
+         connections_per_broker = 2\n",
+    ))
+    .unwrap();
+    let p = &s.producers[0];
+    assert!(p.idempotence);
+    assert_eq!(p.batch_records_max, 10);
+    assert_eq!(p.compression, CompressionSpec::Lz4);
+    assert_eq!(p.connections_per_broker, 2);
+
+    assert_fails(
+        &with("acks = \"1\"\nidempotence = true\n"),
+        "producers[0].idempotence",
+        APPENDED_LINE + 1,
+        "needs acks = \"all\"",
+    );
+    assert_fails(
+        &with("idempotence = true\nin_flight_max = 6\n"),
+        "producers[0].in_flight_max",
+        APPENDED_LINE + 1,
+        "above 5",
+    );
+    assert_fails(
+        &with("batch_records_max = 0\n"),
+        "producers[0].batch_records_max",
+        APPENDED_LINE,
+        "at least 1",
+    );
+    assert_fails(
+        &with("compression = \"zstd\"\n"),
+        "producers[0].compression",
+        APPENDED_LINE,
+        "unknown variant `zstd`",
+    );
+}

@@ -1,0 +1,930 @@
+//! From text to a checked [`Scenario`]: serde with located errors, then the semantic checks.
+//!
+//! Checks stop at the first problem: later ones often follow from it, and one precise message
+//! with a line number is what fixing a file needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fathom_queue::config::{ConfigError, FsyncPolicy};
+use fathom_queue::ids::OFFSETS_TOPIC;
+use serde::Deserialize;
+
+use super::source_map::{line_column, path_near_line, SourceMap};
+use super::{
+    broker_host, is_broker_host, is_valid_process_name, Acks, ClusterSpec, CommitMode,
+    ConsumerSpec, DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec,
+    PartitionSelection, ProducerMode, ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
+};
+
+/// The file as serde reads it; only the faults differ from [`Scenario`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    duration_s: f64,
+    #[serde(default = "default_settle_s")]
+    settle_s: f64,
+    #[serde(default = "default_tick_ms")]
+    tick_ms: u64,
+    cluster: ClusterSpec,
+    #[serde(default)]
+    network: NetworkSpec,
+    #[serde(default)]
+    disk: DiskSpec,
+    resources: Option<ResourceSpec>,
+    #[serde(default)]
+    producers: Vec<ProducerSpec>,
+    #[serde(default)]
+    consumers: Vec<ConsumerSpec>,
+    #[serde(default)]
+    faults: Vec<RawFault>,
+    #[serde(default)]
+    expect: Expect,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_settle_s() -> f64 {
+    5.0
+}
+
+fn default_tick_ms() -> u64 {
+    1
+}
+
+/// A `[[faults]]` table: one flat set of fields for every kind, so that a field the kind does not
+/// take is reported by name rather than lost in an untagged enum's generic error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at_s: f64,
+    kind: RawFaultKind,
+    target: Option<Target>,
+    restart_after_s: Option<f64>,
+    groups: Option<Vec<Vec<Member>>>,
+    heal_after_s: Option<f64>,
+    from: Option<Vec<Member>>,
+    to: Option<Vec<Member>>,
+    between: Option<Vec<Vec<Member>>>,
+    release_after_s: Option<f64>,
+    rate: Option<f64>,
+    latency_ms: Option<MillisRange>,
+    until_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawFaultKind {
+    Crash,
+    PowerLoss,
+    Partition,
+    PartitionOneway,
+    Hold,
+    Loss,
+    Latency,
+    Heal,
+}
+
+impl RawFaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            RawFaultKind::Crash => "crash",
+            RawFaultKind::PowerLoss => "power_loss",
+            RawFaultKind::Partition => "partition",
+            RawFaultKind::PartitionOneway => "partition_oneway",
+            RawFaultKind::Hold => "hold",
+            RawFaultKind::Loss => "loss",
+            RawFaultKind::Latency => "latency",
+            RawFaultKind::Heal => "heal",
+        }
+    }
+
+    /// The optional fields this kind takes, besides `at_s` and `kind`.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            RawFaultKind::Crash => &["target", "restart_after_s"],
+            RawFaultKind::PowerLoss => &["restart_after_s"],
+            RawFaultKind::Partition => &["groups", "heal_after_s"],
+            RawFaultKind::PartitionOneway => &["from", "to", "heal_after_s"],
+            RawFaultKind::Hold => &["between", "release_after_s"],
+            RawFaultKind::Loss => &["between", "rate", "until_s"],
+            RawFaultKind::Latency => &["between", "latency_ms", "until_s"],
+            RawFaultKind::Heal => &[],
+        }
+    }
+}
+
+impl RawFault {
+    /// The optional fields present in the table, in declaration order.
+    fn present_fields(&self) -> Vec<&'static str> {
+        let present = [
+            ("target", self.target.is_some()),
+            ("restart_after_s", self.restart_after_s.is_some()),
+            ("groups", self.groups.is_some()),
+            ("heal_after_s", self.heal_after_s.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("between", self.between.is_some()),
+            ("release_after_s", self.release_after_s.is_some()),
+            ("rate", self.rate.is_some()),
+            ("latency_ms", self.latency_ms.is_some()),
+            ("until_s", self.until_s.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter_map(|(name, is)| is.then_some(name))
+            .collect()
+    }
+}
+
+pub(super) fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
+    let checker = Checker {
+        text,
+        source_name,
+        map: SourceMap::parse(text),
+    };
+    let raw: RawScenario = toml::from_str(text).map_err(|e| checker.toml_error(&e))?;
+    checker.scenario(raw)
+}
+
+/// Turns paths into located errors and runs the semantic checks.
+struct Checker<'a> {
+    text: &'a str,
+    source_name: &'a str,
+    map: SourceMap,
+}
+
+type Check<T = ()> = Result<T, ScenarioError>;
+
+impl Checker<'_> {
+    /// An error about the field at `path`, located at its value (or its table, if absent).
+    fn error(&self, path: &str, message: impl Into<String>) -> ScenarioError {
+        let offset = self.map.span_of(path).map_or(0, |span| span.start);
+        self.error_at(offset, path.to_string(), message.into())
+    }
+
+    fn error_at(&self, offset: usize, field: String, message: String) -> ScenarioError {
+        let (line, column) = line_column(self.text, offset);
+        ScenarioError::Invalid {
+            source_name: self.source_name.to_string(),
+            line,
+            column,
+            field,
+            message,
+        }
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> ScenarioError {
+        let span = error.span();
+        let offset = span.as_ref().map_or(0, |span| span.start);
+        let message = error
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = if let Some(missing) = missing {
+            // serde reports a missing field at the span of its table (none for the document).
+            let table = span.as_ref().and_then(|s| self.map.path_spanning(s));
+            match table {
+                Some(table) => format!("{table}.{missing}"),
+                None => missing.to_string(),
+            }
+        } else if let Some(path) = self.map.path_at(offset) {
+            path.to_string()
+        } else if self.map.is_empty() {
+            path_near_line(self.text, line_column(self.text, offset).0)
+        } else {
+            String::new()
+        };
+        self.error_at(offset, field, message)
+    }
+
+    fn scenario(&self, raw: RawScenario) -> Check<Scenario> {
+        if raw.name.trim().is_empty() {
+            return Err(self.error("name", "must not be empty"));
+        }
+        self.positive_seconds("duration_s", raw.duration_s)?;
+        if !(raw.settle_s.is_finite() && raw.settle_s >= 0.0) {
+            return Err(self.error(
+                "settle_s",
+                format!("must be a number of seconds >= 0, got {}", raw.settle_s),
+            ));
+        }
+        if raw.tick_ms == 0 {
+            return Err(self.error("tick_ms", "must be at least 1"));
+        }
+        self.cluster(&raw.cluster)?;
+        self.network(&raw.network)?;
+        self.disk(&raw.disk)?;
+        if let Some(r) = &raw.resources {
+            r.check()
+                .map_err(|(field, message)| self.error(&format!("resources.{field}"), message))?;
+        }
+        if raw.producers.is_empty() {
+            return Err(self.error(
+                "producers",
+                "a scenario needs at least one [[producers]] table",
+            ));
+        }
+        for (i, p) in raw.producers.iter().enumerate() {
+            self.producer(&format!("producers[{i}]"), p, &raw.cluster)?;
+        }
+        for (i, c) in raw.consumers.iter().enumerate() {
+            self.consumer(&format!("consumers[{i}]"), c, &raw.cluster, raw.duration_s)?;
+        }
+        self.consumer_overlap(&raw.consumers, &raw.cluster)?;
+        let clients = self.process_names(&raw)?;
+        self.zones(&raw.network, &raw.cluster, &clients)?;
+        let faults = raw
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.fault(&format!("faults[{i}]"), f, &raw, &clients))
+            .collect::<Check<Vec<Fault>>>()?;
+        Ok(Scenario {
+            name: raw.name,
+            description: raw.description,
+            seed: raw.seed,
+            duration_s: raw.duration_s,
+            settle_s: raw.settle_s,
+            tick_ms: raw.tick_ms,
+            cluster: raw.cluster,
+            network: raw.network,
+            disk: raw.disk,
+            resources: raw.resources,
+            producers: raw.producers,
+            consumers: raw.consumers,
+            faults,
+            expect: raw.expect,
+        })
+    }
+
+    fn positive_seconds(&self, path: &str, value: f64) -> Check {
+        if value.is_finite() && value > 0.0 {
+            Ok(())
+        } else {
+            Err(self.error(
+                path,
+                format!("must be a number of seconds above 0, got {value}"),
+            ))
+        }
+    }
+
+    fn probability(&self, path: &str, value: f64) -> Check {
+        if (0.0..=1.0).contains(&value) {
+            Ok(())
+        } else {
+            Err(self.error(
+                path,
+                format!("must be a probability between 0.0 and 1.0, got {value}"),
+            ))
+        }
+    }
+
+    fn cluster(&self, cluster: &ClusterSpec) -> Check {
+        if cluster.brokers == 0 {
+            return Err(self.error("cluster.brokers", "must be at least 1"));
+        }
+        let config = cluster.to_config();
+        if let Err(e) = config.validate() {
+            return Err(self.cluster_error(cluster, &e));
+        }
+        let log = &cluster.log;
+        if log.fsync == FsyncPolicy::Interval && log.fsync_interval_ms == 0 {
+            return Err(self.error(
+                "cluster.log.fsync_interval_ms",
+                r#"must be at least 1 with fsync = "interval""#,
+            ));
+        }
+        for (field, value) in [
+            ("segment_bytes_max", log.segment_bytes_max),
+            ("index_interval_bytes", log.index_interval_bytes),
+            ("batch_bytes_max", u64::from(log.batch_bytes_max)),
+        ] {
+            if value == 0 {
+                return Err(self.error(&format!("cluster.log.{field}"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points a [`ConfigError`] from the core at the field it is about.
+    fn cluster_error(&self, cluster: &ClusterSpec, error: &ConfigError) -> ScenarioError {
+        let topic_index = |name: &str| cluster.topics.iter().rposition(|t| t.name == name);
+        let path = match error {
+            ConfigError::NoBrokers | ConfigError::DuplicateBroker(_) => "cluster.brokers".into(),
+            ConfigError::DuplicateTopic(name) => match topic_index(name) {
+                Some(i) => format!("cluster.topics[{i}].name"),
+                None => "cluster.topics".into(),
+            },
+            ConfigError::BadTopic { topic, reason } => {
+                let field = ["partitions", "replication_factor"]
+                    .into_iter()
+                    .find(|f| reason.starts_with(f))
+                    .unwrap_or("name");
+                match topic_index(topic) {
+                    Some(i) => format!("cluster.topics[{i}].{field}"),
+                    None => "cluster.topics".into(),
+                }
+            }
+            ConfigError::BadReplication(reason) if reason.contains("offsets_partitions") => {
+                "cluster.offsets_partitions".into()
+            }
+            ConfigError::BadReplication(_) => "cluster.replication".into(),
+        };
+        self.error(&path, error.to_string())
+    }
+
+    fn network(&self, network: &NetworkSpec) -> Check {
+        self.probability("network.loss", network.loss)?;
+        self.probability("network.repair", network.repair)?;
+        if network.loss > 0.0 && network.repair == 0.0 {
+            return Err(self.error(
+                "network.repair",
+                "must be above 0 when network.loss is: a broken link would never repair",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every zone member is a broker host, a client process base name or a process name; no
+    /// host sits in two zones.
+    fn zones(
+        &self,
+        network: &NetworkSpec,
+        cluster: &ClusterSpec,
+        clients: &BTreeSet<String>,
+    ) -> Check {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut names = BTreeSet::new();
+        for (i, zone) in network.zones.iter().enumerate() {
+            let path = format!("network.zones[{i}]");
+            if zone.name.trim().is_empty() || !names.insert(zone.name.as_str()) {
+                return Err(self.error(
+                    &format!("{path}.name"),
+                    format!(
+                        "zone names must be unique and not empty, got {:?}",
+                        zone.name
+                    ),
+                ));
+            }
+            for host in &zone.hosts {
+                let known = if is_broker_host(host) {
+                    host["broker-".len()..]
+                        .parse::<u32>()
+                        .is_ok_and(|id| (1..=cluster.brokers).contains(&id))
+                } else {
+                    clients
+                        .iter()
+                        .any(|c| c == host || c.starts_with(&format!("{host}-")))
+                };
+                if !known {
+                    return Err(self.error(
+                        &format!("{path}.hosts"),
+                        format!("{host:?} is neither a broker host nor a client process"),
+                    ));
+                }
+                if let Some(other) = seen.insert(host, &zone.name) {
+                    return Err(self.error(
+                        &format!("{path}.hosts"),
+                        format!("{host:?} is already in zone {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn disk(&self, disk: &DiskSpec) -> Check {
+        self.probability("disk.io_error_probability", disk.io_error_probability)?;
+        self.probability("disk.corruption_probability", disk.corruption_probability)?;
+        self.probability("disk.sync_probability", disk.sync_probability)
+    }
+
+    fn topic(&self, path: &str, topic: &str, cluster: &ClusterSpec) -> Check<u32> {
+        if topic.is_empty() {
+            return Err(self.error(path, "missing: name a topic declared in [[cluster.topics]]"));
+        }
+        cluster
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions)
+            .ok_or_else(|| {
+                let declared: Vec<&str> = cluster.topics.iter().map(|t| t.name.as_str()).collect();
+                self.error(
+                    path,
+                    format!(
+                        "topic \"{topic}\" is not declared in [[cluster.topics]] (declared: {})",
+                        list_or_none(&declared)
+                    ),
+                )
+            })
+    }
+
+    fn process_base_name(&self, path: &str, name: &str) -> Check {
+        if name.is_empty() {
+            return Err(self.error(path, "missing: every producer and consumer needs a name"));
+        }
+        if !is_valid_process_name(name) || matches!(name, "brokers" | "clients" | "random") {
+            return Err(self.error(
+                path,
+                format!(
+                    "\"{name}\" is not a usable process name: use letters, digits, '-' and '_', \
+                     and not \"brokers\", \"clients\" or \"random\""
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn producer(&self, path: &str, p: &ProducerSpec, cluster: &ClusterSpec) -> Check {
+        let field = |name: &str| format!("{path}.{name}");
+        self.process_base_name(&field("name"), &p.name)?;
+        if p.instances == 0 {
+            return Err(self.error(&field("instances"), "must be at least 1"));
+        }
+        self.topic(&field("topic"), &p.topic, cluster)?;
+        if !(p.rate_per_s.is_finite() && p.rate_per_s > 0.0) {
+            return Err(self.error(
+                &field("rate_per_s"),
+                format!("must be above 0, got {}", p.rate_per_s),
+            ));
+        }
+        if p.messages == 0 {
+            return Err(self.error(&field("messages"), "must be at least 1"));
+        }
+        if p.message_bytes == 0 {
+            return Err(self.error(&field("message_bytes"), "must be at least 1"));
+        }
+        if p.batch_bytes_max < p.message_bytes {
+            return Err(self.error(
+                &field("batch_bytes_max"),
+                format!(
+                    "{} is below message_bytes ({}): no message would fit in a batch",
+                    p.batch_bytes_max, p.message_bytes
+                ),
+            ));
+        }
+        if p.batch_bytes_max > cluster.log.batch_bytes_max {
+            return Err(self.error(
+                &field("batch_bytes_max"),
+                format!(
+                    "{} is above cluster.log.batch_bytes_max ({}), the largest batch a broker \
+                     accepts",
+                    p.batch_bytes_max, cluster.log.batch_bytes_max
+                ),
+            ));
+        }
+        if p.in_flight_max == 0 {
+            return Err(self.error(&field("in_flight_max"), "must be at least 1"));
+        }
+        if p.buffer_bytes_max < p.batch_bytes_max as u64 {
+            return Err(self.error(
+                &field("buffer_bytes_max"),
+                format!(
+                    "{} is below batch_bytes_max ({}): not even one batch would fit",
+                    p.buffer_bytes_max, p.batch_bytes_max
+                ),
+            ));
+        }
+        if p.connect_per_send && p.mode != ProducerMode::Sync {
+            return Err(self.error(
+                &field("connect_per_send"),
+                r#"needs mode = "sync": closing connections would cut off sends in flight"#,
+            ));
+        }
+        if p.idempotence && p.acks != Acks::All {
+            return Err(self.error(
+                &field("idempotence"),
+                "needs acks = \"all\": the leader deduplicates only what it waits to commit",
+            ));
+        }
+        let window = fathom_queue::broker::producer_state::PRODUCER_BATCHES_RETAINED;
+        if p.idempotence && p.in_flight_max as usize > window {
+            return Err(self.error(
+                &field("in_flight_max"),
+                format!(
+                    "{} is above {window}, the most an idempotent producer may have in flight \
+                     (the leader remembers the last {window} batches of each producer)",
+                    p.in_flight_max
+                ),
+            ));
+        }
+        if p.batch_records_max == 0 {
+            return Err(self.error(&field("batch_records_max"), "must be at least 1"));
+        }
+        if p.connections_per_broker == 0 {
+            return Err(self.error(&field("connections_per_broker"), "must be at least 1"));
+        }
+        if p.request_timeout_ms == 0 {
+            return Err(self.error(&field("request_timeout_ms"), "must be at least 1"));
+        }
+        if p.delivery_timeout_ms < p.linger_ms + p.request_timeout_ms {
+            return Err(self.error(
+                &field("delivery_timeout_ms"),
+                format!(
+                    "{} is below linger_ms + request_timeout_ms ({}): no send could complete \
+                     in time",
+                    p.delivery_timeout_ms,
+                    p.linger_ms + p.request_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn consumer(
+        &self,
+        path: &str,
+        c: &ConsumerSpec,
+        cluster: &ClusterSpec,
+        duration_s: f64,
+    ) -> Check {
+        let field = |name: &str| format!("{path}.{name}");
+        self.process_base_name(&field("name"), &c.name)?;
+        if c.instances == 0 {
+            return Err(self.error(&field("instances"), "must be at least 1"));
+        }
+        let partitions = self.topic(&field("topic"), &c.topic, cluster)?;
+        if c.group.is_empty() {
+            return Err(self.error(
+                &field("group"),
+                "missing: name the consumer group whose offsets this consumer commits",
+            ));
+        }
+        if let PartitionSelection::List(list) = &c.partitions {
+            if list.is_empty() {
+                return Err(self.error(&field("partitions"), "must list at least one partition"));
+            }
+            let mut seen = BTreeSet::new();
+            for (k, &p) in list.iter().enumerate() {
+                let at = format!("{path}.partitions[{k}]");
+                if p >= partitions {
+                    return Err(self.error(
+                        &at,
+                        format!(
+                            "partition {p} is out of range: topic \"{}\" has {partitions} (0 to {})",
+                            c.topic,
+                            partitions - 1
+                        ),
+                    ));
+                }
+                if !seen.insert(p) {
+                    return Err(self.error(&at, format!("partition {p} is listed twice")));
+                }
+            }
+        }
+        let selected = c.selected_partitions(partitions).len();
+        if c.instances as usize > selected {
+            return Err(self.error(
+                &field("instances"),
+                format!(
+                    "{} instances for {selected} selected partitions: an instance would read \
+                     nothing",
+                    c.instances
+                ),
+            ));
+        }
+        if c.commit != CommitMode::Never && c.commit_interval_ms == 0 {
+            return Err(self.error(&field("commit_interval_ms"), "must be at least 1"));
+        }
+        if c.max_bytes == 0 {
+            return Err(self.error(&field("max_bytes"), "must be at least 1"));
+        }
+        if c.min_bytes > c.max_bytes {
+            return Err(self.error(
+                &field("min_bytes"),
+                format!("{} is above max_bytes ({})", c.min_bytes, c.max_bytes),
+            ));
+        }
+        let mut previous = 0.0;
+        for (k, &t) in c.restart_at_s.iter().enumerate() {
+            let at = format!("{path}.restart_at_s[{k}]");
+            if !(t.is_finite() && t > previous && t < duration_s) {
+                return Err(self.error(
+                    &at,
+                    format!(
+                        "{t} must be after {previous} (the previous restart or the start) and \
+                         before duration_s ({duration_s})"
+                    ),
+                ));
+            }
+            previous = t;
+        }
+        Ok(())
+    }
+
+    /// Two consumer specs in one group must not both read a partition: they would overwrite each
+    /// other's committed offsets, which the checker would report as anomalies of the system.
+    fn consumer_overlap(&self, consumers: &[ConsumerSpec], cluster: &ClusterSpec) -> Check {
+        let mut owners: BTreeMap<(&str, &str, u32), usize> = BTreeMap::new();
+        for (i, c) in consumers.iter().enumerate() {
+            let partitions = cluster
+                .topics
+                .iter()
+                .find(|t| t.name == c.topic)
+                .map_or(0, |t| t.partitions);
+            for p in c.selected_partitions(partitions) {
+                if let Some(other) = owners.insert((&c.group, &c.topic, p), i) {
+                    return Err(self.error(
+                        &format!("consumers[{i}].partitions"),
+                        format!(
+                            "partition {}/{p} is also read by consumers[{other}] in group \"{}\"",
+                            c.topic, c.group
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every client process name, checked for collisions with each other and with brokers.
+    fn process_names(&self, raw: &RawScenario) -> Check<BTreeSet<String>> {
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        let specs = raw
+            .producers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("producers[{i}]"), p.process_names()))
+            .chain(
+                raw.consumers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("consumers[{i}]"), c.process_names())),
+            );
+        for (path, names) in specs {
+            for name in names {
+                if is_broker_host(&name) {
+                    return Err(self.error(
+                        &format!("{path}.name"),
+                        format!("process name \"{name}\" looks like a broker host name"),
+                    ));
+                }
+                if let Some(other) = owners.insert(name.clone(), path.clone()) {
+                    return Err(self.error(
+                        &format!("{path}.name"),
+                        format!("process name \"{name}\" is also used by {other}"),
+                    ));
+                }
+            }
+        }
+        Ok(owners.into_keys().collect())
+    }
+
+    fn fault(
+        &self,
+        path: &str,
+        f: &RawFault,
+        raw: &RawScenario,
+        clients: &BTreeSet<String>,
+    ) -> Check<Fault> {
+        let field = |name: &str| format!("{path}.{name}");
+        if !(f.at_s.is_finite() && f.at_s >= 0.0 && f.at_s <= raw.duration_s) {
+            return Err(self.error(
+                &field("at_s"),
+                format!(
+                    "{} is outside the workload phase: must be between 0 and duration_s ({})",
+                    f.at_s, raw.duration_s
+                ),
+            ));
+        }
+        let allowed = f.kind.fields();
+        if let Some(extra) = f
+            .present_fields()
+            .into_iter()
+            .find(|n| !allowed.contains(n))
+        {
+            return Err(self.error(
+                &field(extra),
+                format!(
+                    "not used by kind = \"{}\" (it takes at_s, kind{}{})",
+                    f.kind.name(),
+                    if allowed.is_empty() { "" } else { ", " },
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let missing = |name: &str| {
+            self.error(
+                &field(name),
+                format!("missing: kind = \"{}\" needs {name}", f.kind.name()),
+            )
+        };
+        let relative_end = |name: &str, after: Option<f64>| -> Check<Option<f64>> {
+            match after {
+                None => Ok(None),
+                Some(a) => {
+                    self.positive_seconds(&field(name), a)?;
+                    Ok(Some(f.at_s + a))
+                }
+            }
+        };
+        let sets = |name: &str, value: &Option<Vec<Vec<Member>>>| -> Check<[Vec<Member>; 2]> {
+            let value = value.as_ref().ok_or_else(|| missing(name))?;
+            match &value[..] {
+                [a, b] => {
+                    self.members(&format!("{path}.{name}[0]"), a, raw, clients)?;
+                    self.members(&format!("{path}.{name}[1]"), b, raw, clients)?;
+                    Ok([a.clone(), b.clone()])
+                }
+                _ => Err(self.error(
+                    &field(name),
+                    format!("expected two host sets [[...], [...]], got {}", value.len()),
+                )),
+            }
+        };
+        let (kind, until_s) = match f.kind {
+            RawFaultKind::Crash => {
+                let target = f.target.clone().ok_or_else(|| missing("target"))?;
+                self.target(&field("target"), &target, raw)?;
+                (
+                    FaultKind::Crash { target },
+                    relative_end("restart_after_s", f.restart_after_s)?,
+                )
+            }
+            RawFaultKind::PowerLoss => (
+                FaultKind::PowerLoss,
+                relative_end("restart_after_s", f.restart_after_s)?,
+            ),
+            RawFaultKind::Partition => {
+                let groups = f.groups.clone().ok_or_else(|| missing("groups"))?;
+                self.groups(&field("groups"), &groups, raw, clients)?;
+                (
+                    FaultKind::Partition { groups },
+                    relative_end("heal_after_s", f.heal_after_s)?,
+                )
+            }
+            RawFaultKind::PartitionOneway => {
+                let from = f.from.clone().ok_or_else(|| missing("from"))?;
+                let to = f.to.clone().ok_or_else(|| missing("to"))?;
+                self.members(&field("from"), &from, raw, clients)?;
+                self.members(&field("to"), &to, raw, clients)?;
+                (
+                    FaultKind::PartitionOneway { from, to },
+                    relative_end("heal_after_s", f.heal_after_s)?,
+                )
+            }
+            RawFaultKind::Hold => (
+                FaultKind::Hold {
+                    between: sets("between", &f.between)?,
+                },
+                relative_end("release_after_s", f.release_after_s)?,
+            ),
+            RawFaultKind::Loss => {
+                let between = sets("between", &f.between)?;
+                let rate = f.rate.ok_or_else(|| missing("rate"))?;
+                self.probability(&field("rate"), rate)?;
+                let until_s = self.until(&field("until_s"), f)?;
+                (FaultKind::Loss { between, rate }, until_s)
+            }
+            RawFaultKind::Latency => {
+                let between = sets("between", &f.between)?;
+                let latency_ms = f.latency_ms.ok_or_else(|| missing("latency_ms"))?;
+                let until_s = self.until(&field("until_s"), f)?;
+                (
+                    FaultKind::Latency {
+                        between,
+                        latency_ms,
+                    },
+                    until_s,
+                )
+            }
+            RawFaultKind::Heal => (FaultKind::Heal, None),
+        };
+        Ok(Fault {
+            at_s: f.at_s,
+            until_s,
+            kind,
+        })
+    }
+
+    fn until(&self, path: &str, f: &RawFault) -> Check<Option<f64>> {
+        match f.until_s {
+            Some(u) if !(u.is_finite() && u > f.at_s) => Err(self.error(
+                path,
+                format!(
+                    "{u} must be after at_s ({}); until_s is an absolute time",
+                    f.at_s
+                ),
+            )),
+            until => Ok(until),
+        }
+    }
+
+    fn target(&self, path: &str, target: &Target, raw: &RawScenario) -> Check {
+        match target {
+            Target::Broker(id) if *id == 0 || *id > raw.cluster.brokers => Err(self.error(
+                path,
+                format!(
+                    "there is no {}: the cluster has brokers broker-1 ..= broker-{}",
+                    broker_host(*id),
+                    raw.cluster.brokers
+                ),
+            )),
+            Target::LeaderOf { topic, partition } => {
+                let partitions = if topic == OFFSETS_TOPIC {
+                    raw.cluster.offsets_partitions
+                } else {
+                    self.topic(path, topic, &raw.cluster)?
+                };
+                if *partition >= partitions {
+                    return Err(self.error(
+                        path,
+                        format!(
+                            "partition {partition} is out of range: topic \"{topic}\" has \
+                             {partitions} (0 to {})",
+                            partitions - 1
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn members(
+        &self,
+        path: &str,
+        members: &[Member],
+        raw: &RawScenario,
+        clients: &BTreeSet<String>,
+    ) -> Check {
+        if members.is_empty() {
+            return Err(self.error(path, "a host set must not be empty"));
+        }
+        for (k, member) in members.iter().enumerate() {
+            let at = format!("{path}[{k}]");
+            match member {
+                Member::Broker(target) => self.target(&at, target, raw)?,
+                Member::Client(name) if !clients.contains(name) => {
+                    let known: Vec<&str> = clients.iter().map(String::as_str).collect();
+                    return Err(self.error(
+                        &at,
+                        format!(
+                            "no client process is named \"{name}\" (clients: {})",
+                            list_or_none(&known)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn groups(
+        &self,
+        path: &str,
+        groups: &[Vec<Member>],
+        raw: &RawScenario,
+        clients: &BTreeSet<String>,
+    ) -> Check {
+        if groups.len() < 2 {
+            return Err(self.error(
+                path,
+                format!(
+                    "a partition needs at least two groups, got {}",
+                    groups.len()
+                ),
+            ));
+        }
+        let mut seen: BTreeMap<&Member, usize> = BTreeMap::new();
+        for (g, group) in groups.iter().enumerate() {
+            self.members(&format!("{path}[{g}]"), group, raw, clients)?;
+            for (k, member) in group.iter().enumerate() {
+                if matches!(member, Member::Broker(Target::Random)) {
+                    continue;
+                }
+                if let Some(other) = seen.insert(member, g) {
+                    return Err(self.error(
+                        &format!("{path}[{g}][{k}]"),
+                        format!("\"{member}\" is already in group {other}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}

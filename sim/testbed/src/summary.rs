@@ -1,0 +1,205 @@
+//! `summary.json` and the table `fathom run` prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use fathom_history::{Anomalies, CheckReport, Event, EventType, Op};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::faults::AppliedFault;
+use crate::metrics::Metrics;
+use crate::scenario::Scenario;
+use fathom_workload::clients::FINAL_READ_PROCESS;
+use fathom_workload::trace::Trace;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latencies {
+    /// From a send's invocation to its acknowledgement.
+    pub produce: Percentiles,
+    /// From a send's invocation to the first time a consumer (not the final read) polled it.
+    pub end_to_end: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub seed: u64,
+    pub trace_hash: String,
+    pub sent: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub read: u64,
+    pub anomalies: Anomalies,
+    pub examples: BTreeMap<String, Vec<String>>,
+    /// Simulated milliseconds.
+    pub latency_ms: Latencies,
+    pub faults: Vec<AppliedFault>,
+    pub final_read_incomplete: Vec<String>,
+    pub simulated_s: f64,
+    /// Throughput, histograms, the end-to-end breakdown and time series.
+    pub metrics: Metrics,
+}
+
+impl Summary {
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        scenario: &Scenario,
+        seed: u64,
+        trace: &Trace,
+        events: &[Event],
+        report: &CheckReport,
+        faults: Vec<AppliedFault>,
+        final_read_incomplete: Vec<String>,
+        metrics: Metrics,
+    ) -> Summary {
+        let (produce, end_to_end) = latencies(events);
+        Summary {
+            scenario: scenario.name.clone(),
+            seed,
+            trace_hash: trace.hash(),
+            sent: report.sent,
+            acked: report.acked,
+            failed: report.failed,
+            unknown: report.unknown,
+            read: report.read,
+            anomalies: report.anomalies.clone(),
+            examples: report.examples.clone(),
+            latency_ms: Latencies {
+                produce,
+                end_to_end,
+            },
+            faults,
+            final_read_incomplete,
+            simulated_s: events.last().map(|e| e.time_ns as f64 / 1e9).unwrap_or(0.0),
+            metrics,
+        }
+    }
+
+    /// The short table `fathom run` prints.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "scenario   {} (seed {})", self.scenario, self.seed);
+        let _ = writeln!(
+            s,
+            "messages   sent {}  acked {}  failed {}  unknown {}  read {}",
+            self.sent, self.acked, self.failed, self.unknown, self.read
+        );
+        let _ = writeln!(s, "anomalies");
+        for (name, count) in self.anomalies.iter() {
+            let mark = if count > 0 { "  <--" } else { "" };
+            let _ = writeln!(s, "  {name:<22} {count:>8}{mark}");
+        }
+        let l = &self.latency_ms;
+        let _ = writeln!(
+            s,
+            "latency    produce     p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
+            l.produce.p50, l.produce.p99, l.produce.max
+        );
+        let _ = writeln!(
+            s,
+            "           end-to-end  p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
+            l.end_to_end.p50, l.end_to_end.p99, l.end_to_end.max
+        );
+        let t = &self.metrics.throughput;
+        let _ = writeln!(
+            s,
+            "throughput sent {:.1}/s  acked {:.1}/s ({:.3} MB/s)  consumed {:.1}/s  over {:.1}-{:.1} s",
+            t.sent_per_s, t.acked_per_s, t.acked_mbyte_s, t.consumed_per_s, t.window_s[0], t.window_s[1]
+        );
+        let b = &self.metrics.breakdown;
+        if b.messages > 0 {
+            let _ = writeln!(
+                s,
+                "end-to-end {} messages, mean {:.3} ms =",
+                b.messages, b.total_mean_ms
+            );
+            for p in &b.parts {
+                let _ = writeln!(
+                    s,
+                    "  {:<24} mean {:>9.3} ms  p50 {:>9.3} ms  p99 {:>9.3} ms",
+                    p.name, p.mean_ms, p.p50_ms, p.p99_ms
+                );
+            }
+        }
+        let _ = writeln!(s, "faults     {} applied", self.faults.len());
+        for f in &self.faults {
+            let _ = writeln!(s, "  {:>8} ms  {:<16} {}", f.at_ms, f.kind, f.detail);
+        }
+        if !self.final_read_incomplete.is_empty() {
+            let _ = writeln!(
+                s,
+                "final read incomplete on {}",
+                self.final_read_incomplete.join(", ")
+            );
+        }
+        let _ = writeln!(s, "simulated  {:.3} s", self.simulated_s);
+        let _ = writeln!(s, "trace hash {}", self.trace_hash);
+        s
+    }
+}
+
+fn latencies(events: &[Event]) -> (Percentiles, Percentiles) {
+    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut produce = histogram();
+    let mut end_to_end = histogram();
+    let mut delivered: BTreeMap<&str, ()> = BTreeMap::new();
+    for e in events {
+        match (&e.op, e.kind) {
+            (Op::Send { id, .. }, EventType::Invoke) => {
+                invoked.insert(id, e.time_ns);
+            }
+            (Op::Send { id, .. }, EventType::Ok) => {
+                if let Some(&t) = invoked.get(id.as_str()) {
+                    let _ = produce.record(micros(e.time_ns.saturating_sub(t)));
+                }
+            }
+            (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
+                for (_, id) in records {
+                    if delivered.insert(id, ()).is_none() {
+                        if let Some(&t) = invoked.get(id.as_str()) {
+                            let _ = end_to_end.record(micros(e.time_ns.saturating_sub(t)));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (percentiles(&produce), percentiles(&end_to_end))
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is a valid precision")
+}
+
+fn micros(ns: u64) -> u64 {
+    (ns / 1_000).max(1)
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |us: u64| us as f64 / 1_000.0;
+    if h.is_empty() {
+        return Percentiles {
+            count: 0,
+            p50: 0.0,
+            p99: 0.0,
+            max: 0.0,
+        };
+    }
+    Percentiles {
+        count: h.len(),
+        p50: ms(h.value_at_quantile(0.50)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
