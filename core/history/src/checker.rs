@@ -1,8 +1,8 @@
 //! The history checker, after Jepsen's Kafka workload.
 //!
 //! It reads only what clients observed (sends, their outcomes, and polled
-//! records) and counts eight anomaly classes; see [`Anomalies`] for each
-//! definition. Seven are computed from the history by [`check`]; the eighth,
+//! records) and counts the classes of [`Anomaly`] (see each variant for its
+//! definition). Seven are computed from the history by [`check`]; the eighth,
 //! `replica_divergence`, needs the brokers' logs, so the caller computes it with
 //! [`check_replicas`] and stores it with [`CheckReport::set_replica_divergence`].
 //!
@@ -33,79 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Event, EventType, Op};
+use super::{Anomalies, Anomaly, Event, EventType, Op};
 
 /// How many examples each anomaly class keeps.
 const EXAMPLES_PER_CLASS: usize = 5;
-
-/// Counts of each anomaly class; zero everywhere means the history is clean.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Anomalies {
-    /// Ids acknowledged `ok` but never read by any poll, final read included.
-    pub lost: u64,
-    /// Ids read at more than one (topic, partition, offset).
-    pub duplicate: u64,
-    /// (topic, partition, offset) keys associated with more than one id,
-    /// over acknowledged sends' offsets and reads together.
-    pub inconsistent_offsets: u64,
-    /// Ids read whose send ended in `fail` (and never in `ok`).
-    pub aborted_read: u64,
-    /// Consecutive acknowledged sends of one process to one partition, in
-    /// invoke order, whose offsets do not strictly rise.
-    pub nonmonotonic_send: u64,
-    /// Polls of one process on one partition that jump over an offset known to
-    /// hold a record: from the last offset of its previous non-empty poll (no
-    /// assign between) to its first offset, or between two of its own records.
-    pub poll_skip: u64,
-    /// Polls that start at or before the previous non-empty poll's last offset
-    /// (same process and partition, no assign between), or whose offsets do
-    /// not strictly rise.
-    pub nonmonotonic_poll: u64,
-    /// Partitions whose replicas' committed logs differ; set by the caller
-    /// from [`check_replicas`], never by [`check`].
-    pub replica_divergence: u64,
-}
-
-impl Anomalies {
-    /// The class names, in the fixed order [`Anomalies::iter`] uses.
-    pub const NAMES: [&'static str; 8] = [
-        "lost",
-        "duplicate",
-        "inconsistent_offsets",
-        "aborted_read",
-        "nonmonotonic_send",
-        "poll_skip",
-        "nonmonotonic_poll",
-        "replica_divergence",
-    ];
-
-    /// Every class with its count, in the fixed order of [`Anomalies::NAMES`].
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        [
-            ("lost", self.lost),
-            ("duplicate", self.duplicate),
-            ("inconsistent_offsets", self.inconsistent_offsets),
-            ("aborted_read", self.aborted_read),
-            ("nonmonotonic_send", self.nonmonotonic_send),
-            ("poll_skip", self.poll_skip),
-            ("nonmonotonic_poll", self.nonmonotonic_poll),
-            ("replica_divergence", self.replica_divergence),
-        ]
-        .into_iter()
-    }
-
-    /// The count of the class called `name`, or `None` for an unknown name.
-    pub fn get(&self, name: &str) -> Option<u64> {
-        self.iter()
-            .find(|(class, _)| *class == name)
-            .map(|(_, count)| count)
-    }
-
-    /// The sum over all classes.
-    pub fn total(&self) -> u64 {
-        self.iter().map(|(_, count)| count).sum()
-    }
-}
 
 /// What [`check`] found, plus totals that say how much the history exercised.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,18 +65,18 @@ impl CheckReport {
 
     /// Record the result of [`check_replicas`].
     pub fn set_replica_divergence(&mut self, count: u64, examples: Vec<String>) {
-        self.anomalies.replica_divergence = count;
+        self.anomalies[Anomaly::ReplicaDivergence] = count;
         let examples: Vec<String> = examples.into_iter().take(EXAMPLES_PER_CLASS).collect();
         if examples.is_empty() {
-            self.examples.remove("replica_divergence");
+            self.examples.remove(Anomaly::ReplicaDivergence.name());
         } else {
             self.examples
-                .insert("replica_divergence".to_string(), examples);
+                .insert(Anomaly::ReplicaDivergence.name().to_string(), examples);
         }
     }
 
-    fn example(&mut self, class: &str, text: impl FnOnce() -> String) {
-        let list = self.examples.entry(class.to_string()).or_default();
+    fn example(&mut self, class: Anomaly, text: impl FnOnce() -> String) {
+        let list = self.examples.entry(class.name().to_string()).or_default();
         if list.len() < EXAMPLES_PER_CLASS {
             list.push(text());
         }
@@ -339,8 +270,8 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
         match (record.acked, record.failed) {
             (Some((tp, offset)), _) => {
                 if !was_read {
-                    report.anomalies.lost += 1;
-                    report.example("lost", || {
+                    report.anomalies[Anomaly::Lost] += 1;
+                    report.example(Anomaly::Lost, || {
                         format!(
                             "{id} acked at {} never read",
                             facts.partitions.at((tp, offset))
@@ -355,8 +286,8 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
                 }
             }
             (None, Some(error)) if was_read => {
-                report.anomalies.aborted_read += 1;
-                report.example("aborted_read", || {
+                report.anomalies[Anomaly::AbortedRead] += 1;
+                report.example(Anomaly::AbortedRead, || {
                     let places = facts.reads.get(id).map(|at| list(&facts.partitions, at));
                     format!(
                         "{id} failed ({}) but read at {}",
@@ -375,8 +306,8 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
                 continue;
             };
             if after <= before {
-                report.anomalies.nonmonotonic_send += 1;
-                report.example("nonmonotonic_send", || {
+                report.anomalies[Anomaly::NonmonotonicSend] += 1;
+                report.example(Anomaly::NonmonotonicSend, || {
                     format!(
                         "{process} on {}: {before_id} acked at {before} \
                          then {after_id} acked at {after}",
@@ -392,16 +323,16 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
 fn check_reads(facts: &Facts<'_>, report: &mut CheckReport) {
     for (id, places) in &facts.reads {
         if places.len() > 1 {
-            report.anomalies.duplicate += 1;
-            report.example("duplicate", || {
+            report.anomalies[Anomaly::Duplicate] += 1;
+            report.example(Anomaly::Duplicate, || {
                 format!("{id} read at {}", list(&facts.partitions, places))
             });
         }
     }
     for (&place, ids) in &facts.ids_at {
         if ids.len() > 1 {
-            report.anomalies.inconsistent_offsets += 1;
-            report.example("inconsistent_offsets", || {
+            report.anomalies[Anomaly::InconsistentOffsets] += 1;
+            report.example(Anomaly::InconsistentOffsets, || {
                 let ids: Vec<&str> = ids.iter().copied().collect();
                 format!("{} holds {}", facts.partitions.at(place), ids.join(", "))
             });
@@ -478,14 +409,14 @@ fn check_poll(
         }
     }
     if let Some(what) = rewound {
-        report.anomalies.nonmonotonic_poll += 1;
-        report.example("nonmonotonic_poll", || {
+        report.anomalies[Anomaly::NonmonotonicPoll] += 1;
+        report.example(Anomaly::NonmonotonicPoll, || {
             format!("{process} on {name} at {time_ns}ns: poll {what}")
         });
     }
     if let Some((before, hole, after)) = skipped {
-        report.anomalies.poll_skip += 1;
-        report.example("poll_skip", || {
+        report.anomalies[Anomaly::PollSkip] += 1;
+        report.example(Anomaly::PollSkip, || {
             format!(
                 "{process} on {name} at {time_ns}ns: went from {before} to {after}, \
                  skipping {name}@{hole}"

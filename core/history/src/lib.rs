@@ -21,6 +21,7 @@
 //! that let the format grow: unknown `f` values are skipped and unknown extra
 //! fields are ignored, so an old checker can read a newer history.
 
+pub mod anomaly;
 pub mod checker;
 pub mod command;
 
@@ -31,7 +32,8 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-pub use checker::{check, check_replicas, Anomalies, CheckReport, ReplicaLog, ReplicaLogs};
+pub use anomaly::{Anomalies, Anomaly};
+pub use checker::{check, check_replicas, CheckReport, ReplicaLog, ReplicaLogs};
 
 /// How an event relates to its operation: its start, or one of three endings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

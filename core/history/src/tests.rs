@@ -81,7 +81,7 @@ const T1: (&str, u32) = ("orders", 1);
 fn assert_anomalies(report: &CheckReport, expected: &[(&str, u64)]) {
     let expected: BTreeMap<&str, u64> = expected.iter().copied().collect();
     for (class, count) in report.anomalies.iter() {
-        let want = expected.get(class).copied().unwrap_or(0);
+        let want = expected.get(class.name()).copied().unwrap_or(0);
         assert_eq!(count, want, "{class}: report {report:#?}");
     }
     for class in expected.keys() {
@@ -603,7 +603,7 @@ fn check_leaves_replica_divergence_to_the_caller() {
     let mut h = History::default();
     h.acked("p0", "a", T0, 0).poll("c0", T0, &[(0, "a")]);
     let mut report = h.check();
-    assert_eq!(report.anomalies.replica_divergence, 0);
+    assert_eq!(report.anomalies[Anomaly::ReplicaDivergence], 0);
 
     let log = |ids: &[&str]| -> Vec<(u64, String)> {
         ids.iter()
@@ -664,24 +664,40 @@ fn examples_are_capped_at_five() {
 
 #[test]
 fn anomalies_iterate_in_fixed_order_and_look_up_by_name() {
-    let anomalies = Anomalies {
-        lost: 1,
-        duplicate: 2,
-        inconsistent_offsets: 3,
-        aborted_read: 4,
-        nonmonotonic_send: 5,
-        poll_skip: 6,
-        nonmonotonic_poll: 7,
-        replica_divergence: 8,
-    };
-    let listed: Vec<(&str, u64)> = anomalies.iter().collect();
-    let expected: Vec<(&str, u64)> = Anomalies::NAMES.into_iter().zip(1..=8).collect();
+    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=8).collect();
+    let listed: Vec<(&str, u64)> = anomalies.iter().map(|(a, n)| (a.name(), n)).collect();
+    let names = [
+        "lost",
+        "duplicate",
+        "inconsistent_offsets",
+        "aborted_read",
+        "nonmonotonic_send",
+        "poll_skip",
+        "nonmonotonic_poll",
+        "replica_divergence",
+    ];
+    let expected: Vec<(&str, u64)> = names.into_iter().zip(1..=8).collect();
     assert_eq!(listed, expected);
     for (name, count) in expected {
         assert_eq!(anomalies.get(name), Some(count));
+        assert_eq!(name.parse::<Anomaly>().map(Anomaly::name), Ok(name));
     }
     assert_eq!(anomalies.get("lost_and_found"), None);
+    assert!("lost_and_found".parse::<Anomaly>().is_err());
     assert_eq!(anomalies.total(), 36);
+}
+
+#[test]
+fn anomalies_serialize_as_an_object_in_the_fixed_order_and_read_back() {
+    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=8).collect();
+    let json = serde_json::to_string(&anomalies).unwrap();
+    assert_eq!(
+        json,
+        r#"{"lost":1,"duplicate":2,"inconsistent_offsets":3,"aborted_read":4,"nonmonotonic_send":5,"poll_skip":6,"nonmonotonic_poll":7,"replica_divergence":8}"#
+    );
+    assert_eq!(serde_json::from_str::<Anomalies>(&json).unwrap(), anomalies);
+    let missing = r#"{"lost":1}"#;
+    assert!(serde_json::from_str::<Anomalies>(missing).is_err());
 }
 
 #[test]
@@ -955,7 +971,7 @@ proptest! {
             .count() as u64;
         drop_reads_of(&mut events, id);
         let report = check(&events);
-        let expected = Anomalies { lost: 1, poll_skip: skips, ..Anomalies::default() };
+        let expected: Anomalies = [(Anomaly::Lost, 1), (Anomaly::PollSkip, skips)].into_iter().collect();
         prop_assert_eq!(&report.anomalies, &expected);
         prop_assert_eq!(report.read, acked.len() as u64 - 1);
     }

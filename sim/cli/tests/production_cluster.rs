@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fathom_history as history;
+use fathom_history::{self as history, Anomaly};
 
 const FATHOM: &str = env!("CARGO_BIN_EXE_fathom");
 
@@ -185,16 +185,23 @@ fn sigkill_of_the_leader_loses_no_acknowledged_write() {
         report.acked
     );
     assert_eq!(
-        report.anomalies.lost, 0,
+        report.anomalies[Anomaly::Lost],
+        0,
         "lost acknowledged writes: {:?}",
         report.examples
     );
     assert_eq!(
-        report.anomalies.inconsistent_offsets, 0,
+        report.anomalies[Anomaly::InconsistentOffsets],
+        0,
         "{:?}",
         report.examples
     );
-    assert_eq!(report.anomalies.aborted_read, 0, "{:?}", report.examples);
+    assert_eq!(
+        report.anomalies[Anomaly::AbortedRead],
+        0,
+        "{:?}",
+        report.examples
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

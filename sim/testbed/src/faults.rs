@@ -7,19 +7,11 @@ use std::time::Duration;
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::{NodeId, TopicPartition};
 use fathom_queue::rng::Rng;
-use serde::Serialize;
 
-use crate::run::SharedView;
-use crate::scenario::{broker_host, FaultKind, Member, Scenario, Target};
+use crate::fault_log::{AppliedFault, AppliedKind};
+use crate::scenario::{broker_host, FaultKind, FaultTag, Member, Scenario, Target};
+use crate::view::SharedView;
 use fathom_workload::trace::SharedTrace;
-
-/// A fault as it was applied, for the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppliedFault {
-    pub at_ms: u64,
-    pub kind: String,
-    pub detail: String,
-}
 
 /// Something to do to the simulation at a given time.
 #[derive(Debug, Clone)]
@@ -141,7 +133,12 @@ impl FaultPlan {
         for id in std::mem::take(&mut self.crashed) {
             sim.bounce(broker_host(id));
         }
-        self.record(now, "heal", "final phase: every fault undone".into(), trace);
+        self.record(
+            now,
+            AppliedKind::Fault(FaultTag::Heal),
+            "final phase: every fault undone".into(),
+            trace,
+        );
     }
 
     fn act(
@@ -161,7 +158,7 @@ impl FaultPlan {
                 for id in ids {
                     if self.crashed.remove(&id) {
                         sim.bounce(broker_host(id));
-                        self.record(now, "restart", broker_host(id), trace);
+                        self.record(now, AppliedKind::Restart, broker_host(id), trace);
                     }
                 }
             }
@@ -171,7 +168,12 @@ impl FaultPlan {
                         sim.repair(a.as_str(), b.as_str());
                     }
                 }
-                self.record(now, "heal", "partition repaired".into(), trace);
+                self.record(
+                    now,
+                    AppliedKind::Fault(FaultTag::Heal),
+                    "partition repaired".into(),
+                    trace,
+                );
             }
             Action::RepairOneway(pairs) => {
                 for (a, b) in pairs {
@@ -179,7 +181,12 @@ impl FaultPlan {
                         sim.repair_oneway(a.as_str(), b.as_str());
                     }
                 }
-                self.record(now, "heal", "one-way partition repaired".into(), trace);
+                self.record(
+                    now,
+                    AppliedKind::Fault(FaultTag::Heal),
+                    "one-way partition repaired".into(),
+                    trace,
+                );
             }
             Action::Release(pairs) => {
                 for (a, b) in pairs {
@@ -187,7 +194,12 @@ impl FaultPlan {
                         sim.release(a.as_str(), b.as_str());
                     }
                 }
-                self.record(now, "release", "held links released".into(), trace);
+                self.record(
+                    now,
+                    AppliedKind::Release,
+                    "held links released".into(),
+                    trace,
+                );
             }
             Action::RestoreFailRate(pairs) => {
                 for (a, b) in pairs {
@@ -195,7 +207,12 @@ impl FaultPlan {
                         sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
                     }
                 }
-                self.record(now, "loss_end", "link loss restored".into(), trace);
+                self.record(
+                    now,
+                    AppliedKind::LossEnd,
+                    "link loss restored".into(),
+                    trace,
+                );
             }
             Action::RestoreLatency(pairs) => {
                 for (a, b) in pairs {
@@ -204,7 +221,12 @@ impl FaultPlan {
                         sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
                     }
                 }
-                self.record(now, "latency_end", "link latency restored".into(), trace);
+                self.record(
+                    now,
+                    AppliedKind::LatencyEnd,
+                    "link latency restored".into(),
+                    trace,
+                );
             }
         }
     }
@@ -218,7 +240,7 @@ impl FaultPlan {
         view: &SharedView,
         trace: &SharedTrace,
     ) {
-        let name = kind.name();
+        let name = AppliedKind::Fault(kind.tag());
         let later = |actions: &mut BTreeMap<Duration, Vec<Action>>, a: Action| {
             if let Some(t) = until {
                 actions.entry(t.max(now)).or_default().push(a);
@@ -340,14 +362,14 @@ impl FaultPlan {
         }
     }
 
-    fn record(&mut self, now: Duration, kind: &str, detail: String, trace: &SharedTrace) {
+    fn record(&mut self, now: Duration, kind: AppliedKind, detail: String, trace: &SharedTrace) {
         let at_ms = now.as_millis() as u64;
         trace
             .borrow_mut()
             .note(now.as_nanos() as u64, format!("fault {kind}: {detail}"));
         self.applied.push(AppliedFault {
             at_ms,
-            kind: kind.to_string(),
+            kind,
             detail,
         });
     }

@@ -2,7 +2,8 @@
 //! fault schedule, records the history and judges it.
 //!
 //! - [`scenario`]: the scenario file format.
-//! - [`run`]: one seeded run; [`faults`] applies the schedule; [`io`] plugs turmoil's network
+//! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
+//!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
 //! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
 //!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
@@ -11,6 +12,7 @@
 pub mod chart;
 pub mod cli;
 pub mod experiment;
+pub mod fault_log;
 pub mod faults;
 pub mod io;
 pub mod metrics;
@@ -19,3 +21,4 @@ pub mod resources;
 pub mod run;
 pub mod scenario;
 pub mod summary;
+pub mod view;

@@ -13,7 +13,7 @@ use fathom_queue::ids::{NodeId, TopicPartition};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::faults::AppliedFault;
+use crate::fault_log::AppliedFault;
 use crate::scenario::Scenario;
 use fathom_workload::clients::FINAL_READ_PROCESS;
 
@@ -257,7 +257,7 @@ impl Metrics {
             .iter()
             .map(|f| Marker {
                 at_s: f.at_ms as f64 / 1e3,
-                label: f.kind.clone(),
+                label: f.kind.to_string(),
             })
             .collect();
         markers.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));

@@ -2,7 +2,7 @@
 //! schedule, heal, settle, read everything back, and judge the history.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,12 +16,14 @@ use fathom_queue::protocol::{Message, Request};
 use fathom_queue::rng::Rng;
 use fathom_queue::time::Instant;
 
-use crate::faults::{AppliedFault, FaultPlan};
+use crate::fault_log::{AppliedFault, AppliedKind};
+use crate::faults::FaultPlan;
 use crate::io::{SimDisk, SimNet, WritebackDisk};
-use crate::metrics::{Metrics, Probes, ProduceProbe};
+use crate::metrics::{Metrics, ProduceProbe};
 use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
+use crate::view::{ClusterView, ReplicaSnapshot, SharedView};
 use fathom_workload::clients::{ConsumerProcess, FinalRead, ProducerProcess};
 use fathom_workload::trace::{AttemptRecord, SharedTrace, Trace};
 
@@ -51,29 +53,6 @@ pub struct RunOutcome {
     /// Bound violations of the scenario's `[expect]`; empty when the run passes.
     pub violations: Vec<String>,
 }
-
-/// What every broker host shares with the run loop.
-#[derive(Default)]
-pub struct ClusterView {
-    /// The newest leader known for each partition: `(epoch, broker)`.
-    pub leaders: BTreeMap<TopicPartition, (u64, NodeId)>,
-    /// Brokers that stopped on a storage failure and want a restart.
-    pub fatal: BTreeSet<NodeId>,
-    /// Set by the run loop to ask every broker for its committed logs.
-    pub snapshot_wanted: bool,
-    /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.
-    pub snapshots: BTreeMap<TopicPartition, BTreeMap<NodeId, ReplicaSnapshot>>,
-    /// Timings for the performance metrics.
-    pub probes: Probes,
-}
-
-pub struct ReplicaSnapshot {
-    pub high_watermark: u64,
-    pub log_end: u64,
-    pub records: Vec<(u64, String)>,
-}
-
-pub type SharedView = Rc<RefCell<ClusterView>>;
 
 struct SimObserver {
     id: NodeId,
@@ -285,7 +264,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 .push(id);
             storage_failures.push(AppliedFault {
                 at_ms: now.as_millis() as u64,
-                kind: "storage_failure".into(),
+                kind: AppliedKind::StorageFailure,
                 detail: format!(
                     "{} stopped; restart in {FATAL_RESTART_DELAY:?}",
                     broker_host(id)
@@ -377,10 +356,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         incomplete.borrow().clone(),
         metrics,
     );
-    let counts: Vec<(&str, u64)> = report.anomalies.iter().collect();
     let mut violations = scenario
         .expect
-        .violations(&counts, report.acked, report.read);
+        .violations(&report.anomalies, report.acked, report.read);
     if !incomplete.borrow().is_empty() {
         violations.push(format!(
             "the final read did not reach the high watermark of {}",

@@ -17,12 +17,14 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use crate::resources::ResourceSpec;
+use fathom_history::{Anomalies, Anomaly};
 use fathom_queue::config::{
     BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, TopicConfig,
 };
@@ -32,22 +34,11 @@ pub use fathom_workload::spec::{
     process_name, restarted_process_name, CommitMode, CompressionSpec, ConsumerSpec, MillisRange,
     PartitionSelection, Partitioner, ProducerMode, ProducerSpec,
 };
-use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 /// The port every broker listens on, under simulation and in production.
 pub const BROKER_PORT: u16 = 9092;
-
-/// The anomaly kinds an `[expect]` table can bound, as the history checker names them.
-pub const ANOMALY_KINDS: [&str; 8] = [
-    "lost",
-    "duplicate",
-    "inconsistent_offsets",
-    "aborted_read",
-    "nonmonotonic_send",
-    "poll_skip",
-    "nonmonotonic_poll",
-    "replica_divergence",
-];
 
 /// The turmoil host name of broker `id`.
 pub fn broker_host(id: NodeId) -> String {
@@ -419,34 +410,93 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    /// The `kind` string of the file.
-    pub fn name(&self) -> &'static str {
+    /// The `kind` of the file.
+    pub fn tag(&self) -> FaultTag {
         match self {
-            FaultKind::Crash { .. } => "crash",
-            FaultKind::PowerLoss => "power_loss",
-            FaultKind::Partition { .. } => "partition",
-            FaultKind::PartitionOneway { .. } => "partition_oneway",
-            FaultKind::Hold { .. } => "hold",
-            FaultKind::Loss { .. } => "loss",
-            FaultKind::Latency { .. } => "latency",
-            FaultKind::Heal => "heal",
+            FaultKind::Crash { .. } => FaultTag::Crash,
+            FaultKind::PowerLoss => FaultTag::PowerLoss,
+            FaultKind::Partition { .. } => FaultTag::Partition,
+            FaultKind::PartitionOneway { .. } => FaultTag::PartitionOneway,
+            FaultKind::Hold { .. } => FaultTag::Hold,
+            FaultKind::Loss { .. } => FaultTag::Loss,
+            FaultKind::Latency { .. } => FaultTag::Latency,
+            FaultKind::Heal => FaultTag::Heal,
         }
+    }
+}
+
+/// The `kind` of a `[[faults]]` table, without its fields: what serde reads, what validation
+/// dispatches on and what the fault log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultTag {
+    Crash,
+    PowerLoss,
+    Partition,
+    PartitionOneway,
+    Hold,
+    Loss,
+    Latency,
+    Heal,
+}
+
+impl FaultTag {
+    /// Every kind, in declaration order.
+    pub const ALL: [FaultTag; 8] = [
+        FaultTag::Crash,
+        FaultTag::PowerLoss,
+        FaultTag::Partition,
+        FaultTag::PartitionOneway,
+        FaultTag::Hold,
+        FaultTag::Loss,
+        FaultTag::Latency,
+        FaultTag::Heal,
+    ];
+
+    /// The `kind` string of the file (serde's `snake_case` spelling of the variant).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultTag::Crash => "crash",
+            FaultTag::PowerLoss => "power_loss",
+            FaultTag::Partition => "partition",
+            FaultTag::PartitionOneway => "partition_oneway",
+            FaultTag::Hold => "hold",
+            FaultTag::Loss => "loss",
+            FaultTag::Latency => "latency",
+            FaultTag::Heal => "heal",
+        }
+    }
+
+    /// The optional fields this kind takes, besides `at_s` and `kind`.
+    pub const fn fields(self) -> &'static [&'static str] {
+        match self {
+            FaultTag::Crash => &["target", "restart_after_s"],
+            FaultTag::PowerLoss => &["restart_after_s"],
+            FaultTag::Partition => &["groups", "heal_after_s"],
+            FaultTag::PartitionOneway => &["from", "to", "heal_after_s"],
+            FaultTag::Hold => &["between", "release_after_s"],
+            FaultTag::Loss => &["between", "rate", "until_s"],
+            FaultTag::Latency => &["between", "latency_ms", "until_s"],
+            FaultTag::Heal => &[],
+        }
+    }
+}
+
+impl fmt::Display for FaultTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
     }
 }
 
 /// Bounds a run must stay within: upper bounds on anomaly counts and lower bounds on progress,
 /// so that a run which does nothing fails. An absent bound is not checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+///
+/// In the file, the anomaly bounds are keys named after the classes (`lost = 0`), beside
+/// `acked_min` and `read_min`; any other key is an error that names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
-    pub lost: Option<u64>,
-    pub duplicate: Option<u64>,
-    pub inconsistent_offsets: Option<u64>,
-    pub aborted_read: Option<u64>,
-    pub nonmonotonic_send: Option<u64>,
-    pub poll_skip: Option<u64>,
-    pub nonmonotonic_poll: Option<u64>,
-    pub replica_divergence: Option<u64>,
+    /// At most this many of each bounded anomaly class.
+    pub anomalies: BTreeMap<Anomaly, u64>,
     /// At least this many sends acknowledged.
     pub acked_min: Option<u64>,
     /// At least this many distinct messages read.
@@ -454,47 +504,23 @@ pub struct Expect {
 }
 
 impl Expect {
-    /// The upper bound on anomaly `kind` (one of [`ANOMALY_KINDS`]), if any.
-    pub fn bound(&self, kind: &str) -> Option<u64> {
-        match kind {
-            "lost" => self.lost,
-            "duplicate" => self.duplicate,
-            "inconsistent_offsets" => self.inconsistent_offsets,
-            "aborted_read" => self.aborted_read,
-            "nonmonotonic_send" => self.nonmonotonic_send,
-            "poll_skip" => self.poll_skip,
-            "nonmonotonic_poll" => self.nonmonotonic_poll,
-            "replica_divergence" => self.replica_divergence,
-            _ => None,
-        }
+    /// The upper bound on anomaly class `class`, if any.
+    pub fn bound(&self, class: Anomaly) -> Option<u64> {
+        self.anomalies.get(&class).copied()
     }
 
-    /// The bounded anomaly kinds with their bounds, in [`ANOMALY_KINDS`] order.
-    pub fn bounds(&self) -> Vec<(&'static str, u64)> {
-        ANOMALY_KINDS
-            .iter()
-            .filter_map(|&kind| self.bound(kind).map(|b| (kind, b)))
-            .collect()
+    /// The bounded anomaly classes with their bounds, in [`Anomaly::ALL`] order.
+    pub fn bounds(&self) -> Vec<(Anomaly, u64)> {
+        self.anomalies.iter().map(|(&a, &b)| (a, b)).collect()
     }
 
     /// Human-readable violations of these bounds; empty means the run passes.
-    ///
-    /// `counts` must list every anomaly kind the checker knows, zeros included: a bounded kind
-    /// missing from it is reported as a violation, so a renamed kind cannot pass silently.
-    /// Repeated kinds are summed.
-    pub fn violations(&self, counts: &[(&str, u64)], acked: u64, read: u64) -> Vec<String> {
+    pub fn violations(&self, counts: &Anomalies, acked: u64, read: u64) -> Vec<String> {
         let mut out = Vec::new();
-        for (kind, bound) in self.bounds() {
-            let mut matching = counts.iter().filter(|(k, _)| *k == kind).peekable();
-            if matching.peek().is_none() {
-                out.push(format!(
-                    "{kind}: expect.{kind} = {bound} but the checker reported no `{kind}` count"
-                ));
-                continue;
-            }
-            let count: u64 = matching.map(|(_, c)| c).sum();
+        for (class, bound) in self.bounds() {
+            let count = counts[class];
             if count > bound {
-                out.push(format!("{kind}: {count} found, at most {bound} allowed"));
+                out.push(format!("{class}: {count} found, at most {bound} allowed"));
             }
         }
         if let Some(min) = self.acked_min {
@@ -512,6 +538,83 @@ impl Expect {
             }
         }
         out
+    }
+}
+
+/// The keys of an `[expect]` table: one per anomaly class, then the progress bounds.
+const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 2] = {
+    let mut fields = [""; Anomaly::ALL.len() + 2];
+    let mut i = 0;
+    while i < Anomaly::ALL.len() {
+        fields[i] = Anomaly::ALL[i].name();
+        i += 1;
+    }
+    fields[i] = "acked_min";
+    fields[i + 1] = "read_min";
+    fields
+};
+
+/// One key of an `[expect]` table. An unknown key fails while the key itself is read, so the
+/// error points at the key.
+enum ExpectKey {
+    Anomaly(Anomaly),
+    AckedMin,
+    ReadMin,
+}
+
+impl<'de> Deserialize<'de> for ExpectKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ExpectKey, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = ExpectKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an anomaly class, acked_min or read_min")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<ExpectKey, E> {
+                match key {
+                    "acked_min" => Ok(ExpectKey::AckedMin),
+                    "read_min" => Ok(ExpectKey::ReadMin),
+                    _ => Anomaly::from_name(key)
+                        .map(ExpectKey::Anomaly)
+                        .ok_or_else(|| E::unknown_field(key, &EXPECT_FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Expect, D::Error> {
+        struct ExpectVisitor;
+        impl<'de> Visitor<'de> for ExpectVisitor {
+            type Value = Expect;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an [expect] table")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Expect, A::Error> {
+                let mut expect = Expect::default();
+                while let Some(key) = map.next_key::<ExpectKey>()? {
+                    let value: u64 = map.next_value()?;
+                    let (slot, name) = match key {
+                        ExpectKey::Anomaly(class) => {
+                            (expect.anomalies.insert(class, value), class.name())
+                        }
+                        ExpectKey::AckedMin => (expect.acked_min.replace(value), "acked_min"),
+                        ExpectKey::ReadMin => (expect.read_min.replace(value), "read_min"),
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::duplicate_field(name));
+                    }
+                }
+                Ok(expect)
+            }
+        }
+        deserializer.deserialize_map(ExpectVisitor)
     }
 }
 

@@ -7,7 +7,7 @@ use fathom_history::{Anomalies, CheckReport, Event, EventType, Op};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::faults::AppliedFault;
+use crate::fault_log::AppliedFault;
 use crate::metrics::Metrics;
 use crate::scenario::Scenario;
 use fathom_workload::clients::FINAL_READ_PROCESS;

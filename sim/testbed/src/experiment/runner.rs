@@ -266,7 +266,7 @@ pub fn numbers(o: &RunOutcome) -> Numbers {
     put("unknown", s.unknown as f64);
     put("read", s.read as f64);
     for (name, count) in s.anomalies.iter() {
-        put(name, count as f64);
+        put(name.name(), count as f64);
     }
     put("sent_per_s", m.throughput.sent_per_s);
     put("acked_per_s", m.throughput.acked_per_s);

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use fathom_history::{Anomalies, Anomaly};
 use fathom_queue::config::FsyncPolicy;
 
 use super::*;
@@ -119,7 +120,7 @@ fn quickstart_builds_the_cluster_config() {
     assert_eq!(s.client_processes(), ["p-0", "c-0"]);
     assert_eq!(s.broker_hosts(), ["broker-1", "broker-2", "broker-3"]);
     assert!(s.faults.is_empty());
-    assert_eq!(s.expect.bounds().len(), ANOMALY_KINDS.len());
+    assert_eq!(s.expect.bounds().len(), Anomaly::ALL.len());
 }
 
 #[test]
@@ -404,7 +405,7 @@ kind = "power_loss"
         }
     );
     assert_eq!(s.faults[1].until_s, Some(4.5));
-    assert_eq!(s.faults[1].kind.name(), "latency");
+    assert_eq!(s.faults[1].kind.tag(), FaultTag::Latency);
     assert_eq!(
         s.faults[2],
         Fault {
@@ -454,26 +455,47 @@ fn consumer_instances_split_partitions_round_robin() {
 #[test]
 fn expect_reports_violations() {
     let expect = Expect {
-        lost: Some(0),
-        duplicate: Some(2),
+        anomalies: [(Anomaly::Lost, 0), (Anomaly::Duplicate, 2)].into(),
         acked_min: Some(100),
         read_min: Some(10),
-        ..Expect::default()
     };
-    let counts = [("lost", 0), ("duplicate", 2), ("poll_skip", 9)];
+    let counts: Anomalies = [(Anomaly::Duplicate, 2), (Anomaly::PollSkip, 9)]
+        .into_iter()
+        .collect();
     assert!(expect.violations(&counts, 100, 10).is_empty());
 
-    let counts = [("lost", 1), ("duplicate", 3)];
+    let counts: Anomalies = [(Anomaly::Lost, 1), (Anomaly::Duplicate, 3)]
+        .into_iter()
+        .collect();
     let v = expect.violations(&counts, 99, 10);
     assert_eq!(v.len(), 3, "{v:?}");
     assert!(v[0].starts_with("lost: 1 found, at most 0"), "{v:?}");
     assert!(v[1].starts_with("duplicate: 3 found, at most 2"), "{v:?}");
     assert!(v[2].starts_with("acked: 99"), "{v:?}");
+}
 
-    // A bounded kind the checker did not report is a violation, not a pass.
-    let v = expect.violations(&[("lost", 0)], 100, 10);
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert!(v[0].contains("no `duplicate` count"), "{v:?}");
+/// Every anomaly class is a key of `[expect]`; any other key is an error that names it and
+/// lists the keys there are.
+#[test]
+fn expect_keys_are_the_anomaly_classes() {
+    for class in Anomaly::ALL {
+        let text = with(&format!("[expect]\n{class} = 3\nacked_min = 1\n"));
+        let s = parse(&text).unwrap();
+        assert_eq!(s.expect.bound(class), Some(3));
+        assert_eq!(s.expect.acked_min, Some(1));
+    }
+    assert_fails(
+        &with("[expect]\nlots = 0\n"),
+        "expect.lots",
+        APPENDED_LINE + 1,
+        "unknown field `lots`, expected one of `lost`",
+    );
+    assert_fails(
+        &with("[expect]\nlost = 0\nlost = 1\n"),
+        "expect.lost",
+        APPENDED_LINE + 2,
+        "duplicate key",
+    );
 }
 
 /// The producer options added for the idempotent producer and its batching: defaults keep the
@@ -535,4 +557,18 @@ fn producer_options_parse_with_old_defaults_and_are_checked() {
         APPENDED_LINE,
         "unknown variant `zstd`",
     );
+}
+
+/// A fault kind's name is serde's spelling of it, both ways.
+#[test]
+fn fault_tag_names_are_serdes_names() {
+    #[derive(Deserialize)]
+    struct Doc {
+        kind: FaultTag,
+    }
+    for tag in FaultTag::ALL {
+        let doc: Doc = toml::from_str(&format!("kind = \"{tag}\"")).unwrap();
+        assert_eq!(doc.kind, tag);
+        assert_eq!(serde_json::to_string(&tag).unwrap(), format!("\"{tag}\""));
+    }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
     broker_host, is_broker_host, is_valid_process_name, Acks, ClusterSpec, CommitMode,
-    ConsumerSpec, DiskSpec, Expect, Fault, FaultKind, Member, MillisRange, NetworkSpec,
+    ConsumerSpec, DiskSpec, Expect, Fault, FaultKind, FaultTag, Member, MillisRange, NetworkSpec,
     PartitionSelection, ProducerMode, ProducerSpec, ResourceSpec, Scenario, ScenarioError, Target,
 };
 
@@ -64,7 +64,7 @@ fn default_tick_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 struct RawFault {
     at_s: f64,
-    kind: RawFaultKind,
+    kind: FaultTag,
     target: Option<Target>,
     restart_after_s: Option<f64>,
     groups: Option<Vec<Vec<Member>>>,
@@ -76,48 +76,6 @@ struct RawFault {
     rate: Option<f64>,
     latency_ms: Option<MillisRange>,
     until_s: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RawFaultKind {
-    Crash,
-    PowerLoss,
-    Partition,
-    PartitionOneway,
-    Hold,
-    Loss,
-    Latency,
-    Heal,
-}
-
-impl RawFaultKind {
-    fn name(self) -> &'static str {
-        match self {
-            RawFaultKind::Crash => "crash",
-            RawFaultKind::PowerLoss => "power_loss",
-            RawFaultKind::Partition => "partition",
-            RawFaultKind::PartitionOneway => "partition_oneway",
-            RawFaultKind::Hold => "hold",
-            RawFaultKind::Loss => "loss",
-            RawFaultKind::Latency => "latency",
-            RawFaultKind::Heal => "heal",
-        }
-    }
-
-    /// The optional fields this kind takes, besides `at_s` and `kind`.
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            RawFaultKind::Crash => &["target", "restart_after_s"],
-            RawFaultKind::PowerLoss => &["restart_after_s"],
-            RawFaultKind::Partition => &["groups", "heal_after_s"],
-            RawFaultKind::PartitionOneway => &["from", "to", "heal_after_s"],
-            RawFaultKind::Hold => &["between", "release_after_s"],
-            RawFaultKind::Loss => &["between", "rate", "until_s"],
-            RawFaultKind::Latency => &["between", "latency_ms", "until_s"],
-            RawFaultKind::Heal => &[],
-        }
-    }
 }
 
 impl RawFault {
@@ -747,7 +705,7 @@ impl Checker<'_> {
             }
         };
         let (kind, until_s) = match f.kind {
-            RawFaultKind::Crash => {
+            FaultTag::Crash => {
                 let target = f.target.clone().ok_or_else(|| missing("target"))?;
                 self.target(&field("target"), &target, raw)?;
                 (
@@ -755,11 +713,11 @@ impl Checker<'_> {
                     relative_end("restart_after_s", f.restart_after_s)?,
                 )
             }
-            RawFaultKind::PowerLoss => (
+            FaultTag::PowerLoss => (
                 FaultKind::PowerLoss,
                 relative_end("restart_after_s", f.restart_after_s)?,
             ),
-            RawFaultKind::Partition => {
+            FaultTag::Partition => {
                 let groups = f.groups.clone().ok_or_else(|| missing("groups"))?;
                 self.groups(&field("groups"), &groups, raw, clients)?;
                 (
@@ -767,7 +725,7 @@ impl Checker<'_> {
                     relative_end("heal_after_s", f.heal_after_s)?,
                 )
             }
-            RawFaultKind::PartitionOneway => {
+            FaultTag::PartitionOneway => {
                 let from = f.from.clone().ok_or_else(|| missing("from"))?;
                 let to = f.to.clone().ok_or_else(|| missing("to"))?;
                 self.members(&field("from"), &from, raw, clients)?;
@@ -777,20 +735,20 @@ impl Checker<'_> {
                     relative_end("heal_after_s", f.heal_after_s)?,
                 )
             }
-            RawFaultKind::Hold => (
+            FaultTag::Hold => (
                 FaultKind::Hold {
                     between: sets("between", &f.between)?,
                 },
                 relative_end("release_after_s", f.release_after_s)?,
             ),
-            RawFaultKind::Loss => {
+            FaultTag::Loss => {
                 let between = sets("between", &f.between)?;
                 let rate = f.rate.ok_or_else(|| missing("rate"))?;
                 self.probability(&field("rate"), rate)?;
                 let until_s = self.until(&field("until_s"), f)?;
                 (FaultKind::Loss { between, rate }, until_s)
             }
-            RawFaultKind::Latency => {
+            FaultTag::Latency => {
                 let between = sets("between", &f.between)?;
                 let latency_ms = f.latency_ms.ok_or_else(|| missing("latency_ms"))?;
                 let until_s = self.until(&field("until_s"), f)?;
@@ -802,7 +760,7 @@ impl Checker<'_> {
                     until_s,
                 )
             }
-            RawFaultKind::Heal => (FaultKind::Heal, None),
+            FaultTag::Heal => (FaultKind::Heal, None),
         };
         Ok(Fault {
             at_s: f.at_s,

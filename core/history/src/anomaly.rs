@@ -1,0 +1,210 @@
+//! The anomaly classes the checker counts: one [`Anomaly`] variant per class, and [`Anomalies`],
+//! a count per class. Everything that names a class (the checker, `fathom check`, summaries,
+//! a scenario's `[expect]` bounds and its validation) derives the name from the variant, so a
+//! new class is one variant here and one rule in the checker.
+
+use std::fmt;
+use std::ops::{Index, IndexMut};
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// One anomaly class, after Jepsen's Kafka workload. The declaration order is the fixed order
+/// of every listing (text output, JSON objects, bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Anomaly {
+    /// Ids acknowledged `ok` but never read by any poll, final read included.
+    Lost,
+    /// Ids read at more than one (topic, partition, offset).
+    Duplicate,
+    /// (topic, partition, offset) keys associated with more than one id, over acknowledged
+    /// sends' offsets and reads together.
+    InconsistentOffsets,
+    /// Ids read whose send ended in `fail` (and never in `ok`).
+    AbortedRead,
+    /// Consecutive acknowledged sends of one process to one partition, in invoke order, whose
+    /// offsets do not strictly rise.
+    NonmonotonicSend,
+    /// Polls of one process on one partition that jump over an offset known to hold a record:
+    /// from the last offset of its previous non-empty poll (no assign between) to its first
+    /// offset, or between two of its own records.
+    PollSkip,
+    /// Polls that start at or before the previous non-empty poll's last offset (same process
+    /// and partition, no assign between), or whose offsets do not strictly rise.
+    NonmonotonicPoll,
+    /// Partitions whose replicas' committed logs differ; set by the caller from
+    /// [`crate::check_replicas`], never by [`crate::check`].
+    ReplicaDivergence,
+}
+
+impl Anomaly {
+    /// Every class, in the fixed order.
+    pub const ALL: [Anomaly; 8] = [
+        Anomaly::Lost,
+        Anomaly::Duplicate,
+        Anomaly::InconsistentOffsets,
+        Anomaly::AbortedRead,
+        Anomaly::NonmonotonicSend,
+        Anomaly::PollSkip,
+        Anomaly::NonmonotonicPoll,
+        Anomaly::ReplicaDivergence,
+    ];
+
+    /// The class's name in files and output (`lost`, `poll_skip`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Anomaly::Lost => "lost",
+            Anomaly::Duplicate => "duplicate",
+            Anomaly::InconsistentOffsets => "inconsistent_offsets",
+            Anomaly::AbortedRead => "aborted_read",
+            Anomaly::NonmonotonicSend => "nonmonotonic_send",
+            Anomaly::PollSkip => "poll_skip",
+            Anomaly::NonmonotonicPoll => "nonmonotonic_poll",
+            Anomaly::ReplicaDivergence => "replica_divergence",
+        }
+    }
+
+    /// The class called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Anomaly> {
+        Anomaly::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Every class's name, in the fixed order.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Anomaly::ALL.into_iter().map(Anomaly::name)
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` so that width and alignment (`{:<22}`) apply.
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Anomaly {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Anomaly, String> {
+        Anomaly::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Anomaly::names().collect();
+            format!(
+                "unknown anomaly class {s:?} (classes: {})",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+impl Serialize for Anomaly {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Anomaly {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anomaly, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A count per anomaly class; zero everywhere means the history is clean. Indexed by
+/// [`Anomaly`]; serialized as an object with one member per class, in the fixed order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Anomalies {
+    counts: [u64; Anomaly::ALL.len()],
+}
+
+impl Anomalies {
+    /// Every class with its count, in the fixed order of [`Anomaly::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (Anomaly, u64)> + '_ {
+        Anomaly::ALL.into_iter().map(|a| (a, self[a]))
+    }
+
+    /// The count of the class called `name`, or `None` for an unknown name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        Anomaly::from_name(name).map(|a| self[a])
+    }
+
+    /// The sum over all classes.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl Index<Anomaly> for Anomalies {
+    type Output = u64;
+
+    fn index(&self, class: Anomaly) -> &u64 {
+        &self.counts[class.index()]
+    }
+}
+
+impl IndexMut<Anomaly> for Anomalies {
+    fn index_mut(&mut self, class: Anomaly) -> &mut u64 {
+        &mut self.counts[class.index()]
+    }
+}
+
+impl FromIterator<(Anomaly, u64)> for Anomalies {
+    fn from_iter<I: IntoIterator<Item = (Anomaly, u64)>>(iter: I) -> Anomalies {
+        let mut anomalies = Anomalies::default();
+        for (class, count) in iter {
+            anomalies[class] += count;
+        }
+        anomalies
+    }
+}
+
+impl Serialize for Anomalies {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(Anomaly::ALL.len()))?;
+        for (class, count) in self.iter() {
+            map.serialize_entry(class.name(), &count)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Anomalies {
+    /// Every class must be present; unknown names are ignored, so an old reader can read a
+    /// newer summary.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anomalies, D::Error> {
+        struct AnomaliesVisitor;
+        impl<'de> Visitor<'de> for AnomaliesVisitor {
+            type Value = Anomalies;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from anomaly class to count")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Anomalies, A::Error> {
+                let mut anomalies = Anomalies::default();
+                let mut seen = [false; Anomaly::ALL.len()];
+                while let Some(name) = map.next_key::<String>()? {
+                    match Anomaly::from_name(&name) {
+                        Some(class) => {
+                            anomalies[class] = map.next_value()?;
+                            seen[class.index()] = true;
+                        }
+                        None => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                if let Some(class) = Anomaly::ALL.into_iter().find(|a| !seen[a.index()]) {
+                    return Err(de::Error::missing_field(class.name()));
+                }
+                Ok(anomalies)
+            }
+        }
+        deserializer.deserialize_map(AnomaliesVisitor)
+    }
+}

@@ -1,0 +1,38 @@
+//! What every broker host shares with the run loop and the fault schedule: the leaders each
+//! broker has seen, storage failures, the final snapshots and the performance probes.
+//!
+//! Its own module so that [`crate::run`] (which fills it) and [`crate::faults`] (which reads
+//! the leaders to resolve `leader:` targets) both depend on it, not on each other.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use fathom_queue::ids::{NodeId, TopicPartition};
+
+use crate::metrics::Probes;
+
+/// What every broker host shares with the run loop.
+#[derive(Default)]
+pub struct ClusterView {
+    /// The newest leader known for each partition: `(epoch, broker)`.
+    pub leaders: BTreeMap<TopicPartition, (u64, NodeId)>,
+    /// Brokers that stopped on a storage failure and want a restart.
+    pub fatal: BTreeSet<NodeId>,
+    /// Set by the run loop to ask every broker for its committed logs.
+    pub snapshot_wanted: bool,
+    /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.
+    pub snapshots: BTreeMap<TopicPartition, BTreeMap<NodeId, ReplicaSnapshot>>,
+    /// Timings for the performance metrics.
+    pub probes: Probes,
+}
+
+/// One replica's committed log, taken after the final read.
+pub struct ReplicaSnapshot {
+    pub high_watermark: u64,
+    pub log_end: u64,
+    pub records: Vec<(u64, String)>,
+}
+
+/// The view, shared by every broker host of one run.
+pub type SharedView = Rc<RefCell<ClusterView>>;
