@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use fathom_driver::production::{StdDisk, TokioNet};
 use fathom_driver::{run_broker, ClientIo, NoObserver, Unmetered};
@@ -51,14 +52,12 @@ pub enum Command {
         topic: String,
         #[arg(long, default_value_t = 1000)]
         count: u64,
-        /// "0", "1" or "all".
-        #[arg(long, default_value = "all")]
-        acks: String,
+        #[arg(long, default_value = "all", value_parser = acks_parser())]
+        acks: Acks,
         #[arg(long, default_value_t = 200.0)]
         rate_per_s: f64,
-        /// sync, async or fire_and_forget.
-        #[arg(long, default_value = "sync")]
-        mode: String,
+        #[arg(long, default_value = "sync", value_parser = mode_parser())]
+        mode: ProducerMode,
         /// The process name in the history and the prefix of message ids.
         #[arg(long, default_value = "producer")]
         name: String,
@@ -131,7 +130,7 @@ pub fn main(command: Command) -> u8 {
             name,
             history,
         } => produce(
-            &cluster, topic, count, &acks, rate_per_s, &mode, name, &history,
+            &cluster, topic, count, acks, rate_per_s, mode, name, &history,
         ),
         Command::Consume {
             cluster,
@@ -211,14 +210,26 @@ fn metadata(cluster: &ClusterArgs) -> Result<u8, String> {
     Ok(EXIT_OK)
 }
 
+/// `--acks`: the one [`Acks`] type, its values listed in `--help` and checked by clap.
+fn acks_parser() -> impl TypedValueParser<Value = Acks> {
+    clap::builder::PossibleValuesParser::new(Acks::ALL.map(Acks::name))
+        .try_map(|name| name.parse::<Acks>())
+}
+
+/// `--mode`: the one [`ProducerMode`] type, as `--acks`.
+fn mode_parser() -> impl TypedValueParser<Value = ProducerMode> {
+    clap::builder::PossibleValuesParser::new(ProducerMode::ALL.map(ProducerMode::name))
+        .try_map(|name| name.parse::<ProducerMode>())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn produce(
     cluster: &ClusterArgs,
     topic: String,
     count: u64,
-    acks: &str,
+    acks: Acks,
     rate_per_s: f64,
-    mode: &str,
+    mode: ProducerMode,
     name: String,
     history: &Path,
 ) -> Result<u8, String> {
@@ -229,22 +240,6 @@ fn produce(
         .find(|t| t.name == topic)
         .map(|t| t.partitions)
         .ok_or_else(|| format!("topic `{topic}` is not in the config"))?;
-    let acks = match acks {
-        "0" => Acks::None,
-        "1" => Acks::Leader,
-        "all" => Acks::All,
-        other => return Err(format!("--acks: expected 0, 1 or all, got `{other}`")),
-    };
-    let mode = match mode {
-        "sync" => ProducerMode::Sync,
-        "async" => ProducerMode::Async,
-        "fire_and_forget" => ProducerMode::FireAndForget,
-        other => {
-            return Err(format!(
-                "--mode: expected sync, async or fire_and_forget, got `{other}`"
-            ))
-        }
-    };
     if rate_per_s.is_nan() || rate_per_s <= 0.0 {
         return Err("--rate-per-s must be above 0".into());
     }

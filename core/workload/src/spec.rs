@@ -72,6 +72,43 @@ pub enum ProducerMode {
     FireAndForget,
 }
 
+impl ProducerMode {
+    /// Every mode.
+    pub const ALL: [ProducerMode; 3] = [
+        ProducerMode::Sync,
+        ProducerMode::Async,
+        ProducerMode::FireAndForget,
+    ];
+
+    /// The name scenarios and the CLI write (serde's `snake_case` spelling).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProducerMode::Sync => "sync",
+            ProducerMode::Async => "async",
+            ProducerMode::FireAndForget => "fire_and_forget",
+        }
+    }
+}
+
+impl fmt::Display for ProducerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for ProducerMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProducerMode, String> {
+        ProducerMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!(r#"expected one of "sync", "async", "fire_and_forget", got "{s}""#)
+            })
+    }
+}
+
 /// How a producer picks the partition of a message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,7 +355,6 @@ impl ConsumerSpec {
 
 fn deserialize_acks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Acks, D::Error> {
     struct AcksVisitor;
-    const EXPECTED: &str = r#"expected one of "0", "1", "all""#;
     impl Visitor<'_> for AcksVisitor {
         type Value = Acks;
 
@@ -327,27 +363,17 @@ fn deserialize_acks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Acks, 
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Acks, E> {
-            match s {
-                "0" => Ok(Acks::None),
-                "1" => Ok(Acks::Leader),
-                "all" | "-1" => Ok(Acks::All),
-                _ => Err(E::custom(format!(r#"{EXPECTED}, got "{s}""#))),
-            }
+            s.parse().map_err(E::custom)
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<Acks, E> {
-            match n {
-                0 => Ok(Acks::None),
-                1 => Ok(Acks::Leader),
-                -1 => Ok(Acks::All),
-                _ => Err(E::custom(format!("{EXPECTED}, got {n}"))),
-            }
+            Acks::from_name(&n.to_string())
+                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Acks, E> {
-            i64::try_from(n)
-                .map_err(|_| E::custom(format!("{EXPECTED}, got {n}")))
-                .and_then(|n| self.visit_i64(n))
+            Acks::from_name(&n.to_string())
+                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
         }
     }
     deserializer.deserialize_any(AcksVisitor)

@@ -69,6 +69,42 @@ pub enum Acks {
     All,
 }
 
+impl Acks {
+    /// Every setting, weakest first.
+    pub const ALL: [Acks; 3] = [Acks::None, Acks::Leader, Acks::All];
+
+    /// Kafka's name of the setting: `0`, `1` or `all` (what scenarios and the CLI write).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+
+    /// The setting called `name`; Kafka's `-1` is accepted for `all`.
+    pub fn from_name(name: &str) -> Option<Acks> {
+        match name {
+            "-1" => Some(Acks::All),
+            _ => Acks::ALL.into_iter().find(|a| a.name() == name),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Acks, String> {
+        Acks::from_name(s).ok_or_else(|| format!(r#"expected one of "0", "1", "all", got "{s}""#))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Which broker leads which partition.
