@@ -6,7 +6,7 @@
 //! ignored setting. Then [`validate`] checks what serde cannot: that names refer to declared
 //! things, ranges are ordered, times fall inside the run, and it turns the flat `[[faults]]`
 //! tables into the typed [`FaultKind`]. Every error names the dotted path of the field (e.g.
-//! `producers[0].acks`) and its line and column, found through [`source_map`].
+//! `producers[0].acks`) and its line and column, found through [`source_map`] (toml_edit spans).
 //!
 //! The simulator owns everything dynamic: it resolves [`Target`]s at fault time, names processes
 //! with [`process_name`], and judges a run with [`Expect::violations`].

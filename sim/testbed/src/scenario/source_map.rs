@@ -2,25 +2,14 @@
 //!
 //! toml's serde errors carry a byte span but not the path of the field they are about, and the
 //! semantic checks know the path of a field but not where it sits in the text. Reading the
-//! document a second time into a tree that records the span of every key and value bridges both
-//! ways, and keeps `toml::Spanned` out of the public scenario types.
+//! document a second time with `toml_edit`, whose parsed documents keep the span of every key
+//! and value (its public `span()` API, the same parser toml uses), bridges both ways and keeps
+//! span types out of the public scenario types.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-// The protocol through which toml hands out spans: the one `serde_spanned` (and so
-// `toml::Spanned`) uses. A value asks for a struct with this name and these fields; toml answers
-// with a three-entry map (start, end, value) when it knows the span, and with the plain value
-// when it does not, as for implicit tables like `cluster` under a bare `[cluster.log]` header.
-// `toml::Spanned` cannot be used directly because it fails on those span-less tables.
-const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
-const SPANNED_START: &str = "$__serde_spanned_private_start";
-const SPANNED_END: &str = "$__serde_spanned_private_end";
-const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
-const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
+use toml_edit::{ImDocument, Item, Table, Value};
 
 /// Byte ranges of every key and value of a document, by dotted path such as `producers[0].acks`.
 #[derive(Debug, Default)]
@@ -38,37 +27,59 @@ impl SourceMap {
     /// Maps `text`; a text that is not valid TOML gives an empty map.
     pub(crate) fn parse(text: &str) -> SourceMap {
         let mut map = SourceMap::default();
-        if let Ok(root) = toml::from_str::<Located>(text) {
-            map.record("", None, &root);
+        if let Ok(document) = ImDocument::parse(text) {
+            map.record_table("", None, document.as_table());
         }
         map
     }
 
-    fn record(&mut self, path: &str, key: Option<Range<usize>>, located: &Located) {
+    fn record(&mut self, path: &str, key: Option<Range<usize>>, value: Option<Range<usize>>) {
         let entry = self.entries.entry(path.to_string()).or_default();
         if entry.key.is_none() {
             entry.key = key;
         }
         if entry.value.is_none() {
-            entry.value.clone_from(&located.span);
+            entry.value = value;
         }
-        match &located.node {
-            Node::Leaf => {}
-            Node::Table(children) => {
-                for (key, child) in children {
-                    let child_path = if path.is_empty() {
-                        key.name.clone()
-                    } else {
-                        format!("{path}.{}", key.name)
-                    };
-                    self.record(&child_path, key.span.clone(), child);
+    }
+
+    fn record_table(&mut self, path: &str, key: Option<Range<usize>>, table: &Table) {
+        self.record(path, key, table.span());
+        for (name, item) in table.iter() {
+            let key = table.key(name).and_then(|k| k.span());
+            self.record_item(&child(path, name), key, item);
+        }
+    }
+
+    fn record_item(&mut self, path: &str, key: Option<Range<usize>>, item: &Item) {
+        match item {
+            Item::None => {}
+            Item::Value(value) => self.record_value(path, key, value),
+            Item::Table(table) => self.record_table(path, key, table),
+            Item::ArrayOfTables(tables) => {
+                self.record(path, key, tables.span());
+                for (index, table) in tables.iter().enumerate() {
+                    self.record_table(&format!("{path}[{index}]"), None, table);
                 }
             }
-            Node::Array(items) => {
+        }
+    }
+
+    fn record_value(&mut self, path: &str, key: Option<Range<usize>>, value: &Value) {
+        self.record(path, key, value.span());
+        match value {
+            Value::Array(items) => {
                 for (index, item) in items.iter().enumerate() {
-                    self.record(&format!("{path}[{index}]"), None, item);
+                    self.record_value(&format!("{path}[{index}]"), None, item);
                 }
             }
+            Value::InlineTable(table) => {
+                for (name, item) in table.iter() {
+                    let key = table.key(name).and_then(|k| k.span());
+                    self.record_value(&child(path, name), key, item);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -186,144 +197,12 @@ pub(crate) fn path_near_line(text: &str, line: usize) -> String {
     table
 }
 
-/// A value with its span, when toml knows it.
-struct Located {
-    span: Option<Range<usize>>,
-    node: Node,
-}
-
-enum Node {
-    Leaf,
-    Table(Vec<(Key, Located)>),
-    Array(Vec<Located>),
-}
-
-struct Key {
-    name: String,
-    span: Option<Range<usize>>,
-}
-
-impl<'de> Deserialize<'de> for Located {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Located, D::Error> {
-        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, LocatedVisitor)
-    }
-}
-
-/// The value inside a span envelope: asking for the envelope again would loop.
-struct Bare(Node);
-
-impl<'de> Deserialize<'de> for Bare {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Bare, D::Error> {
-        deserializer
-            .deserialize_any(LocatedVisitor)
-            .map(|located| Bare(located.node))
-    }
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, KeyVisitor)
-    }
-}
-
-fn unspanned(node: Node) -> Located {
-    Located { span: None, node }
-}
-
-struct LocatedVisitor;
-
-impl<'de> Visitor<'de> for LocatedVisitor {
-    type Value = Located;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any TOML value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Located, E> {
-        Ok(unspanned(Node::Leaf))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Located, E> {
-        Ok(unspanned(Node::Leaf))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Located, E> {
-        Ok(unspanned(Node::Leaf))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Located, E> {
-        Ok(unspanned(Node::Leaf))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Located, E> {
-        Ok(unspanned(Node::Leaf))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Located, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Located>()? {
-            items.push(item);
-        }
-        Ok(unspanned(Node::Array(items)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Located, A::Error> {
-        let Some(first) = map.next_key::<Key>()? else {
-            return Ok(unspanned(Node::Table(Vec::new())));
-        };
-        if first.name == SPANNED_START {
-            let start: usize = map.next_value()?;
-            expect_key(&mut map, SPANNED_END)?;
-            let end: usize = map.next_value()?;
-            expect_key(&mut map, SPANNED_VALUE)?;
-            let Bare(node) = map.next_value()?;
-            return Ok(Located {
-                span: Some(start..end),
-                node,
-            });
-        }
-        let mut children = vec![(first, map.next_value::<Located>()?)];
-        while let Some(key) = map.next_key::<Key>()? {
-            children.push((key, map.next_value::<Located>()?));
-        }
-        Ok(unspanned(Node::Table(children)))
-    }
-}
-
-fn expect_key<'de, A: MapAccess<'de>>(map: &mut A, name: &str) -> Result<(), A::Error> {
-    match map.next_key::<Key>()? {
-        Some(key) if key.name == name => Ok(()),
-        _ => Err(de::Error::custom("malformed span envelope")),
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a TOML key")
-    }
-
-    fn visit_str<E>(self, name: &str) -> Result<Key, E> {
-        Ok(Key {
-            name: name.to_string(),
-            span: None,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
-        let mut start = None;
-        let mut end = None;
-        let mut name = None;
-        while let Some(field) = map.next_key::<String>()? {
-            match field.as_str() {
-                SPANNED_START => start = Some(map.next_value::<usize>()?),
-                SPANNED_END => end = Some(map.next_value::<usize>()?),
-                SPANNED_VALUE => name = Some(map.next_value::<String>()?),
-                _ => return Err(de::Error::custom("malformed span envelope")),
-            }
-        }
-        let name = name.ok_or_else(|| de::Error::custom("malformed span envelope"))?;
-        let span = start.zip(end).map(|(s, e)| s..e);
-        Ok(Key { name, span })
+/// `path.name`, or `name` at the top.
+fn child(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
     }
 }
 
