@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fathom_driver::{pay, ClientIo, Net, SharedResources};
 use fathom_history::{EventType, Op};
 use fathom_queue::client::{
-    Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerConfig, ProducerEvent, SendError,
+    Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerEvent, SendError,
 };
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::TopicPartition;
@@ -16,11 +16,8 @@ use fathom_queue::rng::Rng;
 use fathom_queue::time::Instant;
 
 use fathom_queue::client::producer::UNKNOWN_PARTITION;
-use fathom_queue::log::batch::Compression;
 
-use crate::spec::{
-    CommitMode, CompressionSpec, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec,
-};
+use crate::spec::{CommitMode, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec};
 use crate::trace::{AttemptRecord, SharedTrace};
 
 /// How a client process ends: `Err` when it could not run at all (the simulator fails the run).
@@ -86,31 +83,7 @@ impl ProducerProcess {
     pub async fn run<N: Net>(self) -> ProcessResult {
         let spec = &self.spec;
         let mut rng = Rng::new(self.seed ^ name_salt(&self.name));
-        let config = ProducerConfig {
-            acks: spec.acks,
-            linger_ms: spec.linger_ms,
-            batch_bytes_max: spec.batch_bytes_max as usize,
-            in_flight_max: spec.in_flight_max as usize,
-            retries_max: spec.retries_max,
-            retry_backoff_min_ms: spec.retry_backoff_ms.min_ms,
-            retry_backoff_max_ms: spec.retry_backoff_ms.max_ms,
-            request_timeout_ms: spec.request_timeout_ms,
-            delivery_timeout_ms: spec.delivery_timeout_ms,
-            buffer_bytes_max: spec.buffer_bytes_max as usize,
-            enable_idempotence: spec.idempotence,
-            attempt_events: true,
-            batch_records_max: spec.batch_records_max as usize,
-            compression: match spec.compression {
-                CompressionSpec::None => Compression::None,
-                CompressionSpec::Lz4 => Compression::Lz4,
-            },
-            connections_per_broker: spec.connections_per_broker,
-            partitioner: match spec.partitioner {
-                Partitioner::Sticky => fathom_queue::client::Partitioner::Sticky,
-                _ => fathom_queue::client::Partitioner::KeyHash,
-            },
-            ..ProducerConfig::default()
-        };
+        let config = spec.producer_config();
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
         let mut io = ClientIo::<N>::new(self.name.clone(), &self.cluster.brokers)
             .with_resources(self.resources.clone());
@@ -125,7 +98,6 @@ impl ProducerProcess {
         let mut sent: u64 = 0;
         let mut outstanding: u64 = 0;
         let mut round_robin: u32 = rng.range_u64(0, self.partitions as u64 - 1) as u32;
-        let observes_outcome = spec.mode != ProducerMode::FireAndForget;
         let max_block = Duration::from_millis(spec.max_block_ms);
         // Since when `send` has been refused for a full buffer.
         let mut blocked_since: Option<Instant> = None;
@@ -134,59 +106,9 @@ impl ProducerProcess {
         loop {
             let now = io.now();
             while let Some(event) = producer.poll_event() {
-                let (id, partition, result) = match event {
-                    ProducerEvent::Attempt {
-                        partition,
-                        ids,
-                        attempt,
-                        broker,
-                        sent_at,
-                        outcome,
-                    } => {
-                        let mut trace = self.trace.borrow_mut();
-                        let resolved_ns = trace.now_ns();
-                        let age = io.now().saturating_since(sent_at).as_nanos() as u64;
-                        let (offset, error) = match outcome {
-                            Ok(offset) => (Some(offset), None),
-                            Err(e) => (None, Some(e)),
-                        };
-                        trace.attempts.push(AttemptRecord {
-                            process: self.name.clone(),
-                            topic: partition.topic,
-                            partition: partition.partition,
-                            attempt,
-                            broker,
-                            sent_ns: resolved_ns.saturating_sub(age),
-                            resolved_ns,
-                            offset,
-                            error,
-                            ids,
-                        });
-                        continue;
-                    }
-                    ProducerEvent::Delivered {
-                        id,
-                        partition,
-                        result,
-                    } => (id, partition, result),
-                };
-                outstanding -= 1;
-                if !observes_outcome {
-                    continue;
+                if self.record_event(event, io.now()) {
+                    outstanding -= 1;
                 }
-                let (kind, offset, error) = match result {
-                    Ok(offset) => (EventType::Ok, Some(offset), None),
-                    Err(f) if f.definite => (EventType::Fail, None, Some(f.error)),
-                    Err(f) => (EventType::Info, None, Some(f.error)),
-                };
-                let op = Op::Send {
-                    id,
-                    topic: partition.topic,
-                    partition: partition.partition,
-                    offset,
-                    error,
-                };
-                record(&self.trace, &self.name, kind, op);
             }
             if spec.connect_per_send && outstanding == 0 {
                 io.close_idle();
@@ -196,58 +118,16 @@ impl ProducerProcess {
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
                 let id = format!("{}-{sent}", self.name);
-                let explicit = match spec.partitioner {
-                    Partitioner::RoundRobin => {
-                        round_robin = (round_robin + 1) % self.partitions;
-                        Some(round_robin)
-                    }
-                    Partitioner::Random => {
-                        Some(rng.range_u64(0, self.partitions as u64 - 1) as u32)
-                    }
-                    Partitioner::KeyHash | Partitioner::Sticky => None,
-                };
-                // The producer's own partitioners pick once it knows the partition count; a send
-                // before that is invoked with UNKNOWN_PARTITION and completes with the real one.
+                let explicit = self.explicit_partition(&mut round_robin, &mut rng);
                 // The application prepares each message once, however long `send` blocks.
                 if !cpu_paid {
                     pay(self.resources.compute(self.message_cpu)).await;
                     cpu_paid = true;
                 }
                 let now = io.now();
-                let sent_to = match explicit {
-                    Some(partition) => {
-                        let tp = TopicPartition::new(spec.topic.clone(), partition);
-                        producer
-                            .send(now, tp.clone(), id.clone(), value.clone())
-                            .map(|()| tp)
-                    }
-                    None => {
-                        let key =
-                            (spec.partitioner == Partitioner::KeyHash).then_some(id.as_bytes());
-                        producer
-                            .send_to_topic(now, &spec.topic, key, id.clone(), value.clone())
-                            .map(|tp| {
-                                tp.unwrap_or_else(|| {
-                                    TopicPartition::new(spec.topic.clone(), UNKNOWN_PARTITION)
-                                })
-                            })
-                    }
-                };
-                match sent_to {
+                match self.send(&mut producer, now, explicit, &id, &value) {
                     Ok(tp) => {
-                        record(
-                            &self.trace,
-                            &self.name,
-                            EventType::Invoke,
-                            send_op(&tp, &id),
-                        );
-                        if !observes_outcome {
-                            let mut op = send_op(&tp, &id);
-                            if let Op::Send { error, .. } = &mut op {
-                                *error = Some("fire-and-forget: outcome not observed".into());
-                            }
-                            record(&self.trace, &self.name, EventType::Info, op);
-                        }
+                        self.record_sent(&tp, &id);
                         sent += 1;
                         outstanding += 1;
                         next_send = next_send_after(next_send, interval, now);
@@ -267,24 +147,7 @@ impl ProducerProcess {
                         }
                         let since = *blocked_since.get_or_insert(now);
                         if now.saturating_since(since) >= max_block {
-                            let tp = TopicPartition::new(
-                                spec.topic.clone(),
-                                explicit.unwrap_or(UNKNOWN_PARTITION),
-                            );
-                            record(
-                                &self.trace,
-                                &self.name,
-                                EventType::Invoke,
-                                send_op(&tp, &id),
-                            );
-                            let mut op = send_op(&tp, &id);
-                            if let Op::Send { error, .. } = &mut op {
-                                *error = Some(format!(
-                                    "buffer full: blocked {} ms (max_block_ms)",
-                                    spec.max_block_ms
-                                ));
-                            }
-                            record(&self.trace, &self.name, EventType::Fail, op);
+                            self.record_blocked_too_long(explicit, &id);
                             sent += 1;
                             next_send = next_send_after(next_send, interval, now);
                             blocked_since = None;
@@ -314,6 +177,141 @@ impl ProducerProcess {
             io.step(&mut producer, Some(wake)).await;
         }
         Ok(())
+    }
+
+    /// Records one producer event: an attempt in the send journal, a delivery in the history
+    /// (unless fire-and-forget, whose outcome the application never sees). True for a delivery.
+    fn record_event(&self, event: ProducerEvent, io_now: Instant) -> bool {
+        match event {
+            ProducerEvent::Attempt {
+                partition,
+                ids,
+                attempt,
+                broker,
+                sent_at,
+                outcome,
+            } => {
+                let mut trace = self.trace.borrow_mut();
+                let resolved_ns = trace.now_ns();
+                let age = io_now.saturating_since(sent_at).as_nanos() as u64;
+                let (offset, error) = match outcome {
+                    Ok(offset) => (Some(offset), None),
+                    Err(e) => (None, Some(e)),
+                };
+                trace.attempts.push(AttemptRecord {
+                    process: self.name.clone(),
+                    topic: partition.topic,
+                    partition: partition.partition,
+                    attempt,
+                    broker,
+                    sent_ns: resolved_ns.saturating_sub(age),
+                    resolved_ns,
+                    offset,
+                    error,
+                    ids,
+                });
+                false
+            }
+            ProducerEvent::Delivered {
+                id,
+                partition,
+                result,
+            } => {
+                if self.observes_outcome() {
+                    let (kind, offset, error) = match result {
+                        Ok(offset) => (EventType::Ok, Some(offset), None),
+                        Err(f) if f.definite => (EventType::Fail, None, Some(f.error)),
+                        Err(f) => (EventType::Info, None, Some(f.error)),
+                    };
+                    let op = Op::Send {
+                        id,
+                        topic: partition.topic,
+                        partition: partition.partition,
+                        offset,
+                        error,
+                    };
+                    record(&self.trace, &self.name, kind, op);
+                }
+                true
+            }
+        }
+    }
+
+    fn observes_outcome(&self) -> bool {
+        self.spec.mode != ProducerMode::FireAndForget
+    }
+
+    /// The partition the workload picks for the next message, or `None` when the producer's own
+    /// partitioner picks.
+    fn explicit_partition(&self, round_robin: &mut u32, rng: &mut Rng) -> Option<u32> {
+        match self.spec.partitioner {
+            Partitioner::RoundRobin => {
+                *round_robin = (*round_robin + 1) % self.partitions;
+                Some(*round_robin)
+            }
+            Partitioner::Random => Some(rng.range_u64(0, self.partitions as u64 - 1) as u32),
+            Partitioner::KeyHash | Partitioner::Sticky => None,
+        }
+    }
+
+    /// Hands message `id` to the producer. The producer's own partitioners pick once it knows
+    /// the partition count; a send before that is invoked with `UNKNOWN_PARTITION` and
+    /// completes with the real one.
+    fn send(
+        &self,
+        producer: &mut Producer,
+        now: Instant,
+        explicit: Option<u32>,
+        id: &str,
+        value: &Bytes,
+    ) -> Result<TopicPartition, SendError> {
+        let topic = &self.spec.topic;
+        match explicit {
+            Some(partition) => {
+                let tp = TopicPartition::new(topic.clone(), partition);
+                producer
+                    .send(now, tp.clone(), id.to_string(), value.clone())
+                    .map(|()| tp)
+            }
+            None => {
+                let key = (self.spec.partitioner == Partitioner::KeyHash).then_some(id.as_bytes());
+                producer
+                    .send_to_topic(now, topic, key, id.to_string(), value.clone())
+                    .map(|tp| {
+                        tp.unwrap_or_else(|| TopicPartition::new(topic.clone(), UNKNOWN_PARTITION))
+                    })
+            }
+        }
+    }
+
+    /// The invoke of a send the producer accepted, and at once its unknown outcome if
+    /// fire-and-forget.
+    fn record_sent(&self, tp: &TopicPartition, id: &str) {
+        record(&self.trace, &self.name, EventType::Invoke, send_op(tp, id));
+        if !self.observes_outcome() {
+            let mut op = send_op(tp, id);
+            if let Op::Send { error, .. } = &mut op {
+                *error = Some("fire-and-forget: outcome not observed".into());
+            }
+            record(&self.trace, &self.name, EventType::Info, op);
+        }
+    }
+
+    /// A send that blocked on a full buffer for `max_block_ms`: invoked, then failed.
+    fn record_blocked_too_long(&self, explicit: Option<u32>, id: &str) {
+        let tp = TopicPartition::new(
+            self.spec.topic.clone(),
+            explicit.unwrap_or(UNKNOWN_PARTITION),
+        );
+        record(&self.trace, &self.name, EventType::Invoke, send_op(&tp, id));
+        let mut op = send_op(&tp, id);
+        if let Op::Send { error, .. } = &mut op {
+            *error = Some(format!(
+                "buffer full: blocked {} ms (max_block_ms)",
+                self.spec.max_block_ms
+            ));
+        }
+        record(&self.trace, &self.name, EventType::Fail, op);
     }
 }
 

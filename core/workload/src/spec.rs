@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use fathom_queue::client::ProducerConfig;
+pub use fathom_queue::log::batch::Compression;
 use fathom_queue::protocol::Acks;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -109,7 +111,9 @@ impl std::str::FromStr for ProducerMode {
     }
 }
 
-/// How a producer picks the partition of a message.
+/// How a producer picks the partition of a message: the workload itself (`round_robin`,
+/// `random`, drawn from the process's seed) or the producer's own partitioner
+/// ([`fathom_queue::client::Partitioner`]: `key_hash`, `sticky`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioner {
@@ -122,15 +126,6 @@ pub enum Partitioner {
     KeyHash,
     /// The producer's sticky partitioner: one partition until its batch closes.
     Sticky,
-}
-
-/// How a producer stores the records of a batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CompressionSpec {
-    #[default]
-    None,
-    Lz4,
 }
 
 /// When a consumer commits its offsets, relative to processing a message.
@@ -184,7 +179,7 @@ pub struct ProducerSpec {
     pub idempotence: bool,
     /// A batch closes when it holds this many messages.
     pub batch_records_max: u32,
-    pub compression: CompressionSpec,
+    pub compression: Compression,
     /// Connections from each instance to each broker, partitions spread over them.
     pub connections_per_broker: u16,
 }
@@ -217,13 +212,51 @@ impl Default for ProducerSpec {
             connect_per_send: false,
             idempotence: false,
             batch_records_max: fathom_queue::client::producer::BATCH_RECORDS_MAX_DEFAULT as u32,
-            compression: CompressionSpec::None,
+            compression: Compression::None,
             connections_per_broker: 1,
         }
     }
 }
 
+impl Partitioner {
+    /// The producer's partitioner to configure: the one named, or key hash (unused, as the
+    /// workload names every partition) when the workload picks.
+    pub fn producer_partitioner(self) -> fathom_queue::client::Partitioner {
+        match self {
+            Partitioner::Sticky => fathom_queue::client::Partitioner::Sticky,
+            Partitioner::KeyHash | Partitioner::RoundRobin | Partitioner::Random => {
+                fathom_queue::client::Partitioner::KeyHash
+            }
+        }
+    }
+}
+
 impl ProducerSpec {
+    /// The producer state machine's configuration for this table: the scenario's names and
+    /// defaults, with the attempt journal on. Fields the table does not set (metadata refresh
+    /// backoff) keep [`ProducerConfig`]'s defaults.
+    pub fn producer_config(&self) -> ProducerConfig {
+        ProducerConfig {
+            acks: self.acks,
+            linger_ms: self.linger_ms,
+            batch_bytes_max: self.batch_bytes_max as usize,
+            in_flight_max: self.in_flight_max as usize,
+            retries_max: self.retries_max,
+            retry_backoff_min_ms: self.retry_backoff_ms.min_ms,
+            retry_backoff_max_ms: self.retry_backoff_ms.max_ms,
+            request_timeout_ms: self.request_timeout_ms,
+            delivery_timeout_ms: self.delivery_timeout_ms,
+            buffer_bytes_max: self.buffer_bytes_max as usize,
+            enable_idempotence: self.idempotence,
+            attempt_events: true,
+            batch_records_max: self.batch_records_max as usize,
+            compression: self.compression,
+            connections_per_broker: self.connections_per_broker,
+            partitioner: self.partitioner.producer_partitioner(),
+            ..ProducerConfig::default()
+        }
+    }
+
     /// Host names of the instances, in instance order.
     pub fn process_names(&self) -> Vec<String> {
         (0..self.instances)

@@ -1,7 +1,7 @@
 //! One seeded run of a scenario: build the turmoil simulation, run the workload under the fault
 //! schedule, heal, settle, read everything back, and judge the history.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -165,12 +165,13 @@ impl BrokerObserver for SimObserver {
     }
 }
 
-/// Runs `scenario` once with `seed`.
 /// Simulated nanoseconds since the run started: the trace's clock under turmoil.
 pub fn sim_now_ns() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
 }
 
+/// Runs `scenario` once with `seed`: adds the hosts, steps the simulation through the workload,
+/// the settle phase and the final read while applying the fault schedule, then judges.
 pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let cluster = scenario.cluster_config();
     let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(sim_now_ns)));
@@ -183,86 +184,185 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         // Producers may hold the final read back by up to one FINAL_READ_TIMEOUT.
         settle_end + FINAL_READ_TIMEOUT * 2 + SNAPSHOT_WAIT * 2,
     );
-
-    let writeback = (scenario.disk.os_writeback_ms > 0)
-        .then(|| Duration::from_millis(scenario.disk.os_writeback_ms));
-    let world = scenario
-        .resources
-        .clone()
-        .map(|spec| World::new(spec, scenario.network.clone(), scenario.tick()));
-    let message_cpu = resources::producer_message_cpu(scenario.resources.as_ref());
-    // Producers still sending; the final read waits for them (a fire-and-forget producer may
-    // still be draining its buffer after the workload phase).
-    let producers_running = Rc::new(std::cell::Cell::new(0usize));
-    for id in cluster.broker_ids() {
-        let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
-        let res = resources::for_host(world.as_ref(), &broker_host(id));
-        sim.host(broker_host(id), move || {
-            let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
-            broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
-        });
-    }
-    for spec in &scenario.producers {
-        let partitions = scenario.topic_partitions(&spec.topic).unwrap_or(1);
-        for name in spec.process_names() {
-            let process = ProducerProcess {
-                name: name.clone(),
-                spec: spec.clone(),
-                partitions,
-                cluster: cluster.clone(),
-                seed,
-                trace: trace.clone(),
-                stop_at: workload_end,
-                resources: resources::for_host(world.as_ref(), &name),
-                message_cpu,
-            };
-            let running = producers_running.clone();
-            running.set(running.get() + 1);
-            sim.client(name, async move {
-                let result = process.run::<SimNet>().await;
-                running.set(running.get() - 1);
-                result
-            });
-        }
-    }
-    for spec in &scenario.consumers {
-        let partitions = scenario.topic_partitions(&spec.topic).unwrap_or(1);
-        for instance in 0..spec.instances {
-            let host = spec.incarnation_names(instance)[0].clone();
-            let process = ConsumerProcess {
-                spec: spec.clone(),
-                instance,
-                partitions,
-                cluster: cluster.clone(),
-                seed,
-                trace: trace.clone(),
-                stop_at: settle_end,
-                resources: resources::for_host(world.as_ref(), &host),
-            };
-            sim.client(host, process.run::<SimNet>());
-        }
-    }
+    let hosts = Hosts {
+        scenario,
+        cluster: &cluster,
+        seed,
+        trace: &trace,
+        world: scenario
+            .resources
+            .clone()
+            .map(|spec| World::new(spec, scenario.network.clone(), scenario.tick())),
+    };
+    hosts.add_brokers(&mut sim, &view);
+    let producers_running = hosts.add_producers(&mut sim, workload_end);
+    hosts.add_consumers(&mut sim, settle_end);
     set_zone_latencies(&sim, scenario);
 
     let mut plan = FaultPlan::new(scenario, &cluster, Rng::new(seed ^ 0xFA17));
+    let mut supervisor = StorageSupervisor::default();
     let mut healed = false;
     let mut final_read_started = false;
     let incomplete = Rc::new(RefCell::new(Vec::new()));
-    let mut restarts: BTreeMap<Duration, Vec<NodeId>> = BTreeMap::new();
-    let mut storage_failures: Vec<AppliedFault> = Vec::new();
     loop {
         let now = sim.elapsed();
         plan.apply_due(&mut sim, now, &view, &trace);
+        supervisor.step(&mut sim, now, &view, &trace);
+        if !healed && now >= workload_end {
+            healed = true;
+            plan.heal_all(&mut sim, now, &trace);
+        }
+        let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
+        if !final_read_started && now >= settle_end && producers_done {
+            final_read_started = true;
+            hosts.add_final_read(&mut sim, now, &incomplete);
+        }
+        let finished = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
+        if finished && final_read_started {
+            break;
+        }
+    }
+    take_snapshots(&mut sim, &view)?;
+
+    let trace = Rc::try_unwrap(trace)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| {
+            std::mem::replace(&mut *rc.borrow_mut(), Trace::with_clock(sim_now_ns))
+        });
+    let mut faults = plan.applied();
+    faults.extend(supervisor.failures);
+    faults.sort_by_key(|f| f.at_ms);
+    let incomplete = incomplete.borrow().clone();
+    Ok(judge(scenario, seed, trace, &view, faults, incomplete))
+}
+
+/// What adds the run's hosts to the simulation: brokers, producers, consumers, the final read.
+struct Hosts<'a> {
+    scenario: &'a Scenario,
+    cluster: &'a ClusterConfig,
+    seed: u64,
+    trace: &'a SharedTrace,
+    world: Option<Rc<RefCell<World>>>,
+}
+
+impl Hosts<'_> {
+    fn add_brokers(&self, sim: &mut turmoil::Sim<'_>, view: &SharedView) {
+        let writeback = (self.scenario.disk.os_writeback_ms > 0)
+            .then(|| Duration::from_millis(self.scenario.disk.os_writeback_ms));
+        let seed = self.seed;
+        for id in self.cluster.broker_ids() {
+            let (cluster, trace, view) = (self.cluster.clone(), self.trace.clone(), view.clone());
+            let res = resources::for_host(self.world.as_ref(), &broker_host(id));
+            sim.host(broker_host(id), move || {
+                let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
+                broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
+            });
+        }
+    }
+
+    /// Adds every producer instance; the count returned is of those still sending. The final
+    /// read waits for them (a fire-and-forget producer may still be draining its buffer after
+    /// the workload phase).
+    fn add_producers(&self, sim: &mut turmoil::Sim<'_>, workload_end: Duration) -> Rc<Cell<usize>> {
+        let message_cpu = resources::producer_message_cpu(self.scenario.resources.as_ref());
+        let producers_running = Rc::new(Cell::new(0usize));
+        for spec in &self.scenario.producers {
+            let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
+            for name in spec.process_names() {
+                let process = ProducerProcess {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    partitions,
+                    cluster: self.cluster.clone(),
+                    seed: self.seed,
+                    trace: self.trace.clone(),
+                    stop_at: workload_end,
+                    resources: resources::for_host(self.world.as_ref(), &name),
+                    message_cpu,
+                };
+                let running = producers_running.clone();
+                running.set(running.get() + 1);
+                sim.client(name, async move {
+                    let result = process.run::<SimNet>().await;
+                    running.set(running.get() - 1);
+                    result
+                });
+            }
+        }
+        producers_running
+    }
+
+    fn add_consumers(&self, sim: &mut turmoil::Sim<'_>, settle_end: Duration) {
+        for spec in &self.scenario.consumers {
+            let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
+            for instance in 0..spec.instances {
+                let host = spec.incarnation_names(instance)[0].clone();
+                let process = ConsumerProcess {
+                    spec: spec.clone(),
+                    instance,
+                    partitions,
+                    cluster: self.cluster.clone(),
+                    seed: self.seed,
+                    trace: self.trace.clone(),
+                    stop_at: settle_end,
+                    resources: resources::for_host(self.world.as_ref(), &host),
+                };
+                sim.client(host, process.run::<SimNet>());
+            }
+        }
+    }
+
+    /// The final read of every data partition from offset 0 to its high watermark; partitions
+    /// it could not finish land in `incomplete`.
+    fn add_final_read(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        incomplete: &Rc<RefCell<Vec<String>>>,
+    ) {
+        let reader = FinalRead {
+            process: fathom_workload::clients::FINAL_READ_PROCESS.to_string(),
+            partitions: data_partitions(self.cluster),
+            cluster: self.cluster.clone(),
+            seed: self.seed,
+            trace: self.trace.clone(),
+            give_up_at: now + FINAL_READ_TIMEOUT,
+            incomplete: incomplete.clone(),
+        };
+        sim.client(
+            fathom_workload::clients::FINAL_READ_PROCESS,
+            reader.run::<SimNet>(),
+        );
+    }
+}
+
+/// Stands in for a broker's process supervisor: a broker that stopped on a storage failure is
+/// restarted after [`FATAL_RESTART_DELAY`].
+#[derive(Default)]
+struct StorageSupervisor {
+    restarts: BTreeMap<Duration, Vec<NodeId>>,
+    /// Every storage failure, for the fault log.
+    failures: Vec<AppliedFault>,
+}
+
+impl StorageSupervisor {
+    fn step(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        view: &SharedView,
+        trace: &SharedTrace,
+    ) {
         let fatal: Vec<NodeId> = std::mem::take(&mut view.borrow_mut().fatal)
             .into_iter()
             .collect();
         for id in fatal {
             sim.crash(broker_host(id));
-            restarts
+            self.restarts
                 .entry(now + FATAL_RESTART_DELAY)
                 .or_default()
                 .push(id);
-            storage_failures.push(AppliedFault {
+            self.failures.push(AppliedFault {
                 at_ms: now.as_millis() as u64,
                 kind: AppliedKind::StorageFailure,
                 detail: format!(
@@ -271,9 +371,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 ),
             });
         }
-        let due: Vec<Duration> = restarts.range(..=now).map(|(t, _)| *t).collect();
+        let due: Vec<Duration> = self.restarts.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
-            for id in restarts.remove(&t).unwrap_or_default() {
+            for id in self.restarts.remove(&t).unwrap_or_default() {
                 if !sim.is_host_running(broker_host(id)) {
                     sim.bounce(broker_host(id));
                     trace.borrow_mut().note(
@@ -283,55 +383,34 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
                 }
             }
         }
-        if !healed && now >= workload_end {
-            healed = true;
-            plan.heal_all(&mut sim, now, &trace);
-        }
-        let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
-        if !final_read_started && now >= settle_end && producers_done {
-            final_read_started = true;
-            let partitions = data_partitions(&cluster);
-            let reader = FinalRead {
-                process: fathom_workload::clients::FINAL_READ_PROCESS.to_string(),
-                partitions,
-                cluster: cluster.clone(),
-                seed,
-                trace: trace.clone(),
-                give_up_at: now + FINAL_READ_TIMEOUT,
-                incomplete: incomplete.clone(),
-            };
-            sim.client(
-                fathom_workload::clients::FINAL_READ_PROCESS,
-                reader.run::<SimNet>(),
-            );
-        }
-        let finished = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
-        if finished && final_read_started {
-            break;
-        }
     }
+}
 
-    // Ask every broker for its log; brokers wake at least every gossip interval.
+/// Asks every broker for its log and waits for the answers; brokers wake at least every gossip
+/// interval.
+fn take_snapshots(sim: &mut turmoil::Sim<'_>, view: &SharedView) -> Result<(), RunError> {
     view.borrow_mut().snapshot_wanted = true;
     let until = sim.elapsed() + SNAPSHOT_WAIT;
     while sim.elapsed() < until {
         sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
     }
+    Ok(())
+}
 
-    let trace = Rc::try_unwrap(trace)
-        .map(RefCell::into_inner)
-        .unwrap_or_else(|rc| {
-            std::mem::replace(&mut *rc.borrow_mut(), Trace::with_clock(sim_now_ns))
-        });
+/// Checks the history and the replicas, measures, and judges the run against its bounds.
+fn judge(
+    scenario: &Scenario,
+    seed: u64,
+    trace: Trace,
+    view: &SharedView,
+    faults: Vec<AppliedFault>,
+    incomplete: Vec<String>,
+) -> RunOutcome {
     let mut events = trace.events.clone();
     events.sort_by_key(|e| e.time_ns);
     let mut report = history::check(&events);
     let (divergence, examples) = replica_divergence(&view.borrow());
     report.set_replica_divergence(divergence, examples);
-
-    let mut faults = plan.applied();
-    faults.extend(storage_failures);
-    faults.sort_by_key(|f| f.at_ms);
     {
         let mut view = view.borrow_mut();
         for a in trace.attempts.iter().filter(|a| a.attempt == 1) {
@@ -346,32 +425,25 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         }
     }
     let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
-    let summary = Summary::build(
-        scenario,
-        seed,
-        &trace,
-        &events,
-        &report,
-        faults,
-        incomplete.borrow().clone(),
-        metrics,
-    );
     let mut violations = scenario
         .expect
         .violations(&report.anomalies, report.acked, report.read);
-    if !incomplete.borrow().is_empty() {
+    if !incomplete.is_empty() {
         violations.push(format!(
             "the final read did not reach the high watermark of {}",
-            incomplete.borrow().join(", ")
+            incomplete.join(", ")
         ));
     }
-    Ok(RunOutcome {
+    let summary = Summary::build(
+        scenario, seed, &trace, &events, &report, faults, incomplete, metrics,
+    );
+    RunOutcome {
         summary,
         report,
         events,
         attempts: trace.attempts.clone(),
         violations,
-    })
+    }
 }
 
 fn build_sim<'a>(scenario: &Scenario, seed: u64, duration: Duration) -> turmoil::Sim<'a> {

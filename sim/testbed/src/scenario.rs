@@ -31,7 +31,7 @@ use fathom_queue::config::{
 use fathom_queue::ids::NodeId;
 pub use fathom_queue::protocol::Acks;
 pub use fathom_workload::spec::{
-    process_name, restarted_process_name, CommitMode, CompressionSpec, ConsumerSpec, MillisRange,
+    process_name, restarted_process_name, CommitMode, Compression, ConsumerSpec, MillisRange,
     PartitionSelection, Partitioner, ProducerMode, ProducerSpec,
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};

@@ -49,8 +49,9 @@ pub const ATTR_LZ4: u16 = 2;
 /// hostile length cannot make a reader allocate without bound.
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
-/// How a producer's batch stores its records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a producer's batch stores its records (`compression = "none" | "lz4"` in a scenario).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
     None,

@@ -506,7 +506,7 @@ fn producer_options_parse_with_old_defaults_and_are_checked() {
     let p = &s.producers[0];
     assert!(!p.idempotence);
     assert_eq!(p.partitioner, Partitioner::RoundRobin);
-    assert_eq!(p.compression, CompressionSpec::None);
+    assert_eq!(p.compression, Compression::None);
     assert_eq!(p.connections_per_broker, 1);
     assert_eq!(
         p.batch_records_max as usize,
@@ -530,7 +530,7 @@ fn producer_options_parse_with_old_defaults_and_are_checked() {
     let p = &s.producers[0];
     assert!(p.idempotence);
     assert_eq!(p.batch_records_max, 10);
-    assert_eq!(p.compression, CompressionSpec::Lz4);
+    assert_eq!(p.compression, Compression::Lz4);
     assert_eq!(p.connections_per_broker, 2);
 
     assert_fails(
