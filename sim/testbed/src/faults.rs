@@ -9,7 +9,7 @@ use fathom_queue::ids::{NodeId, TopicPartition};
 use fathom_queue::rng::Rng;
 
 use crate::fault_log::{AppliedFault, AppliedKind};
-use crate::scenario::{broker_host, FaultKind, FaultTag, Member, Scenario, Target};
+use crate::scenario::{broker_host, FaultKind, FaultTag, Member, MillisRange, Scenario, Target};
 use crate::view::SharedView;
 use fathom_workload::trace::SharedTrace;
 
@@ -113,26 +113,9 @@ impl FaultPlan {
     /// dropped and faults scheduled later never fire.
     pub fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &SharedTrace) {
         self.actions.clear();
-        for (a, b) in std::mem::take(&mut self.cut) {
-            sim.repair(a.as_str(), b.as_str());
-        }
-        for (a, b) in std::mem::take(&mut self.cut_oneway) {
-            sim.repair_oneway(a.as_str(), b.as_str());
-        }
-        for (a, b) in std::mem::take(&mut self.held) {
-            sim.release(a.as_str(), b.as_str());
-        }
-        for (a, b) in std::mem::take(&mut self.lossy) {
-            sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
-        }
-        for (a, b) in std::mem::take(&mut self.slow) {
-            let base = self.network.link_latency(&a, &b).max();
-            sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
-        }
+        self.undo_links(sim, 0.0);
         sim.set_fail_rate(0.0);
-        for id in std::mem::take(&mut self.crashed) {
-            sim.bounce(broker_host(id));
-        }
+        self.restart_crashed(sim);
         self.record(
             now,
             AppliedKind::Fault(FaultTag::Heal),
@@ -241,124 +224,173 @@ impl FaultPlan {
         trace: &SharedTrace,
     ) {
         let name = AppliedKind::Fault(kind.tag());
-        let later = |actions: &mut BTreeMap<Duration, Vec<Action>>, a: Action| {
-            if let Some(t) = until {
-                actions.entry(t.max(now)).or_default().push(a);
-            }
-        };
-        match kind {
-            FaultKind::Crash { target } => {
-                let id = self.resolve(&target, view);
-                if sim.is_host_running(broker_host(id)) {
-                    sim.crash(broker_host(id));
-                }
-                self.crashed.insert(id);
-                later(&mut self.actions, Action::Restart(vec![id]));
-                self.record(now, name, format!("{target} = {}", broker_host(id)), trace);
-            }
-            FaultKind::PowerLoss => {
-                for &id in &self.brokers {
-                    if sim.is_host_running(broker_host(id)) {
-                        sim.crash(broker_host(id));
-                    }
-                    self.crashed.insert(id);
-                }
-                later(&mut self.actions, Action::Restart(self.brokers.clone()));
-                self.record(now, name, "every broker".into(), trace);
-            }
-            FaultKind::Partition { groups } => {
-                let groups = self.resolve_groups(&groups, view);
-                let mut pairs = Vec::new();
-                for (i, g) in groups.iter().enumerate() {
-                    for h in &groups[i + 1..] {
-                        for a in g {
-                            for b in h {
-                                sim.partition(a.as_str(), b.as_str());
-                                self.cut.insert((a.clone(), b.clone()));
-                                pairs.push((a.clone(), b.clone()));
-                            }
-                        }
-                    }
-                }
-                later(&mut self.actions, Action::Repair(pairs));
-                self.record(now, name, format!("{groups:?}"), trace);
-            }
-            FaultKind::PartitionOneway { from, to } => {
-                let from = self.resolve_set(&from, view);
-                let to = self.resolve_set(&to, view);
-                let mut pairs = Vec::new();
-                for a in &from {
-                    for b in &to {
-                        sim.partition_oneway(a.as_str(), b.as_str());
-                        self.cut_oneway.insert((a.clone(), b.clone()));
-                        pairs.push((a.clone(), b.clone()));
-                    }
-                }
-                later(&mut self.actions, Action::RepairOneway(pairs));
-                self.record(now, name, format!("{from:?} -> {to:?}"), trace);
-            }
-            FaultKind::Hold { between } => {
-                let pairs = self.pairs(&between, view);
-                for (a, b) in &pairs {
-                    sim.hold(a.as_str(), b.as_str());
-                    self.held.insert((a.clone(), b.clone()));
-                }
-                later(&mut self.actions, Action::Release(pairs.clone()));
-                self.record(now, name, format!("{} links", pairs.len()), trace);
-            }
-            FaultKind::Loss { between, rate } => {
-                let pairs = self.pairs(&between, view);
-                for (a, b) in &pairs {
-                    sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
-                    self.lossy.insert((a.clone(), b.clone()));
-                }
-                later(&mut self.actions, Action::RestoreFailRate(pairs.clone()));
-                self.record(
-                    now,
-                    name,
-                    format!("rate {rate} on {} links", pairs.len()),
-                    trace,
-                );
-            }
+        let (undo, detail) = match kind {
+            FaultKind::Crash { target } => self.crash(sim, &target, view),
+            FaultKind::PowerLoss => self.power_loss(sim),
+            FaultKind::Partition { groups } => self.partition(sim, &groups, view),
+            FaultKind::PartitionOneway { from, to } => self.partition_oneway(sim, &from, &to, view),
+            FaultKind::Hold { between } => self.hold(sim, &between, view),
+            FaultKind::Loss { between, rate } => self.loss(sim, &between, rate, view),
             FaultKind::Latency {
                 between,
                 latency_ms,
-            } => {
-                let pairs = self.pairs(&between, view);
-                for (a, b) in &pairs {
-                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), latency_ms.max());
-                    self.slow.insert((a.clone(), b.clone()));
-                }
-                later(&mut self.actions, Action::RestoreLatency(pairs.clone()));
-                self.record(
-                    now,
-                    name,
-                    format!("max {} ms on {} links", latency_ms.max_ms, pairs.len()),
-                    trace,
-                );
-            }
+            } => self.latency(sim, &between, latency_ms, view),
             FaultKind::Heal => {
-                for (a, b) in std::mem::take(&mut self.cut) {
-                    sim.repair(a.as_str(), b.as_str());
-                }
-                for (a, b) in std::mem::take(&mut self.cut_oneway) {
-                    sim.repair_oneway(a.as_str(), b.as_str());
-                }
-                for (a, b) in std::mem::take(&mut self.held) {
-                    sim.release(a.as_str(), b.as_str());
-                }
-                for (a, b) in std::mem::take(&mut self.lossy) {
-                    sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
-                }
-                for (a, b) in std::mem::take(&mut self.slow) {
-                    let base = self.network.link_latency(&a, &b).max();
-                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
-                }
-                for id in std::mem::take(&mut self.crashed) {
-                    sim.bounce(broker_host(id));
-                }
-                self.record(now, name, "every fault undone".into(), trace);
+                self.undo_links(sim, self.base_fail_rate);
+                self.restart_crashed(sim);
+                (None, "every fault undone".into())
             }
+        };
+        if let (Some(t), Some(undo)) = (until, undo) {
+            self.actions.entry(t.max(now)).or_default().push(undo);
+        }
+        self.record(now, name, detail, trace);
+    }
+
+    // Each fault below applies itself and returns the action that undoes it (run at the fault's
+    // end, if it has one) and the detail for the fault log.
+
+    fn crash(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        target: &Target,
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let id = self.resolve(target, view);
+        if sim.is_host_running(broker_host(id)) {
+            sim.crash(broker_host(id));
+        }
+        self.crashed.insert(id);
+        let detail = format!("{target} = {}", broker_host(id));
+        (Some(Action::Restart(vec![id])), detail)
+    }
+
+    fn power_loss(&mut self, sim: &mut turmoil::Sim<'_>) -> (Option<Action>, String) {
+        for &id in &self.brokers {
+            if sim.is_host_running(broker_host(id)) {
+                sim.crash(broker_host(id));
+            }
+            self.crashed.insert(id);
+        }
+        let undo = Action::Restart(self.brokers.clone());
+        (Some(undo), "every broker".into())
+    }
+
+    fn partition(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        groups: &[Vec<Member>],
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let groups = self.resolve_groups(groups, view);
+        let mut pairs = Vec::new();
+        for (i, g) in groups.iter().enumerate() {
+            for h in &groups[i + 1..] {
+                for a in g {
+                    for b in h {
+                        sim.partition(a.as_str(), b.as_str());
+                        self.cut.insert((a.clone(), b.clone()));
+                        pairs.push((a.clone(), b.clone()));
+                    }
+                }
+            }
+        }
+        (Some(Action::Repair(pairs)), format!("{groups:?}"))
+    }
+
+    fn partition_oneway(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        from: &[Member],
+        to: &[Member],
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let from = self.resolve_set(from, view);
+        let to = self.resolve_set(to, view);
+        let mut pairs = Vec::new();
+        for a in &from {
+            for b in &to {
+                sim.partition_oneway(a.as_str(), b.as_str());
+                self.cut_oneway.insert((a.clone(), b.clone()));
+                pairs.push((a.clone(), b.clone()));
+            }
+        }
+        (
+            Some(Action::RepairOneway(pairs)),
+            format!("{from:?} -> {to:?}"),
+        )
+    }
+
+    fn hold(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        between: &[Vec<Member>; 2],
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let pairs = self.pairs(between, view);
+        for (a, b) in &pairs {
+            sim.hold(a.as_str(), b.as_str());
+            self.held.insert((a.clone(), b.clone()));
+        }
+        let detail = format!("{} links", pairs.len());
+        (Some(Action::Release(pairs)), detail)
+    }
+
+    fn loss(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        between: &[Vec<Member>; 2],
+        rate: f64,
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let pairs = self.pairs(between, view);
+        for (a, b) in &pairs {
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
+            self.lossy.insert((a.clone(), b.clone()));
+        }
+        let detail = format!("rate {rate} on {} links", pairs.len());
+        (Some(Action::RestoreFailRate(pairs)), detail)
+    }
+
+    fn latency(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        between: &[Vec<Member>; 2],
+        latency_ms: MillisRange,
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let pairs = self.pairs(between, view);
+        for (a, b) in &pairs {
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), latency_ms.max());
+            self.slow.insert((a.clone(), b.clone()));
+        }
+        let detail = format!("max {} ms on {} links", latency_ms.max_ms, pairs.len());
+        (Some(Action::RestoreLatency(pairs)), detail)
+    }
+
+    /// Undoes every link fault; lossy links get `lossy_rate`.
+    fn undo_links(&mut self, sim: &mut turmoil::Sim<'_>, lossy_rate: f64) {
+        for (a, b) in std::mem::take(&mut self.cut) {
+            sim.repair(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.cut_oneway) {
+            sim.repair_oneway(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.held) {
+            sim.release(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.lossy) {
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), lossy_rate);
+        }
+        for (a, b) in std::mem::take(&mut self.slow) {
+            let base = self.network.link_latency(&a, &b).max();
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+        }
+    }
+
+    fn restart_crashed(&mut self, sim: &mut turmoil::Sim<'_>) {
+        for id in std::mem::take(&mut self.crashed) {
+            sim.bounce(broker_host(id));
         }
     }
 

@@ -649,108 +649,102 @@ impl Checker<'_> {
         raw: &RawScenario,
         clients: &BTreeSet<String>,
     ) -> Check<Fault> {
-        let field = |name: &str| format!("{path}.{name}");
         if !(f.at_s.is_finite() && f.at_s >= 0.0 && f.at_s <= raw.duration_s) {
             return Err(self.error(
-                &field("at_s"),
+                &format!("{path}.at_s"),
                 format!(
                     "{} is outside the workload phase: must be between 0 and duration_s ({})",
                     f.at_s, raw.duration_s
                 ),
             ));
         }
+        self.fault_fields(path, f)?;
+        let (kind, until_s) = self.fault_kind(path, f, raw, clients)?;
+        Ok(Fault {
+            at_s: f.at_s,
+            until_s,
+            kind,
+        })
+    }
+
+    /// Every field present is one the fault's kind takes.
+    fn fault_fields(&self, path: &str, f: &RawFault) -> Check {
         let allowed = f.kind.fields();
-        if let Some(extra) = f
+        match f
             .present_fields()
             .into_iter()
             .find(|n| !allowed.contains(n))
         {
-            return Err(self.error(
-                &field(extra),
+            Some(extra) => Err(self.error(
+                &format!("{path}.{extra}"),
                 format!(
                     "not used by kind = \"{}\" (it takes at_s, kind{}{})",
-                    f.kind.name(),
+                    f.kind,
                     if allowed.is_empty() { "" } else { ", " },
                     allowed.join(", ")
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
-        let missing = |name: &str| {
-            self.error(
-                &field(name),
-                format!("missing: kind = \"{}\" needs {name}", f.kind.name()),
-            )
-        };
-        let relative_end = |name: &str, after: Option<f64>| -> Check<Option<f64>> {
-            match after {
-                None => Ok(None),
-                Some(a) => {
-                    self.positive_seconds(&field(name), a)?;
-                    Ok(Some(f.at_s + a))
-                }
-            }
-        };
-        let sets = |name: &str, value: &Option<Vec<Vec<Member>>>| -> Check<[Vec<Member>; 2]> {
-            let value = value.as_ref().ok_or_else(|| missing(name))?;
-            match &value[..] {
-                [a, b] => {
-                    self.members(&format!("{path}.{name}[0]"), a, raw, clients)?;
-                    self.members(&format!("{path}.{name}[1]"), b, raw, clients)?;
-                    Ok([a.clone(), b.clone()])
-                }
-                _ => Err(self.error(
-                    &field(name),
-                    format!("expected two host sets [[...], [...]], got {}", value.len()),
-                )),
-            }
-        };
-        let (kind, until_s) = match f.kind {
+    }
+
+    /// The typed fault and its absolute end, if any, from the flat table.
+    fn fault_kind(
+        &self,
+        path: &str,
+        f: &RawFault,
+        raw: &RawScenario,
+        clients: &BTreeSet<String>,
+    ) -> Check<(FaultKind, Option<f64>)> {
+        let field = |name: &str| format!("{path}.{name}");
+        Ok(match f.kind {
             FaultTag::Crash => {
-                let target = f.target.clone().ok_or_else(|| missing("target"))?;
+                let target: Target = self.required(path, f, "target", f.target.clone())?;
                 self.target(&field("target"), &target, raw)?;
                 (
                     FaultKind::Crash { target },
-                    relative_end("restart_after_s", f.restart_after_s)?,
+                    self.relative_end(path, f, "restart_after_s", f.restart_after_s)?,
                 )
             }
             FaultTag::PowerLoss => (
                 FaultKind::PowerLoss,
-                relative_end("restart_after_s", f.restart_after_s)?,
+                self.relative_end(path, f, "restart_after_s", f.restart_after_s)?,
             ),
             FaultTag::Partition => {
-                let groups = f.groups.clone().ok_or_else(|| missing("groups"))?;
+                let groups: Vec<Vec<Member>> =
+                    self.required(path, f, "groups", f.groups.clone())?;
                 self.groups(&field("groups"), &groups, raw, clients)?;
                 (
                     FaultKind::Partition { groups },
-                    relative_end("heal_after_s", f.heal_after_s)?,
+                    self.relative_end(path, f, "heal_after_s", f.heal_after_s)?,
                 )
             }
             FaultTag::PartitionOneway => {
-                let from = f.from.clone().ok_or_else(|| missing("from"))?;
-                let to = f.to.clone().ok_or_else(|| missing("to"))?;
+                let from: Vec<Member> = self.required(path, f, "from", f.from.clone())?;
+                let to: Vec<Member> = self.required(path, f, "to", f.to.clone())?;
                 self.members(&field("from"), &from, raw, clients)?;
                 self.members(&field("to"), &to, raw, clients)?;
                 (
                     FaultKind::PartitionOneway { from, to },
-                    relative_end("heal_after_s", f.heal_after_s)?,
+                    self.relative_end(path, f, "heal_after_s", f.heal_after_s)?,
                 )
             }
             FaultTag::Hold => (
                 FaultKind::Hold {
-                    between: sets("between", &f.between)?,
+                    between: self.host_set_pair(path, f, raw, clients)?,
                 },
-                relative_end("release_after_s", f.release_after_s)?,
+                self.relative_end(path, f, "release_after_s", f.release_after_s)?,
             ),
             FaultTag::Loss => {
-                let between = sets("between", &f.between)?;
-                let rate = f.rate.ok_or_else(|| missing("rate"))?;
+                let between = self.host_set_pair(path, f, raw, clients)?;
+                let rate: f64 = self.required(path, f, "rate", f.rate)?;
                 self.probability(&field("rate"), rate)?;
                 let until_s = self.until(&field("until_s"), f)?;
                 (FaultKind::Loss { between, rate }, until_s)
             }
             FaultTag::Latency => {
-                let between = sets("between", &f.between)?;
-                let latency_ms = f.latency_ms.ok_or_else(|| missing("latency_ms"))?;
+                let between = self.host_set_pair(path, f, raw, clients)?;
+                let latency_ms: MillisRange = self.required(path, f, "latency_ms", f.latency_ms)?;
                 let until_s = self.until(&field("until_s"), f)?;
                 (
                     FaultKind::Latency {
@@ -761,12 +755,62 @@ impl Checker<'_> {
                 )
             }
             FaultTag::Heal => (FaultKind::Heal, None),
-        };
-        Ok(Fault {
-            at_s: f.at_s,
-            until_s,
-            kind,
         })
+    }
+
+    /// The value of field `name`, which the fault's kind needs.
+    fn required<T>(&self, path: &str, f: &RawFault, name: &str, value: Option<T>) -> Check<T> {
+        value.ok_or_else(|| self.missing(path, f, name))
+    }
+
+    fn missing(&self, path: &str, f: &RawFault, name: &str) -> ScenarioError {
+        self.error(
+            &format!("{path}.{name}"),
+            format!("missing: kind = \"{}\" needs {name}", f.kind),
+        )
+    }
+
+    /// `at_s` plus a relative duration such as `heal_after_s`, which must be above 0.
+    fn relative_end(
+        &self,
+        path: &str,
+        f: &RawFault,
+        name: &str,
+        after: Option<f64>,
+    ) -> Check<Option<f64>> {
+        match after {
+            None => Ok(None),
+            Some(a) => {
+                self.positive_seconds(&format!("{path}.{name}"), a)?;
+                Ok(Some(f.at_s + a))
+            }
+        }
+    }
+
+    /// `between`: exactly two host sets, each checked.
+    fn host_set_pair(
+        &self,
+        path: &str,
+        f: &RawFault,
+        raw: &RawScenario,
+        clients: &BTreeSet<String>,
+    ) -> Check<[Vec<Member>; 2]> {
+        let name = "between";
+        let value = f
+            .between
+            .as_ref()
+            .ok_or_else(|| self.missing(path, f, name))?;
+        match &value[..] {
+            [a, b] => {
+                self.members(&format!("{path}.{name}[0]"), a, raw, clients)?;
+                self.members(&format!("{path}.{name}[1]"), b, raw, clients)?;
+                Ok([a.clone(), b.clone()])
+            }
+            _ => Err(self.error(
+                &format!("{path}.{name}"),
+                format!("expected two host sets [[...], [...]], got {}", value.len()),
+            )),
+        }
     }
 
     fn until(&self, path: &str, f: &RawFault) -> Check<Option<f64>> {
