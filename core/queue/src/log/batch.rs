@@ -77,9 +77,11 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
-    /// The offset after this batch's last record.
+    /// The offset after this batch's last record. [`parse`] refuses a batch whose end does not
+    /// fit in a u64 ([`BatchError::OffsetOverflow`]), so for a parsed header this is exact; the
+    /// saturation only keeps a hand-built header from wrapping.
     pub fn end_offset(&self) -> u64 {
-        self.base_offset + self.record_count as u64
+        self.base_offset.saturating_add(u64::from(self.record_count))
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -136,6 +138,12 @@ pub enum BatchError {
     Malformed(&'static str),
     #[error("compressed records do not decompress: {0}")]
     Decompress(String),
+    /// `base_offset + record_count` does not fit in a u64: no log can hold such a batch.
+    #[error("batch offsets overflow: base {base_offset} with {record_count} records")]
+    OffsetOverflow {
+        base_offset: u64,
+        record_count: u32,
+    },
 }
 
 /// Bytes a batch of these records will take, so a producer can cut batches by size.
@@ -276,7 +284,12 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     let batch_len = u32_at(buf, 8);
-    let total = LOG_OVERHEAD_BYTES + batch_len as usize;
+    let Some(total) = usize::try_from(batch_len)
+        .ok()
+        .and_then(|len| len.checked_add(LOG_OVERHEAD_BYTES))
+    else {
+        return Err(BatchError::Malformed("batch length does not fit in memory"));
+    };
     if total < HEADER_BYTES {
         return Err(BatchError::Malformed(
             "batch length shorter than its header",
@@ -312,6 +325,16 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::Malformed(
             "record count disagrees with last offset delta",
         ));
+    }
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            record_count: header.record_count,
+        });
     }
     Ok(header)
 }
@@ -408,8 +431,16 @@ fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, B
         let key = take(&mut at, key_len)?;
         let value_len = u32_at(section, take(&mut at, 4)?.start) as usize;
         let value = take(&mut at, value_len)?;
+        // `parse` checked that the batch's end fits, and `delta` is below the record count.
+        let offset = header
+            .base_offset
+            .checked_add(u64::from(delta))
+            .ok_or(BatchError::OffsetOverflow {
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+            })?;
         out.push(Record {
-            offset: header.base_offset + delta as u64,
+            offset,
             timestamp_ns,
             key: Bytes::copy_from_slice(&section[key]),
             value: Bytes::copy_from_slice(&section[value]),

@@ -616,6 +616,9 @@ impl SafetyChecker {
                         );
                         self.committed_truncations += 1;
                     }
+                    ReplicaEvent::ConflictingLeader { term, other } => {
+                        panic!("seed {seed}: replica {id} met leader {other} in its term {term}")
+                    }
                     ReplicaEvent::SteppedDown { .. } | ReplicaEvent::Committed { .. } => {}
                 }
             }
@@ -910,7 +913,7 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
                 StorageOp::Remove { path } => {
                     files.remove(&path);
                 }
-                StorageOp::Sync { path, token } => r.handle_synced(now, &path, token),
+                StorageOp::Sync { token, .. } => r.handle_synced(now, &token),
             }
         }
         while r.poll_message().is_some() {}
