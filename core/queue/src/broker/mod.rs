@@ -33,6 +33,7 @@ use bytes::Bytes;
 use crate::config::ClusterConfig;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use crate::log::{LogError, RecoveryReport, StorageOp, SyncOwner, SyncToken};
+use crate::protocol::frame::FRAME_BYTES_MAX;
 use crate::protocol::{
     Acks, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata, Peer,
     ProduceOk, Request, Response, PROTOCOL_VERSION,
@@ -134,6 +135,11 @@ impl WaiterCounts {
 /// it is answered `RequestTimedOut`: enough for the coordinator's leader to change and the new
 /// one to commit its first entry, after which a client retry is cheaper than waiting on.
 const COMMIT_WAIT_ELECTION_TIMEOUTS: u64 = 4;
+
+/// Ceiling on a fetch's `max_bytes`, whatever the client asks: a response must fit in one
+/// frame ([`FRAME_BYTES_MAX`]), and half of it leaves room for the first batch, which a fetch
+/// returns whatever its size, and for the response's envelope.
+pub const FETCH_BYTES_MAX: u32 = FRAME_BYTES_MAX / 2;
 
 /// Bytes of committed offset-commit records read per step while the offset store catches up
 /// with the high watermark: bounds one step's memory; the loop runs until the store is current.
@@ -585,6 +591,7 @@ impl Broker {
         max_bytes: u32,
     ) -> Option<Result<FetchOk, ErrorCode>> {
         let full = self.waiter_counts.fetch >= self.limits.fetch_waiters_max;
+        let max_bytes = max_bytes.min(FETCH_BYTES_MAX);
         let replica = match self.leader_replica(&tp) {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),

@@ -484,6 +484,27 @@ mod tests {
         assert_eq!(r[0].value.len(), 10);
     }
 
+    /// Offsets from the wire or the disk are checked: a batch whose records would run past
+    /// `u64::MAX` is a decode error with a valid checksum, not a wrapped or panicking end, and
+    /// the last offset that fits is still accepted.
+    #[test]
+    fn a_batch_whose_offsets_overflow_is_a_decode_error() {
+        let three = build(&[rec("a", 1, 1), rec("b", 1, 2), rec("c", 1, 3)]);
+        let overflowing = stamp(&three, u64::MAX - 2, 1);
+        let error = BatchError::OffsetOverflow {
+            base_offset: u64::MAX - 2,
+            record_count: 3,
+        };
+        assert_eq!(parse(&overflowing), Err(error.clone()));
+        assert_eq!(validate(&overflowing), Err(error.clone()));
+        assert_eq!(records(&overflowing), Err(error));
+
+        let fits = stamp(&three, u64::MAX - 3, 1);
+        assert_eq!(validate(&fits).unwrap().end_offset(), u64::MAX);
+        let offsets: Vec<u64> = records(&fits).unwrap().iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [u64::MAX - 3, u64::MAX - 2, u64::MAX - 1]);
+    }
+
     #[test]
     fn producer_fields_survive_stamping() {
         let b = set_producer(&build(&[rec("a", 1, 1), rec("b", 1, 2)]), 77, 3, u32::MAX);

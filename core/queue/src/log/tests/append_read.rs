@@ -282,3 +282,28 @@ fn epoch_queries_find_batch_ends_and_epoch_boundaries() {
         None
     );
 }
+
+/// A log recovered from a segment whose name puts it near the end of the offset space (a
+/// damaged or hostile file name) refuses a batch that would run past `u64::MAX` with an error,
+/// and stays as it was; it used to panic adding the batch's end.
+#[test]
+fn append_past_the_offset_space_is_refused() {
+    let base = u64::MAX - 10;
+    let stamped = batch::stamp(&producer_batch(1, 4, 1), base, 1);
+    let name = crate::log::segment::file_name(base);
+    let (mut log, report) = PartitionLog::recover(tp(), small_config(), vec![(name, stamped)]);
+    assert_eq!(report.first_error, None);
+    assert_eq!(log.end_offset(), base + 1);
+
+    let result = log.append_as_leader(&producer_batch(20, 4, 2), 1);
+    assert_eq!(
+        result,
+        Err(LogError::Batch(BatchError::OffsetOverflow {
+            base_offset: base + 1,
+            record_count: 20,
+        }))
+    );
+    assert_eq!(log.end_offset(), base + 1);
+    assert!(drain(&mut log).is_empty(), "nothing written");
+    assert_eq!(log.append_as_leader(&producer_batch(9, 4, 3), 1), Ok((base + 1, u64::MAX)));
+}
