@@ -244,9 +244,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                                 let at = tokio::time::Instant::now() + wait;
                                 self.syncing.push_back((at, token));
                             }
-                            StorageOp::Sync { token, .. } => {
-                                self.broker.handle_synced(now, &token)
-                            }
+                            StorageOp::Sync { token, .. } => self.broker.handle_synced(now, &token),
                             // An append waits while writeback is too far behind, as a kernel
                             // throttles a writer with too many dirty pages.
                             _ => pay(wait).await,

@@ -924,7 +924,13 @@ fn fetch_never_returns_records_above_the_high_watermark() {
     let mut inbox = Inbox::default();
     connect(&mut c, &mut inbox, leader, 1);
     let base = hw(&c, leader);
-    request(&mut c, leader, 1, 1, produce(record_batch("committed"), Acks::All));
+    request(
+        &mut c,
+        leader,
+        1,
+        1,
+        produce(record_batch("committed"), Acks::All),
+    );
     assert!(await_response(&mut c, &mut inbox, leader, 1, 1, SECOND).is_some());
     let committed = hw(&c, leader);
     assert_eq!(committed, base + 1);
@@ -932,9 +938,20 @@ fn fetch_never_returns_records_above_the_high_watermark() {
     for f in (1..=3).filter(|&b| b != leader) {
         c.set_sync_mode(f, SyncMode::Hold);
     }
-    request(&mut c, leader, 1, 2, produce(record_batch("pending"), Acks::Leader));
+    request(
+        &mut c,
+        leader,
+        1,
+        2,
+        produce(record_batch("pending"), Acks::Leader),
+    );
     assert!(await_response(&mut c, &mut inbox, leader, 1, 2, SECOND).is_some());
-    let log_end = c.broker(leader).replica(&orders()).unwrap().log().end_offset();
+    let log_end = c
+        .broker(leader)
+        .replica(&orders())
+        .unwrap()
+        .log()
+        .end_offset();
     assert_eq!((hw(&c, leader), log_end), (committed, committed + 1));
 
     request(&mut c, leader, 1, 3, fetch(base, 0));
@@ -951,7 +968,10 @@ fn fetch_never_returns_records_above_the_high_watermark() {
     else {
         panic!("long poll not answered at its deadline");
     };
-    assert!(ok.batches.is_empty(), "uncommitted records returned: {ok:?}");
+    assert!(
+        ok.batches.is_empty(),
+        "uncommitted records returned: {ok:?}"
+    );
     assert_eq!(ok.high_watermark, committed);
     assert_eq!(hw(&c, leader), committed, "still not committed");
 }

@@ -1003,7 +1003,9 @@ impl Producer {
                 .checked_add(i as u64)
                 .ok_or_else(|| SendFailure {
                     definite: false,
-                    error: format!("broker answered base offset {base_offset}, past the offset space"),
+                    error: format!(
+                        "broker answered base offset {base_offset}, past the offset space"
+                    ),
                 })
         });
     }

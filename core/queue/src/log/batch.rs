@@ -81,7 +81,8 @@ impl BatchHeader {
     /// fit in a u64 ([`BatchError::OffsetOverflow`]), so for a parsed header this is exact; the
     /// saturation only keeps a hand-built header from wrapping.
     pub fn end_offset(&self) -> u64 {
-        self.base_offset.saturating_add(u64::from(self.record_count))
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -140,10 +141,7 @@ pub enum BatchError {
     Decompress(String),
     /// `base_offset + record_count` does not fit in a u64: no log can hold such a batch.
     #[error("batch offsets overflow: base {base_offset} with {record_count} records")]
-    OffsetOverflow {
-        base_offset: u64,
-        record_count: u32,
-    },
+    OffsetOverflow { base_offset: u64, record_count: u32 },
 }
 
 /// Bytes a batch of these records will take, so a producer can cut batches by size.
@@ -432,13 +430,14 @@ fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, B
         let value_len = u32_at(section, take(&mut at, 4)?.start) as usize;
         let value = take(&mut at, value_len)?;
         // `parse` checked that the batch's end fits, and `delta` is below the record count.
-        let offset = header
-            .base_offset
-            .checked_add(u64::from(delta))
-            .ok_or(BatchError::OffsetOverflow {
-                base_offset: header.base_offset,
-                record_count: header.record_count,
-            })?;
+        let offset =
+            header
+                .base_offset
+                .checked_add(u64::from(delta))
+                .ok_or(BatchError::OffsetOverflow {
+                    base_offset: header.base_offset,
+                    record_count: header.record_count,
+                })?;
         out.push(Record {
             offset,
             timestamp_ns,

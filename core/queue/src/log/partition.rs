@@ -295,8 +295,7 @@ impl PartitionLog {
         debug_assert!(
             boundary,
             "{}: truncation point {end} is not a batch boundary (log end {})",
-            self.dir,
-            self.end_offset
+            self.dir, self.end_offset
         );
         if !boundary {
             tracing::error!(dir = %self.dir, end, "refusing to truncate inside a batch");

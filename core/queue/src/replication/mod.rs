@@ -521,7 +521,9 @@ impl Replica {
         }
         let majority = self.majority();
         match &mut self.role {
-            Role::PreCandidate { granted } if pre_vote && Some(term) == self.term.checked_add(1) => {
+            Role::PreCandidate { granted }
+                if pre_vote && Some(term) == self.term.checked_add(1) =>
+            {
                 granted.insert(from);
                 if granted.len() >= majority {
                     self.start_election(now);

@@ -1005,7 +1005,11 @@ fn a_second_leader_in_a_term_is_reported_and_the_leader_keeps_serving() {
     assert_eq!(conflicting_leader_events(&c, leader), vec![(term, other)]);
     let r = c.node(leader);
     assert!(r.is_leader(), "the leader keeps leading");
-    assert_eq!((r.term(), r.log().end_offset()), (term, end), "nothing taken");
+    assert_eq!(
+        (r.term(), r.log().end_offset()),
+        (term, end),
+        "nothing taken"
+    );
     let (_, batch_end) = c.propose(leader, &record_batch("after")).unwrap();
     assert!(
         c.run_until_cond(SECOND, |c| c.node(leader).high_watermark() >= batch_end),
@@ -1034,7 +1038,10 @@ fn a_peer_at_the_last_term_cannot_crash_a_follower() {
     c.inject(follower, leader, envelope(leader, follower, append));
     let r = c.node(follower);
     assert_eq!((r.term(), r.log().end_offset()), (u64::MAX, end));
-    assert!(r.high_watermark() <= end, "commit never passes what matched");
+    assert!(
+        r.high_watermark() <= end,
+        "commit never passes what matched"
+    );
     // Its election timer fires, more than once, and finds no next term.
     c.run_for(2 * SECOND);
     assert_eq!(c.node(follower).term(), u64::MAX);

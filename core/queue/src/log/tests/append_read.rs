@@ -305,5 +305,8 @@ fn append_past_the_offset_space_is_refused() {
     );
     assert_eq!(log.end_offset(), base + 1);
     assert!(drain(&mut log).is_empty(), "nothing written");
-    assert_eq!(log.append_as_leader(&producer_batch(9, 4, 3), 1), Ok((base + 1, u64::MAX)));
+    assert_eq!(
+        log.append_as_leader(&producer_batch(9, 4, 3), 1),
+        Ok((base + 1, u64::MAX))
+    );
 }

@@ -110,8 +110,7 @@ impl Model {
         self.fullest.push(before.clone());
         let mut rng = writeback.map(Rng::new);
         self.disk.crash(rng.as_mut());
-        let (log, report) =
-            PartitionLog::recover(tp(), small_config(), self.disk.dir_files(DIR));
+        let (log, report) = PartitionLog::recover(tp(), small_config(), self.disk.dir_files(DIR));
         self.log = log;
         let after = all_batches(&self.log);
 

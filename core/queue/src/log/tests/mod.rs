@@ -10,8 +10,8 @@ mod truncate_sync;
 use bytes::Bytes;
 
 use crate::config::{FsyncPolicy, LogConfig};
-use crate::log::batch::{self, NewRecord};
 use crate::ids::TopicPartition;
+use crate::log::batch::{self, NewRecord};
 use crate::log::{PartitionLog, StorageOp, SyncOwner, SyncToken};
 
 /// The directory of [`tp`].
