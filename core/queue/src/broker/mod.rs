@@ -140,6 +140,7 @@ const COMMIT_WAIT_ELECTION_TIMEOUTS: u64 = 4;
 /// frame ([`FRAME_BYTES_MAX`]), and half of it leaves room for the first batch, which a fetch
 /// returns whatever its size, and for the response's envelope.
 pub const FETCH_BYTES_MAX: u32 = FRAME_BYTES_MAX / 2;
+const _: () = assert!(FETCH_BYTES_MAX < FRAME_BYTES_MAX);
 
 /// Bytes of committed offset-commit records read per step while the offset store catches up
 /// with the high watermark: bounds one step's memory; the loop runs until the store is current.
