@@ -12,7 +12,7 @@ use super::{pay, Clock, Disk, Net, SharedResources, CONN_WRITE_QUEUE_MAX, EVENT_
 use fathom_queue::broker::{Broker, BrokerLimits, ConnId, Dest, Output};
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::NodeId;
-use fathom_queue::log::StorageOp;
+use fathom_queue::log::{StorageOp, SyncToken};
 use fathom_queue::protocol::{frame, Message, Peer, PROTOCOL_VERSION};
 use fathom_queue::time::Instant;
 
@@ -106,10 +106,10 @@ struct Shell<N: Net, D: Disk> {
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     next_conn: ConnId,
     resources: SharedResources,
-    /// Syncs handed to the disk and not yet durable, in completion order: `(when, path, token)`.
+    /// Syncs handed to the disk and not yet durable, in completion order: `(when, token)`.
     /// Under [`Unmetered`](super::Unmetered) resources a sync completes at once and this stays
     /// empty.
-    syncing: VecDeque<(tokio::time::Instant, String, u64)>,
+    syncing: VecDeque<(tokio::time::Instant, SyncToken)>,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -130,8 +130,8 @@ impl<N: Net, D: Disk> Shell<N, D> {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
-                    let (_, path, token) = self.syncing.pop_front().expect("checked above");
-                    self.broker.handle_synced(self.clock.now(), &path, token);
+                    let (_, token) = self.syncing.pop_front().expect("checked above");
+                    self.broker.handle_synced(self.clock.now(), &token);
                 }
                 Some((conn, event)) = events.recv() => self.on_conn_event(conn, event, observer),
                 accepted = N::accept(listener) => {
@@ -238,15 +238,13 @@ impl<N: Net, D: Disk> Shell<N, D> {
                         let wait = self.resources.storage(&op);
                         match op {
                             // The disk is one queue: a sync never overtakes an earlier one.
-                            StorageOp::Sync { path, token }
+                            StorageOp::Sync { token, .. }
                                 if !wait.is_zero() || !self.syncing.is_empty() =>
                             {
                                 let at = tokio::time::Instant::now() + wait;
-                                self.syncing.push_back((at, path, token));
+                                self.syncing.push_back((at, token));
                             }
-                            StorageOp::Sync { path, token } => {
-                                self.broker.handle_synced(now, &path, token)
-                            }
+                            StorageOp::Sync { token, .. } => self.broker.handle_synced(now, &token),
                             // An append waits while writeback is too far behind, as a kernel
                             // throttles a writer with too many dirty pages.
                             _ => pay(wait).await,
@@ -257,7 +255,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                     Err(e) => {
                         return Err(BrokerRunError::Fatal(format!(
                             "storage error on {}: {e}",
-                            op_path(&op)
+                            op.path()
                         )))
                     }
                 },
@@ -279,15 +277,6 @@ impl<N: Net, D: Disk> Shell<N, D> {
             tokio::task::spawn_local(peer_link::<N>(me, addr, rx, self.resources.clone()));
             tx
         })
-    }
-}
-
-fn op_path(op: &StorageOp) -> &str {
-    match op {
-        StorageOp::Append { path, .. }
-        | StorageOp::Sync { path, .. }
-        | StorageOp::Truncate { path, .. }
-        | StorageOp::Remove { path } => path,
     }
 }
 

@@ -21,6 +21,12 @@ impl TopicPartition {
             partition,
         }
     }
+
+    /// The partition's directory under a broker's data dir (`orders-0`): its log segments and
+    /// replication's hard state live there.
+    pub fn dir(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
 }
 
 impl fmt::Debug for TopicPartition {

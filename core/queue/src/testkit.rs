@@ -20,9 +20,9 @@ use crate::broker::{Broker, BrokerLimits, ConnId, Dest, Output};
 use crate::config::{BrokerAddr, ClusterConfig, LogConfig, ReplicationConfig, TopicConfig};
 use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, NewRecord};
-use crate::log::StorageOp;
+use crate::log::{StorageOp, SyncToken};
 use crate::protocol::{Message, Peer, PROTOCOL_VERSION};
-use crate::replication::{partition_dir, RaftEnvelope, Replica, ReplicaEvent};
+use crate::replication::{RaftEnvelope, Replica, ReplicaEvent};
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -176,7 +176,7 @@ pub trait SimNode {
     fn deliver(&mut self, now: Instant, from: NodeId, msg: Self::Msg);
     fn handle_timeout(&mut self, now: Instant);
     fn poll_timeout(&self) -> Option<Instant>;
-    fn handle_synced(&mut self, now: Instant, path: &str, token: u64);
+    fn handle_synced(&mut self, now: Instant, token: &SyncToken);
     fn poll_effect(&mut self) -> Option<Effect<Self::Msg, Self::Local>>;
 }
 
@@ -193,8 +193,8 @@ impl SimNode for Replica {
     fn poll_timeout(&self) -> Option<Instant> {
         Replica::poll_timeout(self)
     }
-    fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
-        Replica::handle_synced(self, now, path, token);
+    fn handle_synced(&mut self, now: Instant, token: &SyncToken) {
+        Replica::handle_synced(self, now, token);
     }
     fn poll_effect(&mut self) -> Option<Effect<RaftEnvelope, ReplicaEvent>> {
         if let Some(op) = self.poll_storage() {
@@ -262,8 +262,8 @@ impl SimNode for BrokerNode {
     fn poll_timeout(&self) -> Option<Instant> {
         self.0.poll_timeout()
     }
-    fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
-        self.0.handle_synced(now, path, token);
+    fn handle_synced(&mut self, now: Instant, token: &SyncToken) {
+        self.0.handle_synced(now, token);
     }
     fn poll_effect(&mut self) -> Option<Effect<Message, Output>> {
         loop {
@@ -300,7 +300,7 @@ struct PendingSync {
     node: NodeId,
     incarnation: u64,
     path: String,
-    token: u64,
+    token: SyncToken,
 }
 
 /// Rebuilds node `id` (incarnation `n`, 0 for the first start) from its files at `now`.
@@ -583,7 +583,7 @@ impl<N: SimNode> Cluster<N> {
                     .expect("known node")
                     .complete_sync(&s.path);
                 if self.incarnations[&s.node] == s.incarnation && self.is_up(s.node) {
-                    self.with_node(s.node, |n, now| n.handle_synced(now, &s.path, s.token));
+                    self.with_node(s.node, |n, now| n.handle_synced(now, &s.token));
                 }
                 return true;
             }
@@ -715,7 +715,7 @@ pub fn replica_group(
 ) -> Cluster<Replica> {
     let voters: Vec<NodeId> = (1..=n).collect();
     let tp = group_partition();
-    let dir = partition_dir(&tp);
+    let dir = tp.dir();
     let vs = voters.clone();
     let factory: Factory<Replica> = Box::new(move |id, incarnation, files, now| {
         let rng = Rng::new(seed ^ (id as u64) << 32 ^ incarnation.wrapping_mul(0x9E37_79B9));

@@ -518,7 +518,10 @@ mod tests {
         assert_eq!(w.storage("broker-1", &append, t0), Duration::ZERO);
         let sync = StorageOp::Sync {
             path: "a/0.log".into(),
-            token: 1,
+            token: fathom_queue::log::SyncToken {
+                owner: fathom_queue::log::SyncOwner::ProducerIds,
+                seq: 1,
+            },
         };
         assert_eq!(w.storage("broker-1", &sync, t0), 5 * MS);
     }

@@ -32,12 +32,13 @@ use bytes::Bytes;
 
 use crate::config::ClusterConfig;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
-use crate::log::{LogError, RecoveryReport, StorageOp};
+use crate::log::{LogError, RecoveryReport, StorageOp, SyncOwner, SyncToken};
+use crate::protocol::frame::FRAME_BYTES_MAX;
 use crate::protocol::{
     Acks, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata, Peer,
     ProduceOk, Request, Response, PROTOCOL_VERSION,
 };
-use crate::replication::{partition_dir, ProposeError, RaftEnvelope, Replica, ReplicaEvent};
+use crate::replication::{ProposeError, RaftEnvelope, Replica, ReplicaEvent};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -112,6 +113,39 @@ enum WaiterKind {
     },
 }
 
+/// Waiters held, per kind; each kind is bounded by its [`BrokerLimits`] entry.
+#[derive(Debug, Default, Clone, Copy)]
+struct WaiterCounts {
+    produce: usize,
+    commit: usize,
+    fetch: usize,
+}
+
+impl WaiterCounts {
+    fn of(&mut self, kind: &WaiterKind) -> &mut usize {
+        match kind {
+            WaiterKind::Produce { .. } => &mut self.produce,
+            WaiterKind::Commit { .. } => &mut self.commit,
+            WaiterKind::Fetch { .. } => &mut self.fetch,
+        }
+    }
+}
+
+/// An offset commit waits this many maximal election timeouts for its record to commit before
+/// it is answered `RequestTimedOut`: enough for the coordinator's leader to change and the new
+/// one to commit its first entry, after which a client retry is cheaper than waiting on.
+const COMMIT_WAIT_ELECTION_TIMEOUTS: u64 = 4;
+
+/// Ceiling on a fetch's `max_bytes`, whatever the client asks: a response must fit in one
+/// frame ([`FRAME_BYTES_MAX`]), and half of it leaves room for the first batch, which a fetch
+/// returns whatever its size, and for the response's envelope.
+pub const FETCH_BYTES_MAX: u32 = FRAME_BYTES_MAX / 2;
+const _: () = assert!(FETCH_BYTES_MAX < FRAME_BYTES_MAX);
+
+/// Bytes of committed offset-commit records read per step while the offset store catches up
+/// with the high watermark: bounds one step's memory; the loop runs until the store is current.
+const OFFSETS_APPLY_READ_BYTES_MAX: usize = 1 << 20;
+
 #[derive(Debug, Default)]
 struct Conn {
     peer: Option<Peer>,
@@ -122,7 +156,6 @@ pub struct Broker {
     config: ClusterConfig,
     limits: BrokerLimits,
     replicas: BTreeMap<TopicPartition, Replica>,
-    by_dir: BTreeMap<String, TopicPartition>,
     offset_stores: BTreeMap<TopicPartition, OffsetStore>,
     /// Idempotent producers' sequences per led partition, with the leader term they were built
     /// for; rebuilt from the log when the term differs (see [`producer_state`]).
@@ -132,7 +165,10 @@ pub struct Broker {
     known_leaders: BTreeMap<TopicPartition, (u64, Option<NodeId>)>,
     conns: BTreeMap<ConnId, Conn>,
     waiters: BTreeMap<TopicPartition, Vec<Waiter>>,
-    waiter_counts: [usize; 3],
+    waiter_counts: WaiterCounts,
+    /// Terms in which one of our replicas, leading, heard from another leader of the same term
+    /// ([`ReplicaEvent::ConflictingLeader`]): a safety anomaly, counted rather than fatal.
+    leader_conflicts: u64,
     gossip_deadline: Instant,
     outputs: VecDeque<Output>,
 }
@@ -163,14 +199,13 @@ impl Broker {
         );
         let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         let mut replicas = BTreeMap::new();
-        let mut by_dir = BTreeMap::new();
         let mut offset_stores = BTreeMap::new();
         let mut reports = Vec::new();
         for (tp, voters) in config.placement() {
             if !voters.contains(&id) {
                 continue;
             }
-            let dir = partition_dir(&tp);
+            let dir = tp.dir();
             let files = by_partition.remove(&dir).unwrap_or_default();
             let child = rng.fork(crc32c::crc32c(dir.as_bytes()) as u64);
             let (replica, report) = Replica::recover(
@@ -187,7 +222,6 @@ impl Broker {
             if tp.topic == OFFSETS_TOPIC {
                 offset_stores.insert(tp.clone(), OffsetStore::default());
             }
-            by_dir.insert(dir, tp.clone());
             replicas.insert(tp, replica);
         }
         let mut broker = Broker {
@@ -195,14 +229,14 @@ impl Broker {
             config,
             limits,
             replicas,
-            by_dir,
             offset_stores,
             producer_states: BTreeMap::new(),
             producer_ids,
             known_leaders: BTreeMap::new(),
             conns: BTreeMap::new(),
             waiters: BTreeMap::new(),
-            waiter_counts: [0; 3],
+            waiter_counts: WaiterCounts::default(),
+            leader_conflicts: 0,
             gossip_deadline: now,
             outputs: VecDeque::new(),
         };
@@ -224,6 +258,12 @@ impl Broker {
 
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
         self.replicas.values()
+    }
+
+    /// How many times one of this broker's replicas, leading a term, met another leader of the
+    /// same term. Always 0 unless a voter forgot its vote; the simulator counts it as an anomaly.
+    pub fn leader_conflicts(&self) -> u64 {
+        self.leader_conflicts
     }
 
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
@@ -282,28 +322,29 @@ impl Broker {
             ws.retain(|w| {
                 let keep = w.conn != conn;
                 if !keep {
-                    counts[w.kind.slot()] -= 1;
+                    *counts.of(&w.kind) -= 1;
                 }
                 keep
             });
         }
     }
 
-    /// A `Sync` storage op finished.
-    pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
-        if ProducerIdAllocator::owns_path(path) {
-            for (conn, correlation_id, answer) in self.producer_ids.handle_synced(token) {
-                self.respond(conn, correlation_id, Response::InitProducerId(answer));
+    /// A `Sync` storage op finished; its token's owner says whose it was.
+    pub fn handle_synced(&mut self, now: Instant, token: &SyncToken) {
+        match &token.owner {
+            SyncOwner::ProducerIds => {
+                for (conn, correlation_id, answer) in self.producer_ids.handle_synced(token.seq) {
+                    self.respond(conn, correlation_id, Response::InitProducerId(answer));
+                }
+                self.drain_producer_ids();
             }
-            self.drain_producer_ids();
-            return;
-        }
-        if let Some(tp) = self.partition_of_path(path) {
-            if let Some(r) = self.replicas.get_mut(&tp) {
-                r.handle_synced(now, path, token);
+            SyncOwner::Log(tp) | SyncOwner::RaftMeta(tp) => {
+                if let Some(r) = self.replicas.get_mut(tp) {
+                    r.handle_synced(now, token);
+                }
+                self.drain_replicas(now);
             }
         }
-        self.drain_replicas(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -454,7 +495,7 @@ impl Broker {
         batch: Bytes,
     ) -> Option<Result<ProduceOk, ErrorCode>> {
         let respond = acks != Acks::None;
-        let full = self.waiter_counts[0] >= self.limits.produce_waiters_max;
+        let full = self.waiter_counts.produce >= self.limits.produce_waiters_max;
         let result = (|| {
             if batch.len() > self.config.log.batch_bytes_max as usize {
                 return Err(ErrorCode::BatchTooLarge);
@@ -550,7 +591,8 @@ impl Broker {
         min_bytes: u32,
         max_bytes: u32,
     ) -> Option<Result<FetchOk, ErrorCode>> {
-        let full = self.waiter_counts[2] >= self.limits.fetch_waiters_max;
+        let full = self.waiter_counts.fetch >= self.limits.fetch_waiters_max;
+        let max_bytes = max_bytes.min(FETCH_BYTES_MAX);
         let replica = match self.leader_replica(&tp) {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
@@ -614,7 +656,7 @@ impl Broker {
         if !self.config.placement().contains_key(tp) {
             return Some(Err(ErrorCode::UnknownPartition));
         }
-        if self.waiter_counts[1] >= self.limits.commit_waiters_max {
+        if self.waiter_counts.commit >= self.limits.commit_waiters_max {
             return Some(Err(ErrorCode::Busy));
         }
         let coordinator = self.coordinator(group);
@@ -627,7 +669,12 @@ impl Broker {
             Ok((_, end)) => end,
             Err(_) => return Some(Err(ErrorCode::StorageError)),
         };
-        let timeout = Duration::from_millis(self.config.replication.election_timeout_max_ms * 4);
+        let timeout = Duration::from_millis(
+            self.config
+                .replication
+                .election_timeout_max_ms
+                .saturating_mul(COMMIT_WAIT_ELECTION_TIMEOUTS),
+        );
         self.add_waiter(
             coordinator,
             Waiter {
@@ -739,6 +786,10 @@ impl Broker {
                     }
                     self.on_committed(now, &tp);
                 }
+                ReplicaEvent::ConflictingLeader { term, other } => {
+                    tracing::warn!(partition = %tp, term, other, "two leaders in one term");
+                    self.leader_conflicts += 1;
+                }
                 ReplicaEvent::SteppedDown { .. } => {
                     leadership_changed = true;
                     self.producer_states.remove(&tp);
@@ -758,7 +809,9 @@ impl Broker {
         let hw = replica.high_watermark();
         if let Some(store) = self.offset_stores.get_mut(tp) {
             while store.applied() < hw {
-                let batches = replica.log().read(store.applied(), hw, 1 << 20);
+                let batches = replica
+                    .log()
+                    .read(store.applied(), hw, OFFSETS_APPLY_READ_BYTES_MAX);
                 if batches.is_empty() {
                     break;
                 }
@@ -792,12 +845,12 @@ impl Broker {
                 }
                 _ => return true,
             };
-            done.push((w.conn, w.correlation_id, w.kind.slot(), response));
+            done.push((w.conn, w.correlation_id, w.kind.clone(), response));
             false
         });
         self.waiters.insert(tp.clone(), waiters);
-        for (conn, correlation_id, slot, response) in done {
-            self.waiter_counts[slot] -= 1;
+        for (conn, correlation_id, kind, response) in done {
+            *self.waiter_counts.of(&kind) -= 1;
             self.respond(conn, correlation_id, response);
         }
         let _ = now;
@@ -811,7 +864,7 @@ impl Broker {
         };
         let leader = self.leader_of(tp).1;
         for w in waiters {
-            self.waiter_counts[w.kind.slot()] -= 1;
+            *self.waiter_counts.of(&w.kind) -= 1;
             let response = match w.kind {
                 WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::LeaderChanged)),
                 WaiterKind::Commit { .. } => Response::OffsetCommit(Err(ErrorCode::LeaderChanged)),
@@ -833,7 +886,7 @@ impl Broker {
             });
         }
         for (tp, conn, correlation_id, kind) in expired {
-            self.waiter_counts[kind.slot()] -= 1;
+            *self.waiter_counts.of(&kind) -= 1;
             let response = match kind {
                 WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::RequestTimedOut)),
                 WaiterKind::Commit { .. } => {
@@ -859,13 +912,8 @@ impl Broker {
     }
 
     fn add_waiter(&mut self, tp: TopicPartition, w: Waiter) {
-        self.waiter_counts[w.kind.slot()] += 1;
+        *self.waiter_counts.of(&w.kind) += 1;
         self.waiters.entry(tp).or_default().push(w);
-    }
-
-    fn partition_of_path(&self, path: &str) -> Option<TopicPartition> {
-        let dir = path.split('/').next()?;
-        self.by_dir.get(dir).cloned()
     }
 
     fn respond(&mut self, conn: ConnId, correlation_id: u64, response: Response) {
@@ -894,16 +942,6 @@ impl Broker {
     fn close(&mut self, conn: ConnId) {
         self.handle_disconnected(Instant::ZERO, conn);
         self.outputs.push_back(Output::Close { conn });
-    }
-}
-
-impl WaiterKind {
-    fn slot(&self) -> usize {
-        match self {
-            WaiterKind::Produce { .. } => 0,
-            WaiterKind::Commit { .. } => 1,
-            WaiterKind::Fetch { .. } => 2,
-        }
     }
 }
 

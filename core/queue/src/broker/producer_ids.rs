@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 use crate::broker::ConnId;
 use crate::ids::NodeId;
-use crate::log::{meta, StorageOp};
+use crate::log::{meta, StorageOp, SyncOwner, SyncToken};
 use crate::protocol::{ErrorCode, ProducerIdentity};
 
 pub const BROKER_ID_BITS: u32 = 16;
@@ -75,7 +75,7 @@ enum Incarnation {
 
 /// Hands out producer ids for one broker. Calling contract: feed `InitProducerId` requests to
 /// [`allocate`](Self::allocate), drain [`poll_storage`](Self::poll_storage) after each call,
-/// report finished syncs of [`owns_path`](Self::owns_path) paths with
+/// report finished syncs of tokens owned by [`SyncOwner::ProducerIds`] with
 /// [`handle_synced`](Self::handle_synced), and send the answers it returns.
 #[derive(Debug)]
 pub struct ProducerIdAllocator {
@@ -113,13 +113,6 @@ impl ProducerIdAllocator {
         }
     }
 
-    /// Whether `path` (relative to the data dir) is one of ours.
-    pub fn owns_path(path: &str) -> bool {
-        path.strip_prefix(PRODUCER_IDS_DIR)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|name| INCARNATION_FILES.contains(&name))
-    }
-
     /// An id for the request `(conn, correlation_id)`: `Some(answer)` now, or `None` when the
     /// answer waits for an incarnation to become durable (it comes out of `handle_synced`).
     pub fn allocate(
@@ -145,8 +138,10 @@ impl ProducerIdAllocator {
             return Some(Err(ErrorCode::Busy));
         }
         let next = match self.incarnation {
-            Incarnation::Unwritten { durable } => durable + 1,
-            Incarnation::Ready { incarnation } => incarnation + 1,
+            // Saturating: a damaged file may hold any number, and one past the limit is refused
+            // below.
+            Incarnation::Unwritten { durable } => durable.saturating_add(1),
+            Incarnation::Ready { incarnation } => incarnation.saturating_add(1),
             Incarnation::Syncing { .. } => {
                 self.waiters.push((conn, correlation_id));
                 return None;
@@ -160,7 +155,8 @@ impl ProducerIdAllocator {
         None
     }
 
-    /// A `Sync` of one of our files finished: the answers for every waiting request.
+    /// The `Sync` with sequence number `token` of one of our files finished: the answers for
+    /// every waiting request.
     pub fn handle_synced(
         &mut self,
         token: u64,
@@ -213,7 +209,13 @@ impl ProducerIdAllocator {
         });
         let token = self.next_token;
         self.next_token += 1;
-        self.storage.push_back(StorageOp::Sync { path, token });
+        self.storage.push_back(StorageOp::Sync {
+            path,
+            token: SyncToken {
+                owner: SyncOwner::ProducerIds,
+                seq: token,
+            },
+        });
         self.incarnation = Incarnation::Syncing { incarnation, token };
     }
 }
@@ -233,7 +235,7 @@ mod tests {
             disk.apply(&op);
             if let StorageOp::Sync { path, token } = &op {
                 disk.complete_sync(path);
-                tokens.push(*token);
+                tokens.push(token.seq);
             }
         }
         tokens

@@ -914,3 +914,120 @@ fn compressed_batch_is_stored_as_sent_and_a_corrupt_one_refused() {
         Some(Response::Produce(Err(ErrorCode::CorruptBatch)))
     );
 }
+
+/// Read visibility: a fetch never returns records above the high watermark while the leader's
+/// log end is above it (the `acks=1` records its followers have not made durable yet) — not when
+/// answered at once, not from below the high watermark, and not when a long poll expires.
+#[test]
+fn fetch_never_returns_records_above_the_high_watermark() {
+    let (mut c, leader) = ready_cluster(11);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let base = hw(&c, leader);
+    request(
+        &mut c,
+        leader,
+        1,
+        1,
+        produce(record_batch("committed"), Acks::All),
+    );
+    assert!(await_response(&mut c, &mut inbox, leader, 1, 1, SECOND).is_some());
+    let committed = hw(&c, leader);
+    assert_eq!(committed, base + 1);
+
+    for f in (1..=3).filter(|&b| b != leader) {
+        c.set_sync_mode(f, SyncMode::Hold);
+    }
+    request(
+        &mut c,
+        leader,
+        1,
+        2,
+        produce(record_batch("pending"), Acks::Leader),
+    );
+    assert!(await_response(&mut c, &mut inbox, leader, 1, 2, SECOND).is_some());
+    let log_end = c
+        .broker(leader)
+        .replica(&orders())
+        .unwrap()
+        .log()
+        .end_offset();
+    assert_eq!((hw(&c, leader), log_end), (committed, committed + 1));
+
+    request(&mut c, leader, 1, 3, fetch(base, 0));
+    let Some(Response::Fetch(Ok(ok))) = await_response(&mut c, &mut inbox, leader, 1, 3, SECOND)
+    else {
+        panic!("fetch from below the high watermark not answered");
+    };
+    assert_eq!(keys_of(&ok.batches), vec![(base, "committed".to_string())]);
+    assert_eq!(ok.high_watermark, committed);
+
+    // At the high watermark the long poll waits, and its expiry answers with nothing.
+    request(&mut c, leader, 1, 4, fetch(committed, 200));
+    let Some(Response::Fetch(Ok(ok))) = await_response(&mut c, &mut inbox, leader, 1, 4, SECOND)
+    else {
+        panic!("long poll not answered at its deadline");
+    };
+    assert!(
+        ok.batches.is_empty(),
+        "uncommitted records returned: {ok:?}"
+    );
+    assert_eq!(ok.high_watermark, committed);
+    assert_eq!(hw(&c, leader), committed, "still not committed");
+}
+
+/// A fetch asking for every byte a u32 can name is served like any other (its `max_bytes` is
+/// capped at `FETCH_BYTES_MAX`, under the frame limit by a compile-time assertion).
+#[test]
+fn a_fetch_asking_for_u32_max_bytes_is_served() {
+    let (mut c, leader) = ready_cluster(12);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    let base = hw(&c, leader);
+    request(&mut c, leader, 1, 1, produce(record_batch("a"), Acks::All));
+    assert!(await_response(&mut c, &mut inbox, leader, 1, 1, SECOND).is_some());
+    let huge = Request::Fetch {
+        partition: orders(),
+        offset: base,
+        max_wait_ms: 0,
+        min_bytes: u32::MAX,
+        max_bytes: u32::MAX,
+    };
+    request(&mut c, leader, 1, 2, huge);
+    let Some(Response::Fetch(Ok(ok))) = await_response(&mut c, &mut inbox, leader, 1, 2, SECOND)
+    else {
+        panic!("fetch not answered");
+    };
+    assert_eq!(keys_of(&ok.batches), vec![(base, "a".to_string())]);
+}
+
+/// Two leaders in one term (§3.6.3 broken by a voter that forgot its vote) is counted by the
+/// broker, not fatal: the leader's broker keeps answering produces.
+#[test]
+fn a_second_leader_in_a_term_is_counted_and_the_broker_keeps_serving() {
+    let (mut c, leader) = ready_cluster(13);
+    let other = (1..=3).find(|&b| b != leader).unwrap();
+    let term = c.broker(leader).replica(&orders()).unwrap().term();
+    let rogue = RaftEnvelope {
+        partition: orders(),
+        from: other,
+        to: leader,
+        msg: crate::replication::RaftMessage::Append {
+            term,
+            prev_end: 0,
+            prev_epoch: 0,
+            batches: Vec::new(),
+            commit: 0,
+        },
+    };
+    c.inject(leader, other, Message::Raft(rogue));
+    assert_eq!(c.broker(leader).leader_conflicts(), 1);
+    let mut inbox = Inbox::default();
+    connect(&mut c, &mut inbox, leader, 1);
+    request(&mut c, leader, 1, 1, produce(record_batch("a"), Acks::All));
+    let response = await_response(&mut c, &mut inbox, leader, 1, 1, SECOND);
+    assert!(
+        matches!(response, Some(Response::Produce(Ok(_)))),
+        "{response:?}"
+    );
+}

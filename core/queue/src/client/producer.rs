@@ -997,7 +997,17 @@ impl Producer {
     }
 
     fn delivered(&mut self, partition: TopicPartition, batch: Batch, base_offset: u64) {
-        self.resolve(partition, batch, |i| Ok(base_offset + i as u64));
+        // An offset that leaves no room for the batch is an answer no log gives: fate unknown.
+        self.resolve(partition, batch, |i| {
+            base_offset
+                .checked_add(i as u64)
+                .ok_or_else(|| SendFailure {
+                    definite: false,
+                    error: format!(
+                        "broker answered base offset {base_offset}, past the offset space"
+                    ),
+                })
+        });
     }
 
     fn attempt_failed(

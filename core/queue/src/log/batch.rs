@@ -78,9 +78,12 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
-    /// The offset after this batch's last record.
+    /// The offset after this batch's last record. [`parse`] refuses a batch whose end does not
+    /// fit in a u64 ([`BatchError::OffsetOverflow`]), so for a parsed header this is exact; the
+    /// saturation only keeps a hand-built header from wrapping.
     pub fn end_offset(&self) -> u64 {
-        self.base_offset + self.record_count as u64
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -137,6 +140,9 @@ pub enum BatchError {
     Malformed(&'static str),
     #[error("compressed records do not decompress: {0}")]
     Decompress(String),
+    /// `base_offset + record_count` does not fit in a u64: no log can hold such a batch.
+    #[error("batch offsets overflow: base {base_offset} with {record_count} records")]
+    OffsetOverflow { base_offset: u64, record_count: u32 },
 }
 
 /// Bytes a batch of these records will take, so a producer can cut batches by size.
@@ -277,7 +283,12 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     let batch_len = u32_at(buf, 8);
-    let total = LOG_OVERHEAD_BYTES + batch_len as usize;
+    let Some(total) = usize::try_from(batch_len)
+        .ok()
+        .and_then(|len| len.checked_add(LOG_OVERHEAD_BYTES))
+    else {
+        return Err(BatchError::Malformed("batch length does not fit in memory"));
+    };
     if total < HEADER_BYTES {
         return Err(BatchError::Malformed(
             "batch length shorter than its header",
@@ -313,6 +324,16 @@ pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::Malformed(
             "record count disagrees with last offset delta",
         ));
+    }
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            record_count: header.record_count,
+        });
     }
     Ok(header)
 }
@@ -409,8 +430,17 @@ fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, B
         let key = take(&mut at, key_len)?;
         let value_len = u32_at(section, take(&mut at, 4)?.start) as usize;
         let value = take(&mut at, value_len)?;
+        // `parse` checked that the batch's end fits, and `delta` is below the record count.
+        let offset =
+            header
+                .base_offset
+                .checked_add(u64::from(delta))
+                .ok_or(BatchError::OffsetOverflow {
+                    base_offset: header.base_offset,
+                    record_count: header.record_count,
+                })?;
         out.push(Record {
-            offset: header.base_offset + delta as u64,
+            offset,
             timestamp_ns,
             key: Bytes::copy_from_slice(&section[key]),
             value: Bytes::copy_from_slice(&section[value]),
@@ -452,6 +482,27 @@ mod tests {
         assert_eq!(r[1].offset, 41);
         assert_eq!(&r[1].key[..], b"p0-2");
         assert_eq!(r[0].value.len(), 10);
+    }
+
+    /// Offsets from the wire or the disk are checked: a batch whose records would run past
+    /// `u64::MAX` is a decode error with a valid checksum, not a wrapped or panicking end, and
+    /// the last offset that fits is still accepted.
+    #[test]
+    fn a_batch_whose_offsets_overflow_is_a_decode_error() {
+        let three = build(&[rec("a", 1, 1), rec("b", 1, 2), rec("c", 1, 3)]);
+        let overflowing = stamp(&three, u64::MAX - 2, 1);
+        let error = BatchError::OffsetOverflow {
+            base_offset: u64::MAX - 2,
+            record_count: 3,
+        };
+        assert_eq!(parse(&overflowing), Err(error.clone()));
+        assert_eq!(validate(&overflowing), Err(error.clone()));
+        assert_eq!(records(&overflowing), Err(error));
+
+        let fits = stamp(&three, u64::MAX - 3, 1);
+        assert_eq!(validate(&fits).unwrap().end_offset(), u64::MAX);
+        let offsets: Vec<u64> = records(&fits).unwrap().iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [u64::MAX - 3, u64::MAX - 2, u64::MAX - 1]);
     }
 
     #[test]

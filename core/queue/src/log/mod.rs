@@ -17,6 +17,8 @@
 
 use bytes::Bytes;
 
+use crate::ids::TopicPartition;
+
 pub mod batch;
 pub mod index;
 pub mod meta;
@@ -42,10 +44,11 @@ pub enum StorageOp {
         bytes: Bytes,
     },
     /// Make every earlier op on this file durable (fsync + parent dir sync). When done, the
-    /// driver reports it with `handle_synced(token)`.
+    /// driver reports it with `handle_synced(token)`; the token's owner says which state
+    /// machine that goes to.
     Sync {
         path: String,
-        token: u64,
+        token: SyncToken,
     },
     /// Cut the file to `len` bytes.
     Truncate {
@@ -55,6 +58,25 @@ pub enum StorageOp {
     Remove {
         path: String,
     },
+}
+
+/// Which state machine asked for a `Sync`, so that its completion is routed by type, never by
+/// taking the path apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SyncOwner {
+    /// A partition's log segments ([`PartitionLog`]).
+    Log(TopicPartition),
+    /// A partition's replication hard state, term and vote ([`meta`] records).
+    RaftMeta(TopicPartition),
+    /// The broker's producer-id incarnation counter.
+    ProducerIds,
+}
+
+/// Names one `Sync`: the machine that issued it and that machine's own sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SyncToken {
+    pub owner: SyncOwner,
+    pub seq: u64,
 }
 
 impl StorageOp {

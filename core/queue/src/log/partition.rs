@@ -8,8 +8,9 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{BatchSpan, Segment};
-use super::{LogError, StorageOp};
+use super::{LogError, StorageOp, SyncOwner, SyncToken};
 use crate::config::LogConfig;
+use crate::ids::TopicPartition;
 
 /// Ops waiting in [`PartitionLog::poll_op`]'s queue. The caller drains it after every call, so
 /// one call's worth (one append, or one truncation's removals) is all it ever holds; reaching
@@ -72,6 +73,8 @@ struct SyncInFlight {
 /// [`request_sync`]: Self::request_sync
 #[derive(Debug, Clone)]
 pub struct PartitionLog {
+    partition: TopicPartition,
+    /// `partition.dir()`, kept to name files without formatting it again.
     dir: String,
     config: LogConfig,
     /// Segments by base offset; the last one is the active segment.
@@ -93,10 +96,11 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// An empty log in directory `dir`. No file exists until the first append.
-    pub fn new(dir: String, config: LogConfig) -> PartitionLog {
+    /// An empty log of `partition`, in its directory. No file exists until the first append.
+    pub fn new(partition: TopicPartition, config: LogConfig) -> PartitionLog {
         PartitionLog {
-            dir,
+            dir: partition.dir(),
+            partition,
             config,
             segments: BTreeMap::new(),
             start_offset: 0,
@@ -111,7 +115,7 @@ impl PartitionLog {
         }
     }
 
-    /// Rebuilds the log of `dir` from the files found there after a restart: `(file name within
+    /// Rebuilds the log of `partition` from the files found in its directory after a restart: `(file name within
     /// dir, contents)` in any order, other owners' files included (they are ignored and listed
     /// in the report).
     ///
@@ -127,12 +131,12 @@ impl PartitionLog {
     /// one, with unsynced writes possibly still in the page cache, must sync every file and the
     /// directory before reading them.
     pub fn recover(
-        dir: String,
+        partition: TopicPartition,
         config: LogConfig,
         files: Vec<(String, Bytes)>,
     ) -> (PartitionLog, RecoveryReport) {
-        let scan = recovery::scan(&dir, config.index_interval_bytes, files);
-        let mut log = PartitionLog::new(dir, config);
+        let scan = recovery::scan(&partition.dir(), config.index_interval_bytes, files);
+        let mut log = PartitionLog::new(partition, config);
         log.start_offset = scan.start_offset;
         log.end_offset = scan.report.end_offset;
         log.durable_end_offset = scan.report.end_offset;
@@ -248,7 +252,9 @@ impl PartitionLog {
         batch::validate(batch)?;
         let base = self.end_offset;
         let stamped = batch::stamp(batch, base, leader_epoch);
-        let header = batch::parse(&stamped).expect("stamping keeps a checked batch valid");
+        // Stamping keeps a checked batch valid unless its offsets would pass u64::MAX, which
+        // only a log end near it (read from a damaged disk or a peer) can bring about.
+        let header = batch::parse(&stamped)?;
         self.push_batch(stamped, &header);
         Ok((base, self.end_offset))
     }
@@ -283,12 +289,18 @@ impl PartitionLog {
     /// offset. Emits `Truncate` for the segment cut and `Remove` for every later one, and lowers
     /// `durable_end_offset()` (and any sync in flight) to at most `end`.
     pub fn truncate_to(&mut self, end: u64) {
-        assert!(
-            self.epoch_at_end(end).is_some(),
+        // Replication cuts only at ends it has just matched against this log's epochs, so no
+        // message can name another point; refusing keeps the log whole should that ever break.
+        let boundary = self.epoch_at_end(end).is_some();
+        debug_assert!(
+            boundary,
             "{}: truncation point {end} is not a batch boundary (log end {})",
-            self.dir,
-            self.end_offset
+            self.dir, self.end_offset
         );
+        if !boundary {
+            tracing::error!(dir = %self.dir, end, "refusing to truncate inside a batch");
+            return;
+        }
         if end == self.end_offset {
             return;
         }
@@ -381,10 +393,10 @@ impl PartitionLog {
         true
     }
 
-    /// The driver finished one `Sync` op carrying `token`. Once every sync of this token and of
-    /// all earlier tokens is done, `durable_end_offset()` rises to the token's end (lowered by
-    /// any truncation since it was issued). Unknown tokens, such as one issued before a
-    /// restart, are ignored.
+    /// The driver finished one `Sync` op carrying a token of [`SyncOwner::Log`] with sequence
+    /// number `token`. Once every sync of this token and of all earlier tokens is done,
+    /// `durable_end_offset()` rises to the token's end (lowered by any truncation since it was
+    /// issued). Unknown tokens, such as one issued before a restart, are ignored.
     pub fn handle_synced(&mut self, token: u64) {
         let Some(sync) = self.syncs_in_flight.get_mut(&token) else {
             tracing::debug!(dir = %self.dir, token, "sync completion for an unknown token");
@@ -481,6 +493,10 @@ impl PartitionLog {
         );
         for base in &unsynced {
             let path = self.segments[base].path().to_string();
+            let token = SyncToken {
+                owner: SyncOwner::Log(self.partition.clone()),
+                seq: token,
+            };
             self.push_op(StorageOp::Sync { path, token });
         }
         self.syncs_in_flight.insert(

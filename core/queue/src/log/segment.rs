@@ -64,7 +64,8 @@ fn peek_span(position: u64, bytes: &[u8]) -> BatchSpan {
         position,
         len_bytes: (batch::LOG_OVERHEAD_BYTES + batch_len as usize) as u64,
         base_offset,
-        end_offset: base_offset + u64::from(record_count),
+        // Checked batches only: `batch::parse` refused any whose end passes u64::MAX.
+        end_offset: base_offset.saturating_add(u64::from(record_count)),
         leader_epoch,
     }
 }

@@ -21,6 +21,9 @@ pub enum FrameError {
     Malformed(String),
 }
 
+/// Encodes one frame. No peer's request can make a message outgrow [`FRAME_BYTES_MAX`]: a
+/// fetch's bytes are capped by `broker::FETCH_BYTES_MAX`, and batches and appends by the
+/// cluster config's `batch_bytes_max` and `append_bytes_max`, which must stay well under it.
 pub fn encode(msg: &Message) -> Bytes {
     let body = postcard::to_stdvec(msg).expect("every Message is serializable");
     assert!(

@@ -31,7 +31,9 @@ pub use message::{RaftEnvelope, RaftMessage};
 
 use crate::config::{FsyncPolicy, LogConfig, ReplicationConfig};
 use crate::ids::{NodeId, TopicPartition};
-use crate::log::{batch, meta, LogError, PartitionLog, RecoveryReport, StorageOp};
+use crate::log::{
+    batch, meta, LogError, PartitionLog, RecoveryReport, StorageOp, SyncOwner, SyncToken,
+};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -43,6 +45,12 @@ const HELD_MESSAGES_MAX: usize = 4096;
 /// written there. One of the two always holds the newest durable state, with no rename.
 const META_FILES: [&str; 2] = ["raft.meta", "raft.meta.1"];
 const META_RECORDS_PER_FILE_MAX: u32 = 1024;
+/// A follower with an append in flight that has not been heard from for this many heartbeat
+/// intervals is taken to have lost it (a dropped segment, a broken link): the leader empties its
+/// window and probes again. Several round trips long, so a slow answer is not mistaken for a
+/// loss, and well under the election timeout, so a lost append is resent before the follower
+/// gives up on the leader and campaigns.
+const APPEND_STALL_HEARTBEATS: u64 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaEvent {
@@ -61,6 +69,14 @@ pub enum ReplicaEvent {
     CommittedTruncated {
         high_watermark: u64,
         to: u64,
+    },
+    /// While leading `term`, this replica heard an append from `other` claiming to lead the same
+    /// term: two leaders in one term, which Raft rules out while every voter keeps its vote (a
+    /// damaged term/vote record can break that). Reported once per term; the append is ignored
+    /// and this replica keeps serving. A safety anomaly for the simulator to count.
+    ConflictingLeader {
+        term: u64,
+        other: NodeId,
     },
 }
 
@@ -118,6 +134,8 @@ pub struct Replica {
     voted_for: Option<NodeId>,
     meta_sync_token: u64,
     meta_sync_pending: Option<u64>,
+    /// The last term for which [`ReplicaEvent::ConflictingLeader`] was reported.
+    conflict_reported_term: Option<u64>,
     /// Which of [`META_FILES`] takes the next record, how many it holds, which exist.
     meta_file: usize,
     meta_records: u32,
@@ -149,8 +167,7 @@ impl Replica {
         rng: Rng,
         now: Instant,
     ) -> Replica {
-        let dir = partition_dir(&partition);
-        let log = PartitionLog::new(dir.clone(), log_config.clone());
+        let log = PartitionLog::new(partition.clone(), log_config.clone());
         Replica::with_state(
             id, partition, voters, log, log_config, config, rng, now, 0, None,
         )
@@ -168,7 +185,6 @@ impl Replica {
         rng: Rng,
         now: Instant,
     ) -> (Replica, RecoveryReport) {
-        let dir = partition_dir(&partition);
         // The newest state of the two files: a vote only ever follows its term's first record.
         let mut newest: Option<(usize, (u64, Option<NodeId>))> = None;
         let mut exists = [false; 2];
@@ -186,7 +202,7 @@ impl Replica {
             }
         }
         let (file, (term, voted_for)) = newest.unwrap_or((0, (0, None)));
-        let (log, report) = PartitionLog::recover(dir, log_config.clone(), files);
+        let (log, report) = PartitionLog::recover(partition.clone(), log_config.clone(), files);
         let mut replica = Replica::with_state(
             id, partition, voters, log, log_config, config, rng, now, term, voted_for,
         );
@@ -210,6 +226,8 @@ impl Replica {
         term: u64,
         voted_for: Option<NodeId>,
     ) -> Replica {
+        // The broker creates replicas only where the placement names it a voter; no message
+        // or file reaches this.
         assert!(
             voters.contains(&id),
             "a replica is one of its group's voters"
@@ -217,7 +235,7 @@ impl Replica {
         let election_deadline = now + election_timeout(&mut rng, config);
         let mut r = Replica {
             id,
-            dir: partition_dir(&partition),
+            dir: partition.dir(),
             partition,
             voters: voters.iter().copied().collect(),
             log,
@@ -229,6 +247,7 @@ impl Replica {
             voted_for,
             meta_sync_token: 0,
             meta_sync_pending: None,
+            conflict_reported_term: None,
             meta_file: 0,
             meta_records: 0,
             meta_exists: [false; 2],
@@ -362,16 +381,24 @@ impl Replica {
         earliest([Some(role), self.sync_deadline])
     }
 
-    /// The driver finished the `Sync` op with this path and token.
-    pub fn handle_synced(&mut self, now: Instant, path: &str, token: u64) {
-        if self.is_meta_path(path) {
-            if self.meta_sync_pending == Some(token) {
-                self.meta_sync_pending = None;
-                self.outbox.extend(self.held.drain(..));
+    /// The driver finished a `Sync` op with a token this replica issued (owned by
+    /// [`SyncOwner::RaftMeta`] or [`SyncOwner::Log`] of its partition; others are ignored).
+    pub fn handle_synced(&mut self, now: Instant, token: &SyncToken) {
+        match &token.owner {
+            SyncOwner::RaftMeta(tp) if *tp == self.partition => {
+                if self.meta_sync_pending == Some(token.seq) {
+                    self.meta_sync_pending = None;
+                    self.outbox.extend(self.held.drain(..));
+                }
+                return;
             }
-            return;
+            SyncOwner::Log(tp) if *tp == self.partition => {}
+            _ => {
+                tracing::warn!(partition = %self.partition, ?token, "sync completion for another owner");
+                return;
+            }
         }
-        self.log.handle_synced(token);
+        self.log.handle_synced(token.seq);
         self.drain_log_ops();
         if self.fsync != FsyncPolicy::EveryBatch {
             return;
@@ -494,7 +521,9 @@ impl Replica {
         }
         let majority = self.majority();
         match &mut self.role {
-            Role::PreCandidate { granted } if pre_vote && term == self.term + 1 => {
+            Role::PreCandidate { granted }
+                if pre_vote && Some(term) == self.term.checked_add(1) =>
+            {
                 granted.insert(from);
                 if granted.len() >= majority {
                     self.start_election(now);
@@ -512,6 +541,11 @@ impl Replica {
 
     fn start_pre_vote(&mut self, now: Instant) {
         self.reset_election_deadline(now);
+        // A peer can push the term to u64::MAX; there is no term after it to campaign in.
+        let Some(next_term) = self.term.checked_add(1) else {
+            tracing::error!(partition = %self.partition, node = self.id, "term exhausted; not campaigning");
+            return;
+        };
         self.leader = None;
         self.role = Role::PreCandidate {
             granted: BTreeSet::from([self.id]),
@@ -519,11 +553,14 @@ impl Replica {
         if self.majority() == 1 {
             return self.start_election(now);
         }
-        self.broadcast_vote(self.term + 1, true);
+        self.broadcast_vote(next_term, true);
     }
 
     fn start_election(&mut self, now: Instant) {
-        self.term += 1;
+        let Some(next_term) = self.term.checked_add(1) else {
+            return;
+        };
+        self.term = next_term;
         self.voted_for = Some(self.id);
         self.persist_hard_state();
         self.reset_election_deadline(now);
@@ -568,10 +605,16 @@ impl Replica {
             })
             .collect();
         let control = batch::build_control(now.as_nanos());
-        let (_, term_start_end) = self
-            .log
-            .append_as_leader(&control, self.term)
-            .expect("a control batch is always valid");
+        let term_start_end = match self.log.append_as_leader(&control, self.term) {
+            Ok((_, end)) => end,
+            // Only a log whose offsets reach u64::MAX (a damaged file name) refuses it; such a
+            // replica cannot lead, but can still vote and follow.
+            Err(e) => {
+                tracing::error!(partition = %self.partition, node = self.id, error = %e, "cannot lead");
+                let term = self.term;
+                return self.become_follower(now, term, None);
+            }
+        };
         self.role = Role::Leader(LeaderState {
             progress,
             heartbeat_deadline: now,
@@ -634,11 +677,9 @@ impl Replica {
             );
             return;
         }
-        assert!(
-            !(self.is_leader() && term == self.term),
-            "two leaders in term {term} of {}",
-            self.partition
-        );
+        if self.is_leader() && term == self.term {
+            return self.on_conflicting_leader(from, term);
+        }
         if term > self.term || !matches!(self.role, Role::Follower) || self.leader != Some(from) {
             self.become_follower(now, term, Some(from));
         }
@@ -725,6 +766,17 @@ impl Replica {
         );
     }
 
+    /// An append from `other` for the term this replica leads. Ignored, so that neither leader
+    /// takes the other's log for its own; reported once per term.
+    fn on_conflicting_leader(&mut self, other: NodeId, term: u64) {
+        tracing::warn!(partition = %self.partition, node = self.id, other, term, "two leaders in one term");
+        if self.conflict_reported_term != Some(term) {
+            self.conflict_reported_term = Some(term);
+            self.events
+                .push_back(ReplicaEvent::ConflictingLeader { term, other });
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_append_response(
         &mut self,
@@ -773,8 +825,9 @@ impl Replica {
     }
 
     fn leader_tick(&mut self, now: Instant) {
-        let heartbeat = Duration::from_millis(self.config.heartbeat_interval_ms);
-        let stall = heartbeat * 4;
+        let heartbeat_ms = self.config.heartbeat_interval_ms;
+        let heartbeat = Duration::from_millis(heartbeat_ms);
+        let stall = Duration::from_millis(heartbeat_ms.saturating_mul(APPEND_STALL_HEARTBEATS));
         let quorum_timeout = Duration::from_millis(self.config.election_timeout_max_ms);
         let Role::Leader(leader) = &mut self.role else {
             return;
@@ -796,7 +849,7 @@ impl Replica {
             return self.become_follower(now, term, None);
         }
         let Role::Leader(leader) = &mut self.role else {
-            unreachable!()
+            return;
         };
         let mut to_send = Vec::new();
         for (&f, p) in leader.progress.iter_mut() {
@@ -829,17 +882,23 @@ impl Replica {
         if p.in_flight >= if p.probing { 1 } else { limit } {
             return;
         }
+        // Whatever end a follower claims, the boundary comes from our own log, and every
+        // boundary of a log has an epoch; no message reaches the `else`.
         let prev_end = self.log.batch_boundary_at_or_below(p.next_end);
-        let prev_epoch = self
-            .log
-            .epoch_at_end(prev_end)
-            .expect("a batch boundary of our own log has an epoch");
+        let Some(prev_epoch) = self.log.epoch_at_end(prev_end) else {
+            debug_assert!(false, "boundary {prev_end} of our own log has no epoch");
+            return;
+        };
         let batches = self.log.read(prev_end, self.log.end_offset(), bytes_max);
         if batches.is_empty() && !allow_empty {
             return;
         }
         if let Some(last) = batches.last() {
-            let h = batch::parse(last).expect("our own log holds valid batches");
+            // Our own log holds only batches it checked on the way in.
+            let Ok(h) = batch::parse(last) else {
+                debug_assert!(false, "our own log holds an invalid batch");
+                return;
+            };
             p.next_end = h.end_offset();
         } else {
             p.next_end = prev_end;
@@ -911,12 +970,6 @@ impl Replica {
         format!("{}/{}", self.dir, META_FILES[self.meta_file])
     }
 
-    fn is_meta_path(&self, path: &str) -> bool {
-        path.strip_prefix(self.dir.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|name| META_FILES.contains(&name))
-    }
-
     fn persist_hard_state(&mut self) {
         self.drain_log_ops();
         self.meta_sync_token += 1;
@@ -940,7 +993,10 @@ impl Replica {
         });
         self.storage.push_back(StorageOp::Sync {
             path,
-            token: self.meta_sync_token,
+            token: SyncToken {
+                owner: SyncOwner::RaftMeta(self.partition.clone()),
+                seq: self.meta_sync_token,
+            },
         });
         self.meta_sync_pending = Some(self.meta_sync_token);
     }
@@ -972,10 +1028,6 @@ impl Replica {
             self.outbox.push_back(env);
         }
     }
-}
-
-pub fn partition_dir(p: &TopicPartition) -> String {
-    format!("{}-{}", p.topic, p.partition)
 }
 
 fn election_timeout(rng: &mut Rng, config: &ReplicationConfig) -> Duration {

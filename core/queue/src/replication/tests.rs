@@ -616,6 +616,9 @@ impl SafetyChecker {
                         );
                         self.committed_truncations += 1;
                     }
+                    ReplicaEvent::ConflictingLeader { term, other } => {
+                        panic!("seed {seed}: replica {id} met leader {other} in its term {term}")
+                    }
                     ReplicaEvent::SteppedDown { .. } | ReplicaEvent::Committed { .. } => {}
                 }
             }
@@ -910,7 +913,7 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
                 StorageOp::Remove { path } => {
                     files.remove(&path);
                 }
-                StorageOp::Sync { path, token } => r.handle_synced(now, &path, token),
+                StorageOp::Sync { token, .. } => r.handle_synced(now, &token),
             }
         }
         while r.poll_message().is_some() {}
@@ -964,4 +967,91 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
     );
     assert_eq!(recovered.term(), last_term);
     assert_eq!(recovered.voted_for, Some(2));
+}
+
+// --- robustness against peers ----------------------------------------------------------------
+
+fn conflicting_leader_events(c: &Cluster<Replica>, id: NodeId) -> Vec<(u64, NodeId)> {
+    c.locals(id)
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ReplicaEvent::ConflictingLeader { term, other } => Some((*term, *other)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Election safety (§3.6.3: at most one leader per term) holds only while every voter keeps its
+/// vote. A peer that claims to lead the leader's own term (as one could after a damaged term/vote
+/// record let a voter vote twice) is reported once per term as `ConflictingLeader`; the leader
+/// ignores its appends, keeps its log, and keeps committing.
+#[test]
+fn a_second_leader_in_a_term_is_reported_and_the_leader_keeps_serving() {
+    let mut c = group(41);
+    let leader = c.await_ready_leader(5 * SECOND);
+    let term = c.node(leader).term();
+    let other = (1..=3).find(|&id| id != leader).unwrap();
+    let end = c.node(leader).log().end_offset();
+    let rogue = RaftMessage::Append {
+        term,
+        prev_end: 0,
+        prev_epoch: 0,
+        batches: vec![batch::stamp(&record_batch("rogue"), 0, term)],
+        commit: 0,
+    };
+    c.inject(leader, other, envelope(other, leader, rogue.clone()));
+    c.inject(leader, other, envelope(other, leader, rogue));
+
+    assert_eq!(conflicting_leader_events(&c, leader), vec![(term, other)]);
+    let r = c.node(leader);
+    assert!(r.is_leader(), "the leader keeps leading");
+    assert_eq!(
+        (r.term(), r.log().end_offset()),
+        (term, end),
+        "nothing taken"
+    );
+    let (_, batch_end) = c.propose(leader, &record_batch("after")).unwrap();
+    assert!(
+        c.run_until_cond(SECOND, |c| c.node(leader).high_watermark() >= batch_end),
+        "the leader still commits"
+    );
+}
+
+/// Terms from the wire are checked: a peer pushing the term to `u64::MAX` leaves a follower
+/// running, following, and unable only to campaign in a term that does not exist (it used to
+/// overflow computing the next term).
+#[test]
+fn a_peer_at_the_last_term_cannot_crash_a_follower() {
+    let mut c = group(42);
+    let leader = c.await_ready_leader(5 * SECOND);
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let end = c.node(follower).log().end_offset();
+    let epoch = c.node(follower).log().last_epoch();
+    let append = RaftMessage::Append {
+        term: u64::MAX,
+        prev_end: end,
+        prev_epoch: epoch,
+        batches: Vec::new(),
+        commit: u64::MAX,
+    };
+    c.isolate(follower);
+    c.inject(follower, leader, envelope(leader, follower, append));
+    let r = c.node(follower);
+    assert_eq!((r.term(), r.log().end_offset()), (u64::MAX, end));
+    assert!(
+        r.high_watermark() <= end,
+        "commit never passes what matched"
+    );
+    // Its election timer fires, more than once, and finds no next term.
+    c.run_for(2 * SECOND);
+    assert_eq!(c.node(follower).term(), u64::MAX);
+    assert!(!c.node(follower).is_leader());
+    // A pre-vote answer for the term after the last one cannot be counted either.
+    let granted = RaftMessage::VoteResponse {
+        term: u64::MAX,
+        pre_vote: true,
+        granted: true,
+    };
+    c.inject(follower, leader, envelope(leader, follower, granted));
+    assert_eq!(c.node(follower).term(), u64::MAX);
 }

@@ -1,4 +1,12 @@
 //! A fake cluster and a virtual network for the client tests.
+//!
+//! Why a fake next to the real brokers of [`crate::testkit`] (which `real_cluster.rs` drives the
+//! clients against): these tests need a broker to misbehave on cue in ways the real one cannot
+//! be made to — answer one chosen request with a canned error (`NotLeader` naming a stale
+//! leader, a sequence error), drop exactly the first attempt of a batch,
+//! delay one response past the request timeout, break a connection mid-request, or hand out a
+//! corrupt fetch response — and to check the exact requests a client sends. Where a test only
+//! needs brokers to behave, it belongs in `real_cluster.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,8 +1,10 @@
-//! Tests that drive the real client state machines against a fake cluster over a virtual clock.
+//! Tests that drive the real client state machines over a virtual clock.
 //!
-//! [`harness`] holds the fake broker (answers from a map of stamped batches) and [`Net`], which
-//! carries transmits to it and answers back, with per-request fates (drop, delay, canned reply,
-//! disconnect) chosen by the test. Each other file checks one behaviour.
+//! [`real_cluster`] runs them against the real brokers of [`crate::testkit`]. [`harness`] holds a
+//! fake broker (answers from a map of stamped batches) and `Net`, which carries transmits to it
+//! and answers back, with per-request fates (drop, delay, canned reply, disconnect) chosen by the
+//! test: for brokers that must misbehave on cue (see its docs). Each other file checks one
+//! behaviour.
 
 mod consumer;
 mod harness;
@@ -12,3 +14,4 @@ mod lanes;
 mod metadata;
 mod partitioner;
 mod producer;
+mod real_cluster;

@@ -21,7 +21,7 @@ fn appended_files(ops: &[StorageOp]) -> BTreeMap<String, Vec<usize>> {
 
 #[test]
 fn leader_append_stamps_consecutive_offsets_and_the_epoch() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     assert!(log.is_empty());
     assert_eq!((log.end_offset(), log.last_epoch()), (0, 0));
     assert_eq!(
@@ -55,14 +55,14 @@ fn leader_append_stamps_consecutive_offsets_and_the_epoch() {
 
 #[test]
 fn new_log_writes_nothing_until_the_first_append() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     assert!(!log.request_sync());
     assert_eq!(log.poll_op(), None);
 }
 
 #[test]
 fn every_offset_reads_from_the_batch_holding_it_across_segments() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 60, 1);
     let files = appended_files(&drain(&mut log));
     assert!(files.len() >= 5, "small segments: {} files", files.len());
@@ -91,7 +91,7 @@ fn every_offset_reads_from_the_batch_holding_it_across_segments() {
 
 #[test]
 fn read_stops_at_up_to_end_and_max_bytes_but_returns_at_least_one_batch() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 40, 1);
     let ends = batch_ends(&log);
     let end = log.end_offset();
@@ -122,7 +122,7 @@ fn read_stops_at_up_to_end_and_max_bytes_but_returns_at_least_one_batch() {
 
 #[test]
 fn read_includes_a_batch_that_fills_max_bytes_exactly() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 20, 1);
     let all = all_batches(&log);
     for from_batch in [0, 3, 9] {
@@ -143,7 +143,7 @@ fn read_includes_a_batch_that_fills_max_bytes_exactly() {
 fn segments_roll_before_exceeding_their_size_and_never_split_a_batch() {
     let mut config = small_config();
     config.segment_bytes_max = 300;
-    let mut log = PartitionLog::new(DIR.into(), config);
+    let mut log = PartitionLog::new(tp(), config);
     let mut sizes = vec![];
     for value_len in [10, 40, 100, 500, 20, 20, 900, 5] {
         let b = producer_batch(2, value_len, 1);
@@ -169,7 +169,7 @@ fn segments_roll_before_exceeding_their_size_and_never_split_a_batch() {
 
 #[test]
 fn each_segment_is_named_after_its_first_offset() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 30, 1);
     let mut first_base: BTreeMap<String, u64> = BTreeMap::new();
     for op in drain(&mut log) {
@@ -188,7 +188,7 @@ fn each_segment_is_named_after_its_first_offset() {
 fn oversized_and_malformed_batches_are_refused_without_changing_the_log() {
     let mut config = small_config();
     config.batch_bytes_max = 200;
-    let mut log = PartitionLog::new(DIR.into(), config);
+    let mut log = PartitionLog::new(tp(), config);
     let big = producer_batch(1, 300, 1);
     assert_eq!(
         log.append_as_leader(&big, 1),
@@ -209,7 +209,7 @@ fn oversized_and_malformed_batches_are_refused_without_changing_the_log() {
 
 #[test]
 fn replicated_batches_must_continue_the_log_and_not_regress_the_epoch() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     log.append_as_leader(&producer_batch(2, 5, 1), 3).unwrap();
     let gap = batch::stamp(&producer_batch(1, 5, 1), 5, 3);
     assert_eq!(
@@ -234,14 +234,14 @@ fn replicated_batches_must_continue_the_log_and_not_regress_the_epoch() {
 #[should_panic(expected = "below the log's last epoch")]
 #[cfg(debug_assertions)]
 fn a_deposed_leader_appending_is_a_bug() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     log.append_as_leader(&producer_batch(1, 5, 1), 3).unwrap();
     let _ = log.append_as_leader(&producer_batch(1, 5, 1), 2);
 }
 
 #[test]
 fn epoch_queries_find_batch_ends_and_epoch_boundaries() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     // Epoch 1: [0, 2) [2, 5); epoch 3: [5, 6) [6, 10); epoch 4: [10, 12).
     for (records, epoch) in [(2, 1), (3, 1), (1, 3), (4, 3), (2, 4)] {
         log.append_as_leader(&producer_batch(records, 30, 1), epoch)
@@ -278,7 +278,35 @@ fn epoch_queries_find_batch_ends_and_epoch_boundaries() {
     assert_eq!(log.last_offset_of_epoch(3), Some((10, 3)));
     assert_eq!(log.last_offset_of_epoch(9), Some((12, 4)));
     assert_eq!(
-        PartitionLog::new(DIR.into(), small_config()).last_offset_of_epoch(5),
+        PartitionLog::new(tp(), small_config()).last_offset_of_epoch(5),
         None
+    );
+}
+
+/// A log recovered from a segment whose name puts it near the end of the offset space (a
+/// damaged or hostile file name) refuses a batch that would run past `u64::MAX` with an error,
+/// and stays as it was; it used to panic adding the batch's end.
+#[test]
+fn append_past_the_offset_space_is_refused() {
+    let base = u64::MAX - 10;
+    let stamped = batch::stamp(&producer_batch(1, 4, 1), base, 1);
+    let name = crate::log::segment::file_name(base);
+    let (mut log, report) = PartitionLog::recover(tp(), small_config(), vec![(name, stamped)]);
+    assert_eq!(report.first_error, None);
+    assert_eq!(log.end_offset(), base + 1);
+
+    let result = log.append_as_leader(&producer_batch(20, 4, 2), 1);
+    assert_eq!(
+        result,
+        Err(LogError::Batch(BatchError::OffsetOverflow {
+            base_offset: base + 1,
+            record_count: 20,
+        }))
+    );
+    assert_eq!(log.end_offset(), base + 1);
+    assert!(drain(&mut log).is_empty(), "nothing written");
+    assert_eq!(
+        log.append_as_leader(&producer_batch(9, 4, 3), 1),
+        Ok((base + 1, u64::MAX))
     );
 }

@@ -64,7 +64,7 @@ struct Model {
 impl Model {
     fn new() -> Model {
         Model {
-            log: PartitionLog::new(DIR.into(), small_config()),
+            log: PartitionLog::new(tp(), small_config()),
             disk: SimDisk::new(),
             epoch: 1,
             fullest: vec![],
@@ -110,8 +110,7 @@ impl Model {
         self.fullest.push(before.clone());
         let mut rng = writeback.map(Rng::new);
         self.disk.crash(rng.as_mut());
-        let (log, report) =
-            PartitionLog::recover(DIR.into(), small_config(), self.disk.dir_files(DIR));
+        let (log, report) = PartitionLog::recover(tp(), small_config(), self.disk.dir_files(DIR));
         self.log = log;
         let after = all_batches(&self.log);
 
@@ -272,7 +271,7 @@ fn a_stale_uncut_segment_is_never_spliced_onto_new_batches() {
     let batch = producer_batch(1, 60, 1);
     let mut config = small_config();
     config.segment_bytes_max = 4 * batch.len() as u64;
-    let mut log = PartitionLog::new(DIR.into(), config.clone());
+    let mut log = PartitionLog::new(tp(), config.clone());
     let mut disk = SimDisk::new();
     for _ in 0..6 {
         log.append_as_leader(&batch, 1).unwrap();
@@ -298,7 +297,7 @@ fn a_stale_uncut_segment_is_never_spliced_onto_new_batches() {
     assert_eq!(log.durable_end_offset(), 2, "A's sync is still out");
     let after_truncation = all_batches(&log);
     disk.crash(None);
-    let (recovered, report) = PartitionLog::recover(DIR.into(), config, disk.dir_files(DIR));
+    let (recovered, report) = PartitionLog::recover(tp(), config, disk.dir_files(DIR));
     let got = all_batches(&recovered);
     assert!(
         before.starts_with(&got) || after_truncation.starts_with(&got),

@@ -97,7 +97,7 @@ impl SimDisk {
                 self.next_sync_seq += 1;
                 self.syncs.push_back(SyncInFlight {
                     seq: self.next_sync_seq,
-                    token,
+                    token: token.seq,
                     file: self.files.get(&path).cloned(),
                     path,
                     entries,

@@ -10,10 +10,25 @@ mod truncate_sync;
 use bytes::Bytes;
 
 use crate::config::{FsyncPolicy, LogConfig};
+use crate::ids::TopicPartition;
 use crate::log::batch::{self, NewRecord};
-use crate::log::{PartitionLog, StorageOp};
+use crate::log::{PartitionLog, StorageOp, SyncOwner, SyncToken};
 
+/// The directory of [`tp`].
 pub const DIR: &str = "orders-0";
+
+/// The partition every log test writes.
+pub fn tp() -> TopicPartition {
+    TopicPartition::new("orders", 0)
+}
+
+/// The token of the log's `seq`-th sync.
+pub fn log_token(seq: u64) -> SyncToken {
+    SyncToken {
+        owner: SyncOwner::Log(tp()),
+        seq,
+    }
+}
 
 /// Small segments and a dense index, so a few batches span several segments.
 pub fn small_config() -> LogConfig {

@@ -7,7 +7,7 @@ use crate::log::RecoveryReport;
 
 /// A log of `n` batches over several segments, written to a disk.
 fn written(n: usize) -> (PartitionLog, SimDisk) {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     let mut disk = SimDisk::new();
     append_n(&mut log, n, 1);
     append_n(&mut log, n, 2);
@@ -32,7 +32,7 @@ fn written_with_two_batches_last(n: usize) -> (PartitionLog, SimDisk) {
 }
 
 fn recover(disk: &SimDisk) -> (PartitionLog, RecoveryReport) {
-    PartitionLog::recover(DIR.into(), small_config(), disk.dir_files(DIR))
+    PartitionLog::recover(tp(), small_config(), disk.dir_files(DIR))
 }
 
 /// Segment paths on disk, in offset order.
@@ -132,7 +132,7 @@ fn torn_last_batch_is_cut_back_to_the_previous_boundary() {
                 },
                 StorageOp::Sync {
                     path: last_path.clone(),
-                    token: 1
+                    token: log_token(1)
                 },
             ],
             "cut at {cut}: the cut is made durable"
@@ -224,7 +224,7 @@ fn corruption_in_a_middle_segment_drops_everything_after_that_batch() {
     );
     expected.push(StorageOp::Sync {
         path: victim.clone(),
-        token: 1,
+        token: log_token(1),
     });
     assert_eq!(drain(&mut recovered), expected);
     let total: u64 = paths.iter().map(|p| disk.file(p).len() as u64).sum();
@@ -313,7 +313,7 @@ fn a_segment_whose_name_disagrees_with_its_first_batch_is_removed() {
             },
             StorageOp::Sync {
                 path: segment_path(0),
-                token: 1
+                token: log_token(1)
             },
         ]
     );
@@ -341,7 +341,7 @@ fn a_zero_filled_tail_is_cut() {
 
 #[test]
 fn an_empty_directory_recovers_an_empty_log() {
-    let (mut log, report) = PartitionLog::recover(DIR.into(), small_config(), vec![]);
+    let (mut log, report) = PartitionLog::recover(tp(), small_config(), vec![]);
     assert!(log.is_empty());
     assert_eq!(report, RecoveryReport::default());
     assert_eq!(log.poll_op(), None);

@@ -24,7 +24,7 @@ fn base_of(path: &str) -> u64 {
 
 #[test]
 fn truncation_across_segments_cuts_one_and_removes_the_later_ones() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 30, 1);
     append_n(&mut log, 10, 2);
     let paths = appended_paths(&drain(&mut log));
@@ -78,7 +78,7 @@ fn truncation_across_segments_cuts_one_and_removes_the_later_ones() {
 
 #[test]
 fn truncation_at_a_segment_base_removes_without_cutting() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 20, 1);
     log.request_sync();
     let paths = appended_paths(&drain(&mut log));
@@ -103,7 +103,7 @@ fn truncation_at_a_segment_base_removes_without_cutting() {
         drain(&mut log),
         vec![StorageOp::Sync {
             path: paths[1].clone(),
-            token: 2
+            token: log_token(2)
         }]
     );
     log.append_as_leader(&producer_batch(1, 0, 1), 1).unwrap();
@@ -116,7 +116,7 @@ fn truncation_at_a_segment_base_removes_without_cutting() {
 
 #[test]
 fn truncation_to_zero_empties_the_log() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 10, 4);
     log.truncate_to(0);
     assert!(log.is_empty());
@@ -134,14 +134,14 @@ fn truncation_to_zero_empties_the_log() {
 #[test]
 #[should_panic(expected = "not a batch boundary")]
 fn truncation_inside_a_batch_is_a_bug() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     log.append_as_leader(&producer_batch(3, 1, 1), 1).unwrap();
     log.truncate_to(2);
 }
 
 #[test]
 fn durable_end_follows_completed_syncs() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     let mut disk = SimDisk::new();
     append_n(&mut log, 3, 1);
     assert_eq!(log.durable_end_offset(), 0);
@@ -167,7 +167,7 @@ fn durable_end_follows_completed_syncs() {
 /// done: an earlier token may be what covers a file this one did not need to sync.
 #[test]
 fn a_token_counts_once_all_its_syncs_and_all_earlier_tokens_complete() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     append_n(&mut log, 3, 1);
     log.request_sync();
     let first_end = log.end_offset();
@@ -176,7 +176,7 @@ fn a_token_counts_once_all_its_syncs_and_all_earlier_tokens_complete() {
     let syncs: Vec<(String, u64)> = drain(&mut log)
         .into_iter()
         .filter_map(|op| match op {
-            StorageOp::Sync { path, token } => Some((path, token)),
+            StorageOp::Sync { path, token } => Some((path, token.seq)),
             _ => None,
         })
         .collect();
@@ -208,7 +208,7 @@ fn a_token_counts_once_all_its_syncs_and_all_earlier_tokens_complete() {
 /// sync issued for the old tail must not vouch for the new one.
 #[test]
 fn a_sync_issued_before_a_truncation_does_not_raise_durable_past_the_cut() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     let mut disk = SimDisk::new();
     append_n(&mut log, 4, 1);
     let cut = log.end_offset();
@@ -229,7 +229,7 @@ fn a_sync_issued_before_a_truncation_does_not_raise_durable_past_the_cut() {
 
 #[test]
 fn truncation_lowers_the_durable_end() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     let mut disk = SimDisk::new();
     append_n(&mut log, 8, 1);
     log.request_sync();
@@ -244,7 +244,7 @@ fn truncation_lowers_the_durable_end() {
 fn syncs_beyond_the_in_flight_limit_wait_and_then_go_out_as_one() {
     let mut config = small_config();
     config.segment_bytes_max = 1 << 20;
-    let mut log = PartitionLog::new(DIR.into(), config);
+    let mut log = PartitionLog::new(tp(), config);
     let mut disk = SimDisk::new();
     for _ in 0..SYNCS_IN_FLIGHT_MAX {
         append_n(&mut log, 1, 1);
@@ -270,13 +270,13 @@ fn syncs_beyond_the_in_flight_limit_wait_and_then_go_out_as_one() {
 
 #[test]
 fn recovery_sync_leaves_the_durable_end_in_place() {
-    let mut log = PartitionLog::new(DIR.into(), small_config());
+    let mut log = PartitionLog::new(tp(), small_config());
     let mut disk = SimDisk::new();
     append_n(&mut log, 8, 1);
     disk.apply_ops(&mut log);
     let path = disk.files.keys().next_back().unwrap().clone();
     disk.file_mut(&path).pop();
-    let (mut recovered, _) = PartitionLog::recover(DIR.into(), small_config(), disk.dir_files(DIR));
+    let (mut recovered, _) = PartitionLog::recover(tp(), small_config(), disk.dir_files(DIR));
     let end = recovered.end_offset();
     assert_eq!(recovered.durable_end_offset(), end);
     disk.apply_ops(&mut recovered);
