@@ -1,1 +1,2 @@
 mod assignor;
+mod classic;
