@@ -5,6 +5,8 @@
 //! - [`classic`]: the coordinator of Kafka's classic protocol (join, sync, heartbeat, leave;
 //!   eager and cooperative rebalances; static membership), persisting every generation and
 //!   assignment to the group's offsets partition before anyone sees it.
+//! - [`consumer`]: the coordinator of the broker-side protocol (KIP-848): no join barrier, the
+//!   coordinator computes the target assignment and each member reconciles by heartbeat.
 //!
 //! A group's coordinator is the leader of its offsets partition, where commits live too; its
 //! persisted state is a [`classic::GroupSnapshot`] record there, rebuilt by replay like the
@@ -12,6 +14,7 @@
 
 pub mod assignor;
 pub mod classic;
+pub mod consumer;
 pub mod record;
 
 use serde::{Deserialize, Serialize};

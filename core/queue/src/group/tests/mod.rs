@@ -1,2 +1,3 @@
 mod assignor;
 mod classic;
+mod consumer;
