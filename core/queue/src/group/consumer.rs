@@ -274,7 +274,9 @@ impl<R> ConsumerCoordinator<R> {
         if epoch != m.p.epoch {
             return Err(GroupError::IllegalGeneration);
         }
-        if !m.p.assigned.contains(partition) {
+        // A partition being revoked is still the member's until it reports it gone: that is
+        // when it commits what it processed.
+        if !m.p.assigned.contains(partition) && !m.p.revoking.contains(partition) {
             return Err(GroupError::PartitionNotAssigned);
         }
         Ok(())

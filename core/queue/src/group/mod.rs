@@ -7,6 +7,8 @@
 //!   assignment to the group's offsets partition before anyone sees it.
 //! - [`consumer`]: the coordinator of the broker-side protocol (KIP-848): no join barrier, the
 //!   coordinator computes the target assignment and each member reconciles by heartbeat.
+//! - [`coordinator`]: both behind one front the broker holds per offsets partition it leads.
+//! - [`member`]: the consumer's side, for both protocols; [`wire`]: the requests and answers.
 //!
 //! A group's coordinator is the leader of its offsets partition, where commits live too; its
 //! persisted state is a [`classic::GroupSnapshot`] record there, rebuilt by replay like the
@@ -15,7 +17,10 @@
 pub mod assignor;
 pub mod classic;
 pub mod consumer;
+pub mod coordinator;
+pub mod member;
 pub mod record;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

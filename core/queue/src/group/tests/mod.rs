@@ -1,3 +1,4 @@
 mod assignor;
 mod classic;
 mod consumer;
+mod member;
