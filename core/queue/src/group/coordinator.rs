@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::classic::{self, ClassicCoordinator, GroupLimits};
 use super::consumer::{self, ConsumerCoordinator};
+use super::periodic::MemberRegistry;
 use super::record::Snapshot;
 use super::wire::{GroupRequest, GroupResponse};
 use super::GroupError;
@@ -28,6 +29,9 @@ pub enum Output<R> {
 pub struct GroupCoordinator<R> {
     classic: ClassicCoordinator<R>,
     consumer: ConsumerCoordinator<R>,
+    /// Membership only, for client-side rebalancing; not persisted (members re-register
+    /// within a heartbeat).
+    registry: MemberRegistry,
     out: VecDeque<Output<R>>,
 }
 
@@ -38,6 +42,7 @@ impl<R> GroupCoordinator<R> {
         GroupCoordinator {
             classic: ClassicCoordinator::new(limits),
             consumer: ConsumerCoordinator::new(limits, topics),
+            registry: MemberRegistry::new(limits),
             out: VecDeque::new(),
         }
     }
@@ -79,11 +84,23 @@ impl<R> GroupCoordinator<R> {
                 let r = self
                     .classic
                     .leave(now, &group, &member_id)
-                    .or_else(|_| self.consumer.leave(now, &group, &member_id));
+                    .or_else(|_| self.consumer.leave(now, &group, &member_id))
+                    .or_else(|_| self.registry.leave(&group, &member_id));
                 self.out
                     .push_back(Output::Reply(reply, GroupResponse::Leave(r)));
             }
             GroupRequest::ConsumerHeartbeat(hb) => self.consumer.heartbeat(now, hb, reply),
+            GroupRequest::Register {
+                group,
+                member_id,
+                session_timeout_ms,
+            } => {
+                let r = self
+                    .registry
+                    .register(now, &group, &member_id, session_timeout_ms);
+                self.out
+                    .push_back(Output::Reply(reply, GroupResponse::Members(r)));
+            }
         }
         self.collect();
     }
@@ -109,11 +126,16 @@ impl<R> GroupCoordinator<R> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.classic.handle_timeout(now);
         self.consumer.handle_timeout(now);
+        self.registry.handle_timeout(now);
         self.collect();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest([self.classic.poll_timeout(), self.consumer.poll_timeout()])
+        earliest([
+            self.classic.poll_timeout(),
+            self.consumer.poll_timeout(),
+            self.registry.poll_timeout(),
+        ])
     }
 
     pub fn poll_output(&mut self) -> Option<Output<R>> {

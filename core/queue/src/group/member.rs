@@ -29,7 +29,7 @@ use super::consumer::{Heartbeat, HeartbeatOk, JOIN_EPOCH};
 use super::wire::{GroupRequest, GroupResponse};
 use super::GroupError;
 use crate::ids::TopicPartition;
-use crate::time::Instant;
+use crate::time::{earliest, Instant};
 
 /// Which protocol the member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,11 @@ pub enum MemberProtocol {
     Classic(RebalanceKind),
     /// KIP-848: the coordinator assigns.
     Consumer,
+    /// RocketMQ 4: each member computes its own share from the member list it last saw,
+    /// every `rebalance_interval_ms`.
+    ClientPeriodic {
+        rebalance_interval_ms: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +130,9 @@ pub struct GroupMember {
     next_heartbeat: Instant,
     retry_at: Instant,
     last_poll: Instant,
+    /// Client-side rebalancing: the membership as last seen, and when to recompute.
+    view: Vec<MemberId>,
+    next_rebalance: Instant,
     events: VecDeque<MemberEvent>,
 }
 
@@ -149,6 +157,8 @@ impl GroupMember {
             next_heartbeat: now,
             retry_at: now,
             last_poll: now,
+            view: Vec::new(),
+            next_rebalance: now,
             events: VecDeque::new(),
         }
     }
@@ -160,7 +170,8 @@ impl GroupMember {
 
     /// What a commit must carry for the coordinator's fence.
     pub fn commit_fence(&self) -> Option<(MemberId, u32)> {
-        matches!(self.state, State::Stable | State::Revoking)
+        let fenced = !matches!(self.config.protocol, MemberProtocol::ClientPeriodic { .. });
+        (fenced && matches!(self.state, State::Stable | State::Revoking))
             .then(|| (self.member_id.clone(), self.generation))
     }
 
@@ -186,15 +197,15 @@ impl GroupMember {
 
     /// The application finished the last [`MemberEvent::Revoke`].
     pub fn revoked(&mut self, now: Instant) {
-        if self.state != State::Revoking {
-            return;
-        }
         for p in std::mem::take(&mut self.revoking) {
             self.owned.remove(&p);
         }
+        if self.state != State::Revoking {
+            return;
+        }
         self.state = match self.config.protocol {
             MemberProtocol::Classic(_) => State::Unjoined,
-            MemberProtocol::Consumer => State::Stable,
+            MemberProtocol::Consumer | MemberProtocol::ClientPeriodic { .. } => State::Stable,
         };
         // Tell the coordinator now rather than at the next heartbeat.
         self.next_heartbeat = now;
@@ -215,23 +226,43 @@ impl GroupMember {
         self.events.pop_front()
     }
 
+    /// The earliest of: the next request (when none is in flight), the max-poll-interval
+    /// check, the next client-side rebalance.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let stable = self.state == State::Stable;
+        let active = stable || matches!(self.state, State::Syncing { .. });
+        let poll_deadline = active.then(|| self.last_poll + ms(self.config.max_poll_interval_ms));
+        let periodic = matches!(self.config.protocol, MemberProtocol::ClientPeriodic { .. });
+        let rebalance = (stable && periodic).then_some(self.next_rebalance);
+        earliest([self.next_request_at(), poll_deadline, rebalance])
+    }
+
+    fn next_request_at(&self) -> Option<Instant> {
         if self.in_flight {
             return None;
         }
         if self.leave_due || self.sync_due.is_some() {
             return Some(self.retry_at);
         }
-        let poll_deadline = self.last_poll + ms(self.config.max_poll_interval_ms);
         match self.state {
-            State::Closed | State::LeftUntilPoll | State::Revoking | State::Syncing { .. } => None,
             State::Unjoined => Some(self.retry_at),
-            State::Stable => Some(self.next_heartbeat.max(self.retry_at).min(poll_deadline)),
+            State::Stable => Some(self.next_heartbeat.max(self.retry_at)),
+            State::Closed | State::LeftUntilPoll | State::Revoking | State::Syncing { .. } => None,
         }
     }
 
-    /// Runs the timers: the poll-interval check. Requests come from `poll_request`.
+    /// Runs the timers: the poll-interval check and a client-side rebalance. Requests come
+    /// from `poll_request`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let MemberProtocol::ClientPeriodic {
+            rebalance_interval_ms,
+        } = self.config.protocol
+        {
+            if self.state == State::Stable && now >= self.next_rebalance {
+                self.next_rebalance = now + ms(rebalance_interval_ms);
+                self.rebalance_locally();
+            }
+        }
         let missed_poll =
             now.saturating_since(self.last_poll) > ms(self.config.max_poll_interval_ms);
         if missed_poll && matches!(self.state, State::Stable | State::Syncing { .. }) {
@@ -280,6 +311,12 @@ impl GroupMember {
             (MemberProtocol::Consumer, State::Stable) if now >= self.next_heartbeat => {
                 Some(self.consumer_heartbeat(now, self.generation))
             }
+            (MemberProtocol::ClientPeriodic { .. }, State::Unjoined) => Some(self.register(now)),
+            (MemberProtocol::ClientPeriodic { .. }, State::Stable)
+                if now >= self.next_heartbeat =>
+            {
+                Some(self.register(now))
+            }
             _ => None,
         }
     }
@@ -320,6 +357,48 @@ impl GroupMember {
         })
     }
 
+    fn register(&mut self, now: Instant) -> GroupRequest {
+        self.next_heartbeat = now + ms(self.config.heartbeat_interval_ms);
+        GroupRequest::Register {
+            group: self.config.group.clone(),
+            member_id: self.member_id.clone(),
+            session_timeout_ms: self.config.session_timeout_ms,
+        }
+    }
+
+    /// RocketMQ 4: take this member's share of the membership it last saw, whatever the
+    /// others see. Gains start at once; losses are revoked (committed) first.
+    fn rebalance_locally(&mut self) {
+        if !self.view.contains(&self.member_id) {
+            return;
+        }
+        let share = super::periodic::own_share(
+            &self.member_id,
+            &self.view,
+            &self.config.topics,
+            &self.topic_partitions,
+        );
+        let added: BTreeSet<TopicPartition> = share.difference(&self.owned).cloned().collect();
+        let lost: BTreeSet<TopicPartition> = self
+            .owned
+            .difference(&share)
+            .filter(|p| !self.revoking.contains(*p))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            self.owned.extend(added.iter().cloned());
+            self.events.push_back(MemberEvent::Assigned {
+                partitions: added,
+                generation: 0,
+            });
+        }
+        if !lost.is_empty() {
+            self.revoking.extend(lost.iter().cloned());
+            self.events
+                .push_back(MemberEvent::Revoke { partitions: lost });
+        }
+    }
+
     /// The request failed without an answer (timeout, lost connection, not the coordinator):
     /// try again after the backoff.
     pub fn handle_failure(&mut self, now: Instant) {
@@ -334,6 +413,7 @@ impl GroupMember {
             GroupResponse::Sync(r) => self.on_sync(now, r),
             GroupResponse::Heartbeat(r) => self.on_heartbeat(now, r),
             GroupResponse::ConsumerHeartbeat(r) => self.on_consumer_heartbeat(now, r),
+            GroupResponse::Members(r) => self.on_members(now, r),
             GroupResponse::Leave(_) => {}
         }
     }
@@ -427,6 +507,19 @@ impl GroupMember {
         }
         if !revoke.is_empty() {
             self.start_revoking(revoke);
+        }
+    }
+
+    fn on_members(&mut self, now: Instant, r: Result<Vec<MemberId>, GroupError>) {
+        if !matches!(self.state, State::Unjoined | State::Stable) {
+            return;
+        }
+        match r {
+            Ok(view) => {
+                self.view = view;
+                self.state = State::Stable;
+            }
+            Err(e) => self.on_error(now, e),
         }
     }
 

@@ -7,7 +7,8 @@
 //!   assignment to the group's offsets partition before anyone sees it.
 //! - [`consumer`]: the coordinator of the broker-side protocol (KIP-848): no join barrier, the
 //!   coordinator computes the target assignment and each member reconciles by heartbeat.
-//! - [`coordinator`]: both behind one front the broker holds per offsets partition it leads.
+//! - [`periodic`]: RocketMQ 4's client-side rebalance (the broker keeps only the member list).
+//! - [`coordinator`]: all three behind one front the broker holds per offsets partition it leads.
 //! - [`member`]: the consumer's side, for both protocols; [`wire`]: the requests and answers.
 //!
 //! A group's coordinator is the leader of its offsets partition, where commits live too; its
@@ -19,6 +20,7 @@ pub mod classic;
 pub mod consumer;
 pub mod coordinator;
 pub mod member;
+pub mod periodic;
 pub mod record;
 pub mod wire;
 

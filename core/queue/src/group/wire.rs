@@ -32,6 +32,12 @@ pub enum GroupRequest {
     Leave { group: String, member_id: MemberId },
     /// Broker-side protocol (KIP-848).
     ConsumerHeartbeat(Heartbeat),
+    /// Client-side periodic rebalance (RocketMQ 4): stay registered, learn who else is.
+    Register {
+        group: String,
+        member_id: MemberId,
+        session_timeout_ms: u32,
+    },
 }
 
 impl GroupRequest {
@@ -41,7 +47,8 @@ impl GroupRequest {
             GroupRequest::ConsumerHeartbeat(h) => &h.group,
             GroupRequest::Sync { group, .. }
             | GroupRequest::Heartbeat { group, .. }
-            | GroupRequest::Leave { group, .. } => group,
+            | GroupRequest::Leave { group, .. }
+            | GroupRequest::Register { group, .. } => group,
         }
     }
 }
@@ -53,4 +60,6 @@ pub enum GroupResponse {
     Heartbeat(Result<(), GroupError>),
     Leave(Result<(), GroupError>),
     ConsumerHeartbeat(Result<HeartbeatOk, GroupError>),
+    /// The group's live members, sorted.
+    Members(Result<Vec<MemberId>, GroupError>),
 }
