@@ -394,7 +394,7 @@ fn limits_and_protocol_mismatches_get_their_own_errors() {
 }
 
 #[test]
-fn snapshots_round_trip_as_offsets_records_and_commits_ignore_them() {
+fn snapshots_round_trip_as_offsets_records_and_replay_keeps_them_apart_from_commits() {
     let mut h = Harness::new();
     h.join(at(0), "a", "a", Some("host-a"));
     h.after_delay(at(0));
@@ -406,5 +406,6 @@ fn snapshots_round_trip_as_offsets_records_and_commits_ignore_them() {
     assert_eq!(record::decode(&records[0].key, &records[0].value), Some(s));
     let mut store = crate::broker::offsets::OffsetStore::default();
     store.apply(&[crate::log::batch::stamp(&batch, 0, 1)]);
-    assert_eq!(store.get("a", &tp(0)), None);
+    assert_eq!(store.get("a", &tp(0)), None, "a snapshot is no commit");
+    assert_eq!(store.group_snapshots().collect::<Vec<_>>(), vec![&s]);
 }
