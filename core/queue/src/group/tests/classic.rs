@@ -403,7 +403,10 @@ fn snapshots_round_trip_as_offsets_records_and_replay_keeps_them_apart_from_comm
     let s = record::Snapshot::Classic(s);
     let batch = record::encode(&s, 7);
     let records = crate::log::batch::records(&batch).unwrap();
-    assert_eq!(record::decode(&records[0].key, &records[0].value), Some(s));
+    assert_eq!(
+        record::decode(&records[0].key, &records[0].value),
+        Some(s.clone())
+    );
     let mut store = crate::broker::offsets::OffsetStore::default();
     store.apply(&[crate::log::batch::stamp(&batch, 0, 1)]);
     assert_eq!(store.get("a", &tp(0)), None, "a snapshot is no commit");
