@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod ids;
 pub mod log;
 pub mod protocol;

@@ -1,23 +1,28 @@
-//! Committed consumer offsets, stored as records of the internal offsets topic.
+//! Committed consumer offsets and group snapshots, stored as records of the internal offsets
+//! topic.
 //!
 //! A commit is a record whose key names `(group, topic, partition)` and whose value is the next
 //! offset to read. It is proposed to the offsets partition that coordinates the group and
 //! acknowledged once committed, so a commit survives whatever a committed produce survives. Each
 //! broker rebuilds the map by replaying the committed records of the offsets partitions it
-//! hosts, which is how offsets come back after a restart.
+//! hosts, which is how offsets come back after a restart. The same replay keeps the last
+//! [`Snapshot`] of every group coordinated there (see [`crate::group::record`]), from which a
+//! broker that becomes the coordinator rebuilds the groups.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::group::record::{self, Snapshot};
 use crate::ids::TopicPartition;
 use crate::log::batch::{self, NewRecord};
 
-/// The offsets held by one partition of the offsets topic, up to `applied`.
+/// The offsets and group snapshots held by one partition of the offsets topic, up to `applied`.
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     applied: u64,
     committed: BTreeMap<(String, TopicPartition), u64>,
+    groups: BTreeMap<String, Snapshot>,
 }
 
 impl OffsetStore {
@@ -31,6 +36,11 @@ impl OffsetStore {
             .copied()
     }
 
+    /// The last snapshot of every group, for a new coordinator to load.
+    pub fn group_snapshots(&self) -> impl Iterator<Item = &Snapshot> {
+        self.groups.values()
+    }
+
     /// Applies committed batches that start at `applied`, in order.
     pub fn apply(&mut self, batches: &[Bytes]) {
         for b in batches {
@@ -42,7 +52,9 @@ impl OffsetStore {
             }
             if !header.is_control() {
                 for r in batch::records(b).unwrap_or_default() {
-                    if let Some((key, offset)) = decode(&r.key, &r.value) {
+                    if let Some(snapshot) = record::decode(&r.key, &r.value) {
+                        self.groups.insert(snapshot.group().to_string(), snapshot);
+                    } else if let Some((key, offset)) = decode(&r.key, &r.value) {
                         self.committed.insert(key, offset);
                     }
                 }

@@ -1,0 +1,61 @@
+//! Consumer groups: membership, generations and who reads which partition.
+//!
+//! - [`assignor`]: the pure partition assignors (range, round robin, sticky) and KIP-429's
+//!   cooperative withholding rule.
+//! - [`classic`]: the coordinator of Kafka's classic protocol (join, sync, heartbeat, leave;
+//!   eager and cooperative rebalances; static membership), persisting every generation and
+//!   assignment to the group's offsets partition before anyone sees it.
+//! - [`consumer`]: the coordinator of the broker-side protocol (KIP-848): no join barrier, the
+//!   coordinator computes the target assignment and each member reconciles by heartbeat.
+//! - [`periodic`]: RocketMQ 4's client-side rebalance (the broker keeps only the member list).
+//! - [`coordinator`]: all three behind one front the broker holds per offsets partition it leads.
+//! - [`member`]: the consumer's side, for both protocols; [`wire`]: the requests and answers.
+//!
+//! A group's coordinator is the leader of its offsets partition, where commits live too; its
+//! persisted state is a [`classic::GroupSnapshot`] record there, rebuilt by replay like the
+//! committed offsets (see [`record`]).
+
+pub mod assignor;
+pub mod classic;
+pub mod consumer;
+pub mod coordinator;
+pub mod member;
+pub mod periodic;
+pub mod record;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the coordinator refused a group request; each has its own code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GroupError {
+    /// This broker does not coordinate the group (it does not lead its offsets partition, or
+    /// lost the lead before the request's effect committed).
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    #[error("unknown member (its session ended, or it left)")]
+    UnknownMemberId,
+    /// A request from an older (or newer) generation than the group's: a zombie's commit.
+    #[error("the member's generation is not the group's")]
+    IllegalGeneration,
+    #[error("the group is rebalancing: rejoin")]
+    RebalanceInProgress,
+    /// KIP-345: another process has taken this static member's instance id.
+    #[error("a newer member holds this instance id")]
+    FencedInstanceId,
+    #[error("the group has as many members as it may")]
+    GroupFull,
+    #[error("the coordinator holds as many groups as it may")]
+    GroupsFull,
+    /// The join names another rebalance protocol or assignor than the group's members use.
+    #[error("the join's protocol or assignor differs from the group's")]
+    InconsistentProtocol,
+    #[error("session timeout outside the coordinator's allowed range")]
+    InvalidSessionTimeout,
+    /// A commit for a partition that is not the member's in its generation.
+    #[error("the partition is not assigned to this member")]
+    PartitionNotAssigned,
+}
+
+#[cfg(test)]
+mod tests;

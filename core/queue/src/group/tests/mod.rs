@@ -1,0 +1,4 @@
+mod assignor;
+mod classic;
+mod consumer;
+mod member;
