@@ -25,18 +25,20 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
 use fathom_driver::{Resources, SharedResources, Unmetered};
 use fathom_queue::log::StorageOp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::NetworkSpec;
 
 /// The costs of a scenario's hardware. Absent from a scenario, nothing costs anything (the
 /// model of the foundation scenarios). The defaults describe a plausible cloud deployment; the
-/// README gives their sources.
+/// README gives their sources. Any single cost set to 0 is free, not its default, so that an
+/// experiment can measure what that cost alone does (an ablation).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceSpec {
@@ -46,11 +48,11 @@ pub struct ResourceSpec {
     pub broker_request_cpu_us: f64,
     /// CPU time per byte a broker handles (copying, CRC32C).
     pub broker_byte_cpu_ns: f64,
-    /// Each direction of a broker's NIC.
+    /// Each direction of a broker's NIC; 0 = unlimited.
     pub broker_nic_mbit_s: f64,
     /// CPU cores per client process.
     pub client_cores: u32,
-    /// Each direction of a client's NIC.
+    /// Each direction of a client's NIC; 0 = unlimited.
     pub client_nic_mbit_s: f64,
     /// CPU time a client spends per byte it receives (decoding).
     pub client_byte_cpu_ns: f64,
@@ -59,7 +61,7 @@ pub struct ResourceSpec {
     pub producer_message_cpu_us: f64,
     /// Each direction of the network path between two hosts; 0 = unlimited (the NICs bound).
     pub path_mbit_s: f64,
-    /// Sustained write bandwidth of a broker's disk.
+    /// Sustained write bandwidth of a broker's disk; 0 = unlimited (writeback is free).
     pub disk_write_mbyte_s: f64,
     /// How long the device takes to flush its cache once the data has been written.
     pub disk_fsync_us: f64,
@@ -101,17 +103,12 @@ impl Default for ResourceSpec {
 impl ResourceSpec {
     /// Checks every figure; returns the dotted field (under `resources.`) and what is wrong.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let positive = [
+        // Every cost may be 0, which makes it free (a bandwidth of 0 is unlimited), so that an
+        // experiment can ablate any one of them.
+        let non_negative = [
             ("broker_nic_mbit_s", self.broker_nic_mbit_s),
             ("client_nic_mbit_s", self.client_nic_mbit_s),
             ("disk_write_mbyte_s", self.disk_write_mbyte_s),
-        ];
-        for (field, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
-                return Err((field, format!("must be above 0, got {v}")));
-            }
-        }
-        let non_negative = [
             ("broker_request_cpu_us", self.broker_request_cpu_us),
             ("broker_byte_cpu_ns", self.broker_byte_cpu_ns),
             ("client_byte_cpu_ns", self.client_byte_cpu_ns),
@@ -151,8 +148,11 @@ impl ResourceSpec {
 /// Cores a host may have.
 pub const CORES_MAX: u32 = 256;
 
-/// The time a transfer of `bytes` takes at `mbit_s`.
+/// The time a transfer of `bytes` takes at `mbit_s`; nothing at 0 (unlimited, for ablations).
 fn transfer(bytes: usize, mbit_s: f64) -> Duration {
+    if mbit_s <= 0.0 {
+        return Duration::ZERO;
+    }
     Duration::from_nanos((bytes as f64 * 8_000.0 / mbit_s).round() as u64)
 }
 
@@ -164,6 +164,13 @@ fn micros(us: f64) -> Duration {
     Duration::from_nanos((us * 1_000.0).round() as u64)
 }
 
+/// One booked job: when its service started and when it was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    pub start: Duration,
+    pub done: Duration,
+}
+
 /// A server that takes one job at a time, in arrival order.
 #[derive(Debug, Default, Clone)]
 pub struct Fifo {
@@ -173,8 +180,17 @@ pub struct Fifo {
 impl Fifo {
     /// Books `work` starting no earlier than `at`; returns when it is done.
     pub fn book(&mut self, at: Duration, work: Duration) -> Duration {
-        self.busy_until = self.busy_until.max(at) + work;
-        self.busy_until
+        self.serve(at, work).done
+    }
+
+    /// Books `work` starting no earlier than `at`.
+    pub fn serve(&mut self, at: Duration, work: Duration) -> Job {
+        let start = self.busy_until.max(at);
+        self.busy_until = start + work;
+        Job {
+            start,
+            done: self.busy_until,
+        }
     }
 
     /// Work still queued at `at`.
@@ -197,18 +213,213 @@ impl Cores {
     }
 
     pub fn book(&mut self, at: Duration, work: Duration) -> Duration {
+        self.serve(at, work).done
+    }
+
+    pub fn serve(&mut self, at: Duration, work: Duration) -> Job {
         let (i, _) = self
             .free_at
             .iter()
             .enumerate()
             .min_by_key(|(i, t)| (**t, *i))
             .expect("at least one core");
-        self.free_at[i] = self.free_at[i].max(at) + work;
-        self.free_at[i]
+        let start = self.free_at[i].max(at);
+        self.free_at[i] = start + work;
+        Job {
+            start,
+            done: self.free_at[i],
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.free_at.len() as u32
     }
 }
 
-/// What a host is made of.
+/// Busy time and queue waits of one resource, kept per [`USAGE_BIN`] of simulated time so
+/// that any window can be measured after the run.
+#[derive(Debug, Default, Clone)]
+pub struct Usage {
+    busy_ns: Vec<u64>,
+    /// The longest wait before service of the jobs queued in each bin.
+    wait_max_ns: Vec<u64>,
+}
+
+/// The width of a [`Usage`] bin. A window's busy time prorates the bins at its edges, so a
+/// figure over a window of `w` is exact to within `2 * USAGE_BIN / w` of the window.
+pub const USAGE_BIN: Duration = Duration::from_millis(100);
+/// Bins kept per resource: one simulated hour. Later work is not counted.
+pub const USAGE_BINS_MAX: usize = 36_000;
+
+impl Usage {
+    /// A job queued at `queued` and served as `job`. Returns when it is done.
+    fn record(&mut self, queued: Duration, job: Job) -> Duration {
+        let bin = USAGE_BIN.as_nanos() as u64;
+        let queued_ns = queued.as_nanos() as u64;
+        let (mut t, end) = (job.start.as_nanos() as u64, job.done.as_nanos() as u64);
+        if let Some(i) = self.bin(queued_ns) {
+            let wait = t.saturating_sub(queued_ns);
+            self.wait_max_ns[i] = self.wait_max_ns[i].max(wait);
+        }
+        while t < end {
+            let Some(i) = self.bin(t) else { break };
+            let upto = end.min((i as u64 + 1) * bin);
+            self.busy_ns[i] += upto - t;
+            t = upto;
+        }
+        job.done
+    }
+
+    /// The bin holding `t_ns`, grown into existence; `None` beyond [`USAGE_BINS_MAX`].
+    fn bin(&mut self, t_ns: u64) -> Option<usize> {
+        let i = (t_ns / USAGE_BIN.as_nanos() as u64) as usize;
+        if i >= USAGE_BINS_MAX {
+            return None;
+        }
+        if self.busy_ns.len() <= i {
+            self.busy_ns.resize(i + 1, 0);
+            self.wait_max_ns.resize(i + 1, 0);
+        }
+        Some(i)
+    }
+
+    /// The load over `window` (simulated nanoseconds) of `servers` identical servers.
+    pub fn load(&self, window: &Range<u64>, servers: u32) -> Load {
+        let bin = USAGE_BIN.as_nanos() as u64;
+        let span = window.end.saturating_sub(window.start);
+        if span == 0 {
+            return Load::default();
+        }
+        let (mut busy, mut wait_max) = (0.0, 0u64);
+        for (i, (&b, &w)) in self.busy_ns.iter().zip(&self.wait_max_ns).enumerate() {
+            let (from, to) = (i as u64 * bin, (i as u64 + 1) * bin);
+            let overlap = to.min(window.end).saturating_sub(from.max(window.start));
+            if overlap > 0 {
+                busy += b as f64 * overlap as f64 / bin as f64;
+                wait_max = wait_max.max(w);
+            }
+        }
+        Load {
+            busy: round4(busy / (span as f64 * f64::from(servers.max(1)))),
+            wait_max_ms: (wait_max as f64 / 1e3).round() / 1e3,
+        }
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// How loaded one resource was over a window.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Load {
+    /// The share of the window it was busy, 0 to 1 (for cores, the mean over the cores).
+    pub busy: f64,
+    /// The longest a job queued in the window waited before its service began, in ms.
+    pub wait_max_ms: f64,
+}
+
+/// One host's resources over the measured window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HostUtilisation {
+    pub cores: u32,
+    pub cpu: Load,
+    pub nic_tx: Load,
+    pub nic_rx: Load,
+    /// Brokers only: the disk writing back the page cache, and flushing for fsyncs. Both are
+    /// one device, so the disk's busy fraction is their sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_writeback: Option<Load>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_fsync: Option<Load>,
+}
+
+impl HostUtilisation {
+    /// Writeback plus flush; 0 for a host without a disk.
+    pub fn disk_busy(&self) -> f64 {
+        let busy = |l: Option<Load>| l.map(|l| l.busy).unwrap_or(0.0);
+        round4(busy(self.disk_writeback) + busy(self.disk_fsync))
+    }
+}
+
+/// Every host's utilisation over the measured window (`metrics.utilisation` in summary.json).
+/// Empty (no hosts) when the scenario models no resources.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Utilisation {
+    /// The window, simulated seconds: the throughput window.
+    pub window_s: [f64; 2],
+    /// The broker that led the first data partition for most of the window.
+    pub leader: Option<String>,
+    /// By host name (`broker-N`, client process names).
+    pub hosts: BTreeMap<String, HostUtilisation>,
+}
+
+impl Utilisation {
+    /// The leader's figures (see [`Utilisation::leader`]); `None` without a resource model.
+    pub fn leader_host(&self) -> Option<&HostUtilisation> {
+        self.hosts.get(self.leader.as_deref()?)
+    }
+
+    /// The largest `figure` over brokers; `None` without a resource model.
+    pub fn max_broker(&self, figure: impl Fn(&HostUtilisation) -> f64) -> Option<f64> {
+        self.max_where(true, figure)
+    }
+
+    /// The largest `figure` over client processes; `None` without a resource model or clients.
+    pub fn max_client(&self, figure: impl Fn(&HostUtilisation) -> f64) -> Option<f64> {
+        self.max_where(false, figure)
+    }
+
+    fn max_where(&self, brokers: bool, figure: impl Fn(&HostUtilisation) -> f64) -> Option<f64> {
+        self.hosts
+            .iter()
+            .filter(|(name, _)| crate::scenario::is_broker_host(name) == brokers)
+            .map(|(_, h)| figure(h))
+            .reduce(f64::max)
+    }
+
+    /// The leader's CPU busy fraction.
+    pub fn leader_cpu_busy(&self) -> Option<f64> {
+        self.leader_host().map(|h| h.cpu.busy)
+    }
+
+    pub fn max_broker_cpu_busy(&self) -> Option<f64> {
+        self.max_broker(|h| h.cpu.busy)
+    }
+
+    pub fn max_broker_nic_tx_busy(&self) -> Option<f64> {
+        self.max_broker(|h| h.nic_tx.busy)
+    }
+
+    pub fn max_broker_nic_rx_busy(&self) -> Option<f64> {
+        self.max_broker(|h| h.nic_rx.busy)
+    }
+
+    /// The busiest broker disk (writeback plus flush).
+    pub fn max_disk_busy(&self) -> Option<f64> {
+        self.max_broker(HostUtilisation::disk_busy)
+    }
+
+    /// The longest fsync wait (for writeback ahead of it and earlier flushes) on any broker.
+    pub fn max_fsync_wait_ms(&self) -> Option<f64> {
+        self.max_broker(|h| h.disk_fsync.map(|l| l.wait_max_ms).unwrap_or(0.0))
+    }
+
+    /// The longest wait for a broker core.
+    pub fn max_broker_cpu_wait_ms(&self) -> Option<f64> {
+        self.max_broker(|h| h.cpu.wait_max_ms)
+    }
+
+    pub fn max_client_cpu_busy(&self) -> Option<f64> {
+        self.max_client(|h| h.cpu.busy)
+    }
+
+    pub fn max_client_nic_tx_busy(&self) -> Option<f64> {
+        self.max_client(|h| h.nic_tx.busy)
+    }
+}
+
+/// What a host is made of, and how busy each part has been.
 #[derive(Debug)]
 struct Host {
     nic_mbit_s: f64,
@@ -218,7 +429,75 @@ struct Host {
     /// CPU per frame received, and per byte.
     request_cpu: Duration,
     byte_cpu_ns: f64,
+    /// Writeback and flushes share the device's queue.
     disk: Fifo,
+    usage: HostUsage,
+}
+
+#[derive(Debug, Default)]
+struct HostUsage {
+    cpu: Usage,
+    tx: Usage,
+    rx: Usage,
+    writeback: Usage,
+    fsync: Usage,
+}
+
+impl Host {
+    fn new(nic_mbit_s: f64, cores: u32, request_cpu: Duration, byte_cpu_ns: f64) -> Host {
+        Host {
+            nic_mbit_s,
+            tx: Fifo::default(),
+            rx: Fifo::default(),
+            cores: Cores::new(cores),
+            request_cpu,
+            byte_cpu_ns,
+            disk: Fifo::default(),
+            usage: HostUsage::default(),
+        }
+    }
+
+    /// Runs `work` on the first free core, from `at`; a job of no work does not queue, so a
+    /// cost set to 0 is free.
+    fn cpu(&mut self, at: Duration, work: Duration) -> Duration {
+        if work.is_zero() {
+            return at;
+        }
+        let job = self.cores.serve(at, work);
+        self.usage.cpu.record(at, job)
+    }
+
+    fn transmit(&mut self, at: Duration, bytes: usize) -> Duration {
+        let job = self.tx.serve(at, transfer(bytes, self.nic_mbit_s));
+        self.usage.tx.record(at, job)
+    }
+
+    fn receive(&mut self, at: Duration, bytes: usize) -> Duration {
+        let job = self.rx.serve(at, transfer(bytes, self.nic_mbit_s));
+        self.usage.rx.record(at, job)
+    }
+
+    fn write_back(&mut self, at: Duration, work: Duration) -> Duration {
+        let job = self.disk.serve(at, work);
+        self.usage.writeback.record(at, job)
+    }
+
+    fn flush(&mut self, at: Duration, work: Duration) -> Duration {
+        let job = self.disk.serve(at, work);
+        self.usage.fsync.record(at, job)
+    }
+
+    fn utilisation(&self, window: &Range<u64>, broker: bool) -> HostUtilisation {
+        let u = &self.usage;
+        HostUtilisation {
+            cores: self.cores.count(),
+            cpu: u.cpu.load(window, self.cores.count()),
+            nic_tx: u.tx.load(window, 1),
+            nic_rx: u.rx.load(window, 1),
+            disk_writeback: broker.then(|| u.writeback.load(window, 1)),
+            disk_fsync: broker.then(|| u.fsync.load(window, 1)),
+        }
+    }
 }
 
 /// Every host's resources in one run, shared by the hosts' drivers (turmoil runs every host on
@@ -248,29 +527,34 @@ impl World {
         }))
     }
 
+    /// Every host's busy fractions and peak waits over `window` (simulated nanoseconds).
+    pub fn utilisation(&self, window: Range<u64>) -> BTreeMap<String, HostUtilisation> {
+        self.hosts
+            .iter()
+            .map(|(name, host)| {
+                let broker = crate::scenario::is_broker_host(name);
+                (name.clone(), host.utilisation(&window, broker))
+            })
+            .collect()
+    }
+
     fn host(&mut self, name: &str) -> &mut Host {
         let spec = &self.spec;
         self.hosts.entry(name.to_string()).or_insert_with(|| {
             if crate::scenario::is_broker_host(name) {
-                Host {
-                    nic_mbit_s: spec.broker_nic_mbit_s,
-                    tx: Fifo::default(),
-                    rx: Fifo::default(),
-                    cores: Cores::new(spec.broker_cores),
-                    request_cpu: micros(spec.broker_request_cpu_us),
-                    byte_cpu_ns: spec.broker_byte_cpu_ns,
-                    disk: Fifo::default(),
-                }
+                Host::new(
+                    spec.broker_nic_mbit_s,
+                    spec.broker_cores,
+                    micros(spec.broker_request_cpu_us),
+                    spec.broker_byte_cpu_ns,
+                )
             } else {
-                Host {
-                    nic_mbit_s: spec.client_nic_mbit_s,
-                    tx: Fifo::default(),
-                    rx: Fifo::default(),
-                    cores: Cores::new(spec.client_cores),
-                    request_cpu: Duration::ZERO,
-                    byte_cpu_ns: spec.client_byte_cpu_ns,
-                    disk: Fifo::default(),
-                }
+                Host::new(
+                    spec.client_nic_mbit_s,
+                    spec.client_cores,
+                    Duration::ZERO,
+                    spec.client_byte_cpu_ns,
+                )
             }
         })
     }
@@ -311,9 +595,9 @@ impl World {
             done += 2 * one_way * self.spec.tls_handshake_round_trips;
             // Both ends do the key exchange, in parallel.
             let cpu = micros(self.spec.tls_handshake_cpu_us);
-            let mine = self.host(me).cores.book(done, cpu);
+            let mine = self.host(me).cpu(done, cpu);
             let theirs = match &peer {
-                Some(p) => self.host(p).cores.book(done, cpu),
+                Some(p) => self.host(p).cpu(done, cpu),
                 None => done,
             };
             done = mine.max(theirs);
@@ -332,13 +616,8 @@ impl World {
         let encrypt = self.tls_bytes(bytes);
         let path_mbit_s = self.spec.path_mbit_s;
         let host = self.host(me);
-        let mut done = if encrypt.is_zero() {
-            now
-        } else {
-            host.cores.book(now, encrypt)
-        };
-        let nic = transfer(bytes, host.nic_mbit_s);
-        done = host.tx.book(done, nic);
+        let encrypted = host.cpu(now, encrypt);
+        let mut done = host.transmit(encrypted, bytes);
         if let (Some(peer), true) = (peer, path_mbit_s > 0.0) {
             let path = self.paths.entry((me.to_string(), peer)).or_default();
             done = path.book(done, transfer(bytes, path_mbit_s));
@@ -349,19 +628,14 @@ impl World {
     fn receive(&mut self, me: &str, bytes: usize, now: Duration) -> Duration {
         let decrypt = self.tls_bytes(bytes);
         let host = self.host(me);
-        let nic = transfer(bytes, host.nic_mbit_s);
-        let arrived = host.rx.book(now, nic);
+        let arrived = host.receive(now, bytes);
         let cpu = host.request_cpu + per_byte(bytes, host.byte_cpu_ns) + decrypt;
-        let done = if cpu.is_zero() {
-            arrived
-        } else {
-            host.cores.book(arrived, cpu)
-        };
+        let done = host.cpu(arrived, cpu);
         self.wait(now, done)
     }
 
     fn compute(&mut self, me: &str, work: Duration, now: Duration) -> Duration {
-        let done = self.host(me).cores.book(now, work);
+        let done = self.host(me).cpu(now, work);
         self.wait(now, done)
     }
 
@@ -369,14 +643,14 @@ impl World {
         let bandwidth = self.spec.disk_write_mbyte_s * 8.0;
         let fsync = micros(self.spec.disk_fsync_us);
         let dirty_max = transfer(self.spec.disk_dirty_bytes_max as usize, bandwidth);
-        let disk = &mut self.host(me).disk;
+        let host = self.host(me);
         let done = match op {
             StorageOp::Append { bytes, .. } => {
-                disk.book(now, transfer(bytes.len(), bandwidth));
+                host.write_back(now, transfer(bytes.len(), bandwidth));
                 // Throttled only for the writeback beyond the dirty limit.
-                now + disk.backlog(now).saturating_sub(dirty_max)
+                now + host.disk.backlog(now).saturating_sub(dirty_max)
             }
-            StorageOp::Sync { .. } => disk.book(now, fsync),
+            StorageOp::Sync { .. } => host.flush(now, fsync),
             StorageOp::Truncate { .. } | StorageOp::Remove { .. } => now,
         };
         self.wait(now, done)

@@ -366,7 +366,13 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
             }
         }
     }
-    let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
+    let metrics = Metrics::build(
+        scenario,
+        &events,
+        &view.borrow().probes,
+        &faults,
+        world.as_ref().map(|w| w.borrow()).as_deref(),
+    );
     let summary = Summary::build(
         scenario,
         seed,
