@@ -809,4 +809,237 @@ mod tests {
         // 12 ms of writeback queued; the limit is 10 ms.
         assert_eq!(w.storage("broker-1", &append, t0), 2 * MS);
     }
+
+    /// Every cost at zero: an ablation baseline in which nothing but link latency costs time.
+    fn free_spec() -> ResourceSpec {
+        ResourceSpec {
+            broker_cores: 1,
+            broker_request_cpu_us: 0.0,
+            broker_byte_cpu_ns: 0.0,
+            broker_nic_mbit_s: 0.0,
+            client_cores: 1,
+            client_nic_mbit_s: 0.0,
+            client_byte_cpu_ns: 0.0,
+            producer_message_cpu_us: 0.0,
+            path_mbit_s: 0.0,
+            disk_write_mbyte_s: 0.0,
+            disk_fsync_us: 0.0,
+            disk_dirty_bytes_max: 0,
+            tls: true,
+            tls_handshake_round_trips: 0,
+            tls_handshake_cpu_us: 0.0,
+            tls_byte_cpu_ns: 0.0,
+        }
+    }
+
+    const MB: usize = 1_000_000;
+    const BROKER: &str = "broker-1";
+    const CLIENT: &str = "p-0";
+    const BROKER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 0, 1));
+
+    /// A world of `spec` with 1 µs ticks (so every cost shows) that knows the broker's address.
+    fn world_of(spec: ResourceSpec) -> World {
+        let world = World::new(spec, NetworkSpec::default(), Duration::from_micros(1));
+        let mut world = Rc::try_unwrap(world).unwrap().into_inner();
+        world.names.insert(BROKER_IP, BROKER.to_string());
+        world
+    }
+
+    fn sync_after(w: &mut World, bytes: usize) -> Duration {
+        let t0 = Duration::from_secs(1);
+        let append = StorageOp::Append {
+            path: "a/0.log".into(),
+            bytes: bytes::Bytes::from(vec![0u8; bytes]),
+        };
+        w.storage(BROKER, &append, t0);
+        let sync = StorageOp::Sync {
+            path: "a/0.log".into(),
+            token: 1,
+        };
+        w.storage(BROKER, &sync, t0)
+    }
+
+    type Setter = fn(&mut ResourceSpec);
+    type Probe = fn(&mut World) -> Duration;
+
+    /// One case per cost: the field set to a non-zero figure, and an operation that pays it.
+    /// The destructuring lists every field, so a new cost does not compile until it has a case.
+    fn ablation_cases() -> Vec<(&'static str, Setter, Probe)> {
+        let ResourceSpec {
+            broker_cores: _,
+            broker_request_cpu_us: _,
+            broker_byte_cpu_ns: _,
+            broker_nic_mbit_s: _,
+            client_cores: _,
+            client_nic_mbit_s: _,
+            client_byte_cpu_ns: _,
+            producer_message_cpu_us: _,
+            path_mbit_s: _,
+            disk_write_mbyte_s: _,
+            disk_fsync_us: _,
+            disk_dirty_bytes_max: _,
+            tls: _,
+            tls_handshake_round_trips: _,
+            tls_handshake_cpu_us: _,
+            tls_byte_cpu_ns: _,
+        } = ResourceSpec::default();
+        vec![
+            (
+                "broker_request_cpu_us",
+                |s| s.broker_request_cpu_us = 100.0,
+                |w| w.receive(BROKER, 100, Duration::from_secs(1)),
+            ),
+            (
+                "broker_byte_cpu_ns",
+                |s| s.broker_byte_cpu_ns = 0.5,
+                |w| w.receive(BROKER, MB, Duration::from_secs(1)),
+            ),
+            (
+                "broker_nic_mbit_s",
+                |s| s.broker_nic_mbit_s = 10_000.0,
+                |w| w.transmit(BROKER, None, MB, Duration::from_secs(1)),
+            ),
+            (
+                "client_nic_mbit_s",
+                |s| s.client_nic_mbit_s = 10_000.0,
+                |w| w.receive(CLIENT, MB, Duration::from_secs(1)),
+            ),
+            (
+                "client_byte_cpu_ns",
+                |s| s.client_byte_cpu_ns = 0.5,
+                |w| w.receive(CLIENT, MB, Duration::from_secs(1)),
+            ),
+            (
+                "producer_message_cpu_us",
+                |s| s.producer_message_cpu_us = 2.0,
+                |w| {
+                    let work = producer_message_cpu(Some(&w.spec));
+                    w.compute(CLIENT, work, Duration::from_secs(1))
+                },
+            ),
+            (
+                "path_mbit_s",
+                |s| s.path_mbit_s = 1_000.0,
+                |w| w.transmit(CLIENT, Some(BROKER_IP), MB, Duration::from_secs(1)),
+            ),
+            (
+                "disk_write_mbyte_s",
+                |s| s.disk_write_mbyte_s = 500.0,
+                |w| sync_after(w, MB),
+            ),
+            (
+                "disk_fsync_us",
+                |s| s.disk_fsync_us = 1_000.0,
+                |w| sync_after(w, MB),
+            ),
+            (
+                "tls_handshake_round_trips",
+                |s| s.tls_handshake_round_trips = 2,
+                |w| w.connect(CLIENT, Some(BROKER_IP), Duration::from_secs(1)),
+            ),
+            (
+                "tls_handshake_cpu_us",
+                |s| s.tls_handshake_cpu_us = 1_000.0,
+                |w| w.connect(CLIENT, Some(BROKER_IP), Duration::from_secs(1)),
+            ),
+            (
+                "tls_byte_cpu_ns",
+                |s| s.tls_byte_cpu_ns = 0.5,
+                |w| w.transmit(CLIENT, None, MB, Duration::from_secs(1)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_cost_set_to_zero_is_free_and_set_above_zero_costs_time() {
+        // The baseline: with every cost at zero only a connection's one-way link latency (the
+        // round trip turmoil does not charge) is left.
+        let one_way = NetworkSpec::default().latency_ms.min();
+        for (field, set, probe) in ablation_cases() {
+            let free = probe(&mut world_of(free_spec()));
+            let baseline = if field.starts_with("tls_handshake") {
+                one_way
+            } else {
+                Duration::ZERO
+            };
+            assert_eq!(free, baseline, "{field} = 0 still costs time");
+            let mut costed = free_spec();
+            set(&mut costed);
+            let paid = probe(&mut world_of(costed));
+            assert!(paid > free, "{field} above 0 costs nothing: {paid:?}");
+        }
+    }
+
+    #[test]
+    fn zero_in_a_default_spec_removes_only_that_cost() {
+        // The ablation an experiment runs: the default hardware with one cost at zero. The
+        // operation that pays the cost gets cheaper; that cost is not replaced by its default.
+        for (field, set, probe) in ablation_cases() {
+            let mut with = ResourceSpec {
+                tls: true,
+                path_mbit_s: 1_000.0,
+                ..ResourceSpec::default()
+            };
+            set(&mut with);
+            let paid = probe(&mut world_of(with.clone()));
+            let mut without = with;
+            zero(&mut without, field);
+            let spared = probe(&mut world_of(without));
+            assert!(spared < paid, "{field} = 0: {spared:?}, not below {paid:?}");
+        }
+    }
+
+    /// Sets the cost named `field` to zero.
+    fn zero(s: &mut ResourceSpec, field: &str) {
+        match field {
+            "broker_request_cpu_us" => s.broker_request_cpu_us = 0.0,
+            "broker_byte_cpu_ns" => s.broker_byte_cpu_ns = 0.0,
+            "broker_nic_mbit_s" => s.broker_nic_mbit_s = 0.0,
+            "client_nic_mbit_s" => s.client_nic_mbit_s = 0.0,
+            "client_byte_cpu_ns" => s.client_byte_cpu_ns = 0.0,
+            "producer_message_cpu_us" => s.producer_message_cpu_us = 0.0,
+            "path_mbit_s" => s.path_mbit_s = 0.0,
+            "disk_write_mbyte_s" => s.disk_write_mbyte_s = 0.0,
+            "disk_fsync_us" => s.disk_fsync_us = 0.0,
+            "tls_handshake_round_trips" => s.tls_handshake_round_trips = 0,
+            "tls_handshake_cpu_us" => s.tls_handshake_cpu_us = 0.0,
+            "tls_byte_cpu_ns" => s.tls_byte_cpu_ns = 0.0,
+            other => panic!("no ablation for {other}"),
+        }
+    }
+
+    #[test]
+    fn every_cost_may_be_zero_in_a_scenario() {
+        assert_eq!(free_spec().check(), Ok(()));
+    }
+
+    #[test]
+    fn utilisation_counts_busy_time_and_the_longest_wait_within_the_window() {
+        let mut w = world();
+        // 1 byte per µs: 50 ms of transmit from 1 s, then a frame queued behind it 10 ms in.
+        let t0 = Duration::from_secs(1);
+        w.transmit("broker-1", None, 50_000, t0);
+        w.transmit("broker-1", None, 10_000, t0 + 10 * MS);
+        let window = |a: u64, b: u64| a * 1_000_000..b * 1_000_000;
+        let hosts = w.utilisation(window(1_000, 1_100));
+        let tx = hosts["broker-1"].nic_tx;
+        assert_eq!(tx.busy, 0.6, "60 ms of 100");
+        assert_eq!(tx.wait_max_ms, 40.0, "queued at 10 ms, served from 50 ms");
+        assert_eq!(hosts["broker-1"].nic_rx.busy, 0.0);
+        // A window after the work sees none of it; one that halves a bin prorates it.
+        assert_eq!(w.utilisation(window(2_000, 3_000))["broker-1"].nic_tx.busy, 0.0);
+        assert_eq!(w.utilisation(window(1_050, 1_100))["broker-1"].nic_tx.busy, 0.6);
+        assert!(hosts["broker-1"].disk_fsync.is_some() && hosts["broker-1"].cores == 4);
+    }
+
+    #[test]
+    fn cores_busy_is_the_mean_over_cores() {
+        let mut w = world();
+        let t0 = Duration::from_secs(1);
+        // Four cores, one 100 ms job: a quarter busy.
+        w.compute("broker-1", 100 * MS, t0);
+        let hosts = w.utilisation(1_000_000_000..1_100_000_000);
+        assert_eq!(hosts["broker-1"].cpu.busy, 0.25);
+        assert_eq!(hosts["broker-1"].cpu.wait_max_ms, 0.0);
+    }
 }
