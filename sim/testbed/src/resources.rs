@@ -1027,8 +1027,14 @@ mod tests {
         assert_eq!(tx.wait_max_ms, 40.0, "queued at 10 ms, served from 50 ms");
         assert_eq!(hosts["broker-1"].nic_rx.busy, 0.0);
         // A window after the work sees none of it; one that halves a bin prorates it.
-        assert_eq!(w.utilisation(window(2_000, 3_000))["broker-1"].nic_tx.busy, 0.0);
-        assert_eq!(w.utilisation(window(1_050, 1_100))["broker-1"].nic_tx.busy, 0.6);
+        assert_eq!(
+            w.utilisation(window(2_000, 3_000))["broker-1"].nic_tx.busy,
+            0.0
+        );
+        assert_eq!(
+            w.utilisation(window(1_050, 1_100))["broker-1"].nic_tx.busy,
+            0.6
+        );
         assert!(hosts["broker-1"].disk_fsync.is_some() && hosts["broker-1"].cores == 4);
     }
 

@@ -662,7 +662,10 @@ where
 
 /// A dashed polyline. Dashes are laid out in whole pixels with integer arithmetic, so that
 /// the SVG is the same on every platform (plotters' own dashes use libm's `hypot`).
-fn draw_dashed<X, Y>(area: &frame::PlotArea<'_, X, Y>, points: &[(f64, f64)]) -> Result<(), ChartError>
+fn draw_dashed<X, Y>(
+    area: &frame::PlotArea<'_, X, Y>,
+    points: &[(f64, f64)],
+) -> Result<(), ChartError>
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
