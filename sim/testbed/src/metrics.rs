@@ -53,6 +53,9 @@ pub struct Throughput {
     /// the first election has been acknowledged (see [`window`]) to the end of the workload
     /// phase.
     pub window_s: [f64; 2],
+    /// What the producers were asked to send per second (`rate_per_s` × instances): the bound
+    /// that acknowledgements cannot exceed for long.
+    pub offered_per_s: f64,
     pub sent_per_s: f64,
     pub acked_per_s: f64,
     /// First deliveries to consumers (not the final read).
@@ -165,8 +168,14 @@ impl Metrics {
             probes,
             window.0,
         );
+        let mut throughput = tally.throughput.per_second(window);
+        throughput.offered_per_s = scenario
+            .producers
+            .iter()
+            .map(|p| p.rate_per_s * f64::from(p.instances))
+            .sum();
         Metrics {
-            throughput: tally.throughput.per_second(window),
+            throughput,
             produce_histogram: buckets(&tally.histograms.produce.0),
             end_to_end_histogram: buckets(&tally.histograms.end_to_end.0),
             breakdown,
@@ -323,6 +332,7 @@ impl Throughput {
             consumed_per_s: self.consumed_per_s / span,
             acked_mbyte_s: self.acked_mbyte_s / (span * 1e6),
             consumed_mbyte_s: self.consumed_mbyte_s / (span * 1e6),
+            offered_per_s: self.offered_per_s,
         }
     }
 }
