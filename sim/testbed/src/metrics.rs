@@ -358,15 +358,14 @@ fn markers(faults: &[AppliedFault]) -> Vec<Marker> {
 }
 
 /// The resource model's utilisation over the measured window, with the broker that led the
-/// first data partition for most of it. Empty when the run modelled no resources.
+/// first data partition for most of it. No hosts when the run modelled no resources.
 fn utilisation(world: Option<&World>, probes: &Probes, window: (u64, u64)) -> Utilisation {
-    let Some(world) = world else {
-        return Utilisation::default();
-    };
     Utilisation {
         window_s: [window.0 as f64 / 1e9, window.1 as f64 / 1e9],
         leader: main_leader(probes, window).map(broker_host),
-        hosts: world.utilisation(window.0..window.1),
+        hosts: world
+            .map(|w| w.utilisation(window.0..window.1))
+            .unwrap_or_default(),
     }
 }
 
