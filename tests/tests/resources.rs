@@ -1,7 +1,8 @@
 //! The resource model's figures, in simulated time (deterministic, so asserted exactly or
 //! within rounding): round trips cap synchronous senders, the narrowest bandwidth caps
-//! throughput, fsync latency shows in acks=all latency, and idempotence is what removes
-//! duplicates.
+//! throughput and its utilisation figure says so, fsync latency shows in acks=all latency and
+//! setting it to zero removes it, steady-state latency leaves the first election out, and
+//! idempotence is what removes duplicates.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,21 @@ fn a_100_mbit_client_nic_caps_a_producer_at_12_5_megabytes_per_second() {
     let mb = |o: &run::RunOutcome| o.summary.metrics.throughput.acked_mbyte_s;
     assert!(mb(&open) > 18.0, "{} MB/s", mb(&open));
     assert!((11.5..=12.5).contains(&mb(&capped)), "{} MB/s", mb(&capped));
+    // "Saturated" rests on a utilisation figure: the capped NIC is busy all the measured window,
+    // the open one is not, and the brokers' CPUs are nowhere near.
+    let nic = |o: &run::RunOutcome| {
+        let u = &o.summary.metrics.utilisation;
+        u.max_client_nic_tx_busy().unwrap()
+    };
+    assert!(nic(&capped) > 0.97, "capped NIC busy {}", nic(&capped));
+    assert!(nic(&open) < 0.3, "open NIC busy {}", nic(&open));
+    let cpu = capped
+        .summary
+        .metrics
+        .utilisation
+        .max_broker_cpu_busy()
+        .unwrap();
+    assert!(cpu < 0.5, "broker CPU busy {cpu}");
 }
 
 #[test]
@@ -74,6 +90,14 @@ fn a_leader_nic_carries_replication_twice_and_caps_at_half() {
     .unwrap();
     let mb = o.summary.metrics.throughput.acked_mbyte_s;
     assert!((5.5..=6.6).contains(&mb), "{mb} MB/s");
+    let u = &o.summary.metrics.utilisation;
+    let leader = u.leader_host().expect("a leader in the window");
+    assert!(
+        leader.nic_tx.busy > 0.95,
+        "leader NIC busy {}",
+        leader.nic_tx.busy
+    );
+    assert_eq!(u.max_broker_nic_tx_busy(), Some(leader.nic_tx.busy));
 }
 
 #[test]
@@ -91,13 +115,37 @@ fn fsync_latency_shows_in_acks_all_latency_and_never_fsyncing_loses_on_power_los
         1,
     )
     .unwrap();
-    let p50 = |o: &run::RunOutcome| o.summary.latency_ms.produce.p50;
+    let free_fsync = run::run(
+        &base(
+            "durability.toml",
+            &[("resources.disk_fsync_us", 0.0.into())],
+        ),
+        1,
+    )
+    .unwrap();
+    let p50 = |o: &run::RunOutcome| o.summary.latency_ms.steady.produce.p50;
     assert!(
         p50(&slow_disk) >= p50(&every) + 9.0,
         "{} vs {}",
         p50(&slow_disk),
         p50(&every)
     );
+    // Zero is free, not the 1 ms default: the fsync queue never waits for a flush.
+    let fsync_wait = |o: &run::RunOutcome| o.summary.metrics.utilisation.max_fsync_wait_ms();
+    assert!(
+        p50(&free_fsync) <= p50(&every),
+        "{} vs {}",
+        p50(&free_fsync),
+        p50(&every)
+    );
+    let flush_busy = |o: &run::RunOutcome| {
+        let u = &o.summary.metrics.utilisation;
+        u.max_broker(|h| h.disk_fsync.map(|l| l.busy).unwrap_or(0.0))
+            .unwrap()
+    };
+    assert_eq!(flush_busy(&free_fsync), 0.0);
+    assert!(flush_busy(&every) > 0.0);
+    assert!(fsync_wait(&slow_disk) > fsync_wait(&every));
 
     let power_loss = toml::Value::Array(vec![toml::Value::Table(
         toml::from_str("at_s = 4.0\nkind = \"power_loss\"\nrestart_after_s = 1.0").unwrap(),
@@ -135,5 +183,35 @@ fn without_idempotence_retries_duplicate_and_reorder_under_the_same_faults() {
     assert!(
         dup > 0 && reorder > 0,
         "duplicates {dup}, reorderings {reorder}"
+    );
+}
+
+#[test]
+fn steady_state_latency_leaves_the_first_election_out() {
+    // 100 messages per second at 1 ms links: the messages queued during the first election
+    // wait hundreds of ms, every later one a few ms.
+    let o = run::run(&base("batching.toml", &[]), 1).unwrap();
+    let l = &o.summary.latency_ms;
+    assert!(
+        l.end_to_end.p99 > 100.0,
+        "whole run p99 {}",
+        l.end_to_end.p99
+    );
+    assert!(
+        l.steady.end_to_end.p99 < 10.0,
+        "steady p99 {}",
+        l.steady.end_to_end.p99
+    );
+    assert!(l.steady.end_to_end.p999 >= l.steady.end_to_end.p99);
+    assert!(
+        l.steady.end_to_end.count > 300,
+        "{}",
+        l.steady.end_to_end.count
+    );
+    let window = o.summary.metrics.throughput.window_s;
+    assert_eq!(l.steady.sent_in_s, window);
+    assert!(
+        window[0] > 0.3,
+        "the window starts after the election: {window:?}"
     );
 }

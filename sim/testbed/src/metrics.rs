@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 
 use fathom_history::{Event, EventType, Op};
-use fathom_queue::ids::{NodeId, TopicPartition};
+use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::fault_log::AppliedFault;
-use crate::scenario::Scenario;
+use crate::resources::{Utilisation, World};
+use crate::scenario::{broker_host, Scenario};
 use fathom_workload::clients::FINAL_READ_PROCESS;
 
 /// Simulated seconds at the start of a run left out of throughput: the first leader election.
@@ -52,6 +53,9 @@ pub struct Throughput {
     /// the first election has been acknowledged (see [`window`]) to the end of the workload
     /// phase.
     pub window_s: [f64; 2],
+    /// What the producers were asked to send per second (`rate_per_s` × instances): the bound
+    /// that acknowledgements cannot exceed for long.
+    pub offered_per_s: f64,
     pub sent_per_s: f64,
     pub acked_per_s: f64,
     /// First deliveries to consumers (not the final read).
@@ -133,47 +137,107 @@ pub struct Metrics {
     pub breakdown: Breakdown,
     pub series: Vec<Second>,
     pub markers: Vec<Marker>,
+    /// Busy fraction and peak queue wait of every host's resources over the measured window.
+    pub utilisation: Utilisation,
+    /// The measured window in simulated nanoseconds (`throughput.window_s` in seconds): steady
+    /// state, after the first election's backlog, to the end of the workload phase.
+    #[serde(skip)]
+    pub window_ns: [u64; 2],
 }
 
 impl Metrics {
+    /// Every figure of one run. `world` is the run's resource model, if it had one: its
+    /// utilisation is taken over the same window as throughput.
     pub fn build(
         scenario: &Scenario,
         events: &[Event],
         probes: &Probes,
         faults: &[AppliedFault],
+        world: Option<&World>,
     ) -> Metrics {
-        let bytes = MessageBytes::new(scenario);
         let window = window(scenario, events);
-        let mut h = Histograms::default();
-        let mut throughput = Throughput {
-            window_s: [window.0 as f64 / 1e9, window.1 as f64 / 1e9],
-            ..Throughput::default()
-        };
-        let in_window = |t: u64| t >= window.0 && t < window.1;
+        let mut tally = Tally::new(scenario, window);
+        tally.count(events);
+        let mut series = tally.series;
+        count_leader_changes(&mut series, probes);
+        lag(&mut series, probes, &tally.positions);
+        let breakdown = breakdown(
+            &tally.invoked,
+            &tally.delivered,
+            &tally.offsets,
+            probes,
+            window.0,
+        );
+        let mut throughput = tally.throughput.per_second(window);
+        throughput.offered_per_s = scenario
+            .producers
+            .iter()
+            .map(|p| p.rate_per_s * f64::from(p.instances))
+            .sum();
+        Metrics {
+            throughput,
+            produce_histogram: buckets(&tally.histograms.produce.0),
+            end_to_end_histogram: buckets(&tally.histograms.end_to_end.0),
+            breakdown,
+            series,
+            markers: markers(faults),
+            utilisation: utilisation(world, probes, window),
+            window_ns: [window.0, window.1],
+        }
+    }
+}
+
+/// What one pass over the history counts: per-second series, throughput counts (not yet
+/// rates), latency histograms, and what the breakdown and the lag need.
+struct Tally<'a> {
+    bytes: MessageBytes,
+    window: (u64, u64),
+    throughput: Throughput,
+    histograms: Histograms,
+    series: Vec<Second>,
+    invoked: BTreeMap<&'a str, u64>,
+    delivered: BTreeMap<&'a str, u64>,
+    offsets: BTreeMap<&'a str, (TopicPartition, u64)>,
+    /// Per partition: (time, position after the poll) of consumer polls.
+    positions: BTreeMap<TopicPartition, Vec<(u64, u64)>>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(scenario: &Scenario, window: (u64, u64)) -> Tally<'a> {
         let seconds = ((scenario.duration_s + scenario.settle_s).ceil() as usize)
             .clamp(1, SERIES_SECONDS_MAX);
-        let mut series: Vec<Second> = (0..seconds)
-            .map(|s| Second {
-                t_s: s as u64,
-                ..Second::default()
-            })
-            .collect();
-        let second = |t: u64| ((t / 1_000_000_000) as usize).min(seconds - 1);
+        Tally {
+            bytes: MessageBytes::new(scenario),
+            window,
+            throughput: Throughput::default(),
+            histograms: Histograms::default(),
+            series: (0..seconds)
+                .map(|s| Second {
+                    t_s: s as u64,
+                    ..Second::default()
+                })
+                .collect(),
+            invoked: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            positions: BTreeMap::new(),
+        }
+    }
 
-        let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut offsets: BTreeMap<&str, (TopicPartition, u64)> = BTreeMap::new();
-        // Per partition: (time, position after the poll) of consumer polls.
-        let mut positions: BTreeMap<TopicPartition, Vec<(u64, u64)>> = BTreeMap::new();
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.window.0 && t < self.window.1
+    }
+
+    /// The series entry of the second holding `t` (the last one for anything later).
+    fn second(&mut self, t: u64) -> &mut Second {
+        let last = self.series.len() - 1;
+        &mut self.series[((t / 1_000_000_000) as usize).min(last)]
+    }
+
+    fn count(&mut self, events: &'a [Event]) {
         for e in events {
             match (&e.op, e.kind) {
-                (Op::Send { id, .. }, EventType::Invoke) => {
-                    invoked.insert(id, e.time_ns);
-                    series[second(e.time_ns)].sent += 1;
-                    if in_window(e.time_ns) {
-                        throughput.sent_per_s += 1.0;
-                    }
-                }
+                (Op::Send { id, .. }, EventType::Invoke) => self.on_invoke(id, e.time_ns),
                 (
                     Op::Send {
                         id,
@@ -184,21 +248,8 @@ impl Metrics {
                     },
                     EventType::Ok,
                 ) => {
-                    let b = bytes.of(id);
-                    let s = &mut series[second(e.time_ns)];
-                    s.acked += 1;
-                    s.acked_bytes += b;
-                    if in_window(e.time_ns) {
-                        throughput.acked_per_s += 1.0;
-                        throughput.acked_mbyte_s += b as f64;
-                    }
-                    offsets.insert(
-                        id,
-                        (TopicPartition::new(topic.clone(), *partition), *offset),
-                    );
-                    if let Some(&t) = invoked.get(id.as_str()) {
-                        h.produce.record(e.time_ns.saturating_sub(t));
-                    }
+                    let tp = TopicPartition::new(topic.clone(), *partition);
+                    self.on_ack(id, tp, *offset, e.time_ns);
                 }
                 (
                     Op::Poll {
@@ -209,67 +260,141 @@ impl Metrics {
                     EventType::Ok,
                 ) if e.process != FINAL_READ_PROCESS => {
                     let tp = TopicPartition::new(topic.clone(), *partition);
-                    if let Some((last, _)) = records.last() {
-                        positions.entry(tp).or_default().push((e.time_ns, last + 1));
-                    }
-                    for (_, id) in records {
-                        if delivered.contains_key(id.as_str()) {
-                            continue;
-                        }
-                        delivered.insert(id, e.time_ns);
-                        let b = bytes.of(id);
-                        let s = &mut series[second(e.time_ns)];
-                        s.consumed += 1;
-                        s.consumed_bytes += b;
-                        if in_window(e.time_ns) {
-                            throughput.consumed_per_s += 1.0;
-                            throughput.consumed_mbyte_s += b as f64;
-                        }
-                        if let Some(&t) = invoked.get(id.as_str()) {
-                            h.end_to_end.record(e.time_ns.saturating_sub(t));
-                        }
-                    }
+                    self.on_poll(tp, records, e.time_ns);
                 }
                 _ => {}
             }
         }
+    }
+
+    fn on_invoke(&mut self, id: &'a str, t: u64) {
+        self.invoked.insert(id, t);
+        self.second(t).sent += 1;
+        if self.in_window(t) {
+            self.throughput.sent_per_s += 1.0;
+        }
+    }
+
+    fn on_ack(&mut self, id: &'a str, tp: TopicPartition, offset: u64, t: u64) {
+        let b = self.bytes.of(id);
+        let s = self.second(t);
+        s.acked += 1;
+        s.acked_bytes += b;
+        if self.in_window(t) {
+            self.throughput.acked_per_s += 1.0;
+            self.throughput.acked_mbyte_s += b as f64;
+        }
+        self.offsets.insert(id, (tp, offset));
+        if let Some(&sent) = self.invoked.get(id) {
+            self.histograms.produce.record(t.saturating_sub(sent));
+        }
+    }
+
+    fn on_poll(&mut self, tp: TopicPartition, records: &'a [(u64, String)], t: u64) {
+        if let Some((last, _)) = records.last() {
+            self.positions.entry(tp).or_default().push((t, last + 1));
+        }
+        for (_, id) in records {
+            if self.delivered.contains_key(id.as_str()) {
+                continue;
+            }
+            self.delivered.insert(id, t);
+            let b = self.bytes.of(id);
+            let s = self.second(t);
+            s.consumed += 1;
+            s.consumed_bytes += b;
+            if self.in_window(t) {
+                self.throughput.consumed_per_s += 1.0;
+                self.throughput.consumed_mbyte_s += b as f64;
+            }
+            if let Some(&sent) = self.invoked.get(id.as_str()) {
+                self.histograms.end_to_end.record(t.saturating_sub(sent));
+            }
+        }
+    }
+}
+
+impl Throughput {
+    /// Counts over `window` turned into rates per second (payload bytes into MB/s).
+    fn per_second(self, window: (u64, u64)) -> Throughput {
+        let window_s = [window.0 as f64 / 1e9, window.1 as f64 / 1e9];
         let span = (window.1.saturating_sub(window.0)) as f64 / 1e9;
-        if span > 0.0 {
-            throughput.sent_per_s /= span;
-            throughput.acked_per_s /= span;
-            throughput.consumed_per_s /= span;
-            throughput.acked_mbyte_s /= span * 1e6;
-            throughput.consumed_mbyte_s /= span * 1e6;
-        } else {
-            throughput = Throughput {
-                window_s: throughput.window_s,
+        if span <= 0.0 {
+            return Throughput {
+                window_s,
                 ..Throughput::default()
             };
         }
-
-        for (t, _, _, _) in &probes.leader_changes {
-            series[second(*t)].leader_changes += 1;
-        }
-        lag(&mut series, probes, &positions);
-
-        let breakdown = breakdown(&invoked, &delivered, &offsets, probes, window.0);
-        let mut markers: Vec<Marker> = faults
-            .iter()
-            .map(|f| Marker {
-                at_s: f.at_ms as f64 / 1e3,
-                label: f.kind.to_string(),
-            })
-            .collect();
-        markers.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-        Metrics {
-            throughput,
-            produce_histogram: buckets(&h.produce.0),
-            end_to_end_histogram: buckets(&h.end_to_end.0),
-            breakdown,
-            series,
-            markers,
+        Throughput {
+            window_s,
+            sent_per_s: self.sent_per_s / span,
+            acked_per_s: self.acked_per_s / span,
+            consumed_per_s: self.consumed_per_s / span,
+            acked_mbyte_s: self.acked_mbyte_s / (span * 1e6),
+            consumed_mbyte_s: self.consumed_mbyte_s / (span * 1e6),
+            offered_per_s: self.offered_per_s,
         }
     }
+}
+
+fn count_leader_changes(series: &mut [Second], probes: &Probes) {
+    let last = series.len() - 1;
+    for (t, _, _, _) in &probes.leader_changes {
+        series[((t / 1_000_000_000) as usize).min(last)].leader_changes += 1;
+    }
+}
+
+/// Every fault as a marker, in time order.
+fn markers(faults: &[AppliedFault]) -> Vec<Marker> {
+    let mut markers: Vec<Marker> = faults
+        .iter()
+        .map(|f| Marker {
+            at_s: f.at_ms as f64 / 1e3,
+            label: f.kind.to_string(),
+        })
+        .collect();
+    markers.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    markers
+}
+
+/// The resource model's utilisation over the measured window, with the broker that led the
+/// first data partition for most of it. No hosts when the run modelled no resources.
+fn utilisation(world: Option<&World>, probes: &Probes, window: (u64, u64)) -> Utilisation {
+    Utilisation {
+        window_s: [window.0 as f64 / 1e9, window.1 as f64 / 1e9],
+        leader: main_leader(probes, window).map(broker_host),
+        hosts: world
+            .map(|w| w.utilisation(window.0..window.1))
+            .unwrap_or_default(),
+    }
+}
+
+/// The broker that led the first data partition (in name order) for the longest share of
+/// `window`.
+fn main_leader(probes: &Probes, window: (u64, u64)) -> Option<NodeId> {
+    let changes: Vec<(u64, &TopicPartition, NodeId)> = probes
+        .leader_changes
+        .iter()
+        .filter(|(_, tp, _, _)| tp.topic != OFFSETS_TOPIC)
+        .map(|(t, tp, node, _)| (*t, tp, *node))
+        .collect();
+    let first = changes.iter().map(|(_, tp, _)| *tp).min()?;
+    let mut reigns: Vec<(u64, NodeId)> = changes
+        .iter()
+        .filter(|(_, tp, _)| *tp == first)
+        .map(|(t, _, node)| (*t, *node))
+        .collect();
+    reigns.sort_unstable();
+    let mut led: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for (i, &(from, node)) in reigns.iter().enumerate() {
+        let until = reigns.get(i + 1).map(|r| r.0).unwrap_or(window.1);
+        let overlap = until.min(window.1).saturating_sub(from.max(window.0));
+        *led.entry(node).or_default() += overlap;
+    }
+    // The longest reign; on a tie the lowest id.
+    led.into_iter()
+        .max_by_key(|&(node, ns)| (ns, std::cmp::Reverse(node)))
+        .map(|(node, _)| node)
 }
 
 /// The throughput window. It ends with the workload phase and starts once the cluster has

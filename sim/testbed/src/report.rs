@@ -6,9 +6,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::chart::{self, Bucket, Marker, Part, Series};
+use crate::chart::{self, Bound, Bucket, Extras, Marker, Part, Series};
 use crate::experiment::render::num;
 use crate::metrics::Metrics;
+use crate::resources::{Load, Utilisation};
 use crate::summary::Summary;
 
 /// Partitions drawn in the lag chart; more would not be legible.
@@ -80,23 +81,8 @@ fn markdown(s: &Summary, charts: &[&str]) -> String {
         num(t.consumed_per_s),
         num(t.consumed_mbyte_s)
     );
-    let l = &s.latency_ms;
-    let _ = writeln!(out, "## Latency (ms)\n");
-    let _ = writeln!(out, "| | count | p50 | p99 | max |");
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    for (name, p) in [
-        ("send to ack", &l.produce),
-        ("send to delivery", &l.end_to_end),
-    ] {
-        let _ = writeln!(
-            out,
-            "| {name} | {} | {} | {} | {} |",
-            p.count,
-            num(p.p50),
-            num(p.p99),
-            num(p.max)
-        );
-    }
+    latency_table(&mut out, s);
+    utilisation_table(&mut out, &m.utilisation);
     let b = &m.breakdown;
     if b.messages > 0 {
         let _ = writeln!(
@@ -133,6 +119,77 @@ fn markdown(s: &Summary, charts: &[&str]) -> String {
         }
     }
     out
+}
+
+/// Steady-state latency first (what a reader should quote), then the whole run.
+fn latency_table(out: &mut String, s: &Summary) {
+    let l = &s.latency_ms;
+    let _ = writeln!(out, "## Latency (ms)\n");
+    let _ = writeln!(
+        out,
+        "Steady state: messages sent in {}–{} s, after the first election's backlog. The whole \
+         run includes the election and the settle phase.\n",
+        num(l.steady.sent_in_s[0]),
+        num(l.steady.sent_in_s[1])
+    );
+    let _ = writeln!(out, "| | span | count | p50 | p99 | p99.9 | max |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for (name, span, p) in [
+        ("send to ack", "steady", &l.steady.produce),
+        ("send to ack", "whole run", &l.produce),
+        ("send to delivery", "steady", &l.steady.end_to_end),
+        ("send to delivery", "whole run", &l.end_to_end),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {span} | {} | {} | {} | {} | {} |",
+            p.count,
+            num(p.p50),
+            num(p.p99),
+            num(p.p999),
+            num(p.max)
+        );
+    }
+}
+
+/// Busy share and peak queue wait of every host's resources, when the run modelled them.
+fn utilisation_table(out: &mut String, u: &Utilisation) {
+    if u.hosts.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Utilisation\n");
+    let _ = writeln!(
+        out,
+        "Share of {}–{} s each resource was busy (cores: the mean over cores), with the longest \
+         wait for it in ms.{}\n",
+        num(u.window_s[0]),
+        num(u.window_s[1]),
+        u.leader
+            .as_deref()
+            .map(|l| format!(" {l} led the first partition for most of it."))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "| host | cores | CPU | NIC transmit | NIC receive | disk writeback | disk fsync |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let cell = |l: Option<&Load>| match l {
+        Some(l) => format!("{} ({} ms)", num(l.busy), num(l.wait_max_ms)),
+        None => "-".to_string(),
+    };
+    for (host, h) in &u.hosts {
+        let _ = writeln!(
+            out,
+            "| {host} | {} | {} | {} | {} | {} | {} |",
+            h.cores,
+            cell(Some(&h.cpu)),
+            cell(Some(&h.nic_tx)),
+            cell(Some(&h.nic_rx)),
+            cell(h.disk_writeback.as_ref()),
+            cell(h.disk_fsync.as_ref())
+        );
+    }
 }
 
 fn buckets(b: &[crate::metrics::Bucket]) -> Vec<Bucket> {
@@ -181,7 +238,15 @@ fn throughput(m: &Metrics) -> Result<String, chart::ChartError> {
             .map(|s| (s.t_s as f64 + 0.5, f(s) as f64))
             .collect(),
     };
-    chart::time_series(
+    let offered = m.throughput.offered_per_s;
+    let extras = Extras {
+        bounds: (offered > 0.0)
+            .then(|| Bound::horizontal("offered load", offered))
+            .into_iter()
+            .collect(),
+        ..Extras::default()
+    };
+    chart::time_series_with(
         "Messages per simulated second",
         "messages / s",
         &[
@@ -190,6 +255,7 @@ fn throughput(m: &Metrics) -> Result<String, chart::ChartError> {
             line("consumed", |s| s.consumed),
         ],
         &markers(m),
+        &extras,
     )
 }
 
@@ -215,11 +281,15 @@ fn lag(m: &Metrics) -> Result<String, chart::ChartError> {
                 .collect(),
         })
         .collect();
-    chart::time_series(
+    chart::time_series_with(
         "Consumer lag per partition (end of each second)",
         "messages behind",
         &series,
         &markers(m),
+        &Extras {
+            legend_title: Some("partition".into()),
+            ..Extras::default()
+        },
     )
 }
 
@@ -233,10 +303,15 @@ fn breakdown(m: &Metrics) -> Result<String, chart::ChartError> {
             values: vec![p.mean_ms],
         })
         .collect();
-    chart::stacked_bars(
+    chart::stacked_bars_with(
         "End-to-end latency by part",
+        Some("messages sent in the measured window"),
         "ms",
         &["mean over messages".to_string()],
         &parts,
+        &Extras {
+            legend_title: Some("part of the path".into()),
+            ..Extras::default()
+        },
     )
 }

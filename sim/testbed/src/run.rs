@@ -223,6 +223,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
         }
     }
     take_snapshots(&mut sim, &view)?;
+    let world = hosts.world.clone();
+    drop(hosts);
 
     let trace = Rc::try_unwrap(trace)
         .map(RefCell::into_inner)
@@ -233,7 +235,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     faults.extend(supervisor.failures);
     faults.sort_by_key(|f| f.at_ms);
     let incomplete = incomplete.borrow().clone();
-    Ok(judge(scenario, seed, trace, &view, faults, incomplete))
+    Ok(judge(
+        scenario, seed, trace, &view, faults, incomplete, world,
+    ))
 }
 
 /// What adds the run's hosts to the simulation: brokers, producers, consumers, the final read.
@@ -405,6 +409,7 @@ fn judge(
     view: &SharedView,
     faults: Vec<AppliedFault>,
     incomplete: Vec<String>,
+    world: Option<Rc<RefCell<World>>>,
 ) -> RunOutcome {
     let mut events = trace.events.clone();
     events.sort_by_key(|e| e.time_ns);
@@ -424,7 +429,13 @@ fn judge(
             }
         }
     }
-    let metrics = Metrics::build(scenario, &events, &view.borrow().probes, &faults);
+    let metrics = Metrics::build(
+        scenario,
+        &events,
+        &view.borrow().probes,
+        &faults,
+        world.as_ref().map(|w| w.borrow()).as_deref(),
+    );
     let mut violations = scenario
         .expect
         .violations(&report.anomalies, report.acked, report.read);

@@ -1,6 +1,6 @@
 //! `summary.json` and the table `fathom run` prints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use fathom_history::{Anomalies, CheckReport, Event, EventType, Op};
@@ -13,20 +13,37 @@ use crate::scenario::Scenario;
 use fathom_workload::clients::FINAL_READ_PROCESS;
 use fathom_workload::trace::Trace;
 
-#[derive(Debug, Clone, Serialize)]
+/// Latency percentiles in simulated milliseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
     pub p99: f64,
+    /// The 99.9th percentile.
+    pub p999: f64,
     pub max: f64,
+}
+
+/// Latencies of the messages sent in the measured window: steady state, without the first
+/// leader election (whose backlog makes the whole run's tail) or the settle phase. What reports
+/// and experiments quote.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SteadyLatencies {
+    /// The window the messages were sent in, simulated seconds (the throughput window).
+    pub sent_in_s: [f64; 2],
+    pub produce: Percentiles,
+    pub end_to_end: Percentiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latencies {
-    /// From a send's invocation to its acknowledgement.
+    /// Whole run: from a send's invocation to its acknowledgement.
     pub produce: Percentiles,
-    /// From a send's invocation to the first time a consumer (not the final read) polled it.
+    /// Whole run: from a send's invocation to the first time a consumer (not the final read)
+    /// polled it.
     pub end_to_end: Percentiles,
+    /// The same two over the messages sent in the measured window.
+    pub steady: SteadyLatencies,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +79,7 @@ impl Summary {
         final_read_incomplete: Vec<String>,
         metrics: Metrics,
     ) -> Summary {
-        let (produce, end_to_end) = latencies(events);
+        let latency_ms = latencies(events, metrics.window_ns);
         Summary {
             scenario: scenario.name.clone(),
             seed,
@@ -74,10 +91,7 @@ impl Summary {
             read: report.read,
             anomalies: report.anomalies.clone(),
             examples: report.examples.clone(),
-            latency_ms: Latencies {
-                produce,
-                end_to_end,
-            },
+            latency_ms,
             faults,
             final_read_incomplete,
             simulated_s: events.last().map(|e| e.time_ns as f64 / 1e9).unwrap_or(0.0),
@@ -100,16 +114,20 @@ impl Summary {
             let _ = writeln!(s, "  {name:<22} {count:>8}{mark}");
         }
         let l = &self.latency_ms;
-        let _ = writeln!(
-            s,
-            "latency    produce     p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
-            l.produce.p50, l.produce.p99, l.produce.max
-        );
-        let _ = writeln!(
-            s,
-            "           end-to-end  p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
-            l.end_to_end.p50, l.end_to_end.p99, l.end_to_end.max
-        );
+        let rows = [
+            ("produce", "steady", &l.steady.produce),
+            ("", "whole run", &l.produce),
+            ("end-to-end", "steady", &l.steady.end_to_end),
+            ("", "whole run", &l.end_to_end),
+        ];
+        for (i, (name, span, p)) in rows.into_iter().enumerate() {
+            let head = if i == 0 { "latency" } else { "" };
+            let _ = writeln!(
+                s,
+                "{head:<10} {name:<11} {span:<10} p50 {:>9.3} ms  p99 {:>9.3} ms  p99.9 {:>9.3} ms  max {:>9.3} ms",
+                p.p50, p.p99, p.p999, p.max
+            );
+        }
         let t = &self.metrics.throughput;
         let _ = writeln!(
             s,
@@ -131,6 +149,33 @@ impl Summary {
                 );
             }
         }
+        let u = &self.metrics.utilisation;
+        if !u.hosts.is_empty() {
+            let _ = writeln!(
+                s,
+                "busy       over {:.1}-{:.1} s, busy share (peak wait ms){}",
+                u.window_s[0],
+                u.window_s[1],
+                u.leader
+                    .as_deref()
+                    .map(|l| format!("; {l} led the first partition"))
+                    .unwrap_or_default()
+            );
+            for (host, h) in &u.hosts {
+                let load =
+                    |l: &crate::resources::Load| format!("{:.3} ({:.1})", l.busy, l.wait_max_ms);
+                let mut line = format!(
+                    "  {host:<16} cpu {}  tx {}  rx {}",
+                    load(&h.cpu),
+                    load(&h.nic_tx),
+                    load(&h.nic_rx)
+                );
+                if let (Some(w), Some(f)) = (&h.disk_writeback, &h.disk_fsync) {
+                    line += &format!("  writeback {}  fsync {}", load(w), load(f));
+                }
+                let _ = writeln!(s, "{line}");
+            }
+        }
         let _ = writeln!(s, "faults     {} applied", self.faults.len());
         for f in &self.faults {
             let _ = writeln!(s, "  {:>8} ms  {:<16} {}", f.at_ms, f.kind, f.detail);
@@ -148,11 +193,14 @@ impl Summary {
     }
 }
 
-fn latencies(events: &[Event]) -> (Percentiles, Percentiles) {
+/// Send-to-ack and send-to-delivery latency over the whole run, and over the messages sent in
+/// `window_ns`.
+fn latencies(events: &[Event], window_ns: [u64; 2]) -> Latencies {
+    let steady = |sent: u64| sent >= window_ns[0] && sent < window_ns[1];
     let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut produce = histogram();
-    let mut end_to_end = histogram();
-    let mut delivered: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut delivered: BTreeSet<&str> = BTreeSet::new();
+    let [mut produce, mut end_to_end, mut steady_produce, mut steady_end_to_end] =
+        [(); 4].map(|()| histogram());
     for e in events {
         match (&e.op, e.kind) {
             (Op::Send { id, .. }, EventType::Invoke) => {
@@ -160,14 +208,23 @@ fn latencies(events: &[Event]) -> (Percentiles, Percentiles) {
             }
             (Op::Send { id, .. }, EventType::Ok) => {
                 if let Some(&t) = invoked.get(id.as_str()) {
-                    let _ = produce.record(micros(e.time_ns.saturating_sub(t)));
+                    let us = micros(e.time_ns.saturating_sub(t));
+                    let _ = produce.record(us);
+                    if steady(t) {
+                        let _ = steady_produce.record(us);
+                    }
                 }
             }
             (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
                 for (_, id) in records {
-                    if delivered.insert(id, ()).is_none() {
-                        if let Some(&t) = invoked.get(id.as_str()) {
-                            let _ = end_to_end.record(micros(e.time_ns.saturating_sub(t)));
+                    if !delivered.insert(id) {
+                        continue;
+                    }
+                    if let Some(&t) = invoked.get(id.as_str()) {
+                        let us = micros(e.time_ns.saturating_sub(t));
+                        let _ = end_to_end.record(us);
+                        if steady(t) {
+                            let _ = steady_end_to_end.record(us);
                         }
                     }
                 }
@@ -175,7 +232,15 @@ fn latencies(events: &[Event]) -> (Percentiles, Percentiles) {
             _ => {}
         }
     }
-    (percentiles(&produce), percentiles(&end_to_end))
+    Latencies {
+        produce: percentiles(&produce),
+        end_to_end: percentiles(&end_to_end),
+        steady: SteadyLatencies {
+            sent_in_s: window_ns.map(|t| t as f64 / 1e9),
+            produce: percentiles(&steady_produce),
+            end_to_end: percentiles(&steady_end_to_end),
+        },
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -189,17 +254,13 @@ fn micros(ns: u64) -> u64 {
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |us: u64| us as f64 / 1_000.0;
     if h.is_empty() {
-        return Percentiles {
-            count: 0,
-            p50: 0.0,
-            p99: 0.0,
-            max: 0.0,
-        };
+        return Percentiles::default();
     }
     Percentiles {
         count: h.len(),
         p50: ms(h.value_at_quantile(0.50)),
         p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
         max: ms(h.max()),
     }
 }

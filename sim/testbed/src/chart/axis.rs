@@ -101,6 +101,29 @@ impl Extent {
         true
     }
 
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        self.min_max.map(|(lo, _)| lo)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        self.min_max.map(|(_, hi)| hi)
+    }
+
+    /// A linear axis from exactly zero (when nothing is below it) to the values seen plus the
+    /// usual margin; otherwise [`Extent::padded`].
+    pub fn padded_from_zero(self) -> Axis {
+        match (self.scale, self.min_max) {
+            (Scale::Linear, Some((lo, hi))) if lo >= 0.0 && hi > 0.0 => {
+                Axis::new(Scale::Linear, 0.0, hi + hi * LINEAR_PAD_FRACTION)
+            }
+            _ => self.padded(),
+        }
+    }
+
     /// An axis over exactly the values seen (a single value is still widened).
     pub fn tight(self) -> Axis {
         self.axis(false)

@@ -60,8 +60,11 @@ const LEGEND_TOP_PX: i32 = 56;
 const LEGEND_ROW_PX: i32 = 22;
 const LEGEND_SWATCH_PX: i32 = 22;
 const LEGEND_GAP_PX: i32 = 6;
-/// Longer names are cut with an ellipsis to stay inside the strip.
+/// Between the wrapped lines of one legend name.
+const LEGEND_LINE_PX: i32 = 17;
+/// Longer names wrap onto further lines to stay inside the strip.
 const LEGEND_NAME_CHARS_MAX: usize = 18;
+const LEGEND_TITLE_CHARS_MAX: usize = 22;
 
 impl From<DrawingAreaErrorKind<std::io::Error>> for ChartError {
     fn from(e: DrawingAreaErrorKind<std::io::Error>) -> ChartError {
@@ -158,6 +161,8 @@ pub(super) enum Swatch {
     Line,
     /// A filled square: for bars.
     Block,
+    /// A dashed line: for analytic bounds.
+    Dashed,
 }
 
 pub(super) struct LegendEntry<'a> {
@@ -166,12 +171,27 @@ pub(super) struct LegendEntry<'a> {
     pub swatch: Swatch,
 }
 
-/// One row per entry, top to bottom in the order given.
-pub(super) fn draw_legend(area: &Area<'_>, entries: &[LegendEntry<'_>]) -> Result<(), ChartError> {
+/// An optional title (what the entries stand for, e.g. the swept axis), then one entry per
+/// row group, top to bottom in the order given. Names are wrapped, never cut, so that two
+/// series whose names differ only at the end stay distinguishable; an empty name (a lone
+/// series that the title and axis already name) gets no row.
+pub(super) fn draw_legend(
+    area: &Area<'_>,
+    title: Option<&str>,
+    entries: &[LegendEntry<'_>],
+) -> Result<(), ChartError> {
+    let title_style = label_style().pos(Pos::new(HPos::Left, VPos::Center));
     let name_style = label_style().pos(Pos::new(HPos::Left, VPos::Center));
     let x = LEGEND_GAP_PX;
-    for (row, entry) in entries.iter().enumerate() {
-        let y = LEGEND_TOP_PX + row as i32 * LEGEND_ROW_PX;
+    let mut y = LEGEND_TOP_PX;
+    if let Some(title) = title.filter(|t| !t.is_empty()) {
+        for line in wrap(title, LEGEND_TITLE_CHARS_MAX) {
+            area.draw(&Text::new(line, (x, y), title_style.clone()))?;
+            y += LEGEND_LINE_PX;
+        }
+        y += LEGEND_ROW_PX - LEGEND_LINE_PX;
+    }
+    for entry in entries.iter().filter(|e| !e.name.is_empty()) {
         match entry.swatch {
             Swatch::Line => area.draw(&PathElement::new(
                 vec![(x, y), (x + LEGEND_SWATCH_PX, y)],
@@ -184,12 +204,54 @@ pub(super) fn draw_legend(area: &Area<'_>, entries: &[LegendEntry<'_>]) -> Resul
                     entry.color.filled(),
                 ))?
             }
+            Swatch::Dashed => {
+                let dash = LEGEND_SWATCH_PX / 4;
+                for k in [0, 2] {
+                    area.draw(&PathElement::new(
+                        vec![(x + k * dash, y), (x + (k + 1) * dash, y)],
+                        entry.color.stroke_width(LINE_WIDTH_PX),
+                    ))?;
+                }
+            }
         }
-        let name = shorten(entry.name, LEGEND_NAME_CHARS_MAX);
-        let at = (x + LEGEND_SWATCH_PX + LEGEND_GAP_PX, y);
-        area.draw(&Text::new(name, at, name_style.clone()))?;
+        let text_x = x + LEGEND_SWATCH_PX + LEGEND_GAP_PX;
+        for line in wrap(entry.name, LEGEND_NAME_CHARS_MAX) {
+            area.draw(&Text::new(line, (text_x, y), name_style.clone()))?;
+            y += LEGEND_LINE_PX;
+        }
+        y += LEGEND_ROW_PX - LEGEND_LINE_PX;
     }
     Ok(())
+}
+
+/// `text` in lines of at most `chars_max` characters, broken at spaces where possible (a word
+/// longer than a line is split), so that nothing is lost.
+pub(super) fn wrap(text: &str, chars_max: usize) -> Vec<String> {
+    let chars_max = chars_max.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.len() <= chars_max {
+            line.push(' ');
+            line.extend(word);
+            continue;
+        }
+        if len > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > chars_max {
+            let rest = word.split_off(chars_max);
+            lines.push(word.into_iter().collect());
+            word = rest;
+        }
+        line = word.into_iter().collect();
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// `text` cut to `chars_max` characters, the last one an ellipsis when anything was cut.

@@ -149,7 +149,49 @@ fn sample_charts() -> Vec<(&'static str, String)> {
             "stacked_bars",
             stacked_bars("End-to-end latency", "ms", &categories, &parts).unwrap(),
         ),
+        (
+            "sweep_bounded",
+            sweep_with(
+                "Throughput vs. batch size",
+                "messages per batch",
+                "acks / s",
+                true,
+                false,
+                &sweep_series(),
+                &Extras {
+                    legend_title: Some("acknowledgements".into()),
+                    bounds: vec![
+                        Bound::horizontal("offered load", 12.0),
+                        Bound::through("window x batch / RTT", vec![(1.0, 0.5), (32.0, 16.0)]),
+                    ],
+                    y_from_data: false,
+                },
+            )
+            .unwrap(),
+        ),
+        ("bars", bars_sample()),
     ]
+}
+
+fn bars_sample() -> String {
+    let bar = |category: &str, median: f64, spread: f64| Bar {
+        category: category.into(),
+        median,
+        min: median - spread,
+        max: median + spread,
+    };
+    bars(
+        "Sends that failed",
+        "messages per batch",
+        "failed sends",
+        &[
+            bar("1", 900.0, 80.0),
+            bar("4", 12.0, 4.0),
+            bar("16", 0.0, 0.0),
+        ],
+        &Extras::default(),
+    )
+    .unwrap()
 }
 
 fn assert_well_formed(name: &str, svg: &str) {
@@ -245,11 +287,13 @@ fn output_bytes_are_pinned_so_reports_regenerate_identically() {
         .iter()
         .map(|(name, svg)| (*name, format!("{:016x}", fnv1a(svg.as_bytes()))))
         .collect();
-    let expected: [(&str, &str); 4] = [
+    let expected: [(&str, &str); 6] = [
         ("histogram", "19c01ad0c7c38f4d"),
-        ("time_series", "8fc7ca472bd59195"),
+        ("time_series", "3677240eadd2f517"),
         ("sweep", "b49bf8bc6499fbff"),
         ("stacked_bars", "e738ff6fb0761698"),
+        ("sweep_bounded", "5162b99ba479da17"),
+        ("bars", "7eee8d8be08e2da6"),
     ];
     let expected: Vec<(&str, String)> = expected
         .iter()
@@ -449,15 +493,123 @@ fn inputs_beyond_the_limits_are_refused() {
 }
 
 #[test]
-fn long_names_are_shortened_with_an_ellipsis() {
-    let name = "a-very-long-series-name-that-would-leave-the-legend-strip";
-    let series = Series {
-        name: name.into(),
-        points: vec![(0.0, 1.0), (1.0, 2.0)],
+fn long_legend_names_wrap_and_are_never_cut() {
+    // p4-send-modes had two series cut to the same "fire-and-forget…".
+    let names = ["fire-and-forget, acks=0", "fire-and-forget, acks=1"];
+    let series: Vec<Series> = names
+        .iter()
+        .map(|n| Series {
+            name: (*n).into(),
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+        })
+        .collect();
+    let svg = time_series("t", "y", &series, &[]).unwrap();
+    assert!(!svg.contains('…'), "nothing is cut");
+    for line in ["fire-and-forget,", "acks=0", "acks=1"] {
+        assert!(svg.contains(line), "legend lacks {line}");
+    }
+    let word = "a-very-long-series-name-without-spaces";
+    assert_eq!(
+        frame::wrap(word, 18),
+        ["a-very-long-series", "-name-without-spac", "es"]
+    );
+    assert_eq!(
+        frame::wrap("replication and commit", 18),
+        ["replication and", "commit"]
+    );
+    assert_eq!(frame::wrap("", 18), [""]);
+}
+
+#[test]
+fn a_legend_title_names_what_the_series_stand_for() {
+    let extras = Extras {
+        legend_title: Some("broker cores".into()),
+        ..Extras::default()
     };
-    let svg = time_series("t", "y", &[series], &[]).unwrap();
-    assert!(!svg.contains(name));
-    assert!(svg.contains("a-very-long-serie…"));
+    let svg = sweep_with("t", "x", "y", false, false, &sweep_series(), &extras).unwrap();
+    assert!(svg.contains("broker cores"));
+    assert!(!sweep("t", "x", "y", false, false, &sweep_series())
+        .unwrap()
+        .contains("broker cores"));
+}
+
+#[test]
+fn a_bound_is_drawn_dashed_named_and_kept_in_view() {
+    // The sample sweep peaks near 17; a bound at 1000 must widen the axis to show it.
+    let extras = Extras {
+        bounds: vec![
+            Bound::horizontal("NIC capacity", 1000.0),
+            Bound::through("window x batch", vec![(1.0, 2.0), (32.0, 64.0)]),
+        ],
+        ..Extras::default()
+    };
+    let plain = sweep("t", "x", "y", false, false, &sweep_series()).unwrap();
+    let bounded = sweep_with("t", "x", "y", false, false, &sweep_series(), &extras).unwrap();
+    for label in ["NIC capacity", "window x batch", ">\n1000\n<"] {
+        assert!(bounded.contains(label), "lacks {label}");
+    }
+    assert!(!plain.contains(">\n1000\n<"));
+    // Dashes: many more short paths than the plain chart has.
+    let paths = |svg: &str| svg.matches("<polyline").count();
+    assert!(
+        paths(&bounded) > paths(&plain) + 20,
+        "{} vs {}",
+        paths(&bounded),
+        paths(&plain)
+    );
+    // Bounds obey their own limit.
+    let many = Extras {
+        bounds: vec![Bound::horizontal("b", 1.0); BOUNDS_MAX + 1],
+        ..Extras::default()
+    };
+    assert!(sweep_with("t", "x", "y", false, false, &[], &many).is_err());
+}
+
+#[test]
+fn linear_y_axes_start_at_zero_unless_the_chart_says_otherwise() {
+    let high = Series {
+        name: "s".into(),
+        points: vec![(10.0, 50.0), (11.0, 60.0)],
+    };
+    let zero_tick = ">\n0\n<";
+    let from_zero = time_series("t", "y", std::slice::from_ref(&high), &[]).unwrap();
+    assert!(from_zero.contains(zero_tick));
+    let fitted = time_series_with(
+        "t",
+        "y",
+        &[high],
+        &[],
+        &Extras {
+            y_from_data: true,
+            ..Extras::default()
+        },
+    )
+    .unwrap();
+    assert!(!fitted.contains(zero_tick));
+}
+
+#[test]
+fn bars_have_an_x_title_whiskers_and_visible_zeros() {
+    let bar = |category: &str, median: f64, min: f64, max: f64| Bar {
+        category: category.into(),
+        median,
+        min,
+        max,
+    };
+    let with_zero = [bar("1", 0.0, 0.0, 0.0), bar("4", 10.0, 8.0, 12.0)];
+    // The same y extent, so that only the bars differ.
+    let without = [bar("1", 12.0, 12.0, 12.0), bar("4", 10.0, 10.0, 10.0)];
+    let svg =
+        |b: &[Bar]| bars("t", "messages per batch", "acks / s", b, &Extras::default()).unwrap();
+    let (zero, plain) = (svg(&with_zero), svg(&without));
+    assert_well_formed("bars", &zero);
+    assert!(zero.contains("messages per batch"));
+    let rects = |svg: &str| svg.matches("<rect").count();
+    // Both draw two bars; the zero one is a thin block, not nothing.
+    assert_eq!(rects(&zero), rects(&plain));
+    // A whisker is a line and two caps.
+    let lines = |svg: &str| svg.matches("<polyline").count();
+    assert_eq!(lines(&zero), lines(&plain) + 3);
 }
 
 #[test]
