@@ -358,13 +358,7 @@ impl ConsumerProcess {
         stop_at: Duration,
     ) {
         let spec = &self.spec;
-        let config = ConsumerConfig {
-            group: spec.group.clone(),
-            max_wait_ms: spec.max_wait_ms,
-            min_bytes: spec.min_bytes,
-            max_bytes: spec.max_bytes,
-            ..ConsumerConfig::default()
-        };
+        let config = spec.consumer_config();
         let rng = Rng::new(self.seed ^ name_salt(name));
         let mut consumer = Consumer::new(config, self.cluster.brokers.clone(), rng);
         let mut io = ClientIo::<N>::new(name.to_string(), &self.cluster.brokers)

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use fathom_queue::client::ProducerConfig;
+use fathom_queue::client::{ConsumerConfig, ProducerConfig};
 pub use fathom_queue::log::batch::Compression;
 use fathom_queue::protocol::Acks;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -186,36 +186,45 @@ pub struct ProducerSpec {
 
 impl Default for ProducerSpec {
     /// Defaults for the optional fields; `name` and `topic` are required (checked by validation).
+    /// Every setting of the producer state machine takes [`ProducerConfig::default`], the one set
+    /// of client defaults; only the workload's own fields (instances, mode, rate, messages,
+    /// message size, partitioner choice, connect per send) have theirs here.
     fn default() -> Self {
+        let client = ProducerConfig::default();
         ProducerSpec {
             name: String::new(),
             instances: 1,
             topic: String::new(),
             mode: ProducerMode::default(),
-            acks: Acks::All,
+            acks: client.acks,
             rate_per_s: 100.0,
             messages: 1000,
             message_bytes: 100,
             partitioner: Partitioner::default(),
-            linger_ms: 0,
-            batch_bytes_max: 16 * 1024,
-            in_flight_max: 5,
-            retries_max: 10,
+            linger_ms: client.linger_ms,
+            batch_bytes_max: narrow(client.batch_bytes_max),
+            in_flight_max: narrow(client.in_flight_max),
+            retries_max: client.retries_max,
             retry_backoff_ms: MillisRange {
-                min_ms: 50,
-                max_ms: 500,
+                min_ms: client.retry_backoff_min_ms,
+                max_ms: client.retry_backoff_max_ms,
             },
-            request_timeout_ms: 2000,
-            delivery_timeout_ms: 10_000,
-            buffer_bytes_max: 32 * 1024 * 1024,
+            request_timeout_ms: client.request_timeout_ms,
+            delivery_timeout_ms: client.delivery_timeout_ms,
+            buffer_bytes_max: client.buffer_bytes_max as u64,
             max_block_ms: 60_000,
             connect_per_send: false,
-            idempotence: false,
-            batch_records_max: fathom_queue::client::producer::BATCH_RECORDS_MAX_DEFAULT as u32,
-            compression: Compression::None,
-            connections_per_broker: 1,
+            idempotence: client.enable_idempotence,
+            batch_records_max: narrow(client.batch_records_max),
+            compression: client.compression,
+            connections_per_broker: client.connections_per_broker,
         }
     }
+}
+
+/// A core default (a `usize` limit) as the scenario's `u32` field; the core's defaults are small.
+fn narrow(default: usize) -> u32 {
+    u32::try_from(default).expect("a client default fits in u32")
 }
 
 impl Partitioner {
@@ -331,8 +340,10 @@ pub struct ConsumerSpec {
 }
 
 impl Default for ConsumerSpec {
-    /// Defaults for the optional fields; `name`, `topic` and `group` are required.
+    /// Defaults for the optional fields; `name`, `topic` and `group` are required. The fetch
+    /// settings take [`ConsumerConfig::default`], the one set of client defaults.
     fn default() -> Self {
+        let client = ConsumerConfig::default();
         ConsumerSpec {
             name: String::new(),
             instances: 1,
@@ -341,9 +352,9 @@ impl Default for ConsumerSpec {
             group: String::new(),
             commit: CommitMode::default(),
             commit_interval_ms: 100,
-            max_wait_ms: 500,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
+            max_wait_ms: client.max_wait_ms,
+            min_bytes: client.min_bytes,
+            max_bytes: client.max_bytes,
             process_ms: 0,
             restart_at_s: Vec::new(),
         }
@@ -351,6 +362,18 @@ impl Default for ConsumerSpec {
 }
 
 impl ConsumerSpec {
+    /// The consumer state machine's configuration for this table. Settings the table does not
+    /// name (request timeout, buffering, retries) keep [`ConsumerConfig`]'s defaults.
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            group: self.group.clone(),
+            max_wait_ms: self.max_wait_ms,
+            min_bytes: self.min_bytes,
+            max_bytes: self.max_bytes,
+            ..ConsumerConfig::default()
+        }
+    }
+
     /// The partitions this spec selects from a topic with `topic_partitions` partitions.
     pub fn selected_partitions(&self, topic_partitions: u32) -> Vec<u32> {
         match &self.partitions {
@@ -410,4 +433,33 @@ fn deserialize_acks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Acks, 
         }
     }
     deserializer.deserialize_any(AcksVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One set of client defaults: a table that sets nothing configures the state machines
+    /// exactly as their own `Default` does (the producer with its attempt journal on).
+    #[test]
+    fn empty_tables_configure_the_clients_with_their_defaults() {
+        assert_eq!(
+            ProducerSpec::default().producer_config(),
+            ProducerConfig {
+                attempt_events: true,
+                ..ProducerConfig::default()
+            }
+        );
+        let consumer = ConsumerSpec {
+            group: "g".into(),
+            ..ConsumerSpec::default()
+        };
+        assert_eq!(
+            consumer.consumer_config(),
+            ConsumerConfig {
+                group: "g".into(),
+                ..ConsumerConfig::default()
+            }
+        );
+    }
 }

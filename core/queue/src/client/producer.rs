@@ -153,22 +153,27 @@ impl ProducerConfig {
 }
 
 impl Default for ProducerConfig {
-    /// Kafka's defaults.
+    /// Fathom's one set of producer defaults: what a scenario's `[[producers]]` table gets for a
+    /// setting it leaves out (README, "Client defaults", lists them beside Kafka's). Timeouts and
+    /// retries are a few seconds long, not Kafka's minutes, so that a fault's effect shows within
+    /// a short run; the rest are Kafka's.
     fn default() -> Self {
         ProducerConfig {
             acks: Acks::All,
-            linger_ms: 5,
+            // Kafka before 4.0; Kafka 4.0 lingers 5 ms.
+            linger_ms: 0,
             batch_bytes_max: 16 * 1024,
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
             compression: Compression::None,
             buffer_bytes_max: 32 * 1024 * 1024,
             in_flight_max: 5,
-            // Bounded by the delivery timeout, as in Kafka.
-            retries_max: u32::MAX,
-            retry_backoff_min_ms: 100,
-            retry_backoff_max_ms: 1_000,
-            request_timeout_ms: 30_000,
-            delivery_timeout_ms: 120_000,
+            // Kafka retries until the delivery timeout; a bound keeps a dead cluster's retries
+            // short and countable.
+            retries_max: 10,
+            retry_backoff_min_ms: 50,
+            retry_backoff_max_ms: 500,
+            request_timeout_ms: 2_000,
+            delivery_timeout_ms: 10_000,
             metadata_refresh_backoff_ms: 100,
             enable_idempotence: false,
             attempt_events: false,

@@ -572,3 +572,68 @@ fn fault_tag_names_are_serdes_names() {
         assert_eq!(serde_json::to_string(&tag).unwrap(), format!("\"{tag}\""));
     }
 }
+
+/// The README's client defaults tables are the code's: every default written there, set
+/// explicitly in a table, reads the same as leaving the field out (a table shrunk below
+/// `rows_min` rows fails too, so the check cannot pass by finding no table).
+#[test]
+fn readme_client_defaults_are_the_defaults() {
+    let readme = include_str!("../../../../README.md");
+    let consumer_base =
+        format!("{BASE}[[consumers]]\nname = \"c\"\ntopic = \"orders\"\ngroup = \"g\"\n");
+    for (header, base, rows_min) in [
+        ("| producer field |", BASE.to_string(), 20),
+        ("| consumer field |", consumer_base, 9),
+    ] {
+        let implicit = parse(&base).unwrap();
+        let rows = readme_table(readme, header);
+        assert!(rows.len() >= rows_min, "{header}: {} rows", rows.len());
+        for (field, default) in rows {
+            let Some(value) = toml_value(&default) else {
+                continue;
+            };
+            let explicit = parse(&format!("{base}{field} = {value}\n"))
+                .unwrap_or_else(|e| panic!("README default {field} = {value}: {e}"));
+            assert_eq!(
+                (&explicit.producers, &explicit.consumers),
+                (&implicit.producers, &implicit.consumers),
+                "README says {field} defaults to {default}"
+            );
+        }
+    }
+}
+
+/// (field, default cell) of each row of the README table that starts with `header`.
+fn readme_table(readme: &str, header: &str) -> Vec<(String, String)> {
+    readme
+        .lines()
+        .skip_while(|l| !l.starts_with(header))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let field = cells[0].trim_start_matches("| ").trim_matches('`');
+            (field.to_string(), cells[1].to_string())
+        })
+        .collect()
+}
+
+/// The TOML value a README default cell names (its first word: `` `sync` ``, `[50, 500]`, `16384
+/// (16 KiB)`), or None for "none" (an absent optional field).
+fn toml_value(cell: &str) -> Option<String> {
+    if cell == "none" {
+        return None;
+    }
+    if let Some(quoted) = cell.strip_prefix('`') {
+        let name = &quoted[..quoted.find('`').unwrap()];
+        return Some(if name.starts_with('"') {
+            name.to_string()
+        } else {
+            format!("\"{name}\"")
+        });
+    }
+    if cell.starts_with('[') {
+        return Some(cell[..=cell.find(']').unwrap()].to_string());
+    }
+    Some(cell.split_whitespace().next().unwrap().to_string())
+}

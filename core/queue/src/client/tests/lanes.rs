@@ -22,6 +22,8 @@ fn net(connections_per_broker: u16) -> Net<Producer> {
         retry_backoff_min_ms: 10,
         retry_backoff_max_ms: 100,
         metadata_refresh_backoff_ms: 50,
+        retries_max: u32::MAX,
+        delivery_timeout_ms: 120_000,
         connections_per_broker,
         attempt_events: true,
         ..ProducerConfig::default()

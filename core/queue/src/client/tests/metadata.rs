@@ -12,6 +12,10 @@ fn net() -> Net<Producer> {
         linger_ms: 0,
         request_timeout_ms: 200,
         metadata_refresh_backoff_ms: 50,
+        retries_max: u32::MAX,
+        retry_backoff_min_ms: 100,
+        retry_backoff_max_ms: 1_000,
+        delivery_timeout_ms: 120_000,
         ..ProducerConfig::default()
     };
     let cluster = FakeCluster::new(&[1, 2, 3], &[(tp("t", 0), 2)], &[1]);

@@ -23,6 +23,7 @@ fn config(partitioner: Partitioner) -> ProducerConfig {
         request_timeout_ms: 200,
         delivery_timeout_ms: 5_000,
         metadata_refresh_backoff_ms: 50,
+        retries_max: u32::MAX,
         partitioner,
         ..ProducerConfig::default()
     }
