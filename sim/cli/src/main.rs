@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
+
 #[cfg(feature = "sim")]
 use fathom_sim::cli;
 
@@ -101,7 +103,7 @@ fn main() -> ExitCode {
             seeds,
             jobs,
         } => cli::explore(&scenario, &seeds, jobs),
-        Command::Check { history } => fathom_history::command::check(&history),
+        Command::Check { history } => check::check(&history),
         #[cfg(feature = "sim")]
         Command::Trace {
             run_dir,

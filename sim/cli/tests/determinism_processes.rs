@@ -42,8 +42,14 @@ fn run_in_process(scenario: &Path, seed: u64, out: &Path) -> (Vec<u8>, String) {
 }
 
 fn assert_replays_across_processes(scenario: &str, seeds: &[u64]) {
-    let dir = std::env::temp_dir().join(format!("fathom-determinism-{}", std::process::id()));
+    // One directory per test: the tests of this file run at once in one process.
     let path = repo(scenario);
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario");
+    let dir =
+        std::env::temp_dir().join(format!("fathom-determinism-{stem}-{}", std::process::id()));
     for &seed in seeds {
         let a = run_in_process(&path, seed, &dir.join(format!("{seed}-a")));
         let b = run_in_process(&path, seed, &dir.join(format!("{seed}-b")));

@@ -530,10 +530,7 @@ impl<R> ClassicCoordinator<R> {
     ) -> Result<(), GroupError> {
         let group = self.groups.get(name);
         let Some((member, generation)) = member else {
-            return match group {
-                Some(g) if !g.members.is_empty() => Err(GroupError::UnknownMemberId),
-                _ => Ok(()),
-            };
+            return super::commit_without_member(group.is_some_and(|g| !g.members.is_empty()));
         };
         let group = group.ok_or(GroupError::UnknownMemberId)?;
         if !group.members.contains_key(member) {

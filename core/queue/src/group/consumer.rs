@@ -263,10 +263,7 @@ impl<R> ConsumerCoordinator<R> {
     ) -> Result<(), GroupError> {
         let group = self.groups.get(name);
         let Some((member, epoch)) = member else {
-            return match group {
-                Some(g) if !g.members.is_empty() => Err(GroupError::UnknownMemberId),
-                _ => Ok(()),
-            };
+            return super::commit_without_member(group.is_some_and(|g| !g.members.is_empty()));
         };
         let m = group
             .and_then(|g| g.members.get(member))

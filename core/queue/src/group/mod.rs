@@ -57,5 +57,14 @@ pub enum GroupError {
     PartitionNotAssigned,
 }
 
+/// The fence for a commit that names no member: allowed only while the group has no members,
+/// which is what manual assignment looks like (Kafka's "simple consumer" commits).
+pub(crate) fn commit_without_member(group_has_members: bool) -> Result<(), GroupError> {
+    match group_has_members {
+        true => Err(GroupError::UnknownMemberId),
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests;
