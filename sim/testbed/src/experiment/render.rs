@@ -132,7 +132,7 @@ fn simulated_time(e: &Experiment) -> String {
         .points()
         .iter()
         .filter_map(|p| e.scenario_at(p).ok())
-        .map(|sc| (num(sc.duration_s), num(sc.settle_s)))
+        .map(|sc| (sc.duration_s.to_string(), sc.settle_s.to_string()))
         .collect();
     phases.sort();
     phases.dedup();
@@ -184,13 +184,16 @@ fn table(s: &mut String, e: &Experiment, results: &Results) {
             percent(stats::range_coverage(n))
         )
     };
-    let _ = writeln!(
-        s,
-        "\nCells of a measurement are {interval}. Cells of a safety count (marked *worst*) are \
-         the worst seed, then in how many seeds it happened with the Wilson {} interval of that \
-         share.\n",
-        percent(CONFIDENCE)
-    );
+    let _ = writeln!(s, "\nCells of a measurement are {interval}.");
+    if e.columns.iter().any(|c| c.judged() == Judged::WorstSeed) {
+        let _ = writeln!(
+            s,
+            "Cells of a safety count give the worst seed, then in how many seeds it happened, \
+             with the Wilson {} interval of that share in brackets.",
+            percent(CONFIDENCE)
+        );
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "Columns:\n");
     for c in &e.columns {
         let _ = writeln!(s, "- `{c}`: {}", c.describe());
@@ -215,7 +218,7 @@ fn cell(metric: Metric, spread: Option<&Spread>) -> String {
             percent(hi)
         );
     }
-    if sp.min == sp.max {
+    if num(sp.min) == num(sp.max) {
         return num(sp.median);
     }
     match sp.interval {

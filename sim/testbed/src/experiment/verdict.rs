@@ -560,7 +560,7 @@ fn measure(r: &Results, v: &ValueSpec) -> Option<(String, f64)> {
     let place = if v.at.is_empty() {
         "every run".to_string()
     } else {
-        let labels: Vec<&str> = v.at.values().map(String::as_str).collect();
+        let labels: Vec<String> = v.at.iter().map(|(a, l)| format!("{a} = {l}")).collect();
         labels.join(", ")
     };
     Some((format!("{metric}, {}, {place}", stat.describe()), x))
