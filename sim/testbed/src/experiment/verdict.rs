@@ -99,9 +99,12 @@ pub struct ValueSpec {
     pub sum: Option<[String; 2]>,
 }
 
+/// How a derived value combines its two operands.
+type Combine = fn(f64, f64) -> f64;
+
 impl ValueSpec {
     /// The two operands and the operation of a derived value.
-    fn derived(&self) -> Option<(&[String; 2], fn(f64, f64) -> f64)> {
+    fn derived(&self) -> Option<(&[String; 2], Combine)> {
         fn ratio(a: f64, b: f64) -> f64 {
             if b == 0.0 {
                 f64::NAN
@@ -109,7 +112,7 @@ impl ValueSpec {
                 a / b
             }
         }
-        let forms: [(&Option<[String; 2]>, fn(f64, f64) -> f64); 3] = [
+        let forms: [(&Option<[String; 2]>, Combine); 3] = [
             (&self.ratio, ratio),
             (&self.difference, |a, b| a - b),
             (&self.sum, |a, b| a + b),
