@@ -66,6 +66,22 @@ impl Anomaly {
         }
     }
 
+    /// A short phrase for a report's column list: what one count of the class is.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Anomaly::Lost => "acknowledged messages missing from every read",
+            Anomaly::Duplicate => "messages stored at more than one offset",
+            Anomaly::InconsistentOffsets => "offsets holding more than one message",
+            Anomaly::AbortedRead => "reads of messages whose send failed",
+            Anomaly::NonmonotonicSend => "acknowledgements out of send order",
+            Anomaly::PollSkip => "polls that skipped an offset holding a record",
+            Anomaly::NonmonotonicPoll => "polls that went backwards",
+            Anomaly::ReplicaDivergence => {
+                "partitions whose replicas disagree below the high watermark"
+            }
+        }
+    }
+
     /// The class called `name`, if there is one.
     pub fn from_name(name: &str) -> Option<Anomaly> {
         Anomaly::ALL.into_iter().find(|a| a.name() == name)

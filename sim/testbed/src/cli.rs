@@ -262,7 +262,7 @@ pub fn run_experiment(
     bar.set_prefix(e.id.clone());
     let results = experiment::runner::run_all(e, jobs, &|| bar.inc(1))?;
     bar.finish_and_clear();
-    let judgement = experiment::claims::judge(&results);
+    let judgement = experiment::verdict::judge(e, &results);
     experiment::render::write(&reports.join(&e.id), e, &results, &judgement)?;
     println!("{:<24} {}: {}", e.id, e.claim, judgement.verdict_text());
     Ok(())
@@ -286,122 +286,153 @@ pub fn trace(dir: &Path, id: &str) -> u8 {
     }
 }
 
-/// The lines `fathom trace` prints.
+/// The lines `fathom trace` prints: the message's send, attempts and deliveries in time order,
+/// then its fate.
 pub fn trace_lines(dir: &Path, id: &str) -> Result<Vec<String>, String> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let events = history::read_jsonl(&read("history.jsonl")?).map_err(|e| e.to_string())?;
+    let attempts = attempts_of(&read("journal.jsonl")?, id)?;
+    let mut timeline = Timeline::default();
+    for e in &events {
+        match &e.op {
+            Op::Send { id: i, .. } if i == id => timeline.send(e),
+            Op::Poll { .. } if e.kind == EventType::Ok => timeline.deliveries(e, id),
+            _ => {}
+        }
+    }
+    for a in &attempts {
+        timeline.attempt(a);
+    }
+    if timeline.entries.is_empty() {
+        return Err(format!("no message {id:?} in {}", dir.display()));
+    }
+    Ok(timeline.lines(id, attempts.len()))
+}
+
+/// The journal's attempts that carried message `id`.
+fn attempts_of(
+    journal: &str,
+    id: &str,
+) -> Result<Vec<fathom_workload::trace::AttemptRecord>, String> {
     let mut attempts = Vec::new();
-    for (n, line) in read("journal.jsonl")?.lines().enumerate() {
+    for (n, line) in journal.lines().enumerate() {
         let a: fathom_workload::trace::AttemptRecord =
             serde_json::from_str(line).map_err(|e| format!("journal.jsonl line {}: {e}", n + 1))?;
         if a.ids.iter().any(|i| i == id) {
             attempts.push(a);
         }
     }
-    let ms = |ns: u64| format!("{:>12.3} ms", ns as f64 / 1e6);
-    let mut timeline: Vec<(u64, usize, String)> = Vec::new();
-    let mut fate = None;
-    let mut deliveries = Vec::new();
-    for e in &events {
-        match (&e.op, e.kind) {
-            (
-                Op::Send {
-                    id: i,
-                    topic,
-                    partition,
-                    offset,
-                    error,
-                },
-                kind,
-            ) if i == id => {
-                let what = match (kind, offset, error) {
-                    (EventType::Invoke, _, _) => format!("send invoked for {topic}/{partition}"),
-                    (EventType::Ok, Some(o), _) => {
-                        fate = Some(format!("acknowledged at {topic}/{partition} offset {o}"));
-                        format!("acknowledged at offset {o}")
-                    }
-                    (EventType::Fail, _, err) => {
-                        fate = Some(format!(
-                            "failed for certain: {}",
-                            err.clone().unwrap_or_default()
-                        ));
-                        format!("failed: {}", err.clone().unwrap_or_default())
-                    }
-                    (_, _, err) => {
-                        fate = Some(format!("unknown: {}", err.clone().unwrap_or_default()));
-                        format!("outcome unknown: {}", err.clone().unwrap_or_default())
-                    }
-                };
-                timeline.push((
-                    e.time_ns,
-                    0,
-                    format!("{}  {:<12} {what}", ms(e.time_ns), e.process),
-                ));
+    Ok(attempts)
+}
+
+/// One message's events as `fathom trace` prints them.
+#[derive(Default)]
+struct Timeline {
+    /// (time, order among events at the same time: send 0, attempt 1, delivery 2, line).
+    entries: Vec<(u64, usize, String)>,
+    fate: Option<String>,
+    /// The processes that received it, once per delivery.
+    deliveries: Vec<String>,
+}
+
+const ORDER_SEND: usize = 0;
+const ORDER_ATTEMPT: usize = 1;
+const ORDER_DELIVERY: usize = 2;
+
+fn ms(ns: u64) -> String {
+    format!("{:>12.3} ms", ns as f64 / 1e6)
+}
+
+impl Timeline {
+    /// A send event of the message: its invocation or its outcome, which is its fate.
+    fn send(&mut self, e: &history::Event) {
+        let Op::Send {
+            topic,
+            partition,
+            offset,
+            error,
+            ..
+        } = &e.op
+        else {
+            return;
+        };
+        let error = error.clone().unwrap_or_default();
+        let what = match (e.kind, offset) {
+            (EventType::Invoke, _) => format!("send invoked for {topic}/{partition}"),
+            (EventType::Ok, Some(o)) => {
+                self.fate = Some(format!("acknowledged at {topic}/{partition} offset {o}"));
+                format!("acknowledged at offset {o}")
             }
-            (
-                Op::Poll {
-                    topic,
-                    partition,
-                    records,
-                },
-                EventType::Ok,
-            ) => {
-                for (offset, _) in records.iter().filter(|(_, i)| i == id) {
-                    deliveries.push(e.process.clone());
-                    timeline.push((
-                        e.time_ns,
-                        2,
-                        format!(
-                            "{}  {:<12} delivered from {topic}/{partition} offset {offset}",
-                            ms(e.time_ns),
-                            e.process
-                        ),
-                    ));
-                }
+            (EventType::Fail, _) => {
+                self.fate = Some(format!("failed for certain: {error}"));
+                format!("failed: {error}")
             }
-            _ => {}
+            _ => {
+                self.fate = Some(format!("unknown: {error}"));
+                format!("outcome unknown: {error}")
+            }
+        };
+        let line = format!("{}  {:<12} {what}", ms(e.time_ns), e.process);
+        self.entries.push((e.time_ns, ORDER_SEND, line));
+    }
+
+    /// Every record of message `id` in a successful poll.
+    fn deliveries(&mut self, e: &history::Event, id: &str) {
+        let Op::Poll {
+            topic,
+            partition,
+            records,
+        } = &e.op
+        else {
+            return;
+        };
+        for (offset, _) in records.iter().filter(|(_, i)| i == id) {
+            self.deliveries.push(e.process.clone());
+            let line = format!(
+                "{}  {:<12} delivered from {topic}/{partition} offset {offset}",
+                ms(e.time_ns),
+                e.process
+            );
+            self.entries.push((e.time_ns, ORDER_DELIVERY, line));
         }
     }
-    for a in &attempts {
+
+    fn attempt(&mut self, a: &fathom_workload::trace::AttemptRecord) {
         let outcome = match (&a.offset, &a.error) {
             (Some(base), _) => format!("ok, batch at base offset {base}"),
             (None, Some(err)) => format!("error: {err}"),
             (None, None) => "no outcome".to_string(),
         };
-        timeline.push((
-            a.sent_ns,
-            1,
-            format!(
-                "{}  {:<12} attempt {} to broker-{} ({} messages in the batch); {} after {:.3} ms",
-                ms(a.sent_ns),
-                a.process,
-                a.attempt,
-                a.broker,
-                a.ids.len(),
-                outcome,
-                a.resolved_ns.saturating_sub(a.sent_ns) as f64 / 1e6
-            ),
-        ));
+        let line = format!(
+            "{}  {:<12} attempt {} to broker-{} ({} messages in the batch); {} after {:.3} ms",
+            ms(a.sent_ns),
+            a.process,
+            a.attempt,
+            a.broker,
+            a.ids.len(),
+            outcome,
+            a.resolved_ns.saturating_sub(a.sent_ns) as f64 / 1e6
+        );
+        self.entries.push((a.sent_ns, ORDER_ATTEMPT, line));
     }
-    if timeline.is_empty() {
-        return Err(format!("no message {id:?} in {}", dir.display()));
-    }
-    timeline.sort();
-    let mut lines = vec![format!("message {id}")];
-    lines.extend(timeline.into_iter().map(|(_, _, l)| l));
-    lines.push(format!(
-        "fate: {}; {} attempt(s); delivered {} time(s){}",
-        fate.unwrap_or_else(|| "never resolved".into()),
-        attempts.len(),
-        deliveries.len(),
-        if deliveries.is_empty() {
+
+    fn lines(mut self, id: &str, attempts: usize) -> Vec<String> {
+        self.entries.sort();
+        let mut lines = vec![format!("message {id}")];
+        lines.extend(self.entries.into_iter().map(|(_, _, l)| l));
+        let delivered_by = if self.deliveries.is_empty() {
             String::new()
         } else {
-            format!(" ({})", deliveries.join(", "))
-        }
-    ));
-    Ok(lines)
+            format!(" ({})", self.deliveries.join(", "))
+        };
+        lines.push(format!(
+            "fate: {}; {attempts} attempt(s); delivered {} time(s){delivered_by}",
+            self.fate.unwrap_or_else(|| "never resolved".into()),
+            self.deliveries.len(),
+        ));
+        lines
+    }
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::render::num;
+use super::format::num;
+use super::verdict::{Coverage, Judgement, Verdict};
 use super::ExperimentError;
 
 /// Every claim of `claims.md`, with a short name of our own.
@@ -32,7 +33,7 @@ pub const CLAIMS: &[(&str, &str)] = &[
 pub struct ClaimEntry {
     pub id: String,
     pub name: String,
-    /// `confirmed`, `refuted`, `qualified`, `inconclusive` or `untested`.
+    /// `confirmed`, `partial`, `refuted`, `qualified`, `inconclusive` or `untested`.
     pub verdict: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
@@ -43,6 +44,19 @@ pub struct ClaimEntry {
     pub also: Vec<String>,
     pub finding: String,
     pub numbers: BTreeMap<String, f64>,
+    /// What the experiments test of the claim, and what none of them tests.
+    pub coverage: Coverage,
+    /// Rules whose outcome follows from the model's own inputs, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub follows_from_model: Vec<String>,
+}
+
+/// The part of `results.json` the index reads.
+#[derive(Deserialize)]
+struct ResultsHead {
+    id: String,
+    claim: String,
+    judgement: Judgement,
 }
 
 /// Reads `reports/*/results.json` and writes the index files.
@@ -51,7 +65,7 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
         path: reports.to_path_buf(),
         source,
     };
-    let mut by_claim: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    let mut by_claim: BTreeMap<String, Vec<ResultsHead>> = BTreeMap::new();
     let mut dirs: Vec<_> = std::fs::read_dir(reports)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -64,14 +78,12 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
             path: path.clone(),
             source,
         })?;
-        let v: serde_json::Value =
+        let head: ResultsHead =
             serde_json::from_str(&text).map_err(|e| ExperimentError::Invalid {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        let claim = v["claim"].as_str().unwrap_or_default().to_string();
-        let id = v["id"].as_str().unwrap_or_default().to_string();
-        by_claim.entry(claim).or_default().push((id, v));
+        by_claim.entry(head.claim.clone()).or_default().push(head);
     }
     let mut entries = Vec::new();
     for (id, name) in CLAIMS {
@@ -88,6 +100,8 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
                           rebalances and shared consumption, which come with a later issue."
                     .into(),
                 numbers: BTreeMap::new(),
+                coverage: Coverage::default(),
+                follows_from_model: Vec::new(),
             },
         };
         entries.push(entry);
@@ -100,52 +114,66 @@ pub fn write(reports: &Path) -> Result<Vec<ClaimEntry>, ExperimentError> {
 }
 
 /// One claim's entry from its experiments (in folder order). The verdict is the experiments'
-/// if they agree; a confirmation next to a qualification or a refutation makes the claim
-/// qualified, with every condition kept.
-fn combine(id: &str, name: &str, experiments: &[(String, serde_json::Value)]) -> ClaimEntry {
-    let mut verdicts = Vec::new();
+/// if they agree; an inconclusive one makes the claim inconclusive; a refutation or a
+/// qualification next to a confirmation makes it qualified, with every condition kept; a
+/// partial next to a confirmation makes it partial.
+fn combine(id: &str, name: &str, experiments: &[ResultsHead]) -> ClaimEntry {
     let mut conditions = Vec::new();
     let mut findings = Vec::new();
     let mut numbers = BTreeMap::new();
-    for (exp, v) in experiments {
-        let j = &v["judgement"];
-        let verdict = j["verdict"].as_str().unwrap_or("inconclusive").to_string();
-        if let Some(c) = j["condition"].as_str() {
-            conditions.push(c.to_string());
+    let mut follows = Vec::new();
+    let mut coverage = Coverage::default();
+    for x in experiments {
+        let j = &x.judgement;
+        if let Some(c) = &j.condition {
+            conditions.push(c.clone());
         }
-        if verdict == "refuted" {
-            conditions.push(format!("{exp} refutes part of it"));
+        if j.verdict == Verdict::Refuted {
+            conditions.push(format!("{} refutes part of it", x.id));
         }
-        findings.push(j["finding"].as_str().unwrap_or_default().to_string());
-        let nums: BTreeMap<String, f64> =
-            serde_json::from_value(j["numbers"].clone()).unwrap_or_default();
-        for (k, x) in nums {
+        findings.push(j.finding.clone());
+        for (k, v) in &j.numbers {
             let key = if experiments.len() > 1 {
-                format!("{exp}: {k}")
+                format!("{}: {k}", x.id)
             } else {
-                k
+                k.clone()
             };
-            numbers.insert(key, x);
+            numbers.insert(key, *v);
         }
-        verdicts.push(verdict);
+        for r in &j.rules {
+            if let Some(why) = &r.follows_from_model {
+                follows.push(format!("{} ({}): {why}", r.name, x.id));
+            }
+        }
+        coverage.tests.extend(j.coverage.tests.iter().cloned());
+        coverage
+            .untested
+            .extend(j.coverage.untested.iter().cloned());
     }
+    let verdicts: Vec<Verdict> = experiments.iter().map(|x| x.judgement.verdict).collect();
+    let any = |v: Verdict| verdicts.contains(&v);
     let verdict = if verdicts.iter().all(|v| *v == verdicts[0]) {
-        verdicts[0].clone()
-    } else if verdicts.iter().any(|v| v == "inconclusive") {
-        "inconclusive".to_string()
+        verdicts[0]
+    } else if any(Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else if any(Verdict::Refuted) || any(Verdict::Qualified) {
+        Verdict::Qualified
     } else {
-        "qualified".to_string()
+        Verdict::Partial
     };
+    conditions.dedup();
     ClaimEntry {
         id: id.to_string(),
         name: name.to_string(),
-        condition: (!conditions.is_empty() && verdict != "confirmed")
+        condition: (!conditions.is_empty() && verdict != Verdict::Confirmed)
             .then(|| conditions.join("; ")),
-        verdict,
-        experiment: experiments[0].0.clone(),
-        also: experiments[1..].iter().map(|(e, _)| e.clone()).collect(),
+        verdict: verdict.name().to_string(),
+        experiment: experiments[0].id.clone(),
+        also: experiments[1..].iter().map(|x| x.id.clone()).collect(),
         finding: findings.join(" "),
         numbers,
+        coverage,
+        follows_from_model: follows,
     }
 }
 
@@ -193,6 +221,16 @@ fn readme(entries: &[ClaimEntry]) -> String {
             .map(|(k, v)| format!("{k} = {}", num(*v)))
             .collect();
         let _ = writeln!(s, "- **{}**: {}", e.id, nums.join("; "));
+    }
+    let _ = writeln!(s, "\n## Coverage: what is tested of each claim\n");
+    for e in entries.iter().filter(|e| !e.coverage.tests.is_empty()) {
+        let _ = writeln!(s, "- **{}** tests {}.", e.id, e.coverage.tests.join("; "));
+        if !e.coverage.untested.is_empty() {
+            let _ = writeln!(s, "  Not tested: {}.", e.coverage.untested.join("; "));
+        }
+        for f in &e.follows_from_model {
+            let _ = writeln!(s, "  Follows from the model's inputs: {f}");
+        }
     }
     s
 }

@@ -4,27 +4,39 @@
 //! An experiment file (TOML, in `scenarios/experiments/`) names its claim, the question, the
 //! base scenario, the axes and the seeds. Every point of the sweep is the base scenario with the
 //! axis values written into its TOML tree at dotted paths (`producers[0].mode`), then validated
-//! like any scenario file. [`runner`] runs every point × seed, [`render`] writes
-//! `reports/<id>/` (README.md, results.json, SVG charts), [`claims`] turns the numbers into a
-//! verdict, and [`index`] writes `reports/README.md` and `reports/claims.json`.
+//! like any scenario file. [`runner`] runs every point × seed and takes each run's
+//! [`metric::Metric`]s, [`stats`] summarises them over seeds, [`verdict`] applies the
+//! experiment's declared rules, [`render`] writes `reports/<id>/` (README.md, results.json, SVG
+//! charts), and [`index`] writes `reports/README.md` and `reports/claims.json`.
+//!
+//! Everything an experiment names (metrics, axes, labels, verdict values and rules) is checked
+//! when the file loads: a misspelt name is an error there, never a silent zero in a report.
 //!
 //! Nothing in a report depends on the wall clock or the machine: regenerating it gives the same
 //! bytes.
 
-pub mod claims;
+pub mod format;
 pub mod index;
+pub mod metric;
 pub mod render;
 pub mod runner;
+pub mod stats;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::scenario::{Scenario, ScenarioError};
+use metric::Metric;
+use verdict::{Coverage, VerdictSpec};
 
 /// Points in one experiment (the product of its axes); a bound on a report's run time.
 pub const POINTS_MAX: usize = 64;
 pub const SEEDS_MAX: usize = 64;
+/// Seeds an experiment with a fault needs at least: safety is judged on the worst seed, and a
+/// share of seeds needs this many for its interval to say anything (0 of 20: below 16%).
+pub const FAULT_SEEDS_MIN: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
@@ -61,10 +73,14 @@ pub struct Experiment {
     pub seeds: Vec<u64>,
     /// One or two axes.
     pub axes: Vec<Axis>,
-    /// Result columns of the report's table (see [`runner::METRICS`]).
-    pub columns: Vec<String>,
+    /// Result columns of the report's table.
+    pub columns: Vec<Metric>,
     #[serde(default)]
     pub charts: Vec<ChartSpec>,
+    /// What the claim predicts, in measured terms.
+    pub verdict: VerdictSpec,
+    /// Which parts of the claim this experiment tests.
+    pub coverage: Coverage,
     /// Where the file was read from, for base-scenario paths and errors.
     #[serde(skip)]
     pub source: PathBuf,
@@ -112,8 +128,7 @@ pub struct ChartSpec {
     #[serde(default)]
     pub kind: ChartKind,
     /// The metric drawn (not for `breakdown`).
-    #[serde(default)]
-    pub metric: String,
+    pub metric: Option<Metric>,
     pub y_label: String,
     /// For `sweep`: the axis on the x axis (its labels must be numbers); the other axis, if
     /// any, gives the series.
@@ -180,14 +195,21 @@ impl Experiment {
         let mut e: Experiment = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         e.source = path.to_path_buf();
         let base = path.parent().unwrap_or(Path::new(".")).join(&e.scenario);
-        e.check().map_err(invalid)?;
+        e.check().map_err(&invalid)?;
         e.base_text = std::fs::read_to_string(&base).map_err(|source| ExperimentError::Io {
             path: base.clone(),
             source,
         })?;
+        e.verdict.check(&e).map_err(&invalid)?;
         // Every point must make a valid scenario.
         for p in e.points() {
-            e.scenario_at(&p)?;
+            let scenario = e.scenario_at(&p)?;
+            if !scenario.faults.is_empty() && e.seeds.len() < FAULT_SEEDS_MIN {
+                return Err(invalid(format!(
+                    "point {} injects faults: use at least {FAULT_SEEDS_MIN} seeds",
+                    p.name()
+                )));
+            }
         }
         Ok(e)
     }
@@ -224,16 +246,14 @@ impl Experiment {
         if self.points().len() > POINTS_MAX {
             return Err(format!("more than {POINTS_MAX} points"));
         }
-        for c in &self.columns {
-            if !runner::is_metric(c) {
-                return Err(format!("column {c:?} is not a metric"));
-            }
+        if self.coverage.tests.is_empty() {
+            return Err("coverage.tests: name the parts of the claim this experiment tests".into());
         }
         for c in &self.charts {
-            if c.kind != ChartKind::Breakdown && !runner::is_metric(&c.metric) {
+            if (c.kind == ChartKind::Breakdown) == c.metric.is_some() {
                 return Err(format!(
-                    "chart {:?}: {:?} is not a metric",
-                    c.file, c.metric
+                    "chart {:?}: a breakdown takes no metric, every other chart one",
+                    c.file
                 ));
             }
             if let Some(only) = &c.only {
@@ -371,6 +391,39 @@ pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(),
     Ok(())
 }
 
+/// The value at a dotted path (`a.b[2].c`) in `tree`.
+pub fn get<'a>(tree: &'a toml::Table, path: &str) -> Result<&'a toml::Value, String> {
+    let mut at: Option<&toml::Value> = None;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((key, rest)) => {
+                let i = rest
+                    .strip_suffix(']')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| format!("{path}: bad index in {part:?}"))?;
+                (key, Some(i))
+            }
+            None => (part, None),
+        };
+        let table = match at {
+            None => tree,
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(format!("{path}: {key} is inside a value, not a table")),
+        };
+        let v = table
+            .get(key)
+            .ok_or_else(|| format!("{path}: no {key:?} in the scenario"))?;
+        at = Some(match index {
+            None => v,
+            Some(i) => v
+                .as_array()
+                .and_then(|a| a.get(i))
+                .ok_or_else(|| format!("{path}: no element {i} in {key}"))?,
+        });
+    }
+    at.ok_or_else(|| format!("{path}: empty"))
+}
+
 /// Every experiment file in `dir`, by file name.
 pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
     let io = |source| ExperimentError::Io {
@@ -407,5 +460,12 @@ mod tests {
         assert!(text.contains("tls = true"), "{text}");
         assert!(set(&mut t, "producers[3].mode", "x".into()).is_err());
         assert!(set(&mut t, "network.loss[0]", 1.into()).is_err());
+        assert_eq!(
+            get(&t, "producers[0].mode").unwrap().as_str(),
+            Some("async")
+        );
+        assert_eq!(get(&t, "resources.tls").unwrap().as_bool(), Some(true));
+        assert!(get(&t, "producers[1].mode").is_err());
+        assert!(get(&t, "network.speed").is_err());
     }
 }

@@ -8,8 +8,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::claims::Judgement;
-use super::runner::{describe, PointResult, Results};
+pub use super::format::num;
+use super::format::percent;
+use super::metric::{Judged, Metric, BREAKDOWN};
+use super::runner::{PointResult, Results, Spread};
+use super::stats::{self, CONFIDENCE};
+use super::verdict::Judgement;
 use super::{ChartKind, ChartSpec, Experiment, ExperimentError};
 use crate::chart::{self, Part, SweepPoint, SweepSeries};
 
@@ -22,24 +26,7 @@ struct ResultsFile<'a> {
     judgement: &'a Judgement,
     seeds: &'a [u64],
     axes: &'a [String],
-    points: &'a [super::runner::PointResult],
-}
-
-/// A number as reports print it: a few significant digits, no trailing noise.
-pub fn num(x: f64) -> String {
-    if !x.is_finite() {
-        return "-".into();
-    }
-    let a = x.abs();
-    if a == 0.0 || a >= 100.0 {
-        format!("{x:.0}")
-    } else if a >= 10.0 {
-        format!("{x:.1}")
-    } else if a >= 1.0 {
-        format!("{x:.2}")
-    } else {
-        format!("{x:.3}")
-    }
+    points: &'a [PointResult],
 }
 
 /// Writes `dir` (the experiment's folder) from scratch.
@@ -88,6 +75,21 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {}: {}\n", e.claim, e.title);
     let _ = writeln!(s, "## Question\n\n{}\n", e.question.trim());
+    setup(&mut s, e);
+    coverage(&mut s, j);
+    table(&mut s, e, results);
+    if !e.charts.is_empty() {
+        let _ = writeln!(s, "## Charts\n");
+        for c in &e.charts {
+            let _ = writeln!(s, "![{}]({})\n", c.title, c.file);
+        }
+    }
+    verdict(&mut s, j);
+    s
+}
+
+/// The setup, and what regenerates the report: command, seeds, simulated time.
+fn setup(s: &mut String, e: &Experiment) {
     let _ = writeln!(s, "## Setup\n");
     if !e.setup.trim().is_empty() {
         let _ = writeln!(s, "{}\n", e.setup.trim());
@@ -110,19 +112,52 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
     let seeds: Vec<String> = e.seeds.iter().map(u64::to_string).collect();
     let _ = writeln!(
         s,
-        "- Seeds: {} ({} runs); cells are the median over seeds with the range in brackets.",
+        "- Seeds: {} ({} seeds, {} runs).",
         seeds.join(", "),
+        e.seeds.len(),
         e.points().len() * e.seeds.len()
     );
+    let _ = writeln!(s, "- Simulated time per run: {}.", simulated_time(e));
     let _ = writeln!(
         s,
-        "- Regenerate: `fathom experiment scenarios/experiments/{}.toml` (all reports: `fathom report`).\n",
+        "- Regenerate: `cargo run --release -- experiment scenarios/experiments/{}.toml` \
+         (every report: `cargo run --release -- report`); the same bytes on any machine.\n",
         e.id
     );
+}
 
+/// The workload and settle phases of every point, in simulated seconds.
+fn simulated_time(e: &Experiment) -> String {
+    let mut phases: Vec<(String, String)> = e
+        .points()
+        .iter()
+        .filter_map(|p| e.scenario_at(p).ok())
+        .map(|sc| (sc.duration_s.to_string(), sc.settle_s.to_string()))
+        .collect();
+    phases.sort();
+    phases.dedup();
+    let text: Vec<String> = phases
+        .iter()
+        .map(|(d, st)| format!("{d} s of workload, then {st} s to heal, settle and read back"))
+        .collect();
+    text.join("; or ")
+}
+
+fn coverage(s: &mut String, j: &Judgement) {
+    let _ = writeln!(s, "## What this tests of the claim\n");
+    for t in &j.coverage.tests {
+        let _ = writeln!(s, "- Tested: {t}");
+    }
+    for t in &j.coverage.untested {
+        let _ = writeln!(s, "- **Not tested**: {t}");
+    }
+    let _ = writeln!(s);
+}
+
+fn table(s: &mut String, e: &Experiment, results: &Results) {
     let _ = writeln!(s, "## Results\n");
     let mut header: Vec<String> = results.axes.clone();
-    header.extend(e.columns.iter().cloned());
+    header.extend(e.columns.iter().map(|c| c.name().to_string()));
     let _ = writeln!(s, "| {} |", header.join(" | "));
     let _ = writeln!(s, "|{}", "---|".repeat(header.len()));
     for p in &results.points {
@@ -131,42 +166,106 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
             .iter()
             .map(|a| p.label(a).to_string())
             .collect();
-        for c in &e.columns {
-            let sp = p.spread(c);
-            if sp.min == sp.max {
-                row.push(num(sp.median));
-            } else {
-                row.push(format!(
-                    "{} [{}–{}]",
-                    num(sp.median),
-                    num(sp.min),
-                    num(sp.max)
-                ));
-            }
-        }
+        row.extend(e.columns.iter().map(|&c| cell(c, p.spread(c))));
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }
-    let _ = writeln!(s, "\nColumns:\n");
-    for c in &e.columns {
-        let _ = writeln!(s, "- `{c}`: {}", describe(c));
+    let n = e.seeds.len();
+    let interval = if stats::median_interval(&vec![0.0; n]).is_some() {
+        format!(
+            "the median over seeds, its {} interval in brackets (order statistics: holds for \
+             any distribution), and the range over seeds in parentheses",
+            percent(CONFIDENCE)
+        )
+    } else {
+        format!(
+            "the median over seeds with the range over seeds in parentheses; with {n} seeds no \
+             {} interval of the median exists (the range covers it with probability {})",
+            percent(CONFIDENCE),
+            percent(stats::range_coverage(n))
+        )
+    };
+    let _ = writeln!(s, "\nCells of a measurement are {interval}.");
+    if e.columns.iter().any(|c| c.judged() == Judged::WorstSeed) {
+        let _ = writeln!(
+            s,
+            "Cells of a safety count give the worst seed, then in how many seeds it happened, \
+             with the Wilson {} interval of that share in brackets.",
+            percent(CONFIDENCE)
+        );
     }
     let _ = writeln!(s);
-    if !e.charts.is_empty() {
-        let _ = writeln!(s, "## Charts\n");
-        for c in &e.charts {
-            let _ = writeln!(s, "![{}]({})\n", c.title, c.file);
-        }
+    let _ = writeln!(s, "Columns:\n");
+    for c in &e.columns {
+        let _ = writeln!(s, "- `{c}`: {}", c.describe());
     }
+    let _ = writeln!(s);
+}
+
+/// One table cell: `median [interval] (min–max)`, or for a safety count `worst W, k/n seeds
+/// [low–high]`.
+fn cell(metric: Metric, spread: Option<&Spread>) -> String {
+    let Some(sp) = spread else {
+        return "not measured".into();
+    };
+    if let (Judged::WorstSeed, Some(share)) = (metric.judged(), sp.seeds_above_zero) {
+        let [lo, hi] = share.interval;
+        return format!(
+            "worst {}, {}/{} seeds [{}–{}]",
+            num(sp.max),
+            share.k,
+            share.n,
+            percent(lo),
+            percent(hi)
+        );
+    }
+    if num(sp.min) == num(sp.max) {
+        return num(sp.median);
+    }
+    match sp.interval {
+        Some([lo, hi]) => format!(
+            "{} [{}–{}] ({}–{})",
+            num(sp.median),
+            num(lo),
+            num(hi),
+            num(sp.min),
+            num(sp.max)
+        ),
+        None => format!("{} ({}–{})", num(sp.median), num(sp.min), num(sp.max)),
+    }
+}
+
+fn verdict(s: &mut String, j: &Judgement) {
     let _ = writeln!(s, "## Verdict: **{}**\n", j.verdict_text());
     let _ = writeln!(s, "{}\n", j.finding.trim());
+    if !j.rules.is_empty() {
+        let _ = writeln!(s, "| rule | check | holds |");
+        let _ = writeln!(s, "|---|---|---|");
+        for r in &j.rules {
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} |",
+                r.name,
+                r.check,
+                if r.holds { "yes" } else { "no" }
+            );
+        }
+        let _ = writeln!(s);
+    }
+    for r in j.rules.iter().filter(|r| r.follows_from_model.is_some()) {
+        let _ = writeln!(
+            s,
+            "*{}* follows from the model's own inputs, not from emergent behaviour: {}\n",
+            r.name,
+            r.follows_from_model.as_deref().unwrap_or_default()
+        );
+    }
     if !j.numbers.is_empty() {
-        let _ = writeln!(s, "Key numbers:\n");
+        let _ = writeln!(s, "Key numbers (metric, statistic over seeds, point):\n");
         for (k, v) in &j.numbers {
             let _ = writeln!(s, "- {k}: {}", num(*v));
         }
         let _ = writeln!(s);
     }
-    s
 }
 
 fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String, String> {
@@ -189,21 +288,26 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
         .collect();
     let drawn = match c.kind {
         ChartKind::Sweep => return sweep_svg(e, results, c),
-        ChartKind::Bars => chart::stacked_bars(
-            &c.title,
-            &c.y_label,
-            &categories,
-            &[Part {
-                name: c.metric.clone(),
-                values: points.iter().map(|p| p.median(&c.metric)).collect(),
-            }],
-        ),
+        ChartKind::Bars => {
+            let metric = c
+                .metric
+                .ok_or_else(|| format!("chart {}: no metric", c.file))?;
+            chart::stacked_bars(
+                &c.title,
+                &c.y_label,
+                &categories,
+                &[Part {
+                    name: metric.name().to_string(),
+                    values: points.iter().map(|p| median(p, metric)).collect(),
+                }],
+            )
+        }
         ChartKind::Breakdown => {
-            let parts: Vec<Part> = crate::metrics::PARTS
+            let parts: Vec<Part> = BREAKDOWN
                 .iter()
                 .map(|(name, metric)| Part {
                     name: name.to_string(),
-                    values: points.iter().map(|p| p.median(metric)).collect(),
+                    values: points.iter().map(|p| median(p, *metric)).collect(),
                 })
                 .collect();
             chart::stacked_bars(&c.title, &c.y_label, &categories, &parts)
@@ -215,6 +319,9 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
 /// A sweep chart: `metric` against the numeric `x_axis`, one series per value of the other
 /// axis, with the spread over seeds as error bars.
 fn sweep_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String, String> {
+    let metric = c
+        .metric
+        .ok_or_else(|| format!("chart {}: no metric", c.file))?;
     let other = e.axes.iter().find(|a| a.name != c.x_axis);
     let series_labels: Vec<Option<String>> = match other {
         Some(a) => (0..a.values.len()).map(|i| Some(a.label(i))).collect(),
@@ -233,20 +340,27 @@ fn sweep_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
                 .label(&c.x_axis)
                 .parse()
                 .map_err(|_| format!("chart {}: x label is not a number", c.file))?;
-            let sp = p.spread(&c.metric);
-            points.push(SweepPoint {
-                x,
-                median: sp.median,
-                min: sp.min,
-                max: sp.max,
-            });
+            if let Some(sp) = p.spread(metric) {
+                points.push(SweepPoint {
+                    x,
+                    median: sp.median,
+                    min: sp.min,
+                    max: sp.max,
+                });
+            }
         }
         let name = match (&label, other) {
             (Some(l), Some(_)) => l.clone(),
-            _ => c.metric.clone(),
+            _ => metric.name().to_string(),
         };
         series.push(SweepSeries { name, points });
     }
     chart::sweep(&c.title, &c.x_axis, &c.y_label, c.log_x, c.log_y, &series)
         .map_err(|e| format!("chart {}: {e}", c.file))
+}
+
+/// The median a chart draws; a point that did not measure the metric draws nothing (zero
+/// height), which the table shows as "not measured".
+fn median(p: &PointResult, metric: Metric) -> f64 {
+    p.spread(metric).map_or(0.0, |s| s.median)
 }
