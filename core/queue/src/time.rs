@@ -27,6 +27,12 @@ impl Instant {
         self.0
     }
 
+    /// `d` before this instant, or `None` when that is before the clock started.
+    pub fn checked_sub(self, d: Duration) -> Option<Instant> {
+        let d = u64::try_from(d.as_nanos()).ok()?;
+        self.0.checked_sub(d).map(Instant)
+    }
+
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }

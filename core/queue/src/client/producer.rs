@@ -49,7 +49,7 @@
 //! the batch never left the client. A timeout, a connection lost with the request in flight, or
 //! an error such as `RequestTimedOut` or `LeaderChanged` makes the outcome unknown for good.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -272,12 +272,80 @@ struct Batch {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     /// Closed batches waiting to be sent, by `seq`.
-    queued: BTreeMap<u64, Batch>,
+    queued: BatchQueue,
     /// Batches in flight, by `seq`, with the identity each was stamped with.
     in_flight: BTreeMap<u64, Option<ProducerIdentity>>,
     /// With idempotence: stamped batches not yet resolved (in flight or waiting for a retry),
     /// by `seq`, with their place in the partition's stamping order.
     stamped: BTreeMap<u64, u64>,
+}
+
+/// Closed batches waiting to be sent, by `seq`, with the two times the producer's timers ask
+/// for kept in order beside them: the earliest retry and the oldest creation. Under overload a
+/// partition can queue hundreds of thousands of one-record batches; scanning them on every
+/// timer query made a run quadratic in the backlog.
+#[derive(Debug, Default)]
+struct BatchQueue {
+    by_seq: BTreeMap<u64, Batch>,
+    by_retry: BTreeSet<(Instant, u64)>,
+    by_created: BTreeSet<(Instant, u64)>,
+}
+
+impl BatchQueue {
+    fn insert(&mut self, batch: Batch) {
+        self.by_retry.insert((batch.retry_at, batch.seq));
+        self.by_created.insert((batch.created, batch.seq));
+        if let Some(old) = self.by_seq.insert(batch.seq, batch) {
+            // A seq is queued at most once; were it not, the indexes would keep a stale entry.
+            self.by_retry.remove(&(old.retry_at, old.seq));
+            self.by_created.remove(&(old.created, old.seq));
+        }
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Batch> {
+        let batch = self.by_seq.remove(&seq)?;
+        self.by_retry.remove(&(batch.retry_at, seq));
+        self.by_created.remove(&(batch.created, seq));
+        Some(batch)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// The batch with the lowest `seq`: the next to go out in order.
+    fn first(&self) -> Option<&Batch> {
+        self.by_seq.values().next()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Batch> {
+        self.by_seq.values()
+    }
+
+    /// Batches with a `seq` below `seq`.
+    fn before(&self, seq: u64) -> impl Iterator<Item = &Batch> {
+        self.by_seq.range(..seq).map(|(_, b)| b)
+    }
+
+    fn earliest_retry(&self) -> Option<Instant> {
+        self.by_retry.first().map(|(at, _)| *at)
+    }
+
+    fn oldest_created(&self) -> Option<Instant> {
+        self.by_created.first().map(|(at, _)| *at)
+    }
+
+    /// The seqs of batches created at or before `cutoff`, in `seq` order.
+    fn created_by(&self, cutoff: Instant) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .by_created
+            .iter()
+            .take_while(|(created, _)| *created <= cutoff)
+            .map(|(_, seq)| *seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
 }
 
 impl PartitionQueue {
@@ -550,7 +618,7 @@ impl Producer {
                 queue.open.take().expect("checked above"),
                 self.config.compression,
             );
-            queue.queued.insert(batch.seq, batch);
+            queue.queued.insert(batch);
         }
         let seq = &mut self.next_batch_seq;
         let open = queue.open.get_or_insert_with(|| {
@@ -573,7 +641,7 @@ impl Producer {
                 queue.open.take().expect("just filled"),
                 self.config.compression,
             );
-            queue.queued.insert(batch.seq, batch);
+            queue.queued.insert(batch);
         }
         joined
     }
@@ -745,7 +813,7 @@ impl Producer {
         for (partition, queue) in &self.partitions {
             let oldest = earliest([
                 queue.open.as_ref().map(|o| o.created),
-                queue.queued.values().map(|b| b.created).min(),
+                queue.queued.oldest_created(),
             ]);
             deadlines.push(oldest.map(|t| t + delivery_timeout));
             deadlines.push(self.send_at(partition, queue));
@@ -782,16 +850,18 @@ impl Producer {
             let queue = self.partitions.get_mut(&partition).expect("listed above");
             // With idempotence batches go out strictly in order; send_at checked the first.
             let ready = if idempotent {
-                queue.queued.keys().next().copied()
-            } else {
+                queue.queued.first().map(|b| b.seq)
+            } else if queue.queued.earliest_retry().is_some_and(|at| at <= now) {
                 queue
                     .queued
                     .iter()
-                    .find(|(_, b)| b.retry_at <= now)
-                    .map(|(seq, _)| *seq)
+                    .find(|b| b.retry_at <= now)
+                    .map(|b| b.seq)
+            } else {
+                None
             };
-            let batch = match ready {
-                Some(seq) => queue.queued.remove(&seq).expect("found above"),
+            let batch = match ready.and_then(|seq| queue.queued.remove(seq)) {
+                Some(batch) => batch,
                 None => close(
                     queue.open.take().expect("send_at found a ready batch"),
                     self.config.compression,
@@ -834,7 +904,7 @@ impl Producer {
         let linger = Duration::from_millis(self.config.linger_ms);
         if !self.config.enable_idempotence {
             return earliest([
-                queue.queued.values().map(|b| b.retry_at).min(),
+                queue.queued.earliest_retry(),
                 queue.open.as_ref().map(|o| o.created + linger),
             ]);
         }
@@ -843,7 +913,7 @@ impl Producer {
         if queue.in_flight.values().any(|i| *i != Some(identity)) {
             return None;
         }
-        match queue.queued.values().next() {
+        match queue.queued.first() {
             // A retry waits for every batch ahead of it to come back.
             Some(first) if first.attempts > 0 && queue.in_flight.keys().any(|s| *s < first.seq) => {
                 None
@@ -1057,9 +1127,7 @@ impl Producer {
             batch.attempts,
         );
         batch.retry_at = now + backoff;
-        self.partition_mut(&partition)
-            .queued
-            .insert(batch.seq, batch);
+        self.partition_mut(&partition).queued.insert(batch);
     }
 
     /// A batch stamped with an identity its partition has moved on from.
@@ -1080,8 +1148,8 @@ impl Producer {
             .any(|(_, identity)| *identity == batch.producer)
             || queue
                 .queued
-                .range(..batch.seq)
-                .any(|(_, b)| b.producer == batch.producer)
+                .before(batch.seq)
+                .any(|b| b.producer == batch.producer)
     }
 
     /// Fails unsent batches whose delivery timeout has passed.
@@ -1098,14 +1166,12 @@ impl Producer {
                 let batch = close(queue.open.take().expect("checked above"), compression);
                 expired.push((partition.clone(), batch));
             }
-            let seqs: Vec<u64> = queue
-                .queued
-                .iter()
-                .filter(|(_, b)| b.created + delivery_timeout <= now)
-                .map(|(seq, _)| *seq)
-                .collect();
-            for seq in seqs {
-                let batch = queue.queued.remove(&seq).expect("listed above");
+            // Created at or before `now - delivery_timeout`; nothing is that old early on.
+            let Some(cutoff) = now.checked_sub(delivery_timeout) else {
+                continue;
+            };
+            for seq in queue.queued.created_by(cutoff) {
+                let batch = queue.queued.remove(seq).expect("listed above");
                 expired.push((partition.clone(), batch));
             }
         }
@@ -1163,12 +1229,12 @@ impl Producer {
         let stale: Vec<u64> = queue
             .queued
             .iter()
-            .filter(|(_, b)| b.producer.is_some())
-            .map(|(seq, _)| *seq)
+            .filter(|b| b.producer.is_some())
+            .map(|b| b.seq)
             .collect();
         let stale: Vec<Batch> = stale
             .into_iter()
-            .map(|seq| queue.queued.remove(&seq).expect("listed above"))
+            .map(|seq| queue.queued.remove(seq).expect("listed above"))
             .collect();
         for batch in stale {
             let reason = "abandoned after an earlier batch of the partition failed (epoch bumped)";
