@@ -186,6 +186,16 @@ fn a_verdict_naming_a_missing_metric_label_axis_or_value_fails_at_load() {
             "gap = { metric = \"e1_parts_gap_ms\", stat = \"median\" }",
             "judged on the worst seed",
         ),
+        (
+            "y_label = \"ms\"",
+            "y_label = \"ms\"\nbounds = [{ label = \"b\", y = 1.0, slope = 2.0 }]",
+            "give exactly one of y, slope, inverse",
+        ),
+        (
+            "y_label = \"ms\"",
+            "y_label = \"ms\"\nbounds = [{ label = \"b\", inverse = 2.0 }]",
+            "only a sweep has a numeric x axis",
+        ),
     ];
     for (from, to, error) in cases {
         let err = load_edited("edited", from, to).expect_err(to);

@@ -91,21 +91,14 @@ pub struct Breakdown {
     pub parts: Vec<PartStats>,
 }
 
-/// The parts in path order, each with its key among an experiment's numbers.
-pub const PARTS: [(&str, &str); 5] = [
-    (PART_CLIENT_WAIT, "e1_client_wait_ms"),
-    (PART_NETWORK, "e1_network_ms"),
-    (PART_BROKER_APPEND, "e1_broker_append_ms"),
-    (PART_REPLICATION, "e1_replication_ms"),
-    (PART_CONSUMER, "e1_consumer_ms"),
-];
-
 /// The part names, in path order.
 pub const PART_CLIENT_WAIT: &str = "client wait";
 pub const PART_NETWORK: &str = "network to leader";
 pub const PART_BROKER_APPEND: &str = "broker append";
 pub const PART_REPLICATION: &str = "replication and commit";
 pub const PART_CONSUMER: &str = "consumer fetch";
+/// Client wait and network as one part, when the first transmit of a message was not seen.
+pub const PART_CLIENT_AND_NETWORK: &str = "client wait and network";
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Second {
@@ -570,7 +563,7 @@ fn breakdown(
         parts.push((PART_CLIENT_WAIT, Micros::default()));
         parts.push((PART_NETWORK, Micros::default()));
     } else {
-        parts.push(("client wait and network", Micros::default()));
+        parts.push((PART_CLIENT_AND_NETWORK, Micros::default()));
     }
     for name in [PART_BROKER_APPEND, PART_REPLICATION, PART_CONSUMER] {
         parts.push((name, Micros::default()));

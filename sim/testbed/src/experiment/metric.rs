@@ -11,7 +11,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::metrics::{
-    PART_BROKER_APPEND, PART_CLIENT_WAIT, PART_CONSUMER, PART_NETWORK, PART_REPLICATION,
+    PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER, PART_NETWORK,
+    PART_REPLICATION,
 };
 use crate::resources::Utilisation;
 use crate::run::RunOutcome;
@@ -107,7 +108,7 @@ measures! {
     E1TotalMs "e1_total_ms" Median "mean end-to-end latency of the timed messages" => |r| r.0.summary.metrics.breakdown.total_mean_ms;
     E1ClientWaitMs "e1_client_wait_ms" Median "mean time in the producer before the first transmit" => |r| r.part(PART_CLIENT_WAIT);
     E1NetworkMs "e1_network_ms" Median "mean time from transmit to the leader's NIC" => |r| r.part(PART_NETWORK);
-    E1ClientAndNetworkMs "e1_client_and_network_ms" Median "mean time from send to the leader's NIC (when the first transmit was not seen)" => |r| r.part(E1_CLIENT_AND_NETWORK);
+    E1ClientAndNetworkMs "e1_client_and_network_ms" Median "mean time from send to the leader's NIC (when the first transmit was not seen)" => |r| r.part(PART_CLIENT_AND_NETWORK);
     E1BrokerAppendMs "e1_broker_append_ms" Median "mean time from the leader's NIC to the append" => |r| r.part(PART_BROKER_APPEND);
     E1ReplicationMs "e1_replication_ms" Median "mean time from the append to the commit" => |r| r.part(PART_REPLICATION);
     E1ConsumerMs "e1_consumer_ms" Median "mean time from the commit to the delivery" => |r| r.part(PART_CONSUMER);
@@ -162,9 +163,6 @@ impl Metric {
         }
     }
 }
-
-/// The part `metrics` reports when it cannot split client wait from the network.
-const E1_CLIENT_AND_NETWORK: &str = "client wait and network";
 
 /// The end-to-end parts in path order, each with its metric: what a breakdown chart stacks.
 pub const BREAKDOWN: [(&str, Metric); 5] = [

@@ -141,6 +141,67 @@ pub struct ChartSpec {
     /// For `bars` and `breakdown`: draw only the points with this label on this axis (the
     /// bars are then named by the other axis).
     pub only: Option<OnlyPoints>,
+    /// For `bars` and `breakdown`: the x axis title; by default the names of the axes the bars
+    /// stand for.
+    pub x_label: Option<String>,
+    /// Analytic bounds the claim rests on, drawn as dashed lines (sweeps and bars).
+    #[serde(default)]
+    pub bounds: Vec<BoundSpec>,
+}
+
+/// An analytic bound on a chart: exactly one of `y` (a horizontal line), `slope` (`y = slope ×
+/// x`) and `inverse` (`y = inverse ÷ x`); the label says where the constant comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundSpec {
+    pub label: String,
+    pub y: Option<f64>,
+    pub slope: Option<f64>,
+    pub inverse: Option<f64>,
+}
+
+impl BoundSpec {
+    /// The line through the chart's `xs` (a sweep's x values; unused by a horizontal line).
+    pub fn line(&self, xs: &[f64]) -> Option<crate::chart::Bound> {
+        use crate::chart::Bound;
+        let through = |f: &dyn Fn(f64) -> f64| {
+            let points = xs.iter().map(|&x| (x, f(x))).collect();
+            Bound::through(self.label.clone(), points)
+        };
+        match (self.y, self.slope, self.inverse) {
+            (Some(y), None, None) => Some(Bound::horizontal(self.label.clone(), y)),
+            (None, Some(k), None) => Some(through(&|x| k * x)),
+            (None, None, Some(k)) => Some(through(&|x| k / x)),
+            _ => None,
+        }
+    }
+
+    fn check(&self, kind: ChartKind) -> Result<(), String> {
+        let set = [self.y, self.slope, self.inverse]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if set != 1 {
+            return Err(format!(
+                "bound {:?}: give exactly one of y, slope, inverse",
+                self.label
+            ));
+        }
+        if self.y.is_none() && kind != ChartKind::Sweep {
+            return Err(format!(
+                "bound {:?}: only a sweep has a numeric x axis for slope or inverse",
+                self.label
+            ));
+        }
+        if [self.y, self.slope, self.inverse]
+            .iter()
+            .flatten()
+            .any(|v| !v.is_finite())
+        {
+            return Err(format!("bound {:?}: not a finite number", self.label));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +317,10 @@ impl Experiment {
                     c.file
                 ));
             }
+            for b in &c.bounds {
+                b.check(c.kind)
+                    .map_err(|e| format!("chart {:?}: {e}", c.file))?;
+            }
             if let Some(only) = &c.only {
                 let known = self.axes.iter().any(|a| {
                     a.name == only.axis && (0..a.values.len()).any(|i| a.label(i) == only.label)
@@ -344,9 +409,9 @@ impl Experiment {
     }
 }
 
-/// Writes `value` at a dotted path (`a.b[2].c`) into `tree`, creating tables on the way.
-pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
-    let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
+/// The steps of a dotted path (`a.b[2].c`): each key with its array index, if any.
+fn steps(path: &str) -> Result<Vec<(&str, Option<usize>)>, String> {
+    let mut steps = Vec::new();
     for part in path.split('.') {
         let (key, index) = match part.split_once('[') {
             Some((key, rest)) => {
@@ -363,6 +428,12 @@ pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(),
         }
         steps.push((key, index));
     }
+    Ok(steps)
+}
+
+/// Writes `value` at a dotted path (`a.b[2].c`) into `tree`, creating tables on the way.
+pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let steps = steps(path)?;
     let (last, walk) = steps.split_last().ok_or_else(|| format!("{path}: empty"))?;
     let mut table = tree;
     for (key, index) in walk {
@@ -394,17 +465,7 @@ pub fn set(tree: &mut toml::Table, path: &str, value: toml::Value) -> Result<(),
 /// The value at a dotted path (`a.b[2].c`) in `tree`.
 pub fn get<'a>(tree: &'a toml::Table, path: &str) -> Result<&'a toml::Value, String> {
     let mut at: Option<&toml::Value> = None;
-    for part in path.split('.') {
-        let (key, index) = match part.split_once('[') {
-            Some((key, rest)) => {
-                let i = rest
-                    .strip_suffix(']')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| format!("{path}: bad index in {part:?}"))?;
-                (key, Some(i))
-            }
-            None => (part, None),
-        };
+    for (key, index) in steps(path)? {
         let table = match at {
             None => tree,
             Some(toml::Value::Table(t)) => t,

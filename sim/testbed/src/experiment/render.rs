@@ -15,7 +15,7 @@ use super::runner::{PointResult, Results, Spread};
 use super::stats::{self, CONFIDENCE};
 use super::verdict::Judgement;
 use super::{ChartKind, ChartSpec, Experiment, ExperimentError};
-use crate::chart::{self, Part, SweepPoint, SweepSeries};
+use crate::chart::{self, Bar, Extras, Part, SweepPoint, SweepSeries};
 
 /// What `results.json` holds.
 #[derive(Serialize)]
@@ -101,11 +101,18 @@ fn setup(s: &mut String, e: &Experiment) {
     );
     for a in &e.axes {
         let labels: Vec<String> = (0..a.values.len()).map(|i| a.label(i)).collect();
+        // An axis of named settings has no parameter of its own: name what its values set.
+        let mut params: Vec<&str> = a.params.iter().map(String::as_str).collect();
+        for extra in &a.extra {
+            params.extend(extra.keys().map(String::as_str));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        params.retain(|p| seen.insert(*p));
         let _ = writeln!(
             s,
             "- Swept **{}** (`{}`): {}",
             a.name,
-            a.params.join("`, `"),
+            params.join("`, `"),
             labels.join(", ")
         );
     }
@@ -286,21 +293,30 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
             labels.join(", ")
         })
         .collect();
+    let shown: Vec<&str> = results
+        .axes
+        .iter()
+        .filter(|a| c.only.as_ref().is_none_or(|o| o.axis != **a))
+        .map(String::as_str)
+        .collect();
+    let x_label = c.x_label.clone().unwrap_or_else(|| shown.join(", "));
+    let bounds = c.bounds.iter().filter_map(|b| b.line(&[])).collect();
     let drawn = match c.kind {
         ChartKind::Sweep => return sweep_svg(e, results, c),
         ChartKind::Bars => {
             let metric = c
                 .metric
                 .ok_or_else(|| format!("chart {}: no metric", c.file))?;
-            chart::stacked_bars(
-                &c.title,
-                &c.y_label,
-                &categories,
-                &[Part {
-                    name: metric.name().to_string(),
-                    values: points.iter().map(|p| median(p, metric)).collect(),
-                }],
-            )
+            let bars: Vec<Bar> = points
+                .iter()
+                .zip(&categories)
+                .map(|(p, category)| bar(p, metric, category))
+                .collect();
+            let extras = Extras {
+                bounds,
+                ..Extras::default()
+            };
+            chart::bars(&c.title, &x_label, &c.y_label, &bars, &extras)
         }
         ChartKind::Breakdown => {
             let parts: Vec<Part> = BREAKDOWN
@@ -310,10 +326,34 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
                     values: points.iter().map(|p| median(p, *metric)).collect(),
                 })
                 .collect();
-            chart::stacked_bars(&c.title, &c.y_label, &categories, &parts)
+            let extras = Extras {
+                legend_title: Some("part of the path".into()),
+                bounds,
+                ..Extras::default()
+            };
+            chart::stacked_bars_with(
+                &c.title,
+                Some(&x_label),
+                &c.y_label,
+                &categories,
+                &parts,
+                &extras,
+            )
         }
     };
     drawn.map_err(|e| format!("chart {}: {e}", c.file))
+}
+
+/// One bar: the median over seeds with its min–max whisker; a point that did not measure the
+/// metric is a zero bar (the table shows it as not measured).
+fn bar(p: &PointResult, metric: Metric, category: &str) -> Bar {
+    let sp = p.spread(metric);
+    Bar {
+        category: category.to_string(),
+        median: sp.map_or(0.0, |s| s.median),
+        min: sp.map_or(0.0, |s| s.min),
+        max: sp.map_or(0.0, |s| s.max),
+    }
 }
 
 /// A sweep chart: `metric` against the numeric `x_axis`, one series per value of the other
@@ -351,12 +391,25 @@ fn sweep_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
         }
         let name = match (&label, other) {
             (Some(l), Some(_)) => l.clone(),
-            _ => metric.name().to_string(),
+            _ => c.y_label.clone(),
         };
         series.push(SweepSeries { name, points });
     }
-    chart::sweep(&c.title, &c.x_axis, &c.y_label, c.log_x, c.log_y, &series)
-        .map_err(|e| format!("chart {}: {e}", c.file))
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.x))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let extras = Extras {
+        legend_title: other.map(|a| a.name.clone()),
+        bounds: c.bounds.iter().filter_map(|b| b.line(&xs)).collect(),
+        ..Extras::default()
+    };
+    chart::sweep_with(
+        &c.title, &c.x_axis, &c.y_label, c.log_x, c.log_y, &series, &extras,
+    )
+    .map_err(|e| format!("chart {}: {e}", c.file))
 }
 
 /// The median a chart draws; a point that did not measure the metric draws nothing (zero
