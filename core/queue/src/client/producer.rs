@@ -293,13 +293,12 @@ struct BatchQueue {
 
 impl BatchQueue {
     fn insert(&mut self, batch: Batch) {
+        // A seq is queued at most once; should it come twice, the new batch replaces the old
+        // one in the indexes too.
+        self.remove(batch.seq);
         self.by_retry.insert((batch.retry_at, batch.seq));
         self.by_created.insert((batch.created, batch.seq));
-        if let Some(old) = self.by_seq.insert(batch.seq, batch) {
-            // A seq is queued at most once; were it not, the indexes would keep a stale entry.
-            self.by_retry.remove(&(old.retry_at, old.seq));
-            self.by_created.remove(&(old.created, old.seq));
-        }
+        self.by_seq.insert(batch.seq, batch);
     }
 
     fn remove(&mut self, seq: u64) -> Option<Batch> {
@@ -1341,5 +1340,54 @@ fn close(open: OpenBatch, compression: Compression) -> Batch {
         retry_at: Instant::ZERO,
         last_error: String::new(),
         producer: None,
+    }
+}
+
+#[cfg(test)]
+mod batch_queue_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn batch(seq: u64, created_ms: u64, retry_ms: u64) -> Batch {
+        Batch {
+            seq,
+            ids: Vec::new(),
+            bytes: Bytes::new(),
+            buffer_bytes: 0,
+            created: Instant::from_nanos(created_ms * 1_000_000),
+            attempts: 0,
+            maybe_appended: false,
+            retry_at: Instant::from_nanos(retry_ms * 1_000_000),
+            last_error: String::new(),
+            producer: None,
+        }
+    }
+
+    proptest! {
+        /// The ordered indexes answer what a scan of every queued batch would.
+        #[test]
+        fn indexes_agree_with_a_scan(
+            ops in proptest::collection::vec((any::<bool>(), 0u64..40, 0u64..100, 0u64..100), 1..200),
+            cutoff_ms in 0u64..100,
+        ) {
+            let mut q = BatchQueue::default();
+            for (insert, seq, created, retry) in ops {
+                if insert {
+                    q.insert(batch(seq, created, retry));
+                } else {
+                    q.remove(seq);
+                }
+                let scan_retry = q.iter().map(|b| b.retry_at).min();
+                let scan_created = q.iter().map(|b| b.created).min();
+                prop_assert_eq!(q.earliest_retry(), scan_retry);
+                prop_assert_eq!(q.oldest_created(), scan_created);
+                prop_assert_eq!(q.by_retry.len(), q.by_seq.len());
+                prop_assert_eq!(q.by_created.len(), q.by_seq.len());
+            }
+            let cutoff = Instant::from_nanos(cutoff_ms * 1_000_000);
+            let scan: Vec<u64> = q.iter().filter(|b| b.created <= cutoff).map(|b| b.seq).collect();
+            prop_assert_eq!(q.created_by(cutoff), scan);
+        }
     }
 }
