@@ -23,6 +23,7 @@ pub mod runner;
 pub mod stats;
 pub mod verdict;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -376,6 +377,19 @@ impl Experiment {
             points = next;
         }
         points
+    }
+
+    /// Every metric the experiment tabulates, charts or judges: what its results keep.
+    pub fn metrics_used(&self) -> BTreeSet<Metric> {
+        let mut used: BTreeSet<Metric> = self.columns.iter().copied().collect();
+        for c in &self.charts {
+            used.extend(c.metric);
+            if c.kind == ChartKind::Breakdown {
+                used.extend(metric::BREAKDOWN.iter().map(|(_, m)| *m));
+            }
+        }
+        used.extend(self.verdict.values.values().filter_map(|v| v.metric));
+        used
     }
 
     /// The scenario at `point`.

@@ -1,7 +1,7 @@
 //! Runs every point × seed of an experiment on a pool of threads and collects a flat set of
 //! numbers per run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -88,6 +88,7 @@ pub fn run_all(
         .iter()
         .map(|p| e.scenario_at(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let used = e.metrics_used();
     let jobs: Vec<(usize, u64)> = (0..points.len())
         .flat_map(|p| e.seeds.iter().map(move |&s| (p, s)))
         .collect();
@@ -102,7 +103,7 @@ pub fn run_all(
                     .map(|o| SeedResult {
                         seed,
                         trace_hash: o.summary.trace_hash.clone(),
-                        numbers: numbers(&o),
+                        numbers: numbers(&o, &used),
                     })
                     .map_err(|err| format!("point {}, seed {seed}: {err}", points[p].name()));
                 out.lock().expect("no worker panics holding it")[j] = Some(result);
@@ -169,9 +170,10 @@ fn spread(seeds: &[SeedResult]) -> BTreeMap<Metric, Spread> {
     out
 }
 
-/// The numbers of one run: every metric it measured.
-pub fn numbers(o: &RunOutcome) -> Numbers {
-    Metric::all()
-        .filter_map(|m| m.value(o).map(|v| (m, round3(v))))
+/// The numbers of one run: each metric of `used` it measured. Only what the experiment uses
+/// is kept, so that a metric added to the table later leaves committed results as they are.
+pub fn numbers(o: &RunOutcome, used: &BTreeSet<Metric>) -> Numbers {
+    used.iter()
+        .filter_map(|&m| m.value(o).map(|v| (m, round3(v))))
         .collect()
 }
