@@ -435,7 +435,11 @@ impl ConsumerProcess {
                             format!("{name}: position of {partition} reset from {from} to {to}"),
                         );
                     }
-                    ConsumerEvent::Assigned { .. } | ConsumerEvent::Offsets { .. } => {}
+                    ConsumerEvent::Assigned { .. }
+                    | ConsumerEvent::Offsets { .. }
+                    | ConsumerEvent::GroupAssigned { .. }
+                    | ConsumerEvent::Revoked { .. }
+                    | ConsumerEvent::Lost { .. } => {}
                 }
             }
             if now >= next_commit {

@@ -641,7 +641,14 @@ impl<R> ClassicCoordinator<R> {
                     Phase::Syncing { deadline } => Some(deadline),
                     _ => None,
                 };
-                g.members.values().map(|m| m.expires).chain(phase)
+                // A member waiting in a join does not expire while it waits (see
+                // `expire_sessions`): its session is no deadline.
+                let sessions = g
+                    .members
+                    .iter()
+                    .filter(|(id, _)| !g.pending_joins.contains_key(*id))
+                    .map(|(_, m)| m.expires);
+                sessions.chain(phase)
             })
             .min()
     }

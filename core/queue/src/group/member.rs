@@ -110,6 +110,7 @@ enum State {
     Closed,
 }
 
+#[derive(Debug)]
 pub struct GroupMember {
     config: MemberConfig,
     /// The client's own part of its member ids; a fresh id adds a counter.
@@ -173,6 +174,10 @@ impl GroupMember {
         let fenced = !matches!(self.config.protocol, MemberProtocol::ClientPeriodic { .. });
         (fenced && matches!(self.state, State::Stable | State::Revoking))
             .then(|| (self.member_id.clone(), self.generation))
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
     }
 
     pub fn owned(&self) -> &BTreeSet<TopicPartition> {
@@ -400,10 +405,14 @@ impl GroupMember {
     }
 
     /// The request failed without an answer (timeout, lost connection, not the coordinator):
-    /// try again after the backoff.
+    /// try again after the backoff. A sync that failed is not resent: the generation it
+    /// belonged to may be over, so the member joins again (as Kafka's does).
     pub fn handle_failure(&mut self, now: Instant) {
         self.in_flight = false;
         self.retry_at = now + ms(self.config.retry_backoff_ms);
+        if matches!(self.state, State::Syncing { .. }) {
+            self.state = State::Unjoined;
+        }
     }
 
     pub fn handle_response(&mut self, now: Instant, response: GroupResponse) {
