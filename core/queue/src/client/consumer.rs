@@ -41,6 +41,10 @@ use crate::time::{earliest, Instant};
 use super::metadata::{Metadata, MetadataConfig};
 use super::{jittered, CorrelationIds, RequestFailure, Transmit};
 
+/// Kafka's `JOIN_GROUP_TIMEOUT_LAPSE`: what a join or sync may wait beyond the rebalance
+/// timeout before the member gives up on it.
+const JOIN_WAIT_LAPSE_MS: u64 = 5_000;
+
 /// The offsets partition that stores `group`'s commits: `crc32c(group) % offsets_partitions`.
 pub fn coordinator_partition(group: &str, offsets_partitions: u32) -> u32 {
     assert!(offsets_partitions > 0, "the offsets topic has partitions");
@@ -605,13 +609,28 @@ impl Consumer {
         None
     }
 
-    /// The next result for the application: other events first, then the buffered records of
-    /// one partition at a time, round-robin.
-    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
-        // The application is polling: the member's max-poll-interval clock restarts.
+    /// [`Consumer::poll_event`] for a group member's application, which says when it polls:
+    /// as Kafka's `poll()` does first, a member that let `max_poll_interval_ms` pass has left
+    /// the group, so its partitions (and their buffered records) are lost before anything is
+    /// handed out; then its poll clock restarts at `now`.
+    pub fn poll(&mut self, now: Instant) -> Option<ConsumerEvent> {
+        self.advance(now);
+        if let Some(m) = self.member.as_mut() {
+            if m.poll_timeout().is_some_and(|t| t <= self.now) {
+                m.handle_timeout(self.now);
+            }
+            self.member_events();
+        }
         if let Some(m) = self.member.as_mut() {
             m.polled(self.now);
         }
+        self.poll_event()
+    }
+
+    /// The next result for the application: other events first, then the buffered records of
+    /// one partition at a time, round-robin. A group member's application polls with
+    /// [`Consumer::poll`], which keeps its max poll interval.
+    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
@@ -672,10 +691,11 @@ impl Consumer {
         let m = self.member.as_mut()?;
         m.set_topic_partitions(counts);
         let request = m.poll_request(self.now)?;
-        // A join or sync may rightly wait for the whole group, up to the rebalance timeout.
+        // A join or sync may rightly wait for the whole group, up to the rebalance timeout
+        // and the initial rebalance delay: Kafka gives a join the rebalance timeout plus 5 s.
         let waits = matches!(request, GroupRequest::Join(_) | GroupRequest::Sync { .. });
         let wait_ms = match waits {
-            true => u64::from(m.config().max_poll_interval_ms),
+            true => u64::from(m.config().max_poll_interval_ms) + JOIN_WAIT_LAPSE_MS,
             false => 0,
         };
         let (_, transmit) = self.request(

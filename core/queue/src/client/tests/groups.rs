@@ -378,7 +378,7 @@ impl Member {
     /// One turn of the application; whether it did anything.
     fn run_application(&mut self, now: Instant) -> bool {
         let mut acted = false;
-        while let Some(e) = self.consumer.poll_event() {
+        while let Some(e) = self.consumer.poll(now) {
             acted = true;
             match e {
                 ConsumerEvent::Records { partition, records } => {
