@@ -130,14 +130,19 @@ fn every_scenario_file_is_covered_by_a_test() {
         .collect();
     files.sort();
     let covered = [
+        "commit-before.toml",
+        "consumer-crash.toml",
+        "coordinator-failover.toml",
         "disk-io-errors.toml",
         "disk-torn-write.toml",
+        "group-rebalance.toml",
         "idempotent-producer.toml",
         "leader-crash-acks-1.toml",
         "leader-crash-acks-all.toml",
         "packet-loss.toml",
         "partition-heal.toml",
         "quickstart.toml",
+        "zombie-consumer.toml",
     ];
     assert_eq!(
         files, covered,
@@ -148,4 +153,53 @@ fn every_scenario_file_is_covered_by_a_test() {
 #[test]
 fn idempotent_producer_neither_duplicates_nor_reorders_under_faults() {
     assert_bounds_hold("idempotent-producer.toml");
+}
+
+/// Issue 8, claim C2: members restart under load (cooperative, commit after processing); the
+/// new owners start at the committed offsets: nothing unprocessed, no split ownership.
+#[test]
+fn group_rebalance_under_load_leaves_nothing_unprocessed() {
+    assert_bounds_hold("group-rebalance.toml");
+}
+
+/// Issue 8: a member of an eager group and one of a broker-side (KIP-848) group crash
+/// mid-batch; their partitions move after their sessions expire, and the new owners start at
+/// the committed offsets.
+#[test]
+fn consumer_crash_mid_batch_leaves_nothing_unprocessed() {
+    assert_bounds_hold("consumer-crash.toml");
+}
+
+/// Issue 8: a member paused past its session and its max poll interval comes back a zombie;
+/// it finds it has left the group before it processes anything more.
+#[test]
+fn zombie_consumer_processes_nothing_it_no_longer_owns() {
+    assert_bounds_hold("zombie-consumer.toml");
+}
+
+/// Issue 8: the coordinator crashes in the middle of a rebalance; the group is rebuilt from
+/// the persisted snapshots and settles.
+#[test]
+fn coordinator_failover_mid_rebalance_leaves_nothing_unprocessed() {
+    assert_bounds_hold("coordinator-failover.toml");
+}
+
+/// Issue 8, claim C4: committing before processing loses messages downstream when members
+/// crash mid-batch. The detector must fire on some seed, or it is broken.
+#[test]
+fn commit_before_processing_shows_unprocessed_messages() {
+    assert_bounds_hold("commit-before.toml");
+    let scenario = Scenario::load(&scenarios_dir().join("commit-before.toml")).unwrap();
+    let unprocessed: u64 = SEEDS
+        .iter()
+        .map(|&seed| {
+            let outcome = run::run(&scenario, seed).unwrap();
+            outcome
+                .summary
+                .anomalies
+                .get("unprocessed")
+                .expect("a group run judges unprocessed")
+        })
+        .sum();
+    assert!(unprocessed > 0, "no unprocessed message on seeds {SEEDS:?}");
 }

@@ -34,6 +34,17 @@ pub enum Anomaly {
     /// Polls that start at or before the previous non-empty poll's last offset (same process
     /// and partition, no assign between), or whose offsets do not strictly rise.
     NonmonotonicPoll,
+    /// Acknowledged messages below their group's final committed offset for their partition
+    /// that no member of the group ever processed: the downstream missed them (claim C4's
+    /// loss, what committing before processing risks). A group class.
+    Unprocessed,
+    /// Messages processed more than once by one group: counted, not bounded, in at-least-once
+    /// configurations (claim C4's duplicates). A group class.
+    Reprocessed,
+    /// Pairs of members of one group whose processing of one partition overlaps in time (each
+    /// member's span per generation, from its first to its last `process` of the partition).
+    /// Expected with client-side rebalancing only; a bug anywhere else. A group class.
+    SplitOwnership,
     /// Partitions whose replicas' committed logs differ; set by the caller from
     /// [`crate::check_replicas`], never by [`crate::check`].
     ReplicaDivergence,
@@ -41,7 +52,7 @@ pub enum Anomaly {
 
 impl Anomaly {
     /// Every class, in the fixed order.
-    pub const ALL: [Anomaly; 8] = [
+    pub const ALL: [Anomaly; 11] = [
         Anomaly::Lost,
         Anomaly::Duplicate,
         Anomaly::InconsistentOffsets,
@@ -49,8 +60,20 @@ impl Anomaly {
         Anomaly::NonmonotonicSend,
         Anomaly::PollSkip,
         Anomaly::NonmonotonicPoll,
+        Anomaly::Unprocessed,
+        Anomaly::Reprocessed,
+        Anomaly::SplitOwnership,
         Anomaly::ReplicaDivergence,
     ];
+
+    /// A class judged from `process` events of consumer groups: a history with none cannot
+    /// say anything about it, so its count is absent there rather than a silent zero.
+    pub const fn is_group_class(self) -> bool {
+        matches!(
+            self,
+            Anomaly::Unprocessed | Anomaly::Reprocessed | Anomaly::SplitOwnership
+        )
+    }
 
     /// The class's name in files and output (`lost`, `poll_skip`, ...).
     pub const fn name(self) -> &'static str {
@@ -62,6 +85,9 @@ impl Anomaly {
             Anomaly::NonmonotonicSend => "nonmonotonic_send",
             Anomaly::PollSkip => "poll_skip",
             Anomaly::NonmonotonicPoll => "nonmonotonic_poll",
+            Anomaly::Unprocessed => "unprocessed",
+            Anomaly::Reprocessed => "reprocessed",
+            Anomaly::SplitOwnership => "split_ownership",
             Anomaly::ReplicaDivergence => "replica_divergence",
         }
     }
@@ -78,6 +104,13 @@ impl Anomaly {
             Anomaly::NonmonotonicPoll => "polls that went backwards",
             Anomaly::ReplicaDivergence => {
                 "partitions whose replicas disagree below the high watermark"
+            }
+            Anomaly::Unprocessed => {
+                "acknowledged messages below a group's committed offset it never processed"
+            }
+            Anomaly::Reprocessed => "messages a group processed more than once",
+            Anomaly::SplitOwnership => {
+                "partitions two members of a group processed at overlapping times"
             }
         }
     }
@@ -132,21 +165,38 @@ impl<'de> Deserialize<'de> for Anomaly {
 }
 
 /// A count per anomaly class; zero everywhere means the history is clean. Indexed by
-/// [`Anomaly`]; serialized as an object with one member per class, in the fixed order.
+/// [`Anomaly`]; serialized as an object with one member per class, in the fixed order. The
+/// group classes ([`Anomaly::is_group_class`]) are present only when the history had group
+/// consumption to judge ([`Anomalies::judge_groups`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Anomalies {
     counts: [u64; Anomaly::ALL.len()],
+    groups: bool,
 }
 
 impl Anomalies {
-    /// Every class with its count, in the fixed order of [`Anomaly::ALL`].
+    /// Every class judged, with its count, in the fixed order of [`Anomaly::ALL`].
     pub fn iter(&self) -> impl Iterator<Item = (Anomaly, u64)> + '_ {
-        Anomaly::ALL.into_iter().map(|a| (a, self[a]))
+        Anomaly::ALL
+            .into_iter()
+            .filter(|a| self.groups || !a.is_group_class())
+            .map(|a| (a, self[a]))
     }
 
-    /// The count of the class called `name`, or `None` for an unknown name.
+    /// The count of the class called `name`, or `None` for an unknown name or a group class
+    /// of a history without groups.
     pub fn get(&self, name: &str) -> Option<u64> {
-        Anomaly::from_name(name).map(|a| self[a])
+        let class = Anomaly::from_name(name)?;
+        (self.groups || !class.is_group_class()).then(|| self[class])
+    }
+
+    /// The history had group consumption: the group classes are judged.
+    pub fn judge_groups(&mut self) {
+        self.groups = true;
+    }
+
+    pub fn groups_judged(&self) -> bool {
+        self.groups
     }
 
     /// The sum over all classes.
@@ -174,6 +224,7 @@ impl FromIterator<(Anomaly, u64)> for Anomalies {
         let mut anomalies = Anomalies::default();
         for (class, count) in iter {
             anomalies[class] += count;
+            anomalies.groups |= class.is_group_class();
         }
         anomalies
     }
@@ -181,7 +232,7 @@ impl FromIterator<(Anomaly, u64)> for Anomalies {
 
 impl Serialize for Anomalies {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(Anomaly::ALL.len()))?;
+        let mut map = serializer.serialize_map(None)?;
         for (class, count) in self.iter() {
             map.serialize_entry(class.name(), &count)?;
         }
@@ -190,8 +241,8 @@ impl Serialize for Anomalies {
 }
 
 impl<'de> Deserialize<'de> for Anomalies {
-    /// Every class must be present; unknown names are ignored, so an old reader can read a
-    /// newer summary.
+    /// Every class must be present (the group classes all or none); unknown names are
+    /// ignored, so an old reader can read a newer summary.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anomalies, D::Error> {
         struct AnomaliesVisitor;
         impl<'de> Visitor<'de> for AnomaliesVisitor {
@@ -215,7 +266,12 @@ impl<'de> Deserialize<'de> for Anomalies {
                         }
                     }
                 }
-                if let Some(class) = Anomaly::ALL.into_iter().find(|a| !seen[a.index()]) {
+                anomalies.groups = Anomaly::ALL
+                    .into_iter()
+                    .any(|a| a.is_group_class() && seen[a.index()]);
+                let required = |a: &Anomaly| anomalies.groups || !a.is_group_class();
+                let missing = Anomaly::ALL.into_iter().filter(required);
+                if let Some(class) = missing.into_iter().find(|a| !seen[a.index()]) {
                     return Err(de::Error::missing_field(class.name()));
                 }
                 Ok(anomalies)

@@ -26,6 +26,12 @@
 //!   polls offset 4 again after reading it); sent 4, acked 3, read 4, unknown 0,
 //!   failed 1.
 //!
+//! The group classes (`unprocessed`, `reprocessed`, `split_ownership`) are judged from the
+//! `process` and `commit` lines stamped with a group, and only when the history has `process`
+//! lines (see [`Anomalies::judge_groups`]). `poll_skip` stays per process and partition: a
+//! group member's `assign` starts a new sequence, and the new owner's first poll starts at the
+//! group's committed offset.
+//!
 //! Cost: each event is visited a constant number of times, with BTreeMap
 //! lookups, so O(n log n) in the number of events and records.
 
@@ -190,6 +196,25 @@ struct Facts<'a> {
     /// For each offset known to hold a record, the ids seen there by acks and reads.
     /// Its keys are exactly the offsets "known to hold a record".
     ids_at: BTreeMap<(Tp, u64), BTreeSet<&'a str>>,
+    /// What each consumer group processed and committed.
+    groups: BTreeMap<&'a str, GroupFacts<'a>>,
+}
+
+/// A member (process) of a group in one generation, if it has generations.
+type MemberGeneration<'a> = (&'a str, Option<u32>);
+
+/// The first and last time a member processed records of a partition, in nanoseconds.
+type Span = (u64, u64);
+
+/// One consumer group's `process` and `commit` lines.
+#[derive(Default)]
+struct GroupFacts<'a> {
+    /// How often each id was processed.
+    processed: BTreeMap<&'a str, u64>,
+    /// Per partition, each (member, generation)'s processing span: first and last time.
+    spans: BTreeMap<Tp, BTreeMap<MemberGeneration<'a>, Span>>,
+    /// The last `ok` commit per partition.
+    committed: BTreeMap<Tp, u64>,
 }
 
 /// Check a history for the anomalies in [`Anomalies`]; `replica_divergence`
@@ -200,6 +225,7 @@ pub fn check(events: &[Event]) -> CheckReport {
     check_sends(&facts, &mut report);
     check_reads(&facts, &mut report);
     check_polls(events, &facts, &mut report);
+    check_groups(&facts, &mut report);
     // Keep only classes that have examples, so a clean report is short.
     report.examples.retain(|_, list| !list.is_empty());
     report
@@ -251,11 +277,126 @@ fn gather<'a>(events: &'a [Event], report: &mut CheckReport) -> Facts<'a> {
                     facts.ids_at.entry((tp, *offset)).or_default().insert(id);
                 }
             }
+            Op::Process {
+                topic,
+                partition,
+                records,
+            } if event.kind == EventType::Ok => {
+                let Some(stamp) = &event.group else { continue };
+                let tp = facts.partitions.intern(topic, *partition);
+                let group = facts.groups.entry(&stamp.group).or_default();
+                for (_, id) in records {
+                    *group.processed.entry(id).or_default() += 1;
+                }
+                let member = (event.process.as_str(), stamp.generation);
+                let t = event.time_ns;
+                let span = group.spans.entry(tp).or_default().entry(member);
+                span.and_modify(|(_, end)| *end = t).or_insert((t, t));
+            }
+            Op::Commit {
+                topic,
+                partition,
+                offset,
+                ..
+            } if event.kind == EventType::Ok => {
+                let Some(stamp) = &event.group else { continue };
+                let tp = facts.partitions.intern(topic, *partition);
+                let group = facts.groups.entry(&stamp.group).or_default();
+                group.committed.insert(tp, *offset);
+            }
             _ => {}
         }
     }
     report.read = facts.reads.len() as u64;
     facts
+}
+
+/// The group classes, for groups that processed anything.
+fn check_groups(facts: &Facts<'_>, report: &mut CheckReport) {
+    let processing: Vec<(&str, &GroupFacts<'_>)> = facts
+        .groups
+        .iter()
+        .filter(|(_, g)| !g.processed.is_empty())
+        .map(|(name, g)| (*name, g))
+        .collect();
+    if processing.is_empty() {
+        return;
+    }
+    report.anomalies.judge_groups();
+    let acked: BTreeMap<(Tp, u64), &str> = facts
+        .sends
+        .iter()
+        .filter_map(|(id, s)| Some((s.acked?, *id)))
+        .collect();
+    for (name, group) in processing {
+        check_unprocessed(name, group, &acked, facts, report);
+        check_reprocessed(name, group, report);
+        check_split_ownership(name, group, facts, report);
+    }
+}
+
+fn check_unprocessed(
+    name: &str,
+    group: &GroupFacts<'_>,
+    acked: &BTreeMap<(Tp, u64), &str>,
+    facts: &Facts<'_>,
+    report: &mut CheckReport,
+) {
+    for (&tp, &committed) in &group.committed {
+        for (&place, id) in acked.range((tp, 0)..(tp, committed)) {
+            if !group.processed.contains_key(id) {
+                report.anomalies[Anomaly::Unprocessed] += 1;
+                report.example(Anomaly::Unprocessed, || {
+                    format!(
+                        "{id} acked at {} below {name}'s committed offset {committed}, \
+                         never processed",
+                        facts.partitions.at(place)
+                    )
+                });
+            }
+        }
+    }
+}
+
+fn check_reprocessed(name: &str, group: &GroupFacts<'_>, report: &mut CheckReport) {
+    for (id, &times) in &group.processed {
+        if times > 1 {
+            report.anomalies[Anomaly::Reprocessed] += 1;
+            report.example(Anomaly::Reprocessed, || {
+                format!("{id} processed {times} times by {name}")
+            });
+        }
+    }
+}
+
+fn check_split_ownership(
+    name: &str,
+    group: &GroupFacts<'_>,
+    facts: &Facts<'_>,
+    report: &mut CheckReport,
+) {
+    for (&tp, spans) in &group.spans {
+        let spans: Vec<(&MemberGeneration<'_>, &Span)> = spans.iter().collect();
+        for (i, (a, (a_start, a_end))) in spans.iter().enumerate() {
+            for (b, (b_start, b_end)) in &spans[i + 1..] {
+                if a.0 == b.0 || a_start > b_end || b_start > a_end {
+                    continue;
+                }
+                report.anomalies[Anomaly::SplitOwnership] += 1;
+                report.example(Anomaly::SplitOwnership, || {
+                    format!(
+                        "{name} on {}: {}{} processed {a_start}..{a_end}ns, \
+                         {}{} {b_start}..{b_end}ns",
+                        facts.partitions.name(tp),
+                        a.0,
+                        generation(a.1),
+                        b.0,
+                        generation(b.1)
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// An acknowledged send: its invoke's index in the history, offset and id.
@@ -436,6 +577,11 @@ fn known_between(facts: &Facts<'_>, tp: Tp, low: u64, high: u64) -> Option<u64> 
         .range((tp, start)..(tp, high))
         .next()
         .map(|(&(_, offset), _)| offset)
+}
+
+/// " (generation 3)", or nothing for a member without generations.
+fn generation(g: Option<u32>) -> String {
+    g.map(|g| format!(" (generation {g})")).unwrap_or_default()
 }
 
 /// "orders-0@1, orders-0@3" for a set of places.

@@ -15,6 +15,14 @@
 //! {"time_ns":3000,"process":"c0","type":"ok","f":"poll","topic":"orders","partition":0,"records":[[0,"p0-0"]]}
 //! ```
 //!
+//! A consumer in a group (issue 8) stamps its `assign`, `revoke`, `poll`, `commit` and
+//! `process` lines with `group` (and `generation` where it has one); `process` marks where the
+//! business logic finished with the records of one poll result:
+//!
+//! ```text
+//! {"time_ns":4000,"process":"c0","type":"ok","f":"process","group":"g1","generation":3,"topic":"orders","partition":0,"records":[[0,"p0-0"]]}
+//! ```
+//!
 //! Serialization goes through a struct with a fixed field order and omits
 //! absent optional fields, so the same events always give the same bytes: two
 //! runs of one seed can be compared with `cmp`. Reading is lenient in the ways
@@ -76,6 +84,14 @@ pub enum Op {
         offset: u64,
         error: Option<String>,
     },
+    /// The group took these partitions from the consumer (it stopped reading them).
+    Revoke { partitions: Vec<(String, u32)> },
+    /// The application finished processing `records` (`(offset, id)`) of one poll result.
+    Process {
+        topic: String,
+        partition: u32,
+        records: Vec<(u64, String)>,
+    },
     /// An operation this module has no fields for; written as just its `f`.
     /// Never produced by [`parse_line`], which skips unknown `f` values.
     Other { f: String },
@@ -89,6 +105,8 @@ impl Op {
             Op::Poll { .. } => "poll",
             Op::Assign { .. } => "assign",
             Op::Commit { .. } => "commit",
+            Op::Revoke { .. } => "revoke",
+            Op::Process { .. } => "process",
             Op::Other { f } => f,
         }
     }
@@ -103,6 +121,16 @@ pub struct Event {
     pub process: String,
     pub kind: EventType,
     pub op: Op,
+    /// The consumer group the operation was done for, when the consumer is a group member.
+    pub group: Option<GroupStamp>,
+}
+
+/// A group member's group and, where it has one, its generation (classic) or member epoch
+/// (KIP-848).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStamp {
+    pub group: String,
+    pub generation: Option<u32>,
 }
 
 impl Event {
@@ -112,7 +140,17 @@ impl Event {
             process: process.into(),
             kind,
             op,
+            group: None,
         }
+    }
+
+    /// The event, stamped with a group member's group and generation.
+    pub fn in_group(mut self, group: impl Into<String>, generation: Option<u32>) -> Event {
+        self.group = Some(GroupStamp {
+            group: group.into(),
+            generation,
+        });
+        self
     }
 }
 
@@ -149,6 +187,10 @@ struct LineOut<'a> {
     kind: EventType,
     f: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
@@ -171,6 +213,8 @@ impl<'a> LineOut<'a> {
             process: &event.process,
             kind: event.kind,
             f: event.op.f(),
+            group: event.group.as_ref().map(|g| g.group.as_str()),
+            generation: event.group.as_ref().and_then(|g| g.generation),
             id: None,
             topic: None,
             partition: None,
@@ -202,7 +246,18 @@ impl<'a> LineOut<'a> {
                 line.partition = Some(*partition);
                 line.records = Some(records);
             }
-            Op::Assign { partitions } => line.partitions = Some(partitions),
+            Op::Assign { partitions } | Op::Revoke { partitions } => {
+                line.partitions = Some(partitions)
+            }
+            Op::Process {
+                topic,
+                partition,
+                records,
+            } => {
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.records = Some(records);
+            }
             Op::Commit {
                 topic,
                 partition,
@@ -239,6 +294,8 @@ struct Header {
     process: String,
     #[serde(rename = "type")]
     kind: EventType,
+    group: Option<String>,
+    generation: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -286,7 +343,10 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
         Some(_) => return Err(HistoryError::Invalid("field `f` is not a string".into())),
         None => return Err(HistoryError::Invalid("missing field `f`".into())),
     };
-    if !matches!(f, "send" | "poll" | "assign" | "commit") {
+    if !matches!(
+        f,
+        "send" | "poll" | "assign" | "commit" | "revoke" | "process"
+    ) {
         return Ok(None);
     }
     let header: Header = from_value(&value)?;
@@ -306,18 +366,29 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
                 error: send.error,
             }
         }
-        "poll" => {
+        "poll" | "process" => {
             let poll: PollIn = from_value(&value)?;
-            Op::Poll {
-                topic: poll.topic,
-                partition: poll.partition,
-                records: required_on_ok(poll.records, header.kind, "records")?,
+            let records = required_on_ok(poll.records, header.kind, "records")?;
+            let (topic, partition) = (poll.topic, poll.partition);
+            match f {
+                "poll" => Op::Poll {
+                    topic,
+                    partition,
+                    records,
+                },
+                _ => Op::Process {
+                    topic,
+                    partition,
+                    records,
+                },
             }
         }
-        "assign" => {
+        "assign" | "revoke" => {
             let assign: AssignIn = from_value(&value)?;
-            Op::Assign {
-                partitions: required_on_ok(assign.partitions, header.kind, "partitions")?,
+            let partitions = required_on_ok(assign.partitions, header.kind, "partitions")?;
+            match f {
+                "assign" => Op::Assign { partitions },
+                _ => Op::Revoke { partitions },
             }
         }
         _ => {
@@ -330,11 +401,16 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
             }
         }
     };
+    let group = header.group.map(|group| GroupStamp {
+        group,
+        generation: header.generation,
+    });
     Ok(Some(Event {
         time_ns: header.time_ns,
         process: header.process,
         kind: header.kind,
         op,
+        group,
     }))
 }
 

@@ -664,7 +664,7 @@ fn examples_are_capped_at_five() {
 
 #[test]
 fn anomalies_iterate_in_fixed_order_and_look_up_by_name() {
-    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=8).collect();
+    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=11).collect();
     let listed: Vec<(&str, u64)> = anomalies.iter().map(|(a, n)| (a.name(), n)).collect();
     let names = [
         "lost",
@@ -674,9 +674,12 @@ fn anomalies_iterate_in_fixed_order_and_look_up_by_name() {
         "nonmonotonic_send",
         "poll_skip",
         "nonmonotonic_poll",
+        "unprocessed",
+        "reprocessed",
+        "split_ownership",
         "replica_divergence",
     ];
-    let expected: Vec<(&str, u64)> = names.into_iter().zip(1..=8).collect();
+    let expected: Vec<(&str, u64)> = names.into_iter().zip(1..=11).collect();
     assert_eq!(listed, expected);
     for (name, count) in expected {
         assert_eq!(anomalies.get(name), Some(count));
@@ -684,16 +687,37 @@ fn anomalies_iterate_in_fixed_order_and_look_up_by_name() {
     }
     assert_eq!(anomalies.get("lost_and_found"), None);
     assert!("lost_and_found".parse::<Anomaly>().is_err());
-    assert_eq!(anomalies.total(), 36);
+    assert_eq!(anomalies.total(), 66);
+}
+
+/// Without group consumption the group classes are not judged: absent, not a silent zero.
+#[test]
+fn group_classes_are_absent_from_a_history_without_groups() {
+    let anomalies: Anomalies = Anomaly::ALL
+        .into_iter()
+        .filter(|a| !a.is_group_class())
+        .map(|a| (a, 1))
+        .collect();
+    assert!(!anomalies.groups_judged());
+    assert_eq!(anomalies.iter().count(), 8);
+    assert_eq!(anomalies.get("unprocessed"), None);
+    let json = serde_json::to_string(&anomalies).unwrap();
+    assert!(!json.contains("unprocessed"));
+    assert_eq!(serde_json::from_str::<Anomalies>(&json).unwrap(), anomalies);
+    let partial = json.replace('}', r#","reprocessed":0}"#);
+    assert!(
+        serde_json::from_str::<Anomalies>(&partial).is_err(),
+        "all or none"
+    );
 }
 
 #[test]
 fn anomalies_serialize_as_an_object_in_the_fixed_order_and_read_back() {
-    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=8).collect();
+    let anomalies: Anomalies = Anomaly::ALL.into_iter().zip(1..=11).collect();
     let json = serde_json::to_string(&anomalies).unwrap();
     assert_eq!(
         json,
-        r#"{"lost":1,"duplicate":2,"inconsistent_offsets":3,"aborted_read":4,"nonmonotonic_send":5,"poll_skip":6,"nonmonotonic_poll":7,"replica_divergence":8}"#
+        r#"{"lost":1,"duplicate":2,"inconsistent_offsets":3,"aborted_read":4,"nonmonotonic_send":5,"poll_skip":6,"nonmonotonic_poll":7,"unprocessed":8,"reprocessed":9,"split_ownership":10,"replica_divergence":11}"#
     );
     assert_eq!(serde_json::from_str::<Anomalies>(&json).unwrap(), anomalies);
     let missing = r#"{"lost":1}"#;
@@ -760,6 +784,44 @@ fn example_poll_anomalies_history() {
         ],
     );
     assert_eq!(totals(&report), (4, 3, 4, 0, 1));
+}
+
+/// The group classes on a hand-made history (issue 8): `c0` commits 5 but processed only up
+/// to offset 2, so `p0-3` and `p0-4` are unprocessed below the final commit (6); `c2` processes
+/// `p0-0` again (reprocessed) while `c0` is still processing the partition in an older
+/// generation (split ownership); `c1`, the last owner, overlaps nobody.
+#[test]
+fn example_group_anomalies_history() {
+    let report = check_file(include_str!(
+        "../../../tests/histories/group-anomalies.jsonl"
+    ));
+    assert_anomalies(
+        &report,
+        &[
+            ("unprocessed", 2),
+            ("reprocessed", 1),
+            ("split_ownership", 1),
+        ],
+    );
+    assert!(report.anomalies.groups_judged());
+    assert_eq!(totals(&report), (6, 6, 6, 0, 0));
+    let unprocessed = &report.examples["unprocessed"];
+    assert!(unprocessed[0].starts_with("p0-3 "), "{unprocessed:?}");
+    assert!(unprocessed[1].starts_with("p0-4 "), "{unprocessed:?}");
+}
+
+/// A group history's lines read back as written: `group` and `generation` on the stamped
+/// operations, `revoke` and `process` as their own operations; an old reader's fields are
+/// unchanged for unstamped lines.
+#[test]
+fn group_lines_round_trip() {
+    let text = include_str!("../../../tests/histories/group-anomalies.jsonl");
+    let events = read_jsonl(text).expect("parses");
+    let written: Vec<String> = events.iter().map(to_json_line).collect();
+    let original: Vec<&str> = text.lines().collect();
+    assert_eq!(written, original);
+    assert!(events.iter().any(|e| matches!(e.op, Op::Revoke { .. })));
+    assert!(events.iter().any(|e| matches!(e.op, Op::Process { .. })));
 }
 
 // ---- random clean histories ----

@@ -1,23 +1,27 @@
 //! The client processes of a run: producers, consumers and the final reader. Each drives a core
 //! client state machine through the shared driver and records every operation in the history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use fathom_driver::{pay, ClientIo, Net, SharedResources};
-use fathom_history::{EventType, Op};
+use fathom_history::{Event, EventType, Op};
 use fathom_queue::client::{
     Consumer, ConsumerConfig, ConsumerEvent, Producer, ProducerEvent, SendError,
 };
 use fathom_queue::config::ClusterConfig;
+use fathom_queue::group::member::MemberConfig;
 use fathom_queue::ids::TopicPartition;
 use fathom_queue::rng::Rng;
 use fathom_queue::time::Instant;
 
 use fathom_queue::client::producer::UNKNOWN_PARTITION;
 
-use crate::spec::{CommitMode, ConsumerSpec, Partitioner, ProducerMode, ProducerSpec};
+use crate::spec::{
+    restarted_process_name, CommitMode, ConsumerSpec, MemberAction, Partitioner, ProducerMode,
+    ProducerSpec,
+};
 use crate::trace::{AttemptRecord, SharedTrace};
 
 /// How a client process ends: `Err` when it could not run at all (the simulator fails the run).
@@ -37,6 +41,27 @@ fn deadline_at(trace: &SharedTrace, io_now: Instant, at: Duration) -> Instant {
 
 fn record(trace: &SharedTrace, process: &str, kind: EventType, op: Op) {
     trace.borrow_mut().record(process, kind, op);
+}
+
+/// Records a group member's operation, stamped with its group and generation.
+fn record_in_group(
+    trace: &SharedTrace,
+    process: &str,
+    kind: EventType,
+    op: Op,
+    group: &str,
+    generation: Option<u32>,
+) {
+    let now_ns = trace.borrow().now_ns();
+    let event = Event::new(now_ns, process, kind, op).in_group(group, generation);
+    trace.borrow_mut().record_event(event);
+}
+
+fn partition_list(partitions: &BTreeSet<TopicPartition>) -> Vec<(String, u32)> {
+    partitions
+        .iter()
+        .map(|tp| (tp.topic.clone(), tp.partition))
+        .collect()
 }
 
 fn send_op(tp: &TopicPartition, id: &str) -> Op {
@@ -326,12 +351,34 @@ pub struct ConsumerProcess {
     pub stop_at: Duration,
     /// This host's network and CPU.
     pub resources: SharedResources,
+    /// When the instance starts (a group member that joins later); zero for the others.
+    pub start_at: Duration,
+    /// A group member's membership faults, in time order (simulated time since the start).
+    pub actions: Vec<(Duration, MemberAction)>,
 }
+
+/// How one process of a group member ended.
+enum Ending {
+    /// The run's consumption phase is over.
+    Stopped,
+    /// Left for good.
+    Left,
+    Crashed {
+        restart_after: Option<Duration>,
+    },
+    Restarted,
+}
+
+/// How long a leaving member waits for its last commits and its leave to go out.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 impl ConsumerProcess {
     /// Runs each incarnation in turn: a restart drops the consumer without a final commit, as a
     /// crash would, and a new process resumes from the committed offsets.
     pub async fn run<N: Net>(self) -> ProcessResult {
+        if let Some(member) = self.spec.member_config(self.instance) {
+            return self.run_group::<N>(member).await;
+        }
         let names = self.spec.incarnation_names(self.instance);
         let assignment: Vec<TopicPartition> = self
             .spec
@@ -349,6 +396,145 @@ impl ConsumerProcess {
             self.incarnation::<N>(name, &assignment, stop_at).await;
         }
         Ok(())
+    }
+
+    /// A group member's life: it starts at `start_at`, and each process ends when the run's
+    /// consumption ends or a membership fault (or a `restart_at_s`, a crash with an immediate
+    /// restart) ends it.
+    async fn run_group<N: Net>(&self, member: MemberConfig) -> ProcessResult {
+        let now = Duration::from_nanos(self.trace.borrow().now_ns());
+        pay(self.start_at.saturating_sub(now)).await;
+        let mut actions: Vec<(Duration, MemberAction)> = self.actions.clone();
+        for &t in &self.spec.restart_at_s {
+            let crash = MemberAction::Crash {
+                restart_after: Some(Duration::ZERO),
+            };
+            actions.push((Duration::from_secs_f64(t), crash));
+        }
+        actions.sort_by_key(|(at, _)| *at);
+        let mut actions: std::collections::VecDeque<_> = actions.into();
+        let mut restarts = 0;
+        loop {
+            let name = restarted_process_name(&self.spec.name, self.instance, restarts);
+            let ending = self
+                .group_incarnation::<N>(&name, member.clone(), &mut actions)
+                .await;
+            match ending {
+                Ending::Stopped
+                | Ending::Left
+                | Ending::Crashed {
+                    restart_after: None,
+                } => return Ok(()),
+                Ending::Crashed {
+                    restart_after: Some(after),
+                } => pay(after).await,
+                Ending::Restarted => {}
+            }
+            restarts += 1;
+        }
+    }
+
+    /// One process of a group member (issue 8): the group assigns its partitions. It records
+    /// `process` when a poll result's processing ends, commits per `commit`, and on a
+    /// revocation commits what it processed of the revoked partitions and lets them go once
+    /// those commits are answered (Kafka's `commitSync` in `onPartitionsRevoked`).
+    async fn group_incarnation<N: Net>(
+        &self,
+        name: &str,
+        member: MemberConfig,
+        actions: &mut std::collections::VecDeque<(Duration, MemberAction)>,
+    ) -> Ending {
+        let spec = &self.spec;
+        let stop_at = self.stop_at;
+        let rng = Rng::new(self.seed ^ name_salt(name));
+        let mut consumer = Consumer::new(spec.consumer_config(), self.cluster.brokers.clone(), rng);
+        let mut io = ClientIo::<N>::new(name.to_string(), &self.cluster.brokers)
+            .with_resources(self.resources.clone());
+        let stop = deadline_at(&self.trace, io.now(), stop_at);
+        consumer.subscribe(io.now(), member, name);
+        let mut app = GroupApp {
+            name,
+            group: &spec.group,
+            trace: &self.trace,
+            commit: spec.commit,
+            process_ms: spec.process_ms_of(self.instance),
+            processing: None,
+            to_commit: BTreeMap::new(),
+            committing: BTreeMap::new(),
+            revoking: None,
+            busy_until: io.now(),
+        };
+        let commit_interval = Duration::from_millis(spec.commit_interval_ms.max(1));
+        let mut next_commit = io.now() + commit_interval;
+        loop {
+            let now = io.now();
+            if now >= stop {
+                return Ending::Stopped;
+            }
+            if now >= app.busy_until {
+                app.finish_processing();
+            }
+            let due = actions
+                .front()
+                .filter(|(at, _)| deadline_at(&self.trace, now, *at) <= now)
+                .map(|(_, a)| *a);
+            if let Some(action) = due {
+                let busy = now < app.busy_until;
+                let ending = match action {
+                    // A stall of the poll loop, between two poll results.
+                    MemberAction::Pause(d) if !busy => {
+                        actions.pop_front();
+                        pay(d).await;
+                        continue;
+                    }
+                    MemberAction::Pause(_) => None,
+                    MemberAction::Crash { restart_after } => {
+                        Some(Ending::Crashed { restart_after })
+                    }
+                    // A clean shutdown finishes the batch in hand first.
+                    MemberAction::Leave if !busy => Some(Ending::Left),
+                    MemberAction::Restart if !busy => Some(Ending::Restarted),
+                    MemberAction::Leave | MemberAction::Restart => None,
+                };
+                if let Some(ending) = ending {
+                    actions.pop_front();
+                    if matches!(ending, Ending::Left | Ending::Restarted) {
+                        app.finish_processing();
+                        app.shut_down(&mut consumer, &mut io).await;
+                    }
+                    return ending;
+                }
+            }
+            while now >= app.busy_until {
+                app.finish_processing();
+                let Some(event) = consumer.poll(now) else {
+                    break;
+                };
+                app.handle(&mut consumer, now, event);
+            }
+            app.release_revoked(&mut consumer, now);
+            if now >= next_commit {
+                if now >= app.busy_until {
+                    app.commit_all(&mut consumer, now);
+                }
+                next_commit = now + commit_interval;
+            }
+            let next_action = actions
+                .front()
+                .map(|(at, _)| deadline_at(&self.trace, now, *at));
+            let wake = [
+                Some(stop),
+                Some(next_commit),
+                Some(app.busy_until.max(now)),
+                next_action,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(stop);
+            io.step(&mut consumer, Some(wake)).await;
+        }
     }
 
     async fn incarnation<N: Net>(
@@ -401,9 +587,9 @@ impl ConsumerProcess {
                             records: read,
                         };
                         record(&self.trace, name, EventType::Ok, op);
-                        busy_until =
-                            now + Duration::from_millis(spec.process_ms * records.len() as u64);
-                        if spec.commit == CommitMode::AfterProcess {
+                        let process_ms = spec.process_ms_of(self.instance);
+                        busy_until = now + Duration::from_millis(process_ms * records.len() as u64);
+                        if matches!(spec.commit, CommitMode::AfterProcess | CommitMode::Auto) {
                             to_commit.insert(partition, last + 1);
                         }
                     }
@@ -435,12 +621,17 @@ impl ConsumerProcess {
                             format!("{name}: position of {partition} reset from {from} to {to}"),
                         );
                     }
-                    ConsumerEvent::Assigned { .. } | ConsumerEvent::Offsets { .. } => {}
+                    ConsumerEvent::Assigned { .. }
+                    | ConsumerEvent::Offsets { .. }
+                    | ConsumerEvent::GroupAssigned { .. }
+                    | ConsumerEvent::Revoked { .. }
+                    | ConsumerEvent::Lost { .. } => {}
                 }
             }
             if now >= next_commit {
-                // Offsets are committed only once their records were processed (claim C4).
-                if now >= busy_until {
+                // Offsets are committed only once their records were processed (claim C4);
+                // auto commit commits what poll returned, processed or not.
+                if now >= busy_until || spec.commit == CommitMode::Auto {
                     for (tp, offset) in std::mem::take(&mut to_commit) {
                         self.commit(&mut consumer, now, name, &tp, offset);
                     }
@@ -472,6 +663,230 @@ impl ConsumerProcess {
             error: None,
         };
         record(&self.trace, name, EventType::Invoke, op);
+    }
+}
+
+/// The poll result a group member is processing, with the generation it was polled in.
+struct Processing {
+    partition: TopicPartition,
+    records: Vec<(u64, String)>,
+    generation: Option<u32>,
+}
+
+/// A group member's application between polls: the batch it is processing, the offsets it
+/// may commit, and a revocation waiting for its commits.
+struct GroupApp<'a> {
+    name: &'a str,
+    group: &'a str,
+    trace: &'a SharedTrace,
+    commit: CommitMode,
+    process_ms: u64,
+    processing: Option<Processing>,
+    /// The next offset to commit per partition: processed (after_process) or returned (auto).
+    to_commit: BTreeMap<TopicPartition, u64>,
+    /// Commits sent and not yet answered, per partition.
+    committing: BTreeMap<TopicPartition, u32>,
+    /// Revoked partitions whose commits must be answered before the member lets them go.
+    revoking: Option<BTreeSet<TopicPartition>>,
+    busy_until: Instant,
+}
+
+impl GroupApp<'_> {
+    fn record(&self, kind: EventType, op: Op, generation: Option<u32>) {
+        record_in_group(self.trace, self.name, kind, op, self.group, generation);
+    }
+
+    /// The batch in processing is done: its `process` line, and its offset is committable
+    /// under `after_process`.
+    fn finish_processing(&mut self) {
+        let Some(Processing {
+            partition: tp,
+            records,
+            generation,
+        }) = self.processing.take()
+        else {
+            return;
+        };
+        if let (CommitMode::AfterProcess, Some((last, _))) = (self.commit, records.last()) {
+            self.to_commit.insert(tp.clone(), last + 1);
+        }
+        let op = Op::Process {
+            topic: tp.topic,
+            partition: tp.partition,
+            records,
+        };
+        self.record(EventType::Ok, op, generation);
+    }
+
+    fn handle(&mut self, consumer: &mut Consumer, now: Instant, event: ConsumerEvent) {
+        let generation = consumer.member().map(|m| m.generation());
+        match event {
+            ConsumerEvent::Records { partition, records } => {
+                self.polled(consumer, now, partition, records, generation)
+            }
+            ConsumerEvent::Committed {
+                partition,
+                offset,
+                result,
+            } => {
+                if let Some(n) = self.committing.get_mut(&partition) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.committing.remove(&partition);
+                    }
+                }
+                let (kind, error) = match result {
+                    Ok(()) => (EventType::Ok, None),
+                    Err(e) => (EventType::Fail, Some(e)),
+                };
+                let op = Op::Commit {
+                    topic: partition.topic,
+                    partition: partition.partition,
+                    offset,
+                    error,
+                };
+                self.record(kind, op, generation);
+            }
+            ConsumerEvent::GroupAssigned {
+                partitions,
+                generation,
+            } => {
+                let op = Op::Assign {
+                    partitions: partition_list(&partitions),
+                };
+                self.record(EventType::Ok, op, Some(generation));
+            }
+            ConsumerEvent::Revoked {
+                partitions,
+                generation,
+            } => {
+                for tp in &partitions {
+                    if let Some(offset) = self.to_commit.remove(tp) {
+                        self.commit(consumer, now, tp, offset);
+                    }
+                }
+                let op = Op::Revoke {
+                    partitions: partition_list(&partitions),
+                };
+                self.record(EventType::Ok, op, Some(generation));
+                self.revoking = Some(partitions);
+            }
+            ConsumerEvent::Lost {
+                partitions,
+                generation,
+            } => {
+                // Too late to commit: the next owner reads on from the last commit.
+                self.to_commit.retain(|tp, _| !partitions.contains(tp));
+                let op = Op::Revoke {
+                    partitions: partition_list(&partitions),
+                };
+                self.record(EventType::Ok, op, Some(generation));
+            }
+            ConsumerEvent::PositionReset {
+                partition,
+                from,
+                to,
+            } => {
+                let now_ns = self.trace.borrow().now_ns();
+                self.trace.borrow_mut().note(
+                    now_ns,
+                    format!(
+                        "{}: position of {partition} reset from {from} to {to}",
+                        self.name
+                    ),
+                );
+            }
+            ConsumerEvent::Assigned { .. } | ConsumerEvent::Offsets { .. } => {}
+        }
+    }
+
+    fn polled(
+        &mut self,
+        consumer: &mut Consumer,
+        now: Instant,
+        partition: TopicPartition,
+        records: Vec<fathom_queue::log::batch::Record>,
+        generation: Option<u32>,
+    ) {
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return;
+        };
+        if self.commit == CommitMode::BeforeProcess {
+            self.commit(consumer, now, &partition, last + 1);
+        }
+        if self.commit == CommitMode::Auto {
+            self.to_commit.insert(partition.clone(), last + 1);
+        }
+        let read: Vec<(u64, String)> = records
+            .iter()
+            .map(|r| (r.offset, String::from_utf8_lossy(&r.key).into_owned()))
+            .collect();
+        let op = Op::Poll {
+            topic: partition.topic.clone(),
+            partition: partition.partition,
+            records: read.clone(),
+        };
+        self.record(EventType::Ok, op, generation);
+        self.busy_until = now + Duration::from_millis(self.process_ms * records.len() as u64);
+        self.processing = Some(Processing {
+            partition,
+            records: read,
+            generation,
+        });
+    }
+
+    /// Every committable offset (`after_process`: processed; `auto`: returned by poll).
+    fn commit_all(&mut self, consumer: &mut Consumer, now: Instant) {
+        for (tp, offset) in std::mem::take(&mut self.to_commit) {
+            self.commit(consumer, now, &tp, offset);
+        }
+    }
+
+    fn commit(&mut self, consumer: &mut Consumer, now: Instant, tp: &TopicPartition, offset: u64) {
+        consumer.commit(now, tp.clone(), offset);
+        *self.committing.entry(tp.clone()).or_default() += 1;
+        let op = Op::Commit {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+            error: None,
+        };
+        let generation = consumer.member().map(|m| m.generation());
+        self.record(EventType::Invoke, op, generation);
+    }
+
+    /// A clean shutdown: commit what was processed, wait (bounded) for the answers, then close
+    /// the consumer so a dynamic member's leave goes out.
+    async fn shut_down<N: Net>(&mut self, consumer: &mut Consumer, io: &mut ClientIo<N>) {
+        let now = io.now();
+        self.commit_all(consumer, now);
+        let until = now + LEAVE_WAIT;
+        while !self.committing.is_empty() && io.now() < until {
+            io.step(consumer, Some(until)).await;
+            while let Some(event) = consumer.poll_event() {
+                if let ConsumerEvent::Committed { .. } = event {
+                    let now = io.now();
+                    self.handle(consumer, now, event);
+                }
+            }
+        }
+        consumer.close(io.now());
+        let until = io.now() + LEAVE_WAIT;
+        while consumer.member().is_some_and(|m| m.leaving()) && io.now() < until {
+            io.step(consumer, Some(until)).await;
+        }
+    }
+
+    /// Lets revoked partitions go once their commits are answered.
+    fn release_revoked(&mut self, consumer: &mut Consumer, now: Instant) {
+        let done = self
+            .revoking
+            .as_ref()
+            .is_some_and(|ps| ps.iter().all(|p| !self.committing.contains_key(p)));
+        if done {
+            self.revoking = None;
+            consumer.revoked(now);
+        }
     }
 }
 

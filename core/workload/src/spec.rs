@@ -5,6 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use fathom_queue::client::{ConsumerConfig, ProducerConfig};
+use fathom_queue::group::assignor::Assignor;
+use fathom_queue::group::classic::RebalanceKind;
+use fathom_queue::group::member::{MemberConfig, MemberProtocol, REBALANCE_INTERVAL_MS_DEFAULT};
 pub use fathom_queue::log::batch::Compression;
 use fathom_queue::protocol::Acks;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -139,6 +142,68 @@ pub enum CommitMode {
     BeforeProcess,
     /// Never commit; a restarted consumer starts from the beginning.
     Never,
+    /// Kafka's `enable.auto.commit`: every `commit_interval_ms`, commit the positions of the
+    /// records `poll` has returned, processed or not.
+    Auto,
+}
+
+/// What a membership fault does to one group consumer instance (issue 8), at a time of the
+/// run. Built from the scenario's `[[faults]]` by the simulator, applied by the process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemberAction {
+    /// A clean shutdown: finish the batch, commit what was processed, leave the group (a
+    /// static member does not, KIP-345), and stop for good.
+    Leave,
+    /// Die at once, mid-batch if busy, without leaving; a new process after `restart_after`.
+    Crash { restart_after: Option<Duration> },
+    /// Stop everything (heartbeats, polling) for this long between two poll results, then
+    /// carry on: a stall of the poll loop. Past its session the member comes back a zombie;
+    /// past `max_poll_interval_ms` too, its next poll finds it has left the group (KIP-62).
+    Pause(Duration),
+    /// A clean shutdown followed at once by a new process (a rolling restart's step).
+    Restart,
+}
+
+/// How a consumer's partitions are decided (`consumers[i].protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerProtocol {
+    /// Direct assignment (Flink): `partitions` split over the instances, no group membership.
+    #[default]
+    Manual,
+    /// Kafka's classic protocol, eager: every member revokes everything on any change.
+    Eager,
+    /// KIP-429 incremental cooperative rebalancing.
+    Cooperative,
+    /// KIP-345 static membership (classic, eager), with an instance id per instance.
+    Static,
+    /// KIP-848's broker-side assignment (RocketMQ 5's server-side rebalance alike).
+    Broker,
+    /// RocketMQ 4's client-side rebalance every `rebalance_interval_ms`.
+    ClientPeriodic,
+}
+
+impl ConsumerProtocol {
+    /// The scenario's spelling (serde's `snake_case` of the variant).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ConsumerProtocol::Manual => "manual",
+            ConsumerProtocol::Eager => "eager",
+            ConsumerProtocol::Cooperative => "cooperative",
+            ConsumerProtocol::Static => "static",
+            ConsumerProtocol::Broker => "broker",
+            ConsumerProtocol::ClientPeriodic => "client_periodic",
+        }
+    }
+
+    pub fn is_group(self) -> bool {
+        self != ConsumerProtocol::Manual
+    }
+
+    /// Whether a member may carry an instance id (KIP-345, also under KIP-848).
+    pub fn takes_instance_id(self) -> bool {
+        matches!(self, ConsumerProtocol::Static | ConsumerProtocol::Broker)
+    }
 }
 
 /// One `[[producers]]` table: `instances` identical processes named `{name}-0`, `{name}-1`, ...
@@ -337,6 +402,22 @@ pub struct ConsumerSpec {
     /// Times at which every instance is stopped and a new process (see
     /// [`restarted_process_name`]) resumes from the committed offsets. Strictly increasing.
     pub restart_at_s: Vec<f64>,
+    /// Who decides the partitions: `manual` (the default, `partitions` split by instance) or a
+    /// group protocol, under which the group's coordinator assigns.
+    pub protocol: ConsumerProtocol,
+    /// The partition assignor of a group protocol (the broker's under `broker`).
+    pub assignor: Assignor,
+    /// KIP-345: instance `i` joins as `{instance_id}-{i}` (static, broker); `static` without
+    /// one uses the process base name.
+    pub instance_id: Option<String>,
+    pub session_timeout_ms: u32,
+    pub heartbeat_interval_ms: u32,
+    /// Also the rebalance timeout, as in Kafka.
+    pub max_poll_interval_ms: u32,
+    /// `client_periodic` only: how often each member recomputes its share.
+    pub rebalance_interval_ms: u32,
+    /// Processing time per message of each instance, overriding `process_ms` (one slow member).
+    pub instance_process_ms: Vec<u64>,
 }
 
 impl Default for ConsumerSpec {
@@ -344,6 +425,7 @@ impl Default for ConsumerSpec {
     /// settings take [`ConsumerConfig::default`], the one set of client defaults.
     fn default() -> Self {
         let client = ConsumerConfig::default();
+        let member = MemberConfig::default();
         ConsumerSpec {
             name: String::new(),
             instances: 1,
@@ -357,6 +439,14 @@ impl Default for ConsumerSpec {
             max_bytes: client.max_bytes,
             process_ms: 0,
             restart_at_s: Vec::new(),
+            protocol: ConsumerProtocol::default(),
+            assignor: member.assignor,
+            instance_id: None,
+            session_timeout_ms: member.session_timeout_ms,
+            heartbeat_interval_ms: member.heartbeat_interval_ms,
+            max_poll_interval_ms: member.max_poll_interval_ms,
+            rebalance_interval_ms: REBALANCE_INTERVAL_MS_DEFAULT,
+            instance_process_ms: Vec::new(),
         }
     }
 }
@@ -372,6 +462,46 @@ impl ConsumerSpec {
             max_bytes: self.max_bytes,
             ..ConsumerConfig::default()
         }
+    }
+
+    /// The group member's configuration of instance `instance`, or `None` under manual
+    /// assignment. The group itself is the consumer's ([`ConsumerSpec::consumer_config`]).
+    pub fn member_config(&self, instance: u32) -> Option<MemberConfig> {
+        let protocol = match self.protocol {
+            ConsumerProtocol::Manual => return None,
+            ConsumerProtocol::Eager | ConsumerProtocol::Static => {
+                MemberProtocol::Classic(RebalanceKind::Eager)
+            }
+            ConsumerProtocol::Cooperative => MemberProtocol::Classic(RebalanceKind::Cooperative),
+            ConsumerProtocol::Broker => MemberProtocol::Consumer,
+            ConsumerProtocol::ClientPeriodic => MemberProtocol::ClientPeriodic {
+                rebalance_interval_ms: self.rebalance_interval_ms,
+            },
+        };
+        let instance_id = match (&self.instance_id, self.protocol) {
+            (Some(id), _) => Some(process_name(id, instance)),
+            (None, ConsumerProtocol::Static) => Some(process_name(&self.name, instance)),
+            (None, _) => None,
+        };
+        Some(MemberConfig {
+            group: self.group.clone(),
+            protocol,
+            assignor: self.assignor,
+            instance_id,
+            topics: [self.topic.clone()].into(),
+            session_timeout_ms: self.session_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            ..MemberConfig::default()
+        })
+    }
+
+    /// Processing time per message of instance `instance`.
+    pub fn process_ms_of(&self, instance: u32) -> u64 {
+        self.instance_process_ms
+            .get(instance as usize)
+            .copied()
+            .unwrap_or(self.process_ms)
     }
 
     /// The partitions this spec selects from a topic with `topic_partitions` partitions.

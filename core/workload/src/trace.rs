@@ -85,12 +85,12 @@ impl Trace {
     }
 
     pub fn record(&mut self, process: &str, kind: EventType, op: Op) {
-        let event = Event {
-            time_ns: self.now_ns(),
-            process: process.to_string(),
-            kind,
-            op,
-        };
+        let event = Event::new(self.now_ns(), process, kind, op);
+        self.record_event(event);
+    }
+
+    /// Records an event built by the caller (a group member's, stamped with its group).
+    pub fn record_event(&mut self, event: Event) {
         self.hash.update(history::to_json_line(&event).as_bytes());
         self.events.push(event);
     }

@@ -49,7 +49,10 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
-    /// Run the checker on a history file and print the anomaly counts.
+    /// Run the checker on a history file and print the anomaly counts. Group histories
+    /// (`process` lines stamped with `group`) add unprocessed (acked below the group's final
+    /// commit, never processed), reprocessed (processed twice by one group) and
+    /// split_ownership (two members processing one partition at overlapping times).
     Check { history: PathBuf },
     #[cfg(feature = "sim")]
     /// Print one message's life in a run directory: its send, every attempt with its broker

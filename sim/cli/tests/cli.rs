@@ -58,6 +58,31 @@ fn check_finds_lost_and_duplicate_messages_and_exits_1() {
     assert!(count("duplicate") > 0, "{stdout}");
 }
 
+/// `fathom check` counts the group classes of a hand-made group history (issue 8).
+#[test]
+fn check_counts_the_group_classes_of_a_group_history() {
+    let out = Command::new(FATHOM)
+        .arg("check")
+        .arg(repo("tests/histories/group-anomalies.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let count = |name: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
+    };
+    assert_eq!(count("unprocessed"), 2, "{stdout}");
+    assert_eq!(count("reprocessed"), 1, "{stdout}");
+    assert_eq!(count("split_ownership"), 1, "{stdout}");
+    assert_eq!(count("lost"), 0, "{stdout}");
+}
+
 #[test]
 fn check_names_the_line_of_a_malformed_history() {
     let bad = scratch_file(

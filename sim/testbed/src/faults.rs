@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use fathom_queue::client::coordinator_partition;
 use fathom_queue::config::ClusterConfig;
-use fathom_queue::ids::{NodeId, TopicPartition};
+use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use fathom_queue::rng::Rng;
 
 use crate::fault_log::{AppliedFault, AppliedKind};
@@ -29,6 +30,8 @@ pub struct FaultPlan {
     faults: Vec<(Duration, FaultKind, Option<Duration>)>,
     actions: BTreeMap<Duration, Vec<Action>>,
     brokers: Vec<NodeId>,
+    /// Partitions of the offsets topic: where a group's coordinator is.
+    offsets_partitions: u32,
     /// Client process name (any incarnation) to turmoil host.
     client_hosts: BTreeMap<String, String>,
     base_fail_rate: f64,
@@ -73,6 +76,7 @@ impl FaultPlan {
             faults,
             actions,
             brokers: cluster.broker_ids(),
+            offsets_partitions: cluster.offsets_partitions,
             client_hosts,
             base_fail_rate: scenario.network.loss,
             network: scenario.network.clone(),
@@ -240,6 +244,18 @@ impl FaultPlan {
                 self.restart_crashed(sim);
                 (None, "every fault undone".into())
             }
+            // The consumer processes apply these themselves, on the same schedule (see
+            // `Scenario::membership_plan`); the log records them here.
+            FaultKind::Join { consumer } => (None, format!("a new instance of {consumer}")),
+            FaultKind::Leave { process } => (None, format!("{process} leaves its group")),
+            FaultKind::ConsumerCrash { process } => (None, format!("{process} crashes")),
+            FaultKind::Pause { process, pause_s } => {
+                (None, format!("{process} pauses for {pause_s} s"))
+            }
+            FaultKind::RollingRestart { consumer, gap_s } => (
+                None,
+                format!("every instance of {consumer} restarts in turn, {gap_s} s apart"),
+            ),
         };
         if let (Some(t), Some(undo)) = (until, undo) {
             self.actions.entry(t.max(now)).or_default().push(undo);
@@ -420,6 +436,15 @@ impl FaultPlan {
             }
             Target::Random => {
                 self.brokers[self.rng.range_u64(0, self.brokers.len() as u64 - 1) as usize]
+            }
+            Target::CoordinatorOf { group } => {
+                let partition = coordinator_partition(group, self.offsets_partitions);
+                let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+                view.borrow()
+                    .leaders
+                    .get(&tp)
+                    .map(|&(_, id)| id)
+                    .unwrap_or(self.brokers[(partition as usize) % self.brokers.len()])
             }
         }
     }

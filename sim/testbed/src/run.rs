@@ -296,10 +296,16 @@ impl Hosts<'_> {
         producers_running
     }
 
+    /// Every consumer instance, and the instances membership faults add (`join`).
     fn add_consumers(&self, sim: &mut turmoil::Sim<'_>, settle_end: Duration) {
-        for spec in &self.scenario.consumers {
+        for (index, spec) in self.scenario.consumers.iter().enumerate() {
             let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
-            for instance in 0..spec.instances {
+            let mut plan = self.scenario.membership_plan(index);
+            let joined = (spec.instances..).zip(plan.joins.iter().copied());
+            let starts = (0..spec.instances)
+                .map(|i| (i, Duration::ZERO))
+                .chain(joined);
+            for (instance, start_at) in starts {
                 let host = spec.incarnation_names(instance)[0].clone();
                 let process = ConsumerProcess {
                     spec: spec.clone(),
@@ -310,6 +316,8 @@ impl Hosts<'_> {
                     trace: self.trace.clone(),
                     stop_at: settle_end,
                     resources: resources::for_host(self.world.as_ref(), &host),
+                    start_at,
+                    actions: plan.actions.remove(&instance).unwrap_or_default(),
                 };
                 sim.client(host, process.run::<SimNet>());
             }

@@ -31,8 +31,8 @@ use fathom_queue::config::{
 use fathom_queue::ids::NodeId;
 pub use fathom_queue::protocol::Acks;
 pub use fathom_workload::spec::{
-    process_name, restarted_process_name, CommitMode, Compression, ConsumerSpec, MillisRange,
-    PartitionSelection, Partitioner, ProducerMode, ProducerSpec,
+    process_name, restarted_process_name, CommitMode, Compression, ConsumerSpec, MemberAction,
+    MillisRange, PartitionSelection, Partitioner, ProducerMode, ProducerSpec,
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -247,6 +247,9 @@ pub enum Target {
     LeaderOf { topic: String, partition: u32 },
     /// `"random"`: a broker drawn from the run's seed.
     Random,
+    /// `"coordinator:g1"`: whichever broker leads the group's offsets partition at fault time,
+    /// the group's coordinator.
+    CoordinatorOf { group: String },
 }
 
 impl FromStr for Target {
@@ -276,8 +279,13 @@ impl FromStr for Target {
                     format!(r#"expected "leader:<topic>/<partition>" such as "leader:orders/0", got "{s}""#)
                 });
         }
+        if let Some(group) = s.strip_prefix("coordinator:").filter(|g| !g.is_empty()) {
+            return Ok(Target::CoordinatorOf {
+                group: group.to_string(),
+            });
+        }
         Err(format!(
-            r#"expected "broker-<id>", "leader:<topic>/<partition>" or "random", got "{s}""#
+            r#"expected "broker-<id>", "leader:<topic>/<partition>", "coordinator:<group>" or "random", got "{s}""#
         ))
     }
 }
@@ -296,6 +304,7 @@ impl fmt::Display for Target {
             Target::Broker(id) => write!(f, "{}", broker_host(*id)),
             Target::LeaderOf { topic, partition } => write!(f, "leader:{topic}/{partition}"),
             Target::Random => f.write_str("random"),
+            Target::CoordinatorOf { group } => write!(f, "coordinator:{group}"),
         }
     }
 }
@@ -382,6 +391,16 @@ impl Fault {
     }
 }
 
+/// The membership faults of one `[[consumers]]` table, per instance (see
+/// [`Scenario::membership_plan`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MembershipPlan {
+    /// Start times of the instances `join` adds, numbered on from `instances`.
+    pub joins: Vec<Duration>,
+    /// Each instance's actions, in time order.
+    pub actions: BTreeMap<u32, Vec<(Duration, MemberAction)>>,
+}
+
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
@@ -407,6 +426,20 @@ pub enum FaultKind {
     },
     /// `kind = "heal"`: undo every network fault and restart every crashed broker.
     Heal,
+    /// `kind = "join"`: one more instance of the group consumer `consumer` starts (issue 8).
+    Join { consumer: String },
+    /// `kind = "leave"`: the consumer instance `process` shuts down cleanly (commits what it
+    /// processed, leaves the group) and does not come back.
+    Leave { process: String },
+    /// `kind = "consumer_crash"`: the instance `process` dies without leaving (its session must
+    /// expire); with `restart_after_s`, a new process of it starts then.
+    ConsumerCrash { process: String },
+    /// `kind = "pause"`: the instance `process` stops for `pause_s` (a GC stall or a stuck
+    /// handler): no heartbeat, no processing; it comes back a zombie if it outlived its session.
+    Pause { process: String, pause_s: f64 },
+    /// `kind = "rolling_restart"`: every instance of `consumer` restarts cleanly in turn,
+    /// `gap_s` apart, the first at `at_s`.
+    RollingRestart { consumer: String, gap_s: f64 },
 }
 
 impl FaultKind {
@@ -421,6 +454,11 @@ impl FaultKind {
             FaultKind::Loss { .. } => FaultTag::Loss,
             FaultKind::Latency { .. } => FaultTag::Latency,
             FaultKind::Heal => FaultTag::Heal,
+            FaultKind::Join { .. } => FaultTag::Join,
+            FaultKind::Leave { .. } => FaultTag::Leave,
+            FaultKind::ConsumerCrash { .. } => FaultTag::ConsumerCrash,
+            FaultKind::Pause { .. } => FaultTag::Pause,
+            FaultKind::RollingRestart { .. } => FaultTag::RollingRestart,
         }
     }
 }
@@ -438,11 +476,16 @@ pub enum FaultTag {
     Loss,
     Latency,
     Heal,
+    Join,
+    Leave,
+    ConsumerCrash,
+    Pause,
+    RollingRestart,
 }
 
 impl FaultTag {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultTag; 8] = [
+    pub const ALL: [FaultTag; 13] = [
         FaultTag::Crash,
         FaultTag::PowerLoss,
         FaultTag::Partition,
@@ -451,7 +494,24 @@ impl FaultTag {
         FaultTag::Loss,
         FaultTag::Latency,
         FaultTag::Heal,
+        FaultTag::Join,
+        FaultTag::Leave,
+        FaultTag::ConsumerCrash,
+        FaultTag::Pause,
+        FaultTag::RollingRestart,
     ];
+
+    /// A membership fault of a consumer group (issue 8), applied by the consumer process.
+    pub const fn is_membership(self) -> bool {
+        matches!(
+            self,
+            FaultTag::Join
+                | FaultTag::Leave
+                | FaultTag::ConsumerCrash
+                | FaultTag::Pause
+                | FaultTag::RollingRestart
+        )
+    }
 
     /// The `kind` string of the file (serde's `snake_case` spelling of the variant).
     pub const fn name(self) -> &'static str {
@@ -464,6 +524,11 @@ impl FaultTag {
             FaultTag::Loss => "loss",
             FaultTag::Latency => "latency",
             FaultTag::Heal => "heal",
+            FaultTag::Join => "join",
+            FaultTag::Leave => "leave",
+            FaultTag::ConsumerCrash => "consumer_crash",
+            FaultTag::Pause => "pause",
+            FaultTag::RollingRestart => "rolling_restart",
         }
     }
 
@@ -478,6 +543,11 @@ impl FaultTag {
             FaultTag::Loss => &["between", "rate", "until_s"],
             FaultTag::Latency => &["between", "latency_ms", "until_s"],
             FaultTag::Heal => &[],
+            FaultTag::Join => &["consumer"],
+            FaultTag::Leave => &["process"],
+            FaultTag::ConsumerCrash => &["process", "restart_after_s"],
+            FaultTag::Pause => &["process", "pause_s"],
+            FaultTag::RollingRestart => &["consumer", "gap_s"],
         }
     }
 }
@@ -518,6 +588,13 @@ impl Expect {
     pub fn violations(&self, counts: &Anomalies, acked: u64, read: u64) -> Vec<String> {
         let mut out = Vec::new();
         for (class, bound) in self.bounds() {
+            // A bound on a group class needs group processing to judge: never a silent zero.
+            if class.is_group_class() && !counts.groups_judged() {
+                out.push(format!(
+                    "{class}: bounded, but the run had no group processing to judge it by"
+                ));
+                continue;
+            }
             let count = counts[class];
             if count > bound {
                 out.push(format!("{class}: {count} found, at most {bound} allowed"));
@@ -679,6 +756,60 @@ impl Scenario {
         let producers = self.producers.iter().flat_map(ProducerSpec::process_names);
         let consumers = self.consumers.iter().flat_map(ConsumerSpec::process_names);
         producers.chain(consumers).collect()
+    }
+
+    /// What the membership faults do to the instances of `consumers[index]`: when each extra
+    /// instance (a `join`) starts, and each instance's actions in time order. Rolling restarts
+    /// restart instance `i` at `at_s + i * gap_s`.
+    pub fn membership_plan(&self, index: usize) -> MembershipPlan {
+        let mut plan = MembershipPlan::default();
+        let Some(spec) = self.consumers.get(index) else {
+            return plan;
+        };
+        let instance_of = |process: &str| {
+            let (base, i) = process.rsplit_once('-')?;
+            (base == spec.name).then(|| i.parse::<u32>().ok())?
+        };
+        for f in &self.faults {
+            let at = f.at();
+            let mut act = |i: u32, at: Duration, a: MemberAction| {
+                plan.actions.entry(i).or_default().push((at, a));
+            };
+            match &f.kind {
+                FaultKind::Join { consumer } if *consumer == spec.name => plan.joins.push(at),
+                FaultKind::Leave { process } => {
+                    if let Some(i) = instance_of(process) {
+                        act(i, at, MemberAction::Leave);
+                    }
+                }
+                FaultKind::ConsumerCrash { process } => {
+                    if let Some(i) = instance_of(process) {
+                        let restart_after = f.until().map(|u| u.saturating_sub(at));
+                        act(i, at, MemberAction::Crash { restart_after });
+                    }
+                }
+                FaultKind::Pause { process, pause_s } => {
+                    if let Some(i) = instance_of(process) {
+                        act(
+                            i,
+                            at,
+                            MemberAction::Pause(Duration::from_secs_f64(*pause_s)),
+                        );
+                    }
+                }
+                FaultKind::RollingRestart { consumer, gap_s } if *consumer == spec.name => {
+                    for i in 0..spec.instances {
+                        let step = Duration::from_secs_f64(gap_s * f64::from(i));
+                        act(i, at + step, MemberAction::Restart);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for actions in plan.actions.values_mut() {
+            actions.sort_by_key(|(at, _)| *at);
+        }
+        plan
     }
 
     /// Partition count of a declared topic.

@@ -31,12 +31,16 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::ClusterConfig;
+use crate::group::classic::GroupLimits;
+use crate::group::coordinator::{GroupCoordinator, Output as GroupOutput};
+use crate::group::wire::{GroupRequest, GroupResponse};
+use crate::group::{self, GroupError};
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use crate::log::{LogError, RecoveryReport, StorageOp, SyncOwner, SyncToken};
 use crate::protocol::frame::FRAME_BYTES_MAX;
 use crate::protocol::{
-    Acks, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata, Peer,
-    ProduceOk, Request, Response, PROTOCOL_VERSION,
+    Acks, CommitFence, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata,
+    Peer, ProduceOk, Request, Response, PROTOCOL_VERSION,
 };
 use crate::replication::{ProposeError, RaftEnvelope, Replica, ReplicaEvent};
 use crate::rng::Rng;
@@ -75,6 +79,11 @@ pub struct BrokerLimits {
     pub gossip_interval_ms: u64,
     /// Ceiling on a long poll's wait, whatever the client asks.
     pub fetch_wait_max_ms: u32,
+    /// Group coordinator answers waiting for their snapshot to commit; a group request that
+    /// finds this many is answered `Busy` before it changes anything.
+    pub group_waiters_max: usize,
+    /// The group coordinators' bounds (groups, members per group, session timeouts).
+    pub groups: GroupLimits,
 }
 
 impl Default for BrokerLimits {
@@ -85,6 +94,8 @@ impl Default for BrokerLimits {
             commit_waiters_max: 1_000,
             gossip_interval_ms: 500,
             fetch_wait_max_ms: 30_000,
+            group_waiters_max: 1_000,
+            groups: GroupLimits::default(),
         }
     }
 }
@@ -111,6 +122,11 @@ enum WaiterKind {
         min_bytes: u32,
         max_bytes: u32,
     },
+    /// A group coordinator's answer, sent once the snapshot it depends on commits.
+    Group {
+        end_offset: u64,
+        response: GroupResponse,
+    },
 }
 
 /// Waiters held, per kind; each kind is bounded by its [`BrokerLimits`] entry.
@@ -119,6 +135,7 @@ struct WaiterCounts {
     produce: usize,
     commit: usize,
     fetch: usize,
+    group: usize,
 }
 
 impl WaiterCounts {
@@ -127,6 +144,7 @@ impl WaiterCounts {
             WaiterKind::Produce { .. } => &mut self.produce,
             WaiterKind::Commit { .. } => &mut self.commit,
             WaiterKind::Fetch { .. } => &mut self.fetch,
+            WaiterKind::Group { .. } => &mut self.group,
         }
     }
 }
@@ -151,6 +169,16 @@ struct Conn {
     peer: Option<Peer>,
 }
 
+/// Where a group coordinator's answer goes: the connection and the request's correlation id.
+type ReplyTo = (ConnId, u64);
+
+/// The coordinator of the groups of one offsets partition this broker leads, and the term it
+/// was loaded in: a coordinator of another term is stale and is rebuilt.
+struct LoadedCoordinator {
+    term: u64,
+    coordinator: GroupCoordinator<ReplyTo>,
+}
+
 pub struct Broker {
     id: NodeId,
     config: ClusterConfig,
@@ -166,6 +194,10 @@ pub struct Broker {
     conns: BTreeMap<ConnId, Conn>,
     waiters: BTreeMap<TopicPartition, Vec<Waiter>>,
     waiter_counts: WaiterCounts,
+    /// One group coordinator per offsets partition this broker leads, loaded from the
+    /// partition's replayed snapshots on the first group request after this broker became a
+    /// ready leader with its offset store current; dropped when it steps down.
+    coordinators: BTreeMap<TopicPartition, LoadedCoordinator>,
     /// Terms in which one of our replicas, leading, heard from another leader of the same term
     /// ([`ReplicaEvent::ConflictingLeader`]): a safety anomaly, counted rather than fatal.
     leader_conflicts: u64,
@@ -236,6 +268,7 @@ impl Broker {
             conns: BTreeMap::new(),
             waiters: BTreeMap::new(),
             waiter_counts: WaiterCounts::default(),
+            coordinators: BTreeMap::new(),
             leader_conflicts: 0,
             gossip_deadline: now,
             outputs: VecDeque::new(),
@@ -258,6 +291,14 @@ impl Broker {
 
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
         self.replicas.values()
+    }
+
+    /// The offset `group` committed for `tp`, as this broker's replay of the group's offsets
+    /// partition knows it (for tests and metrics; clients ask with `OffsetFetch`).
+    pub fn committed_offset(&self, group: &str, tp: &TopicPartition) -> Option<u64> {
+        self.offset_stores
+            .get(&self.coordinator(group))?
+            .get(group, tp)
     }
 
     /// How many times one of this broker's replicas, leading a term, met another leader of the
@@ -355,6 +396,7 @@ impl Broker {
         }
         self.drain_replicas(now);
         self.expire_waiters(now);
+        self.group_timeouts(now);
         if now >= self.gossip_deadline {
             self.gossip_deadline = now + Duration::from_millis(self.limits.gossip_interval_ms);
             self.gossip();
@@ -367,9 +409,14 @@ impl Broker {
             .waiters
             .values()
             .flat_map(|ws| ws.iter().map(|w| Some(w.deadline)));
+        let groups = self
+            .coordinators
+            .values()
+            .map(|c| c.coordinator.poll_timeout());
         earliest(
             replicas
                 .chain(waiters)
+                .chain(groups)
                 .chain(std::iter::once(Some(self.gossip_deadline))),
         )
     }
@@ -425,8 +472,27 @@ impl Broker {
                 partition,
                 offset,
             } => self
-                .offset_commit(now, conn, correlation_id, &group, &partition, offset)
+                .offset_commit(now, conn, correlation_id, &group, &partition, offset, None)
                 .map(Response::OffsetCommit),
+            Request::MemberOffsetCommit {
+                group,
+                partition,
+                offset,
+                fence,
+            } => self
+                .offset_commit(
+                    now,
+                    conn,
+                    correlation_id,
+                    &group,
+                    &partition,
+                    offset,
+                    Some(&fence),
+                )
+                .map(Response::OffsetCommit),
+            Request::Group(request) => self
+                .group_request(now, (conn, correlation_id), request)
+                .map(|e| Response::Group(Err(e))),
             Request::OffsetFetch { group, partition } => {
                 Some(Response::OffsetFetch(self.offset_fetch(&group, &partition)))
             }
@@ -644,6 +710,7 @@ impl Broker {
         TopicPartition::new(OFFSETS_TOPIC, crc32c::crc32c(group.as_bytes()) % n)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn offset_commit(
         &mut self,
         now: Instant,
@@ -652,12 +719,16 @@ impl Broker {
         group: &str,
         tp: &TopicPartition,
         offset: u64,
+        fence: Option<&CommitFence>,
     ) -> Option<Result<(), ErrorCode>> {
         if !self.config.placement().contains_key(tp) {
             return Some(Err(ErrorCode::UnknownPartition));
         }
         if self.waiter_counts.commit >= self.limits.commit_waiters_max {
             return Some(Err(ErrorCode::Busy));
+        }
+        if let Err(e) = self.check_commit_fence(now, group, tp, fence) {
+            return Some(Err(e));
         }
         let coordinator = self.coordinator(group);
         let record = encode_commit(group, tp, offset, now.as_nanos());
@@ -669,12 +740,7 @@ impl Broker {
             Ok((_, end)) => end,
             Err(_) => return Some(Err(ErrorCode::StorageError)),
         };
-        let timeout = Duration::from_millis(
-            self.config
-                .replication
-                .election_timeout_max_ms
-                .saturating_mul(COMMIT_WAIT_ELECTION_TIMEOUTS),
-        );
+        let timeout = self.commit_wait();
         self.add_waiter(
             coordinator,
             Waiter {
@@ -699,6 +765,189 @@ impl Broker {
             return Err(ErrorCode::LeaderNotReady);
         }
         Ok(store.get(group, tp))
+    }
+
+    // --- groups ----------------------------------------------------------------------------
+
+    /// The fence on a commit (see [`GroupCoordinator::check_commit`]). A commit that names no
+    /// member, for a group of which the offsets partition holds no snapshot, never used a
+    /// group protocol: it is a manual consumer's and passes without loading the coordinator.
+    fn check_commit_fence(
+        &mut self,
+        now: Instant,
+        group: &str,
+        tp: &TopicPartition,
+        fence: Option<&CommitFence>,
+    ) -> Result<(), ErrorCode> {
+        group::check_group_name(group).map_err(ErrorCode::Group)?;
+        let offsets = self.coordinator(group);
+        let never_a_group = self
+            .offset_stores
+            .get(&offsets)
+            .is_none_or(|s| s.group_snapshots().all(|g| g.group() != group));
+        if fence.is_none() && never_a_group && !self.coordinators.contains_key(&offsets) {
+            return Ok(());
+        }
+        let member = fence.map(|f| (f.member_id.as_str(), f.generation));
+        self.group_coordinator(now, &offsets)?
+            .check_commit(group, member, tp)
+            .map_err(ErrorCode::Group)
+    }
+
+    /// Hands a group request to its coordinator; `Some` is an answer for a request that never
+    /// reached one.
+    fn group_request(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        request: GroupRequest,
+    ) -> Option<ErrorCode> {
+        if let Err(e) = group::check_group_name(request.group()) {
+            return Some(ErrorCode::Group(e));
+        }
+        if self.waiter_counts.group >= self.limits.group_waiters_max {
+            return Some(ErrorCode::Busy);
+        }
+        let offsets = self.coordinator(request.group());
+        match self.group_coordinator(now, &offsets) {
+            Ok(c) => c.handle_request(now, request, reply_to),
+            Err(e) => return Some(e),
+        }
+        self.drain_group_outputs(now, &offsets);
+        None
+    }
+
+    /// The coordinator of `offsets`'s groups: this broker must be its ready leader with every
+    /// committed record applied, so the snapshots it loads are the last ones (a leader's first
+    /// commit of its term commits everything its predecessors appended).
+    fn group_coordinator(
+        &mut self,
+        now: Instant,
+        offsets: &TopicPartition,
+    ) -> Result<&mut GroupCoordinator<ReplyTo>, ErrorCode> {
+        let replica = self.leader_replica(offsets)?;
+        if !replica.is_ready_leader() {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        let (term, hw) = (replica.term(), replica.high_watermark());
+        let store = &self.offset_stores[offsets];
+        if store.applied() < hw {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        let stale = self
+            .coordinators
+            .get(offsets)
+            .is_none_or(|c| c.term != term);
+        if stale {
+            let topics = self
+                .config
+                .topics
+                .iter()
+                .map(|t| (t.name.clone(), t.partitions))
+                .collect();
+            let mut coordinator = GroupCoordinator::new(self.limits.groups, topics);
+            coordinator.load(now, store.group_snapshots().cloned());
+            let loaded = LoadedCoordinator { term, coordinator };
+            self.coordinators.insert(offsets.clone(), loaded);
+        }
+        let loaded = self.coordinators.get_mut(offsets);
+        loaded
+            .map(|c| &mut c.coordinator)
+            .ok_or(ErrorCode::LeaderNotReady)
+    }
+
+    fn group_timeouts(&mut self, now: Instant) {
+        let due: Vec<TopicPartition> = self
+            .coordinators
+            .iter()
+            .filter(|(_, c)| c.coordinator.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            if let Some(c) = self.coordinators.get_mut(&tp) {
+                c.coordinator.handle_timeout(now);
+            }
+            self.drain_group_outputs(now, &tp);
+        }
+    }
+
+    /// Sends a coordinator's immediate answers and appends its snapshots to the offsets
+    /// partition, each with the answers that wait for it to commit. A snapshot that cannot be
+    /// appended ends this coordinator: its waiting answers say `NotCoordinator`.
+    fn drain_group_outputs(&mut self, now: Instant, offsets: &TopicPartition) {
+        let mut outputs = Vec::new();
+        if let Some(c) = self.coordinators.get_mut(offsets) {
+            while let Some(o) = c.coordinator.poll_output() {
+                outputs.push(o);
+            }
+        }
+        let mut failed = false;
+        for output in outputs {
+            match output {
+                GroupOutput::Reply((conn, id), r) => self.respond(conn, id, Response::Group(Ok(r))),
+                GroupOutput::Persist { replies, .. } if failed => {
+                    self.refuse_group_replies(replies)
+                }
+                GroupOutput::Persist { snapshot, replies } => {
+                    let record = group::record::encode(&snapshot, now.as_nanos());
+                    let proposed = self
+                        .replicas
+                        .get_mut(offsets)
+                        .ok_or(ErrorCode::UnknownPartition)
+                        .and_then(|r| r.propose(now, &record).map_err(|_| ErrorCode::StorageError));
+                    match proposed {
+                        Ok((_, end_offset)) => {
+                            self.await_group_commit(now, offsets, end_offset, replies)
+                        }
+                        Err(_) => {
+                            failed = true;
+                            self.coordinators.remove(offsets);
+                            self.refuse_group_replies(replies);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn await_group_commit(
+        &mut self,
+        now: Instant,
+        offsets: &TopicPartition,
+        end_offset: u64,
+        replies: Vec<(ReplyTo, GroupResponse)>,
+    ) {
+        let deadline = now + self.commit_wait();
+        for ((conn, correlation_id), response) in replies {
+            let kind = WaiterKind::Group {
+                end_offset,
+                response,
+            };
+            let waiter = Waiter {
+                conn,
+                correlation_id,
+                deadline,
+                kind,
+            };
+            self.add_waiter(offsets.clone(), waiter);
+        }
+    }
+
+    fn refuse_group_replies(&mut self, replies: Vec<(ReplyTo, GroupResponse)>) {
+        for ((conn, id), _) in replies {
+            let e = ErrorCode::Group(GroupError::NotCoordinator);
+            self.respond(conn, id, Response::Group(Err(e)));
+        }
+    }
+
+    /// How long a write to an offsets partition may take to commit before its waiter gives up.
+    fn commit_wait(&self) -> Duration {
+        Duration::from_millis(
+            self.config
+                .replication
+                .election_timeout_max_ms
+                .saturating_mul(COMMIT_WAIT_ELECTION_TIMEOUTS),
+        )
     }
 
     // --- replication -----------------------------------------------------------------------
@@ -784,6 +1033,8 @@ impl Broker {
                     if let Some(store) = self.offset_stores.get_mut(&tp) {
                         *store = OffsetStore::default();
                     }
+                    // So are the groups built from them: reload at the next request.
+                    self.coordinators.remove(&tp);
                     self.on_committed(now, &tp);
                 }
                 ReplicaEvent::ConflictingLeader { term, other } => {
@@ -793,6 +1044,7 @@ impl Broker {
                 ReplicaEvent::SteppedDown { .. } => {
                     leadership_changed = true;
                     self.producer_states.remove(&tp);
+                    self.coordinators.remove(&tp);
                     self.on_stepped_down(&tp);
                 }
             }
@@ -831,6 +1083,10 @@ impl Broker {
                 WaiterKind::Commit { end_offset } if end_offset <= hw => {
                     Response::OffsetCommit(Ok(()))
                 }
+                WaiterKind::Group {
+                    end_offset,
+                    ref response,
+                } if end_offset <= hw => Response::Group(Ok(response.clone())),
                 WaiterKind::Fetch {
                     offset,
                     min_bytes,
@@ -869,6 +1125,9 @@ impl Broker {
                 WaiterKind::Produce { .. } => Response::Produce(Err(ErrorCode::LeaderChanged)),
                 WaiterKind::Commit { .. } => Response::OffsetCommit(Err(ErrorCode::LeaderChanged)),
                 WaiterKind::Fetch { .. } => Response::Fetch(Err(ErrorCode::NotLeader { leader })),
+                WaiterKind::Group { .. } => {
+                    Response::Group(Err(ErrorCode::Group(GroupError::NotCoordinator)))
+                }
             };
             self.respond(w.conn, w.correlation_id, response);
         }
@@ -898,6 +1157,9 @@ impl Broker {
                     Ok(r) => Response::Fetch(Ok(read_committed(r, offset, max_bytes))),
                     Err(e) => Response::Fetch(Err(e)),
                 },
+                // The coordinator's state moved on; whether the snapshot commits is unknown,
+                // and the member asks again.
+                WaiterKind::Group { .. } => Response::Group(Err(ErrorCode::RequestTimedOut)),
             };
             self.respond(conn, correlation_id, response);
         }

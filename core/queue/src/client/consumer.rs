@@ -12,22 +12,38 @@
 //! Commits are explicit (claim C4): the application calls [`Consumer::commit`] after it has
 //! processed records, and learns the result from a [`ConsumerEvent::Committed`].
 //!
+//! Group membership (issue 8): after [`Consumer::subscribe`] the consumer owns a
+//! [`GroupMember`] and the group's coordinator decides what it reads. It sends the member's
+//! requests to the coordinator, starts a partition the member is given at the group's committed
+//! offset ([`ConsumerEvent::GroupAssigned`], then [`ConsumerEvent::Assigned`]), and stops
+//! fetching one the member must give up ([`ConsumerEvent::Revoked`]: the application commits
+//! what it processed of it, then calls [`Consumer::revoked`]) or has lost
+//! ([`ConsumerEvent::Lost`]). Every commit carries the member's fence as it was when the
+//! application asked for the commit, so a commit of a generation that has ended is refused.
+//! Without `subscribe` the consumer is assigned by hand ([`Consumer::assign`]), as before.
+//!
 //! When the broker says a position is out of range the consumer asks for the partition's offsets
 //! and moves the position, reporting a [`ConsumerEvent::PositionReset`]: a reset skips or repeats
 //! records, so it is never silent.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::config::BrokerAddr;
+use crate::group::member::{GroupMember, MemberConfig, MemberEvent};
+use crate::group::wire::GroupRequest;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use crate::log::batch::{self, Record};
-use crate::protocol::{ErrorCode, FetchOk, ListOffsetsOk, Message, Request, Response};
+use crate::protocol::{CommitFence, ErrorCode, FetchOk, ListOffsetsOk, Message, Request, Response};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
 use super::metadata::{Metadata, MetadataConfig};
 use super::{jittered, CorrelationIds, RequestFailure, Transmit};
+
+/// Kafka's `JOIN_GROUP_TIMEOUT_LAPSE`: what a join or sync may wait beyond the rebalance
+/// timeout before the member gives up on it.
+const JOIN_WAIT_LAPSE_MS: u64 = 5_000;
 
 /// The offsets partition that stores `group`'s commits: `crc32c(group) % offsets_partitions`.
 pub fn coordinator_partition(group: &str, offsets_partitions: u32) -> u32 {
@@ -102,6 +118,25 @@ pub enum ConsumerEvent {
         log_start: u64,
         high_watermark: u64,
     },
+    /// The group gave this member `partitions` in `generation` (its member epoch under the
+    /// broker-side protocol; 0 under client-side rebalancing). Each is then
+    /// [`ConsumerEvent::Assigned`] once its committed offset is known.
+    GroupAssigned {
+        partitions: BTreeSet<TopicPartition>,
+        generation: u32,
+    },
+    /// The member must give these up: fetching them has stopped and their buffered records are
+    /// dropped. Commit what was processed of them, then call [`Consumer::revoked`].
+    Revoked {
+        partitions: BTreeSet<TopicPartition>,
+        generation: u32,
+    },
+    /// No longer this member's, too late to commit (its session ended, it was fenced, or it
+    /// missed `max_poll_interval_ms`): the next owner reads on from the last commit.
+    Lost {
+        partitions: BTreeSet<TopicPartition>,
+        generation: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +178,8 @@ struct Assignment {
 struct PendingCommit {
     offset: u64,
     attempts: u32,
+    /// The member's fence when the application asked; `None` outside a fenced group.
+    fence: Option<CommitFence>,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +205,8 @@ enum RequestKind {
     /// `ListOffsets` for the application.
     ListOffsets,
     Commit,
+    /// The group member's request to the coordinator.
+    Group,
 }
 
 #[derive(Debug)]
@@ -180,7 +219,8 @@ struct PendingRequest {
 
 /// The consumer state machine.
 ///
-/// Calling contract: feed inputs (`assign`, `commit`, `list_offsets`, `handle_message`,
+/// Calling contract: feed inputs (`assign` or `subscribe`, `commit`, `revoked`,
+/// `list_offsets`, `handle_message`,
 /// `handle_disconnected`, `handle_timeout`), then drain `poll_transmit` until `None` and
 /// `poll_event` until `None`, then sleep until `poll_timeout` (or the next input) and call
 /// `handle_timeout`. Taking records with `poll_event` can resume a paused partition, which
@@ -201,6 +241,8 @@ pub struct Consumer {
     events: VecDeque<ConsumerEvent>,
     /// Round-robin start for the next partition whose records `poll_event` hands out.
     next_records: Option<TopicPartition>,
+    /// The group membership, once subscribed.
+    member: Option<GroupMember>,
 }
 
 impl Consumer {
@@ -222,6 +264,7 @@ impl Consumer {
             offsets_queries: BTreeMap::new(),
             events: VecDeque::new(),
             next_records: None,
+            member: None,
         }
     }
 
@@ -294,10 +337,51 @@ impl Consumer {
         self.want_metadata();
     }
 
+    /// Joins the consumer's group as `client_id` under `member`'s protocol (its `group` is
+    /// replaced by the consumer's): from now on the coordinator assigns the partitions.
+    pub fn subscribe(&mut self, now: Instant, mut member: MemberConfig, client_id: &str) {
+        self.advance(now);
+        member.group = self.config.group.clone();
+        self.member = Some(GroupMember::new(member, client_id, now));
+        self.want_metadata();
+    }
+
+    /// The group member, once subscribed.
+    pub fn member(&self) -> Option<&GroupMember> {
+        self.member.as_ref()
+    }
+
+    /// The application has committed what it processed of the last
+    /// [`ConsumerEvent::Revoked`] partitions: the member may let them go.
+    pub fn revoked(&mut self, now: Instant) {
+        self.advance(now);
+        if let Some(m) = self.member.as_mut() {
+            m.revoked(now);
+        }
+    }
+
+    /// A clean shutdown of a group member (after the application committed what it
+    /// processed): a dynamic member leaves the group at once, and nothing more is fetched.
+    pub fn close(&mut self, now: Instant) {
+        self.advance(now);
+        if let Some(m) = self.member.as_mut() {
+            m.close();
+        }
+        self.drop_partitions(&self.assigned.keys().cloned().collect());
+    }
+
     /// Commits `offset` (the next offset the group will read) for `partition`; the result comes
     /// as a [`ConsumerEvent::Committed`].
     pub fn commit(&mut self, now: Instant, partition: TopicPartition, offset: u64) {
         self.advance(now);
+        let fence =
+            self.member
+                .as_ref()
+                .and_then(|m| m.commit_fence())
+                .map(|(member_id, generation)| CommitFence {
+                    member_id,
+                    generation,
+                });
         let queue = self.commits.entry(partition.clone()).or_default();
         if queue.pending.len() >= self.config.commits_pending_max {
             self.events.push_back(ConsumerEvent::Committed {
@@ -313,6 +397,7 @@ impl Consumer {
         queue.pending.push_back(PendingCommit {
             offset,
             attempts: 0,
+            fence,
         });
         self.want_metadata();
     }
@@ -362,6 +447,12 @@ impl Consumer {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         self.metadata.handle_timeout(now);
+        if let Some(m) = self.member.as_mut() {
+            if m.poll_timeout().is_some_and(|t| t <= now) {
+                m.handle_timeout(now);
+            }
+        }
+        self.member_events();
         let expired: Vec<u64> = self
             .requests
             .iter()
@@ -383,6 +474,15 @@ impl Consumer {
             self.requests.values().map(|r| r.deadline).min(),
         ];
         let coordinator = self.coordinator().and_then(|(_, leader)| leader);
+        if let Some(m) = &self.member {
+            // Without a coordinator to send to, only the member's own timers count.
+            let in_flight = self.requests.values().any(|r| r.kind == RequestKind::Group);
+            let request = coordinator.is_some() && !in_flight;
+            deadlines.push(match request {
+                true => m.poll_timeout(),
+                false => m.poll_timeout().filter(|t| *t > self.now),
+            });
+        }
         for (partition, a) in &self.assigned {
             deadlines.push(
                 self.fetch_target(partition, a, coordinator)
@@ -404,6 +504,9 @@ impl Consumer {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let now = self.now;
         if let Some(t) = self.metadata.poll_transmit(now, &mut self.ids) {
+            return Some(t);
+        }
+        if let Some(t) = self.group_transmit() {
             return Some(t);
         }
         let coordinator = self.coordinator();
@@ -438,7 +541,7 @@ impl Consumer {
                     },
                 ),
             };
-            let (id, transmit) = self.request(kind, partition.clone(), to, request);
+            let (id, transmit) = self.request(kind, partition.clone(), to, request, Duration::ZERO);
             self.assigned
                 .get_mut(&partition)
                 .expect("found above")
@@ -448,16 +551,33 @@ impl Consumer {
         if let Some(to) = coordinator_leader {
             let next = self.commits.iter().find_map(|(partition, q)| {
                 let ready = q.in_flight.is_none() && q.retry_at <= now;
-                ready.then(|| Some((partition.clone(), q.pending.front()?.offset)))?
+                ready.then(|| {
+                    let c = q.pending.front()?;
+                    Some((partition.clone(), c.offset, c.fence.clone()))
+                })?
             });
-            if let Some((partition, offset)) = next {
-                let request = Request::OffsetCommit {
-                    group: self.config.group.clone(),
-                    partition: partition.clone(),
-                    offset,
+            if let Some((partition, offset, fence)) = next {
+                let group = self.config.group.clone();
+                let request = match fence {
+                    Some(fence) => Request::MemberOffsetCommit {
+                        group,
+                        partition: partition.clone(),
+                        offset,
+                        fence,
+                    },
+                    None => Request::OffsetCommit {
+                        group,
+                        partition: partition.clone(),
+                        offset,
+                    },
                 };
-                let (id, transmit) =
-                    self.request(RequestKind::Commit, partition.clone(), to, request);
+                let (id, transmit) = self.request(
+                    RequestKind::Commit,
+                    partition.clone(),
+                    to,
+                    request,
+                    Duration::ZERO,
+                );
                 self.commits
                     .get_mut(&partition)
                     .expect("found above")
@@ -473,8 +593,13 @@ impl Consumer {
             let request = Request::ListOffsets {
                 partition: partition.clone(),
             };
-            let (id, transmit) =
-                self.request(RequestKind::ListOffsets, partition.clone(), to, request);
+            let (id, transmit) = self.request(
+                RequestKind::ListOffsets,
+                partition.clone(),
+                to,
+                request,
+                Duration::ZERO,
+            );
             self.offsets_queries
                 .get_mut(&partition)
                 .expect("found above")
@@ -484,8 +609,27 @@ impl Consumer {
         None
     }
 
+    /// [`Consumer::poll_event`] for a group member's application, which says when it polls:
+    /// as Kafka's `poll()` does first, a member that let `max_poll_interval_ms` pass has left
+    /// the group, so its partitions (and their buffered records) are lost before anything is
+    /// handed out; then its poll clock restarts at `now`.
+    pub fn poll(&mut self, now: Instant) -> Option<ConsumerEvent> {
+        self.advance(now);
+        if let Some(m) = self.member.as_mut() {
+            if m.poll_timeout().is_some_and(|t| t <= self.now) {
+                m.handle_timeout(self.now);
+            }
+            self.member_events();
+        }
+        if let Some(m) = self.member.as_mut() {
+            m.polled(self.now);
+        }
+        self.poll_event()
+    }
+
     /// The next result for the application: other events first, then the buffered records of
-    /// one partition at a time, round-robin.
+    /// one partition at a time, round-robin. A group member's application polls with
+    /// [`Consumer::poll`], which keeps its max poll interval.
     pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
@@ -529,6 +673,97 @@ impl Consumer {
         Some(ConsumerEvent::Records { partition, records })
     }
 
+    /// The member's next request, if one is due and the coordinator is known.
+    fn group_transmit(&mut self) -> Option<Transmit> {
+        let (offsets, leader) = self.coordinator()?;
+        let to = leader?;
+        if self.requests.values().any(|r| r.kind == RequestKind::Group) {
+            return None;
+        }
+        let counts: BTreeMap<String, u32> = {
+            let m = self.member.as_ref()?;
+            m.config()
+                .topics
+                .iter()
+                .filter_map(|t| Some((t.clone(), self.metadata.partition_count(t)?)))
+                .collect()
+        };
+        let m = self.member.as_mut()?;
+        m.set_topic_partitions(counts);
+        let request = m.poll_request(self.now)?;
+        // A join or sync may rightly wait for the whole group, up to the rebalance timeout
+        // and the initial rebalance delay: Kafka gives a join the rebalance timeout plus 5 s.
+        let waits = matches!(request, GroupRequest::Join(_) | GroupRequest::Sync { .. });
+        let wait_ms = match waits {
+            true => u64::from(m.config().max_poll_interval_ms) + JOIN_WAIT_LAPSE_MS,
+            false => 0,
+        };
+        let (_, transmit) = self.request(
+            RequestKind::Group,
+            offsets,
+            to,
+            Request::Group(request),
+            Duration::from_millis(wait_ms),
+        );
+        Some(transmit)
+    }
+
+    /// Carries out what the member decided: start, stop or drop partitions, and tell the
+    /// application.
+    fn member_events(&mut self) {
+        loop {
+            let Some(m) = self.member.as_mut() else {
+                return;
+            };
+            let generation = m.generation();
+            let Some(event) = m.poll_event() else {
+                return;
+            };
+            match event {
+                MemberEvent::Assigned {
+                    partitions,
+                    generation,
+                } => {
+                    self.add_partitions(&partitions);
+                    self.events.push_back(ConsumerEvent::GroupAssigned {
+                        partitions,
+                        generation,
+                    });
+                }
+                MemberEvent::Revoke { partitions } => {
+                    self.drop_partitions(&partitions);
+                    self.events.push_back(ConsumerEvent::Revoked {
+                        partitions,
+                        generation,
+                    });
+                }
+                MemberEvent::Lost { partitions } => {
+                    self.drop_partitions(&partitions);
+                    self.events.push_back(ConsumerEvent::Lost {
+                        partitions,
+                        generation,
+                    });
+                }
+            }
+        }
+    }
+
+    fn add_partitions(&mut self, partitions: &BTreeSet<TopicPartition>) {
+        let mut wanted: Vec<TopicPartition> = self.assigned.keys().cloned().collect();
+        wanted.extend(partitions.iter().cloned());
+        self.assign(self.now, wanted);
+    }
+
+    fn drop_partitions(&mut self, partitions: &BTreeSet<TopicPartition>) {
+        let wanted: Vec<TopicPartition> = self
+            .assigned
+            .keys()
+            .filter(|p| !partitions.contains(*p))
+            .cloned()
+            .collect();
+        self.assign(self.now, wanted);
+    }
+
     /// Moves the clock on; an input stamped a little in the past (the application read the
     /// time before the driver's last step) is taken as happening now.
     fn advance(&mut self, now: Instant) {
@@ -562,9 +797,10 @@ impl Consumer {
         partition: TopicPartition,
         to: NodeId,
         request: Request,
+        extra_wait: Duration,
     ) -> (u64, Transmit) {
         let correlation_id = self.ids.next_id();
-        let mut timeout = Duration::from_millis(self.config.request_timeout_ms);
+        let mut timeout = Duration::from_millis(self.config.request_timeout_ms) + extra_wait;
         if kind == RequestKind::Fetch {
             // The broker may rightly hold a fetch for max_wait_ms before answering.
             timeout += Duration::from_millis(self.config.max_wait_ms as u64);
@@ -652,6 +888,13 @@ impl Consumer {
                 });
                 return;
             }
+            (RequestKind::Group, Response::Group(Ok(answer))) => {
+                if let Some(m) = self.member.as_mut() {
+                    m.handle_response(self.now, answer);
+                }
+                self.member_events();
+                return;
+            }
             (RequestKind::Fetch, Response::Fetch(Err(ErrorCode::OffsetOutOfRange))) => {
                 let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id)
                 else {
@@ -666,7 +909,8 @@ impl Consumer {
                 Response::OffsetFetch(Err(e))
                 | Response::Fetch(Err(e))
                 | Response::ListOffsets(Err(e))
-                | Response::OffsetCommit(Err(e)),
+                | Response::OffsetCommit(Err(e))
+                | Response::Group(Err(e)),
             ) => RequestFailure::Broker(e),
             _ => RequestFailure::Unexpected,
         };
@@ -747,7 +991,9 @@ impl Consumer {
         let retry_at = self.now + backoff;
         tracing::debug!(%partition, kind = ?request.kind, %failure, "consumer request failed");
         let target = match request.kind {
-            RequestKind::OffsetFetch | RequestKind::Commit => self.coordinator().map(|(p, _)| p),
+            RequestKind::OffsetFetch | RequestKind::Commit | RequestKind::Group => {
+                self.coordinator().map(|(p, _)| p)
+            }
             _ => Some(partition.clone()),
         };
         if let Some(target) = target {
@@ -755,6 +1001,12 @@ impl Consumer {
                 .handle_request_failure(&target, request.broker, &failure);
         }
         match request.kind {
+            RequestKind::Group => {
+                if let Some(m) = self.member.as_mut() {
+                    m.handle_failure(self.now);
+                }
+                self.member_events();
+            }
             RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset => {
                 // Retried until it works: a partition has nothing better to do.
                 if let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) {
@@ -802,8 +1054,9 @@ impl Consumer {
     fn want_metadata(&mut self) {
         let coordinator = self.coordinator();
         let coordinator_known = coordinator.as_ref().is_some_and(|(_, l)| l.is_some());
-        let needs_coordinator =
-            self.assigned.values().any(|a| a.phase == Phase::Starting) || !self.commits.is_empty();
+        let needs_coordinator = self.assigned.values().any(|a| a.phase == Phase::Starting)
+            || !self.commits.is_empty()
+            || self.member.is_some();
         let leader_unknown = |p: &TopicPartition| self.metadata.leader(p).is_none();
         let needs_leader = self
             .assigned

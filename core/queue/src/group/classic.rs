@@ -251,6 +251,11 @@ impl<R> ClassicCoordinator<R> {
                 pending_joins: BTreeMap::new(),
                 pending_syncs: BTreeMap::new(),
             });
+        if let Some(ok) = group.rejoin_unchanged(now, &req) {
+            self.out
+                .push_back(Output::Reply(reply, Reply::Join(Ok(ok))));
+            return;
+        }
         if let Some(old) = group.static_member(&req) {
             return self.rejoin_static(now, req, old, reply);
         }
@@ -641,7 +646,14 @@ impl<R> ClassicCoordinator<R> {
                     Phase::Syncing { deadline } => Some(deadline),
                     _ => None,
                 };
-                g.members.values().map(|m| m.expires).chain(phase)
+                // A member waiting in a join does not expire while it waits (see
+                // `expire_sessions`): its session is no deadline.
+                let sessions = g
+                    .members
+                    .iter()
+                    .filter(|(id, _)| !g.pending_joins.contains_key(*id))
+                    .map(|(_, m)| m.expires);
+                sessions.chain(phase)
             })
             .min()
     }
@@ -686,6 +698,40 @@ impl<R> ClassicCoordinator<R> {
 }
 
 impl<R> Group<R> {
+    /// Kafka's answer to a known member that joins again with the same subscription after
+    /// the join phase ended (its join answer was lost, or came after its request timed out):
+    /// the current generation, persisted already, with no new rebalance. The leader gets the
+    /// members again so that it can (re)send the assignment. As in Kafka, the leader joining
+    /// a stable group does rebalance it (that is how a leader asks for a rebalance).
+    fn rejoin_unchanged(&mut self, now: Instant, req: &JoinRequest) -> Option<JoinOk> {
+        let is_leader = self.leader.as_ref() == Some(&req.member_id);
+        match self.phase {
+            Phase::Syncing { .. } => {}
+            Phase::Stable if !is_leader => {}
+            _ => return None,
+        }
+        let m = self.members.get_mut(&req.member_id)?;
+        if m.persisted.subscription != req.subscription {
+            return None;
+        }
+        m.expires = now + Duration::from_millis(m.persisted.session_timeout_ms.into());
+        let leader = self.leader.clone().unwrap_or_default();
+        let members = match leader == req.member_id {
+            true => self
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), m.persisted.subscription.clone()))
+                .collect(),
+            false => BTreeMap::new(),
+        };
+        Some(JoinOk {
+            generation: self.generation,
+            leader,
+            assignor: self.assignor,
+            members,
+        })
+    }
+
     /// The member registered under `req`'s instance id with another member id, if any.
     fn static_member(&self, req: &JoinRequest) -> Option<MemberId> {
         let instance = req.instance_id.as_ref()?;

@@ -31,6 +31,10 @@ use super::GroupError;
 use crate::ids::TopicPartition;
 use crate::time::{earliest, Instant};
 
+/// RocketMQ 4's `rebalanceInterval` default (20 s): how often a client-side member recomputes
+/// its share.
+pub const REBALANCE_INTERVAL_MS_DEFAULT: u32 = 20_000;
+
 /// Which protocol the member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberProtocol {
@@ -110,6 +114,7 @@ enum State {
     Closed,
 }
 
+#[derive(Debug)]
 pub struct GroupMember {
     config: MemberConfig,
     /// The client's own part of its member ids; a fresh id adds a counter.
@@ -126,7 +131,9 @@ pub struct GroupMember {
     in_flight: bool,
     /// A Sync to send after a join answer (the leader's carries its assignment).
     sync_due: Option<GroupRequest>,
-    leave_due: bool,
+    /// A leave to send, under the member id that is leaving (the member may already have taken
+    /// a fresh id to rejoin with).
+    leave_as: Option<MemberId>,
     next_heartbeat: Instant,
     retry_at: Instant,
     last_poll: Instant,
@@ -153,7 +160,7 @@ impl GroupMember {
             topic_partitions: BTreeMap::new(),
             in_flight: false,
             sync_due: None,
-            leave_due: false,
+            leave_as: None,
             next_heartbeat: now,
             retry_at: now,
             last_poll: now,
@@ -173,6 +180,10 @@ impl GroupMember {
         let fenced = !matches!(self.config.protocol, MemberProtocol::ClientPeriodic { .. });
         (fenced && matches!(self.state, State::Stable | State::Revoking))
             .then(|| (self.member_id.clone(), self.generation))
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
     }
 
     pub fn owned(&self) -> &BTreeSet<TopicPartition> {
@@ -218,8 +229,15 @@ impl GroupMember {
         self.owned.clear();
         self.revoking.clear();
         let dynamic = self.config.instance_id.is_none();
-        self.leave_due = dynamic && self.state != State::Unjoined;
+        if dynamic && self.state != State::Unjoined {
+            self.leave_as = Some(self.member_id.clone());
+        }
         self.state = State::Closed;
+    }
+
+    /// Closed, with its leave not yet sent or not yet answered.
+    pub fn leaving(&self) -> bool {
+        self.state == State::Closed && (self.leave_as.is_some() || self.in_flight)
     }
 
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
@@ -241,7 +259,7 @@ impl GroupMember {
         if self.in_flight {
             return None;
         }
-        if self.leave_due || self.sync_due.is_some() {
+        if self.leave_as.is_some() || self.sync_due.is_some() {
             return Some(self.retry_at);
         }
         match self.state {
@@ -268,7 +286,7 @@ impl GroupMember {
         if missed_poll && matches!(self.state, State::Stable | State::Syncing { .. }) {
             // Kafka's heartbeat thread leaves the group for a consumer stuck in processing.
             self.lose_all();
-            self.leave_due = true;
+            self.leave_as = Some(self.member_id.clone());
             self.state = State::LeftUntilPoll;
         }
     }
@@ -284,11 +302,10 @@ impl GroupMember {
     }
 
     fn next_request(&mut self, now: Instant) -> Option<GroupRequest> {
-        if self.leave_due {
-            self.leave_due = false;
+        if let Some(member_id) = self.leave_as.take() {
             return Some(GroupRequest::Leave {
                 group: self.config.group.clone(),
-                member_id: self.member_id.clone(),
+                member_id,
             });
         }
         if let Some(sync) = self.sync_due.take() {
@@ -400,10 +417,14 @@ impl GroupMember {
     }
 
     /// The request failed without an answer (timeout, lost connection, not the coordinator):
-    /// try again after the backoff.
+    /// try again after the backoff. A sync that failed is not resent: the generation it
+    /// belonged to may be over, so the member joins again (as Kafka's does).
     pub fn handle_failure(&mut self, now: Instant) {
         self.in_flight = false;
         self.retry_at = now + ms(self.config.retry_backoff_ms);
+        if matches!(self.state, State::Syncing { .. }) {
+            self.state = State::Unjoined;
+        }
     }
 
     pub fn handle_response(&mut self, now: Instant, response: GroupResponse) {

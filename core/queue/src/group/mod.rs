@@ -55,6 +55,29 @@ pub enum GroupError {
     /// A commit for a partition that is not the member's in its generation.
     #[error("the partition is not assigned to this member")]
     PartitionNotAssigned,
+    /// Empty, longer than [`GROUP_NAME_BYTES_MAX`], or containing a byte the offsets records'
+    /// keys reserve (`\0`, or [`record::SNAPSHOT_KEY_PREFIX`] first).
+    #[error("invalid group name")]
+    InvalidGroupName,
+}
+
+impl GroupError {
+    /// Worth sending again unchanged, perhaps to another broker: only a coordinator that moved
+    /// or a rebalance that ends. The others need the member to rejoin, or are final.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, GroupError::NotCoordinator)
+    }
+}
+
+/// Longest group name a broker accepts (Kafka has none; a name is a key of every commit).
+pub const GROUP_NAME_BYTES_MAX: usize = 249;
+
+/// Whether `name` may name a group: see [`GroupError::InvalidGroupName`].
+pub fn check_group_name(name: &str) -> Result<(), GroupError> {
+    let reserved = name.as_bytes().first() == Some(&record::SNAPSHOT_KEY_PREFIX);
+    let ok =
+        !name.is_empty() && name.len() <= GROUP_NAME_BYTES_MAX && !reserved && !name.contains('\0');
+    ok.then_some(()).ok_or(GroupError::InvalidGroupName)
 }
 
 /// The fence for a commit that names no member: allowed only while the group has no members,

@@ -12,11 +12,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerAddr;
+use crate::group::wire::{GroupRequest, GroupResponse};
+use crate::group::GroupError;
 use crate::ids::{NodeId, TopicPartition};
 use crate::replication::RaftEnvelope;
 
-/// Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Bumped on any incompatible change to [`Message`]. 3: consumer groups ([`Request::Group`],
+/// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -140,6 +143,28 @@ pub enum Request {
     /// A producer id for an idempotent producer, unique in the cluster for good (see
     /// [`crate::broker::producer_ids`]). Any broker answers it.
     InitProducerId,
+    /// A group member's request to the group's coordinator, the leader of the group's offsets
+    /// partition (see [`crate::group`]).
+    Group(GroupRequest),
+    /// An offset commit by a member of a group: the coordinator accepts it only from the
+    /// member's current generation (or KIP-848 member epoch) and for a partition the member
+    /// holds, so a zombie cannot overwrite the next owner's offset. Answered as
+    /// [`Response::OffsetCommit`]. [`Request::OffsetCommit`] stays the commit of a consumer
+    /// outside any group (manual assignment); a separate variant keeps its encoding unchanged.
+    MemberOffsetCommit {
+        group: String,
+        partition: TopicPartition,
+        offset: u64,
+        fence: CommitFence,
+    },
+}
+
+/// Who commits, for the coordinator's fence: the member id and the generation (classic) or
+/// member epoch (KIP-848) the member had when it processed what it commits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CommitFence {
+    pub member_id: String,
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +179,10 @@ pub enum Response {
     OffsetCommit(Result<(), ErrorCode>),
     OffsetFetch(Result<Option<u64>, ErrorCode>),
     InitProducerId(Result<ProducerIdentity, ErrorCode>),
+    /// The coordinator's answer; `Err` when the request never reached a coordinator (this
+    /// broker does not lead the group's offsets partition, is not ready, or is busy) or its
+    /// effect could not be made durable ([`GroupError::NotCoordinator`]).
+    Group(Result<GroupResponse, ErrorCode>),
 }
 
 /// Who wrote an idempotent batch: the producer id and its epoch, as a batch header carries them
@@ -238,19 +267,24 @@ pub enum ErrorCode {
     /// appended before, at an offset no longer known. Not appended again.
     #[error("duplicate sequence number outside the remembered batches")]
     DuplicateSequence,
+    /// The group coordinator refused the request: a stale generation, a fenced or unknown
+    /// member, a full group, not the coordinator... each with its own [`GroupError`].
+    #[error("group: {0}")]
+    Group(GroupError),
 }
 
 impl ErrorCode {
     /// Worth trying again, perhaps at another broker.
     pub fn is_retriable(&self) -> bool {
-        !matches!(
-            self,
+        match self {
             ErrorCode::CorruptBatch
-                | ErrorCode::BatchTooLarge
-                | ErrorCode::UnknownPartition
-                | ErrorCode::ProducerFenced
-                | ErrorCode::DuplicateSequence
-        )
+            | ErrorCode::BatchTooLarge
+            | ErrorCode::UnknownPartition
+            | ErrorCode::ProducerFenced
+            | ErrorCode::DuplicateSequence => false,
+            ErrorCode::Group(e) => e.is_retriable(),
+            _ => true,
+        }
     }
 
     /// For a produce: the broker says the batch was certainly not appended by this attempt.

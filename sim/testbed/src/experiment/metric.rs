@@ -158,7 +158,7 @@ impl Metric {
     /// Its value in one run; `None` when the run did not measure it.
     pub fn value(self, run: &RunOutcome) -> Option<f64> {
         match self {
-            Metric::Anomaly(a) => Some(run.summary.anomalies[a] as f64),
+            Metric::Anomaly(a) => run.summary.anomalies.get(a.name()).map(|n| n as f64),
             Metric::Measure(m) => m.value(run),
         }
     }

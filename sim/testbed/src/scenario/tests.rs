@@ -120,7 +120,9 @@ fn quickstart_builds_the_cluster_config() {
     assert_eq!(s.client_processes(), ["p-0", "c-0"]);
     assert_eq!(s.broker_hosts(), ["broker-1", "broker-2", "broker-3"]);
     assert!(s.faults.is_empty());
-    assert_eq!(s.expect.bounds().len(), Anomaly::ALL.len());
+    // Every class a run without consumer groups can judge.
+    let judged = Anomaly::ALL.iter().filter(|a| !a.is_group_class()).count();
+    assert_eq!(s.expect.bounds().len(), judged);
 }
 
 #[test]
@@ -636,4 +638,135 @@ fn toml_value(cell: &str) -> Option<String> {
         return Some(cell[..=cell.find(']').unwrap()].to_string());
     }
     Some(cell.split_whitespace().next().unwrap().to_string())
+}
+
+/// A `[[consumers]]` table after [`BASE`]; the line after it is `CONSUMER_LINE`.
+fn consumer_with(extra: &str) -> String {
+    format!("{BASE}[[consumers]]\nname = \"c\"\ntopic = \"orders\"\ngroup = \"g\"\n{extra}")
+}
+const CONSUMER_LINE: usize = 16;
+
+/// Issue 8: group fields in the wrong combination or out of range are refused with the field,
+/// its line and the allowed values.
+#[test]
+fn bad_group_consumer_fields_name_field_line_and_allowed_values() {
+    assert_fails(
+        &consumer_with("protocol = \"rocket\"\n"),
+        "consumers[0].protocol",
+        CONSUMER_LINE,
+        "expected one of `manual`, `eager`, `cooperative`, `static`, `broker`, `client_periodic`",
+    );
+    assert_fails(
+        &consumer_with("protocol = \"eager\"\ninstance_id = \"a\"\n"),
+        "consumers[0].instance_id",
+        CONSUMER_LINE + 1,
+        "instance_id needs protocol = \"static\" or \"broker\" (this consumer's is \"eager\")",
+    );
+    assert_fails(
+        &consumer_with("protocol = \"cooperative\"\npartitions = [0]\n"),
+        "consumers[0].partitions",
+        CONSUMER_LINE + 1,
+        "allowed: \"all\"",
+    );
+    assert_fails(
+        &consumer_with("protocol = \"broker\"\nsession_timeout_ms = 10\n"),
+        "consumers[0].session_timeout_ms",
+        CONSUMER_LINE + 1,
+        "must be from 100 to 1800000",
+    );
+    assert_fails(
+        &consumer_with(
+            "protocol = \"eager\"\nsession_timeout_ms = 1000\nheartbeat_interval_ms = 1000\n",
+        ),
+        "consumers[0].heartbeat_interval_ms",
+        CONSUMER_LINE + 2,
+        "below session_timeout_ms (1000)",
+    );
+    assert_fails(
+        &consumer_with("commit = \"sometimes\"\n"),
+        "consumers[0].commit",
+        CONSUMER_LINE,
+        "expected one of `after_process`, `before_process`, `never`, `auto`",
+    );
+    assert_fails(
+        &consumer_with("instance_process_ms = [1, 2]\n"),
+        "consumers[0].instance_process_ms",
+        CONSUMER_LINE,
+        "one per instance",
+    );
+}
+
+/// Group fields are off by default: a table without them is a manual consumer, as before.
+#[test]
+fn a_consumer_without_group_fields_is_manual() {
+    let s = parse(&consumer_with("")).unwrap();
+    assert_eq!(s.consumers[0].member_config(0), None);
+    let s = parse(&consumer_with("protocol = \"static\"\n")).unwrap();
+    let member = s.consumers[0].member_config(1).expect("a group member");
+    assert_eq!(member.instance_id.as_deref(), Some("c-1"));
+}
+
+/// Issue 8: membership faults name a group consumer and one of its instances; a manual
+/// consumer has no membership to disturb.
+#[test]
+fn bad_membership_faults_name_field_line_and_allowed_values() {
+    let manual = consumer_with("");
+    assert_fails(
+        &format!(
+            "{manual}[[faults]]\nat_s = 1.0\nkind = \"pause\"\nprocess = \"c-0\"\npause_s = 2.0\n"
+        ),
+        "faults[0].process",
+        CONSUMER_LINE + 3,
+        "membership faults need a group protocol, and consumers[0] has protocol = \"manual\"",
+    );
+    let group = consumer_with("protocol = \"eager\"\n");
+    assert_fails(
+        &format!("{group}[[faults]]\nat_s = 1.0\nkind = \"leave\"\nprocess = \"c-4\"\n"),
+        "faults[0].process",
+        CONSUMER_LINE + 4,
+        "consumer \"c\" has instances c-0 ..= c-0",
+    );
+    assert_fails(
+        &format!("{group}[[faults]]\nat_s = 1.0\nkind = \"join\"\nconsumer = \"d\"\n"),
+        "faults[0].consumer",
+        CONSUMER_LINE + 4,
+        "no [[consumers]] named \"d\" (consumers: \"c\")",
+    );
+    assert_fails(
+        &format!("{group}[[faults]]\nat_s = 1.0\nkind = \"crash\"\ntarget = \"coordinator:h\"\n"),
+        "faults[0].target",
+        CONSUMER_LINE + 4,
+        "no consumer group \"h\" (groups: \"g\")",
+    );
+    assert_fails(
+        &format!(
+            "{group}[[faults]]\nat_s = 1.0\nkind = \"pause\"\nprocess = \"c-0\"\ngap_s = 2.0\n"
+        ),
+        "faults[0].gap_s",
+        CONSUMER_LINE + 5,
+        "not used by kind = \"pause\" (it takes at_s, kind, process, pause_s)",
+    );
+}
+
+/// Membership faults become each instance's actions, in time order; a join adds an instance.
+#[test]
+fn membership_faults_become_per_instance_actions() {
+    let group = consumer_with("protocol = \"eager\"\ninstances = 2\n");
+    let s = parse(&format!(
+        "{group}[[faults]]\nat_s = 5.0\nkind = \"rolling_restart\"\nconsumer = \"c\"\ngap_s = 2.0\n\
+         [[faults]]\nat_s = 1.0\nkind = \"join\"\nconsumer = \"c\"\n\
+         [[faults]]\nat_s = 2.0\nkind = \"consumer_crash\"\nprocess = \"c-1\"\nrestart_after_s = 1.5\n"
+    ))
+    .unwrap();
+    let plan = s.membership_plan(0);
+    let secs = Duration::from_secs_f64;
+    assert_eq!(plan.joins, [secs(1.0)]);
+    assert_eq!(plan.actions[&0], [(secs(5.0), MemberAction::Restart)]);
+    let crash = MemberAction::Crash {
+        restart_after: Some(secs(1.5)),
+    };
+    assert_eq!(
+        plan.actions[&1],
+        [(secs(2.0), crash), (secs(7.0), MemberAction::Restart)]
+    );
 }

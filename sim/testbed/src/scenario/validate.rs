@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fathom_queue::config::{ConfigError, FsyncPolicy};
+use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
 use serde::Deserialize;
 
@@ -76,6 +77,10 @@ struct RawFault {
     rate: Option<f64>,
     latency_ms: Option<MillisRange>,
     until_s: Option<f64>,
+    consumer: Option<String>,
+    process: Option<String>,
+    pause_s: Option<f64>,
+    gap_s: Option<f64>,
 }
 
 impl RawFault {
@@ -93,6 +98,10 @@ impl RawFault {
             ("rate", self.rate.is_some()),
             ("latency_ms", self.latency_ms.is_some()),
             ("until_s", self.until_s.is_some()),
+            ("consumer", self.consumer.is_some()),
+            ("process", self.process.is_some()),
+            ("pause_s", self.pause_s.is_some()),
+            ("gap_s", self.gap_s.is_some()),
         ];
         present
             .into_iter()
@@ -581,6 +590,75 @@ impl Checker<'_> {
             }
             previous = t;
         }
+        self.consumer_group_fields(path, c)
+    }
+
+    /// The group fields (issue 8): each only where its protocol reads it, and in range.
+    fn consumer_group_fields(&self, path: &str, c: &ConsumerSpec) -> Check {
+        let field = |name: &str| format!("{path}.{name}");
+        let protocol = c.protocol;
+        let name = protocol.name();
+        if protocol.is_group() && matches!(c.partitions, PartitionSelection::List(_)) {
+            return Err(self.error(
+                &field("partitions"),
+                format!(
+                    "protocol = \"{name}\" lets the group assign partitions: leave \
+                     `partitions` out (allowed: \"all\") or use protocol = \"manual\""
+                ),
+            ));
+        }
+        if c.instance_id.is_some() && !protocol.takes_instance_id() {
+            return Err(self.error(
+                &field("instance_id"),
+                format!(
+                    "instance_id needs protocol = \"static\" or \"broker\" (this consumer's is \
+                     \"{name}\")"
+                ),
+            ));
+        }
+        if !c.instance_process_ms.is_empty() && c.instance_process_ms.len() != c.instances as usize
+        {
+            return Err(self.error(
+                &field("instance_process_ms"),
+                format!(
+                    "lists {} values for {} instances: one per instance",
+                    c.instance_process_ms.len(),
+                    c.instances
+                ),
+            ));
+        }
+        if !protocol.is_group() {
+            return Ok(());
+        }
+        let limits = GroupLimits::default();
+        let (min, max) = (
+            limits.session_timeout_min.as_millis(),
+            limits.session_timeout_max.as_millis(),
+        );
+        let session = u128::from(c.session_timeout_ms);
+        if session < min || session > max {
+            return Err(self.error(
+                &field("session_timeout_ms"),
+                format!("must be from {min} to {max} (the coordinator's allowed range)"),
+            ));
+        }
+        if c.heartbeat_interval_ms == 0 || c.heartbeat_interval_ms >= c.session_timeout_ms {
+            return Err(self.error(
+                &field("heartbeat_interval_ms"),
+                format!(
+                    "must be at least 1 and below session_timeout_ms ({})",
+                    c.session_timeout_ms
+                ),
+            ));
+        }
+        for (value, key) in [
+            (c.max_poll_interval_ms, "max_poll_interval_ms"),
+            (c.rebalance_interval_ms, "rebalance_interval_ms"),
+        ] {
+            if value == 0 {
+                return Err(self.error(&field(key), "must be at least 1"));
+            }
+        }
         Ok(())
     }
 
@@ -755,7 +833,105 @@ impl Checker<'_> {
                 )
             }
             FaultTag::Heal => (FaultKind::Heal, None),
+            FaultTag::Join => {
+                let consumer: String = self.required(path, f, "consumer", f.consumer.clone())?;
+                self.group_consumer(&field("consumer"), &consumer, raw)?;
+                (FaultKind::Join { consumer }, None)
+            }
+            FaultTag::Leave => {
+                let process = self.group_instance(path, f, raw)?;
+                (FaultKind::Leave { process }, None)
+            }
+            FaultTag::ConsumerCrash => {
+                let process = self.group_instance(path, f, raw)?;
+                (
+                    FaultKind::ConsumerCrash { process },
+                    self.relative_end(path, f, "restart_after_s", f.restart_after_s)?,
+                )
+            }
+            FaultTag::Pause => {
+                let process = self.group_instance(path, f, raw)?;
+                let pause_s: f64 = self.required(path, f, "pause_s", f.pause_s)?;
+                self.positive_seconds(&field("pause_s"), pause_s)?;
+                (
+                    FaultKind::Pause { process, pause_s },
+                    Some(f.at_s + pause_s),
+                )
+            }
+            FaultTag::RollingRestart => {
+                let consumer: String = self.required(path, f, "consumer", f.consumer.clone())?;
+                self.group_consumer(&field("consumer"), &consumer, raw)?;
+                let gap_s: f64 = self.required(path, f, "gap_s", f.gap_s)?;
+                self.positive_seconds(&field("gap_s"), gap_s)?;
+                (FaultKind::RollingRestart { consumer, gap_s }, None)
+            }
         })
+    }
+
+    /// The `[[consumers]]` table called `name`, which must use a group protocol: membership
+    /// faults mean nothing under manual assignment.
+    fn group_consumer<'r>(
+        &self,
+        path: &str,
+        name: &str,
+        raw: &'r RawScenario,
+    ) -> Check<&'r ConsumerSpec> {
+        let Some((i, c)) = raw
+            .consumers
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+        else {
+            let names: Vec<String> = raw
+                .consumers
+                .iter()
+                .map(|c| format!("\"{}\"", c.name))
+                .collect();
+            return Err(self.error(
+                path,
+                format!(
+                    "no [[consumers]] named \"{name}\" (consumers: {})",
+                    names.join(", ")
+                ),
+            ));
+        };
+        if !c.protocol.is_group() {
+            return Err(self.error(
+                path,
+                format!(
+                    "membership faults need a group protocol, and consumers[{i}] has protocol = \
+                     \"manual\" (allowed: \"eager\", \"cooperative\", \"static\", \"broker\", \
+                     \"client_periodic\")"
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// `process`: the first process name of an instance of a group consumer, `{name}-{i}`.
+    fn group_instance(&self, path: &str, f: &RawFault, raw: &RawScenario) -> Check<String> {
+        let at = format!("{path}.process");
+        let process: String = self.required(path, f, "process", f.process.clone())?;
+        let instance = process
+            .rsplit_once('-')
+            .and_then(|(base, i)| Some((base, i.parse::<u32>().ok()?)));
+        let Some((base, i)) = instance else {
+            return Err(self.error(
+                &at,
+                format!("expected a consumer instance such as \"c-0\", got \"{process}\""),
+            ));
+        };
+        let c = self.group_consumer(&at, base, raw)?;
+        if i >= c.instances {
+            return Err(self.error(
+                &at,
+                format!(
+                    "consumer \"{base}\" has instances {base}-0 ..= {base}-{}",
+                    c.instances - 1
+                ),
+            ));
+        }
+        Ok(process)
     }
 
     /// The value of field `name`, which the fault's kind needs.
@@ -836,6 +1012,23 @@ impl Checker<'_> {
                     raw.cluster.brokers
                 ),
             )),
+            Target::CoordinatorOf { group } => {
+                if raw.consumers.iter().any(|c| &c.group == group) {
+                    return Ok(());
+                }
+                let groups: Vec<String> = raw
+                    .consumers
+                    .iter()
+                    .map(|c| format!("\"{}\"", c.group))
+                    .collect();
+                Err(self.error(
+                    path,
+                    format!(
+                        "no consumer group \"{group}\" (groups: {})",
+                        groups.join(", ")
+                    ),
+                ))
+            }
             Target::LeaderOf { topic, partition } => {
                 let partitions = if topic == OFFSETS_TOPIC {
                     raw.cluster.offsets_partitions

@@ -242,6 +242,10 @@ impl FakeCluster {
                 });
                 Response::OffsetCommit(result)
             }
+            // Groups are tested against the real brokers (tests/groups.rs): no imitation here.
+            Request::Group(_) | Request::MemberOffsetCommit { .. } => {
+                Response::Group(Err(ErrorCode::UnknownPartition))
+            }
             Request::OffsetFetch { group, partition } => {
                 Response::OffsetFetch(self.coordinator_check(at, group).map(|()| {
                     self.committed

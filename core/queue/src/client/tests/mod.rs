@@ -4,9 +4,10 @@
 //! fake broker (answers from a map of stamped batches) and `Net`, which carries transmits to it
 //! and answers back, with per-request fates (drop, delay, canned reply, disconnect) chosen by the
 //! test: for brokers that must misbehave on cue (see its docs). Each other file checks one
-//! behaviour.
+//! behaviour; [`groups`] runs several consumers of one group against the real brokers.
 
 mod consumer;
+mod groups;
 mod harness;
 mod idempotence;
 mod journal;

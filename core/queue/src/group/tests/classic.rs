@@ -412,3 +412,21 @@ fn snapshots_round_trip_as_offsets_records_and_replay_keeps_them_apart_from_comm
     assert_eq!(store.get("a", &tp(0)), None, "a snapshot is no commit");
     assert_eq!(store.group_snapshots().collect::<Vec<_>>(), vec![&s]);
 }
+
+/// Kafka's `GroupCoordinator`: a known member whose join answer it never saw joins again with
+/// the same subscription; it gets the current generation back and nothing rebalances.
+#[test]
+fn a_retried_join_of_an_unchanged_member_gets_the_current_generation() {
+    let mut h = Harness::new();
+    h.join(at(0), "a", "a", None);
+    h.join(at(0), "b", "b", None);
+    h.after_delay(at(0));
+    let g1 = h.settle(at(50), &[("a", "a"), ("b", "b")]);
+    let persisted = h.snapshots.len();
+    h.join(at(60), "b-again", "b", None);
+    let ok = h.joined("b-again");
+    assert_eq!(ok.generation, g1);
+    assert!(ok.members.is_empty(), "b is not the leader");
+    assert_eq!(h.snapshots.len(), persisted, "no new generation");
+    assert_eq!(h.c.heartbeat(at(70), G, "a", g1), Ok(()));
+}
