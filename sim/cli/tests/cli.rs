@@ -151,6 +151,48 @@ fn explore_lists_violating_seeds_with_a_replay_command() {
     );
 }
 
+/// The acks=1 leader-crash scenario with `lost = 0`: some seeds of a handful violate it.
+fn strict_acks1_scenario(test: &str) -> PathBuf {
+    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
+    let strict = src.replace("[expect]", "[expect]\nlost = 0");
+    scratch_file(test, "acks1-strict.toml", &strict)
+}
+
+#[test]
+fn explore_stops_after_n_violating_seeds() {
+    let path = strict_acks1_scenario("explore-stop");
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(&path)
+        .args(["--seeds", "1..60", "--jobs", "1", "--stop-after", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("replay:").count(), 1, "{stdout}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+}
+
+#[test]
+fn explore_lists_a_seed_over_its_wall_time_and_goes_on() {
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(repo("scenarios/quickstart.toml"))
+        .args(["--seeds", "1..3", "--jobs", "1", "--seed-timeout-s", "0.01"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for seed in [1, 2] {
+        assert!(
+            stdout.contains(&format!("seed {seed}: over the wall-time limit")),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("--seed {seed}\n")), "{stdout}");
+    }
+    assert!(stdout.contains("2 over the wall-time limit"), "{stdout}");
+}
+
 #[test]
 fn run_writes_a_report_and_trace_tells_a_retried_message_s_life() {
     let dir = std::env::temp_dir().join(format!("fathom-cli-trace-{}", std::process::id()));

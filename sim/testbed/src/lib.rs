@@ -5,6 +5,7 @@
 //! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
 //!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
+//! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
 //! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
 //!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
 //! - [`cli`]: the simulator's `fathom` commands (the binary is the `fathom` crate in `sim/cli`).
@@ -15,6 +16,7 @@ pub mod experiment;
 pub mod fault_log;
 pub mod faults;
 pub mod io;
+pub mod liveness;
 pub mod metrics;
 pub mod report;
 pub mod resources;
@@ -22,3 +24,4 @@ pub mod run;
 pub mod scenario;
 pub mod summary;
 pub mod view;
+pub mod violation;

@@ -28,6 +28,8 @@ struct RawScenario {
     duration_s: f64,
     #[serde(default = "default_settle_s")]
     settle_s: f64,
+    #[serde(default = "default_liveness_s")]
+    liveness_s: f64,
     #[serde(default = "default_tick_ms")]
     tick_ms: u64,
     cluster: ClusterSpec,
@@ -52,6 +54,12 @@ fn default_seed() -> u64 {
 
 fn default_settle_s() -> f64 {
     5.0
+}
+
+/// Ten seconds: several election timeouts and reconnect backoffs, well above what a healed
+/// cluster needs, well below the final read's own time-out.
+fn default_liveness_s() -> f64 {
+    10.0
 }
 
 fn default_tick_ms() -> u64 {
@@ -179,6 +187,7 @@ impl Checker<'_> {
                 format!("must be a number of seconds >= 0, got {}", raw.settle_s),
             ));
         }
+        self.positive_seconds("liveness_s", raw.liveness_s)?;
         if raw.tick_ms == 0 {
             return Err(self.error("tick_ms", "must be at least 1"));
         }
@@ -216,6 +225,7 @@ impl Checker<'_> {
             seed: raw.seed,
             duration_s: raw.duration_s,
             settle_s: raw.settle_s,
+            liveness_s: raw.liveness_s,
             tick_ms: raw.tick_ms,
             cluster: raw.cluster,
             network: raw.network,
