@@ -9,6 +9,7 @@ use fathom_history::{self as history, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
 use crate::run::{self, RunOutcome};
+use crate::scenario::write::ScenarioText;
 use crate::scenario::Scenario;
 
 pub use fathom_history::command::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATED};
@@ -48,13 +49,21 @@ pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
             .join(&scenario.name)
             .join(seed.to_string())
     });
-    if let Err(e) = write_outputs(&dir, &outcome) {
+    if let Some((_, description)) = &outcome.drawn {
+        println!("swarm      seed {seed} drew:");
+        for line in description {
+            println!("  {line}");
+        }
+    }
+    let written = write_outputs(&dir, &outcome)
+        .and_then(|()| write_scenario(path, &dir, seed, outcome.drawn.as_ref()));
+    if let Err(e) = written {
         eprintln!("error: cannot write to {}: {e}", dir.display());
         return EXIT_BAD_INPUT;
     }
     print!("{}", outcome.summary.table());
     println!(
-        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
+        "wrote      {}/{{scenario.toml,history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
         dir.display()
     );
     if outcome.violations.is_empty() {
@@ -91,6 +100,28 @@ pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
     summary.push('\n');
     std::fs::write(dir.join("summary.json"), summary)?;
     crate::report::write(dir, &outcome.summary)
+}
+
+/// Writes the scenario the run ran as `scenario.toml`, with `seed` set: the file itself, or
+/// the `[swarm]` draw. `fathom run DIR/scenario.toml` replays the run, and `fathom shrink`
+/// starts from it.
+fn write_scenario(
+    path: &Path,
+    dir: &Path,
+    seed: u64,
+    drawn: Option<&(String, Vec<String>)>,
+) -> std::io::Result<()> {
+    let text = match drawn {
+        Some((text, _)) => text.clone(),
+        None => {
+            let source = std::fs::read_to_string(path)?;
+            let mut text = ScenarioText::parse(&source, &path.display().to_string())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            text.set("seed", seed as i64);
+            text.text()
+        }
+    };
+    std::fs::write(dir.join("scenario.toml"), text)
 }
 
 /// Parses `A..B` into a half-open range.

@@ -50,6 +50,9 @@ pub enum RunError {
         limit: Duration,
         simulated: Duration,
     },
+    /// The seed's `[swarm]` draw is not a valid scenario (a bug in the draw).
+    #[error("the swarm draw is invalid: {0}")]
+    Swarm(#[from] crate::scenario::ScenarioError),
 }
 
 /// Limits on one run that do not change what it does, only whether it is allowed to finish.
@@ -67,6 +70,8 @@ pub struct RunOutcome {
     pub summary: Summary,
     pub report: CheckReport,
     pub events: Vec<Event>,
+    /// With `[swarm]`: the seed's drawn scenario file and one line per decision.
+    pub drawn: Option<(String, Vec<String>)>,
     /// The send journal: every produce attempt, in the order outcomes were known.
     pub attempts: Vec<AttemptRecord>,
     /// Bound violations of the scenario's `[expect]` and the run-level properties (liveness,
@@ -215,6 +220,12 @@ pub fn run_with_limits(
     seed: u64,
     limits: RunLimits,
 ) -> Result<RunOutcome, RunError> {
+    if let Some(swarm) = &scenario.swarm {
+        let drawn = crate::swarm::draw(scenario, swarm, seed)?;
+        let mut outcome = run_with_limits(&drawn.scenario, seed, limits)?;
+        outcome.drawn = Some((drawn.text, drawn.description));
+        return Ok(outcome);
+    }
     let wall_start = std::time::Instant::now();
     let cluster = scenario.cluster_config();
     let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(sim_now_ns)));
@@ -569,6 +580,7 @@ fn judge(
         report,
         events,
         attempts: trace.attempts.clone(),
+        drawn: None,
         violations,
     }
 }

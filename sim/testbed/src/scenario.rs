@@ -13,6 +13,7 @@
 
 mod source_map;
 mod validate;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,9 @@ pub struct Scenario {
     /// In file order; the simulator applies them by `at_s`.
     pub faults: Vec<Fault>,
     pub expect: Expect,
+    /// `[swarm]`: each seed draws faults, disk faults and workload knobs on top of the file's
+    /// (see [`crate::swarm`]); `None` runs the file as written.
+    pub swarm: Option<crate::swarm::Swarm>,
 }
 
 /// The cluster section: brokers are named by count, everything else is the core config.
