@@ -56,6 +56,16 @@ enum Command {
         #[arg(long, default_value_t = 600.0)]
         seed_timeout_s: f64,
     },
+    #[cfg(feature = "sim")]
+    /// Shrink a violating run: delta-debug the fault schedule of RUN_DIR/scenario.toml (faults,
+    /// then their timings) to a smaller one that still violates the same bound; write it to
+    /// RUN_DIR/shrunk.toml and print it.
+    Shrink {
+        run_dir: PathBuf,
+        /// Real seconds one candidate run may take; a slower candidate counts as passing.
+        #[arg(long, default_value_t = 600.0)]
+        seed_timeout_s: f64,
+    },
     /// Run the checker on a history file and print the anomaly counts. The simulator judges
     /// more than a history shows: replica_divergence (here always 0) from the brokers' logs,
     /// and, whatever the scenario bounds, leader conflicts (two leaders in one term), `stuck`
@@ -123,6 +133,17 @@ fn main() -> ExitCode {
                 };
                 cli::explore(&scenario, &seeds, &options)
             }
+            _ => {
+                eprintln!("error: --seed-timeout-s: expected a positive number of seconds");
+                cli::EXIT_BAD_INPUT
+            }
+        },
+        #[cfg(feature = "sim")]
+        Command::Shrink {
+            run_dir,
+            seed_timeout_s,
+        } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
+            Ok(seed_wall) if seed_timeout_s > 0.0 => cli::shrink(&run_dir, seed_wall),
             _ => {
                 eprintln!("error: --seed-timeout-s: expected a positive number of seconds");
                 cli::EXIT_BAD_INPUT

@@ -281,6 +281,38 @@ fn print_findings(
     );
 }
 
+/// `fathom shrink`: shrinks a violating run's fault schedule, writes `RUN_DIR/shrunk.toml`
+/// and prints it.
+pub fn shrink(dir: &Path, seed_wall: std::time::Duration) -> u8 {
+    let limits = run::RunLimits {
+        wall: Some(seed_wall),
+    };
+    let shrunk = match crate::shrink::shrink(dir, limits) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let out = dir.join("shrunk.toml");
+    if let Err(e) = std::fs::write(&out, &shrunk.text) {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return EXIT_BAD_INPUT;
+    }
+    print!("{}", shrunk.text);
+    println!(
+        "shrunk     {} faults to {} in {} runs; seed {} still violates `{}`",
+        shrunk.faults_before,
+        shrunk.faults.len(),
+        shrunk.runs,
+        shrunk.seed,
+        shrunk.key
+    );
+    println!("wrote      {}", out.display());
+    println!("replay     cargo run --release -- run {}", out.display());
+    EXIT_OK
+}
+
 /// `fathom experiment`: runs one experiment and writes `<reports>/<id>/`, then refreshes the
 /// claims index from every experiment's results.
 pub fn experiment(path: &Path, reports: &Path, jobs: Option<usize>) -> u8 {

@@ -5,6 +5,7 @@
 //! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
 //!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
+//! - [`shrink`]: delta debugging of a violating run's fault schedule.
 //! - [`swarm`]: per-seed draws of fault kinds, rates, timings and workload knobs.
 //! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
 //! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
@@ -23,6 +24,7 @@ pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod summary;
 pub mod swarm;
 pub mod view;
