@@ -87,8 +87,8 @@ fn a_swarm_that_could_draw_an_unsafe_configuration_is_refused_where_it_says_so()
     assert_eq!(line, line_of(&bad_kind, "meteor"));
 
     let bridge = base
-        .replace("brokers = 3", "brokers = 2")
-        .replace("replication_factor = 3", "replication_factor = 2")
+        .replace("brokers = 5", "brokers = 2")
+        .replace("replication_factor = 5", "replication_factor = 2")
         .replace(
             "[swarm]\n",
             "[swarm]\nkinds = [\"crash\", \"partition_bridge\"]\n",

@@ -33,6 +33,10 @@ pub enum SwarmKind {
     /// A partition's leader crashes, and whoever leads it 50–600 ms later (often a candidate
     /// mid-election, or nobody yet) crashes too.
     CrashDuringElection,
+    /// A partition's leader crashes; 300–900 ms later, while the others elect its successor
+    /// (election time-outs are 300–600 ms), a broker crashes and is back within 20–300 ms,
+    /// having voted or not: a voter that forgets its vote votes twice in one term.
+    CrashVoter,
     /// Two brokers crash within 300 ms of each other.
     CrashBurst,
     /// Every broker loses power at once.
@@ -59,9 +63,10 @@ pub enum SwarmKind {
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 13] = [
+    pub const ALL: [SwarmKind; 14] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
+        SwarmKind::CrashVoter,
         SwarmKind::CrashBurst,
         SwarmKind::PowerLoss,
         SwarmKind::PartitionOneway,
@@ -79,6 +84,7 @@ impl SwarmKind {
         match self {
             SwarmKind::Crash => "crash",
             SwarmKind::CrashDuringElection => "crash_during_election",
+            SwarmKind::CrashVoter => "crash_voter",
             SwarmKind::CrashBurst => "crash_burst",
             SwarmKind::PowerLoss => "power_loss",
             SwarmKind::PartitionOneway => "partition_oneway",
@@ -353,6 +359,15 @@ impl<'a> FaultDraw<'a> {
                 let next = at + self.rng.range_u64(50, 600);
                 self.push(next, FaultKind::Crash { target: leader });
             }
+            SwarmKind::CrashVoter => {
+                let (topic, partition) = self.partition();
+                let leader = Target::LeaderOf { topic, partition };
+                self.push(at, FaultKind::Crash { target: leader });
+                let voter = Target::Broker(self.broker());
+                let mid_election = at + self.rng.range_u64(300, 900);
+                let back_ms = self.rng.range_u64(20, 300);
+                self.push_for(mid_election, back_ms, FaultKind::Crash { target: voter });
+            }
             SwarmKind::CrashBurst => {
                 let (a, b) = self.two_brokers();
                 self.push(
@@ -423,8 +438,13 @@ impl<'a> FaultDraw<'a> {
     /// Adds a fault at `at_ms` that lasts a drawn time; a fault that would outlast the workload
     /// is left to the final heal.
     fn push(&mut self, at_ms: u64, kind: FaultKind) {
+        let lasts_ms = self.rng.range_u64(50, self.fault_ms_max);
+        self.push_for(at_ms, lasts_ms, kind);
+    }
+
+    fn push_for(&mut self, at_ms: u64, lasts_ms: u64, kind: FaultKind) {
         let at_ms = at_ms.min(self.duration_ms);
-        let end_ms = at_ms + self.rng.range_u64(50, self.fault_ms_max);
+        let end_ms = at_ms + lasts_ms;
         let until_s = (end_ms < self.duration_ms).then_some(end_ms as f64 / 1e3);
         self.faults.push(Fault {
             at_s: at_ms as f64 / 1e3,
