@@ -121,6 +121,12 @@ fn disk_io_errors_stop_and_restart_brokers_without_loss() {
     assert_bounds_hold("disk-io-errors.toml");
 }
 
+/// Each seed runs its own draw of fault kinds, schedule, disk faults and idempotence.
+#[test]
+fn swarm_draws_stay_within_bounds() {
+    assert_bounds_hold("swarm.toml");
+}
+
 #[test]
 fn every_scenario_file_is_covered_by_a_test() {
     let mut files: Vec<String> = std::fs::read_dir(scenarios_dir())
@@ -142,6 +148,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "packet-loss.toml",
         "partition-heal.toml",
         "quickstart.toml",
+        "swarm.toml",
         "zombie-consumer.toml",
     ];
     assert_eq!(

@@ -61,6 +61,12 @@ pub struct CheckReport {
     pub unknown: u64,
     /// Sends completed `fail`.
     pub failed: u64,
+    /// Sends whose outcome the producer left unknown (`info`, never `ok` nor `fail`) although
+    /// a poll read their record: answers a definite configuration (idempotence, a delivery
+    /// timeout longer than the faults) should have given. A fate, not an anomaly: nothing
+    /// was lost, the client just could not tell.
+    #[serde(default)]
+    pub unknown_in_log: u64,
 }
 
 impl CheckReport {
@@ -184,6 +190,8 @@ struct SendRecord<'a> {
     acked: Option<(Tp, u64)>,
     /// The error of a `fail` completion, if one was given.
     failed: Option<Option<&'a str>>,
+    /// An `info` completion: the producer gave up without knowing the outcome.
+    unknown: bool,
 }
 
 /// Everything [`check`] gathers in its first pass over the history.
@@ -226,6 +234,7 @@ pub fn check(events: &[Event]) -> CheckReport {
     check_reads(&facts, &mut report);
     check_polls(events, &facts, &mut report);
     check_groups(&facts, &mut report);
+    report.unknown_in_log = unknown_in_log(&facts);
     // Keep only classes that have examples, so a clean report is short.
     report.examples.retain(|_, list| !list.is_empty());
     report
@@ -263,7 +272,10 @@ fn gather<'a>(events: &'a [Event], report: &mut CheckReport) -> Facts<'a> {
                         report.failed += 1;
                         record.failed = Some(error.as_deref());
                     }
-                    EventType::Info => report.unknown += 1,
+                    EventType::Info => {
+                        report.unknown += 1;
+                        record.unknown = true;
+                    }
                 }
             }
             Op::Poll {
@@ -479,6 +491,14 @@ fn check_reads(facts: &Facts<'_>, report: &mut CheckReport) {
             });
         }
     }
+}
+
+/// Sends that ended unknown, never `ok` nor `fail`, whose id some poll read.
+fn unknown_in_log(facts: &Facts<'_>) -> u64 {
+    let unknown_read = |(id, r): &(&&str, &SendRecord<'_>)| {
+        r.unknown && r.acked.is_none() && r.failed.is_none() && facts.reads.contains_key(**id)
+    };
+    facts.sends.iter().filter(unknown_read).count() as u64
 }
 
 /// Second pass: each process's sequence of polls on each partition.

@@ -431,6 +431,23 @@ fn reading_a_send_of_unknown_outcome_is_not_aborted() {
 }
 
 #[test]
+fn unknown_in_log_counts_unknown_sends_whose_record_was_read() {
+    let mut h = History::default();
+    h.invoke("p0", "read", T0)
+        .send(EventType::Info, "p0", "read", T0)
+        .invoke("p0", "unread", T0)
+        .send(EventType::Info, "p0", "unread", T0)
+        // Unknown on one attempt, acknowledged later: a definite answer after all.
+        .invoke("p0", "retried", T0)
+        .send(EventType::Info, "p0", "retried", T0)
+        .ok("p0", "retried", T0, 1)
+        .poll("c0", T0, &[(0, "read"), (1, "retried")]);
+    let report = h.check();
+    assert_eq!((report.unknown, report.unknown_in_log), (3, 1));
+    assert_anomalies(&report, &[]);
+}
+
+#[test]
 fn nonmonotonic_send_counts_pairs_in_invoke_order() {
     let mut h = History::default();
     h.acked("p0", "a", T0, 0)

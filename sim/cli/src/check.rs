@@ -23,12 +23,13 @@ pub fn check(path: &Path) -> u8 {
     };
     let report = fathom_history::check(&events);
     println!(
-        "events {}  sent {}  acked {}  failed {}  unknown {}  read {}",
+        "events {}  sent {}  acked {}  failed {}  unknown {} ({} of them read)  read {}",
         events.len(),
         report.sent,
         report.acked,
         report.failed,
         report.unknown,
+        report.unknown_in_log,
         report.read
     );
     for (name, count) in report.anomalies.iter() {

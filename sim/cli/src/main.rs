@@ -48,11 +48,31 @@ enum Command {
         /// Seeds run at once (default: the number of cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Stop once this many seeds violated a bound (seeds already running finish).
+        #[arg(long)]
+        stop_after: Option<u64>,
+        /// Real seconds one seed may run; a seed over it is listed with its replay command and
+        /// the exploration goes on.
+        #[arg(long, default_value_t = 600.0)]
+        seed_timeout_s: f64,
+    },
+    #[cfg(feature = "sim")]
+    /// Shrink a violating run: delta-debug the fault schedule of RUN_DIR/scenario.toml (faults,
+    /// then their timings) to a smaller one that still violates the same bound; write it to
+    /// RUN_DIR/shrunk.toml and print it.
+    Shrink {
+        run_dir: PathBuf,
+        /// Real seconds one candidate run may take; a slower candidate counts as passing.
+        #[arg(long, default_value_t = 600.0)]
+        seed_timeout_s: f64,
     },
     /// Run the checker on a history file and print the anomaly counts. Group histories
     /// (`process` lines stamped with `group`) add unprocessed (acked below the group's final
     /// commit, never processed), reprocessed (processed twice by one group) and
-    /// split_ownership (two members processing one partition at overlapping times).
+    /// split_ownership (two members processing one partition at overlapping times). The
+    /// simulator judges more than a history shows: replica_divergence (here always 0) from the
+    /// brokers' logs, and, whatever the scenario bounds, leader conflicts (two leaders in one
+    /// term), `stuck` and `unavailable` (see the README).
     Check { history: PathBuf },
     #[cfg(feature = "sim")]
     /// Print one message's life in a run directory: its send, every attempt with its broker
@@ -105,7 +125,33 @@ fn main() -> ExitCode {
             scenario,
             seeds,
             jobs,
-        } => cli::explore(&scenario, &seeds, jobs),
+            stop_after,
+            seed_timeout_s,
+        } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
+            Ok(seed_wall) if seed_timeout_s > 0.0 => {
+                let options = cli::ExploreOptions {
+                    jobs,
+                    stop_after,
+                    seed_wall,
+                };
+                cli::explore(&scenario, &seeds, &options)
+            }
+            _ => {
+                eprintln!("error: --seed-timeout-s: expected a positive number of seconds");
+                cli::EXIT_BAD_INPUT
+            }
+        },
+        #[cfg(feature = "sim")]
+        Command::Shrink {
+            run_dir,
+            seed_timeout_s,
+        } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
+            Ok(seed_wall) if seed_timeout_s > 0.0 => cli::shrink(&run_dir, seed_wall),
+            _ => {
+                eprintln!("error: --seed-timeout-s: expected a positive number of seconds");
+                cli::EXIT_BAD_INPUT
+            }
+        },
         Command::Check { history } => check::check(&history),
         #[cfg(feature = "sim")]
         Command::Trace {

@@ -176,6 +176,142 @@ fn explore_lists_violating_seeds_with_a_replay_command() {
     );
 }
 
+/// The acks=1 leader-crash scenario with `lost = 0`: some seeds of a handful violate it.
+fn strict_acks1_scenario(test: &str) -> PathBuf {
+    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
+    let strict = src.replace("[expect]", "[expect]\nlost = 0");
+    scratch_file(test, "acks1-strict.toml", &strict)
+}
+
+#[test]
+fn explore_stops_after_n_violating_seeds() {
+    let path = strict_acks1_scenario("explore-stop");
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(&path)
+        .args(["--seeds", "1..60", "--jobs", "1", "--stop-after", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("replay:").count(), 1, "{stdout}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+}
+
+#[test]
+fn explore_lists_a_seed_over_its_wall_time_and_goes_on() {
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(repo("scenarios/quickstart.toml"))
+        .args(["--seeds", "1..3", "--jobs", "1", "--seed-timeout-s", "0.01"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for seed in [1, 2] {
+        assert!(
+            stdout.contains(&format!("seed {seed}: over the wall-time limit")),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("--seed {seed}\n")), "{stdout}");
+    }
+    assert!(stdout.contains("2 over the wall-time limit"), "{stdout}");
+}
+
+/// Shrinking end to end: the acks=1 leader-crash scenario bounded by `lost = 0`, with three
+/// faults added that have nothing to do with the loss. Its seed 1 loses writes; `fathom shrink`
+/// must cut the schedule to a smaller one that still loses them, and the written file must
+/// replay that.
+#[test]
+fn shrink_cuts_a_losing_schedule_to_the_faults_that_matter() {
+    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
+    let noise = r#"[[faults]]
+at_s = 1.0
+kind = "latency"
+between = [["broker-1"], ["clients"]]
+latency_ms = [1, 30]
+until_s = 2.5
+
+[[faults]]
+at_s = 2.0
+kind = "hold"
+between = [["c-0"], ["brokers"]]
+release_after_s = 0.5
+
+[[faults]]
+at_s = 11.0
+kind = "loss"
+between = [["clients"], ["brokers"]]
+rate = 0.001
+until_s = 12.0
+
+[expect]
+lost = 0"#;
+    let path = scratch_file("shrink", "noisy.toml", &src.replace("[expect]", noise));
+    let dir = path.parent().unwrap().join("run");
+    let run = Command::new(FATHOM)
+        .arg("run")
+        .arg(&path)
+        .args(["--seed", "1", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "seed 1 must lose writes: {stdout}"
+    );
+
+    let out = Command::new(FATHOM)
+        .arg("shrink")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("still violates `lost`"), "{stdout}");
+    let shrunk = std::fs::read_to_string(dir.join("shrunk.toml")).unwrap();
+    let faults = shrunk.matches("[[faults]]").count();
+    assert!((1..=2).contains(&faults), "{faults} faults left:\n{shrunk}");
+    for noise in ["kind = \"latency\"", "kind = \"hold\"", "kind = \"loss\""] {
+        assert!(!shrunk.contains(noise), "{noise} kept:\n{shrunk}");
+    }
+
+    let replay = Command::new(FATHOM)
+        .arg("run")
+        .arg(dir.join("shrunk.toml"))
+        .args(["--out"])
+        .arg(path.parent().unwrap().join("replay"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("lost: "), "{stdout}");
+}
+
+#[test]
+fn shrink_refuses_a_run_that_violates_nothing() {
+    let dir = std::env::temp_dir().join(format!("fathom-cli-shrink-clean-{}", std::process::id()));
+    let run = Command::new(FATHOM)
+        .arg("run")
+        .arg(repo("scenarios/quickstart.toml"))
+        .args(["--seed", "1", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    let out = Command::new(FATHOM)
+        .arg("shrink")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("violates no bound at seed 1"), "{err}");
+    assert!(!dir.join("shrunk.toml").exists());
+}
+
 #[test]
 fn run_writes_a_report_and_trace_tells_a_retried_message_s_life() {
     let dir = std::env::temp_dir().join(format!("fathom-cli-trace-{}", std::process::id()));

@@ -9,6 +9,7 @@ use fathom_history::{self as history, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
 use crate::run::{self, RunOutcome};
+use crate::scenario::write::ScenarioText;
 use crate::scenario::Scenario;
 
 pub use fathom_history::command::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATED};
@@ -48,13 +49,21 @@ pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
             .join(&scenario.name)
             .join(seed.to_string())
     });
-    if let Err(e) = write_outputs(&dir, &outcome) {
+    if let Some((_, description)) = &outcome.drawn {
+        println!("swarm      seed {seed} drew:");
+        for line in description {
+            println!("  {line}");
+        }
+    }
+    let written = write_outputs(&dir, &outcome)
+        .and_then(|()| write_scenario(path, &dir, seed, outcome.drawn.as_ref()));
+    if let Err(e) = written {
         eprintln!("error: cannot write to {}: {e}", dir.display());
         return EXIT_BAD_INPUT;
     }
     print!("{}", outcome.summary.table());
     println!(
-        "wrote      {}/{{history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
+        "wrote      {}/{{scenario.toml,history.jsonl,journal.jsonl,summary.json,report.md,*.svg}}",
         dir.display()
     );
     if outcome.violations.is_empty() {
@@ -93,6 +102,28 @@ pub fn write_outputs(dir: &Path, outcome: &RunOutcome) -> std::io::Result<()> {
     crate::report::write(dir, &outcome.summary)
 }
 
+/// Writes the scenario the run ran as `scenario.toml`, with `seed` set: the file itself, or
+/// the `[swarm]` draw. `fathom run DIR/scenario.toml` replays the run, and `fathom shrink`
+/// starts from it.
+fn write_scenario(
+    path: &Path,
+    dir: &Path,
+    seed: u64,
+    drawn: Option<&(String, Vec<String>)>,
+) -> std::io::Result<()> {
+    let text = match drawn {
+        Some((text, _)) => text.clone(),
+        None => {
+            let source = std::fs::read_to_string(path)?;
+            let mut text = ScenarioText::parse(&source, &path.display().to_string())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            text.set("seed", seed as i64);
+            text.text()
+        }
+    };
+    std::fs::write(dir.join("scenario.toml"), text)
+}
+
 /// Parses `A..B` into a half-open range.
 pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     let (a, b) = s
@@ -112,8 +143,26 @@ pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
+/// How `fathom explore` runs its seeds.
+#[derive(Debug, Clone)]
+pub struct ExploreOptions {
+    /// Seeds run at once (default: the number of cores).
+    pub jobs: Option<usize>,
+    /// Stop once this many seeds violated a bound.
+    pub stop_after: Option<u64>,
+    /// Real time one seed may take; a seed over it is listed and the exploration goes on.
+    pub seed_wall: std::time::Duration,
+}
+
+/// What one explored seed found, when it found something.
+enum Finding {
+    Violated(Vec<crate::violation::Violation>),
+    OverWallTime(String),
+    Failed(String),
+}
+
 /// `fathom explore`.
-pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
+pub fn explore(path: &Path, seeds: &str, options: &ExploreOptions) -> u8 {
     let scenario = match load(path) {
         Ok(s) => s,
         Err(code) => return code,
@@ -125,7 +174,8 @@ pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let jobs = jobs
+    let jobs = options
+        .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let total = range.end - range.start;
@@ -136,34 +186,80 @@ pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
         )
         .expect("a valid template"),
     );
+    let limits = run::RunLimits {
+        wall: Some(options.seed_wall),
+    };
     let next = AtomicU64::new(range.start);
-    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let violating = AtomicU64::new(0);
+    let stop_after = options.stop_after.unwrap_or(u64::MAX);
+    let findings: Mutex<Vec<(u64, Finding)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
+                if violating.load(Ordering::Relaxed) >= stop_after {
+                    return;
+                }
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= range.end {
                     return;
                 }
-                let verdict = match run::run(&scenario, seed) {
+                let finding = match run::run_with_limits(&scenario, seed, limits) {
                     Ok(o) if o.violations.is_empty() => None,
-                    Ok(o) => Some(o.violations.join("; ")),
-                    Err(e) => Some(e.to_string()),
+                    Ok(o) => {
+                        violating.fetch_add(1, Ordering::Relaxed);
+                        Some(Finding::Violated(o.violations))
+                    }
+                    Err(e @ run::RunError::WallTime { .. }) => {
+                        Some(Finding::OverWallTime(e.to_string()))
+                    }
+                    Err(e) => Some(Finding::Failed(e.to_string())),
                 };
-                if let Some(v) = verdict {
-                    let mut f = failures.lock().expect("no thread panics holding it");
-                    f.push((seed, v));
-                    bar.set_message(format!("{} violating", f.len()));
+                if let Some(f) = finding {
+                    let mut all = findings.lock().expect("no thread panics holding it");
+                    all.push((seed, f));
+                    bar.set_message(format!("{} found", all.len()));
                 }
                 bar.inc(1);
             });
         }
     });
     bar.finish();
-    let mut failures = failures.into_inner().expect("threads joined");
-    failures.sort();
+    let mut findings = findings.into_inner().expect("threads joined");
+    findings.sort_by_key(|(seed, _)| *seed);
+    print_findings(path, &scenario.name, &findings, total, &next, range.end);
+    if findings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATED
+    }
+}
+
+fn print_findings(
+    path: &Path,
+    name: &str,
+    findings: &[(u64, Finding)],
+    total: u64,
+    next: &AtomicU64,
+    end: u64,
+) {
     let mut out = std::io::stdout().lock();
-    for (seed, why) in &failures {
+    let (mut violated, mut slow, mut failed) = (0, 0, 0);
+    for (seed, finding) in findings {
+        let why = match finding {
+            Finding::Violated(v) => {
+                violated += 1;
+                let texts: Vec<String> = v.iter().map(ToString::to_string).collect();
+                texts.join("; ")
+            }
+            Finding::OverWallTime(e) => {
+                slow += 1;
+                e.clone()
+            }
+            Finding::Failed(e) => {
+                failed += 1;
+                e.clone()
+            }
+        };
         let _ = writeln!(out, "seed {seed}: {why}");
         let _ = writeln!(
             out,
@@ -171,17 +267,50 @@ pub fn explore(path: &Path, seeds: &str, jobs: Option<usize>) -> u8 {
             path.display()
         );
     }
+    let not_run = end.saturating_sub(next.load(Ordering::Relaxed));
+    let ran = total - not_run;
     let _ = writeln!(
         out,
-        "{} of {total} seeds violated the bounds of {}",
-        failures.len(),
-        scenario.name
+        "{violated} of {ran} seeds violated the bounds of {name}; {slow} over the wall-time \
+         limit; {failed} failed to run{}",
+        if not_run > 0 {
+            format!("; stopped early, {not_run} seeds not run")
+        } else {
+            String::new()
+        }
     );
-    if failures.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_VIOLATED
+}
+
+/// `fathom shrink`: shrinks a violating run's fault schedule, writes `RUN_DIR/shrunk.toml`
+/// and prints it.
+pub fn shrink(dir: &Path, seed_wall: std::time::Duration) -> u8 {
+    let limits = run::RunLimits {
+        wall: Some(seed_wall),
+    };
+    let shrunk = match crate::shrink::shrink(dir, limits) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let out = dir.join("shrunk.toml");
+    if let Err(e) = std::fs::write(&out, &shrunk.text) {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return EXIT_BAD_INPUT;
     }
+    print!("{}", shrunk.text);
+    println!(
+        "shrunk     {} faults to {} in {} runs; seed {} still violates `{}`",
+        shrunk.faults_before,
+        shrunk.faults.len(),
+        shrunk.runs,
+        shrunk.seed,
+        shrunk.key
+    );
+    println!("wrote      {}", out.display());
+    println!("replay     cargo run --release -- run {}", out.display());
+    EXIT_OK
 }
 
 /// `fathom experiment`: runs one experiment and writes `<reports>/<id>/`, then refreshes the

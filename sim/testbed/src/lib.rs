@@ -5,6 +5,9 @@
 //! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
 //!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
+//! - [`shrink`]: delta debugging of a violating run's fault schedule.
+//! - [`swarm`]: per-seed draws of fault kinds, rates, timings and workload knobs.
+//! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
 //! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
 //!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
 //! - [`cli`]: the simulator's `fathom` commands (the binary is the `fathom` crate in `sim/cli`).
@@ -15,10 +18,14 @@ pub mod experiment;
 pub mod fault_log;
 pub mod faults;
 pub mod io;
+pub mod liveness;
 pub mod metrics;
 pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod summary;
+pub mod swarm;
 pub mod view;
+pub mod violation;

@@ -2,7 +2,7 @@
 //! schedule, heal, settle, read everything back, and judge the history.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,11 +19,13 @@ use fathom_queue::time::Instant;
 use crate::fault_log::{AppliedFault, AppliedKind};
 use crate::faults::FaultPlan;
 use crate::io::{SimDisk, SimNet, WritebackDisk};
+use crate::liveness::{self, LeaderDeadline};
 use crate::metrics::{Metrics, ProduceProbe};
 use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
 use crate::summary::Summary;
 use crate::view::{ClusterView, ReplicaSnapshot, SharedView};
+use crate::violation::Violation;
 use fathom_workload::clients::{ConsumerProcess, FinalRead, ProducerProcess};
 use fathom_workload::trace::{AttemptRecord, SharedTrace, Trace};
 
@@ -41,17 +43,40 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 pub enum RunError {
     #[error("the simulation failed: {0}")]
     Sim(String),
+    /// The run took longer than its wall-clock limit ([`RunLimits::wall`]); it was abandoned
+    /// and says nothing about the seed's safety.
+    #[error("over the wall-time limit of {} s (at {:.1} simulated s)", .limit.as_secs_f64(), .simulated.as_secs_f64())]
+    WallTime {
+        limit: Duration,
+        simulated: Duration,
+    },
+    /// The seed's `[swarm]` draw is not a valid scenario (a bug in the draw).
+    #[error("the swarm draw is invalid: {0}")]
+    Swarm(#[from] crate::scenario::ScenarioError),
 }
+
+/// Limits on one run that do not change what it does, only whether it is allowed to finish.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    /// Real time the run may take; `None`: no limit.
+    pub wall: Option<Duration>,
+}
+
+/// How many simulation steps pass between two looks at the wall clock.
+const WALL_CHECK_STEPS: u64 = 1024;
 
 /// What one run produced.
 pub struct RunOutcome {
     pub summary: Summary,
     pub report: CheckReport,
     pub events: Vec<Event>,
+    /// With `[swarm]`: the seed's drawn scenario file and one line per decision.
+    pub drawn: Option<(String, Vec<String>)>,
     /// The send journal: every produce attempt, in the order outcomes were known.
     pub attempts: Vec<AttemptRecord>,
-    /// Bound violations of the scenario's `[expect]`; empty when the run passes.
-    pub violations: Vec<String>,
+    /// Bound violations of the scenario's `[expect]` and the run-level properties (liveness,
+    /// leader conflicts, finishing in time); empty when the run passes.
+    pub violations: Vec<Violation>,
 }
 
 struct SimObserver {
@@ -62,6 +87,8 @@ struct SimObserver {
     leading: BTreeMap<TopicPartition, u64>,
     /// The final snapshot of this broker's logs was taken.
     snapshot_taken: bool,
+    /// This incarnation's `Broker::leader_conflicts` already added to the view.
+    conflicts_counted: u64,
 }
 
 impl BrokerObserver for SimObserver {
@@ -96,6 +123,9 @@ impl BrokerObserver for SimObserver {
 
     fn observe(&mut self, _now: Instant, broker: &Broker) {
         let mut view = self.view.borrow_mut();
+        let conflicts = broker.leader_conflicts();
+        view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
+        self.conflicts_counted = conflicts;
         for r in broker.replicas() {
             let tp = r.partition();
             if tp.topic != OFFSETS_TOPIC {
@@ -107,6 +137,12 @@ impl BrokerObserver for SimObserver {
             }
             let led = self.leading.get(tp).copied();
             let leads = r.is_leader().then_some(r.term());
+            let leading = view.leading.entry(tp.clone()).or_default();
+            if leads.is_some() {
+                leading.insert(broker.id());
+            } else {
+                leading.remove(&broker.id());
+            }
             if led != leads {
                 let text = match leads {
                     Some(epoch) => format!("broker-{} leads {tp} in epoch {epoch}", broker.id()),
@@ -170,20 +206,36 @@ pub fn sim_now_ns() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
 }
 
-/// Runs `scenario` once with `seed`: adds the hosts, steps the simulation through the workload,
-/// the settle phase and the final read while applying the fault schedule, then judges.
+/// Runs `scenario` once with `seed`, with no wall-time limit.
 pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
+    run_with_limits(scenario, seed, RunLimits::default())
+}
+
+/// Runs `scenario` once with `seed`: adds the hosts, steps the simulation through the workload,
+/// the settle phase and the final read while applying the fault schedule, then judges. A run
+/// still going at its simulated-time limit is judged `stuck`; one over `limits.wall` of real
+/// time is abandoned with [`RunError::WallTime`].
+pub fn run_with_limits(
+    scenario: &Scenario,
+    seed: u64,
+    limits: RunLimits,
+) -> Result<RunOutcome, RunError> {
+    if let Some(swarm) = &scenario.swarm {
+        let drawn = crate::swarm::draw(scenario, swarm, seed)?;
+        let mut outcome = run_with_limits(&drawn.scenario, seed, limits)?;
+        outcome.drawn = Some((drawn.text, drawn.description));
+        return Ok(outcome);
+    }
+    let wall_start = std::time::Instant::now();
     let cluster = scenario.cluster_config();
     let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(sim_now_ns)));
     let view: SharedView = Rc::new(RefCell::new(ClusterView::default()));
     let workload_end = scenario.duration();
     let settle_end = workload_end + scenario.settle();
-    let mut sim = build_sim(
-        scenario,
-        seed,
-        // Producers may hold the final read back by up to one FINAL_READ_TIMEOUT.
-        settle_end + FINAL_READ_TIMEOUT * 2 + SNAPSHOT_WAIT * 2,
-    );
+    // Producers may hold the final read back by up to one FINAL_READ_TIMEOUT, and the read
+    // itself takes up to another. turmoil's own limit leaves room for the snapshots after it.
+    let stuck_at = settle_end + FINAL_READ_TIMEOUT * 2 + SNAPSHOT_WAIT;
+    let mut sim = build_sim(scenario, seed, stuck_at + SNAPSHOT_WAIT);
     let hosts = Hosts {
         scenario,
         cluster: &cluster,
@@ -202,23 +254,36 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     let mut plan = FaultPlan::new(scenario, &cluster, Rng::new(seed ^ 0xFA17));
     let mut supervisor = StorageSupervisor::default();
     let mut healed = false;
-    let mut final_read_started = false;
+    let mut final_read_start = None;
+    let mut leaders = LeaderDeadline::new(data_partitions(&cluster));
+    let mut stuck = false;
     let incomplete = Rc::new(RefCell::new(Vec::new()));
-    loop {
+    for step in 0u64.. {
         let now = sim.elapsed();
         plan.apply_due(&mut sim, now, &view, &trace);
         supervisor.step(&mut sim, now, &view, &trace);
         if !healed && now >= workload_end {
             healed = true;
             plan.heal_all(&mut sim, now, &trace);
+            leaders.healed(now, scenario.liveness());
         }
         let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
-        if !final_read_started && now >= settle_end && producers_done {
-            final_read_started = true;
+        if final_read_start.is_none() && now >= settle_end && producers_done {
+            final_read_start = Some(now);
             hosts.add_final_read(&mut sim, now, &incomplete);
         }
+        if now >= stuck_at {
+            stuck = true;
+            break;
+        }
+        check_wall_time(&limits, wall_start, step, now)?;
         let finished = sim.step().map_err(|e| RunError::Sim(e.to_string()))?;
-        if finished && final_read_started {
+        // After the step, so that brokers restarted by the heal have started (and forgotten
+        // what their previous incarnation led).
+        leaders.sample(now, &view.borrow(), |id| {
+            sim.is_host_running(broker_host(id))
+        });
+        if finished && final_read_start.is_some() {
             break;
         }
     }
@@ -235,9 +300,91 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     faults.extend(supervisor.failures);
     faults.sort_by_key(|f| f.at_ms);
     let incomplete = incomplete.borrow().clone();
-    Ok(judge(
-        scenario, seed, trace, &view, faults, incomplete, world,
-    ))
+    let mut outcome = judge(
+        scenario,
+        seed,
+        trace,
+        &view,
+        faults,
+        incomplete.clone(),
+        world,
+    );
+    let liveness = Liveness {
+        leaderless: leaders.leaderless(),
+        final_read_start: final_read_start.unwrap_or(stuck_at),
+        incomplete,
+    };
+    outcome.violations.extend(run_properties(
+        scenario,
+        &outcome,
+        &view.borrow(),
+        &liveness,
+    ));
+    if stuck {
+        outcome.violations.push(Violation::Stuck {
+            limit_s: stuck_at.as_secs_f64(),
+        });
+    }
+    Ok(outcome)
+}
+
+fn check_wall_time(
+    limits: &RunLimits,
+    wall_start: std::time::Instant,
+    step: u64,
+    now: Duration,
+) -> Result<(), RunError> {
+    let Some(limit) = limits.wall else {
+        return Ok(());
+    };
+    if step.is_multiple_of(WALL_CHECK_STEPS) && wall_start.elapsed() > limit {
+        return Err(RunError::WallTime {
+            limit,
+            simulated: now,
+        });
+    }
+    Ok(())
+}
+
+/// What the run loop saw of recovery after the final heal.
+struct Liveness {
+    leaderless: Vec<TopicPartition>,
+    final_read_start: Duration,
+    incomplete: Vec<String>,
+}
+
+/// The properties every run must have whatever its `[expect]` says: no two leaders in a term,
+/// and every partition available again within `liveness_s` of the final heal.
+fn run_properties(
+    scenario: &Scenario,
+    outcome: &RunOutcome,
+    view: &ClusterView,
+    liveness: &Liveness,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if view.leader_conflicts > 0 {
+        out.push(Violation::LeaderConflict {
+            count: view.leader_conflicts,
+        });
+    }
+    let mut unavailable: BTreeSet<String> = liveness
+        .leaderless
+        .iter()
+        .map(|tp| tp.to_string())
+        .collect();
+    unavailable.extend(liveness::undelivered(
+        &outcome.events,
+        liveness.final_read_start,
+        scenario.liveness(),
+        &liveness.incomplete,
+    ));
+    if !unavailable.is_empty() {
+        out.push(Violation::Unavailable {
+            partitions: unavailable.into_iter().collect(),
+            liveness_s: scenario.liveness_s,
+        });
+    }
+    out
 }
 
 /// What adds the run's hosts to the simulation: brokers, producers, consumers, the final read.
@@ -444,14 +591,11 @@ fn judge(
         &faults,
         world.as_ref().map(|w| w.borrow()).as_deref(),
     );
-    let mut violations = scenario
-        .expect
-        .violations(&report.anomalies, report.acked, report.read);
+    let mut violations = scenario.expect.violations(&report);
     if !incomplete.is_empty() {
-        violations.push(format!(
-            "the final read did not reach the high watermark of {}",
-            incomplete.join(", ")
-        ));
+        violations.push(Violation::FinalReadIncomplete {
+            partitions: incomplete.clone(),
+        });
     }
     let summary = Summary::build(
         scenario, seed, &trace, &events, &report, faults, incomplete, metrics,
@@ -461,6 +605,7 @@ fn judge(
         report,
         events,
         attempts: trace.attempts.clone(),
+        drawn: None,
         violations,
     }
 }
@@ -529,6 +674,9 @@ async fn broker_host_software(
     trace: SharedTrace,
     view: SharedView,
 ) -> turmoil::Result {
+    for leaders in view.borrow_mut().leading.values_mut() {
+        leaders.remove(&id);
+    }
     let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
     let mut observer = SimObserver {
         id,
@@ -536,6 +684,7 @@ async fn broker_host_software(
         trace: trace.clone(),
         leading: BTreeMap::new(),
         snapshot_taken: false,
+        conflicts_counted: 0,
     };
     let listen = format!("0.0.0.0:{BROKER_PORT}");
     let result = run_broker::<SimNet, WritebackDisk, SimObserver>(

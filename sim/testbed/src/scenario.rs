@@ -13,6 +13,7 @@
 
 mod source_map;
 mod validate;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -24,7 +25,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use crate::resources::ResourceSpec;
-use fathom_history::{Anomalies, Anomaly};
+use fathom_history::{Anomaly, CheckReport};
 use fathom_queue::config::{
     BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, TopicConfig,
 };
@@ -36,6 +37,8 @@ pub use fathom_workload::spec::{
 };
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use crate::violation::Violation;
 
 /// The port every broker listens on, under simulation and in production.
 pub const BROKER_PORT: u16 = 9092;
@@ -69,6 +72,10 @@ pub struct Scenario {
     /// Length of the final phase: every fault is healed (crashed brokers restart, links repair),
     /// the cluster gets this long to recover, then the final read happens.
     pub settle_s: f64,
+    /// Liveness bound: within this many simulated seconds of the final heal every data partition
+    /// has a leader on a running broker, and the final read delivers every partition within this
+    /// long of its start; otherwise the run is `unavailable`.
+    pub liveness_s: f64,
     /// turmoil's tick.
     pub tick_ms: u64,
     pub cluster: ClusterSpec,
@@ -81,6 +88,9 @@ pub struct Scenario {
     /// In file order; the simulator applies them by `at_s`.
     pub faults: Vec<Fault>,
     pub expect: Expect,
+    /// `[swarm]`: each seed draws faults, disk faults and workload knobs on top of the file's
+    /// (see [`crate::swarm`]); `None` runs the file as written.
+    pub swarm: Option<crate::swarm::Swarm>,
 }
 
 /// The cluster section: brokers are named by count, everything else is the core config.
@@ -562,11 +572,14 @@ impl fmt::Display for FaultTag {
 /// so that a run which does nothing fails. An absent bound is not checked.
 ///
 /// In the file, the anomaly bounds are keys named after the classes (`lost = 0`), beside
+/// `unknown_in_log` (an upper bound on sends that ended unknown although their record was read),
 /// `acked_min` and `read_min`; any other key is an error that names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
     /// At most this many of each bounded anomaly class.
     pub anomalies: BTreeMap<Anomaly, u64>,
+    /// At most this many sends ended unknown although their record was read.
+    pub unknown_in_log: Option<u64>,
     /// At least this many sends acknowledged.
     pub acked_min: Option<u64>,
     /// At least this many distinct messages read.
@@ -584,50 +597,55 @@ impl Expect {
         self.anomalies.iter().map(|(&a, &b)| (a, b)).collect()
     }
 
-    /// Human-readable violations of these bounds; empty means the run passes.
-    pub fn violations(&self, counts: &Anomalies, acked: u64, read: u64) -> Vec<String> {
+    /// Violations of these bounds by a checked history; empty means the run passes them.
+    pub fn violations(&self, report: &CheckReport) -> Vec<Violation> {
         let mut out = Vec::new();
         for (class, bound) in self.bounds() {
             // A bound on a group class needs group processing to judge: never a silent zero.
-            if class.is_group_class() && !counts.groups_judged() {
-                out.push(format!(
-                    "{class}: bounded, but the run had no group processing to judge it by"
-                ));
+            if class.is_group_class() && !report.anomalies.groups_judged() {
+                out.push(Violation::Unjudged { class });
                 continue;
             }
-            let count = counts[class];
+            let count = report.anomalies[class];
             if count > bound {
-                out.push(format!("{class}: {count} found, at most {bound} allowed"));
+                out.push(Violation::Anomaly {
+                    class,
+                    count,
+                    bound,
+                });
             }
         }
-        if let Some(min) = self.acked_min {
-            if acked < min {
-                out.push(format!(
-                    "acked: {acked} sends acknowledged, at least {min} expected"
-                ));
-            }
+        let count = report.unknown_in_log;
+        if let Some(bound) = self.unknown_in_log.filter(|&b| count > b) {
+            out.push(Violation::UnknownInLog { count, bound });
         }
-        if let Some(min) = self.read_min {
-            if read < min {
-                out.push(format!(
-                    "read: {read} messages read, at least {min} expected"
-                ));
-            }
+        if let Some(min) = self.acked_min.filter(|&m| report.acked < m) {
+            out.push(Violation::AckedMin {
+                acked: report.acked,
+                min,
+            });
+        }
+        if let Some(min) = self.read_min.filter(|&m| report.read < m) {
+            out.push(Violation::ReadMin {
+                read: report.read,
+                min,
+            });
         }
         out
     }
 }
 
-/// The keys of an `[expect]` table: one per anomaly class, then the progress bounds.
-const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 2] = {
-    let mut fields = [""; Anomaly::ALL.len() + 2];
+/// The keys of an `[expect]` table: one per anomaly class, then the fate and progress bounds.
+const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 3] = {
+    let mut fields = [""; Anomaly::ALL.len() + 3];
     let mut i = 0;
     while i < Anomaly::ALL.len() {
         fields[i] = Anomaly::ALL[i].name();
         i += 1;
     }
-    fields[i] = "acked_min";
-    fields[i + 1] = "read_min";
+    fields[i] = "unknown_in_log";
+    fields[i + 1] = "acked_min";
+    fields[i + 2] = "read_min";
     fields
 };
 
@@ -635,6 +653,7 @@ const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 2] = {
 /// error points at the key.
 enum ExpectKey {
     Anomaly(Anomaly),
+    UnknownInLog,
     AckedMin,
     ReadMin,
 }
@@ -646,11 +665,12 @@ impl<'de> Deserialize<'de> for ExpectKey {
             type Value = ExpectKey;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an anomaly class, acked_min or read_min")
+                f.write_str("an anomaly class, unknown_in_log, acked_min or read_min")
             }
 
             fn visit_str<E: de::Error>(self, key: &str) -> Result<ExpectKey, E> {
                 match key {
+                    "unknown_in_log" => Ok(ExpectKey::UnknownInLog),
                     "acked_min" => Ok(ExpectKey::AckedMin),
                     "read_min" => Ok(ExpectKey::ReadMin),
                     _ => Anomaly::from_name(key)
@@ -680,6 +700,9 @@ impl<'de> Deserialize<'de> for Expect {
                     let (slot, name) = match key {
                         ExpectKey::Anomaly(class) => {
                             (expect.anomalies.insert(class, value), class.name())
+                        }
+                        ExpectKey::UnknownInLog => {
+                            (expect.unknown_in_log.replace(value), "unknown_in_log")
                         }
                         ExpectKey::AckedMin => (expect.acked_min.replace(value), "acked_min"),
                         ExpectKey::ReadMin => (expect.read_min.replace(value), "read_min"),
@@ -831,6 +854,10 @@ impl Scenario {
 
     pub fn settle(&self) -> Duration {
         Duration::from_secs_f64(self.settle_s)
+    }
+
+    pub fn liveness(&self) -> Duration {
+        Duration::from_secs_f64(self.liveness_s)
     }
 
     pub fn tick(&self) -> Duration {

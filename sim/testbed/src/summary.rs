@@ -55,6 +55,8 @@ pub struct Summary {
     pub acked: u64,
     pub failed: u64,
     pub unknown: u64,
+    /// Of the unknown sends, those whose record a poll read.
+    pub unknown_in_log: u64,
     pub read: u64,
     pub anomalies: Anomalies,
     pub examples: BTreeMap<String, Vec<String>>,
@@ -88,6 +90,7 @@ impl Summary {
             acked: report.acked,
             failed: report.failed,
             unknown: report.unknown,
+            unknown_in_log: report.unknown_in_log,
             read: report.read,
             anomalies: report.anomalies.clone(),
             examples: report.examples.clone(),

@@ -17,6 +17,12 @@ use crate::metrics::Probes;
 pub struct ClusterView {
     /// The newest leader known for each partition: `(epoch, broker)`.
     pub leaders: BTreeMap<TopicPartition, (u64, NodeId)>,
+    /// The brokers that, when each last looked, led the partition. A crashed broker stays in
+    /// until its next incarnation looks, so readers filter by running hosts.
+    pub leading: BTreeMap<TopicPartition, BTreeSet<NodeId>>,
+    /// Times a broker saw another leader in its own term (`Broker::leader_conflicts`), summed
+    /// over every broker and incarnation.
+    pub leader_conflicts: u64,
     /// Brokers that stopped on a storage failure and want a restart.
     pub fatal: BTreeSet<NodeId>,
     /// Set by the run loop to ask every broker for its committed logs.

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use fathom_history::{Anomalies, Anomaly};
+use fathom_history::{Anomaly, CheckReport};
 use fathom_queue::config::FsyncPolicy;
 
 use super::*;
@@ -458,22 +458,33 @@ fn consumer_instances_split_partitions_round_robin() {
 fn expect_reports_violations() {
     let expect = Expect {
         anomalies: [(Anomaly::Lost, 0), (Anomaly::Duplicate, 2)].into(),
+        unknown_in_log: Some(1),
         acked_min: Some(100),
         read_min: Some(10),
     };
-    let counts: Anomalies = [(Anomaly::Duplicate, 2), (Anomaly::PollSkip, 9)]
-        .into_iter()
-        .collect();
-    assert!(expect.violations(&counts, 100, 10).is_empty());
+    let report = |counts: &[(Anomaly, u64)], acked, unknown_in_log| CheckReport {
+        anomalies: counts.iter().copied().collect(),
+        acked,
+        read: 10,
+        unknown_in_log,
+        ..CheckReport::default()
+    };
+    let ok = report(&[(Anomaly::Duplicate, 2), (Anomaly::PollSkip, 9)], 100, 1);
+    assert!(expect.violations(&ok).is_empty());
 
-    let counts: Anomalies = [(Anomaly::Lost, 1), (Anomaly::Duplicate, 3)]
-        .into_iter()
+    let bad = report(&[(Anomaly::Lost, 1), (Anomaly::Duplicate, 3)], 99, 2);
+    let v: Vec<String> = expect
+        .violations(&bad)
+        .iter()
+        .map(|v| v.to_string())
         .collect();
-    let v = expect.violations(&counts, 99, 10);
-    assert_eq!(v.len(), 3, "{v:?}");
+    assert_eq!(v.len(), 4, "{v:?}");
     assert!(v[0].starts_with("lost: 1 found, at most 0"), "{v:?}");
     assert!(v[1].starts_with("duplicate: 3 found, at most 2"), "{v:?}");
-    assert!(v[2].starts_with("acked: 99"), "{v:?}");
+    assert!(v[2].starts_with("unknown_in_log: 2 sends"), "{v:?}");
+    assert!(v[3].starts_with("acked: 99"), "{v:?}");
+    let keys: Vec<&str> = expect.violations(&bad).iter().map(|v| v.key()).collect();
+    assert_eq!(keys, ["lost", "duplicate", "unknown_in_log", "acked_min"]);
 }
 
 /// Every anomaly class is a key of `[expect]`; any other key is an error that names it and

@@ -10,6 +10,9 @@ use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
 use serde::Deserialize;
 
+use crate::swarm::{Swarm, SwarmKind, SwarmSpec};
+use fathom_history::Anomaly;
+
 use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
     broker_host, is_broker_host, is_valid_process_name, Acks, ClusterSpec, CommitMode,
@@ -29,6 +32,8 @@ struct RawScenario {
     duration_s: f64,
     #[serde(default = "default_settle_s")]
     settle_s: f64,
+    #[serde(default = "default_liveness_s")]
+    liveness_s: f64,
     #[serde(default = "default_tick_ms")]
     tick_ms: u64,
     cluster: ClusterSpec,
@@ -45,7 +50,11 @@ struct RawScenario {
     faults: Vec<RawFault>,
     #[serde(default)]
     expect: Expect,
+    swarm: Option<SwarmSpec>,
 }
+
+/// The most faults one seed of a `[swarm]` may draw.
+const SWARM_FAULTS_MAX: u32 = 64;
 
 fn default_seed() -> u64 {
     1
@@ -53,6 +62,12 @@ fn default_seed() -> u64 {
 
 fn default_settle_s() -> f64 {
     5.0
+}
+
+/// Ten seconds: several election timeouts and reconnect backoffs, well above what a healed
+/// cluster needs, well below the final read's own time-out.
+fn default_liveness_s() -> f64 {
+    10.0
 }
 
 fn default_tick_ms() -> u64 {
@@ -188,6 +203,7 @@ impl Checker<'_> {
                 format!("must be a number of seconds >= 0, got {}", raw.settle_s),
             ));
         }
+        self.positive_seconds("liveness_s", raw.liveness_s)?;
         if raw.tick_ms == 0 {
             return Err(self.error("tick_ms", "must be at least 1"));
         }
@@ -219,12 +235,14 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, f)| self.fault(&format!("faults[{i}]"), f, &raw, &clients))
             .collect::<Check<Vec<Fault>>>()?;
+        let swarm = self.swarm(&raw)?;
         Ok(Scenario {
             name: raw.name,
             description: raw.description,
             seed: raw.seed,
             duration_s: raw.duration_s,
             settle_s: raw.settle_s,
+            liveness_s: raw.liveness_s,
             tick_ms: raw.tick_ms,
             cluster: raw.cluster,
             network: raw.network,
@@ -233,8 +251,103 @@ impl Checker<'_> {
             producers: raw.producers,
             consumers: raw.consumers,
             faults,
+            swarm,
             expect: raw.expect,
         })
+    }
+
+    /// `[swarm]`: well-formed ranges, and only draws the scenario's bounds can promise.
+    fn swarm(&self, raw: &RawScenario) -> Check<Option<Swarm>> {
+        let Some(spec) = &raw.swarm else {
+            return Ok(None);
+        };
+        if spec.kinds.is_empty() {
+            return Err(self.error("swarm.kinds", "must name at least one fault kind"));
+        }
+        let [low, high] = spec.faults;
+        if low > high || high > SWARM_FAULTS_MAX {
+            return Err(self.error(
+                "swarm.faults",
+                format!("expected [min, max] with min <= max <= {SWARM_FAULTS_MAX}, got [{low}, {high}]"),
+            ));
+        }
+        if let Some([from, to]) = spec.window_s {
+            if !(from >= 0.0 && from <= to && to <= raw.duration_s) {
+                return Err(self.error(
+                    "swarm.window_s",
+                    format!("expected [from, to] with 0 <= from <= to <= duration_s ({}), got [{from}, {to}]", raw.duration_s),
+                ));
+            }
+        }
+        self.positive_seconds("swarm.fault_s_max", spec.fault_s_max)?;
+        self.probability("swarm.rate_max", spec.rate_max)?;
+        let needs = [(SwarmKind::CrashBurst, 2), (SwarmKind::PartitionBridge, 3)];
+        for (i, kind) in spec.kinds.iter().enumerate() {
+            if let Some((_, n)) = needs
+                .iter()
+                .find(|(k, n)| k == kind && raw.cluster.brokers < *n)
+            {
+                return Err(self.error(
+                    &format!("swarm.kinds[{i}]"),
+                    format!(
+                        "{kind} needs at least {n} brokers, the cluster has {}",
+                        raw.cluster.brokers
+                    ),
+                ));
+            }
+        }
+        self.swarm_promises(spec, raw)?;
+        Ok(Some(Swarm {
+            spec: spec.clone(),
+            text: self.text.to_string(),
+            source_name: self.source_name.to_string(),
+        }))
+    }
+
+    /// Under a `lost` bound, every draw must be a configuration that promises no loss: acks=all,
+    /// and fsync on every batch when every broker may lose power at once.
+    fn swarm_promises(&self, spec: &SwarmSpec, raw: &RawScenario) -> Check {
+        for (i, a) in spec.acks.iter().enumerate() {
+            let path = format!("swarm.acks[{i}]");
+            let acks = Acks::from_name(a).ok_or_else(|| {
+                self.error(
+                    &path,
+                    format!(r#"expected one of "0", "1", "all", got "{a}""#),
+                )
+            })?;
+            if acks != Acks::All && raw.expect.bound(Anomaly::Lost).is_some() {
+                return Err(self.error(
+                    &path,
+                    format!(r#"acks = "{a}" loses acknowledged writes when a leader crashes, so it cannot be drawn under [expect] lost"#),
+                ));
+            }
+            if acks != Acks::All && spec.idempotence.contains(&true) {
+                return Err(self.error(
+                    &path,
+                    format!(r#"acks = "{a}" cannot be drawn with idempotence = true (it needs acks = "all")"#),
+                ));
+            }
+        }
+        let power_loss = spec.kinds.contains(&SwarmKind::PowerLoss);
+        if power_loss && raw.expect.bound(Anomaly::Lost).is_some() {
+            let policies = if spec.fsync.is_empty() {
+                vec![raw.cluster.log.fsync]
+            } else {
+                spec.fsync.clone()
+            };
+            if let Some(i) = policies.iter().position(|&p| p != FsyncPolicy::EveryBatch) {
+                let path = if spec.fsync.is_empty() {
+                    "swarm.kinds".to_string()
+                } else {
+                    format!("swarm.fsync[{i}]")
+                };
+                return Err(self.error(
+                    &path,
+                    "power_loss of every broker loses acknowledged writes unless fsync = \"every_batch\", so it cannot be drawn under [expect] lost",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn positive_seconds(&self, path: &str, value: f64) -> Check {

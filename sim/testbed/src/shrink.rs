@@ -1,0 +1,207 @@
+//! `fathom shrink`: from a violating run to a smaller fault schedule that still breaks the same
+//! bound (Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", 2002).
+//!
+//! It starts from the run folder's `scenario.toml` (the scenario as run, `[swarm]` draws
+//! included, with its seed), delta-debugs the `[[faults]]` list, then shortens each remaining
+//! fault and rounds its start. Every candidate is written as scenario text and parsed back
+//! before it runs, so the result is exactly what `fathom run` on the written file does.
+
+use std::path::{Path, PathBuf};
+
+use crate::run::{self, RunError, RunLimits};
+use crate::scenario::write::ScenarioText;
+use crate::scenario::{Fault, Scenario, ScenarioError};
+
+/// How many times one fault's duration is halved at most.
+const HALVINGS_MAX: u32 = 4;
+/// Runs one shrink may spend; past it the smallest schedule so far is the answer.
+pub const RUNS_MAX: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShrinkError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("seed {seed}: {source}")]
+    Run { seed: u64, source: RunError },
+    #[error("{} violates no bound at seed {seed}: nothing to shrink", path.display())]
+    NoViolation { path: PathBuf, seed: u64 },
+}
+
+/// What a shrink found.
+pub struct Shrunk {
+    /// The bound still violated (a [`crate::violation::Violation::key`]).
+    pub key: &'static str,
+    pub seed: u64,
+    pub faults_before: usize,
+    pub faults: Vec<Fault>,
+    /// The shrunk scenario file.
+    pub text: String,
+    pub runs: usize,
+}
+
+/// Shrinks the run in `dir`; `wall` limits each candidate run.
+pub fn shrink(dir: &Path, limits: RunLimits) -> Result<Shrunk, ShrinkError> {
+    let path = dir.join("scenario.toml");
+    let source = std::fs::read_to_string(&path).map_err(|source| ShrinkError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let name = path.display().to_string();
+    let scenario = Scenario::from_toml_str(&source, &name)?;
+    let seed = scenario.seed;
+    let first = run::run_with_limits(&scenario, seed, limits)
+        .map_err(|source| ShrinkError::Run { seed, source })?;
+    let key = first
+        .violations
+        .first()
+        .map(|v| v.key())
+        .ok_or(ShrinkError::NoViolation { path, seed })?;
+    let mut search = Search {
+        source: &source,
+        name: &name,
+        seed,
+        key,
+        limits,
+        runs: 1,
+    };
+    let faults = search.faults(scenario.faults.clone())?;
+    let faults = search.timings(faults)?;
+    let mut text = search.text(&faults)?;
+    text.prepend_comment(&format!(
+        "# Shrunk by `fathom shrink` from {} to {} faults: seed {seed} still violates `{key}`.\n",
+        scenario.faults.len(),
+        faults.len()
+    ));
+    Ok(Shrunk {
+        key,
+        seed,
+        faults_before: scenario.faults.len(),
+        faults,
+        text: text.text(),
+        runs: search.runs,
+    })
+}
+
+struct Search<'a> {
+    source: &'a str,
+    name: &'a str,
+    seed: u64,
+    key: &'static str,
+    limits: RunLimits,
+    runs: usize,
+}
+
+impl Search<'_> {
+    fn text(&self, faults: &[Fault]) -> Result<ScenarioText, ScenarioError> {
+        let mut text = ScenarioText::parse(self.source, self.name)?;
+        text.set_faults(faults);
+        Ok(text)
+    }
+
+    /// Whether the scenario with `faults` still violates the bound. A candidate over the wall
+    /// time or out of the run budget counts as not violating.
+    fn violates(&mut self, faults: &[Fault]) -> Result<bool, ShrinkError> {
+        if self.runs >= RUNS_MAX {
+            return Ok(false);
+        }
+        self.runs += 1;
+        let scenario = Scenario::from_toml_str(&self.text(faults)?.text(), self.name)?;
+        match run::run_with_limits(&scenario, self.seed, self.limits) {
+            Ok(o) => Ok(o.violations.iter().any(|v| v.key() == self.key)),
+            Err(RunError::WallTime { .. }) => Ok(false),
+            Err(source) => Err(ShrinkError::Run {
+                seed: self.seed,
+                source,
+            }),
+        }
+    }
+
+    /// ddmin over the fault list: try each chunk alone, then each complement, refining the
+    /// chunks until no single fault can go.
+    fn faults(&mut self, mut faults: Vec<Fault>) -> Result<Vec<Fault>, ShrinkError> {
+        let mut n = 2usize;
+        while faults.len() >= 2 {
+            let chunks = chunk(&faults, n);
+            let mut reduced = false;
+            for c in &chunks {
+                if self.violates(c)? {
+                    faults = c.clone();
+                    n = 2;
+                    reduced = true;
+                    break;
+                }
+            }
+            if !reduced {
+                for i in 0..chunks.len() {
+                    let rest: Vec<Fault> = chunks
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .flat_map(|(_, c)| c.iter().cloned())
+                        .collect();
+                    if self.violates(&rest)? {
+                        faults = rest;
+                        n = (n - 1).max(2);
+                        reduced = true;
+                        break;
+                    }
+                }
+            }
+            if !reduced {
+                if n >= faults.len() {
+                    break;
+                }
+                n = (n * 2).min(faults.len());
+            }
+        }
+        if faults.len() == 1 && self.violates(&[])? {
+            faults.clear();
+        }
+        Ok(faults)
+    }
+
+    /// Shorter faults, then starts rounded to a tenth of a second.
+    fn timings(&mut self, mut faults: Vec<Fault>) -> Result<Vec<Fault>, ShrinkError> {
+        for i in 0..faults.len() {
+            for _ in 0..HALVINGS_MAX {
+                let Some(until) = faults[i].until_s else {
+                    break;
+                };
+                let mut shorter = faults.clone();
+                let at = faults[i].at_s;
+                shorter[i].until_s = Some(at + ((until - at) / 2.0 * 1e3).round() / 1e3);
+                if shorter[i].until_s == faults[i].until_s || !self.violates(&shorter)? {
+                    break;
+                }
+                faults = shorter;
+            }
+            let rounded = (faults[i].at_s * 10.0).round() / 10.0;
+            if rounded != faults[i].at_s && faults[i].until_s.is_none_or(|u| u > rounded) {
+                let mut moved = faults.clone();
+                moved[i].at_s = rounded;
+                if self.violates(&moved)? {
+                    faults = moved;
+                }
+            }
+        }
+        Ok(faults)
+    }
+}
+
+/// `faults` in `n` nearly equal consecutive chunks.
+fn chunk(faults: &[Fault], n: usize) -> Vec<Vec<Fault>> {
+    let n = n.min(faults.len()).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..n {
+        let end = start + (faults.len() - start) / (n - i);
+        out.push(faults[start..end].to_vec());
+        start = end;
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! `[swarm]`: every seed draws its own fault kinds, schedule, disk faults and workload knobs;
+//! the draw is a plain scenario file that replays the seed exactly, and a `[swarm]` that could
+//! draw a configuration its bounds cannot promise is refused with a located error.
+
+use std::path::PathBuf;
+
+use fathom_sim::run;
+use fathom_sim::scenario::{Scenario, ScenarioError};
+use fathom_sim::swarm;
+
+fn swarm_file() -> (Scenario, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/swarm.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (Scenario::load(&path).expect("swarm.toml parses"), text)
+}
+
+#[test]
+fn each_seed_draws_its_own_configuration_deterministically() {
+    let (scenario, _) = swarm_file();
+    let spec = scenario.swarm.as_ref().expect("swarm.toml has [swarm]");
+    let draws: Vec<swarm::Drawn> = (1..=6)
+        .map(|seed| swarm::draw(&scenario, spec, seed).unwrap())
+        .collect();
+    for d in &draws {
+        assert!(d.scenario.swarm.is_none(), "a draw is a plain scenario");
+        assert!(!d.text.contains("\n[swarm]\n"), "{}", d.text);
+    }
+    let kinds: std::collections::BTreeSet<&String> =
+        draws.iter().map(|d| &d.description[0]).collect();
+    assert!(kinds.len() > 3, "seeds draw different kinds: {kinds:?}");
+    let schedules: std::collections::BTreeSet<String> = draws
+        .iter()
+        .map(|d| format!("{:?}", d.scenario.faults))
+        .collect();
+    assert_eq!(schedules.len(), draws.len(), "every seed its own schedule");
+    let again = swarm::draw(&scenario, spec, 3).unwrap();
+    assert_eq!(again.text, draws[2].text);
+}
+
+/// `fathom run` on the drawn file replays the seed: same history, byte for byte.
+#[test]
+fn the_drawn_file_replays_the_seed_exactly() {
+    let (scenario, _) = swarm_file();
+    let seed = 2;
+    let outcome = run::run(&scenario, seed).unwrap();
+    let (text, _) = outcome.drawn.clone().expect("a swarm run reports its draw");
+    let drawn = Scenario::from_toml_str(&text, "drawn.toml").unwrap();
+    assert_eq!(drawn.seed, seed);
+    let replay = run::run(&drawn, drawn.seed).unwrap();
+    assert_eq!(replay.summary.trace_hash, outcome.summary.trace_hash);
+    assert!(replay.drawn.is_none());
+}
+
+fn refused(text: &str) -> (usize, String, String) {
+    match Scenario::from_toml_str(text, "s.toml") {
+        Err(ScenarioError::Invalid {
+            line,
+            field,
+            message,
+            ..
+        }) => (line, field, message),
+        other => panic!("expected a located error, got {other:?}"),
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn a_swarm_that_could_draw_an_unsafe_configuration_is_refused_where_it_says_so() {
+    let (_, base) = swarm_file();
+    let acks1 = base.replace(r#"acks = ["all"]"#, r#"acks = ["all", "1"]"#);
+    let (line, field, message) = refused(&acks1);
+    assert_eq!(field, "swarm.acks[1]");
+    assert_eq!(line, line_of(&acks1, r#"acks = ["all", "1"]"#));
+    assert!(message.contains("[expect] lost"), "{message}");
+
+    let never = base.replace(r#"fsync = "every_batch""#, r#"fsync = "never""#);
+    let (_, field, message) = refused(&never);
+    assert_eq!(field, "swarm.kinds");
+    assert!(message.contains("power_loss"), "{message}");
+
+    let bad_kind = base.replace("[swarm]\n", "[swarm]\nkinds = [\"crash\", \"meteor\"]\n");
+    let (line, field, _) = refused(&bad_kind);
+    assert_eq!(field, "swarm.kinds[1]");
+    assert_eq!(line, line_of(&bad_kind, "meteor"));
+
+    let bridge = base
+        .replace("brokers = 5", "brokers = 2")
+        .replace("replication_factor = 5", "replication_factor = 2")
+        .replace(
+            "[swarm]\n",
+            "[swarm]\nkinds = [\"crash\", \"partition_bridge\"]\n",
+        );
+    let (_, field, message) = refused(&bridge);
+    assert_eq!(field, "swarm.kinds[1]");
+    assert!(message.contains("at least 3 brokers"), "{message}");
+
+    let window = base.replace("[swarm]\n", "[swarm]\nwindow_s = [2.0, 99.0]\n");
+    assert_eq!(refused(&window).1, "swarm.window_s");
+}
