@@ -598,16 +598,7 @@ impl ConsumerProcess {
                         offset,
                         result,
                     } => {
-                        let (kind, error) = match result {
-                            Ok(()) => (EventType::Ok, None),
-                            Err(e) => (EventType::Fail, Some(e)),
-                        };
-                        let op = Op::Commit {
-                            topic: partition.topic,
-                            partition: partition.partition,
-                            offset,
-                            error,
-                        };
+                        let (kind, op) = commit_event(partition, offset, result);
                         record(&self.trace, name, kind, op);
                     }
                     ConsumerEvent::PositionReset {
@@ -735,16 +726,7 @@ impl GroupApp<'_> {
                         self.committing.remove(&partition);
                     }
                 }
-                let (kind, error) = match result {
-                    Ok(()) => (EventType::Ok, None),
-                    Err(e) => (EventType::Fail, Some(e)),
-                };
-                let op = Op::Commit {
-                    topic: partition.topic,
-                    partition: partition.partition,
-                    offset,
-                    error,
-                };
+                let (kind, op) = commit_event(partition, offset, result);
                 self.record(kind, op, generation);
             }
             ConsumerEvent::GroupAssigned {
@@ -982,4 +964,23 @@ pub fn name_salt(name: &str) -> u64 {
     let mut h = crate::trace::TraceHash::default();
     h.update(name.as_bytes());
     h.value()
+}
+
+/// The history line of a commit's outcome: `ok`, or `fail` with the error.
+fn commit_event(
+    partition: TopicPartition,
+    offset: u64,
+    result: Result<(), String>,
+) -> (EventType, Op) {
+    let (kind, error) = match result {
+        Ok(()) => (EventType::Ok, None),
+        Err(e) => (EventType::Fail, Some(e)),
+    };
+    let op = Op::Commit {
+        topic: partition.topic,
+        partition: partition.partition,
+        offset,
+        error,
+    };
+    (kind, op)
 }
