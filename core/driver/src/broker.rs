@@ -12,7 +12,7 @@ use super::{pay, Clock, Disk, Net, SharedResources, CONN_WRITE_QUEUE_MAX, EVENT_
 use fathom_queue::broker::{Broker, BrokerLimits, ConnId, Dest, Output};
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::NodeId;
-use fathom_queue::log::{StorageOp, SyncToken};
+use fathom_queue::log::{RecoveryReport, StorageOp};
 use fathom_queue::protocol::{frame, Message, Peer, PROTOCOL_VERSION};
 use fathom_queue::time::Instant;
 
@@ -27,6 +27,9 @@ pub trait BrokerObserver {
     /// A frame is about to be handled at `now`; it arrived from the network at `arrived` (the
     /// difference is the time spent on the NIC and waiting for and using a CPU core).
     fn input(&mut self, _now: Instant, _arrived: Instant, _msg: &Message) {}
+
+    /// The broker recovered its logs from disk, one report per partition log.
+    fn recovered(&mut self, _reports: &[RecoveryReport]) {}
 }
 
 pub struct NoObserver;
@@ -74,6 +77,7 @@ pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
     {
         tracing::warn!(broker = id, report = ?r, "recovered a damaged log");
     }
+    observer.recovered(&reports);
     let listener = N::bind(listen_addr)
         .await
         .map_err(|source| BrokerRunError::Bind {
@@ -106,10 +110,11 @@ struct Shell<N: Net, D: Disk> {
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     next_conn: ConnId,
     resources: SharedResources,
-    /// Syncs handed to the disk and not yet durable, in completion order: `(when, token)`.
-    /// Under [`Unmetered`](super::Unmetered) resources a sync completes at once and this stays
-    /// empty.
-    syncing: VecDeque<(tokio::time::Instant, SyncToken)>,
+    /// Syncs in flight, in completion order: `(when, the sync)`. A sync reaches the disk only
+    /// when it completes, so a crash while it is in flight loses what it had not yet made
+    /// durable (as a power cut during a real fsync does). Under
+    /// [`Unmetered`](super::Unmetered) resources a sync completes at once and this stays empty.
+    syncing: VecDeque<(tokio::time::Instant, StorageOp)>,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -130,8 +135,8 @@ impl<N: Net, D: Disk> Shell<N, D> {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
-                    let (_, token) = self.syncing.pop_front().expect("checked above");
-                    self.broker.handle_synced(self.clock.now(), &token);
+                    let (_, sync) = self.syncing.pop_front().expect("checked above");
+                    self.complete_sync(&sync)?;
                 }
                 Some((conn, event)) = events.recv() => self.on_conn_event(conn, event, observer),
                 accepted = N::accept(listener) => {
@@ -233,35 +238,50 @@ impl<N: Net, D: Disk> Shell<N, D> {
                 Output::Close { conn } => {
                     self.writers.remove(&conn);
                 }
-                Output::Storage(op) => match self.disk.apply(&op) {
-                    Ok(()) => {
-                        let wait = self.resources.storage(&op);
-                        match op {
-                            // The disk is one queue: a sync never overtakes an earlier one.
-                            StorageOp::Sync { token, .. }
-                                if !wait.is_zero() || !self.syncing.is_empty() =>
-                            {
-                                let at = tokio::time::Instant::now() + wait;
-                                self.syncing.push_back((at, token));
-                            }
-                            StorageOp::Sync { token, .. } => self.broker.handle_synced(now, &token),
-                            // An append waits while writeback is too far behind, as a kernel
-                            // throttles a writer with too many dirty pages.
-                            _ => pay(wait).await,
-                        }
-                    }
-                    // Stop at once: running the ops queued behind a failed one (a later
-                    // append after a failed one) would leave a hole in the log on disk.
-                    Err(e) => {
-                        return Err(BrokerRunError::Fatal(format!(
-                            "storage error on {}: {e}",
-                            op.path()
-                        )))
-                    }
-                },
+                Output::Storage(op) => self.storage(op).await?,
             }
         }
         Ok(())
+    }
+
+    /// Starts one storage operation. An append, truncation or removal reaches the disk (its
+    /// page cache) at once; a sync that takes time is held in flight until it completes.
+    async fn storage(&mut self, op: StorageOp) -> Result<(), BrokerRunError> {
+        let wait = self.resources.storage(&op);
+        if matches!(op, StorageOp::Sync { .. }) {
+            // The disk is one queue: a sync never overtakes an earlier one.
+            if wait.is_zero() && self.syncing.is_empty() {
+                return self.complete_sync(&op);
+            }
+            let mut at = tokio::time::Instant::now() + wait;
+            if let Some(&(last, _)) = self.syncing.back() {
+                at = at.max(last);
+            }
+            self.syncing.push_back((at, op));
+            return Ok(());
+        }
+        self.apply(&op)?;
+        // An append waits while writeback is too far behind, as a kernel throttles a writer
+        // with too many dirty pages.
+        pay(wait).await;
+        Ok(())
+    }
+
+    /// Makes a sync's bytes durable and tells the broker, which may release acknowledgements.
+    fn complete_sync(&mut self, sync: &StorageOp) -> Result<(), BrokerRunError> {
+        self.apply(sync)?;
+        if let StorageOp::Sync { token, .. } = sync {
+            self.broker.handle_synced(self.clock.now(), token);
+        }
+        Ok(())
+    }
+
+    /// A failed operation stops the broker at once: running the ops queued behind it (a later
+    /// append after a failed one) would leave a hole in the log on disk.
+    fn apply(&mut self, op: &StorageOp) -> Result<(), BrokerRunError> {
+        self.disk
+            .apply(op)
+            .map_err(|e| BrokerRunError::Fatal(format!("storage error on {}: {e}", op.path())))
     }
 
     fn peer(&mut self, peer: NodeId) -> &mpsc::Sender<Bytes> {

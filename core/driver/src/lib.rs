@@ -121,7 +121,9 @@ pub trait Disk {
     fn load(&mut self) -> io::Result<Vec<(String, Bytes)>>;
 
     /// Carries out one storage operation. Returns once it is done; for `Sync`, once the file
-    /// and its directory entry are durable.
+    /// and its directory entry are durable. The driver calls a `Sync` when the modelled sync
+    /// completes (see [`Resources::storage`]), not when the broker asks for it, so that a crash
+    /// in between loses the unsynced bytes; the file may have been removed by then.
     fn apply(&mut self, op: &StorageOp) -> io::Result<()>;
 }
 

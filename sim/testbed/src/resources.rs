@@ -33,7 +33,8 @@ use fathom_driver::{Resources, SharedResources, Unmetered};
 use fathom_queue::log::StorageOp;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::NetworkSpec;
+use crate::scenario::{FsyncMean, NetworkSpec};
+use fathom_queue::rng::Rng;
 
 /// The costs of a scenario's hardware. Absent from a scenario, nothing costs anything (the
 /// model of the foundation scenarios). The defaults describe a plausible cloud deployment; the
@@ -706,6 +707,86 @@ impl Resources for HostResources {
     }
 }
 
+/// A broker's resources: the world's, or without one free resources whose syncs still take
+/// time (see [`SyncLatency`]).
+pub fn for_broker(
+    world: Option<&SharedWorld>,
+    name: &str,
+    fsync: FsyncMean,
+    seed: u64,
+    id: u64,
+) -> SharedResources {
+    match (world, fsync) {
+        (None, FsyncMean::Fixed(mean)) if mean.is_zero() => Rc::new(Unmetered),
+        (None, fsync) => Rc::new(SyncLatency::new(fsync, seed, id)),
+        (Some(_), _) => for_host(world, name),
+    }
+}
+
+/// Free resources except that a sync takes time: each draws uniformly from
+/// `[mean / 2, 3 * mean / 2]`. The driver holds a sync in flight that long before its bytes
+/// are durable, so even a scenario without a resource model has the window in which a crash
+/// catches acknowledged-but-unsynced data (an acknowledgement sent before the sync completes
+/// is then visibly lost).
+pub struct SyncLatency {
+    mean: Duration,
+    rng: RefCell<Rng>,
+}
+
+impl SyncLatency {
+    /// Salt for the per-broker generator, so these draws do not shift any other component's.
+    const SALT: u64 = 0x5359_4e43; // "SYNC"
+
+    pub fn new(fsync: FsyncMean, seed: u64, id: u64) -> SyncLatency {
+        let mut rng = Rng::new(seed ^ Self::SALT).fork(id);
+        let mean = match fsync {
+            FsyncMean::Fixed(mean) => mean,
+            FsyncMean::Drawn { min, max } => log_uniform(&mut rng, min, max),
+        };
+        SyncLatency {
+            mean,
+            rng: RefCell::new(rng),
+        }
+    }
+
+    /// The broker's mean sync time.
+    pub fn mean(&self) -> Duration {
+        self.mean
+    }
+}
+
+/// A duration whose logarithm is uniform in `[ln min, ln max]`: each factor of ten of the
+/// range is as likely as any other.
+fn log_uniform(rng: &mut Rng, min: Duration, max: Duration) -> Duration {
+    const STEPS: u64 = 1 << 20;
+    let (lo, hi) = (min.as_secs_f64().max(1e-9), max.as_secs_f64().max(1e-9));
+    let u = rng.range_u64(0, STEPS) as f64 / STEPS as f64;
+    Duration::from_secs_f64(lo * (hi / lo).powf(u))
+}
+
+impl Resources for SyncLatency {
+    fn connect(&self, _: Option<IpAddr>) -> Duration {
+        Duration::ZERO
+    }
+    fn transmit(&self, _: Option<IpAddr>, _: usize) -> Duration {
+        Duration::ZERO
+    }
+    fn receive(&self, _: Option<IpAddr>, _: usize) -> Duration {
+        Duration::ZERO
+    }
+    fn compute(&self, _: Duration) -> Duration {
+        Duration::ZERO
+    }
+    fn storage(&self, op: &StorageOp) -> Duration {
+        if !matches!(op, StorageOp::Sync { .. }) {
+            return Duration::ZERO;
+        }
+        let mean = u64::try_from(self.mean.as_nanos()).unwrap_or(u64::MAX / 2);
+        let ns = self.rng.borrow_mut().range_u64(mean / 2, mean + mean / 2);
+        Duration::from_nanos(ns)
+    }
+}
+
 /// The resources of host `name`: its share of `world`, or free resources when the scenario
 /// models none.
 pub fn for_host(world: Option<&SharedWorld>, name: &str) -> SharedResources {
@@ -726,6 +807,52 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    fn sync_op() -> StorageOp {
+        StorageOp::Sync {
+            path: "orders-0/00000000000000000000.log".into(),
+            token: fathom_queue::log::SyncToken {
+                owner: fathom_queue::log::SyncOwner::ProducerIds,
+                seq: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_drawn_sync_mean_is_per_broker_seeded_and_within_range() {
+        let drawn = FsyncMean::Drawn {
+            min: Duration::from_micros(100),
+            max: Duration::from_millis(20),
+        };
+        let means: Vec<Duration> = (1..=64)
+            .map(|id| SyncLatency::new(drawn, 7, id).mean())
+            .collect();
+        assert!(means
+            .iter()
+            .all(|m| (Duration::from_micros(100)..=Duration::from_millis(20)).contains(m)));
+        // Log-uniform: about half the brokers below the geometric middle (~1.4 ms).
+        let below = means
+            .iter()
+            .filter(|m| **m < Duration::from_micros(1414))
+            .count();
+        assert!((16..=48).contains(&below), "{below} of 64 below the middle");
+        assert_eq!(SyncLatency::new(drawn, 7, 3).mean(), means[2]);
+        assert_ne!(SyncLatency::new(drawn, 8, 3).mean(), means[2]);
+    }
+
+    #[test]
+    fn each_sync_draws_between_half_and_one_and_a_half_means_and_nothing_else_costs() {
+        let s = SyncLatency::new(FsyncMean::Fixed(10 * MS), 1, 1);
+        let waits: Vec<Duration> = (0..200).map(|_| s.storage(&sync_op())).collect();
+        assert!(waits.iter().all(|w| (5 * MS..=15 * MS).contains(w)));
+        assert!(waits.iter().any(|w| *w < 8 * MS) && waits.iter().any(|w| *w > 12 * MS));
+        let append = StorageOp::Append {
+            path: "orders-0/00000000000000000000.log".into(),
+            bytes: bytes::Bytes::from_static(b"x"),
+        };
+        assert_eq!(s.storage(&append), Duration::ZERO);
+        assert_eq!(s.compute(MS), Duration::ZERO);
+    }
 
     #[test]
     fn fifo_queues_jobs_behind_each_other() {

@@ -11,7 +11,7 @@ use fathom_history::{self as history, CheckReport, Event};
 use fathom_queue::broker::{Broker, BrokerLimits};
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
-use fathom_queue::log::batch;
+use fathom_queue::log::{batch, RecoveryReport};
 use fathom_queue::protocol::{Message, Request};
 use fathom_queue::rng::Rng;
 use fathom_queue::time::Instant;
@@ -92,6 +92,25 @@ struct SimObserver {
 }
 
 impl BrokerObserver for SimObserver {
+    fn recovered(&mut self, reports: &[RecoveryReport]) {
+        let damaged = reports
+            .iter()
+            .filter(|r| r.truncated_bytes > 0 || r.first_error.is_some());
+        for r in damaged {
+            let mut view = self.view.borrow_mut();
+            view.recoveries.damaged_logs += 1;
+            view.recoveries.truncated_bytes += r.truncated_bytes;
+            let cause = r.first_error.as_deref().unwrap_or("no error");
+            self.trace.borrow_mut().note(
+                sim_now_ns(),
+                format!(
+                    "broker-{} recovery cut {} bytes off a log ({cause})",
+                    self.id, r.truncated_bytes
+                ),
+            );
+        }
+    }
+
     fn input(&mut self, now: Instant, arrived: Instant, msg: &Message) {
         let Message::Request {
             request: Request::Produce {
@@ -403,7 +422,13 @@ impl Hosts<'_> {
         let seed = self.seed;
         for id in self.cluster.broker_ids() {
             let (cluster, trace, view) = (self.cluster.clone(), self.trace.clone(), view.clone());
-            let res = resources::for_host(self.world.as_ref(), &broker_host(id));
+            let res = resources::for_broker(
+                self.world.as_ref(),
+                &broker_host(id),
+                self.scenario.disk.unmetered_fsync(),
+                seed,
+                id.into(),
+            );
             sim.host(broker_host(id), move || {
                 let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
                 broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
@@ -597,8 +622,9 @@ fn judge(
             partitions: incomplete.clone(),
         });
     }
+    let recoveries = view.borrow().recoveries;
     let summary = Summary::build(
-        scenario, seed, &trace, &events, &report, faults, incomplete, metrics,
+        scenario, seed, &trace, &events, &report, faults, incomplete, recoveries, metrics,
     );
     RunOutcome {
         summary,

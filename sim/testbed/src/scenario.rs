@@ -199,6 +199,20 @@ impl Default for NetworkSpec {
     }
 }
 
+/// The range, in µs, from which a seed draws a broker's mean sync time when a scenario without
+/// `[resources]` does not set `disk.fsync_us`: about a local NVMe disk's fsync to a network
+/// volume's under load.
+pub const FSYNC_US_DRAWN: (u64, u64) = (100, 20_000);
+
+/// A broker's mean sync time without a resource model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FsyncMean {
+    /// The scenario's `disk.fsync_us`.
+    Fixed(Duration),
+    /// Drawn per broker from the seed, log-uniformly in `[min, max]`.
+    Drawn { min: Duration, max: Duration },
+}
+
 /// turmoil's unstable-fs fault model; every fault is off by default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -220,6 +234,15 @@ pub struct DiskSpec {
     /// of unsynced writes) and narrows the window in which an unsynced write can be lost.
     /// 0 = never.
     pub os_writeback_ms: u64,
+    /// Without `[resources]`, each broker's mean sync time: each sync draws uniformly from
+    /// `[fsync_us / 2, 3 * fsync_us / 2]` with the run's seed, and its bytes become durable only
+    /// when it completes, so a crash can always land inside a sync. Absent, the seed draws each
+    /// broker's mean log-uniformly from [`FSYNC_US_DRAWN`] (a local NVMe disk to a congested
+    /// network volume), so exploring seeds explores disks slower than the network round trip,
+    /// where an acknowledgement sent before the sync completes can be lost. 0 makes a sync
+    /// durable the moment it is issued. With `[resources]`, `resources.disk_fsync_us` and the
+    /// writeback queue decide instead.
+    pub fsync_us: Option<u64>,
 }
 
 impl Default for DiskSpec {
@@ -231,6 +254,7 @@ impl Default for DiskSpec {
             capacity_bytes: 0,
             sync_probability: 0.0,
             os_writeback_ms: 1_000,
+            fsync_us: None,
         }
     }
 }
@@ -239,6 +263,17 @@ impl DiskSpec {
     /// The torn-write block size, if torn writes are on.
     pub fn torn_write_block_size(&self) -> Option<u64> {
         (self.block_size > 0).then_some(self.block_size)
+    }
+
+    /// The mean sync time without `[resources]` (see [`DiskSpec::fsync_us`]).
+    pub fn unmetered_fsync(&self) -> FsyncMean {
+        match self.fsync_us {
+            Some(us) => FsyncMean::Fixed(Duration::from_micros(us)),
+            None => FsyncMean::Drawn {
+                min: Duration::from_micros(FSYNC_US_DRAWN.0),
+                max: Duration::from_micros(FSYNC_US_DRAWN.1),
+            },
+        }
     }
 
     /// The disk capacity, if limited.

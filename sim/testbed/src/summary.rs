@@ -35,6 +35,17 @@ pub struct SteadyLatencies {
     pub end_to_end: Percentiles,
 }
 
+/// What log recovery found when brokers restarted: the evidence that torn writes and
+/// corruption reached the code that must survive them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Recoveries {
+    /// Partition logs whose recovery found a damaged tail or a bad segment, over every broker
+    /// start.
+    pub damaged_logs: u64,
+    /// Bytes those recoveries cut off.
+    pub truncated_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Latencies {
     /// Whole run: from a send's invocation to its acknowledgement.
@@ -65,6 +76,7 @@ pub struct Summary {
     pub faults: Vec<AppliedFault>,
     pub final_read_incomplete: Vec<String>,
     pub simulated_s: f64,
+    pub recoveries: Recoveries,
     /// Throughput, histograms, the end-to-end breakdown and time series.
     pub metrics: Metrics,
 }
@@ -79,6 +91,7 @@ impl Summary {
         report: &CheckReport,
         faults: Vec<AppliedFault>,
         final_read_incomplete: Vec<String>,
+        recoveries: Recoveries,
         metrics: Metrics,
     ) -> Summary {
         let latency_ms = latencies(events, metrics.window_ns);
@@ -98,6 +111,7 @@ impl Summary {
             faults,
             final_read_incomplete,
             simulated_s: events.last().map(|e| e.time_ns as f64 / 1e9).unwrap_or(0.0),
+            recoveries,
             metrics,
         }
     }
@@ -137,6 +151,14 @@ impl Summary {
             "throughput sent {:.1}/s  acked {:.1}/s ({:.3} MB/s)  consumed {:.1}/s  over {:.1}-{:.1} s",
             t.sent_per_s, t.acked_per_s, t.acked_mbyte_s, t.consumed_per_s, t.window_s[0], t.window_s[1]
         );
+        let r = &self.recoveries;
+        if r.damaged_logs > 0 {
+            let _ = writeln!(
+                s,
+                "recovery   {} damaged logs cut back by {} bytes in all",
+                r.damaged_logs, r.truncated_bytes
+            );
+        }
         let b = &self.metrics.breakdown;
         if b.messages > 0 {
             let _ = writeln!(

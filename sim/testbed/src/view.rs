@@ -11,6 +11,7 @@ use std::rc::Rc;
 use fathom_queue::ids::{NodeId, TopicPartition};
 
 use crate::metrics::Probes;
+use crate::summary::Recoveries;
 
 /// What every broker host shares with the run loop.
 #[derive(Default)]
@@ -23,6 +24,8 @@ pub struct ClusterView {
     /// Times a broker saw another leader in its own term (`Broker::leader_conflicts`), summed
     /// over every broker and incarnation.
     pub leader_conflicts: u64,
+    /// What log recovery found damaged, over every broker start.
+    pub recoveries: Recoveries,
     /// Brokers that stopped on a storage failure and want a restart.
     pub fatal: BTreeSet<NodeId>,
     /// Set by the run loop to ask every broker for its committed logs.

@@ -218,6 +218,33 @@ fn bad_enum_value_names_field_and_line() {
 }
 
 #[test]
+fn fsync_us_with_a_resource_model_is_refused() {
+    assert_fails(
+        &with("[disk]\nfsync_us = 5000\n[resources]\n"),
+        "disk.fsync_us",
+        APPENDED_LINE + 1,
+        "only without [resources]",
+    );
+}
+
+#[test]
+fn fsync_us_fixes_the_mean_and_its_absence_draws_it() {
+    let fixed = parse(&with("[disk]\nfsync_us = 5000\n")).unwrap();
+    assert_eq!(
+        fixed.disk.unmetered_fsync(),
+        FsyncMean::Fixed(Duration::from_millis(5))
+    );
+    let drawn = parse(BASE).unwrap();
+    assert_eq!(
+        drawn.disk.unmetered_fsync(),
+        FsyncMean::Drawn {
+            min: Duration::from_micros(FSYNC_US_DRAWN.0),
+            max: Duration::from_micros(FSYNC_US_DRAWN.1),
+        }
+    );
+}
+
+#[test]
 fn undeclared_topic_names_field_and_line() {
     let text = BASE.replace("topic = \"orders\"", "topic = \"ordrs\"");
     assert_fails(&text, "producers[0].topic", 11, "\"ordrs\" is not declared");

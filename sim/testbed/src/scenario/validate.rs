@@ -209,7 +209,7 @@ impl Checker<'_> {
         }
         self.cluster(&raw.cluster)?;
         self.network(&raw.network)?;
-        self.disk(&raw.disk)?;
+        self.disk(&raw.disk, raw.resources.is_some())?;
         if let Some(r) = &raw.resources {
             r.check()
                 .map_err(|(field, message)| self.error(&format!("resources.{field}"), message))?;
@@ -486,7 +486,13 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn disk(&self, disk: &DiskSpec) -> Check {
+    fn disk(&self, disk: &DiskSpec, metered: bool) -> Check {
+        if metered && disk.fsync_us.is_some() {
+            return Err(self.error(
+                "disk.fsync_us",
+                "applies only without [resources]; set resources.disk_fsync_us instead",
+            ));
+        }
         self.probability("disk.io_error_probability", disk.io_error_probability)?;
         self.probability("disk.corruption_probability", disk.corruption_probability)?;
         self.probability("disk.sync_probability", disk.sync_probability)
