@@ -131,6 +131,13 @@ fn torn_writes_and_power_loss_lose_nothing() {
     );
 }
 
+/// Issue 10: corruption on the reads of a restarting minority loses nothing acknowledged
+/// (mirrored term/vote records; a replica cut by corruption waits for repair before voting).
+#[test]
+fn read_corruption_on_a_minority_loses_nothing() {
+    assert_bounds_hold("disk-read-corruption.toml");
+}
+
 /// Issue 10: a sync's bytes become durable only when it completes, and a power loss lands
 /// while syncs are in flight. A driver that acknowledged at the sync's issue broke these
 /// bounds on 15 of seeds 1..20 (and on 4 of the 5 seeds here).
@@ -163,6 +170,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "consumer-crash.toml",
         "coordinator-failover.toml",
         "disk-io-errors.toml",
+        "disk-read-corruption.toml",
         "disk-torn-write.toml",
         "group-rebalance.toml",
         "idempotent-producer.toml",

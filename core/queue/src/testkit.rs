@@ -426,6 +426,11 @@ impl<N: SimNode> Cluster<N> {
         &self.disks[&id]
     }
 
+    /// A node's disk, to damage what a crashed node will read when it restarts.
+    pub fn disk_mut(&mut self, id: NodeId) -> &mut MemDisk {
+        self.disks.get_mut(&id).expect("known node")
+    }
+
     pub fn incarnation(&self, id: NodeId) -> u64 {
         self.incarnations[&id]
     }

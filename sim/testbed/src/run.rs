@@ -100,6 +100,7 @@ impl BrokerObserver for SimObserver {
             let mut view = self.view.borrow_mut();
             view.recoveries.damaged_logs += 1;
             view.recoveries.truncated_bytes += r.truncated_bytes;
+            view.recoveries.corrupt_logs += u64::from(r.corrupt);
             let cause = r.first_error.as_deref().unwrap_or("no error");
             self.trace.borrow_mut().note(
                 sim_now_ns(),

@@ -44,6 +44,9 @@ pub struct Recoveries {
     pub damaged_logs: u64,
     /// Bytes those recoveries cut off.
     pub truncated_bytes: u64,
+    /// Of the damaged logs, those whose damage a torn write cannot explain (so the replica
+    /// waited to be repaired from a leader before voting again).
+    pub corrupt_logs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,8 +158,8 @@ impl Summary {
         if r.damaged_logs > 0 {
             let _ = writeln!(
                 s,
-                "recovery   {} damaged logs cut back by {} bytes in all",
-                r.damaged_logs, r.truncated_bytes
+                "recovery   {} damaged logs ({} by corruption) cut back by {} bytes in all",
+                r.damaged_logs, r.corrupt_logs, r.truncated_bytes
             );
         }
         let b = &self.metrics.breakdown;

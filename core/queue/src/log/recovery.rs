@@ -28,6 +28,10 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<String>,
     /// The first check that failed, with the file and byte position.
     pub first_error: Option<String>,
+    /// The failed check is not what a crash mid-write leaves (nothing, zeros, or a batch cut
+    /// short at the end of the file): the disk damaged data that may have been durable and
+    /// acknowledged, so the owner must not act as if it never held it.
+    pub corrupt: bool,
     /// Names in the directory that are not segments (such as replication's meta file), sorted;
     /// left untouched.
     pub ignored_files: Vec<String>,
@@ -41,6 +45,18 @@ pub(super) struct Scan {
     /// `Truncate` and `Remove` ops that discard what failed.
     pub ops: Vec<StorageOp>,
     pub report: RecoveryReport,
+}
+
+/// Whether the bytes from a failed batch on are what a crash mid-write leaves: a lost block
+/// reads back as zeros to the end of the file, and a write cut short leaves a batch that runs
+/// past the end. A bit flip leaves a whole batch that fails its checksum, or bytes after it.
+/// (A flip in the length field that makes a batch run past the end reads as torn.)
+fn torn(rest: &[u8]) -> bool {
+    rest.iter().all(|&b| b == 0)
+        || matches!(
+            batch::parse(rest),
+            Err(batch::BatchError::Incomplete { .. })
+        )
 }
 
 /// Scans `files` (names within `dir`, any order) as described on `PartitionLog::recover`.
@@ -125,6 +141,7 @@ pub(super) fn scan(dir: &str, index_interval_bytes: u64, files: Vec<(String, Byt
         if let Some(error) = error {
             failed = true;
             report.first_error = Some(format!("{name} at byte {position}: {error}"));
+            report.corrupt = !torn(&bytes[position..]);
             if position == 0 {
                 remove(&mut report, &mut ops);
                 continue;

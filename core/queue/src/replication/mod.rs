@@ -141,6 +141,12 @@ pub struct Replica {
     meta_records: u32,
     meta_exists: [bool; 2],
     held: VecDeque<RaftEnvelope>,
+    /// Recovery found state that may have been durable damaged: the log cut by corruption, or
+    /// the newest term/vote record lost. Such a replica may hold less than it acknowledged or
+    /// have forgotten a vote, so until an append from a leader brings its log up to that
+    /// leader's high watermark it neither votes nor campaigns (Protocol-Aware Recovery,
+    /// Alagappan et al., FAST 2018): it must not help elect a leader that lacks what it had.
+    repairing: bool,
 
     role: Role,
     leader: Option<NodeId>,
@@ -188,12 +194,15 @@ impl Replica {
         // The newest state of the two files: a vote only ever follows its term's first record.
         let mut newest: Option<(usize, (u64, Option<NodeId>))> = None;
         let mut exists = [false; 2];
+        let mut meta_lost = false;
         for (i, name) in META_FILES.iter().enumerate() {
             let Some((_, bytes)) = files.iter().find(|(n, _)| n == name) else {
                 continue;
             };
             exists[i] = true;
-            let state = meta::last_valid_record(bytes).and_then(|r| decode_hard_state(&r));
+            let read = meta::read(bytes);
+            meta_lost |= read.newest_lost;
+            let state = read.last.and_then(|r| decode_hard_state(&r));
             if let Some(state) = state {
                 let key = |s: &(u64, Option<NodeId>)| (s.0, s.1.is_some());
                 if newest.is_none_or(|(_, n)| key(&state) > key(&n)) {
@@ -210,6 +219,17 @@ impl Replica {
         replica.meta_file = file;
         replica.meta_records = META_RECORDS_PER_FILE_MAX;
         replica.meta_exists = exists;
+        // A group of one has nobody to repair from; what it lost is lost.
+        replica.repairing = (report.corrupt || meta_lost) && replica.voters.len() > 1;
+        if replica.repairing {
+            tracing::warn!(
+                partition = %replica.partition,
+                node = id,
+                log_corrupt = report.corrupt,
+                meta_lost,
+                "durable state damaged: not voting until repaired from a leader"
+            );
+        }
         (replica, report)
     }
 
@@ -252,6 +272,7 @@ impl Replica {
             meta_records: 0,
             meta_exists: [false; 2],
             held: VecDeque::new(),
+            repairing: false,
             role: Role::Follower,
             leader: None,
             last_leader_contact: None,
@@ -368,6 +389,8 @@ impl Replica {
         }
         if matches!(self.role, Role::Leader(_)) {
             self.leader_tick(now);
+        } else if now >= self.election_deadline && self.repairing {
+            self.reset_election_deadline(now);
         } else if now >= self.election_deadline {
             self.start_pre_vote(now);
         }
@@ -460,7 +483,8 @@ impl Replica {
         last_end: u64,
         last_epoch: u64,
     ) {
-        let up_to_date = self.log_is_at_least(last_end, last_epoch);
+        // A repairing replica cannot judge: its log or its vote may be older than it promised.
+        let up_to_date = !self.repairing && self.log_is_at_least(last_end, last_epoch);
         if pre_vote {
             let granted = term > self.term && up_to_date && !self.in_leader_lease(now);
             let reply_term = if granted { term } else { self.term };
@@ -747,6 +771,13 @@ impl Replica {
         if appended {
             self.after_local_append(now);
         }
+        if self.repairing && matched >= commit && self.log.epoch_at_end(commit) == Some(term) {
+            // The leader has committed a batch of its own term, so its high watermark covers
+            // everything committed before it; holding all that, this replica holds whatever it
+            // had acknowledged that counted, and may vote again.
+            self.repairing = false;
+            tracing::info!(partition = %self.partition, node = self.id, end = matched, "repaired from the leader");
+        }
         let hw = commit.min(matched);
         if hw > self.high_watermark {
             self.high_watermark = hw;
@@ -815,6 +846,10 @@ impl Replica {
             p.next_end = p.next_end.max(end);
             p.probing = false;
         } else {
+            // A follower that restarted with a log cut by corruption holds less than it once
+            // acknowledged; never count it for more than it now says it has.
+            p.matched_end = p.matched_end.min(end);
+            p.quorum_end = p.quorum_end.min(end);
             // Walk back to a boundary of our own log below what the follower rejected.
             p.next_end = self.log.batch_boundary_at_or_below(end.min(p.next_end));
             p.in_flight = 0;
@@ -986,7 +1021,7 @@ impl Replica {
         self.meta_records += 1;
         self.meta_exists[self.meta_file] = true;
         let path = self.meta_path();
-        let record = meta::encode_record(&encode_hard_state(self.term, self.voted_for));
+        let record = meta::encode_mirrored(&encode_hard_state(self.term, self.voted_for));
         self.storage.push_back(StorageOp::Append {
             path: path.clone(),
             bytes: record,

@@ -1088,7 +1088,7 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
         apply(&mut replica, &mut files);
     }
     assert_eq!(files.len(), 2, "{:?}", files.keys().collect::<Vec<_>>());
-    let record_bytes = crate::log::meta::encode_record(&[0; 13]).len();
+    let record_bytes = crate::log::meta::encode_mirrored(&[0; 13]).len();
     for (path, bytes) in &files {
         assert!(
             bytes.len() <= 1024 * record_bytes,
@@ -1117,6 +1117,132 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
     );
     assert_eq!(recovered.term(), last_term);
     assert_eq!(recovered.voted_for, Some(2));
+}
+
+// --- protocol-aware recovery -----------------------------------------------------------------
+
+/// Flips one bit in the middle of `id`'s first log segment, as a bad read would.
+fn corrupt_log(c: &mut Cluster<Replica>, id: NodeId) {
+    let disk = c.disk_mut(id);
+    let (_, file) = disk
+        .files
+        .iter_mut()
+        .find(|(p, b)| p.ends_with(".log") && !b.is_empty())
+        .expect("a segment on disk");
+    let middle = file.len() / 2;
+    file[middle] ^= 0x10;
+}
+
+/// The case Protocol-Aware Recovery (Alagappan et al., FAST 2018) warns of: a replica whose log
+/// was cut by corruption must not help elect a candidate that lacks what it had acknowledged.
+/// Replicas 1 and 2 commit records that lagging replica 3 never got; 2 comes back with a
+/// corrupt log while 1 is down. If 2 voted as if it had never held those records, 3 would win
+/// and the committed records would be gone. Instead 2 votes for nobody until a leader has
+/// repaired it, and the group waits for 1.
+#[test]
+fn a_replica_whose_log_was_cut_by_corruption_votes_only_after_repair() {
+    for seed in 0..4 {
+        let mut c = group(seed);
+        c.record_sent(true);
+        let mut leader = c.await_ready_leader(5 * SECOND);
+        // Make 1 the leader and 3 the lagging replica, whatever the first election gave.
+        let lagging = (1..=3).find(|&id| id != leader).unwrap();
+        let helper = 6 - leader - lagging;
+        c.isolate(lagging);
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            let key = format!("k{i}");
+            if c.propose(leader, &record_batch(&key)).is_ok() {
+                keys.push(key);
+            }
+            c.run_for(ms(20));
+        }
+        c.run_for(SECOND);
+        let committed = keys_of(&c.committed_batches(leader));
+        assert_eq!(committed.len(), keys.len(), "seed {seed}: all committed");
+
+        c.crash(leader);
+        c.crash(helper);
+        corrupt_log(&mut c, helper);
+        c.heal();
+        c.restart(helper);
+        assert!(c.node(helper).repairing, "seed {seed}: damage detected");
+        c.run_for(5 * SECOND);
+        assert!(
+            c.leaders().is_empty(),
+            "seed {seed}: nobody may win without the damaged replica's vote"
+        );
+        let term = c.node(lagging).term();
+        assert!(
+            votes_sent(&c, helper, lagging, term).iter().all(|g| !g),
+            "seed {seed}: the damaged replica granted a vote"
+        );
+
+        c.restart(leader);
+        leader = c.await_ready_leader(10 * SECOND);
+        c.run_for(2 * SECOND);
+        assert!(!c.node(helper).repairing, "seed {seed}: repaired");
+        let now_committed = keys_of(&c.committed_batches(leader));
+        for k in &committed {
+            assert!(now_committed.contains(k), "seed {seed}: {k:?} lost");
+        }
+        assert_eq!(
+            keys_of(&c.log_batches(helper))[..committed.len()],
+            committed[..]
+        );
+    }
+}
+
+/// A damaged newest term/vote record must not let a replica vote twice in a term: with each
+/// record mirrored, one flipped byte anywhere in the file still recovers the newest vote.
+#[test]
+fn a_flipped_byte_in_the_hard_state_never_loses_the_vote() {
+    let tp = group_partition();
+    let (log_config, config) = (LogConfig::default(), ReplicationConfig::default());
+    let now = Instant::ZERO;
+    let mut r = Replica::new(
+        1,
+        tp.clone(),
+        &[1, 2, 3],
+        &log_config,
+        &config,
+        Rng::new(1),
+        now,
+    );
+    r.handle_message(now, envelope(2, 1, vote(7, 0, 0)));
+    let mut file = Vec::new();
+    while let Some(op) = r.poll_storage() {
+        if let StorageOp::Append { bytes, .. } = op {
+            file.extend_from_slice(&bytes);
+        }
+    }
+    assert!(!file.is_empty());
+    for byte in 0..file.len() {
+        let mut damaged = file.clone();
+        damaged[byte] ^= 0x40;
+        let files = vec![(META_FILES[0].to_string(), Bytes::from(damaged))];
+        let (mut back, _) = Replica::recover(
+            1,
+            tp.clone(),
+            &[1, 2, 3],
+            &log_config,
+            &config,
+            files,
+            Rng::new(2),
+            now,
+        );
+        assert_eq!(
+            (back.term(), back.voted_for),
+            (7, Some(2)),
+            "flip at {byte}"
+        );
+        assert!(!back.repairing, "flip at {byte}: one copy suffices");
+        // Candidate 3 in the same term is refused.
+        back.handle_message(now, envelope(3, 1, vote(7, 100, 7)));
+        let granted = std::iter::from_fn(|| back.poll_message())
+            .any(|e| matches!(e.msg, RaftMessage::VoteResponse { granted: true, .. }));
+        assert!(!granted, "flip at {byte}: voted twice in term 7");
+    }
 }
 
 // --- robustness against peers ----------------------------------------------------------------

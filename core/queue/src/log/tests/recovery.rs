@@ -121,6 +121,7 @@ fn torn_last_batch_is_cut_back_to_the_previous_boundary() {
             continue;
         }
         assert_eq!(report.truncated_bytes, (cut - batch_start) as u64);
+        assert!(!report.corrupt, "cut at {cut}: a tear is no corruption");
         assert!(report.first_error.unwrap().contains("incomplete"));
         assert!(report.removed_segments.is_empty());
         assert_eq!(
@@ -205,6 +206,7 @@ fn corruption_in_a_middle_segment_drops_everything_after_that_batch() {
         "the victim's first batch is the last survivor"
     );
     assert!(report.first_error.unwrap().contains("checksum"));
+    assert!(report.corrupt, "a flipped bit mid-log is corruption");
     let later: Vec<String> = paths[victim_at + 1..]
         .iter()
         .map(|p| p[DIR.len() + 1..].to_string())
@@ -320,6 +322,19 @@ fn a_segment_whose_name_disagrees_with_its_first_batch_is_removed() {
 }
 
 /// Some file systems extend a file with zeros when a crash interrupts an append.
+/// A whole last batch that fails its checksum was written in full, so it may have been
+/// synced and acknowledged: corruption, not a tear.
+#[test]
+fn a_flipped_bit_in_a_whole_last_batch_is_corruption() {
+    let (_, mut disk) = written(6);
+    let last = segment_paths(&disk).pop().unwrap();
+    let len = disk.file(&last).len();
+    disk.file_mut(&last)[len - 2] ^= 0x01;
+    let (_, report) = recover(&disk);
+    assert!(report.first_error.unwrap().contains("checksum"));
+    assert!(report.corrupt);
+}
+
 #[test]
 fn a_zero_filled_tail_is_cut() {
     let (log, mut disk) = written(6);
@@ -329,6 +344,7 @@ fn a_zero_filled_tail_is_cut() {
     let (recovered, report) = recover(&disk);
     assert_eq!(recovered.end_offset(), log.end_offset());
     assert_eq!(report.truncated_bytes, 100);
+    assert!(!report.corrupt, "zeros are what a lost block reads back as");
     let mut recovered = recovered;
     assert_eq!(
         drain(&mut recovered)[0],
