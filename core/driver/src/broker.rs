@@ -51,7 +51,8 @@ pub enum BrokerRunError {
 }
 
 /// Recovers broker `id` from `disk` and serves until a fatal storage error. `resources` charges
-/// the costs of the NIC, CPU and disk (see [`Resources`](super::Resources)).
+/// the costs of the NIC, CPU and disk (see [`Resources`](super::Resources)); `clock` is the
+/// host's clock, which a simulator may skew.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
     id: NodeId,
@@ -60,13 +61,13 @@ pub async fn run_broker<N: Net, D: Disk, O: BrokerObserver>(
     listen_addr: &str,
     mut disk: D,
     resources: SharedResources,
+    clock: Clock,
     seed: u64,
     observer: &mut O,
 ) -> Result<(), BrokerRunError> {
     if config.addr_of(id).is_none() {
         return Err(BrokerRunError::UnknownBroker { id });
     }
-    let clock = Clock::start();
     let files = disk
         .load()
         .map_err(|e| BrokerRunError::Load(e.to_string()))?;

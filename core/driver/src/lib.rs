@@ -19,6 +19,7 @@ pub mod production;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,28 +128,202 @@ pub trait Disk {
     fn apply(&mut self, op: &StorageOp) -> io::Result<()>;
 }
 
-/// The driver's clock: `tokio::time`, counted from when the driver started.
-#[derive(Debug, Clone, Copy)]
+/// The driver's clock: `tokio::time`, counted from when the driver started, as the host's
+/// clock reads it (see [`Skew`]).
+#[derive(Debug)]
 pub struct Clock {
     start: tokio::time::Instant,
+    skew: Option<(Skew, std::cell::Cell<Anchor>)>,
+}
+
+/// Where a skewed clock last took its bearings: at true instant `true_at` it read `local_at`,
+/// and it has run at `rate` since. Kept per incarnation: instants of one runtime only.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    true_at: tokio::time::Instant,
+    local_at: tokio::time::Instant,
+    rate: f64,
+    /// The skew's jump total and version this anchor has taken in.
+    jumped: Duration,
+    version: u64,
 }
 
 impl Clock {
     pub fn start() -> Clock {
         Clock {
             start: tokio::time::Instant::now(),
+            skew: None,
+        }
+    }
+
+    /// A clock that reads the host's time through `skew`, which a fault injector changes.
+    /// Jumps made before it started do not move it: a new process counts from its own start.
+    pub fn skewed(skew: Skew) -> Clock {
+        let start = tokio::time::Instant::now();
+        let setting = skew.0.get();
+        let anchor = Anchor {
+            true_at: start,
+            local_at: start,
+            rate: setting.rate,
+            jumped: setting.jumped,
+            version: setting.version,
+        };
+        Clock {
+            start,
+            skew: Some((skew, std::cell::Cell::new(anchor))),
         }
     }
 
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
+        self.from_tokio(tokio::time::Instant::now())
     }
 
+    /// When true time reaches local time `t` (for timers).
     pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
-        self.start + std::time::Duration::from_nanos(t.as_nanos())
+        let local = self.start + std::time::Duration::from_nanos(t.as_nanos());
+        let Some(a) = self.anchor() else {
+            return local;
+        };
+        if local <= a.local_at {
+            return a.true_at;
+        }
+        let local_since = (local - a.local_at).as_secs_f64();
+        a.true_at + std::time::Duration::from_secs_f64(local_since / a.rate)
     }
 
+    /// The local time of true time `t`.
     pub fn from_tokio(&self, t: tokio::time::Instant) -> Instant {
-        Instant::from_nanos(t.saturating_duration_since(self.start).as_nanos() as u64)
+        let local = match self.anchor() {
+            Some(a) => local_of(a, t),
+            None => t,
+        };
+        Instant::from_nanos(local.saturating_duration_since(self.start).as_nanos() as u64)
+    }
+
+    /// The current anchor, re-taken first if the skew changed since the last look.
+    fn anchor(&self) -> Option<Anchor> {
+        let (skew, cell) = self.skew.as_ref()?;
+        let mut a = cell.get();
+        let setting = skew.0.get();
+        if setting.version != a.version {
+            let now = tokio::time::Instant::now();
+            let jumped = setting.jumped.saturating_sub(a.jumped);
+            a = Anchor {
+                true_at: now,
+                local_at: local_of(a, now) + jumped,
+                rate: setting.rate,
+                jumped: setting.jumped,
+                version: setting.version,
+            };
+            cell.set(a);
+        }
+        Some(a)
+    }
+}
+
+fn local_of(a: Anchor, t: tokio::time::Instant) -> tokio::time::Instant {
+    let since = t.saturating_duration_since(a.true_at).as_secs_f64();
+    a.local_at + std::time::Duration::from_secs_f64(since * a.rate)
+}
+
+/// How a host's clock departs from true time: it runs at `rate` times true speed, and it leaps
+/// forward when a jump is applied. It never runs backwards (a monotonic clock can run fast or
+/// slow, or leap after a VM pause or a suspend, but not step back), so every local deadline
+/// maps to one true instant. Shared by every incarnation of a host's software and the fault
+/// injector; it holds no instants, so it can be changed from outside the host's runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Skew(Rc<std::cell::Cell<SkewSetting>>);
+
+#[derive(Debug, Clone, Copy)]
+struct SkewSetting {
+    rate: f64,
+    /// Every jump so far, summed.
+    jumped: Duration,
+    /// Bumped on every change, so each clock knows to re-anchor.
+    version: u64,
+}
+
+impl Default for SkewSetting {
+    fn default() -> Self {
+        SkewSetting {
+            rate: 1.0,
+            jumped: Duration::ZERO,
+            version: 0,
+        }
+    }
+}
+
+impl Skew {
+    /// The slowest and fastest rate a clock may run at; outside, timeouts stop meaning anything.
+    pub const RATE_RANGE: (f64, f64) = (0.1, 10.0);
+
+    /// From now on the clock runs at `rate` times true speed (clamped to [`Skew::RATE_RANGE`]).
+    pub fn set_rate(&self, rate: f64) {
+        let mut s = self.0.get();
+        s.rate = rate.clamp(Self::RATE_RANGE.0, Self::RATE_RANGE.1);
+        self.bump(s);
+    }
+
+    /// The clock leaps forward by `by`.
+    pub fn jump(&self, by: Duration) {
+        let mut s = self.0.get();
+        s.jumped = s.jumped.saturating_add(by);
+        self.bump(s);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.0.get().rate
+    }
+
+    fn bump(&self, mut s: SkewSetting) {
+        s.version = s.version.wrapping_add(1);
+        self.0.set(s);
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn secs(i: Instant) -> f64 {
+        i.as_nanos() as f64 / 1e9
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_skewed_clock_runs_at_its_rate_and_only_leaps_forward() {
+        let skew = Skew::default();
+        let clock = Clock::skewed(skew.clone());
+        tokio::time::advance(S).await;
+        assert_eq!(secs(clock.now()), 1.0);
+
+        // A change takes effect at the host's next read of its clock.
+        skew.set_rate(2.0);
+        assert_eq!(secs(clock.now()), 1.0);
+        tokio::time::advance(S).await;
+        assert_eq!(secs(clock.now()), 3.0);
+        // A timer for local 5 s fires at true 3 s: two local seconds at double speed.
+        assert_eq!(
+            clock.to_tokio(Instant::from_nanos(5_000_000_000)),
+            clock.start + 3 * S
+        );
+        // A deadline the clock has passed fires at once (no earlier than its last bearings).
+        assert!(clock.to_tokio(Instant::ZERO) <= tokio::time::Instant::now());
+
+        skew.jump(10 * S);
+        skew.set_rate(1.0);
+        assert_eq!(secs(clock.now()), 13.0);
+        tokio::time::advance(S).await;
+        assert_eq!(secs(clock.now()), 14.0);
+
+        // A restarted process counts from its own start, at the host clock's current rate.
+        skew.set_rate(0.5);
+        let restarted = Clock::skewed(skew.clone());
+        tokio::time::advance(2 * S).await;
+        assert_eq!(secs(restarted.now()), 1.0);
+        assert_eq!(Skew::RATE_RANGE, (0.1, 10.0));
+        skew.set_rate(1_000.0);
+        assert_eq!(skew.rate(), 10.0, "clamped");
     }
 }

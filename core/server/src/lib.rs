@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use fathom_driver::production::{StdDisk, TokioNet};
-use fathom_driver::{run_broker, ClientIo, NoObserver, Unmetered};
+use fathom_driver::{run_broker, ClientIo, Clock, NoObserver, Unmetered};
 use fathom_history::HistoryWriter;
 use fathom_queue::broker::BrokerLimits;
 use fathom_queue::client::{Consumer, ConsumerConfig};
@@ -170,6 +170,7 @@ fn broker(cluster: &ClusterArgs, id: NodeId, data: Option<PathBuf>) -> Result<u8
             &addr,
             disk,
             Rc::new(Unmetered),
+            Clock::start(),
             seed,
             &mut NoObserver,
         )

@@ -29,6 +29,8 @@ pub enum AppliedKind {
     LossEnd,
     /// A slow link got its base latency back.
     LatencyEnd,
+    /// A skewed clock runs at true speed again (its jumps stay: clocks do not step back).
+    ClockEnd,
     /// A broker stopped on a storage error; the run loop restarts it.
     StorageFailure,
 }
@@ -42,6 +44,7 @@ impl AppliedKind {
             AppliedKind::Release => "release",
             AppliedKind::LossEnd => "loss_end",
             AppliedKind::LatencyEnd => "latency_end",
+            AppliedKind::ClockEnd => "clock_end",
             AppliedKind::StorageFailure => "storage_failure",
         }
     }

@@ -24,6 +24,7 @@ enum Action {
     Release(Vec<(String, String)>),
     RestoreFailRate(Vec<(String, String)>),
     RestoreLatency(Vec<(String, String)>),
+    RestoreClock(NodeId),
 }
 
 pub struct FaultPlan {
@@ -44,6 +45,7 @@ pub struct FaultPlan {
     lossy: BTreeSet<(String, String)>,
     slow: BTreeSet<(String, String)>,
     crashed: BTreeSet<NodeId>,
+    skewed: BTreeSet<NodeId>,
     applied: Vec<AppliedFault>,
 }
 
@@ -87,6 +89,7 @@ impl FaultPlan {
             lossy: BTreeSet::new(),
             slow: BTreeSet::new(),
             crashed: BTreeSet::new(),
+            skewed: BTreeSet::new(),
             applied: Vec::new(),
         }
     }
@@ -113,12 +116,23 @@ impl FaultPlan {
         }
     }
 
-    /// Undoes every network fault and restarts every crashed broker; pending undo actions are
-    /// dropped and faults scheduled later never fire.
-    pub fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &SharedTrace) {
+    /// Undoes every network fault, sets every skewed clock to true speed and restarts every
+    /// crashed broker; pending undo actions are dropped and faults scheduled later never fire.
+    pub fn heal_all(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        view: &SharedView,
+        trace: &SharedTrace,
+    ) {
         self.actions.clear();
         self.undo_links(sim, 0.0);
         sim.set_fail_rate(0.0);
+        for id in std::mem::take(&mut self.skewed) {
+            if let Some(skew) = view.borrow().clocks.get(&id) {
+                skew.set_rate(1.0);
+            }
+        }
         self.restart_crashed(sim);
         self.record(
             now,
@@ -201,6 +215,14 @@ impl FaultPlan {
                     trace,
                 );
             }
+            Action::RestoreClock(id) => {
+                if self.skewed.remove(&id) {
+                    if let Some(skew) = view.borrow().clocks.get(&id) {
+                        skew.set_rate(1.0);
+                    }
+                    self.record(now, AppliedKind::ClockEnd, broker_host(id), trace);
+                }
+            }
             Action::RestoreLatency(pairs) => {
                 for (a, b) in pairs {
                     if self.slow.remove(&(a.clone(), b.clone())) {
@@ -256,6 +278,11 @@ impl FaultPlan {
                 None,
                 format!("every instance of {consumer} restarts in turn, {gap_s} s apart"),
             ),
+            FaultKind::Clock {
+                target,
+                clock_rate,
+                jump_s,
+            } => self.clock(&target, clock_rate, jump_s, view),
         };
         if let (Some(t), Some(undo)) = (until, undo) {
             self.actions.entry(t.max(now)).or_default().push(undo);
@@ -279,6 +306,27 @@ impl FaultPlan {
         self.crashed.insert(id);
         let detail = format!("{target} = {}", broker_host(id));
         (Some(Action::Restart(vec![id])), detail)
+    }
+
+    fn clock(
+        &mut self,
+        target: &Target,
+        rate: f64,
+        jump_s: f64,
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let id = self.resolve(target, view);
+        let skew = view.borrow_mut().clocks.entry(id).or_default().clone();
+        skew.set_rate(rate);
+        if jump_s > 0.0 {
+            skew.jump(Duration::from_secs_f64(jump_s));
+        }
+        self.skewed.insert(id);
+        let detail = format!(
+            "{target} = {}: clock at {rate}x, {jump_s} s ahead",
+            broker_host(id)
+        );
+        (Some(Action::RestoreClock(id)), detail)
     }
 
     fn power_loss(&mut self, sim: &mut turmoil::Sim<'_>) -> (Option<Action>, String) {

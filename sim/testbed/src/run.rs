@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use fathom_driver::{run_broker, BrokerObserver, BrokerRunError, SharedResources};
+use fathom_driver::{run_broker, BrokerObserver, BrokerRunError, Clock, SharedResources};
 use fathom_history::{self as history, CheckReport, Event};
 use fathom_queue::broker::{Broker, BrokerLimits};
 use fathom_queue::config::ClusterConfig;
@@ -284,7 +284,7 @@ pub fn run_with_limits(
         supervisor.step(&mut sim, now, &view, &trace);
         if !healed && now >= workload_end {
             healed = true;
-            plan.heal_all(&mut sim, now, &trace);
+            plan.heal_all(&mut sim, now, &view, &trace);
             leaders.healed(now, scenario.liveness());
         }
         let producers_done = producers_running.get() == 0 || now >= settle_end + FINAL_READ_TIMEOUT;
@@ -714,6 +714,7 @@ async fn broker_host_software(
         conflicts_counted: 0,
     };
     let listen = format!("0.0.0.0:{BROKER_PORT}");
+    let skew = view.borrow_mut().clocks.entry(id).or_default().clone();
     let result = run_broker::<SimNet, WritebackDisk, SimObserver>(
         id,
         cluster,
@@ -721,6 +722,7 @@ async fn broker_host_software(
         &listen,
         disk,
         resources,
+        Clock::skewed(skew),
         seed,
         &mut observer,
     )

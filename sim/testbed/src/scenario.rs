@@ -485,6 +485,13 @@ pub enum FaultKind {
     /// `kind = "rolling_restart"`: every instance of `consumer` restarts cleanly in turn,
     /// `gap_s` apart, the first at `at_s`.
     RollingRestart { consumer: String, gap_s: f64 },
+    /// `kind = "clock"`: the broker's clock runs at `clock_rate` times true speed (timeouts,
+    /// leases and timestamps with it) until `until_s`, and first leaps forward `jump_s`.
+    Clock {
+        target: Target,
+        clock_rate: f64,
+        jump_s: f64,
+    },
 }
 
 impl FaultKind {
@@ -504,6 +511,7 @@ impl FaultKind {
             FaultKind::ConsumerCrash { .. } => FaultTag::ConsumerCrash,
             FaultKind::Pause { .. } => FaultTag::Pause,
             FaultKind::RollingRestart { .. } => FaultTag::RollingRestart,
+            FaultKind::Clock { .. } => FaultTag::Clock,
         }
     }
 }
@@ -526,11 +534,12 @@ pub enum FaultTag {
     ConsumerCrash,
     Pause,
     RollingRestart,
+    Clock,
 }
 
 impl FaultTag {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultTag; 13] = [
+    pub const ALL: [FaultTag; 14] = [
         FaultTag::Crash,
         FaultTag::PowerLoss,
         FaultTag::Partition,
@@ -544,6 +553,7 @@ impl FaultTag {
         FaultTag::ConsumerCrash,
         FaultTag::Pause,
         FaultTag::RollingRestart,
+        FaultTag::Clock,
     ];
 
     /// A membership fault of a consumer group (issue 8), applied by the consumer process.
@@ -574,6 +584,7 @@ impl FaultTag {
             FaultTag::ConsumerCrash => "consumer_crash",
             FaultTag::Pause => "pause",
             FaultTag::RollingRestart => "rolling_restart",
+            FaultTag::Clock => "clock",
         }
     }
 
@@ -593,6 +604,7 @@ impl FaultTag {
             FaultTag::ConsumerCrash => &["process", "restart_after_s"],
             FaultTag::Pause => &["process", "pause_s"],
             FaultTag::RollingRestart => &["consumer", "gap_s"],
+            FaultTag::Clock => &["target", "clock_rate", "jump_s", "until_s"],
         }
     }
 }

@@ -60,10 +60,13 @@ pub enum SwarmKind {
     IoErrors,
     /// A small share of reads returns corrupted bytes.
     ReadCorruption,
+    /// One broker's clock (a random one or a partition's leader) runs 4x slow to 4x fast for
+    /// a while, and half the time first leaps 0.5–10 s forward.
+    Clock,
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 14] = [
+    pub const ALL: [SwarmKind; 15] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
         SwarmKind::CrashVoter,
@@ -78,6 +81,7 @@ impl SwarmKind {
         SwarmKind::TornWrites,
         SwarmKind::IoErrors,
         SwarmKind::ReadCorruption,
+        SwarmKind::Clock,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -96,6 +100,7 @@ impl SwarmKind {
             SwarmKind::TornWrites => "torn_writes",
             SwarmKind::IoErrors => "io_errors",
             SwarmKind::ReadCorruption => "read_corruption",
+            SwarmKind::Clock => "clock",
         }
     }
 
@@ -431,6 +436,25 @@ impl<'a> FaultDraw<'a> {
                 let between = self.one_broker_and_everyone();
                 self.push(at, FaultKind::Hold { between });
             }
+            SwarmKind::Clock => {
+                let target = self.target();
+                // Log-uniform in [1/4, 4]: as likely slow as fast.
+                let clock_rate = 4f64.powf(self.rng.range_u64(0, 2_000) as f64 / 1_000.0 - 1.0);
+                let clock_rate = (clock_rate * 1e3).round() / 1e3;
+                // A clock at true speed must leap, or the fault does nothing.
+                let jump_s = match self.rng.chance(0.5) || clock_rate == 1.0 {
+                    true => self.rng.range_u64(500, 10_000) as f64 / 1e3,
+                    false => 0.0,
+                };
+                self.push(
+                    at,
+                    FaultKind::Clock {
+                        target,
+                        clock_rate,
+                        jump_s,
+                    },
+                );
+            }
             SwarmKind::TornWrites | SwarmKind::IoErrors | SwarmKind::ReadCorruption => {}
         }
     }
@@ -546,6 +570,11 @@ fn describe(f: &Fault) -> String {
             hosts(&between[1])
         ),
         FaultKind::Heal => "heal".to_string(),
+        FaultKind::Clock {
+            target,
+            clock_rate,
+            jump_s,
+        } => format!("clock of {target} at {clock_rate}x, {jump_s} s ahead"),
     };
     format!("{:>7.3} s  {what}, until {until}", f.at_s)
 }

@@ -26,6 +26,8 @@ pub struct ClusterView {
     pub leader_conflicts: u64,
     /// What log recovery found damaged, over every broker start.
     pub recoveries: Recoveries,
+    /// Each broker host's clock, which `clock` faults skew; kept across restarts.
+    pub clocks: BTreeMap<NodeId, fathom_driver::Skew>,
     /// Brokers that stopped on a storage failure and want a restart.
     pub fatal: BTreeSet<NodeId>,
     /// Set by the run loop to ask every broker for its committed logs.

@@ -47,16 +47,33 @@ pub(super) struct Scan {
     pub report: RecoveryReport,
 }
 
-/// Whether the bytes from a failed batch on are what a crash mid-write leaves: a lost block
-/// reads back as zeros to the end of the file, and a write cut short leaves a batch that runs
-/// past the end. A bit flip leaves a whole batch that fails its checksum, or bytes after it.
-/// (A flip in the length field that makes a batch run past the end reads as torn.)
+/// Whether the bytes from a failed batch on are what a crash mid-write leaves. Each unsynced
+/// write keeps a prefix of its blocks, or nothing, independently of the others, and what it
+/// lost reads back as zeros when a later write extended the file: so a torn batch runs past
+/// the end of the file, is a hole (zeros where its length should be), or ends in zeros. A bit
+/// flip leaves a whole batch with a length and a non-zero last byte that fails its checksum.
+/// (Misread as torn: a flip in the length field that makes a batch run past the end, and a
+/// flip in a batch whose own last byte is zero.)
 fn torn(rest: &[u8]) -> bool {
-    rest.iter().all(|&b| b == 0)
-        || matches!(
-            batch::parse(rest),
-            Err(batch::BatchError::Incomplete { .. })
-        )
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    if matches!(
+        batch::parse(rest),
+        Err(batch::BatchError::Incomplete { .. })
+    ) {
+        return true;
+    }
+    let Some(len) = rest.get(8..12) else {
+        return true;
+    };
+    let batch_len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if batch_len == 0 {
+        return true;
+    }
+    let end = batch_len.saturating_add(batch::LOG_OVERHEAD_BYTES);
+    rest.get(end.saturating_sub(1))
+        .is_some_and(|&last| last == 0)
 }
 
 /// Scans `files` (names within `dir`, any order) as described on `PartitionLog::recover`.

@@ -218,6 +218,41 @@ fn bad_enum_value_names_field_and_line() {
 }
 
 #[test]
+fn clock_faults_parse_and_bad_ones_name_field_and_line() {
+    let ok = parse(&with(
+        "[[faults]]\nat_s = 1.0\nkind = \"clock\"\ntarget = \"broker-1\"\nclock_rate = 2.5\njump_s = 3.0\nuntil_s = 4.0\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.faults[0].kind,
+        FaultKind::Clock {
+            target: Target::Broker(1),
+            clock_rate: 2.5,
+            jump_s: 3.0
+        }
+    );
+    let fault = "[[faults]]\nat_s = 1.0\nkind = \"clock\"\ntarget = \"broker-1\"\n";
+    assert_fails(
+        &with(&format!("{fault}clock_rate = 50.0\n")),
+        "faults[0].clock_rate",
+        APPENDED_LINE + 4,
+        "within [0.1, 10]",
+    );
+    assert_fails(
+        &with(&format!("{fault}jump_s = -1.0\n")),
+        "faults[0].jump_s",
+        APPENDED_LINE + 4,
+        "clocks only leap forward",
+    );
+    assert_fails(
+        &with(fault),
+        "faults[0].clock_rate",
+        APPENDED_LINE,
+        "needs clock_rate other than 1",
+    );
+}
+
+#[test]
 fn fsync_us_with_a_resource_model_is_refused() {
     assert_fails(
         &with("[disk]\nfsync_us = 5000\n[resources]\n"),

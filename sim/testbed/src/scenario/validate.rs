@@ -96,6 +96,8 @@ struct RawFault {
     process: Option<String>,
     pause_s: Option<f64>,
     gap_s: Option<f64>,
+    clock_rate: Option<f64>,
+    jump_s: Option<f64>,
 }
 
 impl RawFault {
@@ -117,6 +119,8 @@ impl RawFault {
             ("process", self.process.is_some()),
             ("pause_s", self.pause_s.is_some()),
             ("gap_s", self.gap_s.is_some()),
+            ("clock_rate", self.clock_rate.is_some()),
+            ("jump_s", self.jump_s.is_some()),
         ];
         present
             .into_iter()
@@ -984,7 +988,49 @@ impl Checker<'_> {
                 self.positive_seconds(&field("gap_s"), gap_s)?;
                 (FaultKind::RollingRestart { consumer, gap_s }, None)
             }
+            FaultTag::Clock => {
+                let target: Target = self.required(path, f, "target", f.target.clone())?;
+                self.target(&field("target"), &target, raw)?;
+                let (clock_rate, jump_s) = self.clock(path, f)?;
+                let until_s = self.until(&field("until_s"), f)?;
+                (
+                    FaultKind::Clock {
+                        target,
+                        clock_rate,
+                        jump_s,
+                    },
+                    until_s,
+                )
+            }
         })
+    }
+
+    /// A clock fault's rate (default 1) and forward jump (default 0); one must change the clock.
+    fn clock(&self, path: &str, f: &RawFault) -> Check<(f64, f64)> {
+        let (min, max) = fathom_driver::Skew::RATE_RANGE;
+        let rate = f.clock_rate.unwrap_or(1.0);
+        if !(min..=max).contains(&rate) {
+            return Err(self.error(
+                &format!("{path}.clock_rate"),
+                &format!("must be within [{min}, {max}] (times true speed), got {rate}"),
+            ));
+        }
+        let jump_s = f.jump_s.unwrap_or(0.0);
+        if !(0.0..=3_600.0).contains(&jump_s) {
+            return Err(self.error(
+                &format!("{path}.jump_s"),
+                &format!(
+                    "must be within [0, 3600] seconds (clocks only leap forward), got {jump_s}"
+                ),
+            ));
+        }
+        if rate == 1.0 && jump_s == 0.0 {
+            return Err(self.error(
+                &format!("{path}.clock_rate"),
+                "a clock fault needs clock_rate other than 1 or a jump_s above 0",
+            ));
+        }
+        Ok((rate, jump_s))
     }
 
     /// The `[[consumers]]` table called `name`, which must use a group protocol: membership

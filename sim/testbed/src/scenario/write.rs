@@ -116,7 +116,9 @@ fn fault_table(f: &Fault) -> Table {
             end("heal_after_s", relative)
         }
         FaultKind::Hold { .. } => end("release_after_s", relative),
-        FaultKind::Loss { .. } | FaultKind::Latency { .. } => end("until_s", f.until_s),
+        FaultKind::Loss { .. } | FaultKind::Latency { .. } | FaultKind::Clock { .. } => {
+            end("until_s", f.until_s)
+        }
         FaultKind::Heal
         | FaultKind::Join { .. }
         | FaultKind::Leave { .. }
@@ -166,6 +168,15 @@ fn fault_table(f: &Fault) -> Table {
         FaultKind::RollingRestart { consumer, gap_s } => {
             t.insert("consumer", value(consumer.as_str()));
             t.insert("gap_s", value(*gap_s));
+        }
+        FaultKind::Clock {
+            target,
+            clock_rate,
+            jump_s,
+        } => {
+            t.insert("target", value(target.to_string()));
+            t.insert("clock_rate", value(*clock_rate));
+            t.insert("jump_s", value(*jump_s));
         }
     }
     t

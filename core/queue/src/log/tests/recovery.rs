@@ -335,6 +335,33 @@ fn a_flipped_bit_in_a_whole_last_batch_is_corruption() {
     assert!(report.corrupt);
 }
 
+/// Each unsynced write keeps a prefix of its blocks or nothing, independently: a batch whose
+/// end was lost reads back zero-filled when a later write survived, and a write lost whole
+/// leaves a hole of zeros before later data. Both are tears, not corruption.
+#[test]
+fn holes_and_zero_filled_batch_ends_before_later_data_are_tears() {
+    let (_, disk) = written(6);
+    let last = segment_paths(&disk).pop().unwrap();
+    let file = disk.file(&last).to_vec();
+    let first_len = batch::parse(&file).unwrap().total_bytes();
+    assert!(first_len < file.len(), "the last segment holds two batches");
+
+    let mut end_lost = disk.clone();
+    end_lost.file_mut(&last)[first_len - 5..first_len].fill(0);
+    let (_, report) = recover(&end_lost);
+    assert!(report.first_error.is_some());
+    assert!(!report.corrupt, "a batch cut short and zero-filled is torn");
+
+    let mut hole = disk.clone();
+    hole.file_mut(&last)[..first_len].fill(0);
+    let (_, report) = recover(&hole);
+    assert!(report.first_error.is_some());
+    assert!(
+        !report.corrupt,
+        "a write lost whole is a hole, not corruption"
+    );
+}
+
 #[test]
 fn a_zero_filled_tail_is_cut() {
     let (log, mut disk) = written(6);
