@@ -415,7 +415,11 @@ mod tests {
         assert_eq!(g.started_s, 1.0);
         assert_eq!(g.end_to_end_ms.count, 1);
         // The histogram keeps 3 significant digits: 250 ms reads back within 0.1%.
-        assert!((g.end_to_end_ms.p99 - 250.0).abs() <= 0.25, "{:?}", g.end_to_end_ms);
+        assert!(
+            (g.end_to_end_ms.p99 - 250.0).abs() <= 0.25,
+            "{:?}",
+            g.end_to_end_ms
+        );
         assert_eq!(g.rebalances, 1);
         assert_eq!(g.rebalance_at_s, vec![3.5]);
         assert_eq!(g.paused_ms.get("t/0"), Some(&500.0));
