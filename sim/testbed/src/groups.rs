@@ -30,7 +30,9 @@ pub struct GroupFigures {
     /// Rebalances after the start-up join: each generation (classic) or member epoch (KIP-848)
     /// first written after the group's first one; under RocketMQ 4's client-side protocol,
     /// where no generation exists, each member's own reassignment (an `assign` or `revoke`
-    /// line after its first `assign`).
+    /// line after its first `assign`). The classic coordinator waits for members before its
+    /// first generation (`group.initial.rebalance.delay.ms`); the others do not, so members
+    /// that start a moment apart count there too.
     pub rebalances: u64,
     /// Per partition (`topic/partition`): simulated ms without a live owner, from the
     /// partition's first assignment to the end of the workload phase.
@@ -64,7 +66,7 @@ pub fn group_figures(scenario: &Scenario, events: &[Event]) -> BTreeMap<String, 
 }
 
 /// [`group_figures`] over a workload phase ending at `end` ns, with the manual consumers'
-/// process-name prefixes and groups.
+/// names and groups.
 fn figures_of(
     events: &[Event],
     end: u64,
@@ -92,8 +94,21 @@ fn manual_groups(scenario: &Scenario) -> Vec<(String, String)> {
         .consumers
         .iter()
         .filter(|c| c.protocol == ConsumerProtocol::Manual)
-        .map(|c| (format!("{}-", c.name), c.group.clone()))
+        .map(|c| (c.name.clone(), c.group.clone()))
         .collect()
+}
+
+/// Whether `process` is an instance of consumer `name`: `{name}-{i}`, or `{name}-{i}-r{k}`
+/// after `k` restarts (so that consumer `c` does not claim `c-slow-0`).
+fn is_instance_of(process: &str, name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = process.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    match rest.split_once("-r") {
+        Some((instance, restarts)) => digits(instance) && digits(restarts),
+        None => digits(rest),
+    }
 }
 
 /// One ownership change of a member.
@@ -200,7 +215,7 @@ fn group_of<'a>(e: &'a Event, manual: &'a [(String, String)]) -> Option<(&'a str
         Some(stamp) => Some((stamp.group.as_str(), stamp.generation)),
         None => manual
             .iter()
-            .find(|(prefix, _)| e.process.starts_with(prefix.as_str()))
+            .find(|(name, _)| is_instance_of(&e.process, name))
             .map(|(_, group)| (group.as_str(), None)),
     }
 }
@@ -466,16 +481,17 @@ mod tests {
     }
 
     /// A manual consumer's restart (a new process, no group) pauses its partitions from the
-    /// old process's last line to the new one's assignment; nothing rebalances, and the final
-    /// read is nobody's owner.
+    /// old process's last line to the new one's assignment; nothing rebalances, and neither the
+    /// final read nor another consumer whose name starts alike (`c-slow`) counts as an owner.
     #[test]
     fn a_manual_consumers_restart_is_a_pause_without_a_rebalance() {
-        let manual = [("c-".to_string(), "g1".to_string())];
+        let manual = [("c".to_string(), "g1".to_string())];
         let events = vec![
             assign(S, "c-0", &[0, 1], None),
             poll(3 * S, "c-0", 0),
             assign(3 * S + 100 * MS, "c-0-r1", &[0, 1], None),
             assign(4 * S, FINAL_READ_PROCESS, &[0, 1], None),
+            assign(4 * S, "c-slow-0", &[0, 1], None),
             poll(10 * S, "c-0-r1", 0),
         ];
         let g = figures(&events, 10 * S, &manual);
