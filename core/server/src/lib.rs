@@ -22,8 +22,10 @@ use fathom_queue::rng::Rng;
 
 use fathom_history::command::{EXIT_BAD_INPUT, EXIT_OK, EXIT_VIOLATED};
 use fathom_queue::protocol::Acks;
-use fathom_workload::clients::{FinalRead, ProducerProcess};
-use fathom_workload::spec::{ProducerMode, ProducerSpec};
+use fathom_workload::clients::{ConsumerProcess, FinalRead, ProducerProcess};
+use fathom_workload::spec::{
+    CommitMode, ConsumerProtocol, ConsumerSpec, MemberAction, ProducerMode, ProducerSpec,
+};
 use fathom_workload::trace::{SharedTrace, Trace};
 
 #[derive(Subcommand)]
@@ -64,17 +66,25 @@ pub enum Command {
         #[arg(long)]
         history: PathBuf,
     },
-    /// Read every partition of a topic from its start to its high watermark, recording polls.
+    /// Read every partition of a topic from its start to its high watermark, recording polls;
+    /// with `--group`, consume as a member of that consumer group instead.
     Consume {
         #[command(flatten)]
         cluster: ClusterArgs,
         #[arg(long)]
         topic: String,
+        /// The process name in the history (a group member's is `NAME-0`).
         #[arg(long, default_value = "consumer")]
         name: String,
-        /// Give up after this many seconds.
+        /// Without `--group`: give up after this many seconds. With it: consume for this many
+        /// seconds, then leave the group cleanly.
         #[arg(long, default_value_t = 60)]
         timeout_s: u64,
+        /// Join this consumer group with the broker-side protocol (KIP-848): the group's
+        /// coordinator assigns the partitions, the member processes each poll result and
+        /// commits after processing, and a later member of the group starts where it stopped.
+        #[arg(long)]
+        group: Option<String>,
         #[arg(long)]
         history: PathBuf,
     },
@@ -137,8 +147,17 @@ pub fn main(command: Command) -> u8 {
             topic,
             name,
             timeout_s,
+            group: None,
             history,
         } => consume(&cluster, &topic, name, timeout_s, &history),
+        Command::Consume {
+            cluster,
+            topic,
+            name,
+            timeout_s,
+            group: Some(group),
+            history,
+        } => consume_in_group(&cluster, topic, name, group, timeout_s, &history),
     };
     match result {
         Ok(code) => code,
@@ -315,6 +334,58 @@ fn consume(
         );
         Ok(EXIT_VIOLATED)
     }
+}
+
+/// How long a group member has, after its leave is due, to commit and leave before the
+/// process stops regardless.
+const GROUP_LEAVE_GRACE: Duration = Duration::from_secs(5);
+
+/// One member of `group` (KIP-848 protocol) for `duration_s`: the workload's group consumer, the
+/// one the simulator runs, on real sockets. It commits after processing and leaves cleanly.
+fn consume_in_group(
+    cluster: &ClusterArgs,
+    topic: String,
+    name: String,
+    group: String,
+    duration_s: u64,
+    history: &Path,
+) -> Result<u8, String> {
+    let config = cluster.load()?;
+    fathom_queue::group::check_group_name(&group).map_err(|e| format!("--group {group:?}: {e}"))?;
+    let partitions = config
+        .placement()
+        .into_keys()
+        .filter(|tp| tp.topic == topic)
+        .count();
+    if partitions == 0 {
+        return Err(format!("topic `{topic}` is not in the config"));
+    }
+    let partitions = u32::try_from(partitions).map_err(|_| "too many partitions".to_string())?;
+    let spec = ConsumerSpec {
+        name,
+        topic,
+        group,
+        protocol: ConsumerProtocol::Broker,
+        commit: CommitMode::AfterProcess,
+        ..ConsumerSpec::default()
+    };
+    let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(wall_clock_ns)));
+    let leave_at = Duration::from_nanos(wall_clock_ns()) + Duration::from_secs(duration_s);
+    let member = ConsumerProcess {
+        spec,
+        instance: 0,
+        partitions,
+        cluster: config,
+        seed: wall_clock_ns(),
+        trace: trace.clone(),
+        stop_at: leave_at + GROUP_LEAVE_GRACE,
+        resources: Rc::new(Unmetered),
+        start_at: Duration::ZERO,
+        actions: vec![(leave_at, MemberAction::Leave)],
+    };
+    block_on(member.run::<TokioNet>()).map_err(|e| e.to_string())?;
+    write_history(&trace, history)?;
+    Ok(EXIT_OK)
 }
 
 fn write_history(trace: &SharedTrace, path: &Path) -> Result<(), String> {

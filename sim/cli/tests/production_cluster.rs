@@ -265,3 +265,129 @@ fn malformed_frames_get_an_error_and_the_broker_keeps_serving() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `fathom consume --group` (issue 8, claim C4's safe policy on real sockets): a member of a
+/// broker-protocol (KIP-848) group processes every acknowledged message and commits after
+/// processing; a second member of the same group, started later, resumes from those commits
+/// and processes nothing twice.
+#[test]
+fn a_group_member_processes_everything_and_the_next_one_resumes_from_its_commits() {
+    let dir = std::env::temp_dir().join(format!("fathom-group-{}", std::process::id()));
+    let cluster = Cluster::start(dir.clone());
+    let started = Instant::now();
+    while cluster.leader_of("orders-0").is_none() || cluster.leader_of("orders-1").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no leader elected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let produced = dir.join("produce.jsonl");
+    let args = [
+        "produce",
+        "--topic",
+        "orders",
+        "--count",
+        "200",
+        "--rate-per-s",
+        "200",
+        "--name",
+        "p",
+    ];
+    let status = cluster.client(&args, &produced).status().unwrap();
+    assert!(status.success(), "producer failed: {status}");
+
+    let member = |name: &str, seconds: &str| {
+        let history = dir.join(format!("{name}.jsonl"));
+        let args = [
+            "consume",
+            "--topic",
+            "orders",
+            "--group",
+            "g1",
+            "--name",
+            name,
+            "--timeout-s",
+            seconds,
+        ];
+        let status = cluster.client(&args, &history).status().unwrap();
+        assert!(status.success(), "{name} failed: {status}");
+        let text = std::fs::read_to_string(&history).unwrap();
+        history::read_jsonl(&text).unwrap()
+    };
+    let first = member("m1", "10");
+    let second = member("m2", "5");
+
+    let processed = |events: &[history::Event]| -> Vec<String> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.op {
+                history::Op::Process { records, .. } => Some(records.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut events = history::read_jsonl(&std::fs::read_to_string(&produced).unwrap()).unwrap();
+    let acked: Vec<String> = {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind == history::EventType::Ok)
+            .filter_map(|e| match &e.op {
+                history::Op::Send { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(
+        acked.len() >= 150,
+        "too little acknowledged: {}",
+        acked.len()
+    );
+    assert_eq!(
+        processed(&first),
+        acked,
+        "m1 processes every acknowledged message once"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|e| matches!(e.op, history::Op::Commit { .. })
+                && e.kind == history::EventType::Ok
+                && e.group.as_ref().is_some_and(|g| g.group == "g1")),
+        "m1 commits as a member of g1"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|e| matches!(e.op, history::Op::Assign { .. })),
+        "m2 is assigned the partitions"
+    );
+    assert_eq!(
+        processed(&second),
+        Vec::<String>::new(),
+        "m2 resumes past m1's commits"
+    );
+
+    events.extend(first);
+    events.extend(second);
+    events.sort_by_key(|e| e.time_ns);
+    let report = history::check(&events);
+    for class in [
+        Anomaly::Lost,
+        Anomaly::Unprocessed,
+        Anomaly::Reprocessed,
+        Anomaly::SplitOwnership,
+        Anomaly::PollSkip,
+    ] {
+        assert_eq!(report.anomalies[class], 0, "{class}: {:?}", report.examples);
+    }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod experiment;
 pub mod fault_log;
 pub mod faults;
+pub mod groups;
 pub mod io;
 pub mod liveness;
 pub mod metrics;

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::fault_log::AppliedFault;
+use crate::groups::{group_figures, GroupFigures};
 use crate::resources::{Utilisation, World};
 use crate::scenario::{broker_host, Scenario};
 use fathom_workload::clients::FINAL_READ_PROCESS;
@@ -132,6 +133,9 @@ pub struct Metrics {
     pub markers: Vec<Marker>,
     /// Busy fraction and peak queue wait of every host's resources over the measured window.
     pub utilisation: Utilisation,
+    /// Per consumer group: rebalances, paused partitions, stop-the-world time, commit lag
+    /// (issue 8 §5). Empty when no consumer wrote an assignment.
+    pub groups: BTreeMap<String, GroupFigures>,
     /// The measured window in simulated nanoseconds (`throughput.window_s` in seconds): steady
     /// state, after the first election's backlog, to the end of the workload phase.
     #[serde(skip)]
@@ -175,6 +179,7 @@ impl Metrics {
             series,
             markers: markers(faults),
             utilisation: utilisation(world, probes, window),
+            groups: group_figures(scenario, events),
             window_ns: [window.0, window.1],
         }
     }

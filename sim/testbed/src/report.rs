@@ -218,15 +218,21 @@ fn end_to_end_histogram(m: &Metrics) -> Result<String, chart::ChartError> {
     )
 }
 
+/// Fault markers, then as many rebalance markers as fit, in time order.
 fn markers(m: &Metrics) -> Vec<Marker> {
-    m.markers
-        .iter()
-        .take(chart::MARKERS_MAX)
-        .map(|k| Marker {
-            at_s: k.at_s,
-            label: k.label.clone(),
+    let faults = m.markers.iter().map(|k| Marker {
+        at_s: k.at_s,
+        label: k.label.clone(),
+    });
+    let rebalances = m.groups.iter().flat_map(|(group, g)| {
+        g.rebalance_at_s.iter().map(move |&at_s| Marker {
+            at_s,
+            label: format!("rebalance {group}"),
         })
-        .collect()
+    });
+    let mut all: Vec<Marker> = faults.chain(rebalances).take(chart::MARKERS_MAX).collect();
+    all.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    all
 }
 
 fn throughput(m: &Metrics) -> Result<String, chart::ChartError> {

@@ -204,6 +204,26 @@ impl Summary {
                 let _ = writeln!(s, "{line}");
             }
         }
+        for (name, g) in &self.metrics.groups {
+            let _ = writeln!(
+                s,
+                "group      {name}: rebalances {}  paused {:.1} ms over {} partitions  stop-the-world {:.1} ms  commit lag {}",
+                g.rebalances,
+                g.paused_ms_total,
+                g.paused_ms.len(),
+                g.stop_the_world_ms,
+                g.commit_lag
+            );
+            let _ = writeln!(
+                s,
+                "             started at {:.3} s; end-to-end after it p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+                g.started_s, g.end_to_end_ms.p50, g.end_to_end_ms.p99, g.end_to_end_ms.max
+            );
+            let worst = g.paused_ms.iter().max_by(|a, b| a.1.total_cmp(b.1));
+            if let Some((partition, paused)) = worst.filter(|(_, p)| **p > 0.0) {
+                let _ = writeln!(s, "             longest paused: {partition} {paused:.1} ms");
+            }
+        }
         let _ = writeln!(s, "faults     {} applied", self.faults.len());
         for f in &self.faults {
             let _ = writeln!(s, "  {:>8} ms  {:<16} {}", f.at_ms, f.kind, f.detail);
@@ -269,6 +289,33 @@ fn latencies(events: &[Event], window_ns: [u64; 2]) -> Latencies {
             end_to_end: percentiles(&steady_end_to_end),
         },
     }
+}
+
+/// Send-to-first-delivery percentiles of the messages sent in `[from, to)` ns (consumers' polls,
+/// not the final read).
+pub fn end_to_end_sent_in(events: &[Event], from: u64, to: u64) -> Percentiles {
+    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut delivered: BTreeSet<&str> = BTreeSet::new();
+    let mut h = histogram();
+    for e in events {
+        match (&e.op, e.kind) {
+            (Op::Send { id, .. }, EventType::Invoke) if (from..to).contains(&e.time_ns) => {
+                invoked.insert(id, e.time_ns);
+            }
+            (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
+                for (_, id) in records {
+                    if !delivered.insert(id) {
+                        continue;
+                    }
+                    if let Some(&t) = invoked.get(id.as_str()) {
+                        let _ = h.record(micros(e.time_ns.saturating_sub(t)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    percentiles(&h)
 }
 
 fn histogram() -> Histogram<u64> {

@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::groups::GroupFigures;
 use crate::metrics::{
     PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER, PART_NETWORK,
     PART_REPLICATION,
@@ -115,6 +116,12 @@ measures! {
     E1PartsGapMs "e1_parts_gap_ms" WorstSeed "how far the parts' sum is from the total, beyond rounding (0: they add up)" => |r| r.parts_gap();
     LeaderChanges "leader_changes" Median "leader elections won" => |r| r.0.summary.metrics.series.iter().map(|s| s.leader_changes).sum::<u64>();
     Attempts "attempts" Median "produce attempts in the send journal" => |r| r.0.attempts.len();
+    Rebalances "rebalances" Median "consumer-group rebalances after the start-up join (generations; member-level under client_periodic)" => |r| r.groups(|g| g.rebalances as f64);
+    PausedMs "paused_ms" Median "ms a partition had no live owner, summed over partitions" => |r| r.groups(|g| g.paused_ms_total);
+    PausedMsMax "paused_ms_max" Median "ms the most-paused partition had no live owner" => |r| r.groups_max(|g| g.paused_ms.values().copied().fold(0.0, f64::max));
+    StopTheWorldMs "stop_the_world_ms" Median "ms no partition of the group had a live owner (stop the world)" => |r| r.groups(|g| g.stop_the_world_ms);
+    GroupE2eP99Ms "group_e2e_p99_ms" Median "send-to-delivery latency, 99th percentile, of messages sent after the consumer group's start-up join (worst group)" => |r| r.groups_max(|g| g.end_to_end_ms.p99);
+    CommitLag "commit_lag" Median "acknowledged records past the group's last commit when the workload ends (read again, or for the first time, by a restart)" => |r| r.groups(|g| g.commit_lag as f64);
 }
 
 /// A number taken from every run: an anomaly count (the checker's classes, one [`Anomaly`]
@@ -244,6 +251,18 @@ impl Run<'_> {
     ) -> Option<f64> {
         let p = which(&self.0.summary.latency_ms.steady);
         (p.count > 0).then(|| pick(p))
+    }
+
+    /// A group figure summed over the run's consumer groups; `None` without a group.
+    fn groups(&self, figure: impl Fn(&GroupFigures) -> f64) -> Option<f64> {
+        let groups = &self.0.summary.metrics.groups;
+        (!groups.is_empty()).then(|| groups.values().map(figure).sum())
+    }
+
+    /// A group figure's largest value over the run's consumer groups; `None` without a group.
+    fn groups_max(&self, figure: impl Fn(&GroupFigures) -> f64) -> Option<f64> {
+        let groups = &self.0.summary.metrics.groups;
+        groups.values().map(figure).reduce(f64::max)
     }
 
     fn util(&self) -> Option<&Utilisation> {
