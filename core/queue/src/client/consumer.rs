@@ -1123,32 +1123,35 @@ impl Consumer {
         // records), cannot be taken: the subscription is renewed from the position.
         let decoded = decode_batches(&partition, &ok)
             .filter(|d| d.first().is_some_and(|(h, _)| h.base_offset <= a.position));
-        let incoming: u64 = decoded
-            .iter()
-            .flatten()
-            .flat_map(|(_, rs)| rs)
-            .map(record_bytes)
-            .sum();
         let room = self
             .config
             .receive_buffer_bytes_max
             .saturating_sub(self.stats.buffer_bytes);
-        let Some(decoded) = decoded.filter(|_| incoming <= room) else {
-            if incoming > room {
-                self.stats.overflows += 1;
-            }
-            if let Some(s) = a.push.take() {
-                let key = SubscriptionKey {
-                    partition: partition.clone(),
-                    id: s.id,
-                };
-                self.unsubscribes.push_back((s.broker, key));
-            }
-            a.retry_at = self.now + backoff;
-            return;
+        let (fitting, overflowed) = match decoded {
+            Some(d) => fit_in(d, room, self.stats.buffer_bytes == 0),
+            None => (Vec::new(), false),
         };
-        self.stats.pushes += 1;
-        take_batches(a, decoded, &mut self.stats);
+        let whole = !fitting.is_empty() && !overflowed;
+        if !fitting.is_empty() {
+            self.stats.pushes += 1;
+            take_batches(a, fitting, &mut self.stats);
+        }
+        if whole {
+            return;
+        }
+        // Overflowed, corrupt or out of place: drop the subscription, renew it from the
+        // position (just past what was buffered) after the backoff.
+        if overflowed {
+            self.stats.overflows += 1;
+        }
+        if let Some(s) = a.push.take() {
+            let key = SubscriptionKey {
+                partition: partition.clone(),
+                id: s.id,
+            };
+            self.unsubscribes.push_back((s.broker, key));
+        }
+        a.retry_at = self.now + backoff;
     }
 
     /// The request that brings `partition` its records from `position`, by delivery model.
@@ -1408,6 +1411,31 @@ fn take_batches(
     }
     stats.buffer_bytes_peak = stats.buffer_bytes_peak.max(stats.buffer_bytes);
     added
+}
+
+/// The leading batches of a push that fit in `room` bytes of the receive buffer, and whether
+/// any did not. Into an empty buffer the first batch always goes, as a fetch always returns
+/// its first batch whatever its size: the buffer is bounded by its limit plus one batch.
+#[allow(clippy::type_complexity)]
+fn fit_in(
+    decoded: Vec<(batch::BatchHeader, Vec<Record>)>,
+    room: u64,
+    buffer_empty: bool,
+) -> (Vec<(batch::BatchHeader, Vec<Record>)>, bool) {
+    let mut fitting = Vec::with_capacity(decoded.len());
+    let mut used: u64 = 0;
+    let total = decoded.len();
+    for (header, records) in decoded {
+        let bytes: u64 = records.iter().map(record_bytes).sum();
+        let first_into_empty = buffer_empty && fitting.is_empty();
+        if used.saturating_add(bytes) > room && !first_into_empty {
+            break;
+        }
+        used = used.saturating_add(bytes);
+        fitting.push((header, records));
+    }
+    let overflowed = fitting.len() < total;
+    (fitting, overflowed)
 }
 
 /// What a record takes in the receive buffer: its key and value.
