@@ -82,6 +82,8 @@ pub struct DeliveryMetrics {
     pub push_overflows: u64,
     /// Push subscriptions ended by a broker or a closed connection.
     pub push_subscriptions_ended: u64,
+    /// Bytes of pushed records thrown away on overflows (sent again later).
+    pub push_discarded_bytes: u64,
     /// The most push subscriptions the brokers held at once, and the bytes of their state.
     pub push_subscriptions_peak: u64,
     pub push_state_bytes_peak: u64,
@@ -704,7 +706,10 @@ fn delivery(
 ) -> DeliveryMetrics {
     let mut latency = Micros::default();
     let mut messages = 0;
-    let sent_in_window = tally.invoked.iter().filter(|(_, &t)| t >= window.0 && t < window.1);
+    let sent_in_window = tally
+        .invoked
+        .iter()
+        .filter(|(_, &t)| t >= window.0 && t < window.1);
     for (id, _) in sent_in_window {
         let (Some(&got), Some((tp, offset))) = (tally.delivered.get(id), tally.offsets.get(id))
         else {
@@ -727,9 +732,8 @@ fn delivery(
         false => 0.0,
     };
     let backlog = |s: &Second| s.lag.values().fold(0u64, |a, &l| a.saturating_add(l));
-    let in_window = |s: &&Second| {
-        s.t_s * 1_000_000_000 >= window.0 && (s.t_s + 1) * 1_000_000_000 <= window.1
-    };
+    let in_window =
+        |s: &&Second| s.t_s * 1_000_000_000 >= window.0 && (s.t_s + 1) * 1_000_000_000 <= window.1;
     let last_workload_second = (window.1 / 1_000_000_000).saturating_sub(1);
     DeliveryMetrics {
         messages,
@@ -747,9 +751,15 @@ fn delivery(
             .unwrap_or(0),
         push_overflows: sum(&probes.consumers, |s| s.overflows),
         push_subscriptions_ended: sum(&probes.consumers, |s| s.subscriptions_ended),
+        push_discarded_bytes: sum(&probes.consumers, |s| s.push_discarded_bytes),
         push_subscriptions_peak: probes.push_state_peak.0,
         push_state_bytes_peak: probes.push_state_peak.1,
-        backlog_max: series.iter().filter(in_window).map(backlog).max().unwrap_or(0),
+        backlog_max: series
+            .iter()
+            .filter(in_window)
+            .map(backlog)
+            .max()
+            .unwrap_or(0),
         backlog_at_end: series
             .iter()
             .find(|s| s.t_s == last_workload_second)

@@ -95,6 +95,9 @@ pub struct DeliveryStats {
     pub overflows: u64,
     /// Subscriptions ended by the broker (it stopped leading) or by a closed connection.
     pub subscriptions_ended: u64,
+    /// Bytes of records pushed that did not fit in the receive buffer and were thrown away:
+    /// the broker sends them again after the subscription is renewed.
+    pub push_discarded_bytes: u64,
 }
 
 /// The offsets partition that stores `group`'s commits: `crc32c(group) % offsets_partitions`.
@@ -1127,10 +1130,16 @@ impl Consumer {
             .config
             .receive_buffer_bytes_max
             .saturating_sub(self.stats.buffer_bytes);
+        let incoming = decoded.as_ref().map_or(0, |d| batches_bytes(d));
         let (fitting, overflowed) = match decoded {
             Some(d) => fit_in(d, room, self.stats.buffer_bytes == 0),
             None => (Vec::new(), false),
         };
+        let kept = batches_bytes(&fitting);
+        self.stats.push_discarded_bytes = self
+            .stats
+            .push_discarded_bytes
+            .saturating_add(incoming.saturating_sub(kept));
         let whole = !fitting.is_empty() && !overflowed;
         if !fitting.is_empty() {
             self.stats.pushes += 1;
@@ -1436,6 +1445,15 @@ fn fit_in(
     }
     let overflowed = fitting.len() < total;
     (fitting, overflowed)
+}
+
+/// Bytes of the records of `decoded`, as the receive buffer counts them.
+fn batches_bytes(decoded: &[(batch::BatchHeader, Vec<Record>)]) -> u64 {
+    decoded
+        .iter()
+        .flat_map(|(_, records)| records)
+        .map(record_bytes)
+        .sum()
 }
 
 /// What a record takes in the receive buffer: its key and value.

@@ -11,8 +11,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::metrics::{
-    DeliveryMetrics, PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER, PART_NETWORK,
-    PART_REPLICATION,
+    DeliveryMetrics, PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER,
+    PART_NETWORK, PART_REPLICATION,
 };
 use crate::resources::Utilisation;
 use crate::run::RunOutcome;
@@ -121,6 +121,7 @@ measures! {
     FetchesPerS "fetches_per_s" Median "fetch answers per second of the workload phase, all consumers" => |r| r.fetches_per_s();
     ReceiveBufferPeakBytes "receive_buffer_peak_bytes" Median "the fullest any consumer's receive buffer got, bytes of keys and values" => |r| r.0.summary.metrics.delivery.receive_buffer_peak_bytes;
     PushOverflows "push_overflows" Median "push subscriptions dropped and renewed because the receive buffer would overflow (disconnects)" => |r| r.0.summary.metrics.delivery.push_overflows;
+    PushDiscardedBytes "push_discarded_bytes" Median "bytes of pushed records thrown away on overflows, to be pushed again" => |r| r.0.summary.metrics.delivery.push_discarded_bytes;
     PushSubscriptionsPeak "push_subscriptions_peak" Median "the most push subscriptions the brokers held at once" => |r| r.0.summary.metrics.delivery.push_subscriptions_peak;
     PushStateBytesPeak "push_state_bytes_peak" Median "the most memory the brokers held for push subscriptions, bytes" => |r| r.0.summary.metrics.delivery.push_state_bytes_peak;
     BacklogMax "backlog_max" Median "records stored and not yet consumed, summed over partitions, most at a second's end in the window" => |r| r.0.summary.metrics.delivery.backlog_max;

@@ -726,9 +726,7 @@ impl Checker<'_> {
         if c.push_credits > PUSH_CREDITS_MAX {
             return Err(self.error(
                 &field("push_credits"),
-                format!(
-                    "must be at most {PUSH_CREDITS_MAX} records (0 turns flow control off)"
-                ),
+                format!("must be at most {PUSH_CREDITS_MAX} records (0 turns flow control off)"),
             ));
         }
         if !(1..=RECEIVE_BUFFER_BYTES_MAX_LIMIT).contains(&c.receive_buffer_bytes_max) {

@@ -514,6 +514,7 @@ fn unbounded_push_overflows_a_stalled_consumer_without_loss() {
     net.run_until(2 * SECOND, |_| false);
     let stats = net.client.delivery_stats();
     assert!(stats.overflows > 0, "{stats:?}");
+    assert!(stats.push_discarded_bytes > 0, "{stats:?}");
     // Bounded by the limit plus one batch (one record of at most 4 bytes here).
     assert!(stats.buffer_bytes_peak <= 20 + 4, "{stats:?}");
     net.paused = false;
