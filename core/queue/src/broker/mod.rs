@@ -569,6 +569,9 @@ impl Broker {
 
     /// Sends what the subscriptions of `tp` may have of its committed batches.
     fn push_partition(&mut self, tp: &TopicPartition) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
         let Some(replica) = self.replicas.get(tp).filter(|r| r.is_leader()) else {
             return;
         };

@@ -550,14 +550,7 @@ impl Consumer {
             let request = self.requests.remove(&id).expect("listed above");
             self.request_failed(id, request, RequestFailure::Disconnected);
         }
-        let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
-        for a in self.assigned.values_mut() {
-            if a.push.as_ref().is_some_and(|s| s.broker == broker) {
-                a.push = None;
-                a.retry_at = self.now + backoff;
-                self.stats.subscriptions_ended += 1;
-            }
-        }
+        self.end_subscriptions_at(broker);
         self.want_metadata();
     }
 
@@ -1161,6 +1154,29 @@ impl Consumer {
             self.unsubscribes.push_back((s.broker, key));
         }
         a.retry_at = self.now + backoff;
+    }
+
+    /// The connection to `broker` closed: its push subscriptions end and are renewed after
+    /// the backoff. The backoff is drawn only when one ends, so that consumers without push
+    /// draw from their generator exactly as before push existed (same seed, same run).
+    fn end_subscriptions_at(&mut self, broker: NodeId) {
+        let ended: Vec<TopicPartition> = self
+            .assigned
+            .iter()
+            .filter(|(_, a)| a.push.as_ref().is_some_and(|s| s.broker == broker))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
+        for partition in ended {
+            if let Some(a) = self.assigned.get_mut(&partition) {
+                a.push = None;
+                a.retry_at = self.now + backoff;
+                self.stats.subscriptions_ended += 1;
+            }
+        }
     }
 
     /// The request that brings `partition` its records from `position`, by delivery model.
