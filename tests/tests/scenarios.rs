@@ -179,6 +179,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "packet-loss.toml",
         "partition-heal.toml",
         "power-loss-acks-all.toml",
+        "push-slow-consumer.toml",
         "quickstart.toml",
         "swarm.toml",
         "zombie-consumer.toml",
@@ -241,4 +242,58 @@ fn commit_before_processing_shows_unprocessed_messages() {
         })
         .sum();
     assert!(unprocessed > 0, "no unprocessed message on seeds {SEEDS:?}");
+}
+
+/// Issue 9, claim C1: push to slow consumers. Without credits the slow consumer's receive
+/// buffer overflows and it resubscribes (a disconnect) on every seed, its buffer held within
+/// its limit plus one batch; with a window of 100 records per partition the equally slow one
+/// never overflows. Every consumer reads every acknowledged message despite the leader crash.
+#[test]
+fn push_floods_a_slow_consumer_without_credits_and_loses_nothing() {
+    const BUFFER_MAX: u64 = 16_384;
+    // A record here is its id and a 100-byte value; a batch holds at most a few hundred.
+    const BATCH_BYTES_MAX: u64 = 400 * 120;
+    assert_bounds_hold("push-slow-consumer.toml");
+    let file = "push-slow-consumer.toml";
+    let scenario = Scenario::load(&scenarios_dir().join(file)).expect("scenario parses");
+    for seed in SEEDS {
+        let outcome = run::run(&scenario, seed).expect("runs");
+        let consumers = &outcome.summary.metrics.delivery.consumers;
+        let flooded = &consumers["flooded-0"];
+        let credited = &consumers["credited-0"];
+        assert!(flooded.push_overflows > 0, "seed {seed}: {flooded:?}");
+        assert!(
+            flooded.receive_buffer_peak_bytes <= BUFFER_MAX + BATCH_BYTES_MAX,
+            "seed {seed}: {flooded:?}"
+        );
+        assert_eq!(credited.push_overflows, 0, "seed {seed}: {credited:?}");
+        assert_eq!(flooded.fetches + credited.fetches, 0, "push never fetches");
+        let acked: std::collections::BTreeSet<&str> = outcome
+            .events
+            .iter()
+            .filter_map(|e| match (&e.op, e.kind) {
+                (fathom_history::Op::Send { id, .. }, fathom_history::EventType::Ok) => {
+                    Some(id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        for process in ["prompt-0", "credited-0", "flooded-0"] {
+            let read: std::collections::BTreeSet<&str> = outcome
+                .events
+                .iter()
+                .filter(|e| e.process == process)
+                .filter_map(|e| match &e.op {
+                    fathom_history::Op::Poll { records, .. } => Some(records),
+                    _ => None,
+                })
+                .flat_map(|rs| rs.iter().map(|(_, id)| id.as_str()))
+                .collect();
+            let missing = acked.difference(&read).count();
+            assert_eq!(
+                missing, 0,
+                "seed {seed}: {process} never read {missing} acked"
+            );
+        }
+    }
 }

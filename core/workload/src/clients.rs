@@ -355,6 +355,8 @@ pub struct ConsumerProcess {
     pub start_at: Duration,
     /// A group member's membership faults, in time order (simulated time since the start).
     pub actions: Vec<(Duration, MemberAction)>,
+    /// When the workload phase ends: delivery counters are also kept as they stood then.
+    pub workload_end: Duration,
 }
 
 /// How one process of a group member ended.
@@ -468,6 +470,7 @@ impl ConsumerProcess {
         let mut next_commit = io.now() + commit_interval;
         loop {
             let now = io.now();
+            self.report_delivery(name, &consumer);
             if now >= stop {
                 return Ending::Stopped;
             }
@@ -562,6 +565,7 @@ impl ConsumerProcess {
         let mut busy_until = io.now();
         loop {
             let now = io.now();
+            self.report_delivery(name, &consumer);
             if now >= stop {
                 return;
             }
@@ -636,6 +640,13 @@ impl ConsumerProcess {
                 .unwrap_or(stop);
             io.step(&mut consumer, Some(wake)).await;
         }
+    }
+
+    /// Hands the consumer's delivery counters to the trace, for the run's metrics.
+    fn report_delivery(&self, name: &str, consumer: &Consumer) {
+        let mut trace = self.trace.borrow_mut();
+        let in_workload = Duration::from_nanos(trace.now_ns()) < self.workload_end;
+        trace.report_delivery(name, consumer.delivery_stats(), in_workload);
     }
 
     fn commit(

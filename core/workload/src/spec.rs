@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use fathom_queue::client::{ConsumerConfig, ProducerConfig};
+use fathom_queue::client::{ConsumerConfig, Delivery, ProducerConfig};
 use fathom_queue::group::assignor::Assignor;
 use fathom_queue::group::classic::RebalanceKind;
 use fathom_queue::group::member::{MemberConfig, MemberProtocol, REBALANCE_INTERVAL_MS_DEFAULT};
@@ -146,6 +146,43 @@ pub enum CommitMode {
     /// records `poll` has returned, processed or not.
     Auto,
 }
+
+/// How records reach a consumer (`consumers[i].delivery`, claim C1); the settings each model
+/// reads are `poll_interval_ms` (pull), `max_wait_ms` and `min_bytes` (long poll) and
+/// `push_credits` (push).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryModel {
+    /// Fetch without waiting; after an empty answer, fetch again after `poll_interval_ms`.
+    Pull,
+    /// Kafka's fetch, held by the broker until `min_bytes` or `max_wait_ms`.
+    #[default]
+    LongPoll,
+    /// Subscribe once; the leader pushes committed batches within `push_credits`.
+    Push,
+}
+
+impl DeliveryModel {
+    pub const ALL: [DeliveryModel; 3] = [
+        DeliveryModel::Pull,
+        DeliveryModel::LongPoll,
+        DeliveryModel::Push,
+    ];
+
+    /// The scenario's spelling (serde's `snake_case` of the variant).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeliveryModel::Pull => "pull",
+            DeliveryModel::LongPoll => "long_poll",
+            DeliveryModel::Push => "push",
+        }
+    }
+}
+
+/// Pull's wait after an empty fetch, by default.
+pub const POLL_INTERVAL_MS_DEFAULT: u64 = 100;
+/// Push's credit window, by default: Pulsar's receiver queue of 1000 messages.
+pub const PUSH_CREDITS_DEFAULT: u32 = 1_000;
 
 /// What a membership fault does to one group consumer instance (issue 8), at a time of the
 /// run. Built from the scenario's `[[faults]]` by the simulator, applied by the process.
@@ -418,6 +455,15 @@ pub struct ConsumerSpec {
     pub rebalance_interval_ms: u32,
     /// Processing time per message of each instance, overriding `process_ms` (one slow member).
     pub instance_process_ms: Vec<u64>,
+    /// How records reach the consumer: `pull`, `long_poll` (the default) or `push`.
+    pub delivery: DeliveryModel,
+    /// `pull`: the wait before fetching again after an empty answer.
+    pub poll_interval_ms: u64,
+    /// `push`: records pushed and not yet taken by the application; 0 is no flow control.
+    pub push_credits: u32,
+    /// Bytes of records the consumer holds for the application; past it a push subscription
+    /// is dropped and renewed (an overflow).
+    pub receive_buffer_bytes_max: u64,
 }
 
 impl Default for ConsumerSpec {
@@ -447,6 +493,10 @@ impl Default for ConsumerSpec {
             max_poll_interval_ms: member.max_poll_interval_ms,
             rebalance_interval_ms: REBALANCE_INTERVAL_MS_DEFAULT,
             instance_process_ms: Vec::new(),
+            delivery: DeliveryModel::default(),
+            poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
+            push_credits: PUSH_CREDITS_DEFAULT,
+            receive_buffer_bytes_max: client.receive_buffer_bytes_max,
         }
     }
 }
@@ -460,7 +510,22 @@ impl ConsumerSpec {
             max_wait_ms: self.max_wait_ms,
             min_bytes: self.min_bytes,
             max_bytes: self.max_bytes,
+            delivery: self.delivery(),
+            receive_buffer_bytes_max: self.receive_buffer_bytes_max,
             ..ConsumerConfig::default()
+        }
+    }
+
+    /// The consumer state machine's delivery model with the settings it reads.
+    pub fn delivery(&self) -> Delivery {
+        match self.delivery {
+            DeliveryModel::Pull => Delivery::Pull {
+                poll_interval_ms: self.poll_interval_ms,
+            },
+            DeliveryModel::LongPoll => Delivery::LongPoll,
+            DeliveryModel::Push => Delivery::Push {
+                credits: self.push_credits,
+            },
         }
     }
 

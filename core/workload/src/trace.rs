@@ -3,7 +3,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use std::collections::BTreeMap;
+
 use fathom_history::{self as history, Event, EventType, Op};
+use fathom_queue::client::DeliveryStats;
 
 /// FNV-1a, 64 bits: fixed by its definition, so trace hashes compare across builds.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +43,11 @@ pub struct Trace {
     pub attempts: Vec<AttemptRecord>,
     /// Non-client events (faults, leader changes, restarts) as text lines with their time.
     pub notes: Vec<(u64, String)>,
+    /// Each consumer process's delivery counters as last reported (claim C1); not hashed, as
+    /// they are measurements of what the history already fixes.
+    pub delivery: BTreeMap<String, DeliveryStats>,
+    /// The same, as last reported before the workload phase ended.
+    pub delivery_in_workload: BTreeMap<String, DeliveryStats>,
     hash: TraceHash,
     /// Nanoseconds for `time_ns`: simulated time under turmoil, wall-clock time in production.
     clock: fn() -> u64,
@@ -75,6 +83,8 @@ impl Trace {
             events: Vec::new(),
             attempts: Vec::new(),
             notes: Vec::new(),
+            delivery: BTreeMap::new(),
+            delivery_in_workload: BTreeMap::new(),
             hash: TraceHash::default(),
             clock,
         }
@@ -99,6 +109,22 @@ impl Trace {
         self.hash.update(&time_ns.to_be_bytes());
         self.hash.update(text.as_bytes());
         self.notes.push((time_ns, text));
+    }
+
+    /// Records `process`'s delivery counters; `in_workload` while the workload phase runs.
+    pub fn report_delivery(&mut self, process: &str, stats: DeliveryStats, in_workload: bool) {
+        let mut maps = vec![&mut self.delivery];
+        if in_workload {
+            maps.push(&mut self.delivery_in_workload);
+        }
+        for map in maps {
+            match map.get_mut(process) {
+                Some(s) => *s = stats,
+                None => {
+                    map.insert(process.to_string(), stats);
+                }
+            }
+        }
     }
 
     pub fn hash(&self) -> String {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use fathom_history::{Event, EventType, Op};
+use fathom_queue::client::DeliveryStats;
 use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -35,6 +36,88 @@ pub struct Probes {
     pub leader_changes: Vec<(u64, TopicPartition, NodeId, u64)>,
     /// When a message's batch was first handed to the network by its producer.
     pub first_transmit: BTreeMap<String, u64>,
+    /// Per broker: push subscriptions held and the bytes of their state, as last observed.
+    pub push_state: BTreeMap<NodeId, (u64, u64)>,
+    /// The most push subscriptions and state bytes, summed over brokers, ever observed.
+    pub push_state_peak: (u64, u64),
+    /// Each consumer process's delivery counters at its end.
+    pub consumers: BTreeMap<String, DeliveryStats>,
+    /// The same, as they stood when the workload phase ended.
+    pub consumers_in_workload: BTreeMap<String, DeliveryStats>,
+}
+
+impl Probes {
+    /// Broker `id` holds `subscriptions` push subscriptions taking `bytes`; the peak over the
+    /// cluster follows.
+    pub fn observe_push_state(&mut self, id: NodeId, subscriptions: u64, bytes: u64) {
+        self.push_state.insert(id, (subscriptions, bytes));
+        let (n, b) = self
+            .push_state
+            .values()
+            .fold((0u64, 0u64), |(n, b), &(sn, sb)| {
+                (n.saturating_add(sn), b.saturating_add(sb))
+            });
+        self.push_state_peak = (self.push_state_peak.0.max(n), self.push_state_peak.1.max(b));
+    }
+}
+
+/// How records reached the consumers (claim C1): the consumer part of the latency, what
+/// polling costs, what push makes consumers and brokers hold, and the backlog.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DeliveryMetrics {
+    /// From the commit (the broker has stored the message on a quorum: the high watermark
+    /// passed it) to its first delivery to a consumer application, over messages sent in the
+    /// measured window; `messages` counts them.
+    pub messages: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    /// Fetch answers and the empty ones among them, over the workload phase.
+    pub fetches: u64,
+    pub empty_fetches: u64,
+    /// Empty fetch answers per second of the workload phase, over all consumers.
+    pub idle_fetches_per_s: f64,
+    pub pushes: u64,
+    /// The fullest any consumer's receive buffer got, in bytes of keys and values.
+    pub receive_buffer_peak_bytes: u64,
+    /// Push subscriptions dropped by consumers whose receive buffer would overflow.
+    pub push_overflows: u64,
+    /// Push subscriptions ended by a broker or a closed connection.
+    pub push_subscriptions_ended: u64,
+    /// Bytes of pushed records thrown away on overflows (sent again later).
+    pub push_discarded_bytes: u64,
+    /// The most push subscriptions the brokers held at once, and the bytes of their state.
+    pub push_subscriptions_peak: u64,
+    pub push_state_bytes_peak: u64,
+    /// Records stored but not yet consumed, summed over partitions: the most at any second's
+    /// end in the measured window, and at the end of the workload phase.
+    pub backlog_max: u64,
+    pub backlog_at_end: u64,
+    /// Each consumer process's own counters, by process name.
+    pub consumers: BTreeMap<String, ConsumerDelivery>,
+}
+
+/// One consumer process's delivery counters over its whole life.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ConsumerDelivery {
+    pub fetches: u64,
+    pub empty_fetches: u64,
+    pub pushes: u64,
+    pub receive_buffer_peak_bytes: u64,
+    pub push_overflows: u64,
+    pub push_subscriptions_ended: u64,
+}
+
+impl From<&DeliveryStats> for ConsumerDelivery {
+    fn from(s: &DeliveryStats) -> ConsumerDelivery {
+        ConsumerDelivery {
+            fetches: s.fetches,
+            empty_fetches: s.empty_fetches,
+            pushes: s.pushes,
+            receive_buffer_peak_bytes: s.buffer_bytes_peak,
+            push_overflows: s.overflows,
+            push_subscriptions_ended: s.subscriptions_ended,
+        }
+    }
 }
 
 /// One produce request at one broker. Times are simulated nanoseconds since the start.
@@ -136,6 +219,7 @@ pub struct Metrics {
     /// Per consumer group: rebalances, paused partitions, stop-the-world time, commit lag
     /// (issue 8 §5). Empty when no consumer wrote an assignment.
     pub groups: BTreeMap<String, GroupFigures>,
+    pub delivery: DeliveryMetrics,
     /// The measured window in simulated nanoseconds (`throughput.window_s` in seconds): steady
     /// state, after the first election's backlog, to the end of the workload phase.
     #[serde(skip)]
@@ -155,7 +239,7 @@ impl Metrics {
         let window = window(scenario, events);
         let mut tally = Tally::new(scenario, window);
         tally.count(events);
-        let mut series = tally.series;
+        let mut series = std::mem::take(&mut tally.series);
         count_leader_changes(&mut series, probes);
         lag(&mut series, probes, &tally.positions);
         let breakdown = breakdown(
@@ -165,6 +249,7 @@ impl Metrics {
             probes,
             window.0,
         );
+        let delivery = delivery(scenario, &tally, &series, probes, window);
         let mut throughput = tally.throughput.per_second(window);
         throughput.offered_per_s = scenario
             .producers
@@ -180,6 +265,7 @@ impl Metrics {
             markers: markers(faults),
             utilisation: utilisation(world, probes, window),
             groups: group_figures(scenario, events),
+            delivery,
             window_ns: [window.0, window.1],
         }
     }
@@ -611,6 +697,84 @@ fn breakdown(
         messages,
         total_mean_ms: total.stats("total").mean_ms,
         parts: parts.iter().map(|(name, h)| h.stats(name)).collect(),
+    }
+}
+
+/// The delivery metrics of a run: latency from the tallies and the high watermark probes,
+/// counters from the consumers and brokers, backlog from the lag series.
+fn delivery(
+    scenario: &Scenario,
+    tally: &Tally<'_>,
+    series: &[Second],
+    probes: &Probes,
+    window: (u64, u64),
+) -> DeliveryMetrics {
+    let mut latency = Micros::default();
+    let mut messages = 0;
+    let sent_in_window = tally
+        .invoked
+        .iter()
+        .filter(|(_, &t)| t >= window.0 && t < window.1);
+    for (id, _) in sent_in_window {
+        let (Some(&got), Some((tp, offset))) = (tally.delivered.get(id), tally.offsets.get(id))
+        else {
+            continue;
+        };
+        let Some(committed) = committed_at(probes, tp, *offset) else {
+            continue;
+        };
+        latency.record(got.saturating_sub(committed));
+        messages += 1;
+    }
+    let stats = latency.stats("store to delivery");
+    let sum = |map: &BTreeMap<String, DeliveryStats>, f: fn(&DeliveryStats) -> u64| {
+        map.values().map(f).fold(0u64, u64::saturating_add)
+    };
+    let workload = &probes.consumers_in_workload;
+    let empty_fetches = sum(workload, |s| s.empty_fetches);
+    let idle_fetches_per_s = match scenario.duration_s > 0.0 {
+        true => round3(empty_fetches as f64 / scenario.duration_s),
+        false => 0.0,
+    };
+    let backlog = |s: &Second| s.lag.values().fold(0u64, |a, &l| a.saturating_add(l));
+    let in_window =
+        |s: &&Second| s.t_s * 1_000_000_000 >= window.0 && (s.t_s + 1) * 1_000_000_000 <= window.1;
+    let last_workload_second = (window.1 / 1_000_000_000).saturating_sub(1);
+    DeliveryMetrics {
+        messages,
+        latency_p50_ms: stats.p50_ms,
+        latency_p99_ms: stats.p99_ms,
+        fetches: sum(workload, |s| s.fetches),
+        empty_fetches,
+        idle_fetches_per_s,
+        pushes: sum(&probes.consumers, |s| s.pushes),
+        receive_buffer_peak_bytes: probes
+            .consumers
+            .values()
+            .map(|s| s.buffer_bytes_peak)
+            .max()
+            .unwrap_or(0),
+        push_overflows: sum(&probes.consumers, |s| s.overflows),
+        push_subscriptions_ended: sum(&probes.consumers, |s| s.subscriptions_ended),
+        push_discarded_bytes: sum(&probes.consumers, |s| s.push_discarded_bytes),
+        push_subscriptions_peak: probes.push_state_peak.0,
+        push_state_bytes_peak: probes.push_state_peak.1,
+        backlog_max: series
+            .iter()
+            .filter(in_window)
+            .map(backlog)
+            .max()
+            .unwrap_or(0),
+        backlog_at_end: series
+            .iter()
+            .find(|s| s.t_s == last_workload_second)
+            .map(backlog)
+            .unwrap_or(0),
+        consumers: probes
+            .consumers
+            .iter()
+            .map(|(name, s)| (name.clone(), ConsumerDelivery::from(s)))
+            .collect(),
     }
 }
 

@@ -143,6 +143,9 @@ impl BrokerObserver for SimObserver {
 
     fn observe(&mut self, _now: Instant, broker: &Broker) {
         let mut view = self.view.borrow_mut();
+        let (subscriptions, bytes) = broker.push_subscriptions();
+        view.probes
+            .observe_push_state(self.id, subscriptions as u64, bytes);
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
@@ -268,7 +271,7 @@ pub fn run_with_limits(
     };
     hosts.add_brokers(&mut sim, &view);
     let producers_running = hosts.add_producers(&mut sim, workload_end);
-    hosts.add_consumers(&mut sim, settle_end);
+    hosts.add_consumers(&mut sim, workload_end, settle_end);
     set_zone_latencies(&sim, scenario);
 
     let mut plan = FaultPlan::new(scenario, &cluster, Rng::new(seed ^ 0xFA17));
@@ -470,7 +473,12 @@ impl Hosts<'_> {
     }
 
     /// Every consumer instance, and the instances membership faults add (`join`).
-    fn add_consumers(&self, sim: &mut turmoil::Sim<'_>, settle_end: Duration) {
+    fn add_consumers(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        workload_end: Duration,
+        settle_end: Duration,
+    ) {
         for (index, spec) in self.scenario.consumers.iter().enumerate() {
             let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
             let mut plan = self.scenario.membership_plan(index);
@@ -491,6 +499,7 @@ impl Hosts<'_> {
                     resources: resources::for_host(self.world.as_ref(), &host),
                     start_at,
                     actions: plan.actions.remove(&instance).unwrap_or_default(),
+                    workload_end,
                 };
                 sim.client(host, process.run::<SimNet>());
             }
@@ -599,6 +608,8 @@ fn judge(
     report.set_replica_divergence(divergence, examples);
     {
         let mut view = view.borrow_mut();
+        view.probes.consumers = trace.delivery.clone();
+        view.probes.consumers_in_workload = trace.delivery_in_workload.clone();
         for a in trace.attempts.iter().filter(|a| a.attempt == 1) {
             for id in &a.ids {
                 let t = view
@@ -618,6 +629,7 @@ fn judge(
         world.as_ref().map(|w| w.borrow()).as_deref(),
     );
     let mut violations = scenario.expect.violations(&report);
+    violations.extend(scenario.expect.delivery_violations(&metrics.delivery));
     if !incomplete.is_empty() {
         violations.push(Violation::FinalReadIncomplete {
             partitions: incomplete.clone(),
@@ -704,6 +716,8 @@ async fn broker_host_software(
     for leaders in view.borrow_mut().leading.values_mut() {
         leaders.remove(&id);
     }
+    // A restarted broker holds no push subscriptions: its last incarnation's count is void.
+    view.borrow_mut().probes.push_state.remove(&id);
     let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
     let mut observer = SimObserver {
         id,

@@ -38,6 +38,7 @@ pub use fathom_workload::spec::{
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::DeliveryMetrics;
 use crate::violation::Violation;
 
 /// The port every broker listens on, under simulation and in production.
@@ -620,7 +621,8 @@ impl fmt::Display for FaultTag {
 ///
 /// In the file, the anomaly bounds are keys named after the classes (`lost = 0`), beside
 /// `unknown_in_log` (an upper bound on sends that ended unknown although their record was read),
-/// `acked_min` and `read_min`; any other key is an error that names it.
+/// `acked_min`, `read_min` and `push_overflows_min` (claim C1: a slow consumer of unbounded
+/// push must be flooded); any other key is an error that names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
     /// At most this many of each bounded anomaly class.
@@ -631,6 +633,8 @@ pub struct Expect {
     pub acked_min: Option<u64>,
     /// At least this many distinct messages read.
     pub read_min: Option<u64>,
+    /// At least this many push subscriptions dropped on a receive-buffer overflow.
+    pub push_overflows_min: Option<u64>,
 }
 
 impl Expect {
@@ -680,11 +684,21 @@ impl Expect {
         }
         out
     }
+
+    /// Violations of the delivery bounds by a run's delivery metrics.
+    pub fn delivery_violations(&self, delivery: &DeliveryMetrics) -> Vec<Violation> {
+        let overflows = delivery.push_overflows;
+        self.push_overflows_min
+            .filter(|&min| overflows < min)
+            .map(|min| Violation::PushOverflowsMin { overflows, min })
+            .into_iter()
+            .collect()
+    }
 }
 
 /// The keys of an `[expect]` table: one per anomaly class, then the fate and progress bounds.
-const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 3] = {
-    let mut fields = [""; Anomaly::ALL.len() + 3];
+const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 4] = {
+    let mut fields = [""; Anomaly::ALL.len() + 4];
     let mut i = 0;
     while i < Anomaly::ALL.len() {
         fields[i] = Anomaly::ALL[i].name();
@@ -693,6 +707,7 @@ const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 3] = {
     fields[i] = "unknown_in_log";
     fields[i + 1] = "acked_min";
     fields[i + 2] = "read_min";
+    fields[i + 3] = "push_overflows_min";
     fields
 };
 
@@ -703,6 +718,7 @@ enum ExpectKey {
     UnknownInLog,
     AckedMin,
     ReadMin,
+    PushOverflowsMin,
 }
 
 impl<'de> Deserialize<'de> for ExpectKey {
@@ -712,7 +728,9 @@ impl<'de> Deserialize<'de> for ExpectKey {
             type Value = ExpectKey;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an anomaly class, unknown_in_log, acked_min or read_min")
+                f.write_str(
+                    "an anomaly class, unknown_in_log, acked_min, read_min or push_overflows_min",
+                )
             }
 
             fn visit_str<E: de::Error>(self, key: &str) -> Result<ExpectKey, E> {
@@ -720,6 +738,7 @@ impl<'de> Deserialize<'de> for ExpectKey {
                     "unknown_in_log" => Ok(ExpectKey::UnknownInLog),
                     "acked_min" => Ok(ExpectKey::AckedMin),
                     "read_min" => Ok(ExpectKey::ReadMin),
+                    "push_overflows_min" => Ok(ExpectKey::PushOverflowsMin),
                     _ => Anomaly::from_name(key)
                         .map(ExpectKey::Anomaly)
                         .ok_or_else(|| E::unknown_field(key, &EXPECT_FIELDS)),
@@ -753,6 +772,10 @@ impl<'de> Deserialize<'de> for Expect {
                         }
                         ExpectKey::AckedMin => (expect.acked_min.replace(value), "acked_min"),
                         ExpectKey::ReadMin => (expect.read_min.replace(value), "read_min"),
+                        ExpectKey::PushOverflowsMin => (
+                            expect.push_overflows_min.replace(value),
+                            "push_overflows_min",
+                        ),
                     };
                     if slot.is_some() {
                         return Err(de::Error::duplicate_field(name));

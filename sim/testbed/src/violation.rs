@@ -22,6 +22,8 @@ pub enum Violation {
     AckedMin { acked: u64, min: u64 },
     /// Fewer distinct messages read than `read_min`.
     ReadMin { read: u64, min: u64 },
+    /// Fewer push overflows than `push_overflows_min`: the slow consumer was not flooded.
+    PushOverflowsMin { overflows: u64, min: u64 },
     /// More sends ended unknown although their record was read than `unknown_in_log` allows.
     UnknownInLog { count: u64, bound: u64 },
     /// The final read gave up before the high watermark of these partitions.
@@ -46,6 +48,7 @@ impl Violation {
             Violation::Anomaly { class, .. } | Violation::Unjudged { class } => class.name(),
             Violation::AckedMin { .. } => "acked_min",
             Violation::ReadMin { .. } => "read_min",
+            Violation::PushOverflowsMin { .. } => "push_overflows_min",
             Violation::UnknownInLog { .. } => "unknown_in_log",
             Violation::FinalReadIncomplete { .. } => "final_read_incomplete",
             Violation::LeaderConflict { .. } => "leader_conflict",
@@ -74,6 +77,10 @@ impl fmt::Display for Violation {
             Violation::ReadMin { read, min } => {
                 write!(f, "read: {read} messages read, at least {min} expected")
             }
+            Violation::PushOverflowsMin { overflows, min } => write!(
+                f,
+                "push_overflows: {overflows} receive-buffer overflows, at least {min} expected"
+            ),
             Violation::UnknownInLog { count, bound } => write!(
                 f,
                 "unknown_in_log: {count} sends ended unknown although their record was read, \

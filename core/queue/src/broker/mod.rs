@@ -24,6 +24,7 @@
 pub mod offsets;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod push;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -40,7 +41,7 @@ use crate::log::{LogError, RecoveryReport, StorageOp, SyncOwner, SyncToken};
 use crate::protocol::frame::FRAME_BYTES_MAX;
 use crate::protocol::{
     Acks, CommitFence, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata,
-    Peer, ProduceOk, Request, Response, PROTOCOL_VERSION,
+    Peer, ProduceOk, Request, Response, SubscriptionKey, PROTOCOL_VERSION,
 };
 use crate::replication::{ProposeError, RaftEnvelope, Replica, ReplicaEvent};
 use crate::rng::Rng;
@@ -49,6 +50,7 @@ use crate::time::{earliest, Instant};
 use offsets::{encode_commit, OffsetStore};
 use producer_ids::{ProducerIdAllocator, PRODUCER_IDS_DIR};
 use producer_state::{ProducerStates, SequenceCheck};
+use push::{Subscriptions, PUSH_SUBSCRIPTIONS_MAX_DEFAULT};
 
 /// A connection accepted by the driver.
 pub type ConnId = u64;
@@ -84,6 +86,9 @@ pub struct BrokerLimits {
     pub group_waiters_max: usize,
     /// The group coordinators' bounds (groups, members per group, session timeouts).
     pub groups: GroupLimits,
+    /// Push subscriptions held over all partitions and connections; one more is refused with
+    /// [`ErrorCode::SubscriptionsFull`].
+    pub push_subscriptions_max: usize,
 }
 
 impl Default for BrokerLimits {
@@ -96,6 +101,7 @@ impl Default for BrokerLimits {
             fetch_wait_max_ms: 30_000,
             group_waiters_max: 1_000,
             groups: GroupLimits::default(),
+            push_subscriptions_max: PUSH_SUBSCRIPTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -201,6 +207,8 @@ pub struct Broker {
     /// Terms in which one of our replicas, leading, heard from another leader of the same term
     /// ([`ReplicaEvent::ConflictingLeader`]): a safety anomaly, counted rather than fatal.
     leader_conflicts: u64,
+    /// Push subscriptions of the partitions this broker leads (claim C1).
+    subscriptions: Subscriptions,
     gossip_deadline: Instant,
     outputs: VecDeque<Output>,
 }
@@ -256,6 +264,7 @@ impl Broker {
             }
             replicas.insert(tp, replica);
         }
+        let subscriptions = Subscriptions::new(limits.push_subscriptions_max);
         let mut broker = Broker {
             id,
             config,
@@ -270,6 +279,7 @@ impl Broker {
             waiter_counts: WaiterCounts::default(),
             coordinators: BTreeMap::new(),
             leader_conflicts: 0,
+            subscriptions,
             gossip_deadline: now,
             outputs: VecDeque::new(),
         };
@@ -305,6 +315,11 @@ impl Broker {
     /// same term. Always 0 unless a voter forgot its vote; the simulator counts it as an anomaly.
     pub fn leader_conflicts(&self) -> u64 {
         self.leader_conflicts
+    }
+
+    /// The push subscriptions this broker holds: how many, and the memory their state takes.
+    pub fn push_subscriptions(&self) -> (usize, u64) {
+        (self.subscriptions.len(), self.subscriptions.state_bytes())
     }
 
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
@@ -344,7 +359,17 @@ impl Broker {
             },
             Message::Ping => self.transmit(Dest::Conn(conn), Message::Pong),
             Message::Pong => {}
-            Message::HelloOk { .. } | Message::Response { .. } => {
+            Message::PushCredit {
+                subscription,
+                records,
+            } => {
+                self.subscriptions.credit(conn, &subscription, records);
+                self.push_partition(&subscription.partition);
+            }
+            Message::Unsubscribe { subscription } => {
+                self.subscriptions.unsubscribe(conn, &subscription)
+            }
+            Message::HelloOk { .. } | Message::Response { .. } | Message::Push(_) => {
                 self.protocol_error(conn, "brokers do not accept responses".to_string())
             }
             Message::ProtocolError { message } => {
@@ -358,6 +383,7 @@ impl Broker {
     pub fn handle_disconnected(&mut self, _now: Instant, conn: ConnId) {
         self.conns.remove(&conn);
         self.producer_ids.handle_disconnected(conn);
+        self.subscriptions.drop_conn(conn);
         let counts = &mut self.waiter_counts;
         for ws in self.waiters.values_mut() {
             ws.retain(|w| {
@@ -501,9 +527,58 @@ impl Broker {
                 self.drain_producer_ids();
                 answer.map(Response::InitProducerId)
             }
+            Request::Subscribe {
+                subscription,
+                offset,
+                credits,
+                max_bytes,
+            } => {
+                let result = self.subscribe(conn, &subscription, offset, credits, max_bytes);
+                self.respond(conn, correlation_id, Response::Subscribe(result));
+                // The answer goes first, then what is already committed.
+                self.push_partition(&subscription.partition);
+                None
+            }
         };
         if let Some(response) = response {
             self.respond(conn, correlation_id, response);
+        }
+    }
+
+    /// Registers a push subscription at a position a fetch could read from.
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        key: &SubscriptionKey,
+        offset: u64,
+        credits: u32,
+        max_bytes: u32,
+    ) -> Result<(), ErrorCode> {
+        let replica = self.leader_replica(&key.partition)?;
+        // As for a fetch: a new leader's high watermark may lag its predecessor's.
+        if !replica.is_ready_leader() {
+            return Err(ErrorCode::LeaderNotReady);
+        }
+        if offset > replica.log().end_offset() || offset < replica.log().start_offset() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let max_bytes = max_bytes.min(FETCH_BYTES_MAX);
+        self.subscriptions
+            .subscribe(conn, key, offset, credits, max_bytes)
+    }
+
+    /// Sends what the subscriptions of `tp` may have of its committed batches.
+    fn push_partition(&mut self, tp: &TopicPartition) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let Some(replica) = self.replicas.get(tp).filter(|r| r.is_leader()) else {
+            return;
+        };
+        let mut read = |offset: u64, max_bytes: u32| read_committed(replica, offset, max_bytes);
+        let pushes = self.subscriptions.pushes(tp, &mut read);
+        for (conn, push) in pushes {
+            self.transmit(Dest::Conn(conn), Message::Push(push));
         }
     }
 
@@ -1046,6 +1121,7 @@ impl Broker {
                     self.producer_states.remove(&tp);
                     self.coordinators.remove(&tp);
                     self.on_stepped_down(&tp);
+                    self.end_subscriptions(&tp);
                 }
             }
         }
@@ -1054,7 +1130,20 @@ impl Broker {
         }
     }
 
+    /// A leader that steps down ends its push subscriptions: each subscriber resubscribes
+    /// from its own position at the next leader, so nothing is skipped or lost.
+    fn end_subscriptions(&mut self, tp: &TopicPartition) {
+        let leader = self.leader_of(tp).1;
+        let ended = self
+            .subscriptions
+            .end_partition(tp, ErrorCode::NotLeader { leader });
+        for (conn, push) in ended {
+            self.transmit(Dest::Conn(conn), Message::Push(push));
+        }
+    }
+
     fn on_committed(&mut self, now: Instant, tp: &TopicPartition) {
+        self.push_partition(tp);
         let Some(replica) = self.replicas.get(tp) else {
             return;
         };

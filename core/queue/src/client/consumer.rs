@@ -22,6 +22,18 @@
 //! application asked for the commit, so a commit of a generation that has ended is refused.
 //! Without `subscribe` the consumer is assigned by hand ([`Consumer::assign`]), as before.
 //!
+//! Delivery models (claim C1, [`Delivery`]): `long_poll` is the fetch loop above; `pull`
+//! fetches without waiting and, after an empty answer, fetches again only after
+//! `poll_interval_ms` (the naive polling loop); `push` subscribes once per partition and the
+//! leader sends each newly committed batch unasked ([`Request::Subscribe`],
+//! [`Message::Push`]). A push subscription with a credit window returns credits as the
+//! application takes records; without one, pushes land in the receive buffer whatever its
+//! fill, and a push that would take the buffer past `receive_buffer_bytes_max` is dropped with
+//! the subscription, which is renewed from the position after the buffered records once the
+//! retry backoff passes: an overflow, counted in [`DeliveryStats`]. A subscription the broker
+//! ends (it stopped leading) or whose connection closes is renewed the same way, at the
+//! partition's current leader, so a leader change neither skips nor repeats records.
+//!
 //! When the broker says a position is out of range the consumer asks for the partition's offsets
 //! and moves the position, reporting a [`ConsumerEvent::PositionReset`]: a reset skips or repeats
 //! records, so it is never silent.
@@ -34,7 +46,10 @@ use crate::group::member::{GroupMember, MemberConfig, MemberEvent};
 use crate::group::wire::GroupRequest;
 use crate::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use crate::log::batch::{self, Record};
-use crate::protocol::{CommitFence, ErrorCode, FetchOk, ListOffsetsOk, Message, Request, Response};
+use crate::protocol::{
+    CommitFence, ErrorCode, FetchOk, ListOffsetsOk, Message, Push, Request, Response,
+    SubscriptionKey,
+};
 use crate::rng::Rng;
 use crate::time::{earliest, Instant};
 
@@ -44,6 +59,46 @@ use super::{jittered, CorrelationIds, RequestFailure, Transmit};
 /// Kafka's `JOIN_GROUP_TIMEOUT_LAPSE`: what a join or sync may wait beyond the rebalance
 /// timeout before the member gives up on it.
 const JOIN_WAIT_LAPSE_MS: u64 = 5_000;
+
+/// A consumer's receive buffer, by default: bytes of records (keys and values) fetched or
+/// pushed and not yet taken by the application, over all its partitions.
+pub const RECEIVE_BUFFER_BYTES_MAX_DEFAULT: u64 = 32 * 1024 * 1024;
+
+/// How records reach the consumer (claim C1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// The broker holds a fetch until `min_bytes` arrive or `max_wait_ms` passes (Kafka).
+    #[default]
+    LongPoll,
+    /// A fetch is answered at once; after an empty answer the next one waits this long.
+    Pull { poll_interval_ms: u64 },
+    /// One subscription per partition; the leader pushes committed batches. `credits` is the
+    /// window of records pushed and not yet taken by the application; 0 is no flow control.
+    Push { credits: u32 },
+}
+
+/// What the consumer counted of its deliveries since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Fetch answers received.
+    pub fetches: u64,
+    /// Fetch answers that brought no new data record: the cost of polling an idle partition.
+    pub empty_fetches: u64,
+    /// Pushes received with batches.
+    pub pushes: u64,
+    /// Bytes of records (keys and values) waiting for the application now.
+    pub buffer_bytes: u64,
+    /// The most `buffer_bytes` has been.
+    pub buffer_bytes_peak: u64,
+    /// Subscriptions the consumer dropped because a push would overflow its receive buffer
+    /// (each renewed later): the "push floods slow consumers" count.
+    pub overflows: u64,
+    /// Subscriptions ended by the broker (it stopped leading) or by a closed connection.
+    pub subscriptions_ended: u64,
+    /// Bytes of records pushed that did not fit in the receive buffer and were thrown away:
+    /// the broker sends them again after the subscription is renewed.
+    pub push_discarded_bytes: u64,
+}
 
 /// The offsets partition that stores `group`'s commits: `crc32c(group) % offsets_partitions`.
 pub fn coordinator_partition(group: &str, offsets_partitions: u32) -> u32 {
@@ -69,6 +124,10 @@ pub struct ConsumerConfig {
     pub commit_retries_max: u32,
     /// Commits per partition waiting to be sent; one more is refused at once with an error.
     pub commits_pending_max: usize,
+    pub delivery: Delivery,
+    /// Bytes of records held for the application over all partitions; only push can reach it
+    /// (fetching pauses at `buffered_records_max`), and a push past it is an overflow.
+    pub receive_buffer_bytes_max: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -85,6 +144,8 @@ impl Default for ConsumerConfig {
             metadata_refresh_backoff_ms: 100,
             commit_retries_max: 5,
             commits_pending_max: 64,
+            delivery: Delivery::default(),
+            receive_buffer_bytes_max: RECEIVE_BUFFER_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -170,8 +231,23 @@ struct Assignment {
     high_watermark: Option<u64>,
     buffer: VecDeque<Buffered>,
     buffered_records: usize,
+    /// Bytes of the buffered records' keys and values.
+    buffered_bytes: u64,
     in_flight: Option<u64>,
     retry_at: Instant,
+    /// The push subscription, from the moment it is asked for until it ends.
+    push: Option<PushSubscription>,
+}
+
+#[derive(Debug)]
+struct PushSubscription {
+    id: u64,
+    broker: NodeId,
+    /// Buffered records pushed under an earlier subscription: taking them returns no credit,
+    /// as the broker's window for this one started full.
+    stale_records: usize,
+    /// Records taken by the application and not yet credited to the broker.
+    to_credit: u32,
 }
 
 #[derive(Debug)]
@@ -207,6 +283,7 @@ enum RequestKind {
     Commit,
     /// The group member's request to the coordinator.
     Group,
+    Subscribe,
 }
 
 #[derive(Debug)]
@@ -243,6 +320,12 @@ pub struct Consumer {
     next_records: Option<TopicPartition>,
     /// The group membership, once subscribed.
     member: Option<GroupMember>,
+    stats: DeliveryStats,
+    /// Ids of push subscriptions, one new one per subscribe.
+    next_subscription: u64,
+    /// Subscriptions to end at their broker; at most one per partition ever assigned between
+    /// two `poll_transmit` drains, which the driver runs after every input.
+    unsubscribes: VecDeque<(NodeId, SubscriptionKey)>,
 }
 
 impl Consumer {
@@ -265,7 +348,15 @@ impl Consumer {
             events: VecDeque::new(),
             next_records: None,
             member: None,
+            stats: DeliveryStats::default(),
+            next_subscription: 0,
+            unsubscribes: VecDeque::new(),
         }
+    }
+
+    /// What the consumer counted of its deliveries (claim C1's metrics).
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        self.stats
     }
 
     pub fn config(&self) -> &ConsumerConfig {
@@ -314,11 +405,22 @@ impl Consumer {
         self.advance(now);
         let wanted: BTreeMap<TopicPartition, ()> =
             partitions.into_iter().map(|p| (p, ())).collect();
-        self.assigned.retain(|p, _| wanted.contains_key(p));
+        let dropped: Vec<TopicPartition> = self
+            .assigned
+            .keys()
+            .filter(|p| !wanted.contains_key(*p))
+            .cloned()
+            .collect();
+        for partition in dropped {
+            self.drop_assignment(partition);
+        }
         self.requests.retain(|_, r| {
             !matches!(
                 r.kind,
-                RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset
+                RequestKind::OffsetFetch
+                    | RequestKind::Fetch
+                    | RequestKind::Reset
+                    | RequestKind::Subscribe
             ) || wanted.contains_key(&r.partition)
         });
         for partition in wanted.into_keys() {
@@ -330,8 +432,10 @@ impl Consumer {
                     high_watermark: None,
                     buffer: VecDeque::new(),
                     buffered_records: 0,
+                    buffered_bytes: 0,
                     in_flight: None,
                     retry_at: Instant::ZERO,
+                    push: None,
                 });
         }
         self.want_metadata();
@@ -412,12 +516,17 @@ impl Consumer {
 
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
         self.advance(now);
-        let Message::Response {
-            correlation_id,
-            response,
-        } = msg
-        else {
-            return;
+        let (correlation_id, response) = match msg {
+            Message::Response {
+                correlation_id,
+                response,
+            } => (correlation_id, response),
+            Message::Push(push) => {
+                self.pushed(from, push);
+                self.want_metadata();
+                return;
+            }
+            _ => return,
         };
         if self.metadata.owns(correlation_id) {
             self.metadata.handle_response(now, correlation_id, response);
@@ -441,6 +550,7 @@ impl Consumer {
             let request = self.requests.remove(&id).expect("listed above");
             self.request_failed(id, request, RequestFailure::Disconnected);
         }
+        self.end_subscriptions_at(broker);
         self.want_metadata();
     }
 
@@ -489,6 +599,10 @@ impl Consumer {
                     .map(|(_, at)| at),
             );
         }
+        let credit_due = self.assigned.values().any(|a| self.credit_due(a).is_some());
+        if credit_due || !self.unsubscribes.is_empty() {
+            deadlines.push(Some(self.now));
+        }
         for q in self.commits.values() {
             let ready = coordinator.is_some() && q.in_flight.is_none() && !q.pending.is_empty();
             deadlines.push(ready.then_some(q.retry_at));
@@ -509,6 +623,9 @@ impl Consumer {
         if let Some(t) = self.group_transmit() {
             return Some(t);
         }
+        if let Some(t) = self.push_control_transmit() {
+            return Some(t);
+        }
         let coordinator = self.coordinator();
         let coordinator_leader = coordinator.as_ref().and_then(|(_, leader)| *leader);
         let next = self.assigned.iter().find_map(|(partition, a)| {
@@ -524,16 +641,7 @@ impl Consumer {
                         partition: partition.clone(),
                     },
                 ),
-                Phase::Fetching => (
-                    RequestKind::Fetch,
-                    Request::Fetch {
-                        partition: partition.clone(),
-                        offset: position,
-                        max_wait_ms: self.config.max_wait_ms,
-                        min_bytes: self.config.min_bytes,
-                        max_bytes: self.config.max_bytes,
-                    },
-                ),
+                Phase::Fetching => self.delivery_request(&partition, position),
                 Phase::Resetting { .. } => (
                     RequestKind::Reset,
                     Request::ListOffsets {
@@ -541,11 +649,21 @@ impl Consumer {
                     },
                 ),
             };
+            let subscription = match &request {
+                Request::Subscribe { subscription, .. } => Some(subscription.id),
+                _ => None,
+            };
             let (id, transmit) = self.request(kind, partition.clone(), to, request, Duration::ZERO);
-            self.assigned
-                .get_mut(&partition)
-                .expect("found above")
-                .in_flight = Some(id);
+            let a = self.assigned.get_mut(&partition).expect("found above");
+            a.in_flight = Some(id);
+            if let Some(id) = subscription {
+                a.push = Some(PushSubscription {
+                    id,
+                    broker: to,
+                    stale_records: a.buffered_records,
+                    to_credit: 0,
+                });
+            }
             return Some(transmit);
         }
         if let Some(to) = coordinator_leader {
@@ -670,6 +788,16 @@ impl Consumer {
             records.push(r);
         }
         a.buffered_records -= records.len();
+        let bytes: u64 = records.iter().map(record_bytes).sum();
+        a.buffered_bytes = a.buffered_bytes.saturating_sub(bytes);
+        self.stats.buffer_bytes = self.stats.buffer_bytes.saturating_sub(bytes);
+        if let Some(s) = a.push.as_mut() {
+            // Records pushed under an earlier subscription earn this one no credit.
+            let stale = s.stale_records.min(records.len());
+            s.stale_records -= stale;
+            let fresh = u32::try_from(records.len() - stale).unwrap_or(u32::MAX);
+            s.to_credit = s.to_credit.saturating_add(fresh);
+        }
         Some(ConsumerEvent::Records { partition, records })
     }
 
@@ -781,9 +909,13 @@ impl Consumer {
         if a.in_flight.is_some() {
             return None;
         }
+        let push = matches!(self.config.delivery, Delivery::Push { .. });
         let to = match a.phase {
             Phase::Starting => coordinator?,
-            Phase::Fetching if a.buffered_records >= self.config.buffered_records_max => {
+            // A subscription, once asked for, needs no further request.
+            Phase::Fetching if a.push.is_some() => return None,
+            // Pull's back-pressure; push has its credit window (or none) instead.
+            Phase::Fetching if !push && a.buffered_records >= self.config.buffered_records_max => {
                 return None
             }
             Phase::Fetching | Phase::Resetting { .. } => self.metadata.leader(partition)?,
@@ -849,6 +981,11 @@ impl Consumer {
                 self.fetched(correlation_id, &partition, ok);
                 return;
             }
+            (RequestKind::Subscribe, Response::Subscribe(Ok(()))) => {
+                // The subscription stands from when it was asked for; pushes follow.
+                let _ = owned_assignment(&mut self.assigned, &partition, correlation_id);
+                return;
+            }
             (RequestKind::Reset, Response::ListOffsets(Ok(offsets))) => {
                 self.reset(correlation_id, &partition, offsets);
                 return;
@@ -895,13 +1032,15 @@ impl Consumer {
                 self.member_events();
                 return;
             }
-            (RequestKind::Fetch, Response::Fetch(Err(ErrorCode::OffsetOutOfRange))) => {
+            (RequestKind::Fetch, Response::Fetch(Err(ErrorCode::OffsetOutOfRange)))
+            | (RequestKind::Subscribe, Response::Subscribe(Err(ErrorCode::OffsetOutOfRange))) => {
                 let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id)
                 else {
                     return;
                 };
                 a.phase = Phase::Resetting { from: a.position };
                 a.retry_at = Instant::ZERO;
+                a.push = None;
                 return;
             }
             (
@@ -910,7 +1049,8 @@ impl Consumer {
                 | Response::Fetch(Err(e))
                 | Response::ListOffsets(Err(e))
                 | Response::OffsetCommit(Err(e))
-                | Response::Group(Err(e)),
+                | Response::Group(Err(e))
+                | Response::Subscribe(Err(e)),
             ) => RequestFailure::Broker(e),
             _ => RequestFailure::Unexpected,
         };
@@ -925,33 +1065,209 @@ impl Consumer {
         let Some(a) = owned_assignment(&mut self.assigned, partition, correlation_id) else {
             return;
         };
+        self.stats.fetches += 1;
         a.high_watermark = Some(ok.high_watermark);
-        // Check every batch before taking any: a corrupt batch voids the whole response.
-        let mut decoded = Vec::with_capacity(ok.batches.len());
-        for bytes in &ok.batches {
-            let checked = batch::validate(bytes).and_then(|h| Ok((h, batch::records(bytes)?)));
-            match checked {
-                Ok(d) => decoded.push(d),
-                Err(error) => {
-                    tracing::warn!(%partition, %error, "corrupt batch in fetch response; refetching");
-                    a.retry_at = self.now + jittered(&mut self.rng, self.config.retry_backoff_ms);
-                    return;
-                }
+        let Some(decoded) = decode_batches(partition, &ok) else {
+            a.retry_at = self.now + jittered(&mut self.rng, self.config.retry_backoff_ms);
+            return;
+        };
+        let added = take_batches(a, decoded, &mut self.stats);
+        a.retry_at = match (added, self.config.delivery) {
+            // The naive polling loop: nothing new, so wait before asking again.
+            (0, Delivery::Pull { poll_interval_ms }) => {
+                self.now + Duration::from_millis(poll_interval_ms)
+            }
+            _ => Instant::ZERO,
+        };
+        if added == 0 {
+            self.stats.empty_fetches += 1;
+        }
+    }
+
+    /// A push from `from`: batches of a current subscription go to the buffer unless they
+    /// would overflow it, which drops the subscription; an error ends the subscription. Either
+    /// way it is renewed from the position after the retry backoff. Pushes of a subscription
+    /// the consumer has replaced or dropped are ignored.
+    fn pushed(&mut self, from: NodeId, push: Push) {
+        let partition = push.subscription.partition.clone();
+        let Some(a) = self.assigned.get_mut(&partition) else {
+            return;
+        };
+        let current = a
+            .push
+            .as_ref()
+            .is_some_and(|s| s.id == push.subscription.id && s.broker == from);
+        if !current || a.phase != Phase::Fetching {
+            return;
+        }
+        let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
+        let ok = match push.result {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(%partition, error = %e, "push subscription ended by the broker");
+                a.push = None;
+                a.retry_at = self.now + backoff;
+                self.stats.subscriptions_ended += 1;
+                let failure = RequestFailure::Broker(e);
+                self.metadata
+                    .handle_request_failure(&partition, from, &failure);
+                return;
+            }
+        };
+        a.high_watermark = Some(ok.high_watermark);
+        // A corrupt push, or one that does not start at the position (a gap would skip
+        // records), cannot be taken: the subscription is renewed from the position.
+        let decoded = decode_batches(&partition, &ok)
+            .filter(|d| d.first().is_some_and(|(h, _)| h.base_offset <= a.position));
+        let room = self
+            .config
+            .receive_buffer_bytes_max
+            .saturating_sub(self.stats.buffer_bytes);
+        let incoming = decoded.as_ref().map_or(0, |d| batches_bytes(d));
+        let (fitting, overflowed) = match decoded {
+            Some(d) => fit_in(d, room, self.stats.buffer_bytes == 0),
+            None => (Vec::new(), false),
+        };
+        let kept = batches_bytes(&fitting);
+        self.stats.push_discarded_bytes = self
+            .stats
+            .push_discarded_bytes
+            .saturating_add(incoming.saturating_sub(kept));
+        let whole = !fitting.is_empty() && !overflowed;
+        if !fitting.is_empty() {
+            self.stats.pushes += 1;
+            take_batches(a, fitting, &mut self.stats);
+        }
+        if whole {
+            return;
+        }
+        // Overflowed, corrupt or out of place: drop the subscription, renew it from the
+        // position (just past what was buffered) after the backoff.
+        if overflowed {
+            self.stats.overflows += 1;
+        }
+        if let Some(s) = a.push.take() {
+            let key = SubscriptionKey {
+                partition: partition.clone(),
+                id: s.id,
+            };
+            self.unsubscribes.push_back((s.broker, key));
+        }
+        a.retry_at = self.now + backoff;
+    }
+
+    /// The connection to `broker` closed: its push subscriptions end and are renewed after
+    /// the backoff. The backoff is drawn only when one ends, so that consumers without push
+    /// draw from their generator exactly as before push existed (same seed, same run).
+    fn end_subscriptions_at(&mut self, broker: NodeId) {
+        let ended: Vec<TopicPartition> = self
+            .assigned
+            .iter()
+            .filter(|(_, a)| a.push.as_ref().is_some_and(|s| s.broker == broker))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        let backoff = jittered(&mut self.rng, self.config.retry_backoff_ms);
+        for partition in ended {
+            if let Some(a) = self.assigned.get_mut(&partition) {
+                a.push = None;
+                a.retry_at = self.now + backoff;
+                self.stats.subscriptions_ended += 1;
             }
         }
-        for (header, records) in decoded {
-            if header.end_offset() <= a.position {
-                continue;
+    }
+
+    /// The request that brings `partition` its records from `position`, by delivery model.
+    fn delivery_request(
+        &mut self,
+        partition: &TopicPartition,
+        position: u64,
+    ) -> (RequestKind, Request) {
+        let partition = partition.clone();
+        let max_bytes = self.config.max_bytes;
+        let max_wait_ms = match self.config.delivery {
+            Delivery::LongPoll => self.config.max_wait_ms,
+            Delivery::Pull { .. } => 0,
+            Delivery::Push { credits } => {
+                self.next_subscription += 1;
+                let subscription = SubscriptionKey {
+                    partition,
+                    id: self.next_subscription,
+                };
+                let request = Request::Subscribe {
+                    subscription,
+                    offset: position,
+                    credits,
+                    max_bytes,
+                };
+                return (RequestKind::Subscribe, request);
             }
-            if !header.is_control() {
-                for r in records.into_iter().filter(|r| r.offset >= a.position) {
-                    a.buffer.push_back(Buffered::Record(r));
-                    a.buffered_records += 1;
-                }
-            }
-            a.position = header.end_offset();
+        };
+        let request = Request::Fetch {
+            partition,
+            offset: position,
+            max_wait_ms,
+            min_bytes: self.config.min_bytes,
+            max_bytes,
+        };
+        (RequestKind::Fetch, request)
+    }
+
+    /// Credits the broker is owed for `a`'s subscription: half a window taken, or all the
+    /// records taken once nothing is left buffered (so a window smaller than a batch moves).
+    fn credit_due(&self, a: &Assignment) -> Option<u32> {
+        let Delivery::Push { credits } = self.config.delivery else {
+            return None;
+        };
+        let s = a.push.as_ref()?;
+        let threshold = (credits / 2).max(1);
+        let due = s.to_credit >= threshold || (s.to_credit > 0 && a.buffered_records == 0);
+        (credits > 0 && due).then_some(s.to_credit)
+    }
+
+    /// The next one-way push message: an unsubscribe, or credits returned.
+    fn push_control_transmit(&mut self) -> Option<Transmit> {
+        if let Some((to, subscription)) = self.unsubscribes.pop_front() {
+            let msg = Message::Unsubscribe { subscription };
+            return Some(Transmit { to, lane: 0, msg });
         }
-        a.retry_at = Instant::ZERO;
+        let (partition, records) = self
+            .assigned
+            .iter()
+            .find_map(|(p, a)| Some((p.clone(), self.credit_due(a)?)))?;
+        let s = self.assigned.get_mut(&partition)?.push.as_mut()?;
+        s.to_credit = 0;
+        let subscription = SubscriptionKey {
+            partition,
+            id: s.id,
+        };
+        let msg = Message::PushCredit {
+            subscription,
+            records,
+        };
+        Some(Transmit {
+            to: s.broker,
+            lane: 0,
+            msg,
+        })
+    }
+
+    /// Forgets a partition: its buffered records and its subscription, which its broker is
+    /// told to end.
+    fn drop_assignment(&mut self, partition: TopicPartition) {
+        let Some(a) = self.assigned.remove(&partition) else {
+            return;
+        };
+        self.stats.buffer_bytes = self.stats.buffer_bytes.saturating_sub(a.buffered_bytes);
+        if let Some(s) = a.push {
+            let key = SubscriptionKey {
+                partition,
+                id: s.id,
+            };
+            self.unsubscribes.push_back((s.broker, key));
+        }
     }
 
     fn reset(&mut self, correlation_id: u64, partition: &TopicPartition, offsets: ListOffsetsOk) {
@@ -1007,10 +1323,16 @@ impl Consumer {
                 }
                 self.member_events();
             }
-            RequestKind::OffsetFetch | RequestKind::Fetch | RequestKind::Reset => {
+            RequestKind::OffsetFetch
+            | RequestKind::Fetch
+            | RequestKind::Reset
+            | RequestKind::Subscribe => {
                 // Retried until it works: a partition has nothing better to do.
                 if let Some(a) = owned_assignment(&mut self.assigned, &partition, correlation_id) {
                     a.retry_at = retry_at;
+                    if request.kind == RequestKind::Subscribe {
+                        a.push = None;
+                    }
                 }
             }
             RequestKind::ListOffsets => {
@@ -1067,6 +1389,92 @@ impl Consumer {
             self.metadata.request_refresh();
         }
     }
+}
+
+/// Every batch of a fetch or push answer with its records, or `None` when one fails its
+/// checks: a corrupt batch voids the whole answer.
+fn decode_batches(
+    partition: &TopicPartition,
+    ok: &FetchOk,
+) -> Option<Vec<(batch::BatchHeader, Vec<Record>)>> {
+    let mut decoded = Vec::with_capacity(ok.batches.len());
+    for bytes in &ok.batches {
+        match batch::validate(bytes).and_then(|h| Ok((h, batch::records(bytes)?))) {
+            Ok(d) => decoded.push(d),
+            Err(error) => {
+                tracing::warn!(%partition, %error, "corrupt batch in a fetch or push; asking again");
+                return None;
+            }
+        }
+    }
+    Some(decoded)
+}
+
+/// Buffers the data records at or past the position and moves the position past the batches;
+/// returns how many records were added.
+fn take_batches(
+    a: &mut Assignment,
+    decoded: Vec<(batch::BatchHeader, Vec<Record>)>,
+    stats: &mut DeliveryStats,
+) -> usize {
+    let mut added = 0;
+    for (header, records) in decoded {
+        if header.end_offset() <= a.position {
+            continue;
+        }
+        if !header.is_control() {
+            for r in records.into_iter().filter(|r| r.offset >= a.position) {
+                let bytes = record_bytes(&r);
+                a.buffered_bytes = a.buffered_bytes.saturating_add(bytes);
+                stats.buffer_bytes = stats.buffer_bytes.saturating_add(bytes);
+                a.buffer.push_back(Buffered::Record(r));
+                a.buffered_records += 1;
+                added += 1;
+            }
+        }
+        a.position = header.end_offset();
+    }
+    stats.buffer_bytes_peak = stats.buffer_bytes_peak.max(stats.buffer_bytes);
+    added
+}
+
+/// The leading batches of a push that fit in `room` bytes of the receive buffer, and whether
+/// any did not. Into an empty buffer the first batch always goes, as a fetch always returns
+/// its first batch whatever its size: the buffer is bounded by its limit plus one batch.
+#[allow(clippy::type_complexity)]
+fn fit_in(
+    decoded: Vec<(batch::BatchHeader, Vec<Record>)>,
+    room: u64,
+    buffer_empty: bool,
+) -> (Vec<(batch::BatchHeader, Vec<Record>)>, bool) {
+    let mut fitting = Vec::with_capacity(decoded.len());
+    let mut used: u64 = 0;
+    let total = decoded.len();
+    for (header, records) in decoded {
+        let bytes: u64 = records.iter().map(record_bytes).sum();
+        let first_into_empty = buffer_empty && fitting.is_empty();
+        if used.saturating_add(bytes) > room && !first_into_empty {
+            break;
+        }
+        used = used.saturating_add(bytes);
+        fitting.push((header, records));
+    }
+    let overflowed = fitting.len() < total;
+    (fitting, overflowed)
+}
+
+/// Bytes of the records of `decoded`, as the receive buffer counts them.
+fn batches_bytes(decoded: &[(batch::BatchHeader, Vec<Record>)]) -> u64 {
+    decoded
+        .iter()
+        .flat_map(|(_, records)| records)
+        .map(record_bytes)
+        .sum()
+}
+
+/// What a record takes in the receive buffer: its key and value.
+fn record_bytes(r: &Record) -> u64 {
+    (r.key.len() + r.value.len()) as u64
 }
 
 /// The assignment `correlation_id` was sent for, if it is still assigned and still waiting for

@@ -28,7 +28,10 @@ use crate::ids::NodeId;
 use crate::protocol::{ErrorCode, Message};
 use crate::rng::Rng;
 
-pub use consumer::{coordinator_partition, Consumer, ConsumerConfig, ConsumerEvent};
+pub use consumer::{
+    coordinator_partition, Consumer, ConsumerConfig, ConsumerEvent, Delivery, DeliveryStats,
+    RECEIVE_BUFFER_BYTES_MAX_DEFAULT,
+};
 pub use metadata::{Metadata, MetadataConfig};
 pub use partitioner::Partitioner;
 pub use producer::{Producer, ProducerConfig, ProducerEvent, SendError, SendFailure};

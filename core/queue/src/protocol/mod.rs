@@ -18,8 +18,9 @@ use crate::ids::{NodeId, TopicPartition};
 use crate::replication::RaftEnvelope;
 
 /// Bumped on any incompatible change to [`Message`]. 3: consumer groups ([`Request::Group`],
-/// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]). 4: push delivery
+/// ([`Request::Subscribe`], [`Message::Push`], [`Message::PushCredit`], [`Message::Unsubscribe`]).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -54,6 +55,37 @@ pub enum Message {
     /// connection that stalls (a peer gone, segments lost for good) is noticed and replaced.
     Ping,
     Pong,
+    /// Broker to client, unasked: committed batches of a partition the client subscribed to
+    /// with [`Request::Subscribe`], or the end of that subscription (`Err`: the broker no longer
+    /// leads the partition, say). Variants are appended last so that the encoding of the
+    /// earlier ones is unchanged.
+    Push(Push),
+    /// Client to broker, one-way: the application took `records` of a subscription's records,
+    /// so the broker may push that many more (the credit window of [`Request::Subscribe`]).
+    PushCredit {
+        subscription: SubscriptionKey,
+        records: u32,
+    },
+    /// Client to broker, one-way: end a subscription (the consumer's receive buffer overflowed,
+    /// or it no longer wants the partition). Unknown subscriptions are ignored.
+    Unsubscribe {
+        subscription: SubscriptionKey,
+    },
+}
+
+/// Names one subscription on one connection: the partition and the client's own id for this
+/// subscription of it, so that pushes of a subscription the client has replaced are told
+/// apart from the new one's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubscriptionKey {
+    pub partition: TopicPartition,
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    pub subscription: SubscriptionKey,
+    pub result: Result<FetchOk, ErrorCode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +189,19 @@ pub enum Request {
         offset: u64,
         fence: CommitFence,
     },
+    /// Push delivery (claim C1): from `offset`, the leader sends every committed batch of
+    /// `partition` as a [`Message::Push`] as soon as its high watermark covers it, without a
+    /// request each time. With `credits > 0` it keeps at most that many records unconfirmed by
+    /// a [`Message::PushCredit`] (a whole batch goes out while any credit is left, so the
+    /// window overshoots by less than one batch); `credits == 0` is no flow control at all.
+    /// Answered [`Response::Subscribe`], after which the pushes follow on the same connection.
+    /// A new subscription of the same partition on the same connection replaces the old one.
+    Subscribe {
+        subscription: SubscriptionKey,
+        offset: u64,
+        credits: u32,
+        max_bytes: u32,
+    },
 }
 
 /// Who commits, for the coordinator's fence: the member id and the generation (classic) or
@@ -183,6 +228,8 @@ pub enum Response {
     /// broker does not lead the group's offsets partition, is not ready, or is busy) or its
     /// effect could not be made durable ([`GroupError::NotCoordinator`]).
     Group(Result<GroupResponse, ErrorCode>),
+    /// The subscription is registered; pushes follow.
+    Subscribe(Result<(), ErrorCode>),
 }
 
 /// Who wrote an idempotent batch: the producer id and its epoch, as a batch header carries them
@@ -271,6 +318,13 @@ pub enum ErrorCode {
     /// member, a full group, not the coordinator... each with its own [`GroupError`].
     #[error("group: {0}")]
     Group(GroupError),
+    /// The broker holds as many push subscriptions as its limit allows: retry later or
+    /// elsewhere, or fetch instead.
+    #[error("too many push subscriptions on this broker (limit {limit})")]
+    SubscriptionsFull { limit: u32 },
+    /// A subscription's `max_bytes` is 0: nothing could ever be pushed.
+    #[error("a subscription must allow at least one byte per push")]
+    InvalidSubscription,
 }
 
 impl ErrorCode {
@@ -281,7 +335,8 @@ impl ErrorCode {
             | ErrorCode::BatchTooLarge
             | ErrorCode::UnknownPartition
             | ErrorCode::ProducerFenced
-            | ErrorCode::DuplicateSequence => false,
+            | ErrorCode::DuplicateSequence
+            | ErrorCode::InvalidSubscription => false,
             ErrorCode::Group(e) => e.is_retriable(),
             _ => true,
         }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::groups::GroupFigures;
 use crate::metrics::{
-    PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER, PART_NETWORK,
-    PART_REPLICATION,
+    DeliveryMetrics, PART_BROKER_APPEND, PART_CLIENT_AND_NETWORK, PART_CLIENT_WAIT, PART_CONSUMER,
+    PART_NETWORK, PART_REPLICATION,
 };
 use crate::resources::Utilisation;
 use crate::run::RunOutcome;
@@ -122,6 +122,17 @@ measures! {
     StopTheWorldMs "stop_the_world_ms" Median "ms no partition of the group had a live owner (stop the world)" => |r| r.groups(|g| g.stop_the_world_ms);
     GroupE2eP99Ms "group_e2e_p99_ms" Median "send-to-delivery latency, 99th percentile, of messages sent after the consumer group's start-up join (worst group)" => |r| r.groups_max(|g| g.end_to_end_ms.p99);
     CommitLag "commit_lag" Median "acknowledged records past the group's last commit when the workload ends (read again, or for the first time, by a restart)" => |r| r.groups(|g| g.commit_lag as f64);
+    DeliveryP50Ms "delivery_p50_ms" Median "commit (stored on a quorum) to first delivery to the application, median, steady state" => |r| r.delivery_latency(|d| d.latency_p50_ms);
+    DeliveryP99Ms "delivery_p99_ms" Median "commit to first delivery to the application, 99th percentile, steady state" => |r| r.delivery_latency(|d| d.latency_p99_ms);
+    IdleFetchesPerS "idle_fetches_per_s" Median "fetch answers without a new record per second of the workload phase, all consumers" => |r| r.0.summary.metrics.delivery.idle_fetches_per_s;
+    FetchesPerS "fetches_per_s" Median "fetch answers per second of the workload phase, all consumers" => |r| r.fetches_per_s();
+    ReceiveBufferPeakBytes "receive_buffer_peak_bytes" Median "the fullest any consumer's receive buffer got, bytes of keys and values" => |r| r.0.summary.metrics.delivery.receive_buffer_peak_bytes;
+    PushOverflows "push_overflows" Median "push subscriptions dropped and renewed because the receive buffer would overflow (disconnects)" => |r| r.0.summary.metrics.delivery.push_overflows;
+    PushDiscardedBytes "push_discarded_bytes" Median "bytes of pushed records thrown away on overflows, to be pushed again" => |r| r.0.summary.metrics.delivery.push_discarded_bytes;
+    PushSubscriptionsPeak "push_subscriptions_peak" Median "the most push subscriptions the brokers held at once" => |r| r.0.summary.metrics.delivery.push_subscriptions_peak;
+    PushStateBytesPeak "push_state_bytes_peak" Median "the most memory the brokers held for push subscriptions, bytes" => |r| r.0.summary.metrics.delivery.push_state_bytes_peak;
+    BacklogMax "backlog_max" Median "records stored and not yet consumed, summed over partitions, most at a second's end in the window" => |r| r.0.summary.metrics.delivery.backlog_max;
+    BacklogAtEnd "backlog_at_end" Median "records stored and not yet consumed when the workload phase ended" => |r| r.0.summary.metrics.delivery.backlog_at_end;
 }
 
 /// A number taken from every run: an anomaly count (the checker's classes, one [`Anomaly`]
@@ -268,6 +279,18 @@ impl Run<'_> {
     fn util(&self) -> Option<&Utilisation> {
         let u = &self.0.summary.metrics.utilisation;
         (!u.hosts.is_empty()).then_some(u)
+    }
+
+    /// A delivery latency percentile; `None` when no message sent in the window was delivered.
+    fn delivery_latency(&self, pick: impl Fn(&DeliveryMetrics) -> f64) -> Option<f64> {
+        let d = &self.0.summary.metrics.delivery;
+        (d.messages > 0).then(|| pick(d))
+    }
+
+    fn fetches_per_s(&self) -> Option<f64> {
+        let duration_s = self.0.summary.metrics.throughput.window_s[1];
+        let fetches = self.0.summary.metrics.delivery.fetches as f64;
+        (duration_s > 0.0).then(|| fetches / duration_s)
     }
 
     fn fate_unrecorded(&self) -> u64 {

@@ -523,6 +523,7 @@ fn expect_reports_violations() {
         unknown_in_log: Some(1),
         acked_min: Some(100),
         read_min: Some(10),
+        push_overflows_min: None,
     };
     let report = |counts: &[(Anomaly, u64)], acked, unknown_in_log| CheckReport {
         anomalies: counts.iter().copied().collect(),
@@ -842,4 +843,52 @@ fn membership_faults_become_per_instance_actions() {
         plan.actions[&1],
         [(secs(2.0), crash), (secs(7.0), MemberAction::Restart)]
     );
+}
+
+/// Issue 9: delivery settings out of range are refused with the field, its line and the range;
+/// a valid push table configures the consumer's push model.
+#[test]
+fn bad_delivery_fields_name_field_line_and_range() {
+    assert_fails(
+        &consumer_with("delivery = \"firehose\"\n"),
+        "consumers[0].delivery",
+        CONSUMER_LINE,
+        "expected one of `pull`, `long_poll`, `push`",
+    );
+    assert_fails(
+        &consumer_with("delivery = \"pull\"\npoll_interval_ms = 0\n"),
+        "consumers[0].poll_interval_ms",
+        CONSUMER_LINE + 1,
+        "must be from 1 to 60000",
+    );
+    assert_fails(
+        &consumer_with("delivery = \"push\"\npush_credits = 2000000\n"),
+        "consumers[0].push_credits",
+        CONSUMER_LINE + 1,
+        "must be at most 1000000 records",
+    );
+    assert_fails(
+        &consumer_with("receive_buffer_bytes_max = 0\n"),
+        "consumers[0].receive_buffer_bytes_max",
+        CONSUMER_LINE,
+        "must be from 1 to 1073741824 bytes",
+    );
+    let s = parse(&consumer_with("delivery = \"push\"\npush_credits = 0\n")).unwrap();
+    assert_eq!(
+        s.consumers[0].consumer_config().delivery,
+        fathom_queue::client::Delivery::Push { credits: 0 }
+    );
+}
+
+/// Issue 9: `push_overflows_min` is judged on the run's delivery metrics: a slow consumer that
+/// was never flooded violates it, named in the violation.
+#[test]
+fn push_overflows_min_is_judged_on_the_delivery_metrics() {
+    let s = parse(&with("[expect]\npush_overflows_min = 1\n")).unwrap();
+    let mut delivery = crate::metrics::DeliveryMetrics::default();
+    let violations = s.expect.delivery_violations(&delivery);
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].key(), "push_overflows_min");
+    delivery.push_overflows = 3;
+    assert!(s.expect.delivery_violations(&delivery).is_empty());
 }

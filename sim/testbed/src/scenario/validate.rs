@@ -13,6 +13,13 @@ use serde::Deserialize;
 use crate::swarm::{Swarm, SwarmKind, SwarmSpec};
 use fathom_history::Anomaly;
 
+/// Pull's poll interval, at most: a minute between polls is already no consumer at all.
+const POLL_INTERVAL_MS_MAX: u64 = 60_000;
+/// A push credit window, at most: a million records in flight to one consumer partition.
+const PUSH_CREDITS_MAX: u32 = 1_000_000;
+/// A consumer's receive buffer, at most: 1 GiB, far beyond what the simulator should hold.
+const RECEIVE_BUFFER_BYTES_MAX_LIMIT: u64 = 1 << 30;
+
 use super::source_map::{line_column, path_near_line, SourceMap};
 use super::{
     broker_host, is_broker_host, is_valid_process_name, Acks, ClusterSpec, CommitMode,
@@ -713,7 +720,32 @@ impl Checker<'_> {
             }
             previous = t;
         }
+        self.consumer_delivery_fields(path, c)?;
         self.consumer_group_fields(path, c)
+    }
+
+    /// The delivery model's settings (claim C1), each in its range.
+    fn consumer_delivery_fields(&self, path: &str, c: &ConsumerSpec) -> Check {
+        let field = |name: &str| format!("{path}.{name}");
+        if !(1..=POLL_INTERVAL_MS_MAX).contains(&c.poll_interval_ms) {
+            return Err(self.error(
+                &field("poll_interval_ms"),
+                format!("must be from 1 to {POLL_INTERVAL_MS_MAX}"),
+            ));
+        }
+        if c.push_credits > PUSH_CREDITS_MAX {
+            return Err(self.error(
+                &field("push_credits"),
+                format!("must be at most {PUSH_CREDITS_MAX} records (0 turns flow control off)"),
+            ));
+        }
+        if !(1..=RECEIVE_BUFFER_BYTES_MAX_LIMIT).contains(&c.receive_buffer_bytes_max) {
+            return Err(self.error(
+                &field("receive_buffer_bytes_max"),
+                format!("must be from 1 to {RECEIVE_BUFFER_BYTES_MAX_LIMIT} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// The group fields (issue 8): each only where its protocol reads it, and in range.

@@ -437,3 +437,42 @@ fn list_offsets_reports_the_partitions_offsets() {
         }]
     );
 }
+
+/// Claim C1, the naive polling loop: a pull fetch asks the broker not to hold it, and after an
+/// empty answer the next fetch waits `poll_interval_ms`; each empty answer is counted, and
+/// data is picked up at the next poll.
+#[test]
+fn pull_fetches_again_after_its_poll_interval_and_counts_empty_answers() {
+    let pull = ConsumerConfig {
+        delivery: crate::client::Delivery::Pull {
+            poll_interval_ms: 100,
+        },
+        ..config()
+    };
+    let mut net = net_with(pull, &[1]);
+    let p = tp("t", 0);
+    assign(&mut net, std::slice::from_ref(&p));
+    net.run_for(ms(1_000));
+    let polls = fetches(&net);
+    assert!((8..=10).contains(&polls.len()), "{polls:?}");
+    for w in polls.windows(2) {
+        assert_eq!(
+            w[1].0 - w[0].0,
+            ms(102),
+            "answer at once, then the interval"
+        );
+    }
+    let no_wait = net
+        .requests()
+        .iter()
+        .all(|(_, _, r)| !matches!(r, Request::Fetch { max_wait_ms, .. } if *max_wait_ms != 0));
+    assert!(no_wait, "a pull fetch is never held by the broker");
+    let stats = net.client.delivery_stats();
+    assert_eq!(stats.empty_fetches, stats.fetches);
+    assert_eq!(stats.fetches as usize, polls.len());
+    net.cluster.append_records(&p, &["a"]);
+    net.run_for(ms(200));
+    assert_eq!(offsets_received(&net, &p), vec![0]);
+    let stats = net.client.delivery_stats();
+    assert_eq!(stats.empty_fetches + 1, stats.fetches, "{stats:?}");
+}

@@ -246,6 +246,8 @@ impl FakeCluster {
             Request::Group(_) | Request::MemberOffsetCommit { .. } => {
                 Response::Group(Err(ErrorCode::UnknownPartition))
             }
+            // Push needs unasked messages from the broker: tested against the real brokers.
+            Request::Subscribe { .. } => Response::Subscribe(Err(ErrorCode::UnknownPartition)),
             Request::OffsetFetch { group, partition } => {
                 Response::OffsetFetch(self.coordinator_check(at, group).map(|()| {
                     self.committed

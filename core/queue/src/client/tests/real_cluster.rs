@@ -38,6 +38,8 @@ struct RealNet<C: Client> {
     /// Client connections (broker, lane) that said Hello to a broker's current incarnation.
     connected: BTreeSet<(NodeId, u16)>,
     disconnects: VecDeque<NodeId>,
+    /// The application takes no events (a stalled consumer) while set.
+    paused: bool,
 }
 
 /// The connection a client lane uses on a broker; client connections must stay below 1 << 32.
@@ -65,6 +67,7 @@ impl<C: Client> RealNet<C> {
             events: Vec::new(),
             connected: BTreeSet::new(),
             disconnects: VecDeque::new(),
+            paused: false,
         }
     }
 
@@ -84,7 +87,10 @@ impl<C: Client> RealNet<C> {
         while let Some(t) = self.client.poll_transmit() {
             self.carry(t);
         }
-        while let Some(e) = self.client.poll_event() {
+        while !self.paused {
+            let Some(e) = self.client.poll_event() else {
+                break;
+            };
             self.events.push(e);
         }
     }
@@ -107,7 +113,7 @@ impl<C: Client> RealNet<C> {
         let (frames, closed) = self.cluster.take_client_outputs(id);
         let now = self.now();
         for (_, msg) in frames {
-            if matches!(msg, Message::Response { .. }) {
+            if matches!(msg, Message::Response { .. } | Message::Push(_)) {
                 self.client.handle_message(now, id, msg);
             }
         }
@@ -413,4 +419,126 @@ fn a_new_consumer_of_the_group_resumes_after_the_committed_offset() {
     assert!(net.run_until(5 * SECOND, |n| records_read(n).len() == 2));
     let ids: Vec<String> = records_read(&net).into_iter().map(|(_, id)| id).collect();
     assert_eq!(ids, ["x2", "x3"]);
+}
+
+// --- push delivery (claim C1) ----------------------------------------------------------------
+
+fn push_net(seed: u64, credits: u32, receive_buffer_bytes_max: u64) -> RealNet<Consumer> {
+    let config = ConsumerConfig {
+        delivery: crate::client::Delivery::Push { credits },
+        receive_buffer_bytes_max,
+        ..consumer_config("push")
+    };
+    let consumer = Consumer::new(config, bootstrap(&[1, 2, 3]), Rng::new(seed));
+    RealNet::new(seed, 1, consumer)
+}
+
+fn ids(n: usize, prefix: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn produce_ids(net: &mut RealNet<Consumer>, ids: &[String]) {
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    produce_through_leader(net, &refs);
+}
+
+/// Every record read, once each and in offset order, and nothing else.
+fn assert_read_exactly(net: &RealNet<Consumer>, expected: &[String]) {
+    let read = records_read(net);
+    assert!(
+        read.windows(2).all(|w| w[0].0 < w[1].0),
+        "offset order: {read:?}"
+    );
+    let got: Vec<&str> = read.iter().map(|(_, id)| id.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    assert_eq!(got, want);
+}
+
+/// Claim C1: a push consumer sends one subscribe and no fetch; the leader pushes what it
+/// commits, before and after the subscription.
+#[test]
+fn push_delivers_committed_batches_without_fetching() {
+    let mut net = push_net(11, 0, 1 << 20);
+    let before = ids(3, "a");
+    produce_ids(&mut net, &before);
+    let p = tp(TOPIC, 0);
+    net.input(|c, now| c.assign(now, vec![p.clone()]));
+    assert!(net.run_until(5 * SECOND, |n| records_read(n).len() == 3));
+    let after = ids(4, "b");
+    produce_ids(&mut net, &after);
+    assert!(net.run_until(5 * SECOND, |n| records_read(n).len() == 7));
+    let all: Vec<String> = before.into_iter().chain(after).collect();
+    assert_read_exactly(&net, &all);
+    let stats = net.client.delivery_stats();
+    assert_eq!(stats.fetches, 0, "push never fetches");
+    assert!(stats.pushes >= 2, "{stats:?}");
+    assert_eq!(stats.overflows, 0);
+}
+
+/// Claim C1, flow control: with a window of 4 records a stalled application holds at most 4
+/// pushed records; once it takes them, the credits it returns bring the rest, in order.
+#[test]
+fn push_credits_bound_what_a_stalled_consumer_buffers() {
+    let mut net = push_net(12, 4, 1 << 20);
+    let p = tp(TOPIC, 0);
+    net.paused = true;
+    net.input(|c, now| c.assign(now, vec![p.clone()]));
+    net.run_until(SECOND, |_| false);
+    let sent = ids(20, "m");
+    produce_ids(&mut net, &sent);
+    net.run_until(2 * SECOND, |_| false);
+    let stats = net.client.delivery_stats();
+    // Each produce is its own one-record batch ("mN" and "v"), so the window is exact.
+    let record_bytes = 3 + 1;
+    assert!(stats.buffer_bytes_peak <= 4 * record_bytes, "{stats:?}");
+    assert!(stats.buffer_bytes_peak > 0, "{stats:?}");
+    net.paused = false;
+    assert!(net.run_until(5 * SECOND, |n| records_read(n).len() == 20));
+    assert_read_exactly(&net, &sent);
+    assert_eq!(net.client.delivery_stats().overflows, 0);
+}
+
+/// Claim C1, "push floods slow consumers": without credits a stalled application's receive
+/// buffer overflows; the consumer drops the subscription (counted) and renews it from the
+/// position after what it buffered, so once the application catches up it has read every
+/// record exactly once.
+#[test]
+fn unbounded_push_overflows_a_stalled_consumer_without_loss() {
+    let mut net = push_net(13, 0, 20);
+    let p = tp(TOPIC, 0);
+    net.paused = true;
+    net.input(|c, now| c.assign(now, vec![p.clone()]));
+    net.run_until(SECOND, |_| false);
+    let sent = ids(30, "m");
+    produce_ids(&mut net, &sent);
+    net.run_until(2 * SECOND, |_| false);
+    let stats = net.client.delivery_stats();
+    assert!(stats.overflows > 0, "{stats:?}");
+    assert!(stats.push_discarded_bytes > 0, "{stats:?}");
+    // Bounded by the limit plus one batch (one record of at most 4 bytes here).
+    assert!(stats.buffer_bytes_peak <= 20 + 4, "{stats:?}");
+    net.paused = false;
+    assert!(net.run_until(10 * SECOND, |n| records_read(n).len() == 30));
+    assert_read_exactly(&net, &sent);
+}
+
+/// A leader crash ends the subscription with the connection; the consumer subscribes at the
+/// new leader from its own position: nothing lost, skipped or read twice.
+#[test]
+fn a_leader_crash_moves_the_push_subscription_without_loss_or_skip() {
+    let mut net = push_net(14, 100, 1 << 20);
+    let p = tp(TOPIC, 0);
+    net.input(|c, now| c.assign(now, vec![p.clone()]));
+    let first = ids(5, "a");
+    produce_ids(&mut net, &first);
+    assert!(net.run_until(5 * SECOND, |n| records_read(n).len() == 5));
+    let leader = net.cluster.ready_leader_of(&p).expect("a leader");
+    net.crash(leader);
+    net.cluster.await_ready_leader_of(&p, 10 * SECOND);
+    let second = ids(5, "b");
+    produce_ids(&mut net, &second);
+    assert!(net.run_until(10 * SECOND, |n| records_read(n).len() == 10));
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    assert_read_exactly(&net, &all);
+    assert!(net.client.delivery_stats().subscriptions_ended >= 1);
 }
