@@ -94,7 +94,16 @@ pub struct ReplicationConfig {
     pub append_bytes_max: u32,
     /// Append messages in flight to one follower.
     pub append_in_flight_max: u32,
+    /// Simulation only (FoundationDB's BUGGIFY): seeded perturbations where real timing
+    /// varies, so that rare schedules come up in every run rather than once in a thousand:
+    /// some election timeouts land at an extreme of their range, and some appends carry a
+    /// single batch. Every draw comes from the replica's own generator. The production build
+    /// refuses a configuration that sets it.
+    pub buggify: bool,
 }
+
+/// How often a BUGGIFY point fires when [`ReplicationConfig::buggify`] is on.
+pub const BUGGIFY_PROBABILITY: f64 = 0.25;
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
@@ -104,6 +113,7 @@ impl Default for ReplicationConfig {
             heartbeat_interval_ms: 50,
             append_bytes_max: 256 * 1024,
             append_in_flight_max: 8,
+            buggify: false,
         }
     }
 }

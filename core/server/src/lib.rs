@@ -106,6 +106,12 @@ impl ClusterArgs {
         config
             .validate()
             .map_err(|e| format!("{}: {e}", self.config.display()))?;
+        if config.replication.buggify {
+            return Err(format!(
+                "{}: replication.buggify perturbs timing on purpose and is for the simulator only",
+                self.config.display()
+            ));
+        }
         Ok(config)
     }
 }
@@ -382,6 +388,8 @@ fn consume_in_group(
         resources: Rc::new(Unmetered),
         start_at: Duration::ZERO,
         actions: vec![(leave_at, MemberAction::Leave)],
+        // The delivery counters' cut-off: the whole life of the member.
+        workload_end: leave_at + GROUP_LEAVE_GRACE,
     };
     block_on(member.run::<TokioNet>()).map_err(|e| e.to_string())?;
     write_history(&trace, history)?;

@@ -140,6 +140,8 @@ pub struct SwarmSpec {
     pub idempotence: Vec<bool>,
     /// The cluster's `fsync` policy, drawn from this list; empty: as in the file.
     pub fsync: Vec<FsyncPolicy>,
+    /// The cluster's `replication.buggify`, drawn from this list; empty: as in the file.
+    pub buggify: Vec<bool>,
 }
 
 impl Default for SwarmSpec {
@@ -153,6 +155,7 @@ impl Default for SwarmSpec {
             acks: Vec::new(),
             idempotence: Vec::new(),
             fsync: Vec::new(),
+            buggify: Vec::new(),
         }
     }
 }
@@ -280,6 +283,11 @@ fn draw_workload(
         };
         text.set("cluster.log.fsync", name);
         description.push(format!("workload   fsync = {name}"));
+    }
+    if !spec.buggify.is_empty() {
+        let on = spec.buggify[rng.range_u64(0, spec.buggify.len() as u64 - 1) as usize];
+        text.set("cluster.replication.buggify", on);
+        description.push(format!("workload   replication.buggify = {on}"));
     }
     for (i, p) in scenario.producers.iter().enumerate() {
         if !spec.acks.is_empty() {

@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 pub use message::{RaftEnvelope, RaftMessage};
 
-use crate::config::{FsyncPolicy, LogConfig, ReplicationConfig};
+use crate::config::{FsyncPolicy, LogConfig, ReplicationConfig, BUGGIFY_PROBABILITY};
 use crate::ids::{NodeId, TopicPartition};
 use crate::log::{
     batch, meta, LogError, PartitionLog, RecoveryReport, StorageOp, SyncOwner, SyncToken,
@@ -905,7 +905,12 @@ impl Replica {
     /// Sends the next append to a follower if its window allows; a heartbeat if `allow_empty`.
     fn send_append(&mut self, _now: Instant, to: NodeId, allow_empty: bool) {
         let limit = self.config.append_in_flight_max.max(1);
-        let bytes_max = self.config.append_bytes_max as usize;
+        // BUGGIFY: one batch per append, so followers catch up over many small rounds.
+        let bytes_max = if self.config.buggify && self.rng.chance(BUGGIFY_PROBABILITY) {
+            1
+        } else {
+            self.config.append_bytes_max as usize
+        };
         let commit = self.high_watermark;
         let term = self.term;
         let Role::Leader(leader) = &mut self.role else {
@@ -1066,10 +1071,15 @@ impl Replica {
 }
 
 fn election_timeout(rng: &mut Rng, config: &ReplicationConfig) -> Duration {
-    rng.duration_between(
+    let (min, max) = (
         Duration::from_millis(config.election_timeout_min_ms),
         Duration::from_millis(config.election_timeout_max_ms),
-    )
+    );
+    // BUGGIFY: the extremes are where split votes (min) and slow fail-overs (max) live.
+    if config.buggify && rng.chance(BUGGIFY_PROBABILITY) {
+        return if rng.chance(0.5) { min } else { max };
+    }
+    rng.duration_between(min, max)
 }
 
 fn encode_hard_state(term: u64, voted_for: Option<NodeId>) -> Vec<u8> {

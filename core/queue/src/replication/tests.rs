@@ -1119,6 +1119,70 @@ fn hard_state_files_stay_bounded_and_recover_the_newest_state() {
     assert_eq!(recovered.voted_for, Some(2));
 }
 
+// --- BUGGIFY ---------------------------------------------------------------------------------
+
+fn buggified() -> ReplicationConfig {
+    ReplicationConfig {
+        buggify: true,
+        ..ReplicationConfig::default()
+    }
+}
+
+/// BUGGIFY puts some election timeouts at the extremes of their range, never outside it; off,
+/// the draw is as before.
+#[test]
+fn buggify_puts_election_timeouts_at_their_extremes() {
+    let config = buggified();
+    let (min, max) = (
+        ms(config.election_timeout_min_ms),
+        ms(config.election_timeout_max_ms),
+    );
+    let mut rng = Rng::new(3);
+    let draws: Vec<Duration> = (0..400)
+        .map(|_| election_timeout(&mut rng, &config))
+        .collect();
+    assert!(draws.iter().all(|d| (min..=max).contains(d)));
+    let at_min = draws.iter().filter(|d| **d == min).count();
+    let at_max = draws.iter().filter(|d| **d == max).count();
+    assert!(
+        at_min > 20 && at_max > 20,
+        "min {at_min}, max {at_max} of 400"
+    );
+    let mut plain = Rng::new(3);
+    let off = ReplicationConfig::default();
+    let edges = (0..400)
+        .map(|_| election_timeout(&mut plain, &off))
+        .filter(|d| *d == min || *d == max)
+        .count();
+    assert!(edges < 5, "{edges} of 400 at an edge without BUGGIFY");
+}
+
+/// Election safety and log replication hold under BUGGIFY's schedules: one leader per term,
+/// and every replica ends with the same committed records. Reference: §3.4, §3.5.
+#[test]
+fn buggified_groups_elect_one_leader_and_replicate_everything() {
+    for seed in 0..6 {
+        let mut c = replica_group(3, seed, LogConfig::default(), buggified());
+        let leader = c.await_ready_leader(10 * SECOND);
+        for i in 0..30 {
+            let _ = c.propose(leader, &record_batch(&format!("k{i}")));
+            c.run_for(ms(5));
+        }
+        c.run_for(2 * SECOND);
+        assert_eq!(c.leaders().len(), 1, "seed {seed}");
+        let leader = c.leaders()[0];
+        let committed = keys_of(&c.committed_batches(leader));
+        assert_eq!(committed.len(), 30, "seed {seed}");
+        for id in 1..=3 {
+            assert_eq!(
+                keys_of(&c.committed_batches(id)),
+                committed,
+                "seed {seed}: replica {id}"
+            );
+        }
+    }
+}
+
 // --- protocol-aware recovery -----------------------------------------------------------------
 
 /// Flips one bit in the middle of `id`'s first log segment, as a bad read would.

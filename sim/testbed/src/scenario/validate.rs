@@ -1044,14 +1044,14 @@ impl Checker<'_> {
         if !(min..=max).contains(&rate) {
             return Err(self.error(
                 &format!("{path}.clock_rate"),
-                &format!("must be within [{min}, {max}] (times true speed), got {rate}"),
+                format!("must be within [{min}, {max}] (times true speed), got {rate}"),
             ));
         }
         let jump_s = f.jump_s.unwrap_or(0.0);
         if !(0.0..=3_600.0).contains(&jump_s) {
             return Err(self.error(
                 &format!("{path}.jump_s"),
-                &format!(
+                format!(
                     "must be within [0, 3600] seconds (clocks only leap forward), got {jump_s}"
                 ),
             ));
