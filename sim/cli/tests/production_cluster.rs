@@ -391,3 +391,47 @@ fn a_group_member_processes_everything_and_the_next_one_resumes_from_its_commits
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// BUGGIFY perturbs timing on purpose; a real broker must refuse a configuration that asks for
+/// it, with a clear error, before it binds or touches its data directory.
+#[test]
+fn the_production_broker_refuses_buggify() {
+    let dir = std::env::temp_dir().join(format!("fathom-buggify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_ports(1)[0];
+    let config = dir.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[brokers]]\nid = 1\naddr = \"127.0.0.1:{port}\"\n[replication]\nbuggify = true\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(FATHOM)
+        .args(["broker", "--config"])
+        .arg(&config)
+        .args(["--id", "1", "--data"])
+        .arg(dir.join("data-1"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a broker configured with buggify started and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("buggify"), "{stderr}");
+    assert!(!dir.join("data-1").exists(), "touched its data directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
