@@ -764,22 +764,23 @@ fn log_uniform(rng: &mut Rng, min: Duration, max: Duration) -> Duration {
     Duration::from_secs_f64(lo * (hi / lo).powf(u))
 }
 
+/// Everything but a sync costs what [`Unmetered`] says: nothing.
 impl Resources for SyncLatency {
-    fn connect(&self, _: Option<IpAddr>) -> Duration {
-        Duration::ZERO
+    fn connect(&self, peer: Option<IpAddr>) -> Duration {
+        Unmetered.connect(peer)
     }
-    fn transmit(&self, _: Option<IpAddr>, _: usize) -> Duration {
-        Duration::ZERO
+    fn transmit(&self, peer: Option<IpAddr>, bytes: usize) -> Duration {
+        Unmetered.transmit(peer, bytes)
     }
-    fn receive(&self, _: Option<IpAddr>, _: usize) -> Duration {
-        Duration::ZERO
+    fn receive(&self, peer: Option<IpAddr>, bytes: usize) -> Duration {
+        Unmetered.receive(peer, bytes)
     }
-    fn compute(&self, _: Duration) -> Duration {
-        Duration::ZERO
+    fn compute(&self, work: Duration) -> Duration {
+        Unmetered.compute(work)
     }
     fn storage(&self, op: &StorageOp) -> Duration {
         if !matches!(op, StorageOp::Sync { .. }) {
-            return Duration::ZERO;
+            return Unmetered.storage(op);
         }
         let mean = u64::try_from(self.mean.as_nanos()).unwrap_or(u64::MAX / 2);
         let ns = self.rng.borrow_mut().range_u64(mean / 2, mean + mean / 2);
