@@ -18,6 +18,7 @@ pub mod log;
 pub mod protocol;
 pub mod replication;
 pub mod rng;
+pub mod share;
 #[cfg(test)]
 pub mod testkit;
 pub mod time;

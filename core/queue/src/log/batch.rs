@@ -197,6 +197,12 @@ pub fn build_control(timestamp_ns: u64) -> Bytes {
     encode(std::slice::from_ref(&r), ATTR_CONTROL)
 }
 
+/// A control batch of `records`: state a leader keeps in a partition's own log (share-group
+/// changes, see [`crate::share::record`]), which consumers skip like any control batch.
+pub fn build_control_records(records: &[NewRecord]) -> Bytes {
+    encode(records, ATTR_CONTROL)
+}
+
 fn encode(records: &[NewRecord], attributes: u16) -> Bytes {
     let len = encoded_len(records);
     let mut b = BytesMut::with_capacity(len);

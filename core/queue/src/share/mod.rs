@@ -1,0 +1,433 @@
+//! Share groups: message-granularity consumption (KIP-932; RocketMQ 5's POP, Pulsar's Shared
+//! subscriptions), claim C3.
+//!
+//! The members of a share group read the same partitions together. For every partition, the
+//! partition's leader is the share-partition leader: it keeps a [`SharePartition`] per group,
+//! hands each fetching member records no other member holds, and takes each record's
+//! acknowledgement. A record is *available*, *acquired* by one member until a lock deadline,
+//! or done (*acknowledged* or *archived*, after which it is forgotten). A lock that expires makes
+//! the record available again; each acquisition counts a delivery attempt, and an available
+//! record that has used up its attempts is archived instead of delivered again.
+//!
+//! # Persistence
+//!
+//! Every change but a lock's expiry is a [`Change`], written as a control batch into the
+//! partition's own log (see [`record`]) before the member hears of it, so it is replicated and
+//! committed like the data it describes. A new leader rebuilds the share state of a partition by
+//! replaying the control batches of its log, exactly as the old leader applied them: it neither
+//! hands out an acknowledged record again nor forgets an acquired one. The locks it rebuilds run
+//! from the moment of the rebuild (the old leader's deadlines are in another clock), which can
+//! only hold a record longer, never shorter.
+//!
+//! Expiry is not persisted: an expired lock and a replayed one differ only in when the record
+//! becomes available again, which a new leader's fresh deadline decides.
+//!
+//! # Bounds
+//!
+//! In-flight records (available after a release, or acquired) per share-partition are at most
+//! [`ShareSettings::record_locks_max`] (KIP-932's `group.share.partition.max.record.locks`,
+//! default 200): a fetch that finds the window full acquires only redeliveries.
+
+pub mod record;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Instant;
+
+/// KIP-932's `group.share.record.lock.duration.ms` default.
+pub const ACQUISITION_LOCK_MS_DEFAULT: u32 = 30_000;
+/// KIP-932's `group.share.delivery.count.limit` default.
+pub const DELIVERY_ATTEMPTS_MAX_DEFAULT: u16 = 5;
+/// KIP-932's `group.share.partition.max.record.locks` default.
+pub const RECORD_LOCKS_MAX_DEFAULT: u32 = 200;
+/// Range the broker accepts for a lock (KIP-932 bounds it to 1 s–1 h by broker configuration).
+pub const ACQUISITION_LOCK_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=3_600_000;
+/// Range of delivery attempts (KIP-932: 2–10).
+pub const DELIVERY_ATTEMPTS_RANGE: std::ops::RangeInclusive<u16> = 1..=100;
+/// Range of the in-flight window (KIP-932: 100–10,000).
+pub const RECORD_LOCKS_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// Longest member id a broker accepts: an id is written into every change record.
+pub const MEMBER_ID_BYTES_MAX: usize = 255;
+
+/// A share group's settings, as its members send them with every fetch. All members of a group
+/// are expected to agree; the values of the fetch that acquires a record are the ones that
+/// record's lock and attempt count use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSettings {
+    pub acquisition_lock_ms: u32,
+    pub delivery_attempts_max: u16,
+    pub record_locks_max: u32,
+}
+
+impl Default for ShareSettings {
+    fn default() -> Self {
+        ShareSettings {
+            acquisition_lock_ms: ACQUISITION_LOCK_MS_DEFAULT,
+            delivery_attempts_max: DELIVERY_ATTEMPTS_MAX_DEFAULT,
+            record_locks_max: RECORD_LOCKS_MAX_DEFAULT,
+        }
+    }
+}
+
+impl ShareSettings {
+    /// Whether every value lies in the range the broker accepts.
+    pub fn check(&self) -> Result<(), ShareError> {
+        let ok = ACQUISITION_LOCK_MS_RANGE.contains(&self.acquisition_lock_ms)
+            && DELIVERY_ATTEMPTS_RANGE.contains(&self.delivery_attempts_max)
+            && RECORD_LOCKS_RANGE.contains(&self.record_locks_max);
+        ok.then_some(()).ok_or(ShareError::InvalidSettings)
+    }
+}
+
+/// How a member acknowledges a record it holds (KIP-932's accept, release, reject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AckKind {
+    /// Processed: never delivered again.
+    Accept,
+    /// Not processed: deliver it again (to any member), if attempts remain.
+    Release,
+    /// Unprocessable: archive it (a client that dead-letters copies it first).
+    Reject,
+}
+
+impl AckKind {
+    pub const ALL: [AckKind; 3] = [AckKind::Accept, AckKind::Release, AckKind::Reject];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            AckKind::Accept => "accept",
+            AckKind::Release => "release",
+            AckKind::Reject => "reject",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AckKind> {
+        AckKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Why a share request, or one acknowledgement in it, was refused; each has its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ShareError {
+    /// The record is not held by this member: never acquired by it, acknowledged already, or
+    /// acquired by another member since.
+    #[error("the record is not acquired by this member")]
+    NotAcquired,
+    /// The member held the record, but its lock expired before the acknowledgement came: the
+    /// record is available again (or already someone else's).
+    #[error("the record's acquisition lock expired")]
+    LockExpired,
+    #[error("share settings outside the broker's accepted ranges")]
+    InvalidSettings,
+    #[error("invalid share group name or member id")]
+    InvalidName,
+    /// The broker keeps as many share-partitions as its limit allows.
+    #[error("the broker holds as many share-partitions as it may")]
+    SharePartitionsFull,
+}
+
+/// One persisted change of a share-partition; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// `member` acquired `offsets` (ascending), each one more delivery attempt, for
+    /// `lock_ms`.
+    Acquire {
+        member: String,
+        offsets: Vec<u64>,
+        lock_ms: u32,
+    },
+    /// Acknowledgements by their holder.
+    Acknowledge { offsets: Vec<(u64, AckKind)> },
+    /// Available records that used up their delivery attempts.
+    Archive { offsets: Vec<u64> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// `last_holder` is the member whose lock expired (or who released it), so that its late
+    /// acknowledgement is told [`ShareError::LockExpired`] rather than "not acquired".
+    Available {
+        last_holder: Option<String>,
+    },
+    Acquired {
+        member: String,
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InFlight {
+    state: State,
+    /// Acquisitions so far.
+    deliveries: u16,
+}
+
+/// One record a fetch acquired, with its attempt number (1 for a first delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquired {
+    pub offset: u64,
+    pub delivery_count: u16,
+}
+
+/// What one acquisition decided: the records a member gets and those archived on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acquisition {
+    pub acquired: Vec<Acquired>,
+    pub archived: Vec<u64>,
+    /// The changes to persist, in the order they were applied.
+    pub changes: Vec<Change>,
+}
+
+/// The share state of one partition for one group.
+///
+/// Contract: every offset below [`end`](Self::end) that is not in flight is done (acknowledged,
+/// archived, or not a data record); no offset at or past `end` was ever acquired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharePartition {
+    /// KIP-932's share-partition end offset (SPEO).
+    end: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+}
+
+impl SharePartition {
+    /// The share-partition start offset (SPSO): the first offset not yet done.
+    pub fn start(&self) -> u64 {
+        self.in_flight.keys().next().copied().unwrap_or(self.end)
+    }
+
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Records available or acquired: the window [`ShareSettings::record_locks_max`] bounds.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn acquired(&self) -> usize {
+        self.in_flight
+            .values()
+            .filter(|r| matches!(r.state, State::Acquired { .. }))
+            .count()
+    }
+
+    /// The earliest lock deadline, for the broker's timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.in_flight
+            .values()
+            .filter_map(|r| match r.state {
+                State::Acquired { deadline, .. } => Some(deadline),
+                State::Available { .. } => None,
+            })
+            .min()
+    }
+
+    /// Whether a fetch now could acquire something, given the offsets of data records that
+    /// exist past [`end`](Self::end) (`new_records`).
+    pub fn has_available(&self, settings: &ShareSettings, new_records: bool) -> bool {
+        let redeliverable = self
+            .in_flight
+            .values()
+            .any(|r| matches!(r.state, State::Available { .. }));
+        let room = self.in_flight.len() < settings.record_locks_max as usize;
+        redeliverable || (new_records && room)
+    }
+
+    /// Acquires up to `max_records` for `member`: records released or whose lock expired
+    /// first (oldest first), then new records from `new_offsets` (the data records at or past
+    /// [`end`](Self::end), ascending), while the window has room. An available record that has
+    /// used its attempts is archived instead. The result's changes are applied already.
+    pub fn acquire(
+        &mut self,
+        now: Instant,
+        member: &str,
+        max_records: u32,
+        settings: &ShareSettings,
+        new_offsets: impl IntoIterator<Item = u64>,
+    ) -> Acquisition {
+        let max = max_records as usize;
+        let mut out = Acquisition::default();
+        let mut offsets = Vec::new();
+        for (&offset, r) in &self.in_flight {
+            if offsets.len() >= max {
+                break;
+            }
+            if !matches!(r.state, State::Available { .. }) {
+                continue;
+            }
+            match r.deliveries >= settings.delivery_attempts_max {
+                true => out.archived.push(offset),
+                false => offsets.push(offset),
+            }
+        }
+        // Archiving frees room in the window for new records.
+        let window = settings.record_locks_max as usize;
+        let room = (window + out.archived.len()).saturating_sub(self.in_flight.len());
+        let fresh = max.saturating_sub(offsets.len()).min(room);
+        offsets.extend(
+            new_offsets
+                .into_iter()
+                .filter(|&o| o >= self.end)
+                .take(fresh),
+        );
+        if !out.archived.is_empty() {
+            let change = Change::Archive {
+                offsets: out.archived.clone(),
+            };
+            self.apply(now, &change);
+            out.changes.push(change);
+        }
+        if !offsets.is_empty() {
+            let change = Change::Acquire {
+                member: member.to_string(),
+                offsets,
+                lock_ms: settings.acquisition_lock_ms,
+            };
+            self.apply(now, &change);
+            out.changes.push(change);
+        }
+        if let Some(Change::Acquire { offsets, .. }) = out.changes.last() {
+            out.acquired = offsets
+                .iter()
+                .map(|&offset| Acquired {
+                    offset,
+                    delivery_count: self.in_flight[&offset].deliveries,
+                })
+                .collect();
+        }
+        out
+    }
+
+    /// Checks `acks` from `member` against the records it holds at `now`: the valid ones
+    /// become one [`Change::Acknowledge`] (applied already), the others are returned with
+    /// their error and change nothing. A record named twice counts once.
+    pub fn acknowledge(
+        &mut self,
+        now: Instant,
+        member: &str,
+        acks: &[(u64, AckKind)],
+    ) -> (Option<Change>, Vec<(u64, ShareError)>) {
+        let mut valid: BTreeMap<u64, AckKind> = BTreeMap::new();
+        let mut refused = Vec::new();
+        for &(offset, kind) in acks {
+            match self.check_holder(now, member, offset) {
+                Ok(()) => {
+                    valid.entry(offset).or_insert(kind);
+                }
+                Err(e) => refused.push((offset, e)),
+            }
+        }
+        if valid.is_empty() {
+            return (None, refused);
+        }
+        let change = Change::Acknowledge {
+            offsets: valid.into_iter().collect(),
+        };
+        self.apply(now, &change);
+        (Some(change), refused)
+    }
+
+    fn check_holder(&self, now: Instant, member: &str, offset: u64) -> Result<(), ShareError> {
+        let Some(r) = self.in_flight.get(&offset) else {
+            return Err(ShareError::NotAcquired);
+        };
+        match &r.state {
+            State::Acquired {
+                member: m,
+                deadline,
+            } if m == member => {
+                if *deadline <= now {
+                    Err(ShareError::LockExpired)
+                } else {
+                    Ok(())
+                }
+            }
+            State::Available {
+                last_holder: Some(m),
+            } if m == member => Err(ShareError::LockExpired),
+            _ => Err(ShareError::NotAcquired),
+        }
+    }
+
+    /// Makes every record whose lock passed its deadline available again; returns how many.
+    /// Not persisted (see the module documentation).
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        for r in self.in_flight.values_mut() {
+            if let State::Acquired { member, deadline } = &r.state {
+                if *deadline <= now {
+                    r.state = State::Available {
+                        last_holder: Some(member.clone()),
+                    };
+                    expired += 1;
+                }
+            }
+        }
+        expired
+    }
+
+    /// Applies one persisted change, as the leader that made it did or as a replay does. A
+    /// replayed acquisition's lock runs from `now`.
+    pub fn apply(&mut self, now: Instant, change: &Change) {
+        match change {
+            Change::Acquire {
+                member,
+                offsets,
+                lock_ms,
+            } => {
+                let deadline = now + Duration::from_millis(u64::from(*lock_ms));
+                for &offset in offsets {
+                    if offset < self.end && !self.in_flight.contains_key(&offset) {
+                        continue; // done already: a replay of a stale change must not revive it
+                    }
+                    let r = self.in_flight.entry(offset).or_insert(InFlight {
+                        state: State::Available { last_holder: None },
+                        deliveries: 0,
+                    });
+                    r.deliveries = r.deliveries.saturating_add(1);
+                    r.state = State::Acquired {
+                        member: member.clone(),
+                        deadline,
+                    };
+                    self.end = self.end.max(offset.saturating_add(1));
+                }
+            }
+            Change::Acknowledge { offsets } => {
+                for &(offset, kind) in offsets {
+                    match kind {
+                        AckKind::Accept | AckKind::Reject => {
+                            self.in_flight.remove(&offset);
+                        }
+                        AckKind::Release => {
+                            if let Some(r) = self.in_flight.get_mut(&offset) {
+                                let last_holder = match &r.state {
+                                    State::Acquired { member, .. } => Some(member.clone()),
+                                    State::Available { last_holder } => last_holder.clone(),
+                                };
+                                r.state = State::Available { last_holder };
+                            }
+                        }
+                    }
+                }
+            }
+            Change::Archive { offsets } => {
+                for offset in offsets {
+                    self.in_flight.remove(offset);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `name` may name a share group or a member: non-empty, short, no `\0` (the change
+/// records' keys use it as a separator).
+pub fn check_name(name: &str) -> Result<(), ShareError> {
+    let ok = !name.is_empty() && name.len() <= MEMBER_ID_BYTES_MAX && !name.contains('\0');
+    ok.then_some(()).ok_or(ShareError::InvalidName)
+}

@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use super::*;
+use crate::log::batch;
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(ms)
+}
+
+fn settings(lock_ms: u32, attempts: u16, window: u32) -> ShareSettings {
+    ShareSettings {
+        acquisition_lock_ms: lock_ms,
+        delivery_attempts_max: attempts,
+        record_locks_max: window,
+    }
+}
+
+fn offsets(a: &Acquisition) -> Vec<(u64, u16)> {
+    a.acquired
+        .iter()
+        .map(|r| (r.offset, r.delivery_count))
+        .collect()
+}
+
+#[test]
+fn members_acquire_disjoint_records_in_offset_order() {
+    let s = settings(1_000, 5, 200);
+    let mut p = SharePartition::default();
+    let a = p.acquire(at(0), "m1", 3, &s, 0..10);
+    assert_eq!(offsets(&a), vec![(0, 1), (1, 1), (2, 1)]);
+    let b = p.acquire(at(0), "m2", 3, &s, 0..10);
+    assert_eq!(offsets(&b), vec![(3, 1), (4, 1), (5, 1)]);
+    assert_eq!((p.start(), p.end(), p.acquired()), (0, 6, 6));
+}
+
+#[test]
+fn accepted_records_are_never_delivered_again() {
+    let s = settings(1_000, 5, 200);
+    let mut p = SharePartition::default();
+    p.acquire(at(0), "m1", 2, &s, 0..2);
+    let (change, refused) =
+        p.acknowledge(at(1), "m1", &[(0, AckKind::Accept), (1, AckKind::Accept)]);
+    assert!(change.is_some() && refused.is_empty());
+    assert_eq!((p.start(), p.in_flight()), (2, 0));
+    // Even long after every lock would have expired.
+    p.expire(at(10_000));
+    assert!(p
+        .acquire(at(10_000), "m2", 10, &s, 0..2)
+        .acquired
+        .is_empty());
+}
+
+#[test]
+fn released_and_expired_records_are_redelivered_with_a_higher_count() {
+    let s = settings(1_000, 5, 200);
+    let mut p = SharePartition::default();
+    p.acquire(at(0), "m1", 2, &s, 0..2);
+    p.acknowledge(at(1), "m1", &[(0, AckKind::Release)]);
+    assert_eq!(p.expire(at(999)), 0);
+    assert_eq!(p.expire(at(1_000)), 1);
+    let again = p.acquire(at(1_000), "m2", 5, &s, 0..2);
+    assert_eq!(offsets(&again), vec![(0, 2), (1, 2)]);
+}
+
+#[test]
+fn an_acknowledgement_the_member_cannot_make_changes_nothing() {
+    let s = settings(1_000, 5, 200);
+    let mut p = SharePartition::default();
+    p.acquire(at(0), "m1", 2, &s, 0..2);
+    let before = p.clone();
+    let (change, refused) =
+        p.acknowledge(at(5), "m2", &[(0, AckKind::Accept), (7, AckKind::Accept)]);
+    assert_eq!(change, None);
+    assert_eq!(
+        refused,
+        vec![(0, ShareError::NotAcquired), (7, ShareError::NotAcquired)]
+    );
+    // The holder's lock ran out: its late acknowledgement is told so, before and after expiry.
+    let (_, late) = p.acknowledge(at(1_000), "m1", &[(1, AckKind::Accept)]);
+    assert_eq!(late, vec![(1, ShareError::LockExpired)]);
+    p.expire(at(1_000));
+    let (_, late) = p.acknowledge(at(1_001), "m1", &[(1, AckKind::Accept)]);
+    assert_eq!(late, vec![(1, ShareError::LockExpired)]);
+    assert_eq!(before.in_flight(), p.in_flight());
+}
+
+#[test]
+fn a_record_out_of_attempts_is_archived_instead_of_delivered() {
+    let s = settings(1_000, 2, 200);
+    let mut p = SharePartition::default();
+    for (i, expected) in [1u16, 2].into_iter().enumerate() {
+        let a = p.acquire(at(0), "m1", 1, &s, 0..1);
+        assert_eq!(offsets(&a), vec![(0, expected)], "attempt {i}");
+        p.acknowledge(at(0), "m1", &[(0, AckKind::Release)]);
+    }
+    let third = p.acquire(at(0), "m1", 1, &s, 0..2);
+    assert_eq!(third.archived, vec![0]);
+    assert_eq!(
+        offsets(&third),
+        vec![(1, 1)],
+        "the archive made room for a new record"
+    );
+    assert!(matches!(third.changes[0], Change::Archive { .. }));
+}
+
+#[test]
+fn the_window_bounds_new_records_but_not_redeliveries() {
+    let s = settings(1_000, 5, 3);
+    let mut p = SharePartition::default();
+    assert_eq!(p.acquire(at(0), "m1", 10, &s, 0..10).acquired.len(), 3);
+    assert!(p.acquire(at(0), "m2", 10, &s, 0..10).acquired.is_empty());
+    assert!(!p.has_available(&s, true));
+    p.acknowledge(at(1), "m1", &[(1, AckKind::Release), (2, AckKind::Accept)]);
+    let next = p.acquire(at(1), "m2", 10, &s, 0..10);
+    assert_eq!(offsets(&next), vec![(1, 2), (3, 1)]);
+}
+
+#[test]
+fn a_replay_of_the_changes_rebuilds_the_state() {
+    let s = settings(1_000, 5, 200);
+    let mut leader = SharePartition::default();
+    let mut changes = Vec::new();
+    changes.extend(leader.acquire(at(0), "m1", 4, &s, 0..6).changes);
+    changes.extend(
+        leader
+            .acknowledge(at(1), "m1", &[(0, AckKind::Accept), (2, AckKind::Release)])
+            .0,
+    );
+    changes.extend(leader.acquire(at(2), "m2", 2, &s, 0..6).changes);
+    let mut replayed = SharePartition::default();
+    for c in &changes {
+        replayed.apply(at(50), c);
+    }
+    assert_eq!(
+        (replayed.start(), replayed.end()),
+        (leader.start(), leader.end())
+    );
+    assert_eq!(replayed.in_flight(), leader.in_flight());
+    assert_eq!(replayed.acquired(), leader.acquired());
+    // The replayed locks run from the replay: later, never earlier, than the leader's.
+    assert_eq!(replayed.next_deadline(), Some(at(1_050)));
+    // Nothing acknowledged comes back, and acquired records stay held until their lock ends.
+    assert!(replayed
+        .acquire(at(60), "m3", 10, &s, 0..5)
+        .acquired
+        .is_empty());
+}
+
+#[test]
+fn changes_survive_the_control_batch_and_other_control_records_are_skipped() {
+    let changes = vec![
+        Change::Acquire {
+            member: "m1".into(),
+            offsets: vec![4, 5],
+            lock_ms: 30_000,
+        },
+        Change::Acknowledge {
+            offsets: vec![(4, AckKind::Reject)],
+        },
+    ];
+    let stored = batch::stamp(&record::encode("g", &changes, 9), 10, 1);
+    let decoded = record::decode(&stored);
+    assert_eq!(
+        decoded,
+        changes
+            .into_iter()
+            .map(|c| ("g".to_string(), c))
+            .collect::<Vec<_>>()
+    );
+    let term_start = batch::stamp(&batch::build_control(1), 3, 1);
+    assert!(record::decode(&term_start).is_empty());
+}
+
+#[test]
+fn settings_out_of_range_are_refused() {
+    assert_eq!(ShareSettings::default().check(), Ok(()));
+    for bad in [
+        settings(0, 5, 200),
+        settings(1_000, 0, 200),
+        settings(1_000, 5, 0),
+    ] {
+        assert_eq!(bad.check(), Err(ShareError::InvalidSettings));
+    }
+    assert_eq!(check_name(""), Err(ShareError::InvalidName));
+    assert_eq!(check_name("a\0b"), Err(ShareError::InvalidName));
+}
