@@ -25,6 +25,7 @@ pub mod offsets;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod push;
+pub mod share;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -41,7 +42,7 @@ use crate::log::{LogError, RecoveryReport, StorageOp, SyncOwner, SyncToken};
 use crate::protocol::frame::FRAME_BYTES_MAX;
 use crate::protocol::{
     Acks, CommitFence, ErrorCode, FetchOk, LeaderInfo, ListOffsetsOk, Message, PartitionMetadata,
-    Peer, ProduceOk, Request, Response, SubscriptionKey, PROTOCOL_VERSION,
+    Peer, ProduceOk, Request, Response, ShareFetchOk, SubscriptionKey, PROTOCOL_VERSION,
 };
 use crate::replication::{ProposeError, RaftEnvelope, Replica, ReplicaEvent};
 use crate::rng::Rng;
@@ -51,6 +52,7 @@ use offsets::{encode_commit, OffsetStore};
 use producer_ids::{ProducerIdAllocator, PRODUCER_IDS_DIR};
 use producer_state::{ProducerStates, SequenceCheck};
 use push::{Subscriptions, PUSH_SUBSCRIPTIONS_MAX_DEFAULT};
+use share::{PartitionShares, ShareFetchWait, SHARE_PARTITIONS_MAX_DEFAULT};
 
 /// A connection accepted by the driver.
 pub type ConnId = u64;
@@ -89,6 +91,8 @@ pub struct BrokerLimits {
     /// Push subscriptions held over all partitions and connections; one more is refused with
     /// [`ErrorCode::SubscriptionsFull`].
     pub push_subscriptions_max: usize,
+    /// Share-partitions (a share group on a partition) held over every led partition.
+    pub share_partitions_max: usize,
 }
 
 impl Default for BrokerLimits {
@@ -102,6 +106,7 @@ impl Default for BrokerLimits {
             group_waiters_max: 1_000,
             groups: GroupLimits::default(),
             push_subscriptions_max: PUSH_SUBSCRIPTIONS_MAX_DEFAULT,
+            share_partitions_max: SHARE_PARTITIONS_MAX_DEFAULT,
         }
     }
 }
@@ -133,6 +138,13 @@ enum WaiterKind {
         end_offset: u64,
         response: GroupResponse,
     },
+    /// A share fetch held while nothing can be acquired.
+    ShareFetch(Box<ShareFetchWait>),
+    /// A share answer, sent once the change batch it reports commits.
+    ShareCommit {
+        end_offset: u64,
+        response: Box<Response>,
+    },
 }
 
 /// Waiters held, per kind; each kind is bounded by its [`BrokerLimits`] entry.
@@ -149,8 +161,9 @@ impl WaiterCounts {
         match kind {
             WaiterKind::Produce { .. } => &mut self.produce,
             WaiterKind::Commit { .. } => &mut self.commit,
-            WaiterKind::Fetch { .. } => &mut self.fetch,
+            WaiterKind::Fetch { .. } | WaiterKind::ShareFetch(_) => &mut self.fetch,
             WaiterKind::Group { .. } => &mut self.group,
+            WaiterKind::ShareCommit { .. } => &mut self.commit,
         }
     }
 }
@@ -209,6 +222,8 @@ pub struct Broker {
     leader_conflicts: u64,
     /// Push subscriptions of the partitions this broker leads (claim C1).
     subscriptions: Subscriptions,
+    /// Share-group state of the partitions this broker leads (claim C3; see [`share`]).
+    shares: BTreeMap<TopicPartition, PartitionShares>,
     gossip_deadline: Instant,
     outputs: VecDeque<Output>,
 }
@@ -280,6 +295,7 @@ impl Broker {
             coordinators: BTreeMap::new(),
             leader_conflicts: 0,
             subscriptions,
+            shares: BTreeMap::new(),
             gossip_deadline: now,
             outputs: VecDeque::new(),
         };
@@ -423,6 +439,7 @@ impl Broker {
         self.drain_replicas(now);
         self.expire_waiters(now);
         self.group_timeouts(now);
+        self.share_timeouts(now);
         if now >= self.gossip_deadline {
             self.gossip_deadline = now + Duration::from_millis(self.limits.gossip_interval_ms);
             self.gossip();
@@ -443,6 +460,7 @@ impl Broker {
             replicas
                 .chain(waiters)
                 .chain(groups)
+                .chain(std::iter::once(self.share_deadline()))
                 .chain(std::iter::once(Some(self.gossip_deadline))),
         )
     }
@@ -539,6 +557,33 @@ impl Broker {
                 self.push_partition(&subscription.partition);
                 None
             }
+            Request::ShareFetch {
+                group,
+                member,
+                partition,
+                max_records,
+                max_wait_ms,
+                max_bytes,
+                settings,
+            } => {
+                let wait = ShareFetchWait {
+                    group,
+                    member,
+                    max_records,
+                    max_bytes,
+                    settings,
+                };
+                self.share_fetch(now, conn, correlation_id, partition, wait, max_wait_ms)
+                    .map(Response::ShareFetch)
+            }
+            Request::ShareAcknowledge {
+                group,
+                member,
+                partition,
+                acks,
+            } => self
+                .share_acknowledge(now, conn, correlation_id, partition, &group, &member, &acks)
+                .map(Response::ShareAcknowledge),
         };
         if let Some(response) = response {
             self.respond(conn, correlation_id, response);
@@ -1110,6 +1155,7 @@ impl Broker {
                     }
                     // So are the groups built from them: reload at the next request.
                     self.coordinators.remove(&tp);
+                    self.forget_shares(&tp);
                     self.on_committed(now, &tp);
                 }
                 ReplicaEvent::ConflictingLeader { term, other } => {
@@ -1120,6 +1166,7 @@ impl Broker {
                     leadership_changed = true;
                     self.producer_states.remove(&tp);
                     self.coordinators.remove(&tp);
+                    self.forget_shares(&tp);
                     self.on_stepped_down(&tp);
                     self.end_subscriptions(&tp);
                 }
@@ -1176,6 +1223,10 @@ impl Broker {
                     end_offset,
                     ref response,
                 } if end_offset <= hw => Response::Group(Ok(response.clone())),
+                WaiterKind::ShareCommit {
+                    end_offset,
+                    ref response,
+                } if end_offset <= hw => (**response).clone(),
                 WaiterKind::Fetch {
                     offset,
                     min_bytes,
@@ -1198,7 +1249,7 @@ impl Broker {
             *self.waiter_counts.of(&kind) -= 1;
             self.respond(conn, correlation_id, response);
         }
-        let _ = now;
+        self.retry_share_fetches(now, tp);
     }
 
     /// A leader that steps down answers everyone waiting on it. Appended-but-uncommitted writes
@@ -1216,6 +1267,12 @@ impl Broker {
                 WaiterKind::Fetch { .. } => Response::Fetch(Err(ErrorCode::NotLeader { leader })),
                 WaiterKind::Group { .. } => {
                     Response::Group(Err(ErrorCode::Group(GroupError::NotCoordinator)))
+                }
+                WaiterKind::ShareFetch(_) => {
+                    Response::ShareFetch(Err(ErrorCode::NotLeader { leader }))
+                }
+                WaiterKind::ShareCommit { ref response, .. } => {
+                    share_refusal(response, ErrorCode::LeaderChanged)
                 }
             };
             self.respond(w.conn, w.correlation_id, response);
@@ -1249,6 +1306,13 @@ impl Broker {
                 // The coordinator's state moved on; whether the snapshot commits is unknown,
                 // and the member asks again.
                 WaiterKind::Group { .. } => Response::Group(Err(ErrorCode::RequestTimedOut)),
+                WaiterKind::ShareFetch(_) => Response::ShareFetch(Ok(ShareFetchOk {
+                    batches: Vec::new(),
+                    acquired: Vec::new(),
+                })),
+                WaiterKind::ShareCommit { ref response, .. } => {
+                    share_refusal(response, ErrorCode::RequestTimedOut)
+                }
             };
             self.respond(conn, correlation_id, response);
         }
@@ -1293,6 +1357,15 @@ impl Broker {
     fn close(&mut self, conn: ConnId) {
         self.handle_disconnected(Instant::ZERO, conn);
         self.outputs.push_back(Output::Close { conn });
+    }
+}
+
+/// The error answer of the same kind as a share answer that could not be confirmed: whether
+/// its change commits later is unknown, and the member's locks decide what happens next.
+fn share_refusal(response: &Response, error: ErrorCode) -> Response {
+    match response {
+        Response::ShareAcknowledge(_) => Response::ShareAcknowledge(Err(error)),
+        _ => Response::ShareFetch(Err(error)),
     }
 }
 

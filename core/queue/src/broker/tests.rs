@@ -1031,3 +1031,5 @@ fn a_second_leader_in_a_term_is_counted_and_the_broker_keeps_serving() {
         "{response:?}"
     );
 }
+
+mod share;

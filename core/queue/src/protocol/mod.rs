@@ -16,11 +16,13 @@ use crate::group::wire::{GroupRequest, GroupResponse};
 use crate::group::GroupError;
 use crate::ids::{NodeId, TopicPartition};
 use crate::replication::RaftEnvelope;
+use crate::share::{AckKind, Acquired, ShareError, ShareSettings};
 
 /// Bumped on any incompatible change to [`Message`]. 3: consumer groups ([`Request::Group`],
 /// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]). 4: push delivery
 /// ([`Request::Subscribe`], [`Message::Push`], [`Message::PushCredit`], [`Message::Unsubscribe`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: share groups ([`Request::ShareFetch`], [`Request::ShareAcknowledge`], [`ErrorCode::Share`]).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -202,6 +204,29 @@ pub enum Request {
         credits: u32,
         max_bytes: u32,
     },
+    /// A share-group member's fetch (KIP-932) from the partition's leader, the
+    /// share-partition leader: it acquires up to `max_records` records no other member holds
+    /// (redeliveries first) and answers once the acquisition is committed to the partition's
+    /// log, or holds the request up to `max_wait_ms` while nothing can be acquired. Answered
+    /// [`Response::ShareFetch`].
+    ShareFetch {
+        group: String,
+        member: String,
+        partition: TopicPartition,
+        max_records: u32,
+        max_wait_ms: u32,
+        max_bytes: u32,
+        settings: ShareSettings,
+    },
+    /// A share-group member's acknowledgements of records it holds, answered
+    /// [`Response::ShareAcknowledge`] once they are committed; the ones it does not hold are
+    /// refused record by record and change nothing.
+    ShareAcknowledge {
+        group: String,
+        member: String,
+        partition: TopicPartition,
+        acks: Vec<(u64, AckKind)>,
+    },
 }
 
 /// Who commits, for the coordinator's fence: the member id and the generation (classic) or
@@ -230,6 +255,22 @@ pub enum Response {
     Group(Result<GroupResponse, ErrorCode>),
     /// The subscription is registered; pushes follow.
     Subscribe(Result<(), ErrorCode>),
+    ShareFetch(Result<ShareFetchOk, ErrorCode>),
+    ShareAcknowledge(Result<ShareAcknowledgeOk, ErrorCode>),
+}
+
+/// Records a share fetch acquired: the stored batches that hold them (which hold other records
+/// too: the member takes only `acquired`) and each acquired offset with its delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareFetchOk {
+    pub batches: Vec<Bytes>,
+    pub acquired: Vec<Acquired>,
+}
+
+/// The acknowledgements of a [`Request::ShareAcknowledge`] not in `refused` are committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareAcknowledgeOk {
+    pub refused: Vec<(u64, ShareError)>,
 }
 
 /// Who wrote an idempotent batch: the producer id and its epoch, as a batch header carries them
@@ -325,6 +366,9 @@ pub enum ErrorCode {
     /// A subscription's `max_bytes` is 0: nothing could ever be pushed.
     #[error("a subscription must allow at least one byte per push")]
     InvalidSubscription,
+    /// A share request the share-partition leader refused as a whole.
+    #[error("share group: {0}")]
+    Share(ShareError),
 }
 
 impl ErrorCode {
@@ -337,6 +381,7 @@ impl ErrorCode {
             | ErrorCode::ProducerFenced
             | ErrorCode::DuplicateSequence
             | ErrorCode::InvalidSubscription => false,
+            ErrorCode::Share(e) => e.is_retriable(),
             ErrorCode::Group(e) => e.is_retriable(),
             _ => true,
         }

@@ -132,6 +132,13 @@ pub enum ShareError {
     SharePartitionsFull,
 }
 
+impl ShareError {
+    /// Worth asking again unchanged: only a full broker may make room.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ShareError::SharePartitionsFull)
+    }
+}
+
 /// One persisted change of a share-partition; see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {

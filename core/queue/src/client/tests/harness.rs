@@ -248,6 +248,11 @@ impl FakeCluster {
             }
             // Push needs unasked messages from the broker: tested against the real brokers.
             Request::Subscribe { .. } => Response::Subscribe(Err(ErrorCode::UnknownPartition)),
+            // Share groups are tested against the real brokers.
+            Request::ShareFetch { .. } => Response::ShareFetch(Err(ErrorCode::UnknownPartition)),
+            Request::ShareAcknowledge { .. } => {
+                Response::ShareAcknowledge(Err(ErrorCode::UnknownPartition))
+            }
             Request::OffsetFetch { group, partition } => {
                 Response::OffsetFetch(self.coordinator_check(at, group).map(|()| {
                     self.committed

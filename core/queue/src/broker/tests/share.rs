@@ -1,0 +1,216 @@
+//! The broker as share-partition leader: acquisition, acknowledgement and their survival of a
+//! failover.
+
+use super::*;
+use crate::share::{AckKind, ShareError, ShareSettings};
+
+const GROUP: &str = "s1";
+
+fn settings() -> ShareSettings {
+    ShareSettings {
+        acquisition_lock_ms: 2_000,
+        ..ShareSettings::default()
+    }
+}
+
+fn share_fetch(member: &str, max_records: u32, max_wait_ms: u32) -> Request {
+    Request::ShareFetch {
+        group: GROUP.into(),
+        member: member.into(),
+        partition: orders(),
+        max_records,
+        max_wait_ms,
+        max_bytes: 1 << 20,
+        settings: settings(),
+    }
+}
+
+fn share_ack(member: &str, acks: Vec<(u64, AckKind)>) -> Request {
+    Request::ShareAcknowledge {
+        group: GROUP.into(),
+        member: member.into(),
+        partition: orders(),
+        acks,
+    }
+}
+
+/// Offsets and delivery counts a share fetch acquired; panics on anything else.
+fn acquired(r: Option<Response>) -> Vec<(u64, u16)> {
+    match r {
+        Some(Response::ShareFetch(Ok(ok))) => {
+            let keys = keys_of(&ok.batches);
+            for a in &ok.acquired {
+                assert!(
+                    keys.iter().any(|(o, _)| *o == a.offset),
+                    "batches hold {}",
+                    a.offset
+                );
+            }
+            ok.acquired
+                .iter()
+                .map(|a| (a.offset, a.delivery_count))
+                .collect()
+        }
+        other => panic!("expected a share fetch answer, got {other:?}"),
+    }
+}
+
+#[derive(Default)]
+struct Client {
+    inbox: Inbox,
+    next_id: u64,
+    connected: std::collections::BTreeSet<NodeId>,
+}
+
+impl Client {
+    fn call(
+        &mut self,
+        c: &mut Cluster<BrokerNode>,
+        broker: NodeId,
+        req: Request,
+    ) -> Option<Response> {
+        self.next_id += 1;
+        let conn = 900 + broker as u64;
+        if self.connected.insert(broker) {
+            connect(c, &mut self.inbox, broker, conn);
+        }
+        request(c, broker, conn, self.next_id, req);
+        await_response(c, &mut self.inbox, broker, conn, self.next_id, 5 * SECOND)
+    }
+}
+
+fn produce_keys(c: &mut Cluster<BrokerNode>, client: &mut Client, leader: NodeId, n: usize) {
+    for i in 0..n {
+        let r = client.call(
+            c,
+            leader,
+            produce(record_batch(&format!("k{i}")), Acks::All),
+        );
+        assert!(matches!(r, Some(Response::Produce(Ok(_)))), "{r:?}");
+    }
+}
+
+#[test]
+fn members_get_disjoint_records_and_acknowledgements_are_checked() {
+    let (mut c, leader) = ready_cluster(11);
+    let mut client = Client::default();
+    produce_keys(&mut c, &mut client, leader, 4);
+    let first = acquired(client.call(&mut c, leader, share_fetch("m1", 2, 0)));
+    let second = acquired(client.call(&mut c, leader, share_fetch("m2", 10, 0)));
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 2);
+    assert!(first.iter().all(|a| !second.contains(a)));
+    assert!(first.iter().chain(&second).all(|&(_, count)| count == 1));
+
+    let (o1, o2) = (first[0].0, second[0].0);
+    let r = client.call(
+        &mut c,
+        leader,
+        share_ack("m1", vec![(o1, AckKind::Accept), (o2, AckKind::Accept)]),
+    );
+    match r {
+        Some(Response::ShareAcknowledge(Ok(ok))) => {
+            assert_eq!(ok.refused, vec![(o2, ShareError::NotAcquired)])
+        }
+        other => panic!("{other:?}"),
+    }
+    // m2's locks run out; its acknowledgement then changes nothing and says why.
+    c.run_for(3 * SECOND);
+    let r = client.call(&mut c, leader, share_ack("m2", vec![(o2, AckKind::Accept)]));
+    assert!(
+        matches!(r, Some(Response::ShareAcknowledge(Ok(ref ok))) if ok.refused == vec![(o2, ShareError::LockExpired)]),
+        "{r:?}"
+    );
+    let again = acquired(client.call(&mut c, leader, share_fetch("m3", 10, 0)));
+    let mut expected: Vec<(u64, u16)> = second.iter().map(|&(o, n)| (o, n + 1)).collect();
+    expected.push((first[1].0, 2));
+    expected.sort();
+    assert_eq!(
+        again, expected,
+        "expired locks come back with a higher count; accepted ones never"
+    );
+}
+
+#[test]
+fn a_held_share_fetch_answers_when_a_record_commits() {
+    let (mut c, leader) = ready_cluster(12);
+    let mut client = Client::default();
+    connect(&mut c, &mut client.inbox, leader, 77);
+    request(&mut c, leader, 77, 1, share_fetch("m1", 10, 5_000));
+    c.run_for(ms(300));
+    client.inbox.collect(&mut c);
+    assert!(
+        client.inbox.response(leader, 77, 1).is_none(),
+        "held while empty"
+    );
+    request(
+        &mut c,
+        leader,
+        77,
+        2,
+        produce(record_batch("late"), Acks::All),
+    );
+    let got = acquired(await_response(
+        &mut c,
+        &mut client.inbox,
+        leader,
+        77,
+        1,
+        2 * SECOND,
+    ));
+    assert_eq!(got.len(), 1);
+}
+
+#[test]
+fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() {
+    let (mut c, leader) = ready_cluster(13);
+    let mut client = Client::default();
+    produce_keys(&mut c, &mut client, leader, 6);
+    let held = acquired(client.call(&mut c, leader, share_fetch("m1", 6, 0)));
+    assert_eq!(held.len(), 6);
+    let accepted: Vec<(u64, AckKind)> = held[..3]
+        .iter()
+        .map(|&(o, _)| (o, AckKind::Accept))
+        .collect();
+    let r = client.call(&mut c, leader, share_ack("m1", accepted));
+    assert!(
+        matches!(r, Some(Response::ShareAcknowledge(Ok(ref ok))) if ok.refused.is_empty()),
+        "{r:?}"
+    );
+
+    c.crash(leader);
+    let next = c.await_ready_leader_of(&orders(), 10 * SECOND);
+    assert_ne!(next, leader);
+    // Right after the failover: the three unacknowledged records are still m1's.
+    let nothing = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
+    assert!(nothing.is_empty(), "{nothing:?}");
+    // After the lock: only those three come back, never the accepted ones.
+    c.run_for(3 * SECOND);
+    let back = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
+    let expected: Vec<(u64, u16)> = held[3..].iter().map(|&(o, n)| (o, n + 1)).collect();
+    assert_eq!(back, expected);
+}
+
+#[test]
+fn bad_share_settings_are_refused_as_a_whole() {
+    let (mut c, leader) = ready_cluster(14);
+    let mut client = Client::default();
+    let mut bad = share_fetch("m1", 10, 0);
+    if let Request::ShareFetch { settings, .. } = &mut bad {
+        settings.delivery_attempts_max = 0;
+    }
+    let r = client.call(&mut c, leader, bad);
+    assert_eq!(
+        r,
+        Some(Response::ShareFetch(Err(ErrorCode::Share(
+            ShareError::InvalidSettings
+        ))))
+    );
+    let r = client.call(&mut c, leader, share_ack("", vec![(0, AckKind::Accept)]));
+    assert_eq!(
+        r,
+        Some(Response::ShareAcknowledge(Err(ErrorCode::Share(
+            ShareError::InvalidName
+        ))))
+    );
+}
