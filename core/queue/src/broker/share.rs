@@ -156,6 +156,7 @@ impl Broker {
         Ok(Some((ok, end_offset)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn share_acknowledge(
         &mut self,
         now: Instant,
