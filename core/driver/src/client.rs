@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{read_frames, write_frames, ReadEvent};
 use super::{pay, Clock, Net, SharedResources, Unmetered, CLIENT_WRITE_QUEUE_MAX, EVENT_QUEUE_MAX};
-use fathom_queue::client::{Consumer, Producer, Transmit};
+use fathom_queue::client::{Consumer, Producer, ShareConsumer, Transmit};
 use fathom_queue::config::BrokerAddr;
 use fathom_queue::ids::NodeId;
 use fathom_queue::protocol::{frame, Message, Peer, PROTOCOL_VERSION};
@@ -67,6 +67,7 @@ client_machine!(
     }
 );
 client_machine!(Consumer);
+client_machine!(ShareConsumer);
 
 /// Which connection: a broker and the lane to it (see [`Transmit`]).
 type LinkId = (NodeId, u16);

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
+pub mod share;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ pub use consumer::{
 pub use metadata::{Metadata, MetadataConfig};
 pub use partitioner::Partitioner;
 pub use producer::{Producer, ProducerConfig, ProducerEvent, SendError, SendFailure};
+pub use share::{ShareConsumer, ShareConsumerConfig, ShareConsumerEvent, ShareRecord};
 
 /// A message for the driver to send to broker `to` over connection number `lane` to it.
 ///

@@ -354,6 +354,28 @@ impl Client for Consumer {
     }
 }
 
+impl Client for crate::client::ShareConsumer {
+    type Event = crate::client::ShareConsumerEvent;
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        Self::handle_message(self, now, from, msg)
+    }
+    fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
+        Self::handle_disconnected(self, now, broker)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Self::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        Self::poll_event(self)
+    }
+}
+
 enum Arrival {
     Message(NodeId, Message),
     Disconnected(NodeId),

@@ -338,7 +338,7 @@ fn consumer_net(seed: u64, group: &str) -> RealNet<Consumer> {
 const PRODUCE_CONN: ConnId = 1_000;
 
 /// Produces `ids` to partition 0 straight through its leader and waits for them to commit.
-fn produce_through_leader(net: &mut RealNet<Consumer>, ids: &[&str]) {
+fn produce_through_leader<C: Client>(net: &mut RealNet<C>, ids: &[&str]) {
     let p = tp(TOPIC, 0);
     let leader = net.cluster.ready_leader_of(&p).expect("a leader");
     net.cluster.client_hello(leader, PRODUCE_CONN);
@@ -541,4 +541,80 @@ fn a_leader_crash_moves_the_push_subscription_without_loss_or_skip() {
     let all: Vec<String> = first.into_iter().chain(second).collect();
     assert_read_exactly(&net, &all);
     assert!(net.client.delivery_stats().subscriptions_ended >= 1);
+}
+
+fn share_net(seed: u64, member: &str) -> RealNet<crate::client::ShareConsumer> {
+    let config = crate::client::ShareConsumerConfig {
+        group: "s".into(),
+        member: member.into(),
+        topic: TOPIC.into(),
+        settings: crate::share::ShareSettings {
+            acquisition_lock_ms: 1_000,
+            ..Default::default()
+        },
+        max_records: 3,
+        max_wait_ms: 500,
+        max_bytes: 1 << 20,
+        request_timeout_ms: 2_000,
+        retry_backoff_ms: 100,
+        metadata_refresh_backoff_ms: 100,
+        held_records_max: 10,
+    };
+    let consumer = crate::client::ShareConsumer::new(config, bootstrap(&[1, 2, 3]), Rng::new(seed));
+    RealNet::new(seed, 1, consumer)
+}
+
+/// Every share delivery so far: `(offset, key, delivery_count)`.
+fn shared(net: &RealNet<crate::client::ShareConsumer>) -> Vec<(u64, String, u16)> {
+    use crate::client::ShareConsumerEvent;
+    let mut out = Vec::new();
+    for e in &net.events {
+        if let ShareConsumerEvent::Records { records, .. } = e {
+            for r in records {
+                let key = String::from_utf8_lossy(&r.record.key).into_owned();
+                out.push((r.record.offset, key, r.delivery_count));
+            }
+        }
+    }
+    out
+}
+
+/// A share member gets each record of the real broker with its delivery count, skipping the
+/// share-state control batches its own fetches wrote; a released record comes back as attempt
+/// 2, an accepted one never.
+#[test]
+fn a_share_member_acquires_acknowledges_and_gets_released_records_again() {
+    use crate::client::ShareConsumerEvent;
+    use crate::share::AckKind;
+    let mut net = share_net(5, "m1");
+    produce_through_leader(&mut net, &["a", "b", "c", "d"]);
+    assert!(net.run_until(5 * SECOND, |n| shared(n).len() >= 4));
+    let first = shared(&net);
+    let keys: Vec<&str> = first.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c", "d"]);
+    assert!(first.iter().all(|(_, _, n)| *n == 1));
+    let p = tp(TOPIC, 0);
+    let released = first[1].0;
+    net.input(|c, _| {
+        for (offset, _, _) in &first {
+            let kind = if *offset == released {
+                AckKind::Release
+            } else {
+                AckKind::Accept
+            };
+            c.acknowledge(&p, *offset, kind);
+        }
+    });
+    let acked = |n: &RealNet<crate::client::ShareConsumer>| {
+        n.events.iter().any(|e| matches!(e, ShareConsumerEvent::Acknowledged { acks, refused, .. } if acks.len() == 4 && refused.is_empty()))
+    };
+    assert!(net.run_until(5 * SECOND, acked));
+    assert!(net.run_until(5 * SECOND, |n| shared(n).len() >= 5));
+    assert_eq!(shared(&net)[4], (released, "b".to_string(), 2));
+    // Unacknowledged, it comes back again after each lock; accepted, never.
+    assert!(net.run_until(5 * SECOND, |n| shared(n).len() >= 6));
+    assert_eq!(shared(&net)[5], (released, "b".to_string(), 3));
+    net.input(|c, _| c.acknowledge(&p, released, AckKind::Accept));
+    net.run_until(5 * SECOND, |_| false);
+    assert_eq!(shared(&net).len(), 6);
 }
