@@ -48,11 +48,19 @@ pub enum Anomaly {
     /// Partitions whose replicas' committed logs differ; set by the caller from
     /// [`crate::check_replicas`], never by [`crate::check`].
     ReplicaDivergence,
+    /// Acknowledged messages of a topic a share group consumed that the group never accepted
+    /// nor rejected by the end (an acknowledgement of unknown outcome counts as made). A
+    /// share class.
+    Unconsumed,
+    /// Messages a share group acquired again after one of its members' acceptance of them
+    /// was confirmed: the share state forgot an acknowledgement (KIP-932 forbids it, across
+    /// failovers too). A share class.
+    RedeliveredAccepted,
 }
 
 impl Anomaly {
     /// Every class, in the fixed order.
-    pub const ALL: [Anomaly; 11] = [
+    pub const ALL: [Anomaly; 13] = [
         Anomaly::Lost,
         Anomaly::Duplicate,
         Anomaly::InconsistentOffsets,
@@ -64,6 +72,8 @@ impl Anomaly {
         Anomaly::Reprocessed,
         Anomaly::SplitOwnership,
         Anomaly::ReplicaDivergence,
+        Anomaly::Unconsumed,
+        Anomaly::RedeliveredAccepted,
     ];
 
     /// A class judged from `process` events of consumer groups: a history with none cannot
@@ -73,6 +83,12 @@ impl Anomaly {
             self,
             Anomaly::Unprocessed | Anomaly::Reprocessed | Anomaly::SplitOwnership
         )
+    }
+
+    /// A class judged from share groups' `acquire` and `acknowledge` events: absent from a
+    /// history without them, like the group classes.
+    pub const fn is_share_class(self) -> bool {
+        matches!(self, Anomaly::Unconsumed | Anomaly::RedeliveredAccepted)
     }
 
     /// The class's name in files and output (`lost`, `poll_skip`, ...).
@@ -89,6 +105,8 @@ impl Anomaly {
             Anomaly::Reprocessed => "reprocessed",
             Anomaly::SplitOwnership => "split_ownership",
             Anomaly::ReplicaDivergence => "replica_divergence",
+            Anomaly::Unconsumed => "unconsumed",
+            Anomaly::RedeliveredAccepted => "redelivered_accepted",
         }
     }
 
@@ -112,6 +130,10 @@ impl Anomaly {
             Anomaly::SplitOwnership => {
                 "partitions two members of a group processed at overlapping times"
             }
+            Anomaly::Unconsumed => {
+                "acknowledged messages a share group never accepted nor rejected"
+            }
+            Anomaly::RedeliveredAccepted => "messages a share group got again after accepting them",
         }
     }
 
@@ -172,6 +194,7 @@ impl<'de> Deserialize<'de> for Anomaly {
 pub struct Anomalies {
     counts: [u64; Anomaly::ALL.len()],
     groups: bool,
+    shares: bool,
 }
 
 impl Anomalies {
@@ -179,15 +202,21 @@ impl Anomalies {
     pub fn iter(&self) -> impl Iterator<Item = (Anomaly, u64)> + '_ {
         Anomaly::ALL
             .into_iter()
-            .filter(|a| self.groups || !a.is_group_class())
+            .filter(|&a| self.is_judged(a))
             .map(|a| (a, self[a]))
+    }
+
+    /// Whether `class` was judged: always, but for a group or share class of a history
+    /// without that kind of consumption.
+    pub fn is_judged(&self, class: Anomaly) -> bool {
+        (self.groups || !class.is_group_class()) && (self.shares || !class.is_share_class())
     }
 
     /// The count of the class called `name`, or `None` for an unknown name or a group class
     /// of a history without groups.
     pub fn get(&self, name: &str) -> Option<u64> {
         let class = Anomaly::from_name(name)?;
-        (self.groups || !class.is_group_class()).then(|| self[class])
+        self.is_judged(class).then(|| self[class])
     }
 
     /// The history had group consumption: the group classes are judged.
@@ -197,6 +226,11 @@ impl Anomalies {
 
     pub fn groups_judged(&self) -> bool {
         self.groups
+    }
+
+    /// The history had share-group consumption: the share classes are judged.
+    pub fn judge_shares(&mut self) {
+        self.shares = true;
     }
 
     /// The sum over all classes.
@@ -225,6 +259,7 @@ impl FromIterator<(Anomaly, u64)> for Anomalies {
         for (class, count) in iter {
             anomalies[class] += count;
             anomalies.groups |= class.is_group_class();
+            anomalies.shares |= class.is_share_class();
         }
         anomalies
     }
@@ -269,7 +304,10 @@ impl<'de> Deserialize<'de> for Anomalies {
                 anomalies.groups = Anomaly::ALL
                     .into_iter()
                     .any(|a| a.is_group_class() && seen[a.index()]);
-                let required = |a: &Anomaly| anomalies.groups || !a.is_group_class();
+                anomalies.shares = Anomaly::ALL
+                    .into_iter()
+                    .any(|a| a.is_share_class() && seen[a.index()]);
+                let required = |a: &Anomaly| anomalies.is_judged(*a);
                 let missing = Anomaly::ALL.into_iter().filter(required);
                 if let Some(class) = missing.into_iter().find(|a| !seen[a.index()]) {
                     return Err(de::Error::missing_field(class.name()));

@@ -67,6 +67,9 @@ pub struct CheckReport {
     /// was lost, the client just could not tell.
     #[serde(default)]
     pub unknown_in_log: u64,
+    /// Per share group, what its members were given and did (absent without share groups).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shares: BTreeMap<String, crate::shares::ShareStats>,
 }
 
 impl CheckReport {
@@ -87,7 +90,7 @@ impl CheckReport {
         }
     }
 
-    fn example(&mut self, class: Anomaly, text: impl FnOnce() -> String) {
+    pub(crate) fn example(&mut self, class: Anomaly, text: impl FnOnce() -> String) {
         let list = self.examples.entry(class.name().to_string()).or_default();
         if list.len() < EXAMPLES_PER_CLASS {
             list.push(text());
@@ -234,6 +237,7 @@ pub fn check(events: &[Event]) -> CheckReport {
     check_reads(&facts, &mut report);
     check_polls(events, &facts, &mut report);
     check_groups(&facts, &mut report);
+    crate::shares::check_shares(events, &mut report);
     report.unknown_in_log = unknown_in_log(&facts);
     // Keep only classes that have examples, so a clean report is short.
     report.examples.retain(|_, list| !list.is_empty());

@@ -23,6 +23,15 @@
 //! {"time_ns":4000,"process":"c0","type":"ok","f":"process","group":"g1","generation":3,"topic":"orders","partition":0,"records":[[0,"p0-0"]]}
 //! ```
 //!
+//! A share-group member (issue 9) records what it acquired (`acquire`, records as
+//! `(offset, id)`) and each acknowledgement (`acknowledge`, with `ack` one of `accept`, `release`,
+//! `reject`), stamped with its share group:
+//!
+//! ```text
+//! {"time_ns":5000,"process":"s0","type":"ok","f":"acquire","group":"s1","topic":"orders","partition":0,"records":[[0,"p0-0"]]}
+//! {"time_ns":6000,"process":"s0","type":"ok","f":"acknowledge","group":"s1","topic":"orders","partition":0,"records":[[0,"p0-0"]],"ack":"accept"}
+//! ```
+//!
 //! Serialization goes through a struct with a fixed field order and omits
 //! absent optional fields, so the same events always give the same bytes: two
 //! runs of one seed can be compared with `cmp`. Reading is lenient in the ways
@@ -32,6 +41,7 @@
 pub mod anomaly;
 pub mod checker;
 pub mod command;
+pub mod shares;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 pub use anomaly::{Anomalies, Anomaly};
 pub use checker::{check, check_replicas, CheckReport, ReplicaLog, ReplicaLogs};
+pub use shares::ShareStats;
 
 /// How an event relates to its operation: its start, or one of three endings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,6 +103,21 @@ pub enum Op {
         partition: u32,
         records: Vec<(u64, String)>,
     },
+    /// A share-group member acquired `records` (`(offset, id)`): no other member holds them
+    /// until their lock expires or the member acknowledges them.
+    Acquire {
+        topic: String,
+        partition: u32,
+        records: Vec<(u64, String)>,
+    },
+    /// A share-group member's acknowledgement of records it acquired.
+    Acknowledge {
+        topic: String,
+        partition: u32,
+        ack: AckVerdict,
+        records: Vec<(u64, String)>,
+        error: Option<String>,
+    },
     /// An operation this module has no fields for; written as just its `f`.
     /// Never produced by [`parse_line`], which skips unknown `f` values.
     Other { f: String },
@@ -107,9 +133,23 @@ impl Op {
             Op::Commit { .. } => "commit",
             Op::Revoke { .. } => "revoke",
             Op::Process { .. } => "process",
+            Op::Acquire { .. } => "acquire",
+            Op::Acknowledge { .. } => "acknowledge",
             Op::Other { f } => f,
         }
     }
+}
+
+/// A share-group member's verdict on a record (KIP-932's acknowledgement types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckVerdict {
+    /// Processed: the group is done with it.
+    Accept,
+    /// Not processed: deliver it again.
+    Release,
+    /// Unprocessable: archive it (after copying it to a dead-letter topic, if one is set).
+    Reject,
 }
 
 /// One line of the history.
@@ -203,6 +243,8 @@ struct LineOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     partitions: Option<&'a [(String, u32)]>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ack: Option<AckVerdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
@@ -221,6 +263,7 @@ impl<'a> LineOut<'a> {
             offset: None,
             records: None,
             partitions: None,
+            ack: None,
             error: None,
         };
         match &event.op {
@@ -269,6 +312,28 @@ impl<'a> LineOut<'a> {
                 line.offset = Some(*offset);
                 line.error = error.as_deref();
             }
+            Op::Acquire {
+                topic,
+                partition,
+                records,
+            } => {
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.records = Some(records);
+            }
+            Op::Acknowledge {
+                topic,
+                partition,
+                ack,
+                records,
+                error,
+            } => {
+                line.topic = Some(topic);
+                line.partition = Some(*partition);
+                line.ack = Some(*ack);
+                line.records = Some(records);
+                line.error = error.as_deref();
+            }
             Op::Other { .. } => {}
         }
         line
@@ -315,6 +380,15 @@ struct PollIn {
 }
 
 #[derive(Deserialize)]
+struct AcknowledgeIn {
+    topic: String,
+    partition: u32,
+    ack: AckVerdict,
+    records: Vec<(u64, String)>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct AssignIn {
     partitions: Option<Vec<(String, u32)>>,
 }
@@ -345,7 +419,7 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
     };
     if !matches!(
         f,
-        "send" | "poll" | "assign" | "commit" | "revoke" | "process"
+        "send" | "poll" | "assign" | "commit" | "revoke" | "process" | "acquire" | "acknowledge"
     ) {
         return Ok(None);
     }
@@ -366,12 +440,27 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
                 error: send.error,
             }
         }
-        "poll" | "process" => {
+        "acknowledge" => {
+            let a: AcknowledgeIn = from_value(&value)?;
+            Op::Acknowledge {
+                topic: a.topic,
+                partition: a.partition,
+                ack: a.ack,
+                records: a.records,
+                error: a.error,
+            }
+        }
+        "poll" | "process" | "acquire" => {
             let poll: PollIn = from_value(&value)?;
             let records = required_on_ok(poll.records, header.kind, "records")?;
             let (topic, partition) = (poll.topic, poll.partition);
             match f {
                 "poll" => Op::Poll {
+                    topic,
+                    partition,
+                    records,
+                },
+                "acquire" => Op::Acquire {
                     topic,
                     partition,
                     records,

@@ -712,7 +712,7 @@ fn anomalies_iterate_in_fixed_order_and_look_up_by_name() {
 fn group_classes_are_absent_from_a_history_without_groups() {
     let anomalies: Anomalies = Anomaly::ALL
         .into_iter()
-        .filter(|a| !a.is_group_class())
+        .filter(|a| !a.is_group_class() && !a.is_share_class())
         .map(|a| (a, 1))
         .collect();
     assert!(!anomalies.groups_judged());
@@ -1082,4 +1082,100 @@ fn a_large_clean_history_reports_nothing() {
     let report = h.check();
     assert!(report.is_clean());
     assert_eq!(report.read, 100_000);
+}
+
+fn share_event(t: u64, process: &str, kind: EventType, op: Op) -> Event {
+    Event::new(t, process, kind, op).in_group("s1", None)
+}
+
+fn acquire(t: u64, process: &str, records: &[(u64, &str)]) -> Event {
+    let records = records.iter().map(|(o, id)| (*o, id.to_string())).collect();
+    let op = Op::Acquire {
+        topic: "t".into(),
+        partition: 0,
+        records,
+    };
+    share_event(t, process, EventType::Ok, op)
+}
+
+fn ack(
+    t: u64,
+    process: &str,
+    kind: EventType,
+    verdict: AckVerdict,
+    records: &[(u64, &str)],
+) -> Event {
+    let records = records.iter().map(|(o, id)| (*o, id.to_string())).collect();
+    let op = Op::Acknowledge {
+        topic: "t".into(),
+        partition: 0,
+        ack: verdict,
+        records,
+        error: None,
+    };
+    share_event(t, process, kind, op)
+}
+
+/// The share classes and counts: a redelivery after a confirmed accept is an anomaly, one after
+/// an expired lock is not; a message never settled is unconsumed unless its acknowledgement's
+/// outcome is unknown; deliveries below the partition's highest are out of order.
+#[test]
+fn share_groups_are_judged_from_acquisitions_and_acknowledgements() {
+    let mut events = Vec::new();
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        events.push(Event::new(
+            i as u64,
+            "p0",
+            EventType::Invoke,
+            send_op(id, ("t", 0), None, None),
+        ));
+        events.push(Event::new(
+            i as u64,
+            "p0",
+            EventType::Ok,
+            send_op(id, ("t", 0), Some(i as u64), None),
+        ));
+    }
+    events.extend([
+        acquire(10, "s0", &[(0, "a"), (1, "b")]),
+        acquire(11, "s1", &[(2, "c"), (3, "d")]),
+        ack(12, "s0", EventType::Ok, AckVerdict::Accept, &[(0, "a")]),
+        // b's lock expired: its redelivery to s1 is fine, and out of order.
+        acquire(20, "s1", &[(1, "b")]),
+        ack(21, "s1", EventType::Ok, AckVerdict::Reject, &[(1, "b")]),
+        ack(22, "s1", EventType::Info, AckVerdict::Accept, &[(2, "c")]),
+        // a comes back after its confirmed acceptance: the share state forgot it.
+        acquire(30, "s1", &[(0, "a")]),
+        ack(31, "s1", EventType::Ok, AckVerdict::Release, &[(3, "d")]),
+    ]);
+    let report = check(&events);
+    assert!(report.anomalies.is_judged(Anomaly::Unconsumed));
+    assert_eq!(
+        report.anomalies[Anomaly::RedeliveredAccepted],
+        1,
+        "{:?}",
+        report.examples
+    );
+    // d was released and never settled; e never acquired at all.
+    assert_eq!(
+        report.anomalies[Anomaly::Unconsumed],
+        2,
+        "{:?}",
+        report.examples
+    );
+    let stats = &report.shares["s1"];
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.redeliveries,
+            stats.accepted,
+            stats.rejected,
+            stats.unknown_acks,
+            stats.out_of_order
+        ),
+        (6, 2, 1, 1, 1, 2)
+    );
+    let without = check(&events[..10]);
+    assert!(!without.anomalies.is_judged(Anomaly::Unconsumed));
+    assert!(without.shares.is_empty());
 }

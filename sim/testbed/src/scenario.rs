@@ -652,8 +652,9 @@ impl Expect {
     pub fn violations(&self, report: &CheckReport) -> Vec<Violation> {
         let mut out = Vec::new();
         for (class, bound) in self.bounds() {
-            // A bound on a group class needs group processing to judge: never a silent zero.
-            if class.is_group_class() && !report.anomalies.groups_judged() {
+            // A bound on a group or share class needs that consumption to judge: never a
+            // silent zero.
+            if !report.anomalies.is_judged(class) {
                 out.push(Violation::Unjudged { class });
                 continue;
             }
