@@ -38,6 +38,9 @@ struct GroupFacts<'a> {
     accepted_at: BTreeMap<&'a str, u64>,
     /// Ids accepted or rejected, confirmed or of unknown outcome.
     done: BTreeSet<&'a str>,
+    /// Accepts and rejects invoked and not (yet) completed, per (process, id): a process that
+    /// crashed with one in flight left its outcome unknown.
+    open: BTreeSet<(&'a str, &'a str)>,
     /// Per partition, the highest offset delivered so far.
     highest: BTreeMap<(&'a str, u32), u64>,
     stats: ShareStats,
@@ -74,11 +77,17 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
                     acquired(g, (topic, *partition), *offset, id, event.time_ns);
                 }
             }
-            Op::Acknowledge { ack, records, .. } if event.kind != EventType::Invoke => {
+            Op::Acknowledge { ack, records, .. } => {
                 let g = groups.entry(&stamp.group).or_default();
                 acknowledged(g, event, *ack, records);
             }
             _ => {}
+        }
+    }
+    for g in groups.values_mut() {
+        for (_, id) in std::mem::take(&mut g.open) {
+            g.stats.unknown_acks += 1;
+            g.done.insert(id);
         }
     }
     groups
@@ -106,6 +115,16 @@ fn acknowledged<'a>(
 ) {
     let settles = matches!(ack, AckVerdict::Accept | AckVerdict::Reject);
     for (_, id) in records {
+        let key = (event.process.as_str(), id.as_str());
+        match event.kind {
+            EventType::Invoke if settles => {
+                g.open.insert(key);
+                continue;
+            }
+            _ => {
+                g.open.remove(&key);
+            }
+        }
         match event.kind {
             EventType::Ok if settles => {
                 g.done.insert(id);

@@ -19,10 +19,12 @@ use fathom_queue::time::Instant;
 use fathom_queue::client::producer::UNKNOWN_PARTITION;
 
 use crate::spec::{
-    restarted_process_name, CommitMode, ConsumerSpec, MemberAction, Partitioner, ProducerMode,
-    ProducerSpec,
+    restarted_process_name, CommitMode, ConsumerKind, ConsumerSpec, MemberAction, Partitioner,
+    ProducerMode, ProducerSpec,
 };
 use crate::trace::{AttemptRecord, SharedTrace};
+
+mod share;
 
 /// How a client process ends: `Err` when it could not run at all (the simulator fails the run).
 pub type ProcessResult = Result<(), Box<dyn std::error::Error>>;
@@ -378,6 +380,9 @@ impl ConsumerProcess {
     /// Runs each incarnation in turn: a restart drops the consumer without a final commit, as a
     /// crash would, and a new process resumes from the committed offsets.
     pub async fn run<N: Net>(self) -> ProcessResult {
+        if self.spec.kind == ConsumerKind::Share {
+            return self.run_share::<N>().await;
+        }
         if let Some(member) = self.spec.member_config(self.instance) {
             return self.run_group::<N>(member).await;
         }

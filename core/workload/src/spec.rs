@@ -4,12 +4,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use fathom_queue::client::{ConsumerConfig, Delivery, ProducerConfig};
+use fathom_queue::client::{ConsumerConfig, Delivery, ProducerConfig, ShareConsumerConfig};
 use fathom_queue::group::assignor::Assignor;
 use fathom_queue::group::classic::RebalanceKind;
 use fathom_queue::group::member::{MemberConfig, MemberProtocol, REBALANCE_INTERVAL_MS_DEFAULT};
 pub use fathom_queue::log::batch::Compression;
 use fathom_queue::protocol::Acks;
+use fathom_queue::share::ShareSettings;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -200,6 +201,21 @@ pub enum MemberAction {
     /// A clean shutdown followed at once by a new process (a rolling restart's step).
     Restart,
 }
+
+/// What a `[[consumers]]` table's instances are (`consumers[i].kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerKind {
+    /// Whole partitions per consumer, in order: manual assignment or a consumer group.
+    #[default]
+    Stream,
+    /// A share group (KIP-932): every member reads every partition, record by record, and
+    /// acknowledges each (claim C3).
+    Share,
+}
+
+/// Records one share fetch may acquire, by default (KIP-932's `max.poll.records` alike).
+pub const SHARE_MAX_RECORDS_DEFAULT: u32 = 100;
 
 /// How a consumer's partitions are decided (`consumers[i].protocol`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -464,6 +480,19 @@ pub struct ConsumerSpec {
     /// Bytes of records the consumer holds for the application; past it a push subscription
     /// is dropped and renewed (an overflow).
     pub receive_buffer_bytes_max: u64,
+    /// `stream` (the default) or `share`; the fields below are the share group's.
+    pub kind: ConsumerKind,
+    /// `share`: how long a member holds records it acquired before they go to another.
+    pub acquisition_lock_ms: u32,
+    /// `share`: deliveries of one record before it is archived.
+    pub delivery_attempts_max: u16,
+    /// `share`: in-flight records per share-partition.
+    pub record_locks_max: u32,
+    /// `share`: records one fetch may acquire.
+    pub max_records: u32,
+    /// `share`: ids the application cannot process: it releases them (a failed attempt) until
+    /// their last delivery attempt, then rejects them (a poison message).
+    pub poison_ids: Vec<String>,
 }
 
 impl Default for ConsumerSpec {
@@ -472,6 +501,7 @@ impl Default for ConsumerSpec {
     fn default() -> Self {
         let client = ConsumerConfig::default();
         let member = MemberConfig::default();
+        let share = ShareSettings::default();
         ConsumerSpec {
             name: String::new(),
             instances: 1,
@@ -497,6 +527,12 @@ impl Default for ConsumerSpec {
             poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
             push_credits: PUSH_CREDITS_DEFAULT,
             receive_buffer_bytes_max: client.receive_buffer_bytes_max,
+            kind: ConsumerKind::default(),
+            acquisition_lock_ms: share.acquisition_lock_ms,
+            delivery_attempts_max: share.delivery_attempts_max,
+            record_locks_max: share.record_locks_max,
+            max_records: SHARE_MAX_RECORDS_DEFAULT,
+            poison_ids: Vec::new(),
         }
     }
 }
@@ -513,6 +549,30 @@ impl ConsumerSpec {
             delivery: self.delivery(),
             receive_buffer_bytes_max: self.receive_buffer_bytes_max,
             ..ConsumerConfig::default()
+        }
+    }
+
+    /// A share member's configuration, for the process named `member`. Timeouts and backoffs
+    /// keep [`ConsumerConfig`]'s defaults.
+    pub fn share_config(&self, member: &str) -> ShareConsumerConfig {
+        let client = ConsumerConfig::default();
+        ShareConsumerConfig {
+            group: self.group.clone(),
+            member: member.to_string(),
+            topic: self.topic.clone(),
+            settings: ShareSettings {
+                acquisition_lock_ms: self.acquisition_lock_ms,
+                delivery_attempts_max: self.delivery_attempts_max,
+                record_locks_max: self.record_locks_max,
+            },
+            max_records: self.max_records,
+            max_wait_ms: self.max_wait_ms,
+            max_bytes: self.max_bytes,
+            request_timeout_ms: client.request_timeout_ms,
+            retry_backoff_ms: client.retry_backoff_ms,
+            metadata_refresh_backoff_ms: client.metadata_refresh_backoff_ms,
+            // As Kafka's share consumer: the next fetch after one poll's records are done.
+            held_records_max: self.max_records as usize,
         }
     }
 

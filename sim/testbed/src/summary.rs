@@ -80,6 +80,9 @@ pub struct Summary {
     pub final_read_incomplete: Vec<String>,
     pub simulated_s: f64,
     pub recoveries: Recoveries,
+    /// Per share group: deliveries, redeliveries, acknowledgements, out-of-order deliveries.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub shares: BTreeMap<String, fathom_history::ShareStats>,
     /// Throughput, histograms, the end-to-end breakdown and time series.
     pub metrics: Metrics,
 }
@@ -115,6 +118,7 @@ impl Summary {
             final_read_incomplete,
             simulated_s: events.last().map(|e| e.time_ns as f64 / 1e9).unwrap_or(0.0),
             recoveries,
+            shares: report.shares.clone(),
             metrics,
         }
     }
@@ -154,6 +158,13 @@ impl Summary {
             "throughput sent {:.1}/s  acked {:.1}/s ({:.3} MB/s)  consumed {:.1}/s  over {:.1}-{:.1} s",
             t.sent_per_s, t.acked_per_s, t.acked_mbyte_s, t.consumed_per_s, t.window_s[0], t.window_s[1]
         );
+        for (group, g) in &self.shares {
+            let _ = writeln!(
+                s,
+                "share      {group}: delivered {}  redelivered {}  accepted {}  rejected {}  unknown {}  out of order {}",
+                g.delivered, g.redeliveries, g.accepted, g.rejected, g.unknown_acks, g.out_of_order
+            );
+        }
         let r = &self.recoveries;
         if r.damaged_logs > 0 {
             let _ = writeln!(

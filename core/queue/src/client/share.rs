@@ -11,8 +11,8 @@
 //! failed without an answer, in which case the acknowledgement may or may not have committed
 //! and the lock decides (at-least-once).
 //!
-//! Fetching a partition pauses while `held_records_max` of its records are held unacknowledged,
-//! the share consumer's back-pressure. There is no membership protocol: a member that stops
+//! Fetching pauses while `held_records_max` records are held unacknowledged, the share
+//! consumer's back-pressure. There is no membership protocol: a member that stops
 //! is noticed by its locks expiring, and its records go to the others then.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -44,7 +44,10 @@ pub struct ShareConsumerConfig {
     pub request_timeout_ms: u64,
     pub retry_backoff_ms: u64,
     pub metadata_refresh_backoff_ms: u64,
-    /// Fetching a partition pauses while this many of its records are held unacknowledged.
+    /// Fetching pauses while the member holds this many records unacknowledged, over all
+    /// partitions (each fetch in flight may still bring `max_records`). With the lock, it
+    /// bounds how much work a member takes on: records it cannot process before their lock
+    /// expires go to another member and its acknowledgements of them are refused.
     pub held_records_max: usize,
 }
 
@@ -170,6 +173,7 @@ impl ShareConsumer {
         } else if let Some(pending) = self.requests.remove(&correlation_id) {
             self.handle_response(correlation_id, from, pending, response);
         }
+        self.want_metadata();
     }
 
     pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
@@ -186,6 +190,7 @@ impl ShareConsumer {
                 self.failed(id, pending, RequestFailure::Disconnected);
             }
         }
+        self.want_metadata();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -202,6 +207,7 @@ impl ShareConsumer {
                 self.failed(id, pending, RequestFailure::TimedOut);
             }
         }
+        self.want_metadata();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -260,8 +266,10 @@ impl ShareConsumer {
         self.events.pop_front()
     }
 
+    /// A partition may fetch while the member holds fewer than `held_records_max` records
+    /// over all partitions: records held past their lock are wasted work.
     fn fetch_ready(&self, p: &PartitionState) -> bool {
-        p.fetch_in_flight.is_none() && p.held < self.config.held_records_max
+        p.fetch_in_flight.is_none() && self.held() < self.config.held_records_max
     }
 
     fn send_acks(&mut self, tp: TopicPartition, to: NodeId) -> Transmit {
@@ -432,6 +440,11 @@ impl ShareConsumer {
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
+    }
+
+    /// Asks for metadata while the topic's partitions or a leader are unknown; the metadata
+    /// cache rate-limits the requests.
+    fn want_metadata(&mut self) {
         let unknown = self.partitions.is_empty()
             || self
                 .partitions

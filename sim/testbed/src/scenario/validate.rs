@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use fathom_queue::config::{ConfigError, FsyncPolicy};
 use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
+use fathom_queue::share::{ACQUISITION_LOCK_MS_RANGE, DELIVERY_ATTEMPTS_RANGE, RECORD_LOCKS_RANGE};
+use fathom_workload::spec::{ConsumerKind, ConsumerProtocol};
 use serde::Deserialize;
 
 use crate::swarm::{Swarm, SwarmKind, SwarmSpec};
@@ -721,7 +723,60 @@ impl Checker<'_> {
             previous = t;
         }
         self.consumer_delivery_fields(path, c)?;
+        self.consumer_share_fields(path, c)?;
         self.consumer_group_fields(path, c)
+    }
+
+    /// A share group's fields (issue 9): in the broker's accepted ranges, and only on a share
+    /// consumer; a share group has no partition assignment to choose.
+    fn consumer_share_fields(&self, path: &str, c: &ConsumerSpec) -> Check {
+        let field = |name: &str| format!("{path}.{name}");
+        if c.kind != ConsumerKind::Share {
+            if !c.poison_ids.is_empty() {
+                return Err(self.error(&field("poison_ids"), "needs kind = \"share\""));
+            }
+            return Ok(());
+        }
+        if c.protocol != ConsumerProtocol::Manual {
+            return Err(self.error(
+                &field("protocol"),
+                "a share group's members all read every partition: leave `protocol` out",
+            ));
+        }
+        if matches!(c.partitions, PartitionSelection::List(_)) {
+            return Err(self.error(
+                &field("partitions"),
+                "a share group reads every partition: leave `partitions` out",
+            ));
+        }
+        let ranges = [
+            (
+                "acquisition_lock_ms",
+                ACQUISITION_LOCK_MS_RANGE.contains(&c.acquisition_lock_ms),
+                format!("{ACQUISITION_LOCK_MS_RANGE:?}"),
+            ),
+            (
+                "delivery_attempts_max",
+                DELIVERY_ATTEMPTS_RANGE.contains(&c.delivery_attempts_max),
+                format!("{DELIVERY_ATTEMPTS_RANGE:?}"),
+            ),
+            (
+                "record_locks_max",
+                RECORD_LOCKS_RANGE.contains(&c.record_locks_max),
+                format!("{RECORD_LOCKS_RANGE:?}"),
+            ),
+            (
+                "max_records",
+                (1..=RECORD_LOCKS_RANGE.end().to_owned()).contains(&c.max_records),
+                format!("1..={}", RECORD_LOCKS_RANGE.end()),
+            ),
+        ];
+        for (name, ok, range) in ranges {
+            if !ok {
+                return Err(self.error(&field(name), format!("must be in {range}")));
+            }
+        }
+        Ok(())
     }
 
     /// The delivery model's settings (claim C1), each in its range.
@@ -1092,11 +1147,11 @@ impl Checker<'_> {
                 ),
             ));
         };
-        if !c.protocol.is_group() {
+        if !c.protocol.is_group() && c.kind != ConsumerKind::Share {
             return Err(self.error(
                 path,
                 format!(
-                    "membership faults need a group protocol, and consumers[{i}] has protocol = \
+                    "membership faults need a group protocol or a share group, and consumers[{i}] has protocol = \
                      \"manual\" (allowed: \"eager\", \"cooperative\", \"static\", \"broker\", \
                      \"client_periodic\")"
                 ),
