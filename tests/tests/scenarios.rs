@@ -181,6 +181,8 @@ fn every_scenario_file_is_covered_by_a_test() {
         "power-loss-acks-all.toml",
         "push-slow-consumer.toml",
         "quickstart.toml",
+        "share-group-crash.toml",
+        "share-group-failover.toml",
         "swarm.toml",
         "zombie-consumer.toml",
     ];
@@ -208,6 +210,20 @@ fn group_rebalance_under_load_leaves_nothing_unprocessed() {
 #[test]
 fn consumer_crash_mid_batch_leaves_nothing_unprocessed() {
     assert_bounds_hold("consumer-crash.toml");
+}
+
+/// Issue 9: a share-group member crashes holding locks; its records come back to the group
+/// when the locks expire, nothing is lost and nothing accepted is handed out again.
+#[test]
+fn share_group_member_crash_loses_nothing() {
+    assert_bounds_hold("share-group-crash.toml");
+}
+
+/// Issue 9: the share-partition leader crashes; the new leader rebuilds the share state from
+/// the partition's log and neither redelivers accepted records nor loses any.
+#[test]
+fn share_group_leader_failover_keeps_the_share_state() {
+    assert_bounds_hold("share-group-failover.toml");
 }
 
 /// Issue 8: a member paused past its session and its max poll interval comes back a zombie;

@@ -52,9 +52,9 @@ pub enum Anomaly {
     /// nor rejected by the end (an acknowledgement of unknown outcome counts as made). A
     /// share class.
     Unconsumed,
-    /// Messages a share group acquired again after one of its members' acceptance of them
-    /// was confirmed: the share state forgot an acknowledgement (KIP-932 forbids it, across
-    /// failovers too). A share class.
+    /// Records (a topic, partition and offset) a share group acquired again after one of its
+    /// members' acceptance of them was confirmed: the share state forgot an acknowledgement
+    /// (KIP-932 forbids it, across failovers too). A share class.
     RedeliveredAccepted,
 }
 
@@ -133,7 +133,7 @@ impl Anomaly {
             Anomaly::Unconsumed => {
                 "acknowledged messages a share group never accepted nor rejected"
             }
-            Anomaly::RedeliveredAccepted => "messages a share group got again after accepting them",
+            Anomaly::RedeliveredAccepted => "records a share group got again after accepting them",
         }
     }
 

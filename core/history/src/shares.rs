@@ -15,7 +15,7 @@ use super::{AckVerdict, Anomaly, Event, EventType, Op};
 pub struct ShareStats {
     /// Records acquired, redeliveries included.
     pub delivered: u64,
-    /// Acquisitions of a message beyond its first.
+    /// Acquisitions of a record beyond its first.
     pub redeliveries: u64,
     /// Messages accepted (confirmed).
     pub accepted: u64,
@@ -29,13 +29,17 @@ pub struct ShareStats {
     pub out_of_order: u64,
 }
 
+/// A record's place: (topic, partition, offset). Redeliveries are judged per place, not per
+/// id: a producer's retry can store one message at two offsets, each a record of its own.
+type Place<'a> = (&'a str, u32, u64);
+
 #[derive(Default)]
 struct GroupFacts<'a> {
     topics: BTreeSet<&'a str>,
-    /// Per id, the times it was acquired.
-    acquired: BTreeMap<&'a str, Vec<u64>>,
-    /// Per id, the time its first acceptance was confirmed.
-    accepted_at: BTreeMap<&'a str, u64>,
+    /// Per record, the times it was acquired.
+    acquired: BTreeMap<Place<'a>, Vec<u64>>,
+    /// Per record, the time its first acceptance was confirmed, and its id.
+    accepted_at: BTreeMap<Place<'a>, (u64, &'a str)>,
     /// Ids accepted or rejected, confirmed or of unknown outcome.
     done: BTreeSet<&'a str>,
     /// Accepts and rejects invoked and not (yet) completed, per (process, id): a process that
@@ -73,13 +77,19 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
             } if event.kind == EventType::Ok => {
                 let g = groups.entry(&stamp.group).or_default();
                 g.topics.insert(topic);
-                for (offset, id) in records {
-                    acquired(g, (topic, *partition), *offset, id, event.time_ns);
+                for (offset, _) in records {
+                    acquired(g, (topic, *partition, *offset), event.time_ns);
                 }
             }
-            Op::Acknowledge { ack, records, .. } => {
+            Op::Acknowledge {
+                topic,
+                partition,
+                ack,
+                records,
+                ..
+            } => {
                 let g = groups.entry(&stamp.group).or_default();
-                acknowledged(g, event, *ack, records);
+                acknowledged(g, event, (topic, *partition), *ack, records);
             }
             _ => {}
         }
@@ -93,9 +103,11 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
     groups
 }
 
-fn acquired<'a>(g: &mut GroupFacts<'a>, tp: (&'a str, u32), offset: u64, id: &'a str, t: u64) {
+fn acquired<'a>(g: &mut GroupFacts<'a>, place: Place<'a>, t: u64) {
+    let (topic, partition, offset) = place;
+    let tp = (topic, partition);
     g.stats.delivered += 1;
-    let times = g.acquired.entry(id).or_default();
+    let times = g.acquired.entry(place).or_default();
     if !times.is_empty() {
         g.stats.redeliveries += 1;
     }
@@ -110,11 +122,12 @@ fn acquired<'a>(g: &mut GroupFacts<'a>, tp: (&'a str, u32), offset: u64, id: &'a
 fn acknowledged<'a>(
     g: &mut GroupFacts<'a>,
     event: &'a Event,
+    (topic, partition): (&'a str, u32),
     ack: AckVerdict,
     records: &'a [(u64, String)],
 ) {
     let settles = matches!(ack, AckVerdict::Accept | AckVerdict::Reject);
-    for (_, id) in records {
+    for (offset, id) in records {
         let key = (event.process.as_str(), id.as_str());
         match event.kind {
             EventType::Invoke if settles => {
@@ -131,7 +144,8 @@ fn acknowledged<'a>(
                 match ack {
                     AckVerdict::Accept => {
                         g.stats.accepted += 1;
-                        g.accepted_at.entry(id).or_insert(event.time_ns);
+                        let place = (topic, partition, *offset);
+                        g.accepted_at.entry(place).or_insert((event.time_ns, id));
                     }
                     _ => g.stats.rejected += 1,
                 }
@@ -148,17 +162,16 @@ fn acknowledged<'a>(
 }
 
 fn check_redelivered(name: &str, g: &GroupFacts<'_>, report: &mut CheckReport) {
-    for (id, &accepted) in &g.accepted_at {
-        let again = g
-            .acquired
-            .get(id)
-            .into_iter()
-            .flatten()
-            .filter(|&&t| t > accepted);
-        if let Some(t) = again.min() {
+    for (place, &(accepted, id)) in &g.accepted_at {
+        let times = g.acquired.get(place).into_iter().flatten();
+        if let Some(t) = times.filter(|&&t| t > accepted).min() {
+            let (topic, partition, offset) = place;
             report.anomalies[Anomaly::RedeliveredAccepted] += 1;
             report.example(Anomaly::RedeliveredAccepted, || {
-                format!("{id} accepted by {name} at {accepted}ns, acquired again at {t}ns")
+                format!(
+                    "{id} at {topic}-{partition}@{offset} accepted by {name} at {accepted}ns, \
+                     acquired again at {t}ns"
+                )
             });
         }
     }
