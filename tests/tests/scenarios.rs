@@ -178,6 +178,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "leader-crash-acks-all.toml",
         "packet-loss.toml",
         "partition-heal.toml",
+        "poison-message.toml",
         "power-loss-acks-all.toml",
         "push-slow-consumer.toml",
         "quickstart.toml",
@@ -224,6 +225,13 @@ fn share_group_member_crash_loses_nothing() {
 #[test]
 fn share_group_leader_failover_keeps_the_share_state() {
     assert_bounds_hold("share-group-failover.toml");
+}
+
+/// Issue 9: poison messages are released until their last delivery attempt, then rejected;
+/// everything else is accepted once.
+#[test]
+fn poison_messages_are_rejected_after_their_attempts() {
+    assert_bounds_hold("poison-message.toml");
 }
 
 /// Issue 8: a member paused past its session and its max poll interval comes back a zombie;

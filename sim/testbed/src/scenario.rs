@@ -621,8 +621,9 @@ impl fmt::Display for FaultTag {
 ///
 /// In the file, the anomaly bounds are keys named after the classes (`lost = 0`), beside
 /// `unknown_in_log` (an upper bound on sends that ended unknown although their record was read),
-/// `acked_min`, `read_min` and `push_overflows_min` (claim C1: a slow consumer of unbounded
-/// push must be flooded); any other key is an error that names it.
+/// `acked_min`, `read_min`, `push_overflows_min` (claim C1: a slow consumer of unbounded
+/// push must be flooded) and `rejected_min` (share groups: poison messages must be rejected);
+/// any other key is an error that names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
     /// At most this many of each bounded anomaly class.
@@ -635,6 +636,8 @@ pub struct Expect {
     pub read_min: Option<u64>,
     /// At least this many push subscriptions dropped on a receive-buffer overflow.
     pub push_overflows_min: Option<u64>,
+    /// At least this many records rejected by share groups (archived: poison messages).
+    pub rejected_min: Option<u64>,
 }
 
 impl Expect {
@@ -683,6 +686,10 @@ impl Expect {
                 min,
             });
         }
+        let rejected = report.shares.values().map(|g| g.rejected).sum();
+        if let Some(min) = self.rejected_min.filter(|&m| rejected < m) {
+            out.push(Violation::RejectedMin { rejected, min });
+        }
         out
     }
 
@@ -698,8 +705,8 @@ impl Expect {
 }
 
 /// The keys of an `[expect]` table: one per anomaly class, then the fate and progress bounds.
-const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 4] = {
-    let mut fields = [""; Anomaly::ALL.len() + 4];
+const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 5] = {
+    let mut fields = [""; Anomaly::ALL.len() + 5];
     let mut i = 0;
     while i < Anomaly::ALL.len() {
         fields[i] = Anomaly::ALL[i].name();
@@ -709,6 +716,7 @@ const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 4] = {
     fields[i + 1] = "acked_min";
     fields[i + 2] = "read_min";
     fields[i + 3] = "push_overflows_min";
+    fields[i + 4] = "rejected_min";
     fields
 };
 
@@ -720,6 +728,7 @@ enum ExpectKey {
     AckedMin,
     ReadMin,
     PushOverflowsMin,
+    RejectedMin,
 }
 
 impl<'de> Deserialize<'de> for ExpectKey {
@@ -730,7 +739,8 @@ impl<'de> Deserialize<'de> for ExpectKey {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "an anomaly class, unknown_in_log, acked_min, read_min or push_overflows_min",
+                    "an anomaly class, unknown_in_log, acked_min, read_min, push_overflows_min \
+                     or rejected_min",
                 )
             }
 
@@ -740,6 +750,7 @@ impl<'de> Deserialize<'de> for ExpectKey {
                     "acked_min" => Ok(ExpectKey::AckedMin),
                     "read_min" => Ok(ExpectKey::ReadMin),
                     "push_overflows_min" => Ok(ExpectKey::PushOverflowsMin),
+                    "rejected_min" => Ok(ExpectKey::RejectedMin),
                     _ => Anomaly::from_name(key)
                         .map(ExpectKey::Anomaly)
                         .ok_or_else(|| E::unknown_field(key, &EXPECT_FIELDS)),
@@ -777,6 +788,9 @@ impl<'de> Deserialize<'de> for Expect {
                             expect.push_overflows_min.replace(value),
                             "push_overflows_min",
                         ),
+                        ExpectKey::RejectedMin => {
+                            (expect.rejected_min.replace(value), "rejected_min")
+                        }
                     };
                     if slot.is_some() {
                         return Err(de::Error::duplicate_field(name));

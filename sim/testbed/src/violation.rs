@@ -24,6 +24,8 @@ pub enum Violation {
     ReadMin { read: u64, min: u64 },
     /// Fewer push overflows than `push_overflows_min`: the slow consumer was not flooded.
     PushOverflowsMin { overflows: u64, min: u64 },
+    /// Fewer records rejected by share groups than `rejected_min`: a poison message was not.
+    RejectedMin { rejected: u64, min: u64 },
     /// More sends ended unknown although their record was read than `unknown_in_log` allows.
     UnknownInLog { count: u64, bound: u64 },
     /// The final read gave up before the high watermark of these partitions.
@@ -49,6 +51,7 @@ impl Violation {
             Violation::AckedMin { .. } => "acked_min",
             Violation::ReadMin { .. } => "read_min",
             Violation::PushOverflowsMin { .. } => "push_overflows_min",
+            Violation::RejectedMin { .. } => "rejected_min",
             Violation::UnknownInLog { .. } => "unknown_in_log",
             Violation::FinalReadIncomplete { .. } => "final_read_incomplete",
             Violation::LeaderConflict { .. } => "leader_conflict",
@@ -68,7 +71,7 @@ impl fmt::Display for Violation {
             } => write!(f, "{class}: {count} found, at most {bound} allowed"),
             Violation::Unjudged { class } => write!(
                 f,
-                "{class}: bounded, but the run had no group processing to judge it by"
+                "{class}: bounded, but the run had no group or share consumption to judge it by"
             ),
             Violation::AckedMin { acked, min } => write!(
                 f,
@@ -80,6 +83,10 @@ impl fmt::Display for Violation {
             Violation::PushOverflowsMin { overflows, min } => write!(
                 f,
                 "push_overflows: {overflows} receive-buffer overflows, at least {min} expected"
+            ),
+            Violation::RejectedMin { rejected, min } => write!(
+                f,
+                "rejected: {rejected} records rejected by share groups, at least {min} expected"
             ),
             Violation::UnknownInLog { count, bound } => write!(
                 f,

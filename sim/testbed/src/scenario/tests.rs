@@ -527,6 +527,7 @@ fn expect_reports_violations() {
         acked_min: Some(100),
         read_min: Some(10),
         push_overflows_min: None,
+        rejected_min: None,
     };
     let report = |counts: &[(Anomaly, u64)], acked, unknown_in_log| CheckReport {
         anomalies: counts.iter().copied().collect(),
@@ -794,7 +795,7 @@ fn bad_membership_faults_name_field_line_and_allowed_values() {
         ),
         "faults[0].process",
         CONSUMER_LINE + 3,
-        "membership faults need a group protocol, and consumers[0] has protocol = \"manual\"",
+        "membership faults need a group protocol or kind = \"share\", and consumers[0] has protocol = \"manual\"",
     );
     let group = consumer_with("protocol = \"eager\"\n");
     assert_fails(
@@ -894,4 +895,56 @@ fn push_overflows_min_is_judged_on_the_delivery_metrics() {
     assert_eq!(violations[0].key(), "push_overflows_min");
     delivery.push_overflows = 3;
     assert!(s.expect.delivery_violations(&delivery).is_empty());
+}
+
+/// Issue 9: a share group's settings are refused out of the broker's ranges, at their line; the
+/// share-only fields are refused on a stream consumer, and a share group chooses no partitions.
+#[test]
+fn share_fields_are_checked_where_they_are_written() {
+    assert_fails(
+        &consumer_with("kind = \"share\"\nacquisition_lock_ms = 10\n"),
+        "consumers[0].acquisition_lock_ms",
+        CONSUMER_LINE + 1,
+        "must be in 100..=3600000",
+    );
+    assert_fails(
+        &consumer_with("kind = \"share\"\ndelivery_attempts_max = 0\n"),
+        "consumers[0].delivery_attempts_max",
+        CONSUMER_LINE + 1,
+        "must be in 1..=100",
+    );
+    assert_fails(
+        &consumer_with("poison_ids = [\"p-0-1\"]\n"),
+        "consumers[0].poison_ids",
+        CONSUMER_LINE,
+        "needs kind = \"share\"",
+    );
+    assert_fails(
+        &consumer_with("kind = \"share\"\nprotocol = \"eager\"\n"),
+        "consumers[0].protocol",
+        CONSUMER_LINE + 1,
+        "leave `protocol` out",
+    );
+    let s = parse(&consumer_with("kind = \"share\"\nrecord_locks_max = 50\n")).unwrap();
+    assert_eq!(
+        s.consumers[0].share_config("s-0").settings.record_locks_max,
+        50
+    );
+}
+
+/// Issue 9: `rejected_min` is judged on the share groups' rejections.
+#[test]
+fn rejected_min_is_judged_on_the_share_groups() {
+    let s = parse(&with("[expect]\nrejected_min = 2\n")).unwrap();
+    let mut report = fathom_history::CheckReport::default();
+    let keys = |r: &fathom_history::CheckReport| -> Vec<&'static str> {
+        s.expect.violations(r).iter().map(|v| v.key()).collect()
+    };
+    assert_eq!(keys(&report), ["rejected_min"]);
+    let stats = fathom_history::ShareStats {
+        rejected: 2,
+        ..Default::default()
+    };
+    report.shares.insert("s1".into(), stats);
+    assert!(keys(&report).is_empty());
 }

@@ -1151,7 +1151,7 @@ impl Checker<'_> {
             return Err(self.error(
                 path,
                 format!(
-                    "membership faults need a group protocol or a share group, and consumers[{i}] has protocol = \
+                    "membership faults need a group protocol or kind = \"share\", and consumers[{i}] has protocol = \
                      \"manual\" (allowed: \"eager\", \"cooperative\", \"static\", \"broker\", \
                      \"client_periodic\")"
                 ),
