@@ -8,12 +8,14 @@
 //! - [`shrink`]: delta debugging of a violating run's fault schedule.
 //! - [`swarm`]: per-seed draws of fault kinds, rates, timings and workload knobs.
 //! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
-//! - [`summary`], [`metrics`], [`report`]: what a run reports; [`chart`]: deterministic SVG
+//! - [`summary`], [`metrics`], [`report`]: what a run reports; [`groups`] and [`consumption`]:
+//!   how consumer and share groups shared the work; [`chart`]: deterministic SVG
 //!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
 //! - [`cli`]: the simulator's `fathom` commands (the binary is the `fathom` crate in `sim/cli`).
 
 pub mod chart;
 pub mod cli;
+pub mod consumption;
 pub mod experiment;
 pub mod fault_log;
 pub mod faults;

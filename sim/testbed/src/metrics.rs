@@ -346,6 +346,18 @@ impl<'a> Tally<'a> {
                     let tp = TopicPartition::new(topic.clone(), *partition);
                     self.on_poll(tp, records, e.time_ns);
                 }
+                // A share member's acquisition is its delivery (issue 9).
+                (
+                    Op::Acquire {
+                        topic,
+                        partition,
+                        records,
+                    },
+                    EventType::Ok,
+                ) => {
+                    let tp = TopicPartition::new(topic.clone(), *partition);
+                    self.on_poll(tp, records, e.time_ns);
+                }
                 _ => {}
             }
         }

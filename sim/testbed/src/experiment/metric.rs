@@ -133,6 +133,11 @@ measures! {
     PushStateBytesPeak "push_state_bytes_peak" Median "the most memory the brokers held for push subscriptions, bytes" => |r| r.0.summary.metrics.delivery.push_state_bytes_peak;
     BacklogMax "backlog_max" Median "records stored and not yet consumed, summed over partitions, most at a second's end in the window" => |r| r.0.summary.metrics.delivery.backlog_max;
     BacklogAtEnd "backlog_at_end" Median "records stored and not yet consumed when the workload phase ended" => |r| r.0.summary.metrics.delivery.backlog_at_end;
+    DrainS "drain_s" Median "s after the workload ended until every acknowledged message was processed once (absent if some never were)" => |r| r.consumption().drain_s;
+    MemberShareMin "member_share_min" Median "smallest share of the processed messages one consumer instance processed (1/instances when even)" => |r| r.consumption().member_share_min;
+    ProcessingOutOfOrder "processing_out_of_order" Median "first processings of a record below one already processed from its partition" => |r| r.consumption().out_of_order;
+    ProcessingBacklogMax "processing_backlog_max" Median "acknowledged messages not yet processed, most at any second's end" => |r| r.consumption().backlog_max;
+    ShareRedeliveries "share_redeliveries" Median "records share groups acquired again (lock expired, released)" => |r| r.0.summary.shares.values().map(|g| g.redeliveries).sum::<u64>();
 }
 
 /// A number taken from every run: an anomaly count (the checker's classes, one [`Anomaly`]
@@ -265,6 +270,12 @@ impl Run<'_> {
     }
 
     /// A group figure summed over the run's consumer groups; `None` without a group.
+    /// How the consumers shared the work, from the history (claim C3).
+    fn consumption(&self) -> crate::consumption::Consumption {
+        let end_s = self.0.summary.metrics.throughput.window_s[1];
+        crate::consumption::consumption(&self.0.events, end_s)
+    }
+
     fn groups(&self, figure: impl Fn(&GroupFigures) -> f64) -> Option<f64> {
         let groups = &self.0.summary.metrics.groups;
         (!groups.is_empty()).then(|| groups.values().map(figure).sum())

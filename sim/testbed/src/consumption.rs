@@ -1,0 +1,195 @@
+//! How the consumers shared the work (claim C3), from the history: when each acknowledged
+//! message was first processed (a group member's `process` line, a share member's confirmed
+//! `accept` or `reject`), by which consumer instance, and in which order per partition.
+//!
+//! Figures come from processing, not from fetching: a consumer that fetched far ahead of what
+//! it processed has a backlog all the same.
+
+use std::collections::BTreeMap;
+
+use fathom_history::{AckVerdict, Event, EventType, Op};
+
+/// The consumption figures of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Consumption {
+    /// Seconds from `workload_end_s` until every acknowledged message had been processed once;
+    /// `None` when some never were.
+    pub drain_s: Option<f64>,
+    /// The smallest share of first processings one consumer instance made (restarts count
+    /// with their instance); `None` without processing.
+    pub member_share_min: Option<f64>,
+    /// First processings of a record below one already processed from its partition.
+    pub out_of_order: u64,
+    /// Acknowledged messages not yet processed, most at any second's end.
+    pub backlog_max: u64,
+}
+
+/// The figures of `events`, whose workload phase ended at `workload_end_s`.
+pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
+    let mut acked: BTreeMap<&str, u64> = BTreeMap::new();
+    // id -> (time, instance, partition, offset) of its first processing.
+    let mut first: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_instance: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut highest: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+    let mut out_of_order = 0;
+    for e in events {
+        match (&e.op, e.kind) {
+            (Op::Send { id, .. }, EventType::Ok) => {
+                acked.entry(id).or_insert(e.time_ns);
+            }
+            (
+                Op::Process {
+                    topic,
+                    partition,
+                    records,
+                },
+                EventType::Ok,
+            ) if e.group.is_some() => {
+                processed(
+                    e,
+                    (topic, *partition),
+                    records,
+                    &mut first,
+                    &mut by_instance,
+                    &mut highest,
+                    &mut out_of_order,
+                );
+            }
+            (
+                Op::Acknowledge {
+                    topic,
+                    partition,
+                    ack,
+                    records,
+                    ..
+                },
+                EventType::Ok,
+            ) if *ack != AckVerdict::Release => {
+                processed(
+                    e,
+                    (topic, *partition),
+                    records,
+                    &mut first,
+                    &mut by_instance,
+                    &mut highest,
+                    &mut out_of_order,
+                );
+            }
+            _ => {}
+        }
+    }
+    let total: u64 = by_instance.values().sum();
+    let member_share_min =
+        (total > 0).then(|| by_instance.values().copied().min().unwrap_or(0) as f64 / total as f64);
+    let done = acked.keys().all(|id| first.contains_key(id));
+    let last = acked.keys().filter_map(|id| first.get(id)).copied().max();
+    let drain_s = match (done, last) {
+        (true, Some(t)) => Some((t as f64 / 1e9 - workload_end_s).max(0.0)),
+        _ => None,
+    };
+    Consumption {
+        drain_s,
+        member_share_min,
+        out_of_order,
+        backlog_max: backlog_max(&acked, &first),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn processed<'a>(
+    e: &'a Event,
+    tp: (&'a str, u32),
+    records: &'a [(u64, String)],
+    first: &mut BTreeMap<&'a str, u64>,
+    by_instance: &mut BTreeMap<&'a str, u64>,
+    highest: &mut BTreeMap<(&'a str, u32), u64>,
+    out_of_order: &mut u64,
+) {
+    for (offset, id) in records {
+        if first.contains_key(id.as_str()) {
+            continue;
+        }
+        first.insert(id, e.time_ns);
+        *by_instance.entry(instance_of(&e.process)).or_default() += 1;
+        let top = highest.entry(tp).or_insert(*offset);
+        if *offset < *top {
+            *out_of_order += 1;
+        }
+        *top = (*top).max(*offset);
+    }
+}
+
+/// The instance a process belongs to: `c-1-r2` (a restart) is instance `c-1`.
+fn instance_of(process: &str) -> &str {
+    match process.rsplit_once("-r") {
+        Some((base, n)) if n.parse::<u32>().is_ok() => base,
+        _ => process,
+    }
+}
+
+/// The most acknowledged-and-unprocessed messages at any second's end.
+fn backlog_max(acked: &BTreeMap<&str, u64>, first: &BTreeMap<&str, u64>) -> u64 {
+    let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
+    for (id, &t) in acked {
+        *changes.entry(t / 1_000_000_000).or_default() += 1;
+        if let Some(&p) = first.get(id) {
+            *changes.entry(p / 1_000_000_000).or_default() -= 1;
+        }
+    }
+    let (mut level, mut most) = (0i64, 0i64);
+    for delta in changes.values() {
+        level += delta;
+        most = most.max(level);
+    }
+    most.max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fathom_history::Op;
+
+    fn sent(t: u64, id: &str, offset: u64) -> Event {
+        let op = Op::Send {
+            id: id.into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(offset),
+            error: None,
+        };
+        Event::new(t, "p-0", EventType::Ok, op)
+    }
+
+    fn accept(t: u64, who: &str, offset: u64, id: &str) -> Event {
+        let op = Op::Acknowledge {
+            topic: "t".into(),
+            partition: 0,
+            ack: AckVerdict::Accept,
+            records: vec![(offset, id.into())],
+            error: None,
+        };
+        Event::new(t, who, EventType::Ok, op).in_group("s", None)
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn drain_share_order_and_backlog_come_from_first_processings() {
+        let events = vec![
+            sent(0, "a", 0),
+            sent(0, "b", 1),
+            sent(S / 2, "c", 2),
+            accept(S, "s-0", 1, "b"),
+            accept(2 * S, "s-1-r1", 0, "a"),
+            accept(2 * S, "s-1", 0, "a"),
+            accept(5 * S, "s-1", 2, "c"),
+        ];
+        let c = consumption(&events, 3.0);
+        assert_eq!(c.drain_s, Some(2.0));
+        assert_eq!(c.member_share_min, Some(1.0 / 3.0));
+        assert_eq!(c.out_of_order, 1, "a after b");
+        assert_eq!(c.backlog_max, 3);
+        let unfinished = consumption(&events[..5], 3.0);
+        assert_eq!(unfinished.drain_s, None);
+    }
+}
