@@ -227,11 +227,21 @@ fn share_group_leader_failover_keeps_the_share_state() {
     assert_bounds_hold("share-group-failover.toml");
 }
 
-/// Issue 9: poison messages are released until their last delivery attempt, then rejected;
-/// everything else is accepted once.
+/// Issue 9: poison messages are released until their last delivery attempt, then copied to
+/// the dead-letter topic and rejected; everything else is accepted once.
 #[test]
 fn poison_messages_are_rejected_after_their_attempts() {
     assert_bounds_hold("poison-message.toml");
+    let scenario = Scenario::load(&scenarios_dir().join("poison-message.toml")).unwrap();
+    for seed in SEEDS {
+        let outcome = run::run(&scenario, seed).unwrap();
+        let stats = &outcome.summary.shares["s1"];
+        assert_eq!(
+            (stats.rejected, stats.dead_lettered),
+            (3, 3),
+            "seed {seed}: every poison message is copied to the dead-letter topic, then rejected"
+        );
+    }
 }
 
 /// Issue 8: a member paused past its session and its max poll interval comes back a zombie;

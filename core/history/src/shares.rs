@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::checker::CheckReport;
 use super::{AckVerdict, Anomaly, Event, EventType, Op};
 
+/// The id a member gives the copy of a record it sends to its dead-letter topic: the record's
+/// id with this suffix. The copy is an ordinary send (read back by the final read).
+pub const DEAD_LETTER_SUFFIX: &str = "@dlq";
+
 /// What one share group's members were given and what they did with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareStats {
@@ -22,6 +26,9 @@ pub struct ShareStats {
     /// Messages rejected (confirmed): archived, and dead-lettered where the group has a
     /// dead-letter topic.
     pub rejected: u64,
+    /// Rejected messages whose copy to the dead-letter topic was acknowledged first.
+    #[serde(default)]
+    pub dead_lettered: u64,
     /// Acknowledgements whose outcome the member could not learn.
     pub unknown_acks: u64,
     /// Deliveries of a record below one already delivered from its partition to the group:
@@ -40,6 +47,8 @@ struct GroupFacts<'a> {
     acquired: BTreeMap<Place<'a>, Vec<u64>>,
     /// Per record, the time its first acceptance was confirmed, and its id.
     accepted_at: BTreeMap<Place<'a>, (u64, &'a str)>,
+    /// Ids whose rejection was confirmed.
+    rejected: BTreeSet<&'a str>,
     /// Ids accepted or rejected, confirmed or of unknown outcome.
     done: BTreeSet<&'a str>,
     /// Accepts and rejects invoked and not (yet) completed, per (process, id): a process that
@@ -58,7 +67,12 @@ pub(crate) fn check_shares(events: &[Event], report: &mut CheckReport) {
     }
     report.anomalies.judge_shares();
     let acked = acked_sends(events);
-    for (name, g) in groups {
+    for (name, mut g) in groups {
+        g.stats.dead_lettered = g
+            .rejected
+            .iter()
+            .filter(|id| acked.contains_key(format!("{id}{DEAD_LETTER_SUFFIX}").as_str()))
+            .count() as u64;
         check_redelivered(name, &g, report);
         check_unconsumed(name, &g, &acked, report);
         report.shares.insert(name.to_string(), g.stats);
@@ -147,7 +161,10 @@ fn acknowledged<'a>(
                         let place = (topic, partition, *offset);
                         g.accepted_at.entry(place).or_insert((event.time_ns, id));
                     }
-                    _ => g.stats.rejected += 1,
+                    _ => {
+                        g.stats.rejected += 1;
+                        g.rejected.insert(id);
+                    }
                 }
             }
             EventType::Info => {

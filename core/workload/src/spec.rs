@@ -493,6 +493,9 @@ pub struct ConsumerSpec {
     /// `share`: ids the application cannot process: it releases them (a failed attempt) until
     /// their last delivery attempt, then rejects them (a poison message).
     pub poison_ids: Vec<String>,
+    /// `share`: where a member copies a record (acks=all, before rejecting it) that it rejects
+    /// (Pulsar's and RocketMQ's dead-letter queue); none: a rejected record is only archived.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for ConsumerSpec {
@@ -533,6 +536,7 @@ impl Default for ConsumerSpec {
             record_locks_max: share.record_locks_max,
             max_records: SHARE_MAX_RECORDS_DEFAULT,
             poison_ids: Vec::new(),
+            dead_letter_topic: None,
         }
     }
 }

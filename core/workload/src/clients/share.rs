@@ -7,14 +7,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use fathom_driver::{pay, ClientIo, Net};
+use fathom_history::shares::DEAD_LETTER_SUFFIX;
 use fathom_history::{AckVerdict, Event, EventType, Op};
-use fathom_queue::client::{ShareConsumer, ShareConsumerEvent, ShareRecord};
+use fathom_queue::client::producer::UNKNOWN_PARTITION;
+use fathom_queue::client::{
+    Producer, ProducerConfig, ProducerEvent, ShareConsumer, ShareConsumerEvent, ShareRecord,
+};
 use fathom_queue::ids::TopicPartition;
+use fathom_queue::protocol::Acks;
 use fathom_queue::rng::Rng;
 use fathom_queue::share::AckKind;
 use fathom_queue::time::Instant;
 
-use super::{deadline_at, name_salt, ConsumerProcess, ProcessResult, LEAVE_WAIT};
+use super::{deadline_at, name_salt, send_op, ConsumerProcess, ProcessResult, LEAVE_WAIT};
 use crate::spec::{restarted_process_name, MemberAction};
 
 /// How one process of a share member ended.
@@ -34,6 +39,14 @@ struct ShareApp<'a> {
     ids: BTreeMap<(TopicPartition, u64), String>,
     /// The verdict asked for each acknowledgement in flight, for its refusal's line.
     asked: BTreeMap<(TopicPartition, u64), AckKind>,
+    /// Records to copy to the dead-letter topic before they are rejected.
+    dead_letters: VecDeque<(TopicPartition, ShareRecord)>,
+}
+
+/// The member's producer for its dead-letter topic, made at the first dead letter.
+struct DeadLetterProducer<N: Net> {
+    producer: Producer,
+    io: ClientIo<N>,
 }
 
 impl ConsumerProcess {
@@ -85,7 +98,9 @@ impl ConsumerProcess {
             busy_until: io.now(),
             ids: BTreeMap::new(),
             asked: BTreeMap::new(),
+            dead_letters: VecDeque::new(),
         };
+        let mut dlq: Option<DeadLetterProducer<N>> = None;
         loop {
             let now = io.now();
             if now >= stop {
@@ -103,6 +118,15 @@ impl ConsumerProcess {
                 app.handle(event);
             }
             app.work(&mut consumer, now);
+            while let Some((tp, r)) = app.dead_letters.pop_front() {
+                let copied = self.dead_letter::<N>(name, &mut dlq, &r).await;
+                let kind = if copied {
+                    AckKind::Reject
+                } else {
+                    AckKind::Release
+                };
+                app.acknowledge(&mut consumer, &tp, &r, kind);
+            }
             let next_action = actions
                 .front()
                 .map(|(at, _)| deadline_at(&self.trace, now, *at));
@@ -114,6 +138,106 @@ impl ConsumerProcess {
                 .unwrap_or(stop);
             io.step(&mut consumer, Some(wake)).await;
         }
+    }
+
+    /// Copies `r` to the dead-letter topic with acks=all as `{id}@dlq` ([`DEAD_LETTER_SUFFIX`];
+    /// a send in the history
+    /// like any other, read back by the final read), waiting at most half the record's lock;
+    /// whether it was acknowledged.
+    async fn dead_letter<N: Net>(
+        &self,
+        name: &str,
+        dlq: &mut Option<DeadLetterProducer<N>>,
+        r: &ShareRecord,
+    ) -> bool {
+        let Some(topic) = &self.spec.dead_letter_topic else {
+            return false;
+        };
+        let d = dlq.get_or_insert_with(|| {
+            let config = ProducerConfig {
+                acks: Acks::All,
+                linger_ms: 0,
+                ..ProducerConfig::default()
+            };
+            let rng = Rng::new(self.seed ^ name_salt(name) ^ 0xD1_0D1D);
+            DeadLetterProducer {
+                producer: Producer::new(config, self.cluster.brokers.clone(), rng),
+                io: ClientIo::<N>::new(format!("{name}-dlq"), &self.cluster.brokers)
+                    .with_resources(self.resources.clone()),
+            }
+        });
+        let id = format!(
+            "{}{DEAD_LETTER_SUFFIX}",
+            String::from_utf8_lossy(&r.record.key)
+        );
+        let now = d.io.now();
+        let sent = d.producer.send_to_topic(
+            now,
+            topic,
+            Some(&r.record.key),
+            id.clone(),
+            r.record.value.clone(),
+        );
+        // Before the producer knows the topic's partitions the record waits unpartitioned; its
+        // delivery names the partition (as the producer processes record it).
+        let tp = match sent {
+            Ok(tp) => tp.unwrap_or_else(|| TopicPartition::new(topic.clone(), UNKNOWN_PARTITION)),
+            Err(_) => return false,
+        };
+        self.record_dlq(name, EventType::Invoke, send_op(&tp, &id));
+        let wait = Duration::from_millis(u64::from(self.spec.acquisition_lock_ms) / 2);
+        let give_up = now + wait;
+        while d.io.now() < give_up {
+            while let Some(event) = d.producer.poll_event() {
+                if let ProducerEvent::Delivered {
+                    id: done,
+                    partition,
+                    result,
+                } = event
+                {
+                    if done != id {
+                        continue;
+                    }
+                    let mut op = send_op(&partition, &id);
+                    let (kind, ok) = match result {
+                        Ok(offset) => {
+                            if let Op::Send { offset: o, .. } = &mut op {
+                                *o = Some(offset);
+                            }
+                            (EventType::Ok, true)
+                        }
+                        Err(f) => {
+                            if let Op::Send { error, .. } = &mut op {
+                                *error = Some(f.error);
+                            }
+                            (
+                                if f.definite {
+                                    EventType::Fail
+                                } else {
+                                    EventType::Info
+                                },
+                                false,
+                            )
+                        }
+                    };
+                    self.record_dlq(name, kind, op);
+                    return ok;
+                }
+            }
+            d.io.step(&mut d.producer, Some(give_up)).await;
+        }
+        let mut op = send_op(&tp, &id);
+        if let Op::Send { error, .. } = &mut op {
+            *error = Some("no answer within half the lock".into());
+        }
+        self.record_dlq(name, EventType::Info, op);
+        false
+    }
+
+    fn record_dlq(&self, name: &str, kind: EventType, op: Op) {
+        let now_ns = self.trace.borrow().now_ns();
+        let event = Event::new(now_ns, name, kind, op);
+        self.trace.borrow_mut().record_event(event);
     }
 
     /// The membership fault due now, if any: a crash ends the process at once (its locks
@@ -261,7 +385,11 @@ impl ShareApp<'_> {
         while now >= self.busy_until {
             if let Some((tp, r)) = self.in_hand.take() {
                 let kind = self.verdict_on(&r);
-                self.acknowledge(consumer, &tp, &r, kind);
+                let dead_letter = self.process.spec.dead_letter_topic.is_some();
+                match kind {
+                    AckKind::Reject if dead_letter => self.dead_letters.push_back((tp, r)),
+                    _ => self.acknowledge(consumer, &tp, &r, kind),
+                }
             }
             let Some(next) = self.queue.pop_front() else {
                 break;

@@ -925,6 +925,18 @@ fn share_fields_are_checked_where_they_are_written() {
         CONSUMER_LINE + 1,
         "leave `protocol` out",
     );
+    assert_fails(
+        &consumer_with("kind = \"share\"\ndead_letter_topic = \"nowhere\"\n"),
+        "consumers[0].dead_letter_topic",
+        CONSUMER_LINE + 1,
+        "topic \"nowhere\" is not declared",
+    );
+    assert_fails(
+        &consumer_with("kind = \"share\"\ndead_letter_topic = \"orders\"\n"),
+        "consumers[0].dead_letter_topic",
+        CONSUMER_LINE + 1,
+        "must differ from the topic the group reads",
+    );
     let s = parse(&consumer_with("kind = \"share\"\nrecord_locks_max = 50\n")).unwrap();
     assert_eq!(
         s.consumers[0].share_config("s-0").settings.record_locks_max,

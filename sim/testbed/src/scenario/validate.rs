@@ -724,6 +724,16 @@ impl Checker<'_> {
         }
         self.consumer_delivery_fields(path, c)?;
         self.consumer_share_fields(path, c)?;
+        if let Some(dlq) = &c.dead_letter_topic {
+            let at = format!("{path}.dead_letter_topic");
+            if c.kind != ConsumerKind::Share {
+                return Err(self.error(&at, "needs kind = \"share\""));
+            }
+            self.topic(&at, dlq, cluster)?;
+            if *dlq == c.topic {
+                return Err(self.error(&at, "must differ from the topic the group reads"));
+            }
+        }
         self.consumer_group_fields(path, c)
     }
 
