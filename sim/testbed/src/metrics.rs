@@ -40,6 +40,10 @@ pub struct Probes {
     pub push_state: BTreeMap<NodeId, (u64, u64)>,
     /// The most push subscriptions and state bytes, summed over brokers, ever observed.
     pub push_state_peak: (u64, u64),
+    /// Per broker, share records in flight (available or acquired) it holds now, and the most
+    /// over the cluster at once.
+    pub share_records: BTreeMap<NodeId, u64>,
+    pub share_records_peak: u64,
     /// Each consumer process's delivery counters at its end.
     pub consumers: BTreeMap<String, DeliveryStats>,
     /// The same, as they stood when the workload phase ended.
@@ -58,6 +62,13 @@ impl Probes {
                 (n.saturating_add(sn), b.saturating_add(sb))
             });
         self.push_state_peak = (self.push_state_peak.0.max(n), self.push_state_peak.1.max(b));
+    }
+
+    /// Broker `id` holds `records` share records in flight; the peak over the cluster follows.
+    pub fn observe_share_state(&mut self, id: NodeId, records: u64) {
+        self.share_records.insert(id, records);
+        let total = self.share_records.values().fold(0u64, |a, &r| a.saturating_add(r));
+        self.share_records_peak = self.share_records_peak.max(total);
     }
 }
 
@@ -88,6 +99,10 @@ pub struct DeliveryMetrics {
     /// The most push subscriptions the brokers held at once, and the bytes of their state.
     pub push_subscriptions_peak: u64,
     pub push_state_bytes_peak: u64,
+    /// The most share records (available or acquired: the state a share-partition leader
+    /// keeps per record) the brokers held at once.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub share_records_peak: u64,
     /// Records stored but not yet consumed, summed over partitions: the most at any second's
     /// end in the measured window, and at the end of the workload phase.
     pub backlog_max: u64,
@@ -771,6 +786,7 @@ fn delivery(
         push_discarded_bytes: sum(&probes.consumers, |s| s.push_discarded_bytes),
         push_subscriptions_peak: probes.push_state_peak.0,
         push_state_bytes_peak: probes.push_state_peak.1,
+        share_records_peak: probes.share_records_peak,
         backlog_max: series
             .iter()
             .filter(in_window)
@@ -814,4 +830,8 @@ fn lag(
             s.lag.insert(tp.to_string(), hw.saturating_sub(pos));
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -146,6 +146,8 @@ impl BrokerObserver for SimObserver {
         let (subscriptions, bytes) = broker.push_subscriptions();
         view.probes
             .observe_push_state(self.id, subscriptions as u64, bytes);
+        let share_records = broker.share_records_in_flight() as u64;
+        view.probes.observe_share_state(self.id, share_records);
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;

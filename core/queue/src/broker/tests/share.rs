@@ -1,5 +1,5 @@
-//! The broker as share-partition leader: acquisition, acknowledgement and their survival of a
-//! failover.
+//! The broker as share-partition leader (acquisition, acknowledgement, their survival of a
+//! failover) and the bound on push subscriptions, through the request path.
 
 use super::*;
 use crate::share::{AckKind, ShareError, ShareSettings};
@@ -213,4 +213,51 @@ fn bad_share_settings_are_refused_as_a_whole() {
             ShareError::InvalidName
         ))))
     );
+}
+
+/// Issue 9 (push): a broker at its subscription limit refuses one more through the request
+/// path, with the limit in the error, and still takes the replacement of an existing one.
+#[test]
+fn a_subscription_beyond_the_brokers_limit_is_refused() {
+    let config = crate::testkit::cluster_config(
+        3,
+        vec![TopicConfig {
+            name: "orders".into(),
+            partitions: 1,
+            replication_factor: 3,
+        }],
+    );
+    let limits = BrokerLimits {
+        push_subscriptions_max: 1,
+        ..BrokerLimits::default()
+    };
+    let mut c = crate::testkit::broker_cluster(15, config, limits);
+    let leader = c.await_ready_leader_of(&orders(), 5 * SECOND);
+    c.run_for(ms(200));
+    let mut client = Client::default();
+    let subscribe = |id: u64| Request::Subscribe {
+        subscription: crate::protocol::SubscriptionKey {
+            partition: orders(),
+            id,
+        },
+        offset: 0,
+        credits: 10,
+        max_bytes: 1 << 20,
+    };
+    let first = client.call(&mut c, leader, subscribe(1));
+    assert_eq!(first, Some(Response::Subscribe(Ok(()))));
+    // The same connection and partition: a replacement, within the limit.
+    let again = client.call(&mut c, leader, subscribe(2));
+    assert_eq!(again, Some(Response::Subscribe(Ok(()))));
+    // Another connection: one subscription more than the broker holds.
+    connect(&mut c, &mut client.inbox, leader, 55);
+    request(&mut c, leader, 55, 9, subscribe(3));
+    let refused = await_response(&mut c, &mut client.inbox, leader, 55, 9, SECOND);
+    assert_eq!(
+        refused,
+        Some(Response::Subscribe(Err(ErrorCode::SubscriptionsFull {
+            limit: 1
+        })))
+    );
+    assert_eq!(c.broker(leader).push_subscriptions().0, 1);
 }
