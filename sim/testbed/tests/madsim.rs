@@ -1,0 +1,110 @@
+//! The madsim harness (built with `RUSTFLAGS="--cfg madsim --cfg tokio_unstable"` in its own
+//! target dir, see `.ci/run`): the same driver, workload and judging as turmoil's, on madsim's
+//! event-driven runtime and Fathom's model disk. Every test here drives a whole scenario.
+#![cfg(madsim)]
+
+use std::path::PathBuf;
+
+use fathom_history as history;
+use fathom_sim::harness::Harness;
+use fathom_sim::run::{self, RunError, RunLimits, RunOutcome};
+use fathom_sim::scenario::Scenario;
+
+fn load(file: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios")
+        .join(file);
+    Scenario::load(&path).expect("scenario parses")
+}
+
+fn run_madsim(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
+    run::run_on(Harness::Madsim, scenario, seed, RunLimits::default())
+}
+
+fn history_bytes(o: &RunOutcome) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in &o.events {
+        out.extend_from_slice(history::to_json_line(e).as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Runs the scenario's default seed and fails with every violation if a bound does not hold.
+fn assert_passes(file: &str) -> RunOutcome {
+    let scenario = load(file);
+    let outcome = run_madsim(&scenario, scenario.seed).expect("the run completes");
+    assert!(
+        outcome.violations.is_empty(),
+        "{file} under madsim: {:?}",
+        outcome.violations
+    );
+    outcome
+}
+
+#[test]
+fn quickstart_meets_its_bounds_under_madsim() {
+    let o = assert_passes("quickstart.toml");
+    assert_eq!(o.summary.acked, 1500);
+}
+
+#[test]
+fn a_leader_crash_loses_no_acknowledged_write_under_madsim() {
+    let o = assert_passes("leader-crash-acks-all.toml");
+    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    assert!(kinds.iter().any(|k| k == "crash"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "restart"), "{kinds:?}");
+}
+
+#[test]
+fn a_partitioned_leader_acknowledges_nothing_it_loses_under_madsim() {
+    let o = assert_passes("partition-heal.toml");
+    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    assert!(kinds.iter().any(|k| k == "partition"), "{kinds:?}");
+}
+
+/// The model disk through the real path: a power loss tears unsynced tails, which recovery
+/// must cut off.
+#[test]
+fn torn_writes_on_the_model_disk_are_cut_off_by_recovery() {
+    let o = assert_passes("disk-torn-write.toml");
+    assert!(
+        o.summary.recoveries.damaged_logs > 0,
+        "a crash tore no log: {:?}",
+        o.summary.recoveries
+    );
+}
+
+#[test]
+fn storage_errors_stop_and_restart_brokers_under_madsim() {
+    let o = assert_passes("disk-io-errors.toml");
+    let failures = o.summary.faults.iter();
+    let failures = failures.filter(|f| f.kind.to_string() == "storage_failure");
+    assert!(failures.count() > 0, "no EIO was drawn");
+}
+
+#[test]
+fn a_seed_replays_byte_for_byte_in_one_process_and_another_seed_differs() {
+    let scenario = load("leader-crash-acks-all.toml");
+    let a = run_madsim(&scenario, 11).unwrap();
+    let b = run_madsim(&scenario, 11).unwrap();
+    assert_eq!(a.summary.trace_hash, b.summary.trace_hash);
+    assert!(history_bytes(&a) == history_bytes(&b), "histories differ");
+    let c = run_madsim(&scenario, 12).unwrap();
+    assert_ne!(a.summary.trace_hash, c.summary.trace_hash);
+}
+
+#[test]
+fn per_link_faults_are_refused_with_the_reason() {
+    let err = run_madsim(&load("packet-loss.toml"), 1).err().expect("refused");
+    assert!(matches!(err, RunError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("per-link loss"), "{err}");
+}
+
+#[test]
+fn the_turmoil_harness_is_refused_in_the_madsim_build() {
+    let err = run::run_on(Harness::Turmoil, &load("quickstart.toml"), 1, RunLimits::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("normal build"), "{err}");
+}
