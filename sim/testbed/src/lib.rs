@@ -24,6 +24,8 @@ pub mod harness;
 pub mod io;
 pub mod liveness;
 #[cfg(madsim)]
+pub mod madsim_net;
+#[cfg(madsim)]
 pub mod madsim_run;
 pub mod metrics;
 pub mod model_disk;

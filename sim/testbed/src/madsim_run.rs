@@ -7,21 +7,17 @@
 //! broker and client process is a madsim node with its own address; a crash is `kill` plus a
 //! [`DiskState::crash`], a restart `restart`, a partition clogs links.
 //!
-//! Not modelled yet (a scenario using them is refused with [`RunError::Unsupported`]): per-link
-//! loss and latency faults and zone latencies (madsim's network has one latency range and one
-//! loss rate for every link). The wall-time limit is not enforced: madsim reads every clock as
-//! simulated time inside the run.
+//! Per-link loss and latency, which madsim lacks, are added by [`crate::madsim_net`]. The
+//! wall-time limit is not enforced: madsim reads every clock as simulated time inside the run.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fathom_driver::Net;
 use fathom_queue::rng::Rng;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -29,13 +25,14 @@ use madsim::runtime::{Handle, Runtime};
 use crate::faults::FaultPlan;
 use crate::harness::SimControl;
 use crate::liveness::LeaderDeadline;
+use crate::madsim_net::{Links, MadsimNet};
 use crate::model_disk::{DiskState, ModelDisk, SharedDisk};
 use crate::resources::World;
 use crate::run::{
     data_partitions, judge, run_properties, sim_now_ns, Hosts, Liveness, RunError, RunLimits,
     RunOutcome, StorageSupervisor, FINAL_READ_TIMEOUT, SNAPSHOT_WAIT,
 };
-use crate::scenario::{broker_host, FaultKind, Scenario};
+use crate::scenario::{broker_host, Scenario};
 use crate::view::{ClusterView, SharedView};
 use crate::violation::Violation;
 use fathom_workload::trace::{SharedTrace, Trace};
@@ -45,30 +42,6 @@ use fathom_workload::trace::{SharedTrace, Trace};
 const CONTROL_INTERVAL: Duration = Duration::from_millis(10);
 /// The seed of each broker's disk faults is the run's seed with this salt and the broker id.
 const DISK_SEED_SALT: u64 = 0xD15C_0000;
-
-/// The driver's network on madsim's TCP.
-pub struct MadsimNet;
-
-impl Net for MadsimNet {
-    type Stream = madsim::net::TcpStream;
-    type Listener = madsim::net::TcpListener;
-
-    async fn bind(addr: &str) -> io::Result<Self::Listener> {
-        madsim::net::TcpListener::bind(addr).await
-    }
-
-    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
-        Ok(listener.accept().await?.0)
-    }
-
-    async fn connect(addr: &str) -> io::Result<Self::Stream> {
-        madsim::net::TcpStream::connect(addr).await
-    }
-
-    fn peer_ip(stream: &Self::Stream) -> Option<IpAddr> {
-        stream.peer_addr().ok().map(|a| a.ip())
-    }
-}
 
 /// What a node runs; a broker's is called again on every restart.
 type Software = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = ()>>>>;
@@ -100,12 +73,12 @@ pub fn host_name(ip: IpAddr) -> Option<String> {
 
 /// Runs `scenario` once with `seed` on madsim (a `[swarm]` scenario is drawn by the caller).
 pub fn run(scenario: &Scenario, seed: u64, _limits: RunLimits) -> Result<RunOutcome, RunError> {
-    refuse_unsupported(scenario)?;
     // A fresh thread per run: madsim seeds std's `RandomState` keys from the run's seed only on
     // a thread that has not made one yet, so an earlier run (or the CLI's start-up) cannot leak
     // into this one. The registry is per thread too.
     std::thread::scope(|s| {
         let run = s.spawn(|| {
+            Links::reset(&scenario.network);
             let runtime = Runtime::with_seed_and_config(seed, config(scenario));
             runtime.block_on(Run::new(scenario, seed).go())
         });
@@ -119,28 +92,10 @@ fn config(scenario: &Scenario) -> madsim::Config {
     let latency = &scenario.network.latency_ms;
     // A half-open range; an empty one (min = max) would make madsim panic.
     config.net.send_latency = latency.min()..latency.max() + Duration::from_micros(1);
-    config.net.packet_loss_rate = scenario.network.loss;
+    // Loss is turmoil's kind (a lost segment stalls the stream), applied by `Links`: madsim's
+    // own would resend.
+    config.net.packet_loss_rate = 0.0;
     config
-}
-
-fn refuse_unsupported(scenario: &Scenario) -> Result<(), RunError> {
-    let unsupported = |what: &str| {
-        Err(RunError::Unsupported {
-            harness: "madsim",
-            what: what.to_string(),
-        })
-    };
-    if !scenario.network.zones.is_empty() {
-        return unsupported("network zones (one latency range for every link)");
-    }
-    for f in &scenario.faults {
-        match f.kind {
-            FaultKind::Loss { .. } => return unsupported("per-link loss faults"),
-            FaultKind::Latency { .. } => return unsupported("per-link latency faults"),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// One run's state, owned by the controller task (madsim's main node).
@@ -463,11 +418,14 @@ impl SimControl for MadsimControl {
     }
 
     fn set_fail_rate(&mut self, rate: f64) {
-        NetSim::current().update_config(|c| c.packet_loss_rate = rate);
+        Links::set_base_fail_rate(rate);
     }
 
-    // Refused before the run starts (see `refuse_unsupported`): madsim has no per-link rates.
-    fn set_link_fail_rate(&mut self, _: &str, _: &str, _: f64) {}
+    fn set_link_fail_rate(&mut self, a: &str, b: &str, rate: f64) {
+        Links::set_fail_rate(a, b, rate);
+    }
 
-    fn set_link_max_latency(&mut self, _: &str, _: &str, _: Duration) {}
+    fn set_link_max_latency(&mut self, a: &str, b: &str, max: Duration) {
+        Links::set_max_latency(a, b, max);
+    }
 }

@@ -94,11 +94,13 @@ fn a_seed_replays_byte_for_byte_in_one_process_and_another_seed_differs() {
     assert_ne!(a.summary.trace_hash, c.summary.trace_hash);
 }
 
+/// Per-link loss, which madsim lacks, comes from the harness's own link table: a lost segment
+/// stalls its stream until the idle timeout, and nothing acknowledged is lost.
 #[test]
-fn per_link_faults_are_refused_with_the_reason() {
-    let err = run_madsim(&load("packet-loss.toml"), 1).err().expect("refused");
-    assert!(matches!(err, RunError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("per-link loss"), "{err}");
+fn per_link_loss_stalls_streams_and_loses_nothing_under_madsim() {
+    let o = assert_passes("packet-loss.toml");
+    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    assert!(kinds.iter().any(|k| k == "loss"), "{kinds:?}");
 }
 
 #[test]
@@ -107,4 +109,20 @@ fn the_turmoil_harness_is_refused_in_the_madsim_build() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("normal build"), "{err}");
+}
+
+/// Every shipped scenario at its own seed, every fault kind included (`swarm.toml` draws them).
+#[test]
+fn every_shipped_scenario_meets_its_bounds_under_madsim() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 17, "{files:?}");
+    for file in files {
+        assert_passes(&file);
+    }
 }
