@@ -7,7 +7,8 @@ use std::process::Command;
 
 #[test]
 fn the_madsim_flag_points_to_the_madsim_build() {
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/quickstart.toml");
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/quickstart.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_fathom"))
         .arg("run")
         .arg(scenario)

@@ -28,7 +28,10 @@ fn fathom_run(scenario: &Path, seed: u64, harness: &str, out: &Path) -> Output {
 fn a_seed_replays_byte_for_byte_across_processes_under_madsim() {
     let dir = std::env::temp_dir().join(format!("fathom-madsim-det-{}", std::process::id()));
     // A crash and every disk fault: the model disk's draws must replay too.
-    for scenario in ["scenarios/leader-crash-acks-all.toml", "scenarios/disk-torn-write.toml"] {
+    for scenario in [
+        "scenarios/leader-crash-acks-all.toml",
+        "scenarios/disk-torn-write.toml",
+    ] {
         let path = repo(scenario);
         let mut histories = Vec::new();
         for run in ["a", "b"] {

@@ -1,15 +1,16 @@
 //! The driver's network on madsim (built with `--cfg madsim`): madsim's TCP, with the link
-//! faults madsim lacks added on the receiving side of each stream.
+//! behaviour of turmoil added on the receiving side of each stream.
 //!
-//! madsim has one latency range and one loss rate for the whole network, and its TCP is
-//! reliable (a lost packet is resent). turmoil's links each have their own latency and fail
-//! rate, and a lost segment stalls the stream for good. [`Links`] keeps the per-link settings
-//! (zone latencies, `loss` and `latency` faults, the network's base loss) and [`MadsimStream`]
-//! applies them to what it reads: a chunk read over a lossy link is lost with the link's rate,
-//! and the stream then delivers nothing more (the driver's idle timeout closes it, as under
-//! turmoil); a slow link holds each chunk for an extra delay, in order. The latency of such a
-//! link is madsim's draw plus the extra, which stays within the link's range. Every draw comes
-//! from madsim's seeded generator; links without a fault draw nothing.
+//! madsim has one latency range and one loss rate for the whole network, draws latency
+//! uniformly, and its TCP is reliable (a lost packet is resent). turmoil's links each have their
+//! own latency range and fail rate, draw latency skewed to the minimum (an exponential draw), and
+//! a lost segment stalls the stream for good. So madsim gives every packet the network's minimum
+//! latency, and [`Links`] keeps the per-link settings (zone latencies, `loss` and `latency`
+//! faults, the network's base loss) that [`MadsimStream`] applies to what it reads: a chunk
+//! over a lossy link is lost with the link's rate and the stream then delivers nothing more (the
+//! driver's idle timeout closes it, as under turmoil); otherwise the chunk is held for the rest
+//! of its link's latency, drawn as turmoil draws it, in order. Every draw comes from madsim's
+//! seeded generator; a link with a single latency and no loss draws nothing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use fathom_driver::{Net, READ_CHUNK_BYTES};
+use fathom_driver::Net;
 use madsim::rand::Rng as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -74,8 +75,8 @@ impl Links {
         });
     }
 
-    /// What the link from `from` to `to` does to a chunk: its loss rate and the range of the
-    /// delay added to madsim's own.
+    /// What the link from `from` to `to` does to a chunk: its loss rate, and its latency range
+    /// with what madsim already adds (the network's minimum).
     fn faults(from: &str, to: &str) -> LinkFaults {
         LINKS.with(|l| {
             let l = l.borrow();
@@ -83,26 +84,41 @@ impl Links {
             let fail_rate = l.fail_rate.get(&key).copied().unwrap_or(l.base_fail_rate);
             let link = l.network.link_latency(from, to);
             let max = l.max_latency.get(&key).copied().unwrap_or(link.max());
-            let global = l.network.latency_ms;
-            let low = link.min().saturating_sub(global.min());
-            let high = max.saturating_sub(global.max()).max(low);
             LinkFaults {
                 fail_rate,
-                extra: (low, high),
+                min: link.min(),
+                max: max.max(link.min()),
+                madsim_min: l.network.latency_ms.min(),
             }
         })
     }
 }
 
+/// turmoil's latency distribution: the minimum plus the range times an exponential draw with
+/// rate 5 (mean a fifth of the range), in whole milliseconds, capped at the maximum.
+const LATENCY_EXP_RATE: f64 = 5.0;
+
 #[derive(Debug, Clone, Copy)]
 struct LinkFaults {
     fail_rate: f64,
-    extra: (Duration, Duration),
+    min: Duration,
+    max: Duration,
+    /// The latency madsim itself gives every packet.
+    madsim_min: Duration,
 }
 
 impl LinkFaults {
     fn none(&self) -> bool {
-        self.fail_rate <= 0.0 && self.extra.1.is_zero()
+        self.fail_rate <= 0.0 && self.max <= self.madsim_min
+    }
+
+    /// The delay to add to madsim's, drawn as turmoil draws a link's latency.
+    fn extra(&self, rng: &mut impl madsim::rand::Rng) -> Duration {
+        let range_ms = self.max.saturating_sub(self.min).as_millis() as f64;
+        let u: f64 = rng.gen();
+        let mult = -(1.0 - u).ln() / LATENCY_EXP_RATE;
+        let delay = self.min + Duration::from_millis((range_ms * mult) as u64);
+        delay.min(self.max).saturating_sub(self.madsim_min)
     }
 }
 
@@ -167,39 +183,24 @@ impl MadsimStream {
         Some(Links::faults(from, to)).filter(|f| !f.none())
     }
 
-    /// Reads one chunk from madsim into `self.ready` or `self.held`, through the faults.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>, faults: LinkFaults) -> Poll<io::Result<()>> {
-        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-        let mut buf = ReadBuf::new(&mut chunk);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
-        let n = buf.filled().len();
-        if n == 0 {
-            return Poll::Ready(Ok(())); // end of stream
-        }
-        chunk.truncate(n);
-        let mut rng = madsim::rand::thread_rng();
-        if faults.fail_rate > 0.0 && rng.gen_bool(faults.fail_rate.min(1.0)) {
-            self.stalled = true;
-            return Poll::Pending;
-        }
-        let (low, high) = faults.extra;
-        let extra = if high > low {
-            rng.gen_range(low..=high)
-        } else {
-            low
-        };
+    /// Holds `chunk` until its link's delay has passed, behind any chunk held before it.
+    fn hold(&mut self, chunk: Bytes, extra: Duration) {
         let now = madsim::time::Instant::now();
-        let release = self.last_release.map_or(now + extra, |l| l.max(now + extra));
+        let release = self
+            .last_release
+            .map_or(now + extra, |last| last.max(now + extra));
         self.last_release = Some(release);
-        self.held = Some((
-            Bytes::from(chunk),
-            Box::pin(madsim::time::sleep_until(release)),
-        ));
-        Poll::Ready(Ok(()))
+        // `reset`: madsim's `sleep_until` would wait at least a millisecond (see the driver's
+        // `sleep_until`).
+        let mut sleep = Box::pin(madsim::time::sleep_until(release));
+        sleep.as_mut().reset(release);
+        self.held = Some((chunk, sleep));
     }
 }
 
 impl AsyncRead for MadsimStream {
+    /// A chunk read from madsim goes to the caller at once when its link adds nothing and
+    /// nothing is held; otherwise it is taken back out of `buf` and held (or lost).
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -222,13 +223,29 @@ impl AsyncRead for MadsimStream {
                 // The segment was lost; turmoil's TCP never resends it either.
                 return Poll::Pending;
             }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             let Some(faults) = this.faults() else {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
+                return Poll::Ready(Ok(()));
             };
-            ready!(this.poll_chunk(cx, faults))?;
-            if this.held.is_none() {
+            if buf.filled().len() == before {
                 return Poll::Ready(Ok(())); // end of stream
             }
+            let mut rng = madsim::rand::thread_rng();
+            if faults.fail_rate > 0.0 && rng.gen_bool(faults.fail_rate.min(1.0)) {
+                this.stalled = true;
+            } else {
+                let extra = faults.extra(&mut rng);
+                if extra.is_zero()
+                    && this
+                        .last_release
+                        .is_none_or(|l| l <= madsim::time::Instant::now())
+                {
+                    return Poll::Ready(Ok(()));
+                }
+                this.hold(Bytes::copy_from_slice(&buf.filled()[before..]), extra);
+            }
+            buf.set_filled(before);
         }
     }
 }

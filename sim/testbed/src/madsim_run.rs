@@ -90,8 +90,9 @@ pub fn run(scenario: &Scenario, seed: u64, _limits: RunLimits) -> Result<RunOutc
 fn config(scenario: &Scenario) -> madsim::Config {
     let mut config = madsim::Config::default();
     let latency = &scenario.network.latency_ms;
-    // A half-open range; an empty one (min = max) would make madsim panic.
-    config.net.send_latency = latency.min()..latency.max() + Duration::from_micros(1);
+    // Every packet takes the minimum; `Links` adds the rest as turmoil draws it. A half-open
+    // range: an empty one would make madsim panic.
+    config.net.send_latency = latency.min()..latency.min() + Duration::from_micros(1);
     // Loss is turmoil's kind (a lost segment stalls the stream), applied by `Links`: madsim's
     // own would resend.
     config.net.packet_loss_rate = 0.0;
@@ -204,10 +205,7 @@ impl<'a> Run<'a> {
         drop(hosts);
         drop(trace);
 
-        let trace = std::mem::replace(
-            &mut *self.trace.borrow_mut(),
-            Trace::with_clock(sim_now_ns),
-        );
+        let trace = std::mem::replace(&mut *self.trace.borrow_mut(), Trace::with_clock(sim_now_ns));
         let mut faults = plan.applied();
         faults.extend(supervisor.failures);
         faults.sort_by_key(|f| f.at_ms);

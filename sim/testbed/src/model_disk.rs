@@ -229,7 +229,8 @@ impl Disk for ModelDisk {
             }
             StorageOp::Truncate { path, len } => {
                 let file = state.files.entry(path.clone()).or_default();
-                file.cached.truncate(usize::try_from(*len).unwrap_or(usize::MAX));
+                file.cached
+                    .truncate(usize::try_from(*len).unwrap_or(usize::MAX));
                 file.pending.push(Pending::Truncate(*len));
                 Ok(())
             }
@@ -332,7 +333,11 @@ mod tests {
             assert!(b"0123456789".starts_with(&bytes));
             lengths.insert(bytes.len());
         }
-        assert_eq!(lengths, BTreeSet::from([0, 4, 8, 10]), "every whole-block prefix");
+        assert_eq!(
+            lengths,
+            BTreeSet::from([0, 4, 8, 10]),
+            "every whole-block prefix"
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use fathom_queue::rng::Rng;
 use fathom_queue::time::Instant;
 
 use crate::fault_log::{AppliedFault, AppliedKind};
-use crate::harness::{Harness, SimControl};
 use crate::faults::FaultPlan;
+use crate::harness::{Harness, SimControl};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
 use crate::liveness::{self, LeaderDeadline};
 use crate::metrics::{Metrics, ProduceProbe};
@@ -255,7 +255,7 @@ pub fn run_on(
         return Err(RunError::Harness(reason));
     }
     match harness {
-        Harness::Turmoil => run_with_limits(scenario, seed, limits),
+        Harness::Turmoil => run_turmoil(scenario, seed, limits),
         Harness::Madsim => run_madsim(scenario, seed, limits),
     }
 }
@@ -278,18 +278,24 @@ fn run_madsim(_: &Scenario, _: u64, _: RunLimits) -> Result<RunOutcome, RunError
     ))
 }
 
-/// Runs `scenario` once with `seed`: adds the hosts, steps the simulation through the workload,
-/// the settle phase and the final read while applying the fault schedule, then judges. A run
-/// still going at its simulated-time limit is judged `stuck`; one over `limits.wall` of real
-/// time is abandoned with [`RunError::WallTime`].
+/// Runs `scenario` once with `seed` on the harness this binary was built for (turmoil, or
+/// madsim in the `--cfg madsim` build), so every command that runs seeds uses it.
 pub fn run_with_limits(
     scenario: &Scenario,
     seed: u64,
     limits: RunLimits,
 ) -> Result<RunOutcome, RunError> {
+    run_on(Harness::BUILT, scenario, seed, limits)
+}
+
+/// Runs `scenario` once with `seed` on turmoil: adds the hosts, steps the simulation through the
+/// workload, the settle phase and the final read while applying the fault schedule, then judges.
+/// A run still going at its simulated-time limit is judged `stuck`; one over `limits.wall` of
+/// real time is abandoned with [`RunError::WallTime`].
+fn run_turmoil(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutcome, RunError> {
     if let Some(swarm) = &scenario.swarm {
         let drawn = crate::swarm::draw(scenario, swarm, seed)?;
-        let mut outcome = run_with_limits(&drawn.scenario, seed, limits)?;
+        let mut outcome = run_turmoil(&drawn.scenario, seed, limits)?;
         outcome.drawn = Some((drawn.text, drawn.description));
         return Ok(outcome);
     }

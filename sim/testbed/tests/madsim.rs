@@ -51,7 +51,12 @@ fn quickstart_meets_its_bounds_under_madsim() {
 #[test]
 fn a_leader_crash_loses_no_acknowledged_write_under_madsim() {
     let o = assert_passes("leader-crash-acks-all.toml");
-    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    let kinds: Vec<String> = o
+        .summary
+        .faults
+        .iter()
+        .map(|f| f.kind.to_string())
+        .collect();
     assert!(kinds.iter().any(|k| k == "crash"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "restart"), "{kinds:?}");
 }
@@ -59,7 +64,12 @@ fn a_leader_crash_loses_no_acknowledged_write_under_madsim() {
 #[test]
 fn a_partitioned_leader_acknowledges_nothing_it_loses_under_madsim() {
     let o = assert_passes("partition-heal.toml");
-    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    let kinds: Vec<String> = o
+        .summary
+        .faults
+        .iter()
+        .map(|f| f.kind.to_string())
+        .collect();
     assert!(kinds.iter().any(|k| k == "partition"), "{kinds:?}");
 }
 
@@ -99,15 +109,25 @@ fn a_seed_replays_byte_for_byte_in_one_process_and_another_seed_differs() {
 #[test]
 fn per_link_loss_stalls_streams_and_loses_nothing_under_madsim() {
     let o = assert_passes("packet-loss.toml");
-    let kinds: Vec<String> = o.summary.faults.iter().map(|f| f.kind.to_string()).collect();
+    let kinds: Vec<String> = o
+        .summary
+        .faults
+        .iter()
+        .map(|f| f.kind.to_string())
+        .collect();
     assert!(kinds.iter().any(|k| k == "loss"), "{kinds:?}");
 }
 
 #[test]
 fn the_turmoil_harness_is_refused_in_the_madsim_build() {
-    let err = run::run_on(Harness::Turmoil, &load("quickstart.toml"), 1, RunLimits::default())
-        .err()
-        .expect("refused");
+    let err = run::run_on(
+        Harness::Turmoil,
+        &load("quickstart.toml"),
+        1,
+        RunLimits::default(),
+    )
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("normal build"), "{err}");
 }
 
