@@ -358,7 +358,7 @@ impl FaultPlan {
             for h in &groups[i + 1..] {
                 for a in g {
                     for b in h {
-                        sim.partition(&a, &b);
+                        sim.partition(a, b);
                         self.cut.insert((a.clone(), b.clone()));
                         pairs.push((a.clone(), b.clone()));
                     }
@@ -380,7 +380,7 @@ impl FaultPlan {
         let mut pairs = Vec::new();
         for a in &from {
             for b in &to {
-                sim.partition_oneway(&a, &b);
+                sim.partition_oneway(a, b);
                 self.cut_oneway.insert((a.clone(), b.clone()));
                 pairs.push((a.clone(), b.clone()));
             }
@@ -399,7 +399,7 @@ impl FaultPlan {
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.hold(&a, &b);
+            sim.hold(a, b);
             self.held.insert((a.clone(), b.clone()));
         }
         let detail = format!("{} links", pairs.len());
@@ -415,7 +415,7 @@ impl FaultPlan {
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.set_link_fail_rate(&a, &b, rate);
+            sim.set_link_fail_rate(a, b, rate);
             self.lossy.insert((a.clone(), b.clone()));
         }
         let detail = format!("rate {rate} on {} links", pairs.len());
@@ -431,7 +431,7 @@ impl FaultPlan {
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.set_link_max_latency(&a, &b, latency_ms.max());
+            sim.set_link_max_latency(a, b, latency_ms.max());
             self.slow.insert((a.clone(), b.clone()));
         }
         let detail = format!("max {} ms on {} links", latency_ms.max_ms, pairs.len());
