@@ -7,8 +7,7 @@
 //! broker and client process is a madsim node with its own address; a crash is `kill` plus a
 //! [`DiskState::crash`], a restart `restart`, a partition clogs links.
 //!
-//! Per-link loss and latency, which madsim lacks, are added by [`crate::madsim_net`]. The
-//! wall-time limit is not enforced: madsim reads every clock as simulated time inside the run.
+//! Per-link loss and latency, which madsim lacks, are added by [`crate::madsim_net`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +15,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fathom_queue::rng::Rng;
@@ -72,18 +72,36 @@ pub fn host_name(ip: IpAddr) -> Option<String> {
 }
 
 /// Runs `scenario` once with `seed` on madsim (a `[swarm]` scenario is drawn by the caller).
-pub fn run(scenario: &Scenario, seed: u64, _limits: RunLimits) -> Result<RunOutcome, RunError> {
+pub fn run(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutcome, RunError> {
+    let abandon = AtomicBool::new(false);
     // A fresh thread per run: madsim seeds std's `RandomState` keys from the run's seed only on
     // a thread that has not made one yet, so an earlier run (or the CLI's start-up) cannot leak
-    // into this one. The registry is per thread too.
+    // into this one. The registry is per thread too. This thread keeps the real clock (madsim
+    // answers every clock with simulated time inside the run), so it enforces the wall limit.
     std::thread::scope(|s| {
-        let run = s.spawn(|| {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let abandon = &abandon;
+        let run = s.spawn(move || {
             Links::reset(&scenario.network);
             let runtime = Runtime::with_seed_and_config(seed, config(scenario));
-            runtime.block_on(Run::new(scenario, seed).go())
+            let outcome = runtime.block_on(Run::new(scenario, seed, abandon).go());
+            let _ = done.send(());
+            outcome
         });
-        run.join()
-            .unwrap_or_else(|_| Err(RunError::Sim("the madsim run panicked".into())))
+        if let Some(wall) = limits.wall {
+            if finished.recv_timeout(wall).is_err() {
+                abandon.store(true, Ordering::Relaxed);
+            }
+        }
+        let outcome = run
+            .join()
+            .unwrap_or_else(|_| Err(RunError::Sim("the madsim run panicked".into())));
+        match (outcome, limits.wall) {
+            (Err(RunError::WallTime { simulated, .. }), Some(limit)) => {
+                Err(RunError::WallTime { limit, simulated })
+            }
+            (outcome, _) => outcome,
+        }
     })
 }
 
@@ -112,11 +130,13 @@ struct Run<'a> {
     producers_running: Rc<Cell<usize>>,
     /// A host's software failed outside the system under test (a harness error).
     failure: Rc<RefCell<Option<String>>>,
+    /// Set from outside when the run is over its wall-time limit.
+    abandon: &'a AtomicBool,
     next_ip: u32,
 }
 
 impl<'a> Run<'a> {
-    fn new(scenario: &'a Scenario, seed: u64) -> Run<'a> {
+    fn new(scenario: &'a Scenario, seed: u64, abandon: &'a AtomicBool) -> Run<'a> {
         Run {
             scenario,
             seed,
@@ -130,6 +150,7 @@ impl<'a> Run<'a> {
             clients_running: Rc::new(Cell::new(0)),
             producers_running: Rc::new(Cell::new(0)),
             failure: Rc::new(RefCell::new(None)),
+            abandon,
             next_ip: 1,
         }
     }
@@ -181,6 +202,13 @@ impl<'a> Run<'a> {
             }
             if let Some(e) = self.failure.borrow_mut().take() {
                 return Err(RunError::Sim(e));
+            }
+            if self.abandon.load(Ordering::Relaxed) {
+                // The caller puts its limit in.
+                return Err(RunError::WallTime {
+                    limit: Duration::ZERO,
+                    simulated: now,
+                });
             }
             let finished = self.clients_running.get() == 0;
             if finished && final_read_start.is_some() {

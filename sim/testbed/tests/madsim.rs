@@ -169,3 +169,25 @@ fn the_resource_model_books_the_same_disk_time_as_under_turmoil() {
     let acked = summary["metrics"]["throughput"]["acked_per_s"].as_f64();
     assert!(acked.is_some_and(|a| (a - 500.0).abs() < 25.0), "{acked:?}");
 }
+
+/// madsim answers every clock with simulated time inside a run; the wall-time limit is kept by
+/// the thread that started the run, and the run stops at its next look.
+#[test]
+fn a_run_over_its_wall_time_limit_is_abandoned() {
+    let limits = RunLimits {
+        wall: Some(std::time::Duration::from_millis(1)),
+    };
+    let err = run::run_on(Harness::Madsim, &load("partition-heal.toml"), 1, limits)
+        .err()
+        .expect("abandoned");
+    match err {
+        RunError::WallTime { limit, simulated } => {
+            assert_eq!(limit, std::time::Duration::from_millis(1));
+            assert!(
+                simulated < std::time::Duration::from_secs(26),
+                "{simulated:?}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+}
