@@ -29,12 +29,11 @@ use crate::madsim_net::{Links, MadsimNet};
 use crate::model_disk::{DiskState, ModelDisk, SharedDisk};
 use crate::resources::World;
 use crate::run::{
-    data_partitions, judge, run_properties, sim_now_ns, Hosts, Liveness, RunError, RunLimits,
-    RunOutcome, StorageSupervisor, FINAL_READ_TIMEOUT, SNAPSHOT_WAIT,
+    conclude, data_partitions, sim_now_ns, Hosts, RunEnd, RunError, RunLimits, RunOutcome,
+    StorageSupervisor, FINAL_READ_TIMEOUT, SNAPSHOT_WAIT,
 };
 use crate::scenario::{broker_host, Scenario};
 use crate::view::{ClusterView, SharedView};
-use crate::violation::Violation;
 use fathom_workload::trace::{SharedTrace, Trace};
 
 /// How often the run loop looks at the cluster (leaders, the phases) when no fault is due.
@@ -234,36 +233,17 @@ impl<'a> Run<'a> {
         drop(trace);
 
         let trace = std::mem::replace(&mut *self.trace.borrow_mut(), Trace::with_clock(sim_now_ns));
-        let mut faults = plan.applied();
-        faults.extend(supervisor.failures);
-        faults.sort_by_key(|f| f.at_ms);
-        let incomplete = incomplete.borrow().clone();
-        let mut outcome = judge(
-            self.scenario,
-            self.seed,
-            trace,
-            &self.view,
-            faults,
-            incomplete.clone(),
-            self.world.clone(),
-        );
-        let liveness = Liveness {
-            leaderless: leaders.leaderless(),
-            final_read_start: final_read_start.unwrap_or(stuck_at),
-            incomplete,
+        let end = RunEnd {
+            plan: &plan,
+            supervisor,
+            leaders: &leaders,
+            final_read_start,
+            incomplete: incomplete.borrow().clone(),
+            stuck_at,
+            stuck,
         };
-        outcome.violations.extend(run_properties(
-            self.scenario,
-            &outcome,
-            &self.view.borrow(),
-            &liveness,
-        ));
-        if stuck {
-            outcome.violations.push(Violation::Stuck {
-                limit_s: stuck_at.as_secs_f64(),
-            });
-        }
-        Ok(outcome)
+        let (scenario, seed, world) = (self.scenario, self.seed, self.world.clone());
+        Ok(conclude(scenario, seed, trace, &self.view, world, end))
     }
 
     fn add_brokers(&mut self, hosts: &Hosts<'_>) {

@@ -369,22 +369,56 @@ fn run_turmoil(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunO
         .unwrap_or_else(|rc| {
             std::mem::replace(&mut *rc.borrow_mut(), Trace::with_clock(sim_now_ns))
         });
-    let mut faults = plan.applied();
-    faults.extend(supervisor.failures);
+    let end = RunEnd {
+        plan: &plan,
+        supervisor,
+        leaders: &leaders,
+        final_read_start,
+        incomplete: incomplete.borrow().clone(),
+        stuck_at,
+        stuck,
+    };
+    Ok(conclude(scenario, seed, trace, &view, world, end))
+}
+
+/// What the run loop of either harness hands to [`conclude`].
+pub(crate) struct RunEnd<'a> {
+    pub(crate) plan: &'a FaultPlan,
+    pub(crate) supervisor: StorageSupervisor,
+    pub(crate) leaders: &'a LeaderDeadline,
+    pub(crate) final_read_start: Option<Duration>,
+    /// Partitions the final read could not finish.
+    pub(crate) incomplete: Vec<String>,
+    pub(crate) stuck_at: Duration,
+    pub(crate) stuck: bool,
+}
+
+/// The end of a run under either harness: the history and the replicas judged, then the
+/// properties every run must have (liveness, no leader conflict, not stuck).
+pub(crate) fn conclude(
+    scenario: &Scenario,
+    seed: u64,
+    trace: Trace,
+    view: &SharedView,
+    world: Option<Rc<RefCell<World>>>,
+    end: RunEnd<'_>,
+) -> RunOutcome {
+    let mut faults = end.plan.applied();
+    faults.extend(end.supervisor.failures);
     faults.sort_by_key(|f| f.at_ms);
-    let incomplete = incomplete.borrow().clone();
+    let incomplete = end.incomplete;
     let mut outcome = judge(
         scenario,
         seed,
         trace,
-        &view,
+        view,
         faults,
         incomplete.clone(),
         world,
     );
     let liveness = Liveness {
-        leaderless: leaders.leaderless(),
-        final_read_start: final_read_start.unwrap_or(stuck_at),
+        leaderless: end.leaders.leaderless(),
+        final_read_start: end.final_read_start.unwrap_or(end.stuck_at),
         incomplete,
     };
     outcome.violations.extend(run_properties(
@@ -393,12 +427,12 @@ fn run_turmoil(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunO
         &view.borrow(),
         &liveness,
     ));
-    if stuck {
+    if end.stuck {
         outcome.violations.push(Violation::Stuck {
-            limit_s: stuck_at.as_secs_f64(),
+            limit_s: end.stuck_at.as_secs_f64(),
         });
     }
-    Ok(outcome)
+    outcome
 }
 
 pub(crate) fn check_wall_time(
@@ -420,15 +454,15 @@ pub(crate) fn check_wall_time(
 }
 
 /// What the run loop saw of recovery after the final heal.
-pub(crate) struct Liveness {
-    pub(crate) leaderless: Vec<TopicPartition>,
-    pub(crate) final_read_start: Duration,
-    pub(crate) incomplete: Vec<String>,
+struct Liveness {
+    leaderless: Vec<TopicPartition>,
+    final_read_start: Duration,
+    incomplete: Vec<String>,
 }
 
 /// The properties every run must have whatever its `[expect]` says: no two leaders in a term,
 /// and every partition available again within `liveness_s` of the final heal.
-pub(crate) fn run_properties(
+fn run_properties(
     scenario: &Scenario,
     outcome: &RunOutcome,
     view: &ClusterView,
@@ -686,7 +720,7 @@ fn take_snapshots(sim: &mut turmoil::Sim<'_>, view: &SharedView) -> Result<(), R
 }
 
 /// Checks the history and the replicas, measures, and judges the run against its bounds.
-pub(crate) fn judge(
+fn judge(
     scenario: &Scenario,
     seed: u64,
     trace: Trace,
