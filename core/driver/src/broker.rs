@@ -135,7 +135,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
             let synced_at = self.syncing.front().map(|s| s.0);
             tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
+                _ = crate::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
                     let (_, sync) = self.syncing.pop_front().expect("checked above");
                     self.complete_sync(&sync)?;
                 }
@@ -145,7 +145,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                         self.accept(stream);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = crate::sleep_until(deadline) => {
                     let now = self.clock.now();
                     self.broker.handle_timeout(now);
                 }
@@ -318,7 +318,7 @@ async fn peer_link<N: Net>(
             Ok(s) => s,
             Err(_) => {
                 while frames.try_recv().is_ok() {}
-                tokio::time::sleep(PEER_RECONNECT_DELAY).await;
+                crate::sleep(PEER_RECONNECT_DELAY).await;
                 if frames.is_closed() {
                     return;
                 }
@@ -361,6 +361,6 @@ async fn peer_link<N: Net>(
         }
         drop(tx);
         writer_task.abort();
-        tokio::time::sleep(PEER_RECONNECT_DELAY).await;
+        crate::sleep(PEER_RECONNECT_DELAY).await;
     }
 }

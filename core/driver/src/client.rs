@@ -267,7 +267,7 @@ impl<N: Net> ClientIo<N> {
                 self.on_event(m, link, generation, event);
             }
             _ = room => {}
-            _ = tokio::time::sleep_until(sleep_until) => {
+            _ = crate::sleep_until(sleep_until) => {
                 let now = self.clock.now();
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);

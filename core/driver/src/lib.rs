@@ -111,7 +111,36 @@ pub type SharedResources = std::rc::Rc<dyn Resources>;
 /// Sleeps for `wait` unless it is zero (a zero sleep would still yield to the scheduler).
 pub async fn pay(wait: Duration) {
     if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+        sleep(wait).await;
+    }
+}
+
+/// A timer for `deadline` exactly. madsim's `sleep_until` waits at least a millisecond, even
+/// for a deadline already passed (tokio's completes at once): a deadline re-armed on every turn
+/// of a busy loop would never fire, and a resource cost of microseconds would take a
+/// millisecond. Its `Sleep::reset` sets the deadline without that floor.
+pub fn sleep_until(deadline: tokio::time::Instant) -> tokio::time::Sleep {
+    #[cfg(madsim)]
+    {
+        let mut sleep = tokio::time::sleep_until(deadline);
+        std::pin::Pin::new(&mut sleep).reset(deadline);
+        sleep
+    }
+    #[cfg(not(madsim))]
+    {
+        tokio::time::sleep_until(deadline)
+    }
+}
+
+/// A timer `duration` from now, exactly (see [`sleep_until`]).
+pub fn sleep(duration: Duration) -> tokio::time::Sleep {
+    #[cfg(madsim)]
+    {
+        sleep_until(tokio::time::Instant::now() + duration)
+    }
+    #[cfg(not(madsim))]
+    {
+        tokio::time::sleep(duration)
     }
 }
 
@@ -281,7 +310,8 @@ impl Skew {
     }
 }
 
-#[cfg(test)]
+// madsim's test macro has no paused start; the clock is the same code under both runtimes.
+#[cfg(all(test, not(madsim)))]
 mod clock_tests {
     use super::*;
 

@@ -37,6 +37,10 @@ enum Command {
         /// Where history.jsonl and summary.json go (default target/fathom/<scenario>/<seed>/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The simulator; a binary runs the one it was built for (madsim: `--cfg madsim`,
+        /// see the README), and says how to build the other.
+        #[arg(long, value_enum, default_value_t = fathom_sim::harness::Harness::BUILT)]
+        harness: fathom_sim::harness::Harness,
     },
     #[cfg(feature = "sim")]
     /// Run many seeds and list the ones that violate the scenario's bounds.
@@ -119,7 +123,8 @@ fn main() -> ExitCode {
             scenario,
             seed,
             out,
-        } => cli::run(&scenario, seed, out.as_deref()),
+            harness,
+        } => cli::run(&scenario, seed, out.as_deref(), harness),
         #[cfg(feature = "sim")]
         Command::Explore {
             scenario,

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use fathom_history::{self as history, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
+use crate::harness::Harness;
 use crate::run::{self, RunOutcome};
 use crate::scenario::write::ScenarioText;
 use crate::scenario::Scenario;
@@ -31,13 +32,17 @@ fn load(path: &Path) -> Result<Scenario, u8> {
 }
 
 /// `fathom run`.
-pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>) -> u8 {
+pub fn run(path: &Path, seed: Option<u64>, out: Option<&Path>, harness: Harness) -> u8 {
+    if let Some(reason) = crate::harness::unavailable_reason(harness) {
+        eprintln!("error: --harness {}: {reason}", harness.name());
+        return EXIT_BAD_INPUT;
+    }
     let scenario = match load(path) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let seed = seed.unwrap_or(scenario.seed);
-    let outcome = match run::run(&scenario, seed) {
+    let outcome = match run::run_on(harness, &scenario, seed, run::RunLimits::default()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: seed {seed}: {e}");

@@ -10,6 +10,7 @@ use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use fathom_queue::rng::Rng;
 
 use crate::fault_log::{AppliedFault, AppliedKind};
+use crate::harness::SimControl;
 use crate::scenario::{broker_host, FaultKind, FaultTag, Member, MillisRange, Scenario, Target};
 use crate::view::SharedView;
 use fathom_workload::trace::SharedTrace;
@@ -94,6 +95,11 @@ impl FaultPlan {
         }
     }
 
+    /// When the next scheduled action is due.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.actions.keys().next().copied()
+    }
+
     pub fn applied(&self) -> Vec<AppliedFault> {
         self.applied.clone()
     }
@@ -101,7 +107,7 @@ impl FaultPlan {
     /// Runs every action due at or before `now`.
     pub fn apply_due(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         now: Duration,
         view: &SharedView,
         trace: &SharedTrace,
@@ -120,7 +126,7 @@ impl FaultPlan {
     /// crashed broker; pending undo actions are dropped and faults scheduled later never fire.
     pub fn heal_all(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         now: Duration,
         view: &SharedView,
         trace: &SharedTrace,
@@ -144,7 +150,7 @@ impl FaultPlan {
 
     fn act(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         now: Duration,
         action: Action,
         view: &SharedView,
@@ -158,7 +164,7 @@ impl FaultPlan {
             Action::Restart(ids) => {
                 for id in ids {
                     if self.crashed.remove(&id) {
-                        sim.bounce(broker_host(id));
+                        sim.bounce(&broker_host(id));
                         self.record(now, AppliedKind::Restart, broker_host(id), trace);
                     }
                 }
@@ -166,7 +172,7 @@ impl FaultPlan {
             Action::Repair(pairs) => {
                 for (a, b) in pairs {
                     if self.cut.remove(&(a.clone(), b.clone())) {
-                        sim.repair(a.as_str(), b.as_str());
+                        sim.repair(&a, &b);
                     }
                 }
                 self.record(
@@ -179,7 +185,7 @@ impl FaultPlan {
             Action::RepairOneway(pairs) => {
                 for (a, b) in pairs {
                     if self.cut_oneway.remove(&(a.clone(), b.clone())) {
-                        sim.repair_oneway(a.as_str(), b.as_str());
+                        sim.repair_oneway(&a, &b);
                     }
                 }
                 self.record(
@@ -192,7 +198,7 @@ impl FaultPlan {
             Action::Release(pairs) => {
                 for (a, b) in pairs {
                     if self.held.remove(&(a.clone(), b.clone())) {
-                        sim.release(a.as_str(), b.as_str());
+                        sim.release(&a, &b);
                     }
                 }
                 self.record(
@@ -205,7 +211,7 @@ impl FaultPlan {
             Action::RestoreFailRate(pairs) => {
                 for (a, b) in pairs {
                     if self.lossy.remove(&(a.clone(), b.clone())) {
-                        sim.set_link_fail_rate(a.as_str(), b.as_str(), self.base_fail_rate);
+                        sim.set_link_fail_rate(&a, &b, self.base_fail_rate);
                     }
                 }
                 self.record(
@@ -227,7 +233,7 @@ impl FaultPlan {
                 for (a, b) in pairs {
                     if self.slow.remove(&(a.clone(), b.clone())) {
                         let base = self.network.link_latency(&a, &b).max();
-                        sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+                        sim.set_link_max_latency(&a, &b, base);
                     }
                 }
                 self.record(
@@ -242,7 +248,7 @@ impl FaultPlan {
 
     fn start(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         now: Duration,
         kind: FaultKind,
         until: Option<Duration>,
@@ -295,13 +301,13 @@ impl FaultPlan {
 
     fn crash(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         target: &Target,
         view: &SharedView,
     ) -> (Option<Action>, String) {
         let id = self.resolve(target, view);
-        if sim.is_host_running(broker_host(id)) {
-            sim.crash(broker_host(id));
+        if sim.is_running(&broker_host(id)) {
+            sim.crash(&broker_host(id));
         }
         self.crashed.insert(id);
         let detail = format!("{target} = {}", broker_host(id));
@@ -329,10 +335,10 @@ impl FaultPlan {
         (Some(Action::RestoreClock(id)), detail)
     }
 
-    fn power_loss(&mut self, sim: &mut turmoil::Sim<'_>) -> (Option<Action>, String) {
+    fn power_loss(&mut self, sim: &mut dyn SimControl) -> (Option<Action>, String) {
         for &id in &self.brokers {
-            if sim.is_host_running(broker_host(id)) {
-                sim.crash(broker_host(id));
+            if sim.is_running(&broker_host(id)) {
+                sim.crash(&broker_host(id));
             }
             self.crashed.insert(id);
         }
@@ -342,7 +348,7 @@ impl FaultPlan {
 
     fn partition(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         groups: &[Vec<Member>],
         view: &SharedView,
     ) -> (Option<Action>, String) {
@@ -352,7 +358,7 @@ impl FaultPlan {
             for h in &groups[i + 1..] {
                 for a in g {
                     for b in h {
-                        sim.partition(a.as_str(), b.as_str());
+                        sim.partition(a, b);
                         self.cut.insert((a.clone(), b.clone()));
                         pairs.push((a.clone(), b.clone()));
                     }
@@ -364,7 +370,7 @@ impl FaultPlan {
 
     fn partition_oneway(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         from: &[Member],
         to: &[Member],
         view: &SharedView,
@@ -374,7 +380,7 @@ impl FaultPlan {
         let mut pairs = Vec::new();
         for a in &from {
             for b in &to {
-                sim.partition_oneway(a.as_str(), b.as_str());
+                sim.partition_oneway(a, b);
                 self.cut_oneway.insert((a.clone(), b.clone()));
                 pairs.push((a.clone(), b.clone()));
             }
@@ -387,13 +393,13 @@ impl FaultPlan {
 
     fn hold(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         between: &[Vec<Member>; 2],
         view: &SharedView,
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.hold(a.as_str(), b.as_str());
+            sim.hold(a, b);
             self.held.insert((a.clone(), b.clone()));
         }
         let detail = format!("{} links", pairs.len());
@@ -402,14 +408,14 @@ impl FaultPlan {
 
     fn loss(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         between: &[Vec<Member>; 2],
         rate: f64,
         view: &SharedView,
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.set_link_fail_rate(a.as_str(), b.as_str(), rate);
+            sim.set_link_fail_rate(a, b, rate);
             self.lossy.insert((a.clone(), b.clone()));
         }
         let detail = format!("rate {rate} on {} links", pairs.len());
@@ -418,14 +424,14 @@ impl FaultPlan {
 
     fn latency(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         between: &[Vec<Member>; 2],
         latency_ms: MillisRange,
         view: &SharedView,
     ) -> (Option<Action>, String) {
         let pairs = self.pairs(between, view);
         for (a, b) in &pairs {
-            sim.set_link_max_message_latency(a.as_str(), b.as_str(), latency_ms.max());
+            sim.set_link_max_latency(a, b, latency_ms.max());
             self.slow.insert((a.clone(), b.clone()));
         }
         let detail = format!("max {} ms on {} links", latency_ms.max_ms, pairs.len());
@@ -433,28 +439,28 @@ impl FaultPlan {
     }
 
     /// Undoes every link fault; lossy links get `lossy_rate`.
-    fn undo_links(&mut self, sim: &mut turmoil::Sim<'_>, lossy_rate: f64) {
+    fn undo_links(&mut self, sim: &mut dyn SimControl, lossy_rate: f64) {
         for (a, b) in std::mem::take(&mut self.cut) {
-            sim.repair(a.as_str(), b.as_str());
+            sim.repair(&a, &b);
         }
         for (a, b) in std::mem::take(&mut self.cut_oneway) {
-            sim.repair_oneway(a.as_str(), b.as_str());
+            sim.repair_oneway(&a, &b);
         }
         for (a, b) in std::mem::take(&mut self.held) {
-            sim.release(a.as_str(), b.as_str());
+            sim.release(&a, &b);
         }
         for (a, b) in std::mem::take(&mut self.lossy) {
-            sim.set_link_fail_rate(a.as_str(), b.as_str(), lossy_rate);
+            sim.set_link_fail_rate(&a, &b, lossy_rate);
         }
         for (a, b) in std::mem::take(&mut self.slow) {
             let base = self.network.link_latency(&a, &b).max();
-            sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+            sim.set_link_max_latency(&a, &b, base);
         }
     }
 
-    fn restart_crashed(&mut self, sim: &mut turmoil::Sim<'_>) {
+    fn restart_crashed(&mut self, sim: &mut dyn SimControl) {
         for id in std::mem::take(&mut self.crashed) {
-            sim.bounce(broker_host(id));
+            sim.bounce(&broker_host(id));
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
 //!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
+//! - [`harness`]: turmoil or madsim; [`madsim_run`] (built with `--cfg madsim`) runs the same
+//!   driver and workload on madsim, with [`model_disk`] for its disk.
 //! - [`shrink`]: delta debugging of a violating run's fault schedule.
 //! - [`swarm`]: per-seed draws of fault kinds, rates, timings and workload knobs.
 //! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
@@ -20,9 +22,15 @@ pub mod experiment;
 pub mod fault_log;
 pub mod faults;
 pub mod groups;
+pub mod harness;
 pub mod io;
 pub mod liveness;
+#[cfg(madsim)]
+pub mod madsim_net;
+#[cfg(madsim)]
+pub mod madsim_run;
 pub mod metrics;
+pub mod model_disk;
 pub mod report;
 pub mod resources;
 pub mod run;

@@ -565,7 +565,7 @@ impl World {
         if let Some(n) = self.names.get(&ip) {
             return Some(n.clone());
         }
-        let name = turmoil::reverse_lookup(ip)?;
+        let name = crate::harness::host_name(ip)?;
         self.names.insert(ip, name.clone());
         Some(name)
     }
@@ -673,7 +673,7 @@ impl HostResources {
     }
 
     fn now() -> Duration {
-        turmoil::sim_elapsed().unwrap_or_default()
+        crate::harness::sim_elapsed()
     }
 }
 

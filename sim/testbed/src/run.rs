@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use fathom_driver::{run_broker, BrokerObserver, BrokerRunError, Clock, SharedResources};
+use fathom_driver::{
+    run_broker, BrokerObserver, BrokerRunError, Clock, Disk, Net, SharedResources,
+};
 use fathom_history::{self as history, CheckReport, Event};
 use fathom_queue::broker::{Broker, BrokerLimits};
 use fathom_queue::config::ClusterConfig;
@@ -18,6 +20,7 @@ use fathom_queue::time::Instant;
 
 use crate::fault_log::{AppliedFault, AppliedKind};
 use crate::faults::FaultPlan;
+use crate::harness::{Harness, SimControl};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
 use crate::liveness::{self, LeaderDeadline};
 use crate::metrics::{Metrics, ProduceProbe};
@@ -30,14 +33,14 @@ use fathom_workload::clients::{ConsumerProcess, FinalRead, ProducerProcess};
 use fathom_workload::trace::{AttemptRecord, SharedTrace, Trace};
 
 /// The simulated clock starts here, so that no run depends on the real date.
-const EPOCH_UNIX_S: u64 = 1_700_000_000;
+pub(crate) const EPOCH_UNIX_S: u64 = 1_700_000_000;
 /// How long a broker that stopped on a storage failure stays down before its supervisor
 /// restarts it.
-const FATAL_RESTART_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const FATAL_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Past the scenario's own phases, how long the final read may take.
-const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Simulated time the brokers get to report their logs after the final read.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -53,6 +56,12 @@ pub enum RunError {
     /// The seed's `[swarm]` draw is not a valid scenario (a bug in the draw).
     #[error("the swarm draw is invalid: {0}")]
     Swarm(#[from] crate::scenario::ScenarioError),
+    /// This binary cannot run the harness asked for.
+    #[error("{0}")]
+    Harness(String),
+    /// The scenario uses something the harness does not model yet.
+    #[error("not supported under the {harness} harness: {what}")]
+    Unsupported { harness: &'static str, what: String },
 }
 
 /// Limits on one run that do not change what it does, only whether it is allowed to finish.
@@ -79,7 +88,7 @@ pub struct RunOutcome {
     pub violations: Vec<Violation>,
 }
 
-struct SimObserver {
+pub(crate) struct SimObserver {
     id: NodeId,
     view: SharedView,
     trace: SharedTrace,
@@ -226,9 +235,9 @@ impl BrokerObserver for SimObserver {
     }
 }
 
-/// Simulated nanoseconds since the run started: the trace's clock under turmoil.
+/// Simulated nanoseconds since the run started: the trace's clock, from the running harness.
 pub fn sim_now_ns() -> u64 {
-    turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
+    crate::harness::sim_elapsed().as_nanos() as u64
 }
 
 /// Runs `scenario` once with `seed`, with no wall-time limit.
@@ -236,18 +245,59 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, RunError> {
     run_with_limits(scenario, seed, RunLimits::default())
 }
 
-/// Runs `scenario` once with `seed`: adds the hosts, steps the simulation through the workload,
-/// the settle phase and the final read while applying the fault schedule, then judges. A run
-/// still going at its simulated-time limit is judged `stuck`; one over `limits.wall` of real
-/// time is abandoned with [`RunError::WallTime`].
+/// Runs `scenario` once with `seed` on `harness`, which must be the one this binary was built
+/// for (see [`crate::harness`]).
+pub fn run_on(
+    harness: Harness,
+    scenario: &Scenario,
+    seed: u64,
+    limits: RunLimits,
+) -> Result<RunOutcome, RunError> {
+    if let Some(reason) = crate::harness::unavailable_reason(harness) {
+        return Err(RunError::Harness(reason));
+    }
+    match harness {
+        Harness::Turmoil => run_turmoil(scenario, seed, limits),
+        Harness::Madsim => run_madsim(scenario, seed, limits),
+    }
+}
+
+#[cfg(madsim)]
+fn run_madsim(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutcome, RunError> {
+    if let Some(swarm) = &scenario.swarm {
+        let drawn = crate::swarm::draw(scenario, swarm, seed)?;
+        let mut outcome = crate::madsim_run::run(&drawn.scenario, seed, limits)?;
+        outcome.drawn = Some((drawn.text, drawn.description));
+        return Ok(outcome);
+    }
+    crate::madsim_run::run(scenario, seed, limits)
+}
+
+#[cfg(not(madsim))]
+fn run_madsim(_: &Scenario, _: u64, _: RunLimits) -> Result<RunOutcome, RunError> {
+    Err(RunError::Harness(
+        crate::harness::unavailable_reason(Harness::Madsim).unwrap_or_default(),
+    ))
+}
+
+/// Runs `scenario` once with `seed` on the harness this binary was built for (turmoil, or
+/// madsim in the `--cfg madsim` build), so every command that runs seeds uses it.
 pub fn run_with_limits(
     scenario: &Scenario,
     seed: u64,
     limits: RunLimits,
 ) -> Result<RunOutcome, RunError> {
+    run_on(Harness::BUILT, scenario, seed, limits)
+}
+
+/// Runs `scenario` once with `seed` on turmoil: adds the hosts, steps the simulation through the
+/// workload, the settle phase and the final read while applying the fault schedule, then judges.
+/// A run still going at its simulated-time limit is judged `stuck`; one over `limits.wall` of
+/// real time is abandoned with [`RunError::WallTime`].
+fn run_turmoil(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutcome, RunError> {
     if let Some(swarm) = &scenario.swarm {
         let drawn = crate::swarm::draw(scenario, swarm, seed)?;
-        let mut outcome = run_with_limits(&drawn.scenario, seed, limits)?;
+        let mut outcome = run_turmoil(&drawn.scenario, seed, limits)?;
         outcome.drawn = Some((drawn.text, drawn.description));
         return Ok(outcome);
     }
@@ -321,22 +371,56 @@ pub fn run_with_limits(
         .unwrap_or_else(|rc| {
             std::mem::replace(&mut *rc.borrow_mut(), Trace::with_clock(sim_now_ns))
         });
-    let mut faults = plan.applied();
-    faults.extend(supervisor.failures);
+    let end = RunEnd {
+        plan: &plan,
+        supervisor,
+        leaders: &leaders,
+        final_read_start,
+        incomplete: incomplete.borrow().clone(),
+        stuck_at,
+        stuck,
+    };
+    Ok(conclude(scenario, seed, trace, &view, world, end))
+}
+
+/// What the run loop of either harness hands to [`conclude`].
+pub(crate) struct RunEnd<'a> {
+    pub(crate) plan: &'a FaultPlan,
+    pub(crate) supervisor: StorageSupervisor,
+    pub(crate) leaders: &'a LeaderDeadline,
+    pub(crate) final_read_start: Option<Duration>,
+    /// Partitions the final read could not finish.
+    pub(crate) incomplete: Vec<String>,
+    pub(crate) stuck_at: Duration,
+    pub(crate) stuck: bool,
+}
+
+/// The end of a run under either harness: the history and the replicas judged, then the
+/// properties every run must have (liveness, no leader conflict, not stuck).
+pub(crate) fn conclude(
+    scenario: &Scenario,
+    seed: u64,
+    trace: Trace,
+    view: &SharedView,
+    world: Option<Rc<RefCell<World>>>,
+    end: RunEnd<'_>,
+) -> RunOutcome {
+    let mut faults = end.plan.applied();
+    faults.extend(end.supervisor.failures);
     faults.sort_by_key(|f| f.at_ms);
-    let incomplete = incomplete.borrow().clone();
+    let incomplete = end.incomplete;
     let mut outcome = judge(
         scenario,
         seed,
         trace,
-        &view,
+        view,
         faults,
         incomplete.clone(),
         world,
     );
     let liveness = Liveness {
-        leaderless: leaders.leaderless(),
-        final_read_start: final_read_start.unwrap_or(stuck_at),
+        leaderless: end.leaders.leaderless(),
+        final_read_start: end.final_read_start.unwrap_or(end.stuck_at),
         incomplete,
     };
     outcome.violations.extend(run_properties(
@@ -345,15 +429,15 @@ pub fn run_with_limits(
         &view.borrow(),
         &liveness,
     ));
-    if stuck {
+    if end.stuck {
         outcome.violations.push(Violation::Stuck {
-            limit_s: stuck_at.as_secs_f64(),
+            limit_s: end.stuck_at.as_secs_f64(),
         });
     }
-    Ok(outcome)
+    outcome
 }
 
-fn check_wall_time(
+pub(crate) fn check_wall_time(
     limits: &RunLimits,
     wall_start: std::time::Instant,
     step: u64,
@@ -413,32 +497,42 @@ fn run_properties(
 }
 
 /// What adds the run's hosts to the simulation: brokers, producers, consumers, the final read.
-struct Hosts<'a> {
-    scenario: &'a Scenario,
-    cluster: &'a ClusterConfig,
-    seed: u64,
-    trace: &'a SharedTrace,
-    world: Option<Rc<RefCell<World>>>,
+pub(crate) struct Hosts<'a> {
+    pub(crate) scenario: &'a Scenario,
+    pub(crate) cluster: &'a ClusterConfig,
+    pub(crate) seed: u64,
+    pub(crate) trace: &'a SharedTrace,
+    pub(crate) world: Option<Rc<RefCell<World>>>,
 }
 
 impl Hosts<'_> {
     fn add_brokers(&self, sim: &mut turmoil::Sim<'_>, view: &SharedView) {
         let writeback = (self.scenario.disk.os_writeback_ms > 0)
             .then(|| Duration::from_millis(self.scenario.disk.os_writeback_ms));
-        let seed = self.seed;
         for id in self.cluster.broker_ids() {
-            let (cluster, trace, view) = (self.cluster.clone(), self.trace.clone(), view.clone());
-            let res = resources::for_broker(
+            let software = self.broker_software(id, view);
+            sim.host(broker_host(id), move || {
+                let disk = move || Ok(WritebackDisk::new(SimDisk::new("/data")?, writeback));
+                software.clone().run::<SimNet, _>(disk)
+            });
+        }
+    }
+
+    /// What a broker host runs, every incarnation of it.
+    pub(crate) fn broker_software(&self, id: NodeId, view: &SharedView) -> BrokerSoftware {
+        BrokerSoftware {
+            id,
+            cluster: self.cluster.clone(),
+            resources: resources::for_broker(
                 self.world.as_ref(),
                 &broker_host(id),
                 self.scenario.disk.unmetered_fsync(),
-                seed,
+                self.seed,
                 id.into(),
-            );
-            sim.host(broker_host(id), move || {
-                let (cluster, trace, view) = (cluster.clone(), trace.clone(), view.clone());
-                broker_host_software(id, cluster, writeback, res.clone(), seed, trace, view)
-            });
+            ),
+            seed: self.seed,
+            trace: self.trace.clone(),
+            view: view.clone(),
         }
     }
 
@@ -446,12 +540,27 @@ impl Hosts<'_> {
     /// read waits for them (a fire-and-forget producer may still be draining its buffer after
     /// the workload phase).
     fn add_producers(&self, sim: &mut turmoil::Sim<'_>, workload_end: Duration) -> Rc<Cell<usize>> {
-        let message_cpu = resources::producer_message_cpu(self.scenario.resources.as_ref());
         let producers_running = Rc::new(Cell::new(0usize));
+        for process in self.producers(workload_end) {
+            let running = producers_running.clone();
+            running.set(running.get() + 1);
+            sim.client(process.name.clone(), async move {
+                let result = process.run::<SimNet>().await;
+                running.set(running.get() - 1);
+                result
+            });
+        }
+        producers_running
+    }
+
+    /// Every producer instance, named by its process (and host) name.
+    pub(crate) fn producers(&self, workload_end: Duration) -> Vec<ProducerProcess> {
+        let message_cpu = resources::producer_message_cpu(self.scenario.resources.as_ref());
+        let mut out = Vec::new();
         for spec in &self.scenario.producers {
             let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
             for name in spec.process_names() {
-                let process = ProducerProcess {
+                out.push(ProducerProcess {
                     name: name.clone(),
                     spec: spec.clone(),
                     partitions,
@@ -461,26 +570,31 @@ impl Hosts<'_> {
                     stop_at: workload_end,
                     resources: resources::for_host(self.world.as_ref(), &name),
                     message_cpu,
-                };
-                let running = producers_running.clone();
-                running.set(running.get() + 1);
-                sim.client(name, async move {
-                    let result = process.run::<SimNet>().await;
-                    running.set(running.get() - 1);
-                    result
                 });
             }
         }
-        producers_running
+        out
     }
 
-    /// Every consumer instance, and the instances membership faults add (`join`).
     fn add_consumers(
         &self,
         sim: &mut turmoil::Sim<'_>,
         workload_end: Duration,
         settle_end: Duration,
     ) {
+        for (host, process) in self.consumers(workload_end, settle_end) {
+            sim.client(host, process.run::<SimNet>());
+        }
+    }
+
+    /// Every consumer instance, and the instances membership faults add (`join`), with the
+    /// host each runs on.
+    pub(crate) fn consumers(
+        &self,
+        workload_end: Duration,
+        settle_end: Duration,
+    ) -> Vec<(String, ConsumerProcess)> {
+        let mut out = Vec::new();
         for (index, spec) in self.scenario.consumers.iter().enumerate() {
             let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
             let mut plan = self.scenario.membership_plan(index);
@@ -503,20 +617,32 @@ impl Hosts<'_> {
                     actions: plan.actions.remove(&instance).unwrap_or_default(),
                     workload_end,
                 };
-                sim.client(host, process.run::<SimNet>());
+                out.push((host, process));
             }
         }
+        out
     }
 
-    /// The final read of every data partition from offset 0 to its high watermark; partitions
-    /// it could not finish land in `incomplete`.
     fn add_final_read(
         &self,
         sim: &mut turmoil::Sim<'_>,
         now: Duration,
         incomplete: &Rc<RefCell<Vec<String>>>,
     ) {
-        let reader = FinalRead {
+        sim.client(
+            fathom_workload::clients::FINAL_READ_PROCESS,
+            self.final_read(now, incomplete).run::<SimNet>(),
+        );
+    }
+
+    /// The final read of every data partition from offset 0 to its high watermark; partitions
+    /// it could not finish land in `incomplete`.
+    pub(crate) fn final_read(
+        &self,
+        now: Duration,
+        incomplete: &Rc<RefCell<Vec<String>>>,
+    ) -> FinalRead {
+        FinalRead {
             process: fathom_workload::clients::FINAL_READ_PROCESS.to_string(),
             partitions: data_partitions(self.cluster),
             cluster: self.cluster.clone(),
@@ -524,27 +650,29 @@ impl Hosts<'_> {
             trace: self.trace.clone(),
             give_up_at: now + FINAL_READ_TIMEOUT,
             incomplete: incomplete.clone(),
-        };
-        sim.client(
-            fathom_workload::clients::FINAL_READ_PROCESS,
-            reader.run::<SimNet>(),
-        );
+        }
     }
 }
 
 /// Stands in for a broker's process supervisor: a broker that stopped on a storage failure is
 /// restarted after [`FATAL_RESTART_DELAY`].
 #[derive(Default)]
-struct StorageSupervisor {
+pub(crate) struct StorageSupervisor {
     restarts: BTreeMap<Duration, Vec<NodeId>>,
     /// Every storage failure, for the fault log.
-    failures: Vec<AppliedFault>,
+    pub(crate) failures: Vec<AppliedFault>,
 }
 
 impl StorageSupervisor {
-    fn step(
+    /// When the next restart is due (the event-driven harness sleeps until then).
+    #[cfg_attr(not(madsim), allow(dead_code))]
+    pub(crate) fn next_due(&self) -> Option<Duration> {
+        self.restarts.keys().next().copied()
+    }
+
+    pub(crate) fn step(
         &mut self,
-        sim: &mut turmoil::Sim<'_>,
+        sim: &mut dyn SimControl,
         now: Duration,
         view: &SharedView,
         trace: &SharedTrace,
@@ -553,7 +681,7 @@ impl StorageSupervisor {
             .into_iter()
             .collect();
         for id in fatal {
-            sim.crash(broker_host(id));
+            sim.crash(&broker_host(id));
             self.restarts
                 .entry(now + FATAL_RESTART_DELAY)
                 .or_default()
@@ -570,8 +698,8 @@ impl StorageSupervisor {
         let due: Vec<Duration> = self.restarts.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
             for id in self.restarts.remove(&t).unwrap_or_default() {
-                if !sim.is_host_running(broker_host(id)) {
-                    sim.bounce(broker_host(id));
+                if !sim.is_running(&broker_host(id)) {
+                    sim.bounce(&broker_host(id));
                     trace.borrow_mut().note(
                         now.as_nanos() as u64,
                         format!("restart broker-{id} after a storage failure"),
@@ -705,54 +833,71 @@ fn set_zone_latencies(sim: &turmoil::Sim<'_>, scenario: &Scenario) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn broker_host_software(
+/// One broker host's software, started afresh on every (re)start: the driver over the harness's
+/// network and a disk the harness makes.
+#[derive(Clone)]
+pub(crate) struct BrokerSoftware {
     id: NodeId,
     cluster: ClusterConfig,
-    writeback: Option<Duration>,
     resources: SharedResources,
     seed: u64,
     trace: SharedTrace,
     view: SharedView,
-) -> turmoil::Result {
-    for leaders in view.borrow_mut().leading.values_mut() {
-        leaders.remove(&id);
-    }
-    // A restarted broker holds no push subscriptions: its last incarnation's count is void.
-    view.borrow_mut().probes.push_state.remove(&id);
-    let disk = WritebackDisk::new(SimDisk::new("/data")?, writeback);
-    let mut observer = SimObserver {
-        id,
-        view: view.clone(),
-        trace: trace.clone(),
-        leading: BTreeMap::new(),
-        snapshot_taken: false,
-        conflicts_counted: 0,
-    };
-    let listen = format!("0.0.0.0:{BROKER_PORT}");
-    let skew = view.borrow_mut().clocks.entry(id).or_default().clone();
-    let result = run_broker::<SimNet, WritebackDisk, SimObserver>(
-        id,
-        cluster,
-        BrokerLimits::default(),
-        &listen,
-        disk,
-        resources,
-        Clock::skewed(skew),
-        seed,
-        &mut observer,
-    )
-    .await;
-    match result {
-        Ok(()) => Ok(()),
-        Err(BrokerRunError::Fatal(reason)) | Err(BrokerRunError::Load(reason)) => {
-            trace
-                .borrow_mut()
-                .note(sim_now_ns(), format!("broker-{id} stopped: {reason}"));
-            view.borrow_mut().fatal.insert(id);
-            std::future::pending().await
+}
+
+impl BrokerSoftware {
+    /// Runs one incarnation; a storage failure parks it for the supervisor to restart.
+    pub(crate) async fn run<N: Net, D: Disk>(
+        self,
+        make_disk: impl FnOnce() -> std::io::Result<D>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let BrokerSoftware {
+            id,
+            cluster,
+            resources,
+            seed,
+            trace,
+            view,
+        } = self;
+        for leaders in view.borrow_mut().leading.values_mut() {
+            leaders.remove(&id);
         }
-        Err(e) => Err(e.into()),
+        // A restarted broker holds no push subscriptions: its last incarnation's count is void.
+        view.borrow_mut().probes.push_state.remove(&id);
+        let disk = make_disk()?;
+        let mut observer = SimObserver {
+            id,
+            view: view.clone(),
+            trace: trace.clone(),
+            leading: BTreeMap::new(),
+            snapshot_taken: false,
+            conflicts_counted: 0,
+        };
+        let listen = format!("0.0.0.0:{BROKER_PORT}");
+        let skew = view.borrow_mut().clocks.entry(id).or_default().clone();
+        let result = run_broker::<N, D, SimObserver>(
+            id,
+            cluster,
+            BrokerLimits::default(),
+            &listen,
+            disk,
+            resources,
+            Clock::skewed(skew),
+            seed,
+            &mut observer,
+        )
+        .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(BrokerRunError::Fatal(reason)) | Err(BrokerRunError::Load(reason)) => {
+                trace
+                    .borrow_mut()
+                    .note(sim_now_ns(), format!("broker-{id} stopped: {reason}"));
+                view.borrow_mut().fatal.insert(id);
+                std::future::pending().await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
