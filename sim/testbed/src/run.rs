@@ -152,7 +152,7 @@ impl BrokerObserver for SimObserver {
         for r in broker.replicas() {
             let tp = r.partition();
             if tp.topic != OFFSETS_TOPIC {
-                let timeline = view.probes.high_watermarks.entry(tp.clone()).or_default();
+                let timeline = slot(&mut view.probes.high_watermarks, tp);
                 let hw = r.high_watermark();
                 if timeline.last().is_none_or(|&(_, last)| hw > last) {
                     timeline.push((sim_now_ns(), hw));
@@ -160,7 +160,7 @@ impl BrokerObserver for SimObserver {
             }
             let led = self.leading.get(tp).copied();
             let leads = r.is_leader().then_some(r.term());
-            let leading = view.leading.entry(tp.clone()).or_default();
+            let leading = slot(&mut view.leading, tp);
             if leads.is_some() {
                 leading.insert(broker.id());
             } else {
@@ -182,7 +182,10 @@ impl BrokerObserver for SimObserver {
                 };
             }
             if let Some(epoch) = leads {
-                let entry = view.leaders.entry(tp.clone()).or_insert((0, broker.id()));
+                if !view.leaders.contains_key(tp) {
+                    view.leaders.insert(tp.clone(), (0, broker.id()));
+                }
+                let entry = view.leaders.get_mut(tp).expect("present: inserted above");
                 if epoch >= entry.0 {
                     *entry = (epoch, broker.id());
                 }
@@ -222,6 +225,18 @@ impl BrokerObserver for SimObserver {
             }
         }
     }
+}
+
+/// `map[tp]`, inserted empty if absent. The observer looks at every replica after every
+/// input; `entry(tp.clone())` would copy the topic name each time.
+fn slot<'m, V: Default>(
+    map: &'m mut BTreeMap<TopicPartition, V>,
+    tp: &TopicPartition,
+) -> &'m mut V {
+    if !map.contains_key(tp) {
+        map.insert(tp.clone(), V::default());
+    }
+    map.get_mut(tp).expect("present: inserted above")
 }
 
 /// Simulated nanoseconds since the run started: the trace's clock under turmoil.
