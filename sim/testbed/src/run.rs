@@ -89,6 +89,10 @@ struct SimObserver {
     snapshot_taken: bool,
     /// This incarnation's `Broker::leader_conflicts` already added to the view.
     conflicts_counted: u64,
+    /// Per replica, in `Broker::replicas` order: its partition, high watermark and led epoch
+    /// when last observed. The observer runs after every input; a replica whose two figures
+    /// did not move has nothing new to record in the view.
+    seen: Vec<(TopicPartition, u64, Option<u64>)>,
 }
 
 impl BrokerObserver for SimObserver {
@@ -149,17 +153,34 @@ impl BrokerObserver for SimObserver {
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
-        for r in broker.replicas() {
+        for (i, r) in broker.replicas().enumerate() {
             let tp = r.partition();
+            let hw = r.high_watermark();
+            let leads = r.is_leader().then_some(r.term());
+            let unchanged = self
+                .seen
+                .get(i)
+                .is_some_and(|(t, h, l)| t == tp && *h == hw && *l == leads);
+            if unchanged {
+                // The high watermark timeline only grows and the leading set is this broker's
+                // own to change, so both hold what they did. `leaders` is written again: a
+                // second leader of the same epoch (a leader conflict) may have taken it.
+                if let Some(epoch) = leads {
+                    record_leader(&mut view.leaders, tp, epoch, broker.id());
+                }
+                continue;
+            }
+            match self.seen.get_mut(i) {
+                Some(seen) => *seen = (tp.clone(), hw, leads),
+                None => self.seen.push((tp.clone(), hw, leads)),
+            }
             if tp.topic != OFFSETS_TOPIC {
                 let timeline = slot(&mut view.probes.high_watermarks, tp);
-                let hw = r.high_watermark();
                 if timeline.last().is_none_or(|&(_, last)| hw > last) {
                     timeline.push((sim_now_ns(), hw));
                 }
             }
             let led = self.leading.get(tp).copied();
-            let leads = r.is_leader().then_some(r.term());
             let leading = slot(&mut view.leading, tp);
             if leads.is_some() {
                 leading.insert(broker.id());
@@ -182,13 +203,7 @@ impl BrokerObserver for SimObserver {
                 };
             }
             if let Some(epoch) = leads {
-                if !view.leaders.contains_key(tp) {
-                    view.leaders.insert(tp.clone(), (0, broker.id()));
-                }
-                let entry = view.leaders.get_mut(tp).expect("present: inserted above");
-                if epoch >= entry.0 {
-                    *entry = (epoch, broker.id());
-                }
+                record_leader(&mut view.leaders, tp, epoch, broker.id());
             }
         }
         if view.snapshot_wanted && !self.snapshot_taken {
@@ -237,6 +252,19 @@ fn slot<'m, V: Default>(
         map.insert(tp.clone(), V::default());
     }
     map.get_mut(tp).expect("present: inserted above")
+}
+
+/// Records `id` as the leader of `tp` in `epoch` unless a later epoch's leader is known.
+fn record_leader(
+    leaders: &mut BTreeMap<TopicPartition, (u64, NodeId)>,
+    tp: &TopicPartition,
+    epoch: u64,
+    id: NodeId,
+) {
+    let entry = slot(leaders, tp);
+    if epoch >= entry.0 {
+        *entry = (epoch, id);
+    }
 }
 
 /// Simulated nanoseconds since the run started: the trace's clock under turmoil.
@@ -740,6 +768,7 @@ async fn broker_host_software(
         trace: trace.clone(),
         leading: BTreeMap::new(),
         snapshot_taken: false,
+        seen: Vec::new(),
         conflicts_counted: 0,
     };
     let listen = format!("0.0.0.0:{BROKER_PORT}");
