@@ -237,29 +237,41 @@ impl Segment {
 
     /// Batches from the one starting at byte `position` to the end of the segment.
     pub fn batches_from(&self, position: u64) -> impl Iterator<Item = (BatchSpan, Bytes)> + '_ {
+        self.walk_from(position).map(|(chunk, start, span)| {
+            let bytes = chunk.bytes.slice(start..start + span.len_bytes as usize);
+            (span, bytes)
+        })
+    }
+
+    /// The batches from the one starting at byte `position` as `(chunk, start in the chunk,
+    /// header)`, stepping from chunk to chunk rather than searching for each batch's chunk.
+    fn walk_from(&self, position: u64) -> impl Iterator<Item = (&Chunk, usize, BatchSpan)> + '_ {
         let mut next = position;
+        // The chunks cover the segment's bytes end to end, so a position below `len_bytes`
+        // lies in one of them.
+        let mut c = self
+            .chunks
+            .partition_point(|c| c.position <= position)
+            .saturating_sub(1);
         std::iter::from_fn(move || {
             if next >= self.len_bytes {
                 return None;
             }
-            let (span, bytes) = self.batch_at(next);
+            while self.chunks[c].position + self.chunks[c].bytes.len() as u64 <= next {
+                c += 1;
+            }
+            let chunk = &self.chunks[c];
+            let start = (next - chunk.position) as usize;
+            let span = peek_span(next, &chunk.bytes[start..]);
             next += span.len_bytes;
-            Some((span, bytes))
+            Some((chunk, start, span))
         })
     }
 
     /// The headers of [`Segment::batches_from`]: a scan that needs no bytes takes none (a
     /// `Bytes` slice is a reference count up and down per batch).
     fn spans_from(&self, position: u64) -> impl Iterator<Item = BatchSpan> + '_ {
-        let mut next = position;
-        std::iter::from_fn(move || {
-            if next >= self.len_bytes {
-                return None;
-            }
-            let (_, _, span) = self.span_at(next);
-            next += span.len_bytes;
-            Some(span)
-        })
+        self.walk_from(position).map(|(_, _, span)| span)
     }
 
     /// The first batch that ends after `offset`: the one holding `offset`, or the segment's
