@@ -74,6 +74,12 @@ impl ExploreMeasurement {
     pub fn seeds_per_hour(&self) -> f64 {
         self.seeds as f64 * 3600.0 / self.wall_s.max(f64::MIN_POSITIVE)
     }
+
+    /// Seeds per hour of one core's CPU time: what `jobs` idle cores would give `jobs` times
+    /// over, whatever else shared the machine during the measurement.
+    pub fn seeds_per_cpu_hour(&self) -> f64 {
+        self.seeds as f64 * 3600.0 / self.cpu_s.max(f64::MIN_POSITIVE)
+    }
 }
 
 /// Explores seeds `1..=seeds` of `scenario` on `jobs` threads, as `fathom explore` does.
@@ -133,13 +139,14 @@ pub fn table(runs: &[Measurement], explored: Option<&ExploreMeasurement>) -> Str
     if let Some(e) = explored {
         out.push_str(&format!(
             "explore {} seeds 1..={} with --jobs {}: {:.3} s wall, {:.3} CPU s, {:.0} seeds per \
-             hour, {} findings\n",
+             hour ({:.0} per CPU hour), {} findings\n",
             e.scenario,
             e.seeds,
             e.jobs,
             e.wall_s,
             e.cpu_s,
             e.seeds_per_hour(),
+            e.seeds_per_cpu_hour(),
             e.findings
         ));
     }
