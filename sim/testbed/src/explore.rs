@@ -62,16 +62,26 @@ impl Shard {
         seed % self.count == self.index
     }
 
+    /// The first seed of `range` in this shard (possibly past its end).
+    fn first(self, range: &Range<u64>) -> u64 {
+        let offset = (self.index + self.count - range.start % self.count) % self.count;
+        range.start.saturating_add(offset)
+    }
+
     /// The seeds of `range` in this shard, in order.
     pub fn seeds(self, range: Range<u64>) -> impl Iterator<Item = u64> {
-        let offset = (self.index + self.count - range.start % self.count) % self.count;
-        let first = range.start.saturating_add(offset);
+        let first = self.first(&range);
         (first..range.end).step_by(usize::try_from(self.count).unwrap_or(usize::MAX))
     }
 
     /// How many seeds of `range` are in this shard.
     pub fn len(self, range: Range<u64>) -> u64 {
-        self.seeds(range).count() as u64
+        let first = self.first(&range);
+        if first >= range.end {
+            0
+        } else {
+            (range.end - first - 1) / self.count + 1
+        }
     }
 
     /// Whether this shard has no seed of `range`.
@@ -422,6 +432,15 @@ mod tests {
         assert!(shard.seeds(1..12).all(|s| shard.contains(s)));
         assert_eq!(Shard { index: 0, count: 4 }.len(1..4), 0);
         assert_eq!(Shard::ALL.len(3..9), 6);
+        for range in [0..10, 1..101, 7..8, 5..6, 3..3] {
+            for index in 0..4 {
+                let shard = Shard { index, count: 4 };
+                assert_eq!(
+                    shard.len(range.clone()),
+                    shard.seeds(range.clone()).count() as u64
+                );
+            }
+        }
     }
 
     #[test]
