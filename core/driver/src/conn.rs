@@ -42,6 +42,7 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
             let before = buf.len();
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
+                    crate::stats::frame_delivered();
                     let arrived = tokio::time::Instant::now();
                     pay(resources.receive(peer, before - buf.len())).await;
                     if !deliver(ReadEvent::Frame(msg, arrived)).await {

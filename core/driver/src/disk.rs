@@ -42,11 +42,16 @@ macro_rules! fs_disk {
                     if $($fs)::+::metadata(&full).is_err() {
                         self.unsynced_dirs.insert(parent);
                     }
-                    let f = $($fs)::+::OpenOptions::new()
+                    // Positioned at the end once, then written at the cursor: the writer is
+                    // the only one, so this is append, without asking the file system for the
+                    // file's length on every write (turmoil's costs a scan of every unsynced
+                    // write of the host).
+                    let mut f = $($fs)::+::OpenOptions::new()
                         .create(true)
                         .read(true)
-                        .append(true)
+                        .write(true)
                         .open(&full)?;
+                    ::std::io::Seek::seek(&mut f, ::std::io::SeekFrom::End(0))?;
                     self.open.insert(path.to_string(), f);
                 }
                 Ok(self.open.get_mut(path).expect("opened above"))
@@ -106,7 +111,10 @@ macro_rules! fs_disk {
                     StorageOp::Sync { path, .. } => {
                         // A sync completes after it was issued (see the driver), by which time
                         // the file may have been removed; reopening it would recreate it.
-                        if $($fs)::+::metadata(self.root.join(path)).is_ok() {
+                        // A file still open here exists: removals go through `Remove`.
+                        let exists = self.open.contains_key(path.as_str())
+                            || $($fs)::+::metadata(self.root.join(path)).is_ok();
+                        if exists {
                             self.file(path)?.sync_all()?;
                         }
                         // Children before the root, so a crash never keeps a directory entry
@@ -117,7 +125,12 @@ macro_rules! fs_disk {
                         }
                         Ok(())
                     }
-                    StorageOp::Truncate { path, len } => self.file(path)?.set_len(*len),
+                    StorageOp::Truncate { path, len } => {
+                        let f = self.file(path)?;
+                        f.set_len(*len)?;
+                        // The next append goes to the new end, as in append mode.
+                        ::std::io::Seek::seek(f, ::std::io::SeekFrom::Start(*len)).map(|_| ())
+                    }
                     StorageOp::Remove { path } => {
                         self.open.remove(path.as_str());
                         let full = self.root.join(path);

@@ -25,6 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod stats;
+
 pub use broker::{run_broker, BrokerObserver, BrokerRunError, NoObserver};
 pub use client::{ClientIo, ClientMachine};
 

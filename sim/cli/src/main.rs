@@ -57,8 +57,49 @@ enum Command {
         stop_after: Option<u64>,
         /// Real seconds one seed may run; a seed over it is listed with its replay command and
         /// the exploration goes on.
-        #[arg(long, default_value_t = 600.0)]
+        #[arg(long, default_value_t = fathom_sim::explore::SEED_WALL_DEFAULT_S)]
         seed_timeout_s: f64,
+        /// Run only shard I of N (counted from 0): the seeds s of the range with s mod N = I.
+        /// The N shards, run anywhere, cover the range exactly once; see `explore-merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Also write the result (findings with replay commands, anomaly totals) as JSON here.
+        #[arg(long, value_name = "FILE")]
+        result: Option<PathBuf>,
+    },
+    #[cfg(feature = "sim")]
+    /// Combine the result files of an exploration's shards (`explore --shard I/N --result
+    /// FILE`) into one report; refuses files of different explorations or overlapping shards,
+    /// and names the missing ones (exit 2).
+    ExploreMerge {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the combined result as JSON here.
+        #[arg(long, value_name = "FILE")]
+        result: Option<PathBuf>,
+    },
+    #[cfg(feature = "sim")]
+    /// Measure the simulator's speed: run each scenario once and print simulated seconds, CPU
+    /// seconds, simulated seconds per CPU second, events (frames delivered to the state
+    /// machines) per CPU second and wall time; optionally time an exploration. A benchmark:
+    /// the figures depend on the machine.
+    BenchSim {
+        /// A scenario to run (repeatable; default: scenarios/standard.toml and
+        /// scenarios/quickstart.toml).
+        #[arg(long)]
+        scenario: Vec<PathBuf>,
+        /// The seed of every run (default: each scenario's own).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also explore seeds 1..=N of the quickstart and print seeds per hour.
+        #[arg(long, value_name = "N")]
+        explore_seeds: Option<u64>,
+        /// The scenario explored for --explore-seeds.
+        #[arg(long, default_value = "scenarios/quickstart.toml")]
+        explore_scenario: PathBuf,
+        /// Threads of the exploration.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
     },
     #[cfg(feature = "sim")]
     /// Shrink a violating run: delta-debug the fault schedule of RUN_DIR/scenario.toml (faults,
@@ -132,6 +173,8 @@ fn main() -> ExitCode {
             jobs,
             stop_after,
             seed_timeout_s,
+            shard,
+            result,
         } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
             Ok(seed_wall) if seed_timeout_s > 0.0 => {
                 let options = cli::ExploreOptions {
@@ -139,13 +182,42 @@ fn main() -> ExitCode {
                     stop_after,
                     seed_wall,
                 };
-                cli::explore(&scenario, &seeds, &options)
+                cli::explore(
+                    &scenario,
+                    &seeds,
+                    shard.as_deref(),
+                    result.as_deref(),
+                    &options,
+                )
             }
             _ => {
                 eprintln!("error: --seed-timeout-s: expected a positive number of seconds");
                 cli::EXIT_BAD_INPUT
             }
         },
+        #[cfg(feature = "sim")]
+        Command::ExploreMerge { files, result } => cli::explore_merge(&files, result.as_deref()),
+        #[cfg(feature = "sim")]
+        Command::BenchSim {
+            scenario,
+            seed,
+            explore_seeds,
+            explore_scenario,
+            jobs,
+        } => {
+            let scenarios = if scenario.is_empty() {
+                cli::BENCH_SCENARIOS.iter().map(PathBuf::from).collect()
+            } else {
+                scenario
+            };
+            cli::bench_sim(&cli::BenchOptions {
+                scenarios,
+                seed,
+                explore_seeds,
+                explore_scenario,
+                jobs: jobs.max(1),
+            })
+        }
         #[cfg(feature = "sim")]
         Command::Shrink {
             run_dir,

@@ -382,3 +382,120 @@ fn a_bad_experiment_file_exits_2_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("acks_per_minute"), "{err}");
 }
+
+/// `fathom explore --result` writes the result as JSON; returns the exit code and stdout.
+fn explore_to_file(scenario: &PathBuf, extra: &[&str], result: &PathBuf) -> (i32, String) {
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(scenario)
+        .args(["--seeds", "1..7", "--jobs", "2", "--result"])
+        .arg(result)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn merge(files: &[&PathBuf], result: Option<&PathBuf>) -> std::process::Output {
+    let mut command = Command::new(FATHOM);
+    command.arg("explore-merge").args(files);
+    if let Some(r) = result {
+        command.arg("--result").arg(r);
+    }
+    command.output().unwrap()
+}
+
+fn json(path: &PathBuf) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Issue 11 §4: two shards of a seed range, run separately and merged, give the result of one
+/// unsharded exploration (its violating seeds with replay commands, its anomaly totals); a
+/// merge of overlapping shards is refused and one of an incomplete set names what is missing.
+#[test]
+fn explore_shards_merge_into_the_unsharded_result() {
+    let scenario = strict_acks1_scenario("explore-shard");
+    let dir = scenario.parent().unwrap().to_path_buf();
+    let (whole, shard0, shard1, merged) = (
+        dir.join("whole.json"),
+        dir.join("shard-0.json"),
+        dir.join("shard-1.json"),
+        dir.join("merged.json"),
+    );
+    let (code, stdout) = explore_to_file(&scenario, &[], &whole);
+    assert_eq!(code, 1, "some seed of 1..7 loses writes: {stdout}");
+    for (shard, file) in [("0/2", &shard0), ("1/2", &shard1)] {
+        let (code, stdout) = explore_to_file(&scenario, &["--shard", shard], file);
+        assert!(code == 0 || code == 1, "{stdout}");
+    }
+    assert_eq!(json(&shard0)["seeds_run"], 3, "seeds 2, 4, 6");
+    let out = merge(&[&shard1, &shard0], Some(&merged));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(json(&merged), json(&whole));
+    let whole_json = json(&whole);
+    let violating = whole_json["violating"].as_array().unwrap();
+    assert!(!violating.is_empty());
+    assert!(violating[0]["replay"].as_str().unwrap().contains("--seed"));
+    assert!(violating[0]["bounds"][0] == "lost", "{whole_json}");
+
+    let overlap = merge(&[&shard0, &shard0], None);
+    assert_eq!(overlap.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&overlap.stderr).contains("overlap"));
+    let partial = merge(&[&shard1], None);
+    assert_eq!(partial.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&partial.stdout);
+    assert!(
+        stdout.contains("incomplete: shards 0/2 missing"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_shard_exits_2_with_the_reason() {
+    let out = Command::new(FATHOM)
+        .arg("explore")
+        .arg(repo("scenarios/quickstart.toml"))
+        .args(["--seeds", "1..3", "--shard", "2/2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--shard") && stderr.contains("below 2"),
+        "{stderr}"
+    );
+}
+
+/// `fathom bench-sim` runs and prints its columns; the figures themselves are never asserted
+/// (a benchmark, not a timed test).
+#[test]
+fn bench_sim_prints_speed_columns_and_seeds_per_hour() {
+    let quickstart = repo("scenarios/quickstart.toml");
+    let out = Command::new(FATHOM)
+        .arg("bench-sim")
+        .arg("--scenario")
+        .arg(&quickstart)
+        .args(["--seed", "2", "--explore-seeds", "2", "--jobs", "1"])
+        .arg("--explore-scenario")
+        .arg(&quickstart)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for column in [
+        "simulated_s",
+        "cpu_s",
+        "sim_per_cpu",
+        "events_per_cpu_s",
+        "wall_s",
+        "seeds per hour",
+    ] {
+        assert!(stdout.contains(column), "no {column}: {stdout}");
+    }
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("quickstart"))
+        .unwrap();
+    assert!(row.ends_with("PASS"), "{row}");
+}

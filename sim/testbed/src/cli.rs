@@ -1,14 +1,12 @@
 //! The `fathom` commands that need no production build: run, explore, check.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use fathom_history::{self as history, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
 use crate::harness::Harness;
+use crate::explore;
 use crate::run::{self, RunOutcome};
 use crate::scenario::write::ScenarioText;
 use crate::scenario::Scenario;
@@ -148,142 +146,174 @@ pub fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
-/// How `fathom explore` runs its seeds.
-#[derive(Debug, Clone)]
-pub struct ExploreOptions {
-    /// Seeds run at once (default: the number of cores).
-    pub jobs: Option<usize>,
-    /// Stop once this many seeds violated a bound.
-    pub stop_after: Option<u64>,
-    /// Real time one seed may take; a seed over it is listed and the exploration goes on.
-    pub seed_wall: std::time::Duration,
-}
+pub use crate::explore::ExploreOptions;
 
-/// What one explored seed found, when it found something.
-enum Finding {
-    Violated(Vec<crate::violation::Violation>),
-    OverWallTime(String),
-    Failed(String),
-}
-
-/// `fathom explore`.
-pub fn explore(path: &Path, seeds: &str, options: &ExploreOptions) -> u8 {
+/// `fathom explore`: the seeds of `seeds` in `shard` (every seed without one); prints each
+/// finding with its replay command, and with `result` writes the result as JSON.
+pub fn explore(
+    path: &Path,
+    seeds: &str,
+    shard: Option<&str>,
+    result_file: Option<&Path>,
+    options: &ExploreOptions,
+) -> u8 {
     let scenario = match load(path) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let range = match parse_seeds(seeds) {
-        Ok(r) => r,
+    let parsed = parse_seeds(seeds).and_then(|range| {
+        let shard = shard.map_or(Ok(explore::Shard::ALL), explore::Shard::parse)?;
+        Ok((range, shard))
+    });
+    let (range, shard) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let jobs = options
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let total = range.end - range.start;
-    let bar = indicatif::ProgressBar::new(total);
+    let bar = indicatif::ProgressBar::new(shard.len(range.clone()));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} seeds  {elapsed_precise}  {msg}",
         )
         .expect("a valid template"),
     );
-    let limits = run::RunLimits {
-        wall: Some(options.seed_wall),
-    };
-    let next = AtomicU64::new(range.start);
-    let violating = AtomicU64::new(0);
-    let stop_after = options.stop_after.unwrap_or(u64::MAX);
-    let findings: Mutex<Vec<(u64, Finding)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if violating.load(Ordering::Relaxed) >= stop_after {
-                    return;
-                }
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= range.end {
-                    return;
-                }
-                let finding = match run::run_with_limits(&scenario, seed, limits) {
-                    Ok(o) if o.violations.is_empty() => None,
-                    Ok(o) => {
-                        violating.fetch_add(1, Ordering::Relaxed);
-                        Some(Finding::Violated(o.violations))
-                    }
-                    Err(e @ run::RunError::WallTime { .. }) => {
-                        Some(Finding::OverWallTime(e.to_string()))
-                    }
-                    Err(e) => Some(Finding::Failed(e.to_string())),
-                };
-                if let Some(f) = finding {
-                    let mut all = findings.lock().expect("no thread panics holding it");
-                    all.push((seed, f));
-                    bar.set_message(format!("{} found", all.len()));
-                }
-                bar.inc(1);
-            });
+    let on_seed = |found: usize| {
+        if found > 0 {
+            bar.set_message(format!("{found} found"));
         }
-    });
+        bar.inc(1);
+    };
+    let result = explore::explore(&scenario, path, range, shard, options, &on_seed);
     bar.finish();
-    let mut findings = findings.into_inner().expect("threads joined");
-    findings.sort_by_key(|(seed, _)| *seed);
-    print_findings(path, &scenario.name, &findings, total, &next, range.end);
-    if findings.is_empty() {
+    print!("{}", result.text());
+    if let Some(file) = result_file {
+        if let Err(e) = write_json(file, &result) {
+            eprintln!("error: cannot write {}: {e}", file.display());
+            return EXIT_BAD_INPUT;
+        }
+        println!("wrote      {}", file.display());
+    }
+    if result.findings() == 0 {
         EXIT_OK
     } else {
         EXIT_VIOLATED
     }
 }
 
-fn print_findings(
-    path: &Path,
-    name: &str,
-    findings: &[(u64, Finding)],
-    total: u64,
-    next: &AtomicU64,
-    end: u64,
-) {
-    let mut out = std::io::stdout().lock();
-    let (mut violated, mut slow, mut failed) = (0, 0, 0);
-    for (seed, finding) in findings {
-        let why = match finding {
-            Finding::Violated(v) => {
-                violated += 1;
-                let texts: Vec<String> = v.iter().map(ToString::to_string).collect();
-                texts.join("; ")
+fn write_json<T: serde::Serialize>(file: &Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::fs::write(file, text)
+}
+
+/// `fathom explore-merge`: combines the result files of an exploration's shards, prints the
+/// combined report (and writes it as JSON with `result`). Exits 2 when the files do not belong
+/// together or shards are missing, else as `explore` would have.
+pub fn explore_merge(files: &[PathBuf], result_file: Option<&Path>) -> u8 {
+    let mut results = Vec::new();
+    for file in files {
+        let read = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+        match read {
+            Ok(r) => results.push((file.display().to_string(), r)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return EXIT_BAD_INPUT;
             }
-            Finding::OverWallTime(e) => {
-                slow += 1;
-                e.clone()
-            }
-            Finding::Failed(e) => {
-                failed += 1;
-                e.clone()
-            }
-        };
-        let _ = writeln!(out, "seed {seed}: {why}");
-        let _ = writeln!(
-            out,
-            "  replay: cargo run --release -- run {} --seed {seed}",
-            path.display()
-        );
-    }
-    let not_run = end.saturating_sub(next.load(Ordering::Relaxed));
-    let ran = total - not_run;
-    let _ = writeln!(
-        out,
-        "{violated} of {ran} seeds violated the bounds of {name}; {slow} over the wall-time \
-         limit; {failed} failed to run{}",
-        if not_run > 0 {
-            format!("; stopped early, {not_run} seeds not run")
-        } else {
-            String::new()
         }
-    );
+    }
+    let merged = match explore::merge(&results) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    print!("{}", merged.result.text());
+    if let Some(file) = result_file {
+        if let Err(e) = write_json(file, &merged.result) {
+            eprintln!("error: cannot write {}: {e}", file.display());
+            return EXIT_BAD_INPUT;
+        }
+        println!("wrote      {}", file.display());
+    }
+    if !merged.missing.is_empty() {
+        let missing: Vec<String> = merged
+            .missing
+            .iter()
+            .map(|s| format!("{}/{}", s.index, s.count))
+            .collect();
+        println!("incomplete: shards {} missing", missing.join(", "));
+        return EXIT_BAD_INPUT;
+    }
+    if merged.result.findings() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATED
+    }
+}
+
+/// What `fathom bench-sim` runs without `--scenario`: issue 11's standard scenario and the
+/// quickstart.
+pub const BENCH_SCENARIOS: [&str; 2] = ["scenarios/standard.toml", "scenarios/quickstart.toml"];
+
+/// What `fathom bench-sim` runs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenario files, each run once.
+    pub scenarios: Vec<PathBuf>,
+    /// The seed of every run (default: each scenario's own).
+    pub seed: Option<u64>,
+    /// Seeds of an exploration of `explore_scenario` to time, with `jobs` threads.
+    pub explore_seeds: Option<u64>,
+    pub explore_scenario: PathBuf,
+    pub jobs: usize,
+}
+
+/// `fathom bench-sim`: runs each scenario once and prints how fast the simulator ran it, then
+/// optionally times an exploration.
+pub fn bench_sim(options: &BenchOptions) -> u8 {
+    let mut runs = Vec::new();
+    for path in &options.scenarios {
+        let scenario = match load(path) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let seed = options.seed.unwrap_or(scenario.seed);
+        match crate::bench::measure(&scenario, seed) {
+            Ok(m) => runs.push(m),
+            Err(e) => {
+                eprintln!("error: {} seed {seed}: {e}", path.display());
+                return EXIT_VIOLATED;
+            }
+        }
+    }
+    let explored = match options.explore_seeds {
+        Some(seeds) => {
+            let scenario = match load(&options.explore_scenario) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let path = &options.explore_scenario;
+            Some(crate::bench::measure_explore(
+                &scenario,
+                path,
+                seeds,
+                options.jobs,
+            ))
+        }
+        None => None,
+    };
+    print!("{}", crate::bench::table(&runs, explored.as_ref()));
+    let failed = runs.iter().any(|m| !m.passed) || explored.is_some_and(|e| e.findings > 0);
+    if failed {
+        EXIT_VIOLATED
+    } else {
+        EXIT_OK
+    }
 }
 
 /// `fathom shrink`: shrinks a violating run's fault schedule, writes `RUN_DIR/shrunk.toml`

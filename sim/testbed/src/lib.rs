@@ -7,6 +7,8 @@
 //!   and disk into the driver (`fathom-driver`); the client processes are `fathom-workload`'s.
 //! - [`harness`]: turmoil or madsim; [`madsim_run`] (built with `--cfg madsim`) runs the same
 //!   driver and workload on madsim, with [`model_disk`] for its disk.
+//! - [`explore`]: many seeds on a few threads, shards of a seed range and their merge;
+//!   [`bench`]: the simulator's speed (`fathom bench-sim`).
 //! - [`shrink`]: delta debugging of a violating run's fault schedule.
 //! - [`swarm`]: per-seed draws of fault kinds, rates, timings and workload knobs.
 //! - [`violation`]: why a run fails; [`liveness`]: the bound on recovery after the final heal.
@@ -15,10 +17,12 @@
 //!   charts for reports; [`experiment`]: sweeps, verdicts and the claims index.
 //! - [`cli`]: the simulator's `fathom` commands (the binary is the `fathom` crate in `sim/cli`).
 
+pub mod bench;
 pub mod chart;
 pub mod cli;
 pub mod consumption;
 pub mod experiment;
+pub mod explore;
 pub mod fault_log;
 pub mod faults;
 pub mod groups;

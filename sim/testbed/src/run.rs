@@ -98,6 +98,10 @@ pub(crate) struct SimObserver {
     snapshot_taken: bool,
     /// This incarnation's `Broker::leader_conflicts` already added to the view.
     conflicts_counted: u64,
+    /// Per replica, in `Broker::replicas` order: its partition, high watermark and led epoch
+    /// when last observed. The observer runs after every input; a replica whose two figures
+    /// did not move has nothing new to record in the view.
+    seen: Vec<(TopicPartition, u64, Option<u64>)>,
 }
 
 impl BrokerObserver for SimObserver {
@@ -160,18 +164,35 @@ impl BrokerObserver for SimObserver {
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
-        for r in broker.replicas() {
+        for (i, r) in broker.replicas().enumerate() {
             let tp = r.partition();
+            let hw = r.high_watermark();
+            let leads = r.is_leader().then_some(r.term());
+            let unchanged = self
+                .seen
+                .get(i)
+                .is_some_and(|(t, h, l)| t == tp && *h == hw && *l == leads);
+            if unchanged {
+                // The high watermark timeline only grows and the leading set is this broker's
+                // own to change, so both hold what they did. `leaders` is written again: a
+                // second leader of the same epoch (a leader conflict) may have taken it.
+                if let Some(epoch) = leads {
+                    record_leader(&mut view.leaders, tp, epoch, broker.id());
+                }
+                continue;
+            }
+            match self.seen.get_mut(i) {
+                Some(seen) => *seen = (tp.clone(), hw, leads),
+                None => self.seen.push((tp.clone(), hw, leads)),
+            }
             if tp.topic != OFFSETS_TOPIC {
-                let timeline = view.probes.high_watermarks.entry(tp.clone()).or_default();
-                let hw = r.high_watermark();
+                let timeline = slot(&mut view.probes.high_watermarks, tp);
                 if timeline.last().is_none_or(|&(_, last)| hw > last) {
                     timeline.push((sim_now_ns(), hw));
                 }
             }
             let led = self.leading.get(tp).copied();
-            let leads = r.is_leader().then_some(r.term());
-            let leading = view.leading.entry(tp.clone()).or_default();
+            let leading = slot(&mut view.leading, tp);
             if leads.is_some() {
                 leading.insert(broker.id());
             } else {
@@ -193,10 +214,7 @@ impl BrokerObserver for SimObserver {
                 };
             }
             if let Some(epoch) = leads {
-                let entry = view.leaders.entry(tp.clone()).or_insert((0, broker.id()));
-                if epoch >= entry.0 {
-                    *entry = (epoch, broker.id());
-                }
+                record_leader(&mut view.leaders, tp, epoch, broker.id());
             }
         }
         if view.snapshot_wanted && !self.snapshot_taken {
@@ -232,6 +250,31 @@ impl BrokerObserver for SimObserver {
                     .insert(broker.id(), snap);
             }
         }
+    }
+}
+
+/// `map[tp]`, inserted empty if absent. The observer looks at every replica after every
+/// input; `entry(tp.clone())` would copy the topic name each time.
+fn slot<'m, V: Default>(
+    map: &'m mut BTreeMap<TopicPartition, V>,
+    tp: &TopicPartition,
+) -> &'m mut V {
+    if !map.contains_key(tp) {
+        map.insert(tp.clone(), V::default());
+    }
+    map.get_mut(tp).expect("present: inserted above")
+}
+
+/// Records `id` as the leader of `tp` in `epoch` unless a later epoch's leader is known.
+fn record_leader(
+    leaders: &mut BTreeMap<TopicPartition, (u64, NodeId)>,
+    tp: &TopicPartition,
+    epoch: u64,
+    id: NodeId,
+) {
+    let entry = slot(leaders, tp);
+    if epoch >= entry.0 {
+        *entry = (epoch, id);
     }
 }
 
@@ -864,6 +907,8 @@ impl BrokerSoftware {
         }
         // A restarted broker holds no push subscriptions: its last incarnation's count is void.
         view.borrow_mut().probes.push_state.remove(&id);
+        // Nor share state, until it leads again.
+        view.borrow_mut().probes.share_records.remove(&id);
         let disk = make_disk()?;
         let mut observer = SimObserver {
             id,
@@ -871,6 +916,7 @@ impl BrokerSoftware {
             trace: trace.clone(),
             leading: BTreeMap::new(),
             snapshot_taken: false,
+            seen: Vec::new(),
             conflicts_counted: 0,
         };
         let listen = format!("0.0.0.0:{BROKER_PORT}");

@@ -85,6 +85,9 @@ pub struct Segment {
     len_bytes: u64,
     end_offset: u64,
     index: OffsetIndex,
+    /// The last batch's header. Replication asks for the epoch at the log's end on every
+    /// append and acknowledgement; this answers without scanning from the index.
+    last_batch: Option<BatchSpan>,
     /// Set when a truncation or recovery left this segment last: later appends go to a new
     /// segment rather than into a file that stale bytes or files may follow after a crash
     /// (see `PartitionLog`).
@@ -116,6 +119,7 @@ impl Segment {
             len_bytes: 0,
             end_offset: base_offset,
             index: OffsetIndex::new(),
+            last_batch: None,
             sealed: false,
         }
     }
@@ -188,6 +192,13 @@ impl Segment {
             }
             self.len_bytes += h.total_bytes() as u64;
             self.end_offset = end_offset;
+            self.last_batch = Some(BatchSpan {
+                position,
+                len_bytes: h.total_bytes() as u64,
+                base_offset: h.base_offset,
+                end_offset,
+                leader_epoch: h.leader_epoch,
+            });
         }
         assert_eq!(
             self.len_bytes - chunk_position,
@@ -206,6 +217,14 @@ impl Segment {
     /// The batch starting at byte `position`, which must be a batch start below `len_bytes()`,
     /// and its bytes.
     pub fn batch_at(&self, position: u64) -> (BatchSpan, Bytes) {
+        let (chunk, start, span) = self.span_at(position);
+        let bytes = chunk.bytes.slice(start..start + span.len_bytes as usize);
+        (span, bytes)
+    }
+
+    /// The header of the batch starting at byte `position` (as [`Segment::batch_at`]), with
+    /// its chunk and its start within the chunk, without taking its bytes.
+    fn span_at(&self, position: u64) -> (&Chunk, usize, BatchSpan) {
         assert!(
             position < self.len_bytes,
             "{}: position past the end",
@@ -213,22 +232,46 @@ impl Segment {
         );
         let chunk = &self.chunks[self.chunks.partition_point(|c| c.position <= position) - 1];
         let start = (position - chunk.position) as usize;
-        let span = peek_span(position, &chunk.bytes[start..]);
-        let bytes = chunk.bytes.slice(start..start + span.len_bytes as usize);
-        (span, bytes)
+        (chunk, start, peek_span(position, &chunk.bytes[start..]))
     }
 
     /// Batches from the one starting at byte `position` to the end of the segment.
     pub fn batches_from(&self, position: u64) -> impl Iterator<Item = (BatchSpan, Bytes)> + '_ {
+        self.walk_from(position).map(|(chunk, start, span)| {
+            let bytes = chunk.bytes.slice(start..start + span.len_bytes as usize);
+            (span, bytes)
+        })
+    }
+
+    /// The batches from the one starting at byte `position` as `(chunk, start in the chunk,
+    /// header)`, stepping from chunk to chunk rather than searching for each batch's chunk.
+    fn walk_from(&self, position: u64) -> impl Iterator<Item = (&Chunk, usize, BatchSpan)> + '_ {
         let mut next = position;
+        // The chunks cover the segment's bytes end to end, so a position below `len_bytes`
+        // lies in one of them.
+        let mut c = self
+            .chunks
+            .partition_point(|c| c.position <= position)
+            .saturating_sub(1);
         std::iter::from_fn(move || {
             if next >= self.len_bytes {
                 return None;
             }
-            let (span, bytes) = self.batch_at(next);
+            while self.chunks[c].position + self.chunks[c].bytes.len() as u64 <= next {
+                c += 1;
+            }
+            let chunk = &self.chunks[c];
+            let start = (next - chunk.position) as usize;
+            let span = peek_span(next, &chunk.bytes[start..]);
             next += span.len_bytes;
-            Some((span, bytes))
+            Some((chunk, start, span))
         })
+    }
+
+    /// The headers of [`Segment::batches_from`]: a scan that needs no bytes takes none (a
+    /// `Bytes` slice is a reference count up and down per batch).
+    fn spans_from(&self, position: u64) -> impl Iterator<Item = BatchSpan> + '_ {
+        self.walk_from(position).map(|(_, _, span)| span)
     }
 
     /// The first batch that ends after `offset`: the one holding `offset`, or the segment's
@@ -240,10 +283,12 @@ impl Segment {
         if offset >= self.end_offset {
             return None;
         }
+        if let Some(last) = self.last_batch.filter(|l| l.base_offset <= offset) {
+            return Some(last);
+        }
         // Below `end_offset`, so within the range `can_address` admitted.
         let relative_offset = offset.saturating_sub(self.base_offset) as u32;
-        self.batches_from(self.index.lookup(relative_offset))
-            .map(|(span, _)| span)
+        self.spans_from(self.index.lookup(relative_offset))
             .find(|span| span.end_offset > offset)
     }
 
@@ -258,13 +303,13 @@ impl Segment {
             );
             return self.len_bytes;
         }
-        let position = if offset <= self.base_offset {
+        let (position, last_batch) = if offset <= self.base_offset {
             assert_eq!(
                 offset, self.base_offset,
                 "{}: truncating below the base",
                 self.path
             );
-            0
+            (0, None)
         } else {
             let span = self.find(offset).expect("offset is below end_offset");
             assert_eq!(
@@ -272,8 +317,10 @@ impl Segment {
                 "{}: truncation point {offset} is inside a batch",
                 self.path
             );
-            span.position
+            // The batch ending at `offset` holds `offset - 1`.
+            (span.position, self.find(offset - 1))
         };
+        self.last_batch = last_batch;
         let keep = self.chunks.partition_point(|c| c.position < position);
         self.chunks.truncate(keep);
         if let Some(last) = self.chunks.last_mut() {
@@ -330,6 +377,37 @@ mod tests {
         assert_eq!(span.end_offset, h.end_offset());
         assert_eq!(span.leader_epoch, h.leader_epoch);
         assert_eq!(span.len_bytes, h.total_bytes() as u64);
+    }
+
+    /// The cached last batch answers `find` as the scan from the index would, also after
+    /// truncations.
+    #[test]
+    fn find_agrees_with_a_full_scan_after_appends_and_truncations() {
+        let mut s = Segment::new("t-0", 100);
+        let mut offset = 100;
+        let mut ends = Vec::new();
+        for n in 1..=20 {
+            let (b, h) = stamped(offset, n % 3 + 1, n as u64 / 4);
+            offset = h.end_offset();
+            ends.push(offset);
+            s.push_chunk(b, &[h], 150);
+        }
+        let scan = |s: &Segment, o: u64| {
+            s.spans_from(0)
+                .find(|span| span.end_offset > o)
+                .filter(|_| o < s.end_offset())
+        };
+        for cut in [ends[15], ends[7], ends[0], 100] {
+            for o in 95..offset + 2 {
+                assert_eq!(s.find(o), scan(&s, o), "offset {o} with the end at {cut}");
+            }
+            s.truncate_to(cut);
+            assert_eq!(s.end_offset(), cut);
+        }
+        assert_eq!(s.last_batch, None);
+        let (b, h) = stamped(100, 2, 7);
+        s.push_chunk(b, &[h], 150);
+        assert_eq!(s.find(101).map(|l| l.leader_epoch), Some(7));
     }
 
     #[test]

@@ -84,8 +84,10 @@ fn every_scenario_file_parses_and_validates() {
         );
         let stem = path.file_stem().unwrap().to_str().unwrap();
         assert_eq!(scenario.name, stem, "{}: name matches file", path.display());
+        // Issue 11's benchmark scenario is 60 s + 10 s by its definition; its test runs one seed.
+        let long_by_definition = stem == "standard";
         assert!(
-            scenario.duration_s <= 20.0 && scenario.settle_s <= 15.0,
+            long_by_definition || (scenario.duration_s <= 20.0 && scenario.settle_s <= 15.0),
             "{stem}: keep runs short"
         );
         names.push(stem.to_string());
