@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use fathom_history::{self as history, EventType, HistoryWriter, Op};
 
 use crate::experiment::{self, index, Experiment};
-use crate::harness::Harness;
 use crate::explore;
+use crate::harness::Harness;
 use crate::run::{self, RunOutcome};
 use crate::scenario::write::ScenarioText;
 use crate::scenario::Scenario;

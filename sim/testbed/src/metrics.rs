@@ -67,7 +67,10 @@ impl Probes {
     /// Broker `id` holds `records` share records in flight; the peak over the cluster follows.
     pub fn observe_share_state(&mut self, id: NodeId, records: u64) {
         self.share_records.insert(id, records);
-        let total = self.share_records.values().fold(0u64, |a, &r| a.saturating_add(r));
+        let total = self
+            .share_records
+            .values()
+            .fold(0u64, |a, &r| a.saturating_add(r));
         self.share_records_peak = self.share_records_peak.max(total);
     }
 }
