@@ -306,14 +306,7 @@ impl ShareApp<'_> {
                 acks,
                 refused,
             } => {
-                for kind in AckKind::ALL {
-                    let done: Vec<u64> = acks
-                        .iter()
-                        .filter(|(_, k)| *k == kind)
-                        .map(|(o, _)| *o)
-                        .collect();
-                    self.outcome(&partition, kind, &done, EventType::Ok, None);
-                }
+                self.outcomes(&partition, &acks, EventType::Ok, None);
                 for (offset, error) in refused {
                     let asked = self.asked.get(&(partition.clone(), offset)).copied();
                     let kind = asked.unwrap_or(AckKind::Accept);
@@ -331,21 +324,26 @@ impl ShareApp<'_> {
                 acks,
                 error,
             } => {
-                for kind in AckKind::ALL {
-                    let done: Vec<u64> = acks
-                        .iter()
-                        .filter(|(_, k)| *k == kind)
-                        .map(|(o, _)| *o)
-                        .collect();
-                    self.outcome(
-                        &partition,
-                        kind,
-                        &done,
-                        EventType::Info,
-                        Some(error.clone()),
-                    );
-                }
+                self.outcomes(&partition, &acks, EventType::Info, Some(error));
             }
+        }
+    }
+
+    /// Records the outcome of `acks`, one line per verdict.
+    fn outcomes(
+        &mut self,
+        tp: &TopicPartition,
+        acks: &[(u64, AckKind)],
+        event: EventType,
+        error: Option<String>,
+    ) {
+        for kind in AckKind::ALL {
+            let done: Vec<u64> = acks
+                .iter()
+                .filter(|(_, k)| *k == kind)
+                .map(|(o, _)| *o)
+                .collect();
+            self.outcome(tp, kind, &done, event, error.clone());
         }
     }
 
