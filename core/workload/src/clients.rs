@@ -411,15 +411,7 @@ impl ConsumerProcess {
     async fn run_group<N: Net>(&self, member: MemberConfig) -> ProcessResult {
         let now = Duration::from_nanos(self.trace.borrow().now_ns());
         pay(self.start_at.saturating_sub(now)).await;
-        let mut actions: Vec<(Duration, MemberAction)> = self.actions.clone();
-        for &t in &self.spec.restart_at_s {
-            let crash = MemberAction::Crash {
-                restart_after: Some(Duration::ZERO),
-            };
-            actions.push((Duration::from_secs_f64(t), crash));
-        }
-        actions.sort_by_key(|(at, _)| *at);
-        let mut actions: std::collections::VecDeque<_> = actions.into();
+        let mut actions = self.member_actions();
         let mut restarts = 0;
         loop {
             let name = restarted_process_name(&self.spec.name, self.instance, restarts);
@@ -439,6 +431,20 @@ impl ConsumerProcess {
             }
             restarts += 1;
         }
+    }
+
+    /// The membership faults of this instance in time order, a `restart_at_s` being a crash
+    /// with an immediate restart.
+    fn member_actions(&self) -> std::collections::VecDeque<(Duration, MemberAction)> {
+        let mut actions: Vec<(Duration, MemberAction)> = self.actions.clone();
+        for &t in &self.spec.restart_at_s {
+            let crash = MemberAction::Crash {
+                restart_after: Some(Duration::ZERO),
+            };
+            actions.push((Duration::from_secs_f64(t), crash));
+        }
+        actions.sort_by_key(|(at, _)| *at);
+        actions.into()
     }
 
     /// One process of a group member (issue 8): the group assigns its partitions. It records

@@ -1306,10 +1306,7 @@ impl Broker {
                 // The coordinator's state moved on; whether the snapshot commits is unknown,
                 // and the member asks again.
                 WaiterKind::Group { .. } => Response::Group(Err(ErrorCode::RequestTimedOut)),
-                WaiterKind::ShareFetch(_) => Response::ShareFetch(Ok(ShareFetchOk {
-                    batches: Vec::new(),
-                    acquired: Vec::new(),
-                })),
+                WaiterKind::ShareFetch(_) => Response::ShareFetch(Ok(ShareFetchOk::empty())),
                 WaiterKind::ShareCommit { ref response, .. } => {
                     share_refusal(response, ErrorCode::RequestTimedOut)
                 }

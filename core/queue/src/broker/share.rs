@@ -102,10 +102,7 @@ impl Broker {
                 );
                 None
             }
-            Ok(None) if deadline <= now || full => Some(Ok(ShareFetchOk {
-                batches: Vec::new(),
-                acquired: Vec::new(),
-            })),
+            Ok(None) if deadline <= now || full => Some(Ok(ShareFetchOk::empty())),
             Ok(None) => {
                 let kind = WaiterKind::ShareFetch(Box::new(wait));
                 self.add_waiter(

@@ -267,6 +267,16 @@ pub struct ShareFetchOk {
     pub acquired: Vec<Acquired>,
 }
 
+impl ShareFetchOk {
+    /// A fetch that acquired nothing.
+    pub fn empty() -> ShareFetchOk {
+        ShareFetchOk {
+            batches: Vec::new(),
+            acquired: Vec::new(),
+        }
+    }
+}
+
 /// The acknowledgements of a [`Request::ShareAcknowledge`] not in `refused` are committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareAcknowledgeOk {

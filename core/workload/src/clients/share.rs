@@ -55,15 +55,7 @@ impl ConsumerProcess {
     pub(super) async fn run_share<N: Net>(&self) -> ProcessResult {
         let now = Duration::from_nanos(self.trace.borrow().now_ns());
         pay(self.start_at.saturating_sub(now)).await;
-        let mut actions: Vec<(Duration, MemberAction)> = self.actions.clone();
-        for &t in &self.spec.restart_at_s {
-            let crash = MemberAction::Crash {
-                restart_after: Some(Duration::ZERO),
-            };
-            actions.push((Duration::from_secs_f64(t), crash));
-        }
-        actions.sort_by_key(|(at, _)| *at);
-        let mut actions: VecDeque<_> = actions.into();
+        let mut actions = self.member_actions();
         for restarts in 0.. {
             let name = restarted_process_name(&self.spec.name, self.instance, restarts);
             match self.share_incarnation::<N>(&name, &mut actions).await {
@@ -140,10 +132,9 @@ impl ConsumerProcess {
         }
     }
 
-    /// Copies `r` to the dead-letter topic with acks=all as `{id}@dlq` ([`DEAD_LETTER_SUFFIX`];
-    /// a send in the history
-    /// like any other, read back by the final read), waiting at most half the record's lock;
-    /// whether it was acknowledged.
+    /// Copies `r` to the dead-letter topic with acks=all as `{id}@dlq` ([`DEAD_LETTER_SUFFIX`]):
+    /// a send in the history like any other, read back by the final read. Waits at most half
+    /// the record's lock; returns whether the copy was acknowledged.
     async fn dead_letter<N: Net>(
         &self,
         name: &str,
