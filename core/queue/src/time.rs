@@ -65,3 +65,39 @@ impl fmt::Debug for Instant {
 pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
     deadlines.into_iter().flatten().min()
 }
+
+/// A `[min, max]` pair of milliseconds, as configurations write a jittered wait; serde refuses
+/// a pair that is not ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<u64>")]
+pub struct MillisRange {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl MillisRange {
+    pub fn min(&self) -> Duration {
+        Duration::from_millis(self.min_ms)
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_millis(self.max_ms)
+    }
+}
+
+impl TryFrom<Vec<u64>> for MillisRange {
+    type Error = String;
+
+    fn try_from(pair: Vec<u64>) -> Result<MillisRange, String> {
+        match pair[..] {
+            [min_ms, max_ms] if min_ms <= max_ms => Ok(MillisRange { min_ms, max_ms }),
+            [min_ms, max_ms] => Err(format!(
+                "min ({min_ms}) is above max ({max_ms}); write [min, max]"
+            )),
+            _ => Err(format!(
+                "expected [min, max] (two integers), got {} values",
+                pair.len()
+            )),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! and `std::fs` plugged into the driver's seams.
 
 use std::cell::RefCell;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +16,7 @@ use fathom_driver::production::{StdDisk, TokioNet};
 use fathom_driver::{run_broker, ClientIo, Clock, NoObserver, Unmetered};
 use fathom_history::HistoryWriter;
 use fathom_queue::broker::BrokerLimits;
-use fathom_queue::client::{Consumer, ConsumerConfig};
+use fathom_queue::client::{Consumer, ConsumerConfig, ProducerConfig};
 use fathom_queue::config::ClusterConfig;
 use fathom_queue::ids::{NodeId, TopicPartition};
 use fathom_queue::rng::Rng;
@@ -52,8 +53,8 @@ pub enum Command {
         cluster: ClusterArgs,
         #[arg(long)]
         topic: String,
-        #[arg(long, default_value_t = 1000)]
-        count: u64,
+        #[arg(long, default_value = "1000")]
+        count: NonZeroU64,
         #[arg(long, default_value = "all", value_parser = acks_parser())]
         acks: Acks,
         #[arg(long, default_value_t = 200.0)]
@@ -252,7 +253,7 @@ fn mode_parser() -> impl TypedValueParser<Value = ProducerMode> {
 fn produce(
     cluster: &ClusterArgs,
     topic: String,
-    count: u64,
+    count: NonZeroU64,
     acks: Acks,
     rate_per_s: f64,
     mode: ProducerMode,
@@ -273,9 +274,12 @@ fn produce(
         name: name.clone(),
         topic,
         mode,
-        acks,
         rate_per_s,
         messages: count,
+        client: ProducerConfig {
+            acks,
+            ..ProducerConfig::default()
+        },
         ..ProducerSpec::default()
     };
     let trace: SharedTrace = Rc::new(RefCell::new(Trace::with_clock(wall_clock_ns)));

@@ -114,13 +114,14 @@ impl ProducerProcess {
         let mut producer = Producer::new(config, self.cluster.brokers.clone(), rng.fork(1));
         let mut io = ClientIo::<N>::new(self.name.clone(), &self.cluster.brokers)
             .with_resources(self.resources.clone());
-        let value = Bytes::from(vec![b'x'; spec.message_bytes as usize]);
+        let value = Bytes::from(vec![b'x'; spec.message_bytes.get() as usize]);
         let interval = Duration::from_secs_f64(1.0 / spec.rate_per_s);
         let stop = deadline_at(&self.trace, io.now(), self.stop_at);
         // Every send resolves within the delivery timeout plus one request timeout.
-        let give_up = stop
-            + Duration::from_millis(spec.delivery_timeout_ms + spec.request_timeout_ms)
-            + Duration::from_secs(1);
+        let give_up =
+            stop + Duration::from_millis(
+                spec.client.delivery_timeout_ms + spec.client.request_timeout_ms,
+            ) + Duration::from_secs(1);
         let mut next_send = io.now();
         let mut sent: u64 = 0;
         let mut outstanding: u64 = 0;
@@ -140,7 +141,7 @@ impl ProducerProcess {
             if spec.connect_per_send && outstanding == 0 {
                 io.close_idle();
             }
-            let may_send = sent < spec.messages
+            let may_send = sent < spec.messages.get()
                 && now < stop
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
@@ -184,7 +185,7 @@ impl ProducerProcess {
                     }
                 }
             }
-            let done_sending = sent >= spec.messages || now >= stop;
+            let done_sending = sent >= spec.messages.get() || now >= stop;
             if (done_sending && outstanding == 0) || now >= give_up {
                 // Like a producer's close(): what was handed to the network goes out.
                 io.drain(&mut producer, give_up).await;

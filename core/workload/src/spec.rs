@@ -2,6 +2,7 @@
 //! scenario and the production commands' options, read by serde and run by [`crate::clients`].
 
 use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
 use fathom_queue::client::{ConsumerConfig, Delivery, ProducerConfig, ShareConsumerConfig};
@@ -9,7 +10,6 @@ use fathom_queue::group::assignor::Assignor;
 use fathom_queue::group::classic::RebalanceKind;
 use fathom_queue::group::member::{MemberConfig, MemberProtocol, REBALANCE_INTERVAL_MS_DEFAULT};
 pub use fathom_queue::log::batch::Compression;
-use fathom_queue::protocol::Acks;
 use fathom_queue::share::ShareSettings;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -30,40 +30,7 @@ pub fn restarted_process_name(base: &str, instance: u32, restarts: u32) -> Strin
     }
 }
 
-/// A `[min, max]` pair of milliseconds, checked to be ordered when read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "Vec<u64>")]
-pub struct MillisRange {
-    pub min_ms: u64,
-    pub max_ms: u64,
-}
-
-impl MillisRange {
-    pub fn min(&self) -> Duration {
-        Duration::from_millis(self.min_ms)
-    }
-
-    pub fn max(&self) -> Duration {
-        Duration::from_millis(self.max_ms)
-    }
-}
-
-impl TryFrom<Vec<u64>> for MillisRange {
-    type Error = String;
-
-    fn try_from(pair: Vec<u64>) -> Result<MillisRange, String> {
-        match pair[..] {
-            [min_ms, max_ms] if min_ms <= max_ms => Ok(MillisRange { min_ms, max_ms }),
-            [min_ms, max_ms] => Err(format!(
-                "min ({min_ms}) is above max ({max_ms}); write [min, max]"
-            )),
-            _ => Err(format!(
-                "expected [min, max] (two integers), got {} values",
-                pair.len()
-            )),
-        }
-    }
-}
+pub use fathom_queue::time::MillisRange;
 
 /// How a producer instance waits for its sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -260,89 +227,54 @@ impl ConsumerProtocol {
 }
 
 /// One `[[producers]]` table: `instances` identical processes named `{name}-0`, `{name}-1`, ...
+///
+/// The table holds two kinds of field side by side: the workload's own, below, and the
+/// producer state machine's settings, which are [`ProducerConfig`]'s fields under their own
+/// names and defaults (`acks`, `linger_ms`, `in_flight_max`, ...). serde reads the first kind
+/// into this struct and the second into [`ProducerSpec::client`] from the same table (the
+/// simulator's scenario loader does both and refuses a key that neither knows).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ProducerSpec {
     pub name: String,
-    pub instances: u32,
+    pub instances: NonZeroU32,
     pub topic: String,
     pub mode: ProducerMode,
-    /// `"0"`, `"1"` or `"all"` (integers 0 and 1 and `-1` for all are accepted too).
-    #[serde(deserialize_with = "deserialize_acks")]
-    pub acks: Acks,
     /// Sends started per second per instance: an upper bound, a sync producer also waits for
     /// each outcome.
     pub rate_per_s: f64,
     /// Messages per instance; the instance stops after these or at the end of `duration_s`.
-    pub messages: u64,
-    pub message_bytes: u32,
+    pub messages: NonZeroU64,
+    pub message_bytes: NonZeroU32,
     pub partitioner: Partitioner,
-    pub linger_ms: u64,
-    pub batch_bytes_max: u32,
-    pub in_flight_max: u32,
-    pub retries_max: u32,
-    /// Backoff before a retry, jittered between min and max from the seed.
-    pub retry_backoff_ms: MillisRange,
-    pub request_timeout_ms: u64,
-    /// How long a send may take in all, retries included, before it is reported failed.
-    pub delivery_timeout_ms: u64,
-    /// Bytes of messages the producer holds (batching, queued, in flight).
-    pub buffer_bytes_max: u64,
     /// How long `send` blocks on a full buffer before it fails (Kafka's `max.block.ms`).
     pub max_block_ms: u64,
     /// Open a new connection for every send and close it after the outcome (sync mode only):
     /// what a client without long-lived connections pays (claim P1).
     pub connect_per_send: bool,
-    /// The idempotent producer (needs `acks = "all"` and `in_flight_max <= 5`).
-    pub idempotence: bool,
-    /// A batch closes when it holds this many messages.
-    pub batch_records_max: u32,
-    pub compression: Compression,
-    /// Connections from each instance to each broker, partitions spread over them.
-    pub connections_per_broker: u16,
+    /// The producer's own settings, from the same table.
+    #[serde(skip)]
+    pub client: ProducerConfig,
 }
 
 impl Default for ProducerSpec {
     /// Defaults for the optional fields; `name` and `topic` are required (checked by validation).
-    /// Every setting of the producer state machine takes [`ProducerConfig::default`], the one set
-    /// of client defaults; only the workload's own fields (instances, mode, rate, messages,
-    /// message size, partitioner choice, connect per send) have theirs here.
+    /// The producer's settings take [`ProducerConfig::default`], the one set of client defaults.
     fn default() -> Self {
-        let client = ProducerConfig::default();
         ProducerSpec {
             name: String::new(),
-            instances: 1,
+            instances: NonZeroU32::MIN,
             topic: String::new(),
             mode: ProducerMode::default(),
-            acks: client.acks,
             rate_per_s: 100.0,
-            messages: 1000,
-            message_bytes: 100,
+            messages: NonZeroU64::new(1000).expect("not zero"),
+            message_bytes: NonZeroU32::new(100).expect("not zero"),
             partitioner: Partitioner::default(),
-            linger_ms: client.linger_ms,
-            batch_bytes_max: narrow(client.batch_bytes_max),
-            in_flight_max: narrow(client.in_flight_max),
-            retries_max: client.retries_max,
-            retry_backoff_ms: MillisRange {
-                min_ms: client.retry_backoff_min_ms,
-                max_ms: client.retry_backoff_max_ms,
-            },
-            request_timeout_ms: client.request_timeout_ms,
-            delivery_timeout_ms: client.delivery_timeout_ms,
-            buffer_bytes_max: client.buffer_bytes_max as u64,
             max_block_ms: 60_000,
             connect_per_send: false,
-            idempotence: client.enable_idempotence,
-            batch_records_max: narrow(client.batch_records_max),
-            compression: client.compression,
-            connections_per_broker: client.connections_per_broker,
+            client: ProducerConfig::default(),
         }
     }
-}
-
-/// A core default (a `usize` limit) as the scenario's `u32` field; the core's defaults are small.
-fn narrow(default: usize) -> u32 {
-    u32::try_from(default).expect("a client default fits in u32")
 }
 
 impl Partitioner {
@@ -359,34 +291,19 @@ impl Partitioner {
 }
 
 impl ProducerSpec {
-    /// The producer state machine's configuration for this table: the scenario's names and
-    /// defaults, with the attempt journal on. Fields the table does not set (metadata refresh
-    /// backoff) keep [`ProducerConfig`]'s defaults.
+    /// The producer state machine's configuration for this table: its settings, with the
+    /// attempt journal on and the partitioner the workload's choice implies.
     pub fn producer_config(&self) -> ProducerConfig {
         ProducerConfig {
-            acks: self.acks,
-            linger_ms: self.linger_ms,
-            batch_bytes_max: self.batch_bytes_max as usize,
-            in_flight_max: self.in_flight_max as usize,
-            retries_max: self.retries_max,
-            retry_backoff_min_ms: self.retry_backoff_ms.min_ms,
-            retry_backoff_max_ms: self.retry_backoff_ms.max_ms,
-            request_timeout_ms: self.request_timeout_ms,
-            delivery_timeout_ms: self.delivery_timeout_ms,
-            buffer_bytes_max: self.buffer_bytes_max as usize,
-            enable_idempotence: self.idempotence,
             attempt_events: true,
-            batch_records_max: self.batch_records_max as usize,
-            compression: self.compression,
-            connections_per_broker: self.connections_per_broker,
             partitioner: self.partitioner.producer_partitioner(),
-            ..ProducerConfig::default()
+            ..self.client.clone()
         }
     }
 
     /// Host names of the instances, in instance order.
     pub fn process_names(&self) -> Vec<String> {
-        (0..self.instances)
+        (0..self.instances.get())
             .map(|i| process_name(&self.name, i))
             .collect()
     }
@@ -666,32 +583,6 @@ impl ConsumerSpec {
             .flat_map(|i| self.incarnation_names(i))
             .collect()
     }
-}
-
-fn deserialize_acks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Acks, D::Error> {
-    struct AcksVisitor;
-    impl Visitor<'_> for AcksVisitor {
-        type Value = Acks;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(r#"one of "0", "1", "all""#)
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Acks, E> {
-            s.parse().map_err(E::custom)
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Acks, E> {
-            Acks::from_name(&n.to_string())
-                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Acks, E> {
-            Acks::from_name(&n.to_string())
-                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
-        }
-    }
-    deserializer.deserialize_any(AcksVisitor)
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ impl Metrics {
         throughput.offered_per_s = scenario
             .producers
             .iter()
-            .map(|p| p.rate_per_s * f64::from(p.instances))
+            .map(|p| p.rate_per_s * f64::from(p.instances.get()))
             .sum();
         Metrics {
             throughput,
@@ -571,7 +571,7 @@ impl MessageBytes {
         let mut m = BTreeMap::new();
         for p in &scenario.producers {
             for name in p.process_names() {
-                m.insert(name, p.message_bytes as u64);
+                m.insert(name, u64::from(p.message_bytes.get()));
             }
         }
         MessageBytes(m)

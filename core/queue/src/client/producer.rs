@@ -50,9 +50,11 @@
 //! an error such as `RequestTimedOut` or `LeaderChanged` makes the outcome unknown for good.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 
 use crate::broker::producer_state::PRODUCER_BATCHES_RETAINED;
 use crate::config::BrokerAddr;
@@ -60,7 +62,7 @@ use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, Compression, NewRecord};
 use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, ProducerIdentity, Request, Response};
 use crate::rng::Rng;
-use crate::time::{earliest, Instant};
+use crate::time::{earliest, Instant, MillisRange};
 
 use super::metadata::{Metadata, MetadataConfig};
 use super::partitioner::{Partitioner, PartitionerState};
@@ -73,7 +75,12 @@ pub const UNPARTITIONED_RECORDS_MAX: usize = 10_000;
 
 /// Default of [`ProducerConfig::batch_records_max`]: more than a batch within the broker's
 /// default `batch_bytes_max` of 1 MiB can hold, so only a byte limit cuts batches by default.
-pub const BATCH_RECORDS_MAX_DEFAULT: usize = 1 << 16;
+pub const BATCH_RECORDS_MAX_DEFAULT: NonZeroU32 = NonZeroU32::new(1 << 16).expect("not zero");
+
+/// Default of [`ProducerConfig::in_flight_max`]: Kafka's
+/// `max.in.flight.requests.per.connection`, and the most idempotence allows.
+pub const IN_FLIGHT_MAX_DEFAULT: NonZeroUsize =
+    NonZeroUsize::new(PRODUCER_BATCHES_RETAINED).expect("not zero");
 
 /// The partition reported for a record that failed before a partition was chosen for it (its
 /// topic's partition count never became known).
@@ -82,8 +89,15 @@ pub const UNKNOWN_PARTITION: u32 = u32::MAX;
 /// The error text of every record sent with `acks = None`.
 pub const ACKS_NONE_ERROR: &str = "acks=0: no acknowledgement";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The producer's settings. This is also the client half of a scenario's `[[producers]]` table:
+/// serde reads it with these names (`enable_idempotence` is spelt `idempotence` there) and takes
+/// [`ProducerConfig::default`] for every field a table leaves out; the workload's own fields sit
+/// beside it (`fathom_workload::spec::ProducerSpec`). What a field's type cannot refuse,
+/// [`ProducerConfig::validate`] does, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct ProducerConfig {
+    #[serde(deserialize_with = "crate::protocol::acks_by_name")]
     pub acks: Acks,
     /// How long an open batch waits for more records before it is sent; 0 sends at once.
     pub linger_ms: u64,
@@ -91,7 +105,7 @@ pub struct ProducerConfig {
     /// alone).
     pub batch_bytes_max: usize,
     /// A batch closes when it holds this many records.
-    pub batch_records_max: usize,
+    pub batch_records_max: NonZeroU32,
     /// How batches store their records; a batch is compressed only when that makes it smaller.
     /// The byte limits count uncompressed bytes.
     pub compression: Compression,
@@ -99,11 +113,12 @@ pub struct ProducerConfig {
     /// beyond it fails with [`SendError::BufferFull`].
     pub buffer_bytes_max: usize,
     /// Produce requests in flight per partition.
-    pub in_flight_max: usize,
+    pub in_flight_max: NonZeroUsize,
     /// Attempts of one batch after its first.
     pub retries_max: u32,
-    pub retry_backoff_min_ms: u64,
-    pub retry_backoff_max_ms: u64,
+    /// The wait before a retry, jittered between its two ends from the producer's seed and
+    /// doubling per attempt up to the upper one.
+    pub retry_backoff_ms: MillisRange,
     /// A produce request unanswered for this long has an unknown outcome and is retried. The
     /// broker is asked to answer within three quarters of it.
     pub request_timeout_ms: u64,
@@ -113,39 +128,83 @@ pub struct ProducerConfig {
     pub metadata_refresh_backoff_ms: u64,
     /// Exactly-once appends and order per partition through producer ids and sequence numbers
     /// (see the module docs). Needs `acks = All` and `in_flight_max <= 5`.
+    #[serde(rename = "idempotence")]
     pub enable_idempotence: bool,
-    /// Report every produce attempt as a [`ProducerEvent::Attempt`] (the send journal).
+    /// Report every produce attempt as a [`ProducerEvent::Attempt`] (the send journal). Not a
+    /// scenario field: the simulator always keeps the journal.
+    #[serde(skip)]
     pub attempt_events: bool,
-    /// How [`Producer::send_to_topic`] picks partitions.
+    /// How [`Producer::send_to_topic`] picks partitions. Not read from a scenario table, whose
+    /// `partitioner` also offers the workload's own choices and sets this one.
+    #[serde(skip)]
     pub partitioner: Partitioner,
     /// Connections (lanes) to each broker; each partition's requests always take the same lane
     /// ([`Producer::lane_of`]), so they stay in order, while partitions spread over the lanes.
     /// Metadata and producer id requests take lane 0.
-    pub connections_per_broker: u16,
+    pub connections_per_broker: NonZeroU16,
+}
+
+/// A [`ProducerConfig`] that cannot run: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidProducerConfig {
+    /// The field's name as a scenario spells it.
+    pub field: &'static str,
+    pub reason: String,
 }
 
 impl ProducerConfig {
-    /// Why this config cannot run, if it cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.in_flight_max == 0 {
-            return Err("in_flight_max must be at least 1".into());
+    /// Why this config cannot run, if it cannot: what the fields' types do not already refuse.
+    pub fn validate(&self) -> Result<(), InvalidProducerConfig> {
+        let invalid = |field, reason: &str| {
+            Err(InvalidProducerConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms", "must be at least 1");
         }
-        if self.connections_per_broker == 0 {
-            return Err("connections_per_broker must be at least 1".into());
+        if self.batch_bytes_max == 0 {
+            return invalid("batch_bytes_max", "must be at least 1");
         }
-        if self.batch_records_max == 0 || self.batch_records_max > u32::MAX as usize {
-            return Err("batch_records_max must be between 1 and 2^32 - 1".into());
+        if self.buffer_bytes_max < self.batch_bytes_max {
+            return invalid(
+                "buffer_bytes_max",
+                &format!(
+                    "{} is below batch_bytes_max ({}): not even one batch would fit",
+                    self.buffer_bytes_max, self.batch_bytes_max
+                ),
+            );
+        }
+        let reach = self.linger_ms.saturating_add(self.request_timeout_ms);
+        if self.delivery_timeout_ms < reach {
+            return invalid(
+                "delivery_timeout_ms",
+                &format!(
+                    "{} is below linger_ms + request_timeout_ms ({reach}): no send could \
+                     complete in time",
+                    self.delivery_timeout_ms
+                ),
+            );
         }
         if self.enable_idempotence {
             if self.acks != Acks::All {
-                return Err("idempotence needs acks = all".into());
+                return invalid(
+                    "idempotence",
+                    "needs acks = \"all\": the leader deduplicates only what it waits to commit",
+                );
             }
-            if self.in_flight_max > PRODUCER_BATCHES_RETAINED {
-                return Err(format!(
-                    "idempotence allows at most {PRODUCER_BATCHES_RETAINED} requests in flight \
-                     per partition (the leader's deduplication window); in_flight_max is {}",
-                    self.in_flight_max
-                ));
+            if self.in_flight_max.get() > PRODUCER_BATCHES_RETAINED {
+                return invalid(
+                    "in_flight_max",
+                    &format!(
+                        "{} is above {PRODUCER_BATCHES_RETAINED}, the most an idempotent producer \
+                         may have in flight (the leader remembers the last \
+                         {PRODUCER_BATCHES_RETAINED} batches of each producer)",
+                        self.in_flight_max
+                    ),
+                );
             }
         }
         Ok(())
@@ -166,19 +225,21 @@ impl Default for ProducerConfig {
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
             compression: Compression::None,
             buffer_bytes_max: 32 * 1024 * 1024,
-            in_flight_max: 5,
+            in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             // Kafka retries until the delivery timeout; a bound keeps a dead cluster's retries
             // short and countable.
             retries_max: 10,
-            retry_backoff_min_ms: 50,
-            retry_backoff_max_ms: 500,
+            retry_backoff_ms: MillisRange {
+                min_ms: 50,
+                max_ms: 500,
+            },
             request_timeout_ms: 2_000,
             delivery_timeout_ms: 10_000,
             metadata_refresh_backoff_ms: 100,
             enable_idempotence: false,
             attempt_events: false,
             partitioner: Partitioner::KeyHash,
-            connections_per_broker: 1,
+            connections_per_broker: NonZeroU16::MIN,
         }
     }
 }
@@ -607,7 +668,9 @@ impl Producer {
         record_bytes: usize,
     ) -> u64 {
         let queue = self.partitions.entry(partition).or_default();
-        let (bytes_max, records_max) = (self.config.batch_bytes_max, self.config.batch_records_max);
+        let bytes_max = self.config.batch_bytes_max;
+        // A u32 count of records always fits a usize on the targets Fathom builds for.
+        let records_max = self.config.batch_records_max.get() as usize;
         if queue
             .open
             .as_ref()
@@ -736,7 +799,7 @@ impl Producer {
     /// The lane `partition`'s requests take: spread by topic and partition number, the same
     /// on every run.
     pub fn lane_of(&self, partition: &TopicPartition) -> u16 {
-        let lanes = self.config.connections_per_broker.max(1) as u64;
+        let lanes = u64::from(self.config.connections_per_broker.get());
         let spread = crc32c::crc32c(partition.topic.as_bytes()) as u64 + partition.partition as u64;
         (spread % lanes) as u16
     }
@@ -897,7 +960,9 @@ impl Producer {
     /// must wait for an identity or for the batches ahead of it).
     fn send_at(&self, partition: &TopicPartition, queue: &PartitionQueue) -> Option<Instant> {
         self.metadata.leader(partition)?;
-        if self.config.acks != Acks::None && queue.in_flight.len() >= self.config.in_flight_max {
+        if self.config.acks != Acks::None
+            && queue.in_flight.len() >= self.config.in_flight_max.get()
+        {
             return None;
         }
         let linger = Duration::from_millis(self.config.linger_ms);
@@ -1121,8 +1186,8 @@ impl Producer {
         }
         let backoff = exponential_backoff(
             &mut self.rng,
-            self.config.retry_backoff_min_ms,
-            self.config.retry_backoff_max_ms,
+            self.config.retry_backoff_ms.min_ms,
+            self.config.retry_backoff_ms.max_ms,
             batch.attempts,
         );
         batch.retry_at = now + backoff;
@@ -1320,8 +1385,8 @@ impl Producer {
         r.failures_consecutive = r.failures_consecutive.saturating_add(1);
         let backoff = exponential_backoff(
             &mut self.rng,
-            self.config.retry_backoff_min_ms,
-            self.config.retry_backoff_max_ms,
+            self.config.retry_backoff_ms.min_ms,
+            self.config.retry_backoff_ms.max_ms,
             r.failures_consecutive,
         );
         r.next_at = self.now + backoff;

@@ -142,6 +142,34 @@ impl std::str::FromStr for Acks {
     }
 }
 
+/// Reads an [`Acks`] by its [`Acks::name`] (a string, or the integers 0, 1 and -1), as
+/// configurations write it; the derived `Deserialize` is the wire's.
+pub fn acks_by_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Acks, D::Error> {
+    struct ByName;
+    impl serde::de::Visitor<'_> for ByName {
+        type Value = Acks;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(r#"one of "0", "1", "all""#)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Acks, E> {
+            s.parse().map_err(E::custom)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Acks, E> {
+            Acks::from_name(&n.to_string())
+                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Acks, E> {
+            Acks::from_name(&n.to_string())
+                .ok_or_else(|| E::custom(format!(r#"expected one of "0", "1", "all", got {n}"#)))
+        }
+    }
+    deserializer.deserialize_any(ByName)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Which broker leads which partition.

@@ -117,7 +117,7 @@ fn quickstart_builds_the_cluster_config() {
     assert_eq!(config.broker_ids(), [1, 2, 3]);
     assert_eq!(config.topics[0].name, "orders");
     assert_eq!(config.log.fsync, FsyncPolicy::EveryBatch);
-    assert_eq!(s.producers[0].acks, Acks::All);
+    assert_eq!(s.producers[0].client.acks, Acks::All);
     assert_eq!(s.producers[0].mode, ProducerMode::Async);
     assert_eq!(s.client_processes(), ["p-0", "c-0"]);
     assert_eq!(s.broker_hosts(), ["broker-1", "broker-2", "broker-3"]);
@@ -137,9 +137,9 @@ fn defaults_fill_optional_fields() {
     assert_eq!(s.network, NetworkSpec::default());
     assert_eq!(s.disk.torn_write_block_size(), None);
     let p = &s.producers[0];
-    assert_eq!(p.acks, Acks::All);
+    assert_eq!(p.client.acks, Acks::All);
     assert_eq!(
-        p.retry_backoff_ms,
+        p.client.retry_backoff_ms,
         MillisRange {
             min_ms: 50,
             max_ms: 500
@@ -160,7 +160,7 @@ fn acks_accepts_strings_and_integers() {
         ("-1", Acks::All),
     ] {
         let s = parse(&with(&format!("acks = {value}\n"))).unwrap();
-        assert_eq!(s.producers[0].acks, acks, "acks = {value}");
+        assert_eq!(s.producers[0].client.acks, acks, "acks = {value}");
     }
 }
 
@@ -586,12 +586,12 @@ fn expect_keys_are_the_anomaly_classes() {
 fn producer_options_parse_with_old_defaults_and_are_checked() {
     let s = parse(BASE).unwrap();
     let p = &s.producers[0];
-    assert!(!p.idempotence);
+    assert!(!p.client.enable_idempotence);
     assert_eq!(p.partitioner, Partitioner::RoundRobin);
-    assert_eq!(p.compression, Compression::None);
-    assert_eq!(p.connections_per_broker, 1);
+    assert_eq!(p.client.compression, Compression::None);
+    assert_eq!(p.client.connections_per_broker.get(), 1);
     assert_eq!(
-        p.batch_records_max as usize,
+        p.client.batch_records_max,
         fathom_queue::client::producer::BATCH_RECORDS_MAX_DEFAULT
     );
 
@@ -610,10 +610,10 @@ fn producer_options_parse_with_old_defaults_and_are_checked() {
     ))
     .unwrap();
     let p = &s.producers[0];
-    assert!(p.idempotence);
-    assert_eq!(p.batch_records_max, 10);
-    assert_eq!(p.compression, Compression::Lz4);
-    assert_eq!(p.connections_per_broker, 2);
+    assert!(p.client.enable_idempotence);
+    assert_eq!(p.client.batch_records_max.get(), 10);
+    assert_eq!(p.client.compression, Compression::Lz4);
+    assert_eq!(p.client.connections_per_broker.get(), 2);
 
     assert_fails(
         &with("acks = \"1\"\nidempotence = true\n"),
@@ -627,12 +627,22 @@ fn producer_options_parse_with_old_defaults_and_are_checked() {
         APPENDED_LINE + 1,
         "above 5",
     );
-    assert_fails(
-        &with("batch_records_max = 0\n"),
-        "producers[0].batch_records_max",
-        APPENDED_LINE,
-        "at least 1",
-    );
+    // Limits that cannot be zero are refused by their types, located like any other error.
+    for field in [
+        "batch_records_max",
+        "in_flight_max",
+        "connections_per_broker",
+        "instances",
+        "messages",
+        "message_bytes",
+    ] {
+        assert_fails(
+            &with(&format!("{field} = 0\n")),
+            &format!("producers[0].{field}"),
+            APPENDED_LINE,
+            "expected a nonzero",
+        );
+    }
     assert_fails(
         &with("compression = \"zstd\"\n"),
         "producers[0].compression",

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use fathom_queue::client::ProducerConfig;
 use fathom_queue::config::{ConfigError, FsyncPolicy};
 use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
@@ -138,14 +139,48 @@ impl RawFault {
     }
 }
 
+/// The second reading of a scenario: the client settings in its `[[producers]]` tables, which
+/// are the state machine's own configuration type (see [`ProducerSpec`]).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ClientSettings {
+    producers: Vec<ProducerConfig>,
+}
+
 pub(super) fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
     let checker = Checker {
         text,
         source_name,
         map: SourceMap::parse(text),
     };
-    let raw: RawScenario = toml::from_str(text).map_err(|e| checker.toml_error(&e))?;
+    let (mut raw, workload_unread) = checker.read::<RawScenario>()?;
+    let (clients, client_unread) = checker.read::<ClientSettings>()?;
+    // A key that neither reading took is unknown; RawScenario refuses unknown keys itself
+    // everywhere but in the tables it shares with ClientSettings.
+    if let Some(path) = workload_unread.intersection(&client_unread).next() {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        return Err(checker.error(path, format!("unknown field `{key}`")));
+    }
+    for (spec, client) in raw.producers.iter_mut().zip(clients.producers) {
+        spec.client = client;
+    }
     checker.scenario(raw)
+}
+
+/// The dotted path (`producers[0].acks`) of a key serde did not read.
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => match dotted(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
 }
 
 /// Turns paths into located errors and runs the semantic checks.
@@ -173,6 +208,16 @@ impl Checker<'_> {
             field,
             message,
         }
+    }
+
+    /// Reads the whole text as a `T`, with the paths of the keys `T` did not read.
+    fn read<T: for<'de> Deserialize<'de>>(&self) -> Check<(T, BTreeSet<String>)> {
+        let mut unread = BTreeSet::new();
+        let value = serde_ignored::deserialize(toml::Deserializer::new(self.text), |path| {
+            unread.insert(dotted(&path));
+        })
+        .map_err(|e| self.toml_error(&e))?;
+        Ok((value, unread))
     }
 
     fn toml_error(&self, error: &toml::de::Error) -> ScenarioError {
@@ -551,9 +596,6 @@ impl Checker<'_> {
     fn producer(&self, path: &str, p: &ProducerSpec, cluster: &ClusterSpec) -> Check {
         let field = |name: &str| format!("{path}.{name}");
         self.process_base_name(&field("name"), &p.name)?;
-        if p.instances == 0 {
-            return Err(self.error(&field("instances"), "must be at least 1"));
-        }
         self.topic(&field("topic"), &p.topic, cluster)?;
         if !(p.rate_per_s.is_finite() && p.rate_per_s > 0.0) {
             return Err(self.error(
@@ -561,40 +603,27 @@ impl Checker<'_> {
                 format!("must be above 0, got {}", p.rate_per_s),
             ));
         }
-        if p.messages == 0 {
-            return Err(self.error(&field("messages"), "must be at least 1"));
+        if let Err(invalid) = p.client.validate() {
+            return Err(self.error(&field(invalid.field), invalid.reason));
         }
-        if p.message_bytes == 0 {
-            return Err(self.error(&field("message_bytes"), "must be at least 1"));
-        }
-        if p.batch_bytes_max < p.message_bytes {
+        let batch_bytes_max = p.client.batch_bytes_max;
+        if batch_bytes_max < p.message_bytes.get() as usize {
             return Err(self.error(
                 &field("batch_bytes_max"),
                 format!(
-                    "{} is below message_bytes ({}): no message would fit in a batch",
-                    p.batch_bytes_max, p.message_bytes
+                    "{batch_bytes_max} is below message_bytes ({}): no message would fit in a \
+                     batch",
+                    p.message_bytes
                 ),
             ));
         }
-        if p.batch_bytes_max > cluster.log.batch_bytes_max {
+        if batch_bytes_max > cluster.log.batch_bytes_max as usize {
             return Err(self.error(
                 &field("batch_bytes_max"),
                 format!(
-                    "{} is above cluster.log.batch_bytes_max ({}), the largest batch a broker \
-                     accepts",
-                    p.batch_bytes_max, cluster.log.batch_bytes_max
-                ),
-            ));
-        }
-        if p.in_flight_max == 0 {
-            return Err(self.error(&field("in_flight_max"), "must be at least 1"));
-        }
-        if p.buffer_bytes_max < p.batch_bytes_max as u64 {
-            return Err(self.error(
-                &field("buffer_bytes_max"),
-                format!(
-                    "{} is below batch_bytes_max ({}): not even one batch would fit",
-                    p.buffer_bytes_max, p.batch_bytes_max
+                    "{batch_bytes_max} is above cluster.log.batch_bytes_max ({}), the largest \
+                     batch a broker accepts",
+                    cluster.log.batch_bytes_max
                 ),
             ));
         }
@@ -602,43 +631,6 @@ impl Checker<'_> {
             return Err(self.error(
                 &field("connect_per_send"),
                 r#"needs mode = "sync": closing connections would cut off sends in flight"#,
-            ));
-        }
-        if p.idempotence && p.acks != Acks::All {
-            return Err(self.error(
-                &field("idempotence"),
-                "needs acks = \"all\": the leader deduplicates only what it waits to commit",
-            ));
-        }
-        let window = fathom_queue::broker::producer_state::PRODUCER_BATCHES_RETAINED;
-        if p.idempotence && p.in_flight_max as usize > window {
-            return Err(self.error(
-                &field("in_flight_max"),
-                format!(
-                    "{} is above {window}, the most an idempotent producer may have in flight \
-                     (the leader remembers the last {window} batches of each producer)",
-                    p.in_flight_max
-                ),
-            ));
-        }
-        if p.batch_records_max == 0 {
-            return Err(self.error(&field("batch_records_max"), "must be at least 1"));
-        }
-        if p.connections_per_broker == 0 {
-            return Err(self.error(&field("connections_per_broker"), "must be at least 1"));
-        }
-        if p.request_timeout_ms == 0 {
-            return Err(self.error(&field("request_timeout_ms"), "must be at least 1"));
-        }
-        if p.delivery_timeout_ms < p.linger_ms + p.request_timeout_ms {
-            return Err(self.error(
-                &field("delivery_timeout_ms"),
-                format!(
-                    "{} is below linger_ms + request_timeout_ms ({}): no send could complete \
-                     in time",
-                    p.delivery_timeout_ms,
-                    p.linger_ms + p.request_timeout_ms
-                ),
             ));
         }
         Ok(())

@@ -3,7 +3,9 @@
 //! order even when the first attempt of the first one is lost; a batch that fails for good
 //! bumps the partition's epoch instead of wedging it.
 
+use crate::time::MillisRange;
 use bytes::Bytes;
+use std::num::NonZeroUsize;
 
 use super::harness::*;
 use crate::client::{Producer, ProducerConfig, ProducerEvent, SendFailure};
@@ -16,12 +18,14 @@ fn config(enable_idempotence: bool) -> ProducerConfig {
         acks: Acks::All,
         linger_ms: 0,
         retries_max: 10,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         request_timeout_ms: 200,
         delivery_timeout_ms: 5_000,
         metadata_refresh_backoff_ms: 50,
-        in_flight_max: 5,
+        in_flight_max: NonZeroUsize::new(5).expect("not zero"),
         enable_idempotence,
         ..ProducerConfig::default()
     }
@@ -87,12 +91,12 @@ fn warm_up(net: &mut Net<Producer>) {
 fn idempotence_requires_acks_all_and_at_most_five_in_flight() {
     assert!(config(true).validate().is_ok());
     let too_many = ProducerConfig {
-        in_flight_max: 6,
+        in_flight_max: NonZeroUsize::new(6).expect("not zero"),
         ..config(true)
     };
-    assert!(too_many.validate().unwrap_err().contains("at most 5"));
+    assert_eq!(too_many.validate().unwrap_err().field, "in_flight_max");
     assert!(ProducerConfig {
-        in_flight_max: 6,
+        in_flight_max: NonZeroUsize::new(6).expect("not zero"),
         ..config(false)
     }
     .validate()

@@ -2,6 +2,7 @@
 //! and when it went and what came back, and the records' `Delivered` events still come exactly
 //! once, after the batch's last attempt.
 
+use crate::time::MillisRange;
 use bytes::Bytes;
 
 use super::harness::*;
@@ -15,8 +16,10 @@ fn config() -> ProducerConfig {
         acks: Acks::All,
         linger_ms: 0,
         retries_max: 5,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         request_timeout_ms: 200,
         delivery_timeout_ms: 5_000,
         metadata_refresh_backoff_ms: 50,

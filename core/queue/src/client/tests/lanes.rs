@@ -2,6 +2,7 @@
 //! always on the same lane so its requests stay in order, and losing one lane's connection
 //! touches only the requests in flight on it.
 
+use crate::time::MillisRange;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use crate::client::{Producer, ProducerConfig, ProducerEvent};
 use crate::ids::TopicPartition;
 use crate::protocol::{Acks, Message, Request};
 use crate::rng::Rng;
+use std::num::NonZeroU16;
 
 fn net(connections_per_broker: u16) -> Net<Producer> {
     let partitions: Vec<(TopicPartition, u32)> = (0..4).map(|p| (tp("t", p), 2)).collect();
@@ -19,12 +21,14 @@ fn net(connections_per_broker: u16) -> Net<Producer> {
         acks: Acks::All,
         linger_ms: 0,
         request_timeout_ms: 200,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         metadata_refresh_backoff_ms: 50,
         retries_max: u32::MAX,
         delivery_timeout_ms: 120_000,
-        connections_per_broker,
+        connections_per_broker: NonZeroU16::new(connections_per_broker).expect("not zero"),
         attempt_events: true,
         ..ProducerConfig::default()
     };

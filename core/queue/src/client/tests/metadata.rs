@@ -1,5 +1,6 @@
 //! Metadata refresh: rotation through brokers on failure, and the rate limit.
 
+use crate::time::MillisRange;
 use bytes::Bytes;
 
 use super::harness::*;
@@ -13,8 +14,10 @@ fn net() -> Net<Producer> {
         request_timeout_ms: 200,
         metadata_refresh_backoff_ms: 50,
         retries_max: u32::MAX,
-        retry_backoff_min_ms: 100,
-        retry_backoff_max_ms: 1_000,
+        retry_backoff_ms: MillisRange {
+            min_ms: 100,
+            max_ms: 1_000,
+        },
         delivery_timeout_ms: 120_000,
         ..ProducerConfig::default()
     };

@@ -2,6 +2,7 @@
 //! producer's seed; round robin takes partitions in turn; sticky fills one partition's batch
 //! before moving on; records wait (bounded) until the topic's partition count is known.
 
+use crate::time::MillisRange;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -18,8 +19,10 @@ fn config(partitioner: Partitioner) -> ProducerConfig {
     ProducerConfig {
         acks: Acks::All,
         linger_ms: 0,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         request_timeout_ms: 200,
         delivery_timeout_ms: 5_000,
         metadata_refresh_backoff_ms: 50,

@@ -2,7 +2,9 @@
 //! failures (claim P6: every message's fate is reported, and reported truthfully), buffering
 //! limits, fire-and-forget (claim P4), and seeded determinism.
 
+use crate::time::MillisRange;
 use bytes::Bytes;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use super::harness::*;
 use crate::client::producer::ACKS_NONE_ERROR;
@@ -16,8 +18,10 @@ fn config() -> ProducerConfig {
         acks: Acks::All,
         linger_ms: 0,
         retries_max: 5,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         request_timeout_ms: 200,
         delivery_timeout_ms: 5_000,
         metadata_refresh_backoff_ms: 50,
@@ -142,7 +146,7 @@ fn linger_gathers_several_sends_into_one_request() {
 #[test]
 fn full_in_flight_window_grows_the_open_batch() {
     let config = ProducerConfig {
-        in_flight_max: 1,
+        in_flight_max: NonZeroUsize::new(1).expect("not zero"),
         ..config()
     };
     let mut net = net(config, 1);
@@ -466,8 +470,10 @@ fn jitter_is_deterministic_for_a_seed() {
         let mut net = net(
             ProducerConfig {
                 retries_max: 10,
-                retry_backoff_min_ms: 50,
-                retry_backoff_max_ms: 1_000,
+                retry_backoff_ms: MillisRange {
+                    min_ms: 50,
+                    max_ms: 1_000,
+                },
                 ..config()
             },
             seed,
@@ -509,7 +515,7 @@ fn batch_closes_at_batch_records_max() {
     let mut net = net(
         ProducerConfig {
             linger_ms: 1_000,
-            batch_records_max: 3,
+            batch_records_max: NonZeroU32::new(3).expect("not zero"),
             ..config()
         },
         1,

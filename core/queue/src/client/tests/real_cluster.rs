@@ -5,7 +5,9 @@
 //!
 //! [`FakeCluster`]: super::harness::FakeCluster
 
+use crate::time::MillisRange;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -195,12 +197,14 @@ fn producer_config(enable_idempotence: bool) -> ProducerConfig {
         acks: Acks::All,
         linger_ms: 0,
         retries_max: 50,
-        retry_backoff_min_ms: 10,
-        retry_backoff_max_ms: 100,
+        retry_backoff_ms: MillisRange {
+            min_ms: 10,
+            max_ms: 100,
+        },
         request_timeout_ms: 1_000,
         delivery_timeout_ms: 20_000,
         metadata_refresh_backoff_ms: 50,
-        in_flight_max: 5,
+        in_flight_max: NonZeroUsize::new(5).expect("not zero"),
         enable_idempotence,
         ..ProducerConfig::default()
     }
