@@ -351,11 +351,16 @@ impl<'de> Deserialize<'de> for PartitionSelection {
 
 /// One `[[consumers]]` table: `instances` processes in one group that split the selected
 /// partitions between them.
+///
+/// As a `[[producers]]` table, it holds the workload's fields (below) beside the consumer's
+/// settings ([`ConsumerConfig`]'s fields, read into [`ConsumerSpec::client`]) and a share
+/// group's ([`ShareSettings`], into [`ConsumerSpec::share`]); the scenario loader reads all
+/// three from the table and refuses a key that none knows.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ConsumerSpec {
     pub name: String,
-    pub instances: u32,
+    pub instances: NonZeroU32,
     pub topic: String,
     /// Split round-robin over the instances: instance `i` reads the `k`-th selected partition
     /// when `k % instances == i`. See [`ConsumerSpec::assignment`].
@@ -364,9 +369,6 @@ pub struct ConsumerSpec {
     pub group: String,
     pub commit: CommitMode,
     pub commit_interval_ms: u64,
-    pub max_wait_ms: u32,
-    pub min_bytes: u32,
-    pub max_bytes: u32,
     /// Simulated processing time per message.
     pub process_ms: u64,
     /// Times at which every instance is stopped and a new process (see
@@ -394,17 +396,8 @@ pub struct ConsumerSpec {
     pub poll_interval_ms: u64,
     /// `push`: records pushed and not yet taken by the application; 0 is no flow control.
     pub push_credits: u32,
-    /// Bytes of records the consumer holds for the application; past it a push subscription
-    /// is dropped and renewed (an overflow).
-    pub receive_buffer_bytes_max: u64,
     /// `stream` (the default) or `share`; the fields below are the share group's.
     pub kind: ConsumerKind,
-    /// `share`: how long a member holds records it acquired before they go to another.
-    pub acquisition_lock_ms: u32,
-    /// `share`: deliveries of one record before it is archived.
-    pub delivery_attempts_max: u16,
-    /// `share`: in-flight records per share-partition.
-    pub record_locks_max: u32,
     /// `share`: records one fetch may acquire.
     pub max_records: u32,
     /// `share`: ids the application cannot process: it releases them (a failed attempt) until
@@ -413,6 +406,14 @@ pub struct ConsumerSpec {
     /// `share`: where a member copies a record (acks=all, before rejecting it) that it rejects
     /// (Pulsar's and RocketMQ's dead-letter queue); none: a rejected record is only archived.
     pub dead_letter_topic: Option<String>,
+    /// The consumer's own settings (`max_wait_ms`, `min_bytes`, `max_bytes`,
+    /// `receive_buffer_bytes_max`, `request_timeout_ms`, ...), from the same table.
+    #[serde(skip)]
+    pub client: ConsumerConfig,
+    /// `share`: the share group's settings (`acquisition_lock_ms`, `delivery_attempts_max`,
+    /// `record_locks_max`), from the same table.
+    #[serde(skip)]
+    pub share: ShareSettings,
 }
 
 impl Default for ConsumerSpec {
@@ -421,18 +422,14 @@ impl Default for ConsumerSpec {
     fn default() -> Self {
         let client = ConsumerConfig::default();
         let member = MemberConfig::default();
-        let share = ShareSettings::default();
         ConsumerSpec {
             name: String::new(),
-            instances: 1,
+            instances: NonZeroU32::MIN,
             topic: String::new(),
             partitions: PartitionSelection::All,
             group: String::new(),
             commit: CommitMode::default(),
             commit_interval_ms: 100,
-            max_wait_ms: client.max_wait_ms,
-            min_bytes: client.min_bytes,
-            max_bytes: client.max_bytes,
             process_ms: 0,
             restart_at_s: Vec::new(),
             protocol: ConsumerProtocol::default(),
@@ -446,49 +443,39 @@ impl Default for ConsumerSpec {
             delivery: DeliveryModel::default(),
             poll_interval_ms: POLL_INTERVAL_MS_DEFAULT,
             push_credits: PUSH_CREDITS_DEFAULT,
-            receive_buffer_bytes_max: client.receive_buffer_bytes_max,
             kind: ConsumerKind::default(),
-            acquisition_lock_ms: share.acquisition_lock_ms,
-            delivery_attempts_max: share.delivery_attempts_max,
-            record_locks_max: share.record_locks_max,
             max_records: SHARE_MAX_RECORDS_DEFAULT,
             poison_ids: Vec::new(),
             dead_letter_topic: None,
+            client,
+            share: ShareSettings::default(),
         }
     }
 }
 
 impl ConsumerSpec {
-    /// The consumer state machine's configuration for this table. Settings the table does not
-    /// name (request timeout, buffering, retries) keep [`ConsumerConfig`]'s defaults.
+    /// The consumer state machine's configuration for this table: its settings, with the
+    /// group and the delivery model the workload's fields name.
     pub fn consumer_config(&self) -> ConsumerConfig {
         ConsumerConfig {
             group: self.group.clone(),
-            max_wait_ms: self.max_wait_ms,
-            min_bytes: self.min_bytes,
-            max_bytes: self.max_bytes,
             delivery: self.delivery(),
-            receive_buffer_bytes_max: self.receive_buffer_bytes_max,
-            ..ConsumerConfig::default()
+            ..self.client.clone()
         }
     }
 
-    /// A share member's configuration, for the process named `member`. Timeouts and backoffs
-    /// keep [`ConsumerConfig`]'s defaults.
+    /// A share member's configuration, for the process named `member`: the consumer's fetch
+    /// settings, timeouts and backoffs, and the share group's settings.
     pub fn share_config(&self, member: &str) -> ShareConsumerConfig {
-        let client = ConsumerConfig::default();
+        let client = &self.client;
         ShareConsumerConfig {
             group: self.group.clone(),
             member: member.to_string(),
             topic: self.topic.clone(),
-            settings: ShareSettings {
-                acquisition_lock_ms: self.acquisition_lock_ms,
-                delivery_attempts_max: self.delivery_attempts_max,
-                record_locks_max: self.record_locks_max,
-            },
+            settings: self.share,
             max_records: self.max_records,
-            max_wait_ms: self.max_wait_ms,
-            max_bytes: self.max_bytes,
+            max_wait_ms: client.max_wait_ms,
+            max_bytes: client.max_bytes.get(),
             request_timeout_ms: client.request_timeout_ms,
             retry_backoff_ms: client.retry_backoff_ms,
             metadata_refresh_backoff_ms: client.metadata_refresh_backoff_ms,
@@ -560,7 +547,7 @@ impl ConsumerSpec {
 
     /// The partitions instance `instance` reads, from a topic with `topic_partitions` partitions.
     pub fn assignment(&self, instance: u32, topic_partitions: u32) -> Vec<u32> {
-        let instances = self.instances.max(1) as usize;
+        let instances = self.instances.get() as usize;
         self.selected_partitions(topic_partitions)
             .into_iter()
             .enumerate()
@@ -579,7 +566,7 @@ impl ConsumerSpec {
 
     /// Host names of every process this spec ever starts.
     pub fn process_names(&self) -> Vec<String> {
-        (0..self.instances)
+        (0..self.instances.get())
             .flat_map(|i| self.incarnation_names(i))
             .collect()
     }

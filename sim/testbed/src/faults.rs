@@ -68,7 +68,7 @@ impl FaultPlan {
             }
         }
         for c in &scenario.consumers {
-            for i in 0..c.instances {
+            for i in 0..c.instances.get() {
                 let names = c.incarnation_names(i);
                 for name in &names {
                     client_hosts.insert(name.clone(), names[0].clone());

@@ -641,8 +641,8 @@ impl Hosts<'_> {
         for (index, spec) in self.scenario.consumers.iter().enumerate() {
             let partitions = self.scenario.topic_partitions(&spec.topic).unwrap_or(1);
             let mut plan = self.scenario.membership_plan(index);
-            let joined = (spec.instances..).zip(plan.joins.iter().copied());
-            let starts = (0..spec.instances)
+            let joined = (spec.instances.get()..).zip(plan.joins.iter().copied());
+            let starts = (0..spec.instances.get())
                 .map(|i| (i, Duration::ZERO))
                 .chain(joined);
             for (instance, start_at) in starts {
@@ -861,7 +861,7 @@ fn set_zone_latencies(sim: &turmoil::Sim<'_>, scenario: &Scenario) {
         names.extend(p.process_names());
     }
     for c in &scenario.consumers {
-        for i in 0..c.instances {
+        for i in 0..c.instances.get() {
             names.push(c.incarnation_names(i)[0].clone());
         }
     }

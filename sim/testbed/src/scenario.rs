@@ -906,7 +906,7 @@ impl Scenario {
                     }
                 }
                 FaultKind::RollingRestart { consumer, gap_s } if *consumer == spec.name => {
-                    for i in 0..spec.instances {
+                    for i in 0..spec.instances.get() {
                         let step = Duration::from_secs_f64(gap_s * f64::from(i));
                         act(i, at + step, MemberAction::Restart);
                     }

@@ -39,7 +39,10 @@
 //! records, so it is never silent.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU32;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::config::BrokerAddr;
 use crate::group::member::{GroupMember, MemberConfig, MemberEvent};
@@ -106,14 +109,21 @@ pub fn coordinator_partition(group: &str, offsets_partitions: u32) -> u32 {
     crc32c::crc32c(group.as_bytes()) % offsets_partitions
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The consumer's settings. This is also the client half of a scenario's `[[consumers]]` table,
+/// read by serde with these names and [`ConsumerConfig::default`] for what a table leaves out;
+/// the table's `group` and delivery model (`delivery`, `poll_interval_ms`, `push_credits`) are
+/// the workload's fields (`fathom_workload::spec::ConsumerSpec`), which set `group` and
+/// `delivery` here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct ConsumerConfig {
+    #[serde(skip)]
     pub group: String,
     /// How long the broker may hold a fetch waiting for `min_bytes`.
     pub max_wait_ms: u32,
     pub min_bytes: u32,
     /// Bytes of batches in one fetch response.
-    pub max_bytes: u32,
+    pub max_bytes: NonZeroU32,
     /// A request unanswered this long (plus `max_wait_ms` for a fetch) has failed.
     pub request_timeout_ms: u64,
     /// Fetching a partition stops while this many of its records wait for `poll_event`.
@@ -124,10 +134,42 @@ pub struct ConsumerConfig {
     pub commit_retries_max: u32,
     /// Commits per partition waiting to be sent; one more is refused at once with an error.
     pub commits_pending_max: usize,
+    #[serde(skip)]
     pub delivery: Delivery,
     /// Bytes of records held for the application over all partitions; only push can reach it
     /// (fetching pauses at `buffered_records_max`), and a push past it is an overflow.
     pub receive_buffer_bytes_max: u64,
+}
+
+/// A [`ConsumerConfig`] that cannot work: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidConsumerConfig {
+    /// The field's name as a scenario spells it.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ConsumerConfig {
+    /// Why this config cannot work, if it cannot: what the fields' types do not already refuse.
+    pub fn validate(&self) -> Result<(), InvalidConsumerConfig> {
+        if self.min_bytes > self.max_bytes.get() {
+            return Err(InvalidConsumerConfig {
+                field: "min_bytes",
+                reason: format!(
+                    "{} is above max_bytes ({}): no fetch could be answered before max_wait_ms",
+                    self.min_bytes, self.max_bytes
+                ),
+            });
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(InvalidConsumerConfig {
+                field: "request_timeout_ms",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -137,7 +179,7 @@ impl Default for ConsumerConfig {
             group: "fathom".to_string(),
             max_wait_ms: 500,
             min_bytes: 1,
-            max_bytes: 1024 * 1024,
+            max_bytes: NonZeroU32::new(1024 * 1024).expect("not zero"),
             request_timeout_ms: 30_000,
             buffered_records_max: 500,
             retry_backoff_ms: 100,
@@ -1186,7 +1228,7 @@ impl Consumer {
         position: u64,
     ) -> (RequestKind, Request) {
         let partition = partition.clone();
-        let max_bytes = self.config.max_bytes;
+        let max_bytes = self.config.max_bytes.get();
         let max_wait_ms = match self.config.delivery {
             Delivery::LongPoll => self.config.max_wait_ms,
             Delivery::Pull { .. } => 0,

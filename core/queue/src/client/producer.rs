@@ -168,6 +168,41 @@ impl ProducerConfig {
         if self.batch_bytes_max == 0 {
             return invalid("batch_bytes_max", "must be at least 1");
         }
+        if self.enable_idempotence {
+            if self.acks != Acks::All {
+                return invalid(
+                    "idempotence",
+                    "needs acks = \"all\": the leader deduplicates only what it waits to commit",
+                );
+            }
+            if self.in_flight_max.get() > PRODUCER_BATCHES_RETAINED {
+                return invalid(
+                    "in_flight_max",
+                    &format!(
+                        "{} is above {PRODUCER_BATCHES_RETAINED}, the most an idempotent producer \
+                         may have in flight (the leader remembers the last \
+                         {PRODUCER_BATCHES_RETAINED} batches of each producer)",
+                        self.in_flight_max
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ProducerConfig {
+    /// Why no send under this config could succeed, if none could: a config that runs (see
+    /// [`validate`](Self::validate)) but whose limits leave no room for a batch or for a send
+    /// to complete. Scenarios refuse such configs; the state machine runs them (a test may want
+    /// every send to fail).
+    pub fn check_useful(&self) -> Result<(), InvalidProducerConfig> {
+        let invalid = |field, reason: &str| {
+            Err(InvalidProducerConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         if self.buffer_bytes_max < self.batch_bytes_max {
             return invalid(
                 "buffer_bytes_max",
@@ -187,25 +222,6 @@ impl ProducerConfig {
                     self.delivery_timeout_ms
                 ),
             );
-        }
-        if self.enable_idempotence {
-            if self.acks != Acks::All {
-                return invalid(
-                    "idempotence",
-                    "needs acks = \"all\": the leader deduplicates only what it waits to commit",
-                );
-            }
-            if self.in_flight_max.get() > PRODUCER_BATCHES_RETAINED {
-                return invalid(
-                    "in_flight_max",
-                    &format!(
-                        "{} is above {PRODUCER_BATCHES_RETAINED}, the most an idempotent producer \
-                         may have in flight (the leader remembers the last \
-                         {PRODUCER_BATCHES_RETAINED} batches of each producer)",
-                        self.in_flight_max
-                    ),
-                );
-            }
         }
         Ok(())
     }

@@ -58,7 +58,12 @@ pub const MEMBER_ID_BYTES_MAX: usize = 255;
 /// A share group's settings, as its members send them with every fetch. All members of a group
 /// are expected to agree; the values of the fetch that acquires a record are the ones that
 /// record's lock and attempt count use.
+///
+/// A scenario's `[[consumers]]` table of `kind = "share"` holds these under the same names;
+/// serde takes [`ShareSettings::default`] for what it leaves out (on the wire every field is
+/// always present).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ShareSettings {
     pub acquisition_lock_ms: u32,
     pub delivery_attempts_max: u16,
@@ -78,10 +83,35 @@ impl Default for ShareSettings {
 impl ShareSettings {
     /// Whether every value lies in the range the broker accepts.
     pub fn check(&self) -> Result<(), ShareError> {
-        let ok = ACQUISITION_LOCK_MS_RANGE.contains(&self.acquisition_lock_ms)
-            && DELIVERY_ATTEMPTS_RANGE.contains(&self.delivery_attempts_max)
-            && RECORD_LOCKS_RANGE.contains(&self.record_locks_max);
-        ok.then_some(()).ok_or(ShareError::InvalidSettings)
+        match self.out_of_range() {
+            None => Ok(()),
+            Some(_) => Err(ShareError::InvalidSettings),
+        }
+    }
+
+    /// The first field outside the range the broker accepts, with that range.
+    pub fn out_of_range(&self) -> Option<(&'static str, String)> {
+        let fields = [
+            (
+                "acquisition_lock_ms",
+                ACQUISITION_LOCK_MS_RANGE.contains(&self.acquisition_lock_ms),
+                format!("{ACQUISITION_LOCK_MS_RANGE:?}"),
+            ),
+            (
+                "delivery_attempts_max",
+                DELIVERY_ATTEMPTS_RANGE.contains(&self.delivery_attempts_max),
+                format!("{DELIVERY_ATTEMPTS_RANGE:?}"),
+            ),
+            (
+                "record_locks_max",
+                RECORD_LOCKS_RANGE.contains(&self.record_locks_max),
+                format!("{RECORD_LOCKS_RANGE:?}"),
+            ),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, within, _)| !within)
+            .map(|(field, _, range)| (field, range))
     }
 }
 

@@ -176,7 +176,7 @@ impl ConsumerProcess {
             Err(_) => return false,
         };
         self.record_dlq(name, EventType::Invoke, send_op(&tp, &id));
-        let wait = Duration::from_millis(u64::from(self.spec.acquisition_lock_ms) / 2);
+        let wait = Duration::from_millis(u64::from(self.spec.share.acquisition_lock_ms) / 2);
         let give_up = now + wait;
         while d.io.now() < give_up {
             while let Some(event) = d.producer.poll_event() {
@@ -394,7 +394,7 @@ impl ShareApp<'_> {
         if !spec.poison_ids.iter().any(|p| *p == id) {
             return AckKind::Accept;
         }
-        match r.delivery_count >= spec.delivery_attempts_max {
+        match r.delivery_count >= spec.share.delivery_attempts_max {
             true => AckKind::Reject,
             false => AckKind::Release,
         }

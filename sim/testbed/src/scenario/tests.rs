@@ -172,6 +172,21 @@ fn unknown_field_names_field_and_line() {
         APPENDED_LINE,
         "unknown field `ackz`",
     );
+    // A consumer table is read three times (workload, consumer, share settings): a key that
+    // none of them reads is still unknown, and a client setting is still located.
+    let consumer = "[[consumers]]\nname = \"c\"\ntopic = \"orders\"\ngroup = \"g\"\n";
+    assert_fails(
+        &with(&format!("{consumer}max_wiat_ms = 10\n")),
+        "consumers[0].max_wiat_ms",
+        APPENDED_LINE + 4,
+        "unknown field `max_wiat_ms`",
+    );
+    assert_fails(
+        &with(&format!("{consumer}max_wait_ms = \"long\"\n")),
+        "consumers[0].max_wait_ms",
+        APPENDED_LINE + 4,
+        "invalid type",
+    );
     // In a nested core type too.
     assert_fails(
         &with("[cluster.log]\nfsync_every = 3\n"),
@@ -503,7 +518,7 @@ fn targets_and_members_round_trip_through_text() {
 fn consumer_instances_split_partitions_round_robin() {
     let c = ConsumerSpec {
         name: "c".into(),
-        instances: 2,
+        instances: std::num::NonZeroU32::new(2).expect("not zero"),
         ..ConsumerSpec::default()
     };
     assert_eq!(c.assignment(0, 5), [0, 2, 4]);

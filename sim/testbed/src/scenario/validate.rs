@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fathom_queue::client::ProducerConfig;
+use fathom_queue::client::{ConsumerConfig, ProducerConfig};
 use fathom_queue::config::{ConfigError, FsyncPolicy};
 use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
-use fathom_queue::share::{ACQUISITION_LOCK_MS_RANGE, DELIVERY_ATTEMPTS_RANGE, RECORD_LOCKS_RANGE};
+use fathom_queue::share::{ShareSettings, RECORD_LOCKS_RANGE};
 use fathom_workload::spec::{ConsumerKind, ConsumerProtocol};
 use serde::Deserialize;
 
@@ -139,12 +139,21 @@ impl RawFault {
     }
 }
 
-/// The second reading of a scenario: the client settings in its `[[producers]]` tables, which
-/// are the state machine's own configuration type (see [`ProducerSpec`]).
+/// The second reading of a scenario: the client settings in its `[[producers]]` and
+/// `[[consumers]]` tables, which are the state machines' own configuration types (see
+/// [`ProducerSpec`] and [`ConsumerSpec`]).
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ClientSettings {
     producers: Vec<ProducerConfig>,
+    consumers: Vec<ConsumerConfig>,
+}
+
+/// The third reading: a share group's settings, from the same `[[consumers]]` tables.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ShareReading {
+    consumers: Vec<ShareSettings>,
 }
 
 pub(super) fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
@@ -155,16 +164,33 @@ pub(super) fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioE
     };
     let (mut raw, workload_unread) = checker.read::<RawScenario>()?;
     let (clients, client_unread) = checker.read::<ClientSettings>()?;
-    // A key that neither reading took is unknown; RawScenario refuses unknown keys itself
-    // everywhere but in the tables it shares with ClientSettings.
-    if let Some(path) = workload_unread.intersection(&client_unread).next() {
+    let (shares, share_unread) = checker.read::<ShareReading>()?;
+    // A key that no reading took is unknown. RawScenario refuses unknown keys itself everywhere
+    // but in the tables it shares with the other readings, so its unread keys are the
+    // candidates; a reading that skipped a whole table skipped every key in it.
+    let unknown = workload_unread
+        .iter()
+        .find(|path| unread(&client_unread, path) && unread(&share_unread, path));
+    if let Some(path) = unknown {
         let key = path.rsplit('.').next().unwrap_or(path);
         return Err(checker.error(path, format!("unknown field `{key}`")));
     }
     for (spec, client) in raw.producers.iter_mut().zip(clients.producers) {
         spec.client = client;
     }
+    let consumers = clients.consumers.into_iter().zip(shares.consumers);
+    for (spec, (client, share)) in raw.consumers.iter_mut().zip(consumers) {
+        spec.client = client;
+        spec.share = share;
+    }
     checker.scenario(raw)
+}
+
+/// Whether a reading whose unread paths are `unread` skipped `path`: the key itself or a table
+/// around it.
+fn unread(unread: &BTreeSet<String>, path: &str) -> bool {
+    let ends = path.match_indices(['.', '[']).map(|(at, _)| at);
+    unread.contains(path) || ends.into_iter().any(|end| unread.contains(&path[..end]))
 }
 
 /// The dotted path (`producers[0].acks`) of a key serde did not read.
@@ -603,7 +629,7 @@ impl Checker<'_> {
                 format!("must be above 0, got {}", p.rate_per_s),
             ));
         }
-        if let Err(invalid) = p.client.validate() {
+        if let Err(invalid) = p.client.validate().and(p.client.check_useful()) {
             return Err(self.error(&field(invalid.field), invalid.reason));
         }
         let batch_bytes_max = p.client.batch_bytes_max;
@@ -645,9 +671,6 @@ impl Checker<'_> {
     ) -> Check {
         let field = |name: &str| format!("{path}.{name}");
         self.process_base_name(&field("name"), &c.name)?;
-        if c.instances == 0 {
-            return Err(self.error(&field("instances"), "must be at least 1"));
-        }
         let partitions = self.topic(&field("topic"), &c.topic, cluster)?;
         if c.group.is_empty() {
             return Err(self.error(
@@ -678,7 +701,7 @@ impl Checker<'_> {
             }
         }
         let selected = c.selected_partitions(partitions).len();
-        if c.instances as usize > selected {
+        if c.instances.get() as usize > selected {
             return Err(self.error(
                 &field("instances"),
                 format!(
@@ -691,14 +714,8 @@ impl Checker<'_> {
         if c.commit != CommitMode::Never && c.commit_interval_ms == 0 {
             return Err(self.error(&field("commit_interval_ms"), "must be at least 1"));
         }
-        if c.max_bytes == 0 {
-            return Err(self.error(&field("max_bytes"), "must be at least 1"));
-        }
-        if c.min_bytes > c.max_bytes {
-            return Err(self.error(
-                &field("min_bytes"),
-                format!("{} is above max_bytes ({})", c.min_bytes, c.max_bytes),
-            ));
+        if let Err(invalid) = c.client.validate() {
+            return Err(self.error(&field(invalid.field), invalid.reason));
         }
         let mut previous = 0.0;
         for (k, &t) in c.restart_at_s.iter().enumerate() {
@@ -751,32 +768,15 @@ impl Checker<'_> {
                 "a share group reads every partition: leave `partitions` out",
             ));
         }
-        let ranges = [
-            (
-                "acquisition_lock_ms",
-                ACQUISITION_LOCK_MS_RANGE.contains(&c.acquisition_lock_ms),
-                format!("{ACQUISITION_LOCK_MS_RANGE:?}"),
-            ),
-            (
-                "delivery_attempts_max",
-                DELIVERY_ATTEMPTS_RANGE.contains(&c.delivery_attempts_max),
-                format!("{DELIVERY_ATTEMPTS_RANGE:?}"),
-            ),
-            (
-                "record_locks_max",
-                RECORD_LOCKS_RANGE.contains(&c.record_locks_max),
-                format!("{RECORD_LOCKS_RANGE:?}"),
-            ),
-            (
-                "max_records",
-                (1..=RECORD_LOCKS_RANGE.end().to_owned()).contains(&c.max_records),
-                format!("1..={}", RECORD_LOCKS_RANGE.end()),
-            ),
-        ];
-        for (name, ok, range) in ranges {
-            if !ok {
-                return Err(self.error(&field(name), format!("must be in {range}")));
-            }
+        if let Some((name, range)) = c.share.out_of_range() {
+            return Err(self.error(&field(name), format!("must be in {range}")));
+        }
+        let records_max = *RECORD_LOCKS_RANGE.end();
+        if !(1..=records_max).contains(&c.max_records) {
+            return Err(self.error(
+                &field("max_records"),
+                format!("must be in 1..={records_max}"),
+            ));
         }
         Ok(())
     }
@@ -796,7 +796,7 @@ impl Checker<'_> {
                 format!("must be at most {PUSH_CREDITS_MAX} records (0 turns flow control off)"),
             ));
         }
-        if !(1..=RECEIVE_BUFFER_BYTES_MAX_LIMIT).contains(&c.receive_buffer_bytes_max) {
+        if !(1..=RECEIVE_BUFFER_BYTES_MAX_LIMIT).contains(&c.client.receive_buffer_bytes_max) {
             return Err(self.error(
                 &field("receive_buffer_bytes_max"),
                 format!("must be from 1 to {RECEIVE_BUFFER_BYTES_MAX_LIMIT} bytes"),
@@ -828,7 +828,8 @@ impl Checker<'_> {
                 ),
             ));
         }
-        if !c.instance_process_ms.is_empty() && c.instance_process_ms.len() != c.instances as usize
+        if !c.instance_process_ms.is_empty()
+            && c.instance_process_ms.len() != c.instances.get() as usize
         {
             return Err(self.error(
                 &field("instance_process_ms"),
@@ -1176,12 +1177,12 @@ impl Checker<'_> {
             ));
         };
         let c = self.group_consumer(&at, base, raw)?;
-        if i >= c.instances {
+        if i >= c.instances.get() {
             return Err(self.error(
                 &at,
                 format!(
                     "consumer \"{base}\" has instances {base}-0 ..= {base}-{}",
-                    c.instances - 1
+                    c.instances.get() - 1
                 ),
             ));
         }
