@@ -1,10 +1,40 @@
 //! The `fathom` binary as a user meets it: exit codes, errors on bad input, `check` on
 //! hand-made histories.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 const FATHOM: &str = env!("CARGO_BIN_EXE_fathom");
+
+/// Runs `fathom` with `args` and waits for it.
+fn fathom(args: &[&dyn AsRef<OsStr>]) -> Output {
+    Command::new(FATHOM).args(args).output().unwrap()
+}
+
+/// Asserts that `out` exited with `code` and returns its stdout.
+fn exited(out: &Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stdout}\n{stderr}");
+    stdout
+}
+
+/// The count `fathom check` prints for anomaly class `name`.
+fn class_count(stdout: &str, name: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
+}
+
+/// A scratch directory of this test process for `test`.
+fn scratch_dir(test: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("fathom-cli-{test}-{}", std::process::id()))
+}
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -14,7 +44,7 @@ fn repo(path: &str) -> PathBuf {
 
 /// Writes `contents` to a file of this test process's own scratch directory.
 fn scratch_file(test: &str, name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-{test}-{}", std::process::id()));
+    let dir = scratch_dir(test);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
@@ -23,64 +53,29 @@ fn scratch_file(test: &str, name: &str, contents: &str) -> PathBuf {
 
 #[test]
 fn check_reports_a_clean_history_as_clean() {
-    let out = Command::new(FATHOM)
-        .arg("check")
-        .arg(repo("tests/histories/clean.jsonl"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    exited(
+        &fathom(&[&"check", &repo("tests/histories/clean.jsonl")]),
+        0,
     );
 }
 
 #[test]
 fn check_finds_lost_and_duplicate_messages_and_exits_1() {
-    let out = Command::new(FATHOM)
-        .arg("check")
-        .arg(repo("tests/histories/lost-and-duplicate.jsonl"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let count = |name: &str| -> u64 {
-        stdout
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
-    };
-    assert!(count("lost") > 0, "{stdout}");
-    assert!(count("duplicate") > 0, "{stdout}");
+    let out = fathom(&[&"check", &repo("tests/histories/lost-and-duplicate.jsonl")]);
+    let stdout = exited(&out, 1);
+    assert!(class_count(&stdout, "lost") > 0, "{stdout}");
+    assert!(class_count(&stdout, "duplicate") > 0, "{stdout}");
 }
 
 /// `fathom check` counts the group classes of a hand-made group history (issue 8).
 #[test]
 fn check_counts_the_group_classes_of_a_group_history() {
-    let out = Command::new(FATHOM)
-        .arg("check")
-        .arg(repo("tests/histories/group-anomalies.jsonl"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let count = |name: &str| -> u64 {
-        stdout
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
-    };
-    assert_eq!(count("unprocessed"), 2, "{stdout}");
-    assert_eq!(count("reprocessed"), 1, "{stdout}");
-    assert_eq!(count("split_ownership"), 1, "{stdout}");
-    assert_eq!(count("lost"), 0, "{stdout}");
+    let out = fathom(&[&"check", &repo("tests/histories/group-anomalies.jsonl")]);
+    let stdout = exited(&out, 1);
+    assert_eq!(class_count(&stdout, "unprocessed"), 2, "{stdout}");
+    assert_eq!(class_count(&stdout, "reprocessed"), 1, "{stdout}");
+    assert_eq!(class_count(&stdout, "split_ownership"), 1, "{stdout}");
+    assert_eq!(class_count(&stdout, "lost"), 0, "{stdout}");
 }
 
 #[test]
@@ -90,12 +85,8 @@ fn check_names_the_line_of_a_malformed_history() {
         "bad.jsonl",
         "{\"time_ns\":1,\"process\":\"p\",\"type\":\"invoke\",\"f\":\"send\",\"id\":\"a\",\"topic\":\"t\",\"partition\":0}\nnot json\n",
     );
-    let out = Command::new(FATHOM)
-        .arg("check")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = fathom(&[&"check", &bad]);
+    exited(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
 }
 
@@ -106,8 +97,8 @@ fn a_bad_scenario_exits_2_naming_field_and_line() {
         "bad.toml",
         "name = \"bad\"\nduration_s = 1.0\n[cluster]\nbrokers = 3\n[[cluster.topics]]\nname = \"t\"\npartitions = 1\nreplication_factor = 3\n[[producers]]\nname = \"p\"\ntopic = \"t\"\nacks = \"2\"\n",
     );
-    let out = Command::new(FATHOM).arg("run").arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = fathom(&[&"run", &bad]);
+    exited(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("producers[0].acks") && err.contains(":12:"),
@@ -117,22 +108,13 @@ fn a_bad_scenario_exits_2_naming_field_and_line() {
 
 #[test]
 fn run_writes_history_and_summary_and_passes_quickstart() {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-run-{}", std::process::id()));
-    let out = Command::new(FATHOM)
-        .arg("run")
-        .arg(repo("scenarios/quickstart.toml"))
-        .args(["--seed", "3", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let dir = scratch_dir("run");
+    let quickstart = repo("scenarios/quickstart.toml");
+    exited(
+        &fathom(&[&"run", &quickstart, &"--seed", &"3", &"--out", &dir]),
+        0,
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let summary = json(&dir.join("summary.json"));
     for key in [
         "scenario",
         "seed",
@@ -151,63 +133,61 @@ fn run_writes_history_and_summary_and_passes_quickstart() {
     assert!(history.lines().count() > 100);
 }
 
+/// The acks=1 leader-crash scenario with `lost = 0`: some seeds of a handful violate it, so a
+/// checker that never fires fails the tests that explore it.
+fn strict_acks1_scenario(test: &str) -> PathBuf {
+    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
+    assert!(
+        src.contains("[expect]"),
+        "the scenario has bounds to add to"
+    );
+    let strict = src.replace("[expect]", "[expect]\nlost = 0");
+    scratch_file(test, "acks1-strict.toml", &strict)
+}
+
 #[test]
 fn explore_lists_violating_seeds_with_a_replay_command() {
-    // acks=1 with fsync never and a leader crash: bound `lost = 0` must be violated on some seed
-    // of a handful; a checker that never fires would make this fail.
-    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
-    let strict = if src.contains("[expect]") {
-        src.replace("[expect]", "[expect]\nlost = 0")
-    } else {
-        format!("{src}\n[expect]\nlost = 0\n")
-    };
-    let path = scratch_file("explore", "acks1-strict.toml", &strict);
-    let out = Command::new(FATHOM)
-        .arg("explore")
-        .arg(&path)
-        .args(["--seeds", "1..9", "--jobs", "2"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let path = strict_acks1_scenario("explore");
+    let out = fathom(&[&"explore", &path, &"--seeds", &"1..9", &"--jobs", &"2"]);
+    let stdout = exited(&out, 1);
     assert!(
         stdout.contains("lost") && stdout.contains("--seed"),
         "{stdout}"
     );
 }
 
-/// The acks=1 leader-crash scenario with `lost = 0`: some seeds of a handful violate it.
-fn strict_acks1_scenario(test: &str) -> PathBuf {
-    let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
-    let strict = src.replace("[expect]", "[expect]\nlost = 0");
-    scratch_file(test, "acks1-strict.toml", &strict)
-}
-
 #[test]
 fn explore_stops_after_n_violating_seeds() {
     let path = strict_acks1_scenario("explore-stop");
-    let out = Command::new(FATHOM)
-        .arg("explore")
-        .arg(&path)
-        .args(["--seeds", "1..60", "--jobs", "1", "--stop-after", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let args: [&dyn AsRef<OsStr>; 8] = [
+        &"explore",
+        &path,
+        &"--seeds",
+        &"1..60",
+        &"--jobs",
+        &"1",
+        &"--stop-after",
+        &"1",
+    ];
+    let stdout = exited(&fathom(&args), 1);
     assert_eq!(stdout.matches("replay:").count(), 1, "{stdout}");
     assert!(stdout.contains("stopped early"), "{stdout}");
 }
 
 #[test]
 fn explore_lists_a_seed_over_its_wall_time_and_goes_on() {
-    let out = Command::new(FATHOM)
-        .arg("explore")
-        .arg(repo("scenarios/quickstart.toml"))
-        .args(["--seeds", "1..3", "--jobs", "1", "--seed-timeout-s", "0.01"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let quickstart = repo("scenarios/quickstart.toml");
+    let args: [&dyn AsRef<OsStr>; 8] = [
+        &"explore",
+        &quickstart,
+        &"--seeds",
+        &"1..3",
+        &"--jobs",
+        &"1",
+        &"--seed-timeout-s",
+        &"0.01",
+    ];
+    let stdout = exited(&fathom(&args), 1);
     for seed in [1, 2] {
         assert!(
             stdout.contains(&format!("seed {seed}: over the wall-time limit")),
@@ -249,27 +229,13 @@ until_s = 12.0
 lost = 0"#;
     let path = scratch_file("shrink", "noisy.toml", &src.replace("[expect]", noise));
     let dir = path.parent().unwrap().join("run");
-    let run = Command::new(FATHOM)
-        .arg("run")
-        .arg(&path)
-        .args(["--seed", "1", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(
-        run.status.code(),
-        Some(1),
-        "seed 1 must lose writes: {stdout}"
+    // Seed 1 must lose writes.
+    exited(
+        &fathom(&[&"run", &path, &"--seed", &"1", &"--out", &dir]),
+        1,
     );
 
-    let out = Command::new(FATHOM)
-        .arg("shrink")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = exited(&fathom(&[&"shrink", &dir]), 0);
     assert!(stdout.contains("still violates `lost`"), "{stdout}");
     let shrunk = std::fs::read_to_string(dir.join("shrunk.toml")).unwrap();
     let faults = shrunk.matches("[[faults]]").count();
@@ -278,35 +244,22 @@ lost = 0"#;
         assert!(!shrunk.contains(noise), "{noise} kept:\n{shrunk}");
     }
 
-    let replay = Command::new(FATHOM)
-        .arg("run")
-        .arg(dir.join("shrunk.toml"))
-        .args(["--out"])
-        .arg(path.parent().unwrap().join("replay"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&replay.stdout);
-    assert_eq!(replay.status.code(), Some(1), "{stdout}");
+    let replay_dir = path.parent().unwrap().join("replay");
+    let replay = fathom(&[&"run", &dir.join("shrunk.toml"), &"--out", &replay_dir]);
+    let stdout = exited(&replay, 1);
     assert!(stdout.contains("lost: "), "{stdout}");
 }
 
 #[test]
 fn shrink_refuses_a_run_that_violates_nothing() {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-shrink-clean-{}", std::process::id()));
-    let run = Command::new(FATHOM)
-        .arg("run")
-        .arg(repo("scenarios/quickstart.toml"))
-        .args(["--seed", "1", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(0));
-    let out = Command::new(FATHOM)
-        .arg("shrink")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let dir = scratch_dir("shrink-clean");
+    let quickstart = repo("scenarios/quickstart.toml");
+    exited(
+        &fathom(&[&"run", &quickstart, &"--seed", &"1", &"--out", &dir]),
+        0,
+    );
+    let out = fathom(&[&"shrink", &dir]);
+    exited(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("violates no bound at seed 1"), "{err}");
     assert!(!dir.join("shrunk.toml").exists());
@@ -314,15 +267,12 @@ fn shrink_refuses_a_run_that_violates_nothing() {
 
 #[test]
 fn run_writes_a_report_and_trace_tells_a_retried_message_s_life() {
-    let dir = std::env::temp_dir().join(format!("fathom-cli-trace-{}", std::process::id()));
-    let out = Command::new(FATHOM)
-        .arg("run")
-        .arg(repo("scenarios/packet-loss.toml"))
-        .args(["--seed", "1", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let dir = scratch_dir("trace");
+    let scenario = repo("scenarios/packet-loss.toml");
+    exited(
+        &fathom(&[&"run", &scenario, &"--seed", &"1", &"--out", &dir]),
+        0,
+    );
     for file in [
         "report.md",
         "throughput.svg",
@@ -341,27 +291,14 @@ fn run_writes_a_report_and_trace_tells_a_retried_message_s_life() {
         .find(|a| a["attempt"] == 2)
         .expect("packet loss makes some batch retry");
     let id = retried["ids"][0].as_str().unwrap();
-    let out = Command::new(FATHOM)
-        .arg("trace")
-        .arg(&dir)
-        .arg(id)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = exited(&fathom(&[&"trace", &dir, &id]), 0);
     assert!(text.contains(&format!("message {id}")), "{text}");
     assert!(text.contains("send invoked"), "{text}");
     assert!(text.contains("attempt 1 to broker-"), "{text}");
     assert!(text.contains("attempt 2 to broker-"), "{text}");
     assert!(text.contains("fate: "), "{text}");
 
-    let missing = Command::new(FATHOM)
-        .arg("trace")
-        .arg(&dir)
-        .arg("no-such-message")
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(2));
+    exited(&fathom(&[&"trace", &dir, &"no-such-message"]), 2);
 }
 
 #[test]
@@ -373,12 +310,8 @@ fn a_bad_experiment_file_exits_2_with_the_reason() {
          scenario = \"../../scenarios/quickstart.toml\"\nseeds = [1]\ncolumns = [\"acks_per_minute\"]\n\
          [[axes]]\nname = \"a\"\nparams = [\"producers[0].linger_ms\"]\nvalues = [0, 5]\n",
     );
-    let out = Command::new(FATHOM)
-        .arg("experiment")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = fathom(&[&"experiment", &bad]);
+    exited(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("acks_per_minute"), "{err}");
 }
@@ -397,7 +330,7 @@ fn explore_to_file(scenario: &PathBuf, extra: &[&str], result: &PathBuf) -> (i32
     (out.status.code().unwrap_or(-1), stdout)
 }
 
-fn merge(files: &[&PathBuf], result: Option<&PathBuf>) -> std::process::Output {
+fn merge(files: &[&PathBuf], result: Option<&PathBuf>) -> Output {
     let mut command = Command::new(FATHOM);
     command.arg("explore-merge").args(files);
     if let Some(r) = result {
@@ -431,7 +364,7 @@ fn explore_shards_merge_into_the_unsharded_result() {
     }
     assert_eq!(json(&shard0)["seeds_run"], 3, "seeds 2, 4, 6");
     let out = merge(&[&shard1, &shard0], Some(&merged));
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    exited(&out, 1);
     assert_eq!(json(&merged), json(&whole));
     let whole_json = json(&whole);
     let violating = whole_json["violating"].as_array().unwrap();
@@ -440,11 +373,10 @@ fn explore_shards_merge_into_the_unsharded_result() {
     assert!(violating[0]["bounds"][0] == "lost", "{whole_json}");
 
     let overlap = merge(&[&shard0, &shard0], None);
-    assert_eq!(overlap.status.code(), Some(2));
+    exited(&overlap, 2);
     assert!(String::from_utf8_lossy(&overlap.stderr).contains("overlap"));
     let partial = merge(&[&shard1], None);
-    assert_eq!(partial.status.code(), Some(2));
-    let stdout = String::from_utf8_lossy(&partial.stdout);
+    let stdout = exited(&partial, 2);
     assert!(
         stdout.contains("incomplete: shards 0/2 missing"),
         "{stdout}"
@@ -453,13 +385,16 @@ fn explore_shards_merge_into_the_unsharded_result() {
 
 #[test]
 fn a_bad_shard_exits_2_with_the_reason() {
-    let out = Command::new(FATHOM)
-        .arg("explore")
-        .arg(repo("scenarios/quickstart.toml"))
-        .args(["--seeds", "1..3", "--shard", "2/2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let quickstart = repo("scenarios/quickstart.toml");
+    let out = fathom(&[
+        &"explore",
+        &quickstart,
+        &"--seeds",
+        &"1..3",
+        &"--shard",
+        &"2/2",
+    ]);
+    exited(&out, 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--shard") && stderr.contains("below 2"),
@@ -472,17 +407,20 @@ fn a_bad_shard_exits_2_with_the_reason() {
 #[test]
 fn bench_sim_prints_speed_columns_and_seeds_per_hour() {
     let quickstart = repo("scenarios/quickstart.toml");
-    let out = Command::new(FATHOM)
-        .arg("bench-sim")
-        .arg("--scenario")
-        .arg(&quickstart)
-        .args(["--seed", "2", "--explore-seeds", "2", "--jobs", "1"])
-        .arg("--explore-scenario")
-        .arg(&quickstart)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let args: [&dyn AsRef<OsStr>; 11] = [
+        &"bench-sim",
+        &"--scenario",
+        &quickstart,
+        &"--seed",
+        &"2",
+        &"--explore-seeds",
+        &"2",
+        &"--jobs",
+        &"1",
+        &"--explore-scenario",
+        &quickstart,
+    ];
+    let stdout = exited(&fathom(&args), 0);
     for column in [
         "simulated_s",
         "cpu_s",
