@@ -37,10 +37,8 @@ enum Command {
         /// Where history.jsonl and summary.json go (default target/fathom/<scenario>/<seed>/).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The simulator; a binary runs the one it was built for (madsim: `--cfg madsim`,
-        /// see the README), and says how to build the other.
-        #[arg(long, value_enum, default_value_t = fathom_sim::harness::Harness::BUILT)]
-        harness: fathom_sim::harness::Harness,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     #[cfg(feature = "sim")]
     /// Run many seeds and list the ones that violate the scenario's bounds.
@@ -66,6 +64,8 @@ enum Command {
         /// Also write the result (findings with replay commands, anomaly totals) as JSON here.
         #[arg(long, value_name = "FILE")]
         result: Option<PathBuf>,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     #[cfg(feature = "sim")]
     /// Combine the result files of an exploration's shards (`explore --shard I/N --result
@@ -100,6 +100,8 @@ enum Command {
         /// Threads of the exploration.
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     #[cfg(feature = "sim")]
     /// Shrink a violating run: delta-debug the fault schedule of RUN_DIR/scenario.toml (faults,
@@ -110,6 +112,8 @@ enum Command {
         /// Real seconds one candidate run may take; a slower candidate counts as passing.
         #[arg(long, default_value_t = 600.0)]
         seed_timeout_s: f64,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     /// Run the checker on a history file and print the anomaly counts. Group histories
     /// (`process` lines stamped with `group`) add unprocessed (acked below the group's final
@@ -137,6 +141,8 @@ enum Command {
         /// Runs at once (default: the number of cores).
         #[arg(long)]
         jobs: Option<usize>,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     #[cfg(feature = "sim")]
     /// Regenerate every experiment's report and the claims index.
@@ -148,16 +154,51 @@ enum Command {
         reports: PathBuf,
         #[arg(long)]
         jobs: Option<usize>,
+        #[command(flatten)]
+        harness: HarnessArg,
     },
     #[cfg(feature = "production")]
     #[command(flatten)]
     Production(fathom_server::Command),
 }
 
+/// `--harness`, on every command that runs the simulator.
+#[cfg(feature = "sim")]
+#[derive(clap::Args, Clone, Copy)]
+struct HarnessArg {
+    /// The simulator. A binary runs the one it was built for (madsim: `--cfg madsim` in its own
+    /// target dir, see the README) and refuses the other, saying how to build it.
+    #[arg(long, value_enum, default_value_t = fathom_sim::harness::Harness::BUILT)]
+    harness: fathom_sim::harness::Harness,
+}
+
+impl Command {
+    /// The harness the command asked for, if it runs the simulator.
+    #[cfg(feature = "sim")]
+    fn harness(&self) -> Option<fathom_sim::harness::Harness> {
+        match self {
+            Command::Run { harness, .. }
+            | Command::Explore { harness, .. }
+            | Command::BenchSim { harness, .. }
+            | Command::Shrink { harness, .. }
+            | Command::Experiment { harness, .. }
+            | Command::Report { harness, .. } => Some(harness.harness),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     #[cfg(feature = "sim")]
     cli::init_tracing();
+    #[cfg(feature = "sim")]
+    if let Some(harness) = args.command.harness() {
+        if let Some(reason) = fathom_sim::harness::unavailable_reason(harness) {
+            eprintln!("error: --harness {}: {reason}", harness.name());
+            return ExitCode::from(cli::EXIT_BAD_INPUT);
+        }
+    }
     let code = match args.command {
         #[cfg(feature = "sim")]
         Command::Run {
@@ -165,7 +206,7 @@ fn main() -> ExitCode {
             seed,
             out,
             harness,
-        } => cli::run(&scenario, seed, out.as_deref(), harness),
+        } => cli::run(&scenario, seed, out.as_deref(), harness.harness),
         #[cfg(feature = "sim")]
         Command::Explore {
             scenario,
@@ -175,6 +216,7 @@ fn main() -> ExitCode {
             seed_timeout_s,
             shard,
             result,
+            ..
         } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
             Ok(seed_wall) if seed_timeout_s > 0.0 => {
                 let options = cli::ExploreOptions {
@@ -204,6 +246,7 @@ fn main() -> ExitCode {
             explore_seeds,
             explore_scenario,
             jobs,
+            ..
         } => {
             let scenarios = if scenario.is_empty() {
                 cli::BENCH_SCENARIOS.iter().map(PathBuf::from).collect()
@@ -222,6 +265,7 @@ fn main() -> ExitCode {
         Command::Shrink {
             run_dir,
             seed_timeout_s,
+            ..
         } => match std::time::Duration::try_from_secs_f64(seed_timeout_s) {
             Ok(seed_wall) if seed_timeout_s > 0.0 => cli::shrink(&run_dir, seed_wall),
             _ => {
@@ -240,12 +284,14 @@ fn main() -> ExitCode {
             file,
             reports,
             jobs,
+            ..
         } => cli::experiment(&file, &reports, jobs),
         #[cfg(feature = "sim")]
         Command::Report {
             experiments,
             reports,
             jobs,
+            ..
         } => cli::report(&experiments, &reports, jobs),
         #[cfg(feature = "production")]
         Command::Production(command) => fathom_server::main(command),
