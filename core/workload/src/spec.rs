@@ -300,7 +300,14 @@ pub struct ProducerSpec {
     pub compression: Compression,
     /// Connections from each instance to each broker, partitions spread over them.
     pub connections_per_broker: u16,
+    /// The share of messages (0 ..= 1) sent to partition [`HOT_KEY_PARTITION`], one hot key
+    /// (claim C3's skew); the rest go where `partitioner` says. Spread evenly over the
+    /// messages, without drawing from the seed: 0 leaves the workload as it was.
+    pub hot_key_share: f64,
 }
+
+/// The partition a producer's hot key (`hot_key_share`) lands on.
+pub const HOT_KEY_PARTITION: u32 = 0;
 
 impl Default for ProducerSpec {
     /// Defaults for the optional fields; `name` and `topic` are required (checked by validation).
@@ -336,6 +343,7 @@ impl Default for ProducerSpec {
             batch_records_max: narrow(client.batch_records_max),
             compression: client.compression,
             connections_per_broker: client.connections_per_broker,
+            hot_key_share: 0.0,
         }
     }
 }

@@ -564,6 +564,12 @@ impl Checker<'_> {
         if p.messages == 0 {
             return Err(self.error(&field("messages"), "must be at least 1"));
         }
+        if !(0.0..=1.0).contains(&p.hot_key_share) {
+            return Err(self.error(
+                &field("hot_key_share"),
+                format!("must be within 0 ..= 1, got {}", p.hot_key_share),
+            ));
+        }
         if p.message_bytes == 0 {
             return Err(self.error(&field("message_bytes"), "must be at least 1"));
         }
