@@ -582,6 +582,51 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
 mod tests {
     use super::*;
 
+    /// Loads c3-hot-key with `from` replaced by `to`, from a copy next to its base scenario.
+    fn c3_hot_key_edited(test: &str, from: &str, to: &str) -> Result<Experiment, String> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/experiments");
+        let text = std::fs::read_to_string(repo.join("c3-hot-key.toml")).unwrap();
+        assert!(text.contains(from), "c3-hot-key.toml has no {from:?}");
+        let dir = std::env::temp_dir().join(format!("fathom-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("base")).unwrap();
+        let base = "base/consumers.toml";
+        std::fs::copy(repo.join(base), dir.join(base)).unwrap();
+        let path = dir.join("c3-hot-key.toml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let loaded = Experiment::load(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn a_backlog_chart_writes_one_file_per_point_and_takes_no_metric() {
+        let e = c3_hot_key_edited("backlog-files", "", "").unwrap();
+        let chart = e
+            .charts
+            .iter()
+            .find(|c| c.kind == ChartKind::BacklogOverTime);
+        let files: Vec<String> = chart.unwrap().files(&e).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files,
+            ["backlog-over-time-group.svg", "backlog-over-time-share.svg"]
+        );
+        assert_eq!(slug("share, 10 per fetch"), "share-10-per-fetch");
+        let with_metric = c3_hot_key_edited(
+            "backlog-metric",
+            "kind = \"backlog_over_time\"",
+            "kind = \"backlog_over_time\"\nmetric = \"drain_s\"",
+        );
+        let err = with_metric.unwrap_err();
+        assert!(err.contains("take no metric"), "{err}");
+        let clash = c3_hot_key_edited(
+            "backlog-clash",
+            "file = \"drain.svg\"",
+            "file = \"backlog-over-time-share.svg\"",
+        );
+        let err = clash.unwrap_err();
+        assert!(err.contains("is written twice"), "{err}");
+    }
+
     #[test]
     fn set_writes_nested_paths_and_array_elements() {
         let mut t: toml::Table =

@@ -437,6 +437,8 @@ fn median(p: &PointResult, metric: Metric) -> f64 {
 
 /// What a backlog chart's legend says the series are.
 const BACKLOG_LEGEND_TITLE: &str = "consumer, process time";
+/// A backlog chart's x axis: the run's clock, not the wall's.
+const BACKLOG_X_LABEL: &str = "simulated time (s)";
 
 /// A backlog-over-time chart of one point: a line per consumer instance, named with its
 /// processing time per record, and one for its group's pool.
@@ -478,7 +480,7 @@ fn backlog_svg(
     let title = format!("{}: {}, seed {seed}", c.title, point.name());
     let extras = Extras {
         legend_title: Some(BACKLOG_LEGEND_TITLE.into()),
-        x_label: Some("simulated time (s)".into()),
+        x_label: Some(BACKLOG_X_LABEL.into()),
         ..Extras::default()
     };
     chart::time_series_with(&title, &c.y_label, &series, &[], &extras)
