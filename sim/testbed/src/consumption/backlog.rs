@@ -89,11 +89,14 @@ struct Facts<'a> {
     /// Per message id, its first processing by the group.
     processed: BTreeMap<&'a str, u64>,
     /// Per partition, its owner from each time on (consumer groups).
-    owners: BTreeMap<(&'a str, u32), Vec<(u64, Option<&'a str>)>>,
+    owners: BTreeMap<(&'a str, u32), Vec<Owner<'a>>>,
     /// Per message id, its holds in time order (share groups).
     holds: BTreeMap<&'a str, Vec<Hold<'a>>>,
     last_ns: u64,
 }
+
+/// From this time on, this member instance owns the partition (`None`: nobody does).
+type Owner<'a> = (u64, Option<&'a str>);
 
 /// An acknowledged send: when, and to which partition.
 type Acked<'a> = (u64, (&'a str, u32));
