@@ -20,7 +20,7 @@ use fathom_queue::client::producer::UNKNOWN_PARTITION;
 
 use crate::spec::{
     restarted_process_name, CommitMode, ConsumerKind, ConsumerSpec, MemberAction, Partitioner,
-    ProducerMode, ProducerSpec,
+    ProducerMode, ProducerSpec, HOT_KEY_PARTITION,
 };
 use crate::trace::{AttemptRecord, SharedTrace};
 
@@ -79,6 +79,14 @@ fn send_op(tp: &TopicPartition, id: &str) -> Op {
 /// How far an open-loop producer may fall behind its schedule and still catch up: sends due
 /// longer ago than this are skipped, so a long block does not end in an unbounded burst.
 const SEND_BACKLOG_MAX: Duration = Duration::from_millis(100);
+
+/// Whether message `n` (from 0) of a producer goes to its hot key: exactly `share` of every
+/// prefix of the messages, rounded down, spread evenly (message `n` is hot when
+/// `floor((n + 1) * share)` passes `floor(n * share)`). Deterministic and drawing nothing, so a
+/// share of 0 leaves the partitioner's draws, and the run, as they were.
+fn is_hot(n: u64, share: f64) -> bool {
+    share > 0.0 && ((n + 1) as f64 * share).floor() > (n as f64 * share).floor()
+}
 
 /// The next send time of a producer sending every `interval`. Sends due in the past go out at
 /// once (several per tick when the rate is above the tick rate), within [`SEND_BACKLOG_MAX`].
@@ -146,7 +154,11 @@ impl ProducerProcess {
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
                 let id = format!("{}-{sent}", self.name);
-                let explicit = self.explicit_partition(&mut round_robin, &mut rng);
+                let explicit = if is_hot(sent, spec.hot_key_share) {
+                    Some(HOT_KEY_PARTITION)
+                } else {
+                    self.explicit_partition(&mut round_robin, &mut rng)
+                };
                 // The application prepares each message once, however long `send` blocks.
                 if !cpu_paid {
                     pay(self.resources.compute(self.message_cpu)).await;
@@ -1006,4 +1018,21 @@ fn commit_event(
         error,
     };
     (kind, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_hot;
+
+    #[test]
+    fn a_hot_key_share_sends_exactly_that_share_spread_evenly() {
+        let hot = |share: f64, n: u64| (0..n).filter(|&i| is_hot(i, share)).count();
+        assert_eq!(hot(0.0, 1000), 0, "off: no message is hot");
+        assert_eq!(hot(1.0, 1000), 1000);
+        assert_eq!(hot(0.5, 1000), 500);
+        assert_eq!(hot(0.25, 1000), 250);
+        // Every other message, not the first half then none.
+        let first: Vec<bool> = (0..4).map(|i| is_hot(i, 0.5)).collect();
+        assert_eq!(first, [false, true, false, true]);
+    }
 }

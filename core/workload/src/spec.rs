@@ -252,10 +252,17 @@ pub struct ProducerSpec {
     /// Open a new connection for every send and close it after the outcome (sync mode only):
     /// what a client without long-lived connections pays (claim P1).
     pub connect_per_send: bool,
+    /// The share of messages (0 ..= 1) sent to partition [`HOT_KEY_PARTITION`], one hot key
+    /// (claim C3's skew); the rest go where `partitioner` says. Spread evenly over the
+    /// messages, without drawing from the seed: 0 leaves the workload as it was.
+    pub hot_key_share: f64,
     /// The producer's own settings, from the same table.
     #[serde(skip)]
     pub client: ProducerConfig,
 }
+
+/// The partition a producer's hot key (`hot_key_share`) lands on.
+pub const HOT_KEY_PARTITION: u32 = 0;
 
 impl Default for ProducerSpec {
     /// Defaults for the optional fields; `name` and `topic` are required (checked by validation).
@@ -272,6 +279,7 @@ impl Default for ProducerSpec {
             partitioner: Partitioner::default(),
             max_block_ms: 60_000,
             connect_per_send: false,
+            hot_key_share: 0.0,
             client: ProducerConfig::default(),
         }
     }

@@ -79,6 +79,8 @@ const MARKER_WIDTH_PX: u32 = 2;
 const DASH_PX: i32 = 6;
 /// A bar of zero is drawn this many pixels high, so that it reads as measured, not missing.
 const ZERO_BAR_PX: i32 = 2;
+/// A time series' x axis title unless [`Extras::x_label`] names another.
+const TIME_LABEL: &str = "time (s)";
 /// Bound lines are dark, in a colour no series uses.
 const BOUND_COLOR: RGBColor = RGBColor(0x30, 0x30, 0x30);
 /// With markers, the y axis grows by this share of its span, so their labels sit above the data.
@@ -188,6 +190,8 @@ pub struct Extras {
     /// Let a linear y axis fit the data instead of starting at zero; a chart that sets this
     /// should say so in its title.
     pub y_from_data: bool,
+    /// The x axis title of a time series, instead of `time (s)`.
+    pub x_label: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -293,7 +297,8 @@ pub fn time_series_with(
     frame::render(|root| {
         let (plot, legend) = frame::split_legend(root);
         let mut chart = frame::build(&plot, title, x_axis, y_axis)?;
-        frame::draw_mesh(&mut chart, Some("time (s)"), y_label, true)?;
+        let x_label = extras.x_label.as_deref().unwrap_or(TIME_LABEL);
+        frame::draw_mesh(&mut chart, Some(x_label), y_label, true)?;
         let area = chart.plotting_area();
         for (s, color) in series.iter().zip(PALETTE) {
             for run in runs(&s.points, placeable) {

@@ -165,6 +165,7 @@ fn sample_charts() -> Vec<(&'static str, String)> {
                         Bound::through("window x batch / RTT", vec![(1.0, 0.5), (32.0, 16.0)]),
                     ],
                     y_from_data: false,
+                    x_label: None,
                 },
             )
             .unwrap(),
@@ -620,4 +621,33 @@ fn sample_charts_are_written_for_inspection() {
     for (name, svg) in sample_charts() {
         std::fs::write(dir.join(format!("{name}.svg")), svg).unwrap();
     }
+}
+
+#[test]
+fn a_time_series_takes_its_x_axis_title_from_extras() {
+    let extras = Extras {
+        legend_title: Some("consumer, process time".into()),
+        x_label: Some("simulated time (s)".into()),
+        ..Extras::default()
+    };
+    let svg = time_series_with(
+        "Backlog",
+        "messages waiting",
+        &throughput_series(),
+        &[],
+        &extras,
+    )
+    .unwrap();
+    assert_well_formed("time_series x_label", &svg);
+    for needle in [
+        "simulated time (s)",
+        "messages waiting",
+        "consumer, process",
+    ] {
+        assert!(svg.contains(needle), "lacks {needle}");
+    }
+    assert!(
+        !svg.contains(">\ntime (s)\n<"),
+        "the default title is replaced"
+    );
 }

@@ -135,6 +135,7 @@ measures! {
     BacklogAtEnd "backlog_at_end" Median "records stored and not yet consumed when the workload phase ended" => |r| r.0.summary.metrics.delivery.backlog_at_end;
     DrainS "drain_s" Median "s after the workload ended until every acknowledged message was processed once (absent if some never were)" => |r| r.consumption().drain_s;
     MemberShareMin "member_share_min" Median "smallest share of the processed messages one consumer instance processed (1/instances when even)" => |r| r.consumption().member_share_min;
+    MemberShareMax "member_share_max" Median "largest share of the processed messages one consumer instance processed (1/instances when even)" => |r| r.consumption().member_share_max;
     ProcessingOutOfOrder "processing_out_of_order" Median "first processings of a record below one already processed from its partition" => |r| r.consumption().out_of_order;
     ProcessingBacklogMax "processing_backlog_max" Median "acknowledged messages not yet processed, most at any second's end" => |r| r.consumption().backlog_max;
     ShareRecordsPeak "share_records_peak" Median "the most share records (available or acquired) the brokers held at once: the state a share group costs them" => |r| r.0.summary.metrics.delivery.share_records_peak;

@@ -119,6 +119,17 @@ pub enum ChartKind {
     Bars,
     /// One stacked bar per point: the mean end-to-end latency split into its parts (E1).
     Breakdown,
+    /// Lines over simulated time, one per consumer instance and one for its group's pool: what
+    /// each had waiting ([`crate::consumption::backlog`]), in the experiment's first seed. One
+    /// chart per point, written to `{file stem}-{point}.svg`.
+    BacklogOverTime,
+}
+
+impl ChartKind {
+    /// Whether the chart draws a `metric` (the others know what they draw).
+    pub fn takes_metric(self) -> bool {
+        !matches!(self, ChartKind::Breakdown | ChartKind::BacklogOverTime)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +159,46 @@ pub struct ChartSpec {
     /// Analytic bounds the claim rests on, drawn as dashed lines (sweeps and bars).
     #[serde(default)]
     pub bounds: Vec<BoundSpec>,
+}
+
+impl ChartSpec {
+    /// The points the chart draws: those with its `only` label, or all.
+    pub fn points(&self, e: &Experiment) -> Vec<Point> {
+        let shown = |p: &Point| {
+            self.only.as_ref().is_none_or(|o| {
+                let axis = e.axes.iter().position(|a| a.name == o.axis);
+                axis.is_some_and(|i| p.labels[i] == o.label)
+            })
+        };
+        e.points().into_iter().filter(shown).collect()
+    }
+
+    /// The files the chart writes: its `file`, or for a backlog over time one per point
+    /// (`backlog.svg` → `backlog-share-10-per-fetch.svg`), each with its point.
+    pub fn files(&self, e: &Experiment) -> Vec<(String, Option<Point>)> {
+        if self.kind != ChartKind::BacklogOverTime {
+            return vec![(self.file.clone(), None)];
+        }
+        let stem = self.file.strip_suffix(".svg").unwrap_or(&self.file);
+        self.points(e)
+            .into_iter()
+            .map(|p| (format!("{stem}-{}.svg", slug(&p.name())), Some(p)))
+            .collect()
+    }
+}
+
+/// A point's name as part of a file name: lower-case letters and digits, runs of anything
+/// else one `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
 }
 
 /// An analytic bound on a chart: exactly one of `y` (a horizontal line), `slope` (`y = slope ×
@@ -312,9 +363,16 @@ impl Experiment {
             return Err("coverage.tests: name the parts of the claim this experiment tests".into());
         }
         for c in &self.charts {
-            if (c.kind == ChartKind::Breakdown) == c.metric.is_some() {
+            if c.kind.takes_metric() != c.metric.is_some() {
                 return Err(format!(
-                    "chart {:?}: a breakdown takes no metric, every other chart one",
+                    "chart {:?}: a breakdown and a backlog over time take no metric, every \
+                     other chart one",
+                    c.file
+                ));
+            }
+            if c.kind == ChartKind::BacklogOverTime && !c.bounds.is_empty() {
+                return Err(format!(
+                    "chart {:?}: a backlog over time has no bounds",
                     c.file
                 ));
             }
@@ -353,6 +411,12 @@ impl Experiment {
                     "chart file {:?}: a plain name ending in .svg",
                     c.file
                 ));
+            }
+        }
+        let mut files = BTreeSet::new();
+        for (file, _) in self.charts.iter().flat_map(|c| c.files(self)) {
+            if !files.insert(file.clone()) {
+                return Err(format!("chart file {file:?} is written twice"));
             }
         }
         Ok(())
@@ -517,6 +581,51 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loads c3-hot-key with `from` replaced by `to`, from a copy next to its base scenario.
+    fn c3_hot_key_edited(test: &str, from: &str, to: &str) -> Result<Experiment, String> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/experiments");
+        let text = std::fs::read_to_string(repo.join("c3-hot-key.toml")).unwrap();
+        assert!(text.contains(from), "c3-hot-key.toml has no {from:?}");
+        let dir = std::env::temp_dir().join(format!("fathom-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("base")).unwrap();
+        let base = "base/consumers.toml";
+        std::fs::copy(repo.join(base), dir.join(base)).unwrap();
+        let path = dir.join("c3-hot-key.toml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let loaded = Experiment::load(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn a_backlog_chart_writes_one_file_per_point_and_takes_no_metric() {
+        let e = c3_hot_key_edited("backlog-files", "", "").unwrap();
+        let chart = e
+            .charts
+            .iter()
+            .find(|c| c.kind == ChartKind::BacklogOverTime);
+        let files: Vec<String> = chart.unwrap().files(&e).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files,
+            ["backlog-over-time-group.svg", "backlog-over-time-share.svg"]
+        );
+        assert_eq!(slug("share, 10 per fetch"), "share-10-per-fetch");
+        let with_metric = c3_hot_key_edited(
+            "backlog-metric",
+            "kind = \"backlog_over_time\"",
+            "kind = \"backlog_over_time\"\nmetric = \"drain_s\"",
+        );
+        let err = with_metric.unwrap_err();
+        assert!(err.contains("take no metric"), "{err}");
+        let clash = c3_hot_key_edited(
+            "backlog-clash",
+            "file = \"drain.svg\"",
+            "file = \"backlog-over-time-share.svg\"",
+        );
+        let err = clash.unwrap_err();
+        assert!(err.contains("is written twice"), "{err}");
+    }
 
     #[test]
     fn set_writes_nested_paths_and_array_elements() {

@@ -14,8 +14,10 @@ use super::metric::{Judged, Metric, BREAKDOWN};
 use super::runner::{PointResult, Results, Spread};
 use super::stats::{self, CONFIDENCE};
 use super::verdict::Judgement;
-use super::{ChartKind, ChartSpec, Experiment, ExperimentError};
-use crate::chart::{self, Bar, Extras, Part, SweepPoint, SweepSeries};
+use super::{ChartKind, ChartSpec, Experiment, ExperimentError, Point};
+use crate::chart::{self, Bar, Extras, Part, Series, SweepPoint, SweepSeries};
+use crate::scenario::Scenario;
+use fathom_workload::spec::process_name;
 
 /// What `results.json` holds.
 #[derive(Serialize)]
@@ -49,11 +51,17 @@ pub fn write(
         }
     }
     for c in &e.charts {
-        let svg = chart_svg(e, results, c).map_err(|message| ExperimentError::Invalid {
-            path: e.source.clone(),
-            message,
-        })?;
-        std::fs::write(dir.join(&c.file), svg).map_err(io)?;
+        for (file, point) in c.files(e) {
+            let svg = match &point {
+                Some(point) => backlog_svg(e, results, c, point),
+                None => chart_svg(e, results, c),
+            };
+            let svg = svg.map_err(|message| ExperimentError::Invalid {
+                path: e.source.clone(),
+                message,
+            })?;
+            std::fs::write(dir.join(file), svg).map_err(io)?;
+        }
     }
     let file = ResultsFile {
         id: &e.id,
@@ -81,7 +89,13 @@ fn readme(e: &Experiment, results: &Results, j: &Judgement) -> String {
     if !e.charts.is_empty() {
         let _ = writeln!(s, "## Charts\n");
         for c in &e.charts {
-            let _ = writeln!(s, "![{}]({})\n", c.title, c.file);
+            for (file, point) in c.files(e) {
+                let title = match point {
+                    Some(p) => format!("{}: {}", c.title, p.name()),
+                    None => c.title.clone(),
+                };
+                let _ = writeln!(s, "![{title}]({file})\n");
+            }
         }
     }
     verdict(&mut s, j);
@@ -303,6 +317,9 @@ fn chart_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
     let bounds = c.bounds.iter().filter_map(|b| b.line(&[])).collect();
     let drawn = match c.kind {
         ChartKind::Sweep => return sweep_svg(e, results, c),
+        ChartKind::BacklogOverTime => {
+            return Err(format!("chart {}: one chart per point", c.file));
+        }
         ChartKind::Bars => {
             let metric = c
                 .metric
@@ -416,4 +433,185 @@ fn sweep_svg(e: &Experiment, results: &Results, c: &ChartSpec) -> Result<String,
 /// height), which the table shows as "not measured".
 fn median(p: &PointResult, metric: Metric) -> f64 {
     p.spread(metric).map_or(0.0, |s| s.median)
+}
+
+/// What a backlog chart's legend says the series are.
+const BACKLOG_LEGEND_TITLE: &str = "consumer, process time";
+/// A backlog chart's x axis: the run's clock, not the wall's.
+const BACKLOG_X_LABEL: &str = "simulated time (s)";
+
+/// A backlog-over-time chart of one point: a line per consumer instance, named with its
+/// processing time per record, and one for its group's pool.
+fn backlog_svg(
+    e: &Experiment,
+    results: &Results,
+    c: &ChartSpec,
+    point: &Point,
+) -> Result<String, String> {
+    let fail = |what: String| format!("chart {}, point {}: {what}", c.file, point.name());
+    let labels = results.axes.iter().zip(&point.labels);
+    let at = results
+        .at(labels.map(|(a, l)| (a.as_str(), l.as_str())))
+        .ok_or_else(|| fail("no results".into()))?;
+    let (seed, groups) = at
+        .backlog_over_time()
+        .ok_or_else(|| fail("no backlog over time was kept".into()))?;
+    let scenario = e.scenario_at(point).map_err(|err| fail(err.to_string()))?;
+    let mut series = Vec::new();
+    for g in groups {
+        for s in &g.series {
+            let who = match &s.instance {
+                Some(instance) => instance_label(&scenario, instance),
+                None => g.kind.pool_name().to_string(),
+            };
+            let name = match groups.len() {
+                1 => who,
+                _ => format!("{}: {who}", g.group),
+            };
+            let points = s
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| (k as f64 * g.step_s, n as f64))
+                .collect();
+            series.push(Series { name, points });
+        }
+    }
+    let title = format!("{}: {}, seed {seed}", c.title, point.name());
+    let extras = Extras {
+        legend_title: Some(BACKLOG_LEGEND_TITLE.into()),
+        x_label: Some(BACKLOG_X_LABEL.into()),
+        ..Extras::default()
+    };
+    chart::time_series_with(&title, &c.y_label, &series, &[], &extras)
+        .map_err(|err| fail(err.to_string()))
+}
+
+/// A consumer instance with its processing time per record: `c-0 (10 ms)`.
+fn instance_label(scenario: &Scenario, instance: &str) -> String {
+    let process_ms = scenario.consumers.iter().find_map(|spec| {
+        (0..spec.instances.get())
+            .find(|&i| process_name(&spec.name, i) == instance)
+            .map(|i| spec.process_ms_of(i))
+    });
+    match process_ms {
+        Some(ms) => format!("{instance} ({ms} ms)"),
+        None => instance.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::consumption::{BacklogSeries, GroupBacklog, GroupKind};
+    use crate::experiment::runner::{Numbers, SeedResult};
+    use crate::experiment::verdict;
+
+    fn c3_hot_key() -> Experiment {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scenarios/experiments/c3-hot-key.toml");
+        Experiment::load(&path).unwrap()
+    }
+
+    /// Results without numbers: every point has one seed, 7, with a hand-made backlog.
+    fn results(e: &Experiment) -> Results {
+        let axes: Vec<String> = e.axes.iter().map(|a| a.name.clone()).collect();
+        let series = |instance: Option<&str>, counts: &[u64]| BacklogSeries {
+            instance: instance.map(str::to_string),
+            counts: counts.to_vec(),
+        };
+        let backlog = GroupBacklog {
+            group: "g1".into(),
+            kind: GroupKind::Consumer,
+            step_s: 0.5,
+            series: vec![
+                series(Some("c-0"), &[0, 40, 90, 10, 0]),
+                series(Some("c-1"), &[0, 5, 0, 0, 0]),
+                series(None, &[3, 0, 0, 0, 0]),
+            ],
+        };
+        let points = e
+            .points()
+            .into_iter()
+            .map(|point| PointResult {
+                labels: axes.iter().cloned().zip(point.labels.clone()).collect(),
+                point,
+                spread: BTreeMap::new(),
+                seeds: vec![SeedResult {
+                    seed: 7,
+                    trace_hash: String::new(),
+                    numbers: Numbers::new(),
+                    backlog_over_time: Some(vec![backlog.clone()]),
+                }],
+            })
+            .collect();
+        Results {
+            id: e.id.clone(),
+            claim: e.claim.clone(),
+            axes,
+            points,
+        }
+    }
+
+    fn written(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read(&path).unwrap());
+        }
+        files
+    }
+
+    #[test]
+    fn a_backlog_chart_is_one_svg_per_point_naming_each_instance_and_its_process_time() {
+        let e = c3_hot_key();
+        let r = results(&e);
+        let j = verdict::judge(&e, &r);
+        let dir = std::env::temp_dir().join(format!("fathom-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write(&dir.join("first"), &e, &r, &j).unwrap();
+        write(&dir.join("second"), &e, &r, &j).unwrap();
+        let files = written(&dir.join("first"));
+        assert_eq!(files, written(&dir.join("second")), "not deterministic");
+        let readme = String::from_utf8(files["README.md"].clone()).unwrap();
+        for point in ["group", "share"] {
+            let file = format!("backlog-over-time-{point}.svg");
+            let svg = String::from_utf8(files[&file].clone()).unwrap();
+            for needle in [
+                format!("Backlog per consumer: {point}, seed 7"),
+                "c-0 (4 ms)".into(),
+                "c-1 (4 ms)".into(),
+                "unassigned".into(),
+                "simulated time (s)".into(),
+                "messages waiting".into(),
+            ] {
+                assert!(svg.contains(&needle), "{file} lacks {needle:?}");
+            }
+            assert!(
+                readme.contains(&format!("]({file})")),
+                "README lacks {file}"
+            );
+        }
+        assert!(!files.contains_key("backlog-over-time.svg"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_backlog_chart_without_a_kept_backlog_is_an_error_not_an_empty_chart() {
+        let e = c3_hot_key();
+        let mut r = results(&e);
+        for p in &mut r.points {
+            p.seeds[0].backlog_over_time = None;
+        }
+        let c = e
+            .charts
+            .iter()
+            .find(|c| c.kind == ChartKind::BacklogOverTime);
+        let (_, point) = c.unwrap().files(&e).remove(0);
+        let err = backlog_svg(&e, &r, c.unwrap(), &point.unwrap()).unwrap_err();
+        assert!(err.contains("no backlog over time was kept"), "{err}");
+    }
 }

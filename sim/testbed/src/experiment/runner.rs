@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::metric::{Judged, Metric};
 use super::stats::{self, Proportion};
-use super::{Experiment, ExperimentError, Point};
+use super::{ChartKind, Experiment, ExperimentError, Point};
+use crate::consumption::{backlog_over_time, GroupBacklog};
 use crate::metrics::round3;
 use crate::run::{self, RunOutcome};
 
@@ -21,6 +22,10 @@ pub struct SeedResult {
     pub seed: u64,
     pub trace_hash: String,
     pub numbers: Numbers,
+    /// Backlog per consumer instance over time: kept for the experiment's first seed when it
+    /// draws a `backlog_over_time` chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_over_time: Option<Vec<GroupBacklog>>,
 }
 
 /// One metric over the seeds of a point.
@@ -47,6 +52,13 @@ pub struct PointResult {
 }
 
 impl PointResult {
+    /// The backlog over time of the first seed that kept it.
+    pub fn backlog_over_time(&self) -> Option<(u64, &[GroupBacklog])> {
+        self.seeds
+            .iter()
+            .find_map(|s| Some((s.seed, s.backlog_over_time.as_deref()?)))
+    }
+
     /// `metric` over the seeds; `None` if no run measured it.
     pub fn spread(&self, metric: Metric) -> Option<&Spread> {
         self.spread.get(&metric)
@@ -89,6 +101,11 @@ pub fn run_all(
         .map(|p| e.scenario_at(p))
         .collect::<Result<Vec<_>, _>>()?;
     let used = e.metrics_used();
+    let charts_backlog = e
+        .charts
+        .iter()
+        .any(|c| c.kind == ChartKind::BacklogOverTime);
+    let backlog_seed = e.seeds.first().copied().filter(|_| charts_backlog);
     let jobs: Vec<(usize, u64)> = (0..points.len())
         .flat_map(|p| e.seeds.iter().map(move |&s| (p, s)))
         .collect();
@@ -104,6 +121,8 @@ pub fn run_all(
                         seed,
                         trace_hash: o.summary.trace_hash.clone(),
                         numbers: numbers(&o, &used),
+                        backlog_over_time: (backlog_seed == Some(seed))
+                            .then(|| backlog_over_time(&o.events)),
                     })
                     .map_err(|err| format!("point {}, seed {seed}: {err}", points[p].name()));
                 out.lock().expect("no worker panics holding it")[j] = Some(result);

@@ -368,6 +368,18 @@ fn semantic_errors_name_field_and_line() {
         "must be above 0",
     );
     assert_fails(
+        &with("hot_key_share = 1.5\n"),
+        "producers[0].hot_key_share",
+        APPENDED_LINE,
+        "must be within 0 ..= 1, got 1.5",
+    );
+    assert_fails(
+        &with("hot_key_share = nan\n"),
+        "producers[0].hot_key_share",
+        APPENDED_LINE,
+        "must be within 0 ..= 1",
+    );
+    assert_fails(
         &with("[[faults]]\nat_s = 11.0\nkind = \"heal\"\n"),
         "faults[0].at_s",
         APPENDED_LINE + 1,

@@ -632,6 +632,12 @@ impl Checker<'_> {
         if let Err(invalid) = p.client.validate().and(p.client.check_useful()) {
             return Err(self.error(&field(invalid.field), invalid.reason));
         }
+        if !(0.0..=1.0).contains(&p.hot_key_share) {
+            return Err(self.error(
+                &field("hot_key_share"),
+                format!("must be within 0 ..= 1, got {}", p.hot_key_share),
+            ));
+        }
         let batch_bytes_max = p.client.batch_bytes_max;
         if batch_bytes_max < p.message_bytes.get() as usize {
             return Err(self.error(

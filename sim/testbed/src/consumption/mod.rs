@@ -1,13 +1,18 @@
 //! How the consumers shared the work (claim C3), from the history: when each acknowledged
 //! message was first processed (a group member's `process` line, a share member's confirmed
-//! `accept` or `reject`), by which consumer instance, and in which order per partition.
+//! `accept` or `reject`), by which consumer instance, and in which order per partition; and
+//! ([`backlog`]) how much each consumer instance had waiting over time.
 //!
 //! Figures come from processing, not from fetching: a consumer that fetched far ahead of what
 //! it processed has a backlog all the same.
 
+pub mod backlog;
+
 use std::collections::BTreeMap;
 
 use fathom_history::{AckVerdict, Event, EventType, Op};
+
+pub use backlog::{backlog_over_time, BacklogSeries, GroupBacklog, GroupKind};
 
 /// The consumption figures of one run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,10 +23,48 @@ pub struct Consumption {
     /// The smallest share of first processings one consumer instance made (restarts count
     /// with their instance); `None` without processing.
     pub member_share_min: Option<f64>,
+    /// The largest such share: what the busiest instance did (a hot key's owner).
+    pub member_share_max: Option<f64>,
     /// First processings of a record below one already processed from its partition.
     pub out_of_order: u64,
     /// Acknowledged messages not yet processed, most at any second's end.
     pub backlog_max: u64,
+}
+
+/// One processing: the application finished with `records` of `tp`. What counts is a group
+/// member's `process` line, or a share member's confirmed `accept` or `reject` (a `release`
+/// hands the record back unprocessed). Every figure of this module uses this one definition.
+pub(crate) struct Processing<'a> {
+    pub tp: (&'a str, u32),
+    pub records: &'a [(u64, String)],
+}
+
+/// The processing `e` records, if it records one.
+pub(crate) fn processing(e: &Event) -> Option<Processing<'_>> {
+    if e.kind != EventType::Ok {
+        return None;
+    }
+    match &e.op {
+        Op::Process {
+            topic,
+            partition,
+            records,
+        } if e.group.is_some() => Some(Processing {
+            tp: (topic, *partition),
+            records,
+        }),
+        Op::Acknowledge {
+            topic,
+            partition,
+            ack,
+            records,
+            ..
+        } if *ack != AckVerdict::Release => Some(Processing {
+            tp: (topic, *partition),
+            records,
+        }),
+        _ => None,
+    }
 }
 
 /// The figures of `events`, whose workload phase ended at `workload_end_s`.
@@ -33,54 +76,27 @@ pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
     let mut highest: BTreeMap<(&str, u32), u64> = BTreeMap::new();
     let mut out_of_order = 0;
     for e in events {
-        match (&e.op, e.kind) {
-            (Op::Send { id, .. }, EventType::Ok) => {
-                acked.entry(id).or_insert(e.time_ns);
-            }
-            (
-                Op::Process {
-                    topic,
-                    partition,
-                    records,
-                },
-                EventType::Ok,
-            ) if e.group.is_some() => {
-                processed(
-                    e,
-                    (topic, *partition),
-                    records,
-                    &mut first,
-                    &mut by_instance,
-                    &mut highest,
-                    &mut out_of_order,
-                );
-            }
-            (
-                Op::Acknowledge {
-                    topic,
-                    partition,
-                    ack,
-                    records,
-                    ..
-                },
-                EventType::Ok,
-            ) if *ack != AckVerdict::Release => {
-                processed(
-                    e,
-                    (topic, *partition),
-                    records,
-                    &mut first,
-                    &mut by_instance,
-                    &mut highest,
-                    &mut out_of_order,
-                );
-            }
-            _ => {}
+        if let (Op::Send { id, .. }, EventType::Ok) = (&e.op, e.kind) {
+            acked.entry(id).or_insert(e.time_ns);
+        }
+        if let Some(p) = processing(e) {
+            processed(
+                e,
+                p.tp,
+                p.records,
+                &mut first,
+                &mut by_instance,
+                &mut highest,
+                &mut out_of_order,
+            );
         }
     }
     let total: u64 = by_instance.values().sum();
-    let member_share_min =
-        (total > 0).then(|| by_instance.values().copied().min().unwrap_or(0) as f64 / total as f64);
+    let share = |pick: fn(&BTreeMap<&str, u64>) -> Option<u64>| {
+        (total > 0).then(|| pick(&by_instance).unwrap_or(0) as f64 / total as f64)
+    };
+    let member_share_min = share(|m| m.values().copied().min());
+    let member_share_max = share(|m| m.values().copied().max());
     let done = acked.keys().all(|id| first.contains_key(id));
     let last = acked.keys().filter_map(|id| first.get(id)).copied().max();
     let drain_s = match (done, last) {
@@ -90,6 +106,7 @@ pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
     Consumption {
         drain_s,
         member_share_min,
+        member_share_max,
         out_of_order,
         backlog_max: backlog_max(&acked, &first),
     }
@@ -120,7 +137,7 @@ fn processed<'a>(
 }
 
 /// The instance a process belongs to: `c-1-r2` (a restart) is instance `c-1`.
-fn instance_of(process: &str) -> &str {
+pub(crate) fn instance_of(process: &str) -> &str {
     match process.rsplit_once("-r") {
         Some((base, n)) if n.parse::<u32>().is_ok() => base,
         _ => process,
@@ -187,6 +204,7 @@ mod tests {
         let c = consumption(&events, 3.0);
         assert_eq!(c.drain_s, Some(2.0));
         assert_eq!(c.member_share_min, Some(1.0 / 3.0));
+        assert_eq!(c.member_share_max, Some(2.0 / 3.0));
         assert_eq!(c.out_of_order, 1, "a after b");
         assert_eq!(c.backlog_max, 3);
         let unfinished = consumption(&events[..5], 3.0);
