@@ -81,7 +81,8 @@ evaluate() {
     (cd "$tree" && "$fathom" run "$scenario" --seed "$seed" --out "$run") >"$out/$bug.run.log" 2>&1 || true
     (cd "$tree" && "$fathom" shrink "$run" --seed-timeout-s "$seed_timeout_s") >"$out/$bug.shrink.log" 2>&1 || true
     local shrunk
-    shrunk=$(grep -o 'from [0-9]* to [0-9]* faults' "$run/shrunk.toml" 2>/dev/null | head -1 || true)
+    shrunk=$(grep -o 'from [0-9]* to [0-9]* faults\( (disk fault models on: [^)]*)\)\?' \
+        "$run/shrunk.toml" 2>/dev/null | head -1 || true)
     echo "$bug  seed $seed  $scenario  $bounds  ${shrunk:-shrink failed, see $out/$bug.shrink.log}"
 }
 
