@@ -6,9 +6,13 @@
 #
 #   bug  found-at  scenario  violated-bounds  faults-before->after-shrink
 #
+# A seed counts only if the unpatched build passes it: a violation both builds share (a
+# throughput bound too tight for a seed's drawn disk, say) says nothing about the planted bug,
+# and the exploration goes on after it. The unpatched build is made first, from HEAD.
 # Usage: tests/planted/evaluate.sh [NAME...]   (default: every patch, most-judged classes first)
 # Environment: SEEDS (default 500), JOBS (default 2), SEED_TIMEOUT_S (per-seed wall limit,
-# default 60), PLANTED_TARGET (cargo target dir shared by the builds, default target/planted),
+# default 60), BASE_FATHOM (an unpatched `fathom` of this commit; default: built first and
+# kept as OUT/fathom-base), PLANTED_TARGET (cargo target dir shared by the builds, default target/planted),
 # PLANTED_TREE (where the patched copy is checked out, default $TMPDIR/fathom-planted-tree),
 # OUT (run folders and logs, default target/planted-runs).
 #
@@ -42,6 +46,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Checks out HEAD into $tree, applies patch $1 if given, builds `fathom` into $target.
+build_copy() {
+    cleanup
+    git -C "$repo" worktree add --detach --force "$tree" HEAD >/dev/null 2>&1
+    if [ -n "${1:-}" ]; then git -C "$tree" apply "$1"; fi
+    (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release -q -p fathom)
+}
+
 # Prints "SEED BOUNDS" of the first violating seed in an explore result file, or nothing.
 first_violation() {
     python3 - "$1" <<'EOF'
@@ -56,22 +68,35 @@ EOF
 evaluate() {
     local bug=$1 patch=$repo/tests/planted/$1.patch
     [ -f "$patch" ] || { echo "$bug: no such patch $patch" >&2; return 2; }
-    cleanup
-    git -C "$repo" worktree add --detach --force "$tree" HEAD >/dev/null 2>&1
-    git -C "$tree" apply "$patch"
-    (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release -q -p fathom) >"$out/$bug.build.log" 2>&1 || {
+    build_copy "$patch" >"$out/$bug.build.log" 2>&1 || {
         echo "$bug: build failed, see $out/$bug.build.log"
         return 1
     }
-    local fathom=$target/release/fathom found="" scenario=""
+    local fathom=$target/release/fathom found="" scenario="" shared=""
     for scenario in scenarios/swarm.toml $(fallback "$bug"); do
-        local result=$out/$bug.$(basename "$scenario" .toml).json
-        (cd "$tree" && "$fathom" explore "$scenario" --seeds "1..$((seeds + 1))" --stop-after 1 \
-            --jobs "$jobs" --seed-timeout-s "$seed_timeout_s" --result "$result") \
-            >"$out/$bug.explore.log" 2>&1 || true
-        found=$(first_violation "$result")
+        local from=1 name
+        name=$(basename "$scenario" .toml)
+        while [ "$from" -le "$seeds" ]; do
+            local result=$out/$bug.$name.$from.json
+            (cd "$tree" && "$fathom" explore "$scenario" --seeds "$from..$((seeds + 1))" \
+                --stop-after 1 --jobs "$jobs" --seed-timeout-s "$seed_timeout_s" \
+                --result "$result") >"$out/$bug.explore.log" 2>&1 || true
+            found=$(first_violation "$result")
+            [ -n "$found" ] || break
+            # The unpatched build on the same seed: a shared violation does not count.
+            if (cd "$tree" && "$base" run "$scenario" --seed "${found%% *}" \
+                --out "$out/$bug-base-run") >/dev/null 2>&1; then
+                break
+            fi
+            shared="$shared ${found%% *}"
+            from=$((${found%% *} + 1))
+            found=""
+        done
         [ -n "$found" ] && break
     done
+    if [ -n "$shared" ]; then
+        echo "$bug: seeds that fail the unpatched build too (ignored):$shared" >&2
+    fi
     if [ -z "$found" ]; then
         echo "$bug  not found in $seeds  (swarm $(fallback "$bug"))"
         return 0
@@ -85,6 +110,16 @@ evaluate() {
         "$run/shrunk.toml" 2>/dev/null | head -1 || true)
     echo "$bug  seed $seed  $scenario  $bounds  ${shrunk:-shrink failed, see $out/$bug.shrink.log}"
 }
+
+base=${BASE_FATHOM:-}
+if [ -z "$base" ]; then
+    build_copy >"$out/base.build.log" 2>&1 || {
+        echo "unpatched build failed, see $out/base.build.log"
+        exit 1
+    }
+    base=$out/fathom-base
+    cp "$target/release/fathom" "$base"
+fi
 
 bugs=("$@")
 if [ ${#bugs[@]} -eq 0 ]; then
