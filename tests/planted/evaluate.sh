@@ -58,7 +58,10 @@ build_copy() {
 first_violation() {
     python3 - "$1" <<'EOF'
 import json, sys
-r = json.load(open(sys.argv[1]))
+try:
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    sys.exit(0)  # explore wrote no result: nothing found
 v = sorted(r["violating"], key=lambda v: v["seed"])
 if v:
     print(v[0]["seed"], ",".join(v[0]["bounds"]))
