@@ -5,8 +5,9 @@
 //! included, with its seed), delta-debugs the `[[faults]]` list, then shortens each remaining
 //! fault and rounds its start, and last switches off each `[disk]` fault model that the
 //! violation does not need (a storage failure restarts a broker, so an EIO model is a fault
-//! schedule of its own, and a schedule of zero faults may still need it). Every candidate is written as scenario text and parsed back
-//! before it runs, so the result is exactly what `fathom run` on the written file does.
+//! schedule of its own, and a schedule of zero faults may still need it). Every candidate is
+//! written as scenario text and parsed back before it runs, so the result is exactly what
+//! `fathom run` on the written file does.
 
 use std::path::{Path, PathBuf};
 
