@@ -199,9 +199,9 @@ fn explore_lists_a_seed_over_its_wall_time_and_goes_on() {
 }
 
 /// Shrinking end to end: the acks=1 leader-crash scenario bounded by `lost = 0`, with three
-/// faults added that have nothing to do with the loss. Its seed 1 loses writes; `fathom shrink`
-/// must cut the schedule to a smaller one that still loses them, and the written file must
-/// replay that.
+/// faults and a disk fault model (a capacity it never reaches) added that have nothing to do
+/// with the loss. Its seed 1 loses writes; `fathom shrink` must cut the schedule to a smaller
+/// one that still loses them, switch the disk model off, and the written file must replay that.
 #[test]
 fn shrink_cuts_a_losing_schedule_to_the_faults_that_matter() {
     let src = std::fs::read_to_string(repo("scenarios/leader-crash-acks-1.toml")).unwrap();
@@ -225,6 +225,9 @@ between = [["clients"], ["brokers"]]
 rate = 0.001
 until_s = 12.0
 
+[disk]
+capacity_bytes = 1000000000
+
 [expect]
 lost = 0"#;
     let path = scratch_file("shrink", "noisy.toml", &src.replace("[expect]", noise));
@@ -240,7 +243,16 @@ lost = 0"#;
     let shrunk = std::fs::read_to_string(dir.join("shrunk.toml")).unwrap();
     let faults = shrunk.matches("[[faults]]").count();
     assert!((1..=2).contains(&faults), "{faults} faults left:\n{shrunk}");
-    for noise in ["kind = \"latency\"", "kind = \"hold\"", "kind = \"loss\""] {
+    assert!(
+        stdout.contains("disk fault models capacity_bytes to none"),
+        "{stdout}"
+    );
+    for noise in [
+        "kind = \"latency\"",
+        "kind = \"hold\"",
+        "kind = \"loss\"",
+        "capacity_bytes",
+    ] {
         assert!(!shrunk.contains(noise), "{noise} kept:\n{shrunk}");
     }
 

@@ -336,9 +336,12 @@ pub fn shrink(dir: &Path, seed_wall: std::time::Duration) -> u8 {
     }
     print!("{}", shrunk.text);
     println!(
-        "shrunk     {} faults to {} in {} runs; seed {} still violates `{}`",
+        "shrunk     {} faults to {} and disk fault models {} to {} in {} runs; seed {} still \
+         violates `{}`",
         shrunk.faults_before,
         shrunk.faults.len(),
+        crate::shrink::names_or_none(&shrunk.disk_models_before),
+        crate::shrink::names_or_none(&shrunk.disk_models),
         shrunk.runs,
         shrunk.seed,
         shrunk.key

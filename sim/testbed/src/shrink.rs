@@ -3,8 +3,11 @@
 //!
 //! It starts from the run folder's `scenario.toml` (the scenario as run, `[swarm]` draws
 //! included, with its seed), delta-debugs the `[[faults]]` list, then shortens each remaining
-//! fault and rounds its start. Every candidate is written as scenario text and parsed back
-//! before it runs, so the result is exactly what `fathom run` on the written file does.
+//! fault and rounds its start, and last switches off each `[disk]` fault model that the
+//! violation does not need (a storage failure restarts a broker, so an EIO model is a fault
+//! schedule of its own, and a schedule of zero faults may still need it). Every candidate is
+//! written as scenario text and parsed back before it runs, so the result is exactly what
+//! `fathom run` on the written file does.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,14 @@ use crate::scenario::{Fault, Scenario, ScenarioError};
 const HALVINGS_MAX: u32 = 4;
 /// Runs one shrink may spend; past it the smallest schedule so far is the answer.
 pub const RUNS_MAX: usize = 200;
+/// The `[disk]` keys that switch a fault model on (see [`crate::scenario::DiskSpec`]), tried
+/// off one at a time; the others (sync time, writeback) shape the disk without faulting it.
+pub const DISK_FAULT_KEYS: [&str; 4] = [
+    "block_size",
+    "io_error_probability",
+    "corruption_probability",
+    "capacity_bytes",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShrinkError {
@@ -39,6 +50,9 @@ pub struct Shrunk {
     pub seed: u64,
     pub faults_before: usize,
     pub faults: Vec<Fault>,
+    /// The `[disk]` fault models still on (of [`DISK_FAULT_KEYS`]), before and after.
+    pub disk_models_before: Vec<&'static str>,
+    pub disk_models: Vec<&'static str>,
     /// The shrunk scenario file.
     pub text: String,
     pub runs: usize,
@@ -68,20 +82,32 @@ pub fn shrink(dir: &Path, limits: RunLimits) -> Result<Shrunk, ShrinkError> {
         key,
         limits,
         runs: 1,
+        disk_off: Vec::new(),
     };
+    let disk_models_before = disk_models_on(&scenario);
     let faults = search.faults(scenario.faults.clone())?;
     let faults = search.timings(faults)?;
+    search.disk_models(&faults, &disk_models_before)?;
+    let disk_models: Vec<&'static str> = disk_models_before
+        .iter()
+        .copied()
+        .filter(|k| !search.disk_off.contains(k))
+        .collect();
     let mut text = search.text(&faults)?;
     text.prepend_comment(&format!(
-        "# Shrunk by `fathom shrink` from {} to {} faults: seed {seed} still violates `{key}`.\n",
+        "# Shrunk by `fathom shrink` from {} to {} faults (disk fault models on: {}): seed {seed} \
+         still violates `{key}`.\n",
         scenario.faults.len(),
-        faults.len()
+        faults.len(),
+        names_or_none(&disk_models)
     ));
     Ok(Shrunk {
         key,
         seed,
         faults_before: scenario.faults.len(),
         faults,
+        disk_models_before,
+        disk_models,
         text: text.text(),
         runs: search.runs,
     })
@@ -94,12 +120,43 @@ struct Search<'a> {
     key: &'static str,
     limits: RunLimits,
     runs: usize,
+    /// `[disk]` fault models switched off so far.
+    disk_off: Vec<&'static str>,
+}
+
+/// The disk fault models `scenario` switches on, in [`DISK_FAULT_KEYS`] order.
+fn disk_models_on(scenario: &Scenario) -> Vec<&'static str> {
+    let d = &scenario.disk;
+    let on = [
+        d.block_size > 0,
+        d.io_error_probability > 0.0,
+        d.corruption_probability > 0.0,
+        d.capacity_bytes > 0,
+    ];
+    DISK_FAULT_KEYS
+        .iter()
+        .zip(on)
+        .filter(|&(_, on)| on)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+/// `a, b` or `none`.
+pub fn names_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl Search<'_> {
     fn text(&self, faults: &[Fault]) -> Result<ScenarioText, ScenarioError> {
         let mut text = ScenarioText::parse(self.source, self.name)?;
         text.set_faults(faults);
+        for key in &self.disk_off {
+            text.remove_path(&format!("disk.{key}"));
+        }
         Ok(text)
     }
 
@@ -163,6 +220,17 @@ impl Search<'_> {
             faults.clear();
         }
         Ok(faults)
+    }
+
+    /// Switches off each disk fault model of `on` that the violation does not need.
+    fn disk_models(&mut self, faults: &[Fault], on: &[&'static str]) -> Result<(), ShrinkError> {
+        for &key in on {
+            self.disk_off.push(key);
+            if !self.violates(faults)? {
+                self.disk_off.pop();
+            }
+        }
+        Ok(())
     }
 
     /// Shorter faults, then starts rounded to a tenth of a second.

@@ -68,6 +68,20 @@ impl ScenarioText {
         self.doc.remove(key);
     }
 
+    /// Removes `path` (dotted, tables only, as in [`ScenarioText::set`]) if it is there.
+    pub fn remove_path(&mut self, path: &str) {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(last) = parts.pop() else { return };
+        let mut table = self.doc.as_table_mut();
+        for part in parts {
+            let Some(t) = table.get_mut(part).and_then(Item::as_table_mut) else {
+                return;
+            };
+            table = t;
+        }
+        table.remove(last);
+    }
+
     /// Replaces the `[[faults]]` with `faults`.
     pub fn set_faults(&mut self, faults: &[Fault]) {
         self.doc.remove("faults");
