@@ -183,6 +183,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "commit-before.toml",
         "consumer-crash.toml",
         "coordinator-failover.toml",
+        "dead-letter-on-expiry.toml",
         "disk-io-errors.toml",
         "disk-read-corruption.toml",
         "disk-torn-write.toml",
@@ -255,6 +256,24 @@ fn poison_messages_are_rejected_after_their_attempts() {
             (stats.rejected, stats.dead_lettered),
             (3, 3),
             "seed {seed}: every poison message is copied to the dead-letter topic, then rejected"
+        );
+    }
+}
+
+/// Issue 9: records stranded by a crash on their last delivery attempt get a dead-letter
+/// delivery when their locks expire: the member that gets it copies each to the dead-letter
+/// topic and rejects it, so every rejected record has its copy.
+#[test]
+fn records_whose_last_lock_expires_reach_the_dead_letter_topic() {
+    assert_bounds_hold("dead-letter-on-expiry.toml");
+    let scenario = Scenario::load(&scenarios_dir().join("dead-letter-on-expiry.toml")).unwrap();
+    for seed in SEEDS {
+        let outcome = run::run(&scenario, seed).unwrap();
+        let stats = &outcome.summary.shares["s1"];
+        assert!(stats.rejected > 0, "seed {seed}: the crash strands records");
+        assert_eq!(
+            stats.dead_lettered, stats.rejected,
+            "seed {seed}: every rejected record was copied to the dead-letter topic first"
         );
     }
 }

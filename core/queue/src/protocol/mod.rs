@@ -22,7 +22,9 @@ use crate::share::{AckKind, Acquired, ShareError, ShareSettings};
 /// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]). 4: push delivery
 /// ([`Request::Subscribe`], [`Message::Push`], [`Message::PushCredit`], [`Message::Unsubscribe`]).
 /// 5: share groups ([`Request::ShareFetch`], [`Request::ShareAcknowledge`], [`ErrorCode::Share`]).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 6: dead-letter deliveries in a share fetch's settings
+/// ([`crate::share::ShareSettings::dead_letter_deliveries`]).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {

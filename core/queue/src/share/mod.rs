@@ -9,6 +9,13 @@
 //! the record available again; each acquisition counts a delivery attempt, and an available
 //! record that has used up its attempts is archived instead of delivered again.
 //!
+//! A group with a dead-letter topic gives such a record [`ShareSettings::dead_letter_deliveries`]
+//! more deliveries before it archives it (Pulsar's redelivery past `maxRedeliverCount`). Their
+//! delivery count exceeds `delivery_attempts_max`, which tells the member to copy the record to
+//! the dead-letter topic and reject it instead of processing it: so a record whose last attempt
+//! ended in a lock expiry (its member crashed or stalled) still reaches the dead-letter topic,
+//! which the member alone, holding it, could not have ensured.
+//!
 //! # Persistence
 //!
 //! Every change but a lock's expiry is a [`Change`], written as a control batch into the
@@ -50,6 +57,8 @@ pub const RECORD_LOCKS_MAX_DEFAULT: u32 = 200;
 pub const ACQUISITION_LOCK_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=3_600_000;
 /// Range of delivery attempts (KIP-932: 2–10).
 pub const DELIVERY_ATTEMPTS_RANGE: std::ops::RangeInclusive<u16> = 1..=100;
+/// Range of the dead-letter deliveries after the attempts (0: archive at once, as KIP-932).
+pub const DEAD_LETTER_DELIVERIES_RANGE: std::ops::RangeInclusive<u16> = 0..=10;
 /// Range of the in-flight window (KIP-932: 100–10,000).
 pub const RECORD_LOCKS_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 /// Longest member id a broker accepts: an id is written into every change record.
@@ -68,6 +77,9 @@ pub struct ShareSettings {
     pub acquisition_lock_ms: u32,
     pub delivery_attempts_max: u16,
     pub record_locks_max: u32,
+    /// Deliveries of a record past `delivery_attempts_max`, each for copying it to a
+    /// dead-letter topic (see the module docs); 0 archives it at once.
+    pub dead_letter_deliveries: u16,
 }
 
 impl Default for ShareSettings {
@@ -76,6 +88,7 @@ impl Default for ShareSettings {
             acquisition_lock_ms: ACQUISITION_LOCK_MS_DEFAULT,
             delivery_attempts_max: DELIVERY_ATTEMPTS_MAX_DEFAULT,
             record_locks_max: RECORD_LOCKS_MAX_DEFAULT,
+            dead_letter_deliveries: 0,
         }
     }
 }
@@ -87,6 +100,17 @@ impl ShareSettings {
             None => Ok(()),
             Some(_) => Err(ShareError::InvalidSettings),
         }
+    }
+
+    /// Deliveries of one record in all, dead-letter deliveries included.
+    pub fn deliveries_max(&self) -> u16 {
+        self.delivery_attempts_max
+            .saturating_add(self.dead_letter_deliveries)
+    }
+
+    /// Whether a delivery with this count is a dead-letter delivery: past the attempts.
+    pub fn is_dead_letter_delivery(&self, delivery_count: u16) -> bool {
+        delivery_count > self.delivery_attempts_max
     }
 
     /// The first field outside the range the broker accepts, with that range.
@@ -106,6 +130,11 @@ impl ShareSettings {
                 "record_locks_max",
                 RECORD_LOCKS_RANGE.contains(&self.record_locks_max),
                 format!("{RECORD_LOCKS_RANGE:?}"),
+            ),
+            (
+                "dead_letter_deliveries",
+                DEAD_LETTER_DELIVERIES_RANGE.contains(&self.dead_letter_deliveries),
+                format!("{DEAD_LETTER_DELIVERIES_RANGE:?}"),
             ),
         ];
         fields
@@ -298,7 +327,7 @@ impl SharePartition {
             if !matches!(r.state, State::Available { .. }) {
                 continue;
             }
-            match r.deliveries >= settings.delivery_attempts_max {
+            match r.deliveries >= settings.deliveries_max() {
                 true => out.archived.push(offset),
                 false => offsets.push(offset),
             }

@@ -12,6 +12,7 @@ fn settings(lock_ms: u32, attempts: u16, window: u32) -> ShareSettings {
         acquisition_lock_ms: lock_ms,
         delivery_attempts_max: attempts,
         record_locks_max: window,
+        dead_letter_deliveries: 0,
     }
 }
 
@@ -103,6 +104,32 @@ fn a_record_out_of_attempts_is_archived_instead_of_delivered() {
     assert!(matches!(third.changes[0], Change::Archive { .. }));
 }
 
+/// With dead-letter deliveries, a record whose attempts are used (here its last lock expired)
+/// is delivered again with a count past the attempts, and archived only after those.
+#[test]
+fn a_record_out_of_attempts_gets_its_dead_letter_deliveries_then_is_archived() {
+    let s = ShareSettings {
+        dead_letter_deliveries: 1,
+        ..settings(1_000, 2, 200)
+    };
+    let mut p = SharePartition::default();
+    for (i, expected) in [1u16, 2].into_iter().enumerate() {
+        let a = p.acquire(at(i as u64 * 2_000), "m1", 1, &s, 0..1);
+        assert_eq!(offsets(&a), vec![(0, expected)], "attempt {i}");
+        assert!(!s.is_dead_letter_delivery(expected));
+    }
+    // The second attempt's lock expires: the member never answered.
+    assert_eq!(p.expire(at(3_500)), 1);
+    let dead = p.acquire(at(3_500), "m2", 1, &s, 0..1);
+    assert_eq!(offsets(&dead), vec![(0, 3)]);
+    assert!(dead.archived.is_empty());
+    assert!(s.is_dead_letter_delivery(3));
+    assert_eq!(p.expire(at(5_000)), 1);
+    let last = p.acquire(at(5_000), "m2", 1, &s, 0..1);
+    assert_eq!(last.archived, vec![0], "past its dead-letter deliveries");
+    assert!(last.acquired.is_empty());
+}
+
 #[test]
 fn the_window_bounds_new_records_but_not_redeliveries() {
     let s = settings(1_000, 5, 3);
@@ -178,6 +205,10 @@ fn settings_out_of_range_are_refused() {
         settings(0, 5, 200),
         settings(1_000, 0, 200),
         settings(1_000, 5, 0),
+        ShareSettings {
+            dead_letter_deliveries: 11,
+            ..ShareSettings::default()
+        },
     ] {
         assert_eq!(bad.check(), Err(ShareError::InvalidSettings));
     }

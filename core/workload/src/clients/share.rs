@@ -391,6 +391,11 @@ impl ShareApp<'_> {
     fn verdict_on(&self, r: &ShareRecord) -> AckKind {
         let id = String::from_utf8_lossy(&r.record.key);
         let spec = &self.process.spec;
+        // Past the group's attempts: a delivery for the dead-letter topic only (the application
+        // does not get it again), whatever ended the last attempt.
+        if spec.share.is_dead_letter_delivery(r.delivery_count) {
+            return AckKind::Reject;
+        }
         if !spec.poison_ids.iter().any(|p| *p == id) {
             return AckKind::Accept;
         }
