@@ -113,19 +113,20 @@ fn a_record_out_of_attempts_gets_its_dead_letter_deliveries_then_is_archived() {
         ..settings(1_000, 2, 200)
     };
     let mut p = SharePartition::default();
+    // Each lock (1 s) expires: the member never answers.
     for (i, expected) in [1u16, 2].into_iter().enumerate() {
-        let a = p.acquire(at(i as u64 * 2_000), "m1", 1, &s, 0..1);
+        let now = i as u64 * 1_500;
+        let a = p.acquire(at(now), "m1", 1, &s, 0..1);
         assert_eq!(offsets(&a), vec![(0, expected)], "attempt {i}");
         assert!(!s.is_dead_letter_delivery(expected));
+        assert_eq!(p.expire(at(now + 1_200)), 1);
     }
-    // The second attempt's lock expires: the member never answered.
-    assert_eq!(p.expire(at(3_500)), 1);
-    let dead = p.acquire(at(3_500), "m2", 1, &s, 0..1);
+    let dead = p.acquire(at(3_000), "m2", 1, &s, 0..1);
     assert_eq!(offsets(&dead), vec![(0, 3)]);
     assert!(dead.archived.is_empty());
     assert!(s.is_dead_letter_delivery(3));
-    assert_eq!(p.expire(at(5_000)), 1);
-    let last = p.acquire(at(5_000), "m2", 1, &s, 0..1);
+    assert_eq!(p.expire(at(4_500)), 1);
+    let last = p.acquire(at(4_500), "m2", 1, &s, 0..1);
     assert_eq!(last.archived, vec![0], "past its dead-letter deliveries");
     assert!(last.acquired.is_empty());
 }
