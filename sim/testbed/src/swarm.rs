@@ -37,6 +37,11 @@ pub enum SwarmKind {
     /// (election time-outs are 300–600 ms), a broker crashes and is back within 20–300 ms,
     /// having voted or not: a voter that forgets its vote votes twice in one term.
     CrashVoter,
+    /// A broker crashes and comes back 2–4 times in quick succession (down 20–300 ms, up
+    /// 20–200 ms): the partitions it led elect successors while it is up for moments, so it
+    /// answers some candidates and not others; candidates ask again, and a restarted voter must
+    /// remember whom it voted for.
+    CrashFlap,
     /// Two brokers crash within 300 ms of each other.
     CrashBurst,
     /// Every broker loses power at once.
@@ -66,10 +71,11 @@ pub enum SwarmKind {
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 15] = [
+    pub const ALL: [SwarmKind; 16] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
         SwarmKind::CrashVoter,
+        SwarmKind::CrashFlap,
         SwarmKind::CrashBurst,
         SwarmKind::PowerLoss,
         SwarmKind::PartitionOneway,
@@ -89,6 +95,7 @@ impl SwarmKind {
             SwarmKind::Crash => "crash",
             SwarmKind::CrashDuringElection => "crash_during_election",
             SwarmKind::CrashVoter => "crash_voter",
+            SwarmKind::CrashFlap => "crash_flap",
             SwarmKind::CrashBurst => "crash_burst",
             SwarmKind::PowerLoss => "power_loss",
             SwarmKind::PartitionOneway => "partition_oneway",
@@ -380,6 +387,18 @@ impl<'a> FaultDraw<'a> {
                 let mid_election = at + self.rng.range_u64(300, 900);
                 let back_ms = self.rng.range_u64(20, 300);
                 self.push_for(mid_election, back_ms, FaultKind::Crash { target: voter });
+            }
+            SwarmKind::CrashFlap => {
+                // One broker by id (a leader target would move to the successor after the
+                // first crash); with a few partitions over the brokers it leads some of them.
+                let id = self.broker();
+                let mut t = at;
+                for _ in 0..self.rng.range_u64(2, 4) {
+                    let down_ms = self.rng.range_u64(20, 300);
+                    let target = Target::Broker(id);
+                    self.push_for(t, down_ms, FaultKind::Crash { target });
+                    t += down_ms + self.rng.range_u64(20, 200);
+                }
             }
             SwarmKind::CrashBurst => {
                 let (a, b) = self.two_brokers();

@@ -92,8 +92,20 @@ pub enum ProposeError {
 enum Role {
     Follower,
     PreCandidate { granted: BTreeSet<NodeId> },
-    Candidate { granted: BTreeSet<NodeId> },
+    Candidate(CandidateState),
     Leader(LeaderState),
+}
+
+/// A candidate's election in its term.
+#[derive(Debug)]
+struct CandidateState {
+    granted: BTreeSet<NodeId>,
+    /// Voters that answered, yes or no; the others are asked again at `retry_at`.
+    answered: BTreeSet<NodeId>,
+    /// When the vote request goes out again to voters that have not answered (Raft retries an
+    /// RPC that got no answer, §3.4): a request lost with a broken connection or a restarted
+    /// peer would otherwise cost the whole election time-out.
+    retry_at: Instant,
 }
 
 #[derive(Debug)]
@@ -393,12 +405,15 @@ impl Replica {
             self.reset_election_deadline(now);
         } else if now >= self.election_deadline {
             self.start_pre_vote(now);
+        } else {
+            self.retry_vote(now);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let role = match &self.role {
             Role::Leader(l) => l.heartbeat_deadline,
+            Role::Candidate(c) => c.retry_at.min(self.election_deadline),
             _ => self.election_deadline,
         };
         earliest([Some(role), self.sync_deadline])
@@ -537,6 +552,11 @@ impl Replica {
         pre_vote: bool,
         granted: bool,
     ) {
+        if let Role::Candidate(c) = &mut self.role {
+            if !pre_vote && term == self.term {
+                c.answered.insert(from);
+            }
+        }
         if !granted {
             if term > self.term {
                 self.become_follower(now, term, None);
@@ -553,9 +573,9 @@ impl Replica {
                     self.start_election(now);
                 }
             }
-            Role::Candidate { granted } if !pre_vote && term == self.term => {
-                granted.insert(from);
-                if granted.len() >= majority {
+            Role::Candidate(c) if !pre_vote && term == self.term => {
+                c.granted.insert(from);
+                if c.granted.len() >= majority {
                     self.become_leader(now);
                 }
             }
@@ -588,19 +608,45 @@ impl Replica {
         self.voted_for = Some(self.id);
         self.persist_hard_state();
         self.reset_election_deadline(now);
-        self.role = Role::Candidate {
+        self.role = Role::Candidate(CandidateState {
             granted: BTreeSet::from([self.id]),
-        };
+            answered: BTreeSet::from([self.id]),
+            retry_at: now + self.heartbeat_interval(),
+        });
         if self.majority() == 1 {
             return self.become_leader(now);
         }
-        self.broadcast_vote(self.term, false);
+        let others: Vec<NodeId> = self.followers().collect();
+        self.request_votes(self.term, false, others);
     }
 
     fn broadcast_vote(&mut self, term: u64, pre_vote: bool) {
-        let (last_end, last_epoch) = (self.log.end_offset(), self.log.last_epoch());
         let others: Vec<NodeId> = self.followers().collect();
-        for to in others {
+        self.request_votes(term, pre_vote, others);
+    }
+
+    /// Asks the voters that have not answered again, once per heartbeat interval.
+    fn retry_vote(&mut self, now: Instant) {
+        let interval = self.heartbeat_interval();
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if now < c.retry_at {
+            return;
+        }
+        c.retry_at = now + interval;
+        let silent: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| !c.answered.contains(v))
+            .collect();
+        self.request_votes(self.term, false, silent);
+    }
+
+    fn request_votes(&mut self, term: u64, pre_vote: bool, to: Vec<NodeId>) {
+        let (last_end, last_epoch) = (self.log.end_offset(), self.log.last_epoch());
+        for to in to {
             self.send(
                 to,
                 RaftMessage::Vote {
@@ -859,9 +905,13 @@ impl Replica {
         self.send_append(now, from, !success);
     }
 
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval_ms)
+    }
+
     fn leader_tick(&mut self, now: Instant) {
         let heartbeat_ms = self.config.heartbeat_interval_ms;
-        let heartbeat = Duration::from_millis(heartbeat_ms);
+        let heartbeat = self.heartbeat_interval();
         let stall = Duration::from_millis(heartbeat_ms.saturating_mul(APPEND_STALL_HEARTBEATS));
         let quorum_timeout = Duration::from_millis(self.config.election_timeout_max_ms);
         let Role::Leader(leader) = &mut self.role else {
