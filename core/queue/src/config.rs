@@ -94,6 +94,11 @@ pub struct ReplicationConfig {
     pub append_bytes_max: u32,
     /// Append messages in flight to one follower.
     pub append_in_flight_max: u32,
+    /// A replica asks whether it could win (pre-vote, §9.6) before it raises its term and
+    /// campaigns. Off, a replica that times out campaigns at once, as etcd's and raft-rs's
+    /// default and Kafka's KRaft before KIP-996 do: elections stay safe, but a replica cut off
+    /// and back disrupts its leader, and candidates split votes more often.
+    pub pre_vote: bool,
     /// Simulation only (FoundationDB's BUGGIFY): seeded perturbations where real timing
     /// varies, so that rare schedules come up in every run rather than once in a thousand:
     /// some election timeouts land at an extreme of their range, and some appends carry a
@@ -113,6 +118,7 @@ impl Default for ReplicationConfig {
             heartbeat_interval_ms: 50,
             append_bytes_max: 256 * 1024,
             append_in_flight_max: 8,
+            pre_vote: true,
             buggify: false,
         }
     }

@@ -207,6 +207,10 @@ impl BrokerObserver for SimObserver {
                 if let Some(epoch) = leads {
                     let change = (sim_now_ns(), tp.clone(), broker.id(), epoch);
                     view.probes.leader_changes.push(change);
+                    if view.record_epoch_leader(tp, epoch, broker.id()) {
+                        let text = format!("two leaders of {tp} in epoch {epoch}");
+                        self.trace.borrow_mut().note(sim_now_ns(), text);
+                    }
                 }
                 match leads {
                     Some(epoch) => self.leading.insert(tp.clone(), epoch),
@@ -514,9 +518,14 @@ fn run_properties(
     liveness: &Liveness,
 ) -> Vec<Violation> {
     let mut out = Vec::new();
-    if view.leader_conflicts > 0 {
+    if view.leader_conflicts > 0 || !view.epochs_with_two_leaders.is_empty() {
         out.push(Violation::LeaderConflict {
-            count: view.leader_conflicts,
+            seen_by_brokers: view.leader_conflicts,
+            epochs: view
+                .epochs_with_two_leaders
+                .iter()
+                .map(|(tp, epoch)| format!("{tp} epoch {epoch}"))
+                .collect(),
         });
     }
     let mut unavailable: BTreeSet<String> = liveness

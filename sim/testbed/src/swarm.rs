@@ -149,6 +149,8 @@ pub struct SwarmSpec {
     pub fsync: Vec<FsyncPolicy>,
     /// The cluster's `replication.buggify`, drawn from this list; empty: as in the file.
     pub buggify: Vec<bool>,
+    /// The cluster's `replication.pre_vote`, drawn from this list; empty: as in the file.
+    pub pre_vote: Vec<bool>,
 }
 
 impl Default for SwarmSpec {
@@ -163,6 +165,7 @@ impl Default for SwarmSpec {
             idempotence: Vec::new(),
             fsync: Vec::new(),
             buggify: Vec::new(),
+            pre_vote: Vec::new(),
         }
     }
 }
@@ -295,6 +298,11 @@ fn draw_workload(
         let on = spec.buggify[rng.range_u64(0, spec.buggify.len() as u64 - 1) as usize];
         text.set("cluster.replication.buggify", on);
         description.push(format!("workload   replication.buggify = {on}"));
+    }
+    if !spec.pre_vote.is_empty() {
+        let on = spec.pre_vote[rng.range_u64(0, spec.pre_vote.len() as u64 - 1) as usize];
+        text.set("cluster.replication.pre_vote", on);
+        description.push(format!("workload   replication.pre_vote = {on}"));
     }
     for (i, p) in scenario.producers.iter().enumerate() {
         if !spec.acks.is_empty() {

@@ -24,6 +24,11 @@ pub struct ClusterView {
     /// Times a broker saw another leader in its own term (`Broker::leader_conflicts`), summed
     /// over every broker and incarnation.
     pub leader_conflicts: u64,
+    /// Per partition and epoch, the first broker seen leading it: the simulator's own check of
+    /// election safety, which sees a second leader even if no broker ever meets both.
+    pub epoch_leaders: BTreeMap<TopicPartition, BTreeMap<u64, NodeId>>,
+    /// The `(partition, epoch)` pairs that two brokers led.
+    pub epochs_with_two_leaders: BTreeSet<(TopicPartition, u64)>,
     /// What log recovery found damaged, over every broker start.
     pub recoveries: Recoveries,
     /// Each broker host's clock, which `clock` faults skew; kept across restarts.
@@ -43,6 +48,23 @@ pub struct ReplicaSnapshot {
     pub high_watermark: u64,
     pub log_end: u64,
     pub records: Vec<(u64, String)>,
+}
+
+impl ClusterView {
+    /// Records that `broker` leads `tp` in `epoch`; a second broker in one epoch is a conflict.
+    pub fn record_epoch_leader(&mut self, tp: &TopicPartition, epoch: u64, broker: NodeId) -> bool {
+        let first = *self
+            .epoch_leaders
+            .entry(tp.clone())
+            .or_default()
+            .entry(epoch)
+            .or_insert(broker);
+        let conflict = first != broker;
+        if conflict {
+            self.epochs_with_two_leaders.insert((tp.clone(), epoch));
+        }
+        conflict
+    }
 }
 
 /// The view, shared by every broker host of one run.

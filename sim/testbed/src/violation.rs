@@ -30,8 +30,13 @@ pub enum Violation {
     UnknownInLog { count: u64, bound: u64 },
     /// The final read gave up before the high watermark of these partitions.
     FinalReadIncomplete { partitions: Vec<String> },
-    /// A broker saw two leaders in one term: never allowed, so never a bound of its own.
-    LeaderConflict { count: u64 },
+    /// Two brokers led one partition in one epoch (a term): never allowed, so never a bound of
+    /// its own. `seen_by_brokers` counts the times a broker met another leader of its own term;
+    /// `epochs` are the partitions' epochs the simulator saw two brokers lead, met or not.
+    LeaderConflict {
+        seen_by_brokers: u64,
+        epochs: Vec<String>,
+    },
     /// After the final heal these partitions had no leader, or the final read did not deliver
     /// them, within `liveness_s`.
     Unavailable {
@@ -98,9 +103,17 @@ impl fmt::Display for Violation {
                 "the final read did not reach the high watermark of {}",
                 partitions.join(", ")
             ),
-            Violation::LeaderConflict { count } => write!(
+            Violation::LeaderConflict {
+                seen_by_brokers,
+                epochs,
+            } => write!(
                 f,
-                "leader_conflict: {count} times a broker saw two leaders in one term"
+                "leader_conflict: two brokers led {} ({seen_by_brokers} times a broker saw two \
+                 leaders in one term)",
+                match epochs.is_empty() {
+                    true => "a partition in one epoch".to_string(),
+                    false => epochs.join(", "),
+                }
             ),
             Violation::Unavailable {
                 partitions,

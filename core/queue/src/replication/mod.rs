@@ -594,7 +594,7 @@ impl Replica {
         self.role = Role::PreCandidate {
             granted: BTreeSet::from([self.id]),
         };
-        if self.majority() == 1 {
+        if self.majority() == 1 || !self.config.pre_vote {
             return self.start_election(now);
         }
         self.broadcast_vote(next_term, true);
