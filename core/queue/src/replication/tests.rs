@@ -805,7 +805,7 @@ fn random_run(seed: u64, duration: Duration, fsync: FsyncPolicy) -> (usize, Vec<
     let config = ReplicationConfig {
         append_bytes_max: [1, 300, 256 * 1024][seed as usize % 3],
         append_in_flight_max: [1, 2, 8][seed as usize / 3 % 3],
-        pre_vote: seed / 9 % 2 == 0,
+        pre_vote: (seed / 9).is_multiple_of(2),
         ..ReplicationConfig::default()
     };
     let mut c = replica_group(3, seed, log_config, config);
