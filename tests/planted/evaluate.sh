@@ -34,7 +34,7 @@ fallback() {
     case "$1" in
         quorum | election | truncation) echo scenarios/leader-crash-acks-all.toml ;;
         fsync-ordering | recovery) echo scenarios/power-loss-acks-all.toml ;;
-        vote-persistence) echo scenarios/leader-crash-acks-all.toml ;;
+        vote-persistence) echo scenarios/elections.toml ;;
         read-visibility) echo scenarios/partition-heal.toml ;;
         idempotence) echo scenarios/idempotent-producer.toml ;;
         *) echo "" ;;
