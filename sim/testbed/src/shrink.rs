@@ -2,7 +2,8 @@
 //! bound (Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", 2002).
 //!
 //! It starts from the run folder's `scenario.toml` (the scenario as run, `[swarm]` draws
-//! included, with its seed), delta-debugs the `[[faults]]` list, then shortens each remaining
+//! included, with its seed), drops the faults that start after the violation no longer needs
+//! them (a prefix in time), delta-debugs the `[[faults]]` list, then shortens each remaining
 //! fault and rounds its start, and last switches off each `[disk]` fault model that the
 //! violation does not need (a storage failure restarts a broker, so an EIO model is a fault
 //! schedule of its own, and a schedule of zero faults may still need it). Every candidate is
@@ -85,7 +86,8 @@ pub fn shrink(dir: &Path, limits: RunLimits) -> Result<Shrunk, ShrinkError> {
         disk_off: Vec::new(),
     };
     let disk_models_before = disk_models_on(&scenario);
-    let faults = search.faults(scenario.faults.clone())?;
+    let faults = search.prefix(scenario.faults.clone())?;
+    let faults = search.faults(faults)?;
     let faults = search.timings(faults)?;
     search.disk_models(&faults, &disk_models_before)?;
     let disk_models: Vec<&'static str> = disk_models_before
@@ -176,6 +178,34 @@ impl Search<'_> {
                 source,
             }),
         }
+    }
+
+    /// The faults that start up to the earliest time the violation still needs. A run is
+    /// deterministic, so faults that start after the bug has struck cannot matter to it, yet
+    /// ddmin would spend runs on them, and taking one of them away with its neighbours
+    /// changes the timing of the rest. Binary search over the distinct start times (it
+    /// assumes a longer prefix violates whenever a shorter one does; where it does not, the
+    /// answer is still a violating prefix).
+    fn prefix(&mut self, faults: Vec<Fault>) -> Result<Vec<Fault>, ShrinkError> {
+        let mut starts: Vec<f64> = faults.iter().map(|f| f.at_s).collect();
+        starts.sort_by(f64::total_cmp);
+        starts.dedup();
+        let up_to =
+            |t: f64| -> Vec<Fault> { faults.iter().filter(|f| f.at_s <= t).cloned().collect() };
+        // Invariant: the prefix up to starts[hi] violates (the whole schedule does).
+        let (mut lo, mut hi) = (0usize, starts.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.violates(&up_to(starts[mid]))? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(match starts.get(hi) {
+            Some(&t) => up_to(t),
+            None => faults,
+        })
     }
 
     /// ddmin over the fault list: try each chunk alone, then each complement, refining the
