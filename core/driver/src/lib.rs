@@ -13,6 +13,7 @@ mod broker;
 mod client;
 mod conn;
 mod disk;
+mod timer;
 #[cfg(feature = "production")]
 pub mod production;
 
@@ -29,6 +30,7 @@ pub mod stats;
 
 pub use broker::{run_broker, BrokerObserver, BrokerRunError, NoObserver};
 pub use client::{ClientIo, ClientMachine};
+pub use timer::LoopTimer;
 
 pub use fathom_queue::log::StorageOp;
 use fathom_queue::time::Instant;
