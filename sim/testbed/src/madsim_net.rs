@@ -53,6 +53,8 @@ pub struct Links {
 
 thread_local! {
     static LINKS: RefCell<Links> = RefCell::new(Links::default());
+    /// Bumped on every change to the table, so a pipe can keep its link's settings.
+    static LINKS_VERSION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Connections opened and not yet accepted: the acceptor's pipes, by `(client, server)`.
     static PENDING: RefCell<BTreeMap<(SocketAddr, SocketAddr), Conn>> =
         const { RefCell::new(BTreeMap::new()) };
@@ -69,10 +71,20 @@ impl Links {
             }
         });
         PENDING.with(|p| p.borrow_mut().clear());
+        Links::changed();
+    }
+
+    fn changed() {
+        LINKS_VERSION.with(|v| v.set(v.get().wrapping_add(1)));
+    }
+
+    fn version() -> u64 {
+        LINKS_VERSION.with(std::cell::Cell::get)
     }
 
     /// Clogs or clears the direction `from` → `to`; clearing wakes the readers held by it.
     pub fn set_clogged(from: &str, to: &str, clogged: bool) {
+        Links::changed();
         let waiters = LINKS.with(|l| {
             let mut l = l.borrow_mut();
             let key = (from.to_string(), to.to_string());
@@ -101,6 +113,7 @@ impl Links {
 
     pub fn set_base_fail_rate(rate: f64) {
         LINKS.with(|l| l.borrow_mut().base_fail_rate = rate);
+        Links::changed();
     }
 
     pub fn set_fail_rate(a: &str, b: &str, rate: f64) {
@@ -109,6 +122,7 @@ impl Links {
             l.fail_rate.insert((a.into(), b.into()), rate);
             l.fail_rate.insert((b.into(), a.into()), rate);
         });
+        Links::changed();
     }
 
     pub fn set_max_latency(a: &str, b: &str, max: Duration) {
@@ -117,6 +131,7 @@ impl Links {
             l.max_latency.insert((a.into(), b.into()), max);
             l.max_latency.insert((b.into(), a.into()), max);
         });
+        Links::changed();
     }
 
     /// What the link from `from` to `to` does to a chunk: its loss rate and latency range.
@@ -257,6 +272,9 @@ struct Conn {
 struct Pipe {
     /// Host names at the ends (unknown: no faults).
     link: Option<(String, String)>,
+    /// The link's settings and whether it is clogged, as of a version of [`Links`]: looking
+    /// them up costs string keys, and they change only with a fault.
+    settings: Option<(u64, LinkFaults, bool)>,
     /// In write order, each with when it may be read; `None` while it waits for a clogged link.
     chunks: VecDeque<(Option<madsim::time::Instant>, Bytes)>,
     /// No chunk released earlier than this: chunks never overtake each other.
@@ -272,6 +290,7 @@ impl Pipe {
     fn new(from: Option<String>, to: Option<String>) -> Rc<RefCell<Pipe>> {
         Rc::new(RefCell::new(Pipe {
             link: from.zip(to),
+            settings: None,
             chunks: VecDeque::new(),
             last_release: None,
             lost: false,
@@ -281,15 +300,26 @@ impl Pipe {
         }))
     }
 
-    fn faults(&self) -> Option<LinkFaults> {
+    /// The link's faults and whether it is clogged (none for an unknown link).
+    fn settings(&mut self) -> Option<(LinkFaults, bool)> {
         let (from, to) = self.link.as_ref()?;
-        Some(Links::faults(from, to))
+        let version = Links::version();
+        match self.settings {
+            Some((v, faults, clogged)) if v == version => Some((faults, clogged)),
+            _ => {
+                let (faults, clogged) = (Links::faults(from, to), Links::clogged(from, to));
+                self.settings = Some((version, faults, clogged));
+                Some((faults, clogged))
+            }
+        }
     }
 
-    fn clogged(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|(from, to)| Links::clogged(from, to))
+    fn faults(&mut self) -> Option<LinkFaults> {
+        self.settings().map(|s| s.0)
+    }
+
+    fn clogged(&mut self) -> bool {
+        self.settings().is_some_and(|s| s.1)
     }
 
     /// When a chunk that leaves now arrives: its link's latency, behind every earlier chunk.
@@ -332,7 +362,8 @@ impl Pipe {
     /// When the first chunk may be read, giving a chunk held by a clogged link its time once
     /// the link has cleared; `None` while it stays clogged.
     fn front_release(&mut self) -> Option<madsim::time::Instant> {
-        match self.chunks.front()?.0 {
+        let front = self.chunks.front()?.0;
+        match front {
             Some(at) => Some(at),
             None if self.clogged() => None,
             None => {

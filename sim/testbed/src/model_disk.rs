@@ -55,7 +55,7 @@ impl File {
                 }
             }
         }
-        debug_assert_eq!(*durable, self.cached, "the pending ops replay the cache");
+        debug_assert_eq!(durable.len(), self.cached.len(), "the pending ops replay the cache");
     }
 
     /// What a crash leaves: the durable copy, and with `block` a prefix of whole blocks of the
