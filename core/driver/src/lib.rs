@@ -13,9 +13,9 @@ mod broker;
 mod client;
 mod conn;
 mod disk;
-mod timer;
 #[cfg(feature = "production")]
 pub mod production;
+mod timer;
 
 use std::future::Future;
 use std::io;

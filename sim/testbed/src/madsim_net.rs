@@ -325,10 +325,12 @@ impl Pipe {
     /// When a chunk that leaves now arrives: its link's latency, behind every earlier chunk.
     fn release_time(&mut self) -> madsim::time::Instant {
         let now = madsim::time::Instant::now();
-        let latency = self
-            .faults()
-            .map_or(Duration::ZERO, |f| f.latency(&mut madsim::rand::thread_rng()));
-        let at = self.last_release.map_or(now + latency, |l| l.max(now + latency));
+        let latency = self.faults().map_or(Duration::ZERO, |f| {
+            f.latency(&mut madsim::rand::thread_rng())
+        });
+        let at = self
+            .last_release
+            .map_or(now + latency, |l| l.max(now + latency));
         self.last_release = Some(at);
         at
     }

@@ -55,7 +55,11 @@ impl File {
                 }
             }
         }
-        debug_assert_eq!(durable.len(), self.cached.len(), "the pending ops replay the cache");
+        debug_assert_eq!(
+            durable.len(),
+            self.cached.len(),
+            "the pending ops replay the cache"
+        );
     }
 
     /// What a crash leaves: the durable copy, and with `block` a prefix of whole blocks of the
