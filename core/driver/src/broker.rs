@@ -126,6 +126,8 @@ impl<N: Net, D: Disk> Shell<N, D> {
         mut events: mpsc::Receiver<(ConnId, ReadEvent)>,
         observer: &mut O,
     ) -> Result<(), BrokerRunError> {
+        let mut sync_timer = crate::LoopTimer::new();
+        let mut timer = crate::LoopTimer::new();
         loop {
             let deadline = self
                 .broker
@@ -135,7 +137,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
             let synced_at = self.syncing.front().map(|s| s.0);
             tokio::select! {
                 biased;
-                _ = crate::sleep_until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
+                _ = sync_timer.until(synced_at.unwrap_or(deadline)), if synced_at.is_some() => {
                     let (_, sync) = self.syncing.pop_front().expect("checked above");
                     self.complete_sync(&sync)?;
                 }
@@ -145,7 +147,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                         self.accept(stream);
                     }
                 }
-                _ = crate::sleep_until(deadline) => {
+                _ = timer.until(deadline) => {
                     let now = self.clock.now();
                     self.broker.handle_timeout(now);
                 }

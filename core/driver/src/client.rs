@@ -96,6 +96,8 @@ pub struct ClientIo<N: Net> {
     resources: SharedResources,
     /// A frame waiting for room in its link's queue: `(link, its generation, frame)`.
     stalled: Option<(LinkId, u64, Bytes)>,
+    /// The wait for the machine's deadline, kept across steps (see [`crate::LoopTimer`]).
+    timer: crate::LoopTimer,
     _net: std::marker::PhantomData<N>,
 }
 
@@ -113,6 +115,7 @@ impl<N: Net> ClientIo<N> {
             last_step: (Instant::ZERO, 0),
             resources: std::rc::Rc::new(Unmetered),
             stalled: None,
+            timer: crate::LoopTimer::new(),
             _net: std::marker::PhantomData,
         }
     }
@@ -267,7 +270,7 @@ impl<N: Net> ClientIo<N> {
                 self.on_event(m, link, generation, event);
             }
             _ = room => {}
-            _ = crate::sleep_until(sleep_until) => {
+            _ = self.timer.until(sleep_until) => {
                 let now = self.clock.now();
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);

@@ -1,7 +1,7 @@
 //! Connection tasks: one reader and one writer per TCP stream, speaking frames.
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use std::net::IpAddr;
@@ -37,6 +37,7 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut decoder = FrameDecoder::default();
+    let mut idle = IdleWatch::new();
     loop {
         loop {
             let before = buf.len();
@@ -57,12 +58,12 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
             }
         }
         buf.reserve(READ_CHUNK_BYTES);
-        match tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+        match idle.read(&mut reader, &mut buf).await {
+            Some(Ok(0)) | Some(Err(_)) | None => {
                 deliver(ReadEvent::Closed).await;
                 return;
             }
-            Ok(Ok(_)) => {}
+            Some(Ok(_)) => {}
         }
     }
 }
@@ -81,10 +82,7 @@ pub(crate) async fn write_frames<N: Net>(
     peer: Option<IpAddr>,
 ) -> bool {
     let ping = frame::encode(&Message::Ping);
-    // The first ping waits a full interval, so the hello always goes first.
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = PingTicker::new();
     let mut gathered = BytesMut::new();
     loop {
         let mut next = Some(tokio::select! {
@@ -115,4 +113,114 @@ pub(crate) async fn write_frames<N: Net>(
     }
     let _ = writer.shutdown().await;
     true
+}
+
+/// Notices a link that delivers nothing for [`LINK_IDLE_TIMEOUT`].
+///
+/// Under tokio each read is wrapped in a `timeout`, as before (turmoil's schedule unchanged).
+/// Under madsim, where every timer ever polled stays in the simulator's heap, one timer per
+/// idle period is armed: when it fires early (the link delivered since), it moves to the last
+/// delivery plus the timeout.
+struct IdleWatch {
+    #[cfg(madsim)]
+    timer: crate::LoopTimer,
+    #[cfg(madsim)]
+    last_read: tokio::time::Instant,
+    #[cfg(madsim)]
+    check_at: tokio::time::Instant,
+}
+
+impl IdleWatch {
+    fn new() -> IdleWatch {
+        #[cfg(madsim)]
+        {
+            let now = tokio::time::Instant::now();
+            IdleWatch {
+                timer: crate::LoopTimer::new(),
+                last_read: now,
+                check_at: now + LINK_IDLE_TIMEOUT,
+            }
+        }
+        #[cfg(not(madsim))]
+        IdleWatch {}
+    }
+
+    /// One read into `buf`; `None` when the link stayed silent for the timeout.
+    #[cfg(not(madsim))]
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buf: &mut BytesMut,
+    ) -> Option<std::io::Result<usize>> {
+        tokio::time::timeout(LINK_IDLE_TIMEOUT, reader.read_buf(buf))
+            .await
+            .ok()
+    }
+
+    /// One read into `buf`; `None` when the link stayed silent for the timeout.
+    #[cfg(madsim)]
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buf: &mut BytesMut,
+    ) -> Option<std::io::Result<usize>> {
+        loop {
+            tokio::select! {
+                biased;
+                read = reader.read_buf(buf) => {
+                    self.last_read = tokio::time::Instant::now();
+                    return Some(read);
+                }
+                _ = self.timer.until(self.check_at) => {
+                    let due = self.last_read + LINK_IDLE_TIMEOUT;
+                    if tokio::time::Instant::now() >= due {
+                        return None;
+                    }
+                    self.check_at = due;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection sends its next `Ping`: every [`PING_INTERVAL`], the first a full interval
+/// after the connection opened so the hello always goes first; a late tick delays the rest.
+///
+/// Under tokio it is a tokio `Interval` as before; under madsim a [`crate::LoopTimer`], since
+/// madsim's `Interval` adds a simulator timer on every poll while it waits.
+struct PingTicker {
+    #[cfg(not(madsim))]
+    interval: tokio::time::Interval,
+    #[cfg(madsim)]
+    timer: crate::LoopTimer,
+    #[cfg(madsim)]
+    next: tokio::time::Instant,
+}
+
+impl PingTicker {
+    fn new() -> PingTicker {
+        let first = tokio::time::Instant::now() + PING_INTERVAL;
+        #[cfg(not(madsim))]
+        {
+            let mut interval = tokio::time::interval_at(first, PING_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            PingTicker { interval }
+        }
+        #[cfg(madsim)]
+        PingTicker {
+            timer: crate::LoopTimer::new(),
+            next: first,
+        }
+    }
+
+    #[cfg(not(madsim))]
+    async fn tick(&mut self) {
+        self.interval.tick().await;
+    }
+
+    #[cfg(madsim)]
+    async fn tick(&mut self) {
+        self.timer.until(self.next).await;
+        self.next = tokio::time::Instant::now() + PING_INTERVAL;
+    }
 }

@@ -15,6 +15,7 @@ mod conn;
 mod disk;
 #[cfg(feature = "production")]
 pub mod production;
+mod timer;
 
 use std::future::Future;
 use std::io;
@@ -29,6 +30,7 @@ pub mod stats;
 
 pub use broker::{run_broker, BrokerObserver, BrokerRunError, NoObserver};
 pub use client::{ClientIo, ClientMachine};
+pub use timer::LoopTimer;
 
 pub use fathom_queue::log::StorageOp;
 use fathom_queue::time::Instant;

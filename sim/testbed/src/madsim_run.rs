@@ -85,16 +85,21 @@ pub fn run(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutco
             let runtime = Runtime::with_seed_and_config(seed, config(scenario));
             let outcome = runtime.block_on(Run::new(scenario, seed, abandon).go());
             let _ = done.send(());
-            outcome
+            (outcome, fathom_driver::stats::frames_delivered())
         });
         if let Some(wall) = limits.wall {
             if finished.recv_timeout(wall).is_err() {
                 abandon.store(true, Ordering::Relaxed);
             }
         }
-        let outcome = run
-            .join()
-            .unwrap_or_else(|_| Err(RunError::Sim("the madsim run panicked".into())));
+        let outcome = match run.join() {
+            Ok((outcome, frames)) => {
+                // Counted on the run's thread; the benchmark reads the caller's.
+                fathom_driver::stats::add_frames_delivered(frames);
+                outcome
+            }
+            Err(_) => Err(RunError::Sim("the madsim run panicked".into())),
+        };
         match (outcome, limits.wall) {
             (Err(RunError::WallTime { simulated, .. }), Some(limit)) => {
                 Err(RunError::WallTime { limit, simulated })
@@ -107,8 +112,9 @@ pub fn run(scenario: &Scenario, seed: u64, limits: RunLimits) -> Result<RunOutco
 fn config(scenario: &Scenario) -> madsim::Config {
     let mut config = madsim::Config::default();
     let latency = &scenario.network.latency_ms;
-    // Every packet takes the minimum; `Links` adds the rest as turmoil draws it. A half-open
-    // range: an empty one would make madsim panic.
+    // Data goes through `madsim_net`'s pipes, which draw each link's latency as turmoil does;
+    // madsim's own packets (connection set-up) take the minimum. A half-open range: an empty
+    // one would make madsim panic.
     config.net.send_latency = latency.min()..latency.min() + Duration::from_micros(1);
     // Loss is turmoil's kind (a lost segment stalls the stream), applied by `Links`: madsim's
     // own would resend.
@@ -360,7 +366,10 @@ impl MadsimControl {
         }
     }
 
+    /// madsim's clog refuses connections across the link; [`Links`] holds the data of the
+    /// connections already open.
     fn clog(&self, from: &str, to: &str, clogged: bool) {
+        Links::set_clogged(from, to, clogged);
         let (Some(a), Some(b)) = (self.node(from), self.node(to)) else {
             return;
         };

@@ -37,14 +37,29 @@ struct File {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Append(Vec<u8>),
+    Append(Bytes),
     Truncate(u64),
 }
 
 impl File {
+    /// Replays the pending operations onto the durable copy, which then equals the cache: a
+    /// sync costs what was written since the last one, not the file's size (a saturated broker
+    /// syncs a segment of many megabytes hundreds of times a second).
     fn make_durable(&mut self) {
-        self.durable = Some(self.cached.clone());
-        self.pending.clear();
+        let durable = self.durable.get_or_insert_with(Vec::new);
+        for op in self.pending.drain(..) {
+            match op {
+                Pending::Append(bytes) => durable.extend_from_slice(&bytes),
+                Pending::Truncate(len) => {
+                    durable.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+                }
+            }
+        }
+        debug_assert_eq!(
+            durable.len(),
+            self.cached.len(),
+            "the pending ops replay the cache"
+        );
     }
 
     /// What a crash leaves: the durable copy, and with `block` a prefix of whole blocks of the
@@ -153,7 +168,7 @@ impl DiskState {
         }
     }
 
-    fn append(&mut self, path: &str, bytes: &[u8]) -> io::Result<()> {
+    fn append(&mut self, path: &str, bytes: &Bytes) -> io::Result<()> {
         self.io_error()?;
         if let Some(cap) = self.spec.capacity() {
             if self.used_bytes().saturating_add(bytes.len() as u64) > cap {
@@ -167,7 +182,7 @@ impl DiskState {
         let synced = spontaneous > 0.0 && self.rng.chance(spontaneous);
         let file = self.files.entry(path.to_string()).or_default();
         file.cached.extend_from_slice(bytes);
-        file.pending.push(Pending::Append(bytes.to_vec()));
+        file.pending.push(Pending::Append(bytes.clone()));
         // Data only: a file never synced stays without a directory entry, as with turmoil.
         if synced && file.durable.is_some() {
             file.make_durable();
@@ -302,6 +317,28 @@ mod tests {
         state.borrow_mut().crash();
         let loaded = d.load().unwrap();
         assert_eq!(loaded, vec![("p/a".into(), Bytes::from_static(b"durable"))]);
+    }
+
+    #[test]
+    fn a_sync_makes_exactly_the_cached_bytes_durable() {
+        let (state, mut d) = disk(no_writeback());
+        d.apply(&append("p/a", b"first")).unwrap();
+        d.apply(&sync("p/a")).unwrap();
+        d.apply(&append("p/a", b"+second")).unwrap();
+        d.apply(&StorageOp::Truncate {
+            path: "p/a".into(),
+            len: 8,
+        })
+        .unwrap();
+        d.apply(&append("p/a", b"+third")).unwrap();
+        d.apply(&sync("p/a")).unwrap();
+        d.apply(&append("p/a", b"+lost")).unwrap();
+        state.borrow_mut().crash();
+        let loaded = d.load().unwrap();
+        assert_eq!(
+            loaded,
+            vec![("p/a".into(), Bytes::from_static(b"first+se+third"))]
+        );
     }
 
     #[test]
