@@ -258,6 +258,7 @@ pub enum Change {
     /// New records (offset, ordering key hash; ascending, at or past the end) a
     /// [`ShareMode::KeyShared`] acquisition passed over because their key was held: in flight
     /// and available from now on, so that neither this leader nor a new one forgets them.
+    /// Written before the acquisition it came with.
     Defer { records: Vec<(u64, u32)> },
     /// Acknowledgements by their holder.
     Acknowledge { offsets: Vec<(u64, AckKind)> },
@@ -306,7 +307,8 @@ pub struct Acquisition {
 /// The share state of one partition for one group.
 ///
 /// Contract: every offset below [`end`](Self::end) that is not in flight is done (acknowledged,
-/// archived, or not a data record); no offset at or past `end` was ever acquired.
+/// archived, or not a data record); no offset at or past `end` was ever acquired (deferred
+/// records, in flight and available, may lie there: [`Change::Defer`] does not move `end`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharePartition {
     /// KIP-932's share-partition end offset (SPEO).
@@ -458,7 +460,8 @@ impl SharePartition {
             if taken.len() >= max || room == 0 {
                 break;
             }
-            if offset < self.end {
+            // Deferred records at or past the end are in flight already.
+            if offset < self.end || self.in_flight.contains_key(&offset) {
                 continue;
             }
             room -= 1;
@@ -652,10 +655,12 @@ impl SharePartition {
                     self.in_flight.remove(offset);
                 }
             }
+            // Leaves `end` where it is: the acquisition it came with (applied next) may take
+            // records between the deferred ones, which must still count as new then.
             Change::Defer { records } => {
                 self.mode.get_or_insert(ShareMode::KeyShared);
                 for &(offset, key) in records {
-                    if offset < self.end {
+                    if offset < self.end || self.in_flight.contains_key(&offset) {
                         continue; // in flight or done already: a stale replay changes nothing
                     }
                     self.in_flight.insert(
@@ -666,7 +671,6 @@ impl SharePartition {
                             key: Some(key),
                         },
                     );
-                    self.end = offset.saturating_add(1);
                 }
             }
         }
