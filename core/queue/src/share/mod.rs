@@ -77,6 +77,8 @@ pub const MEMBER_ID_BYTES_MAX: usize = 255;
 /// Most distinct ordering keys one acquisition tracks (the keys of the records it scans, at most
 /// the in-flight window [`RECORD_LOCKS_RANGE`] allows) and a workload's producer may use.
 pub const ORDERING_KEYS_MAX: u32 = 10_000;
+// The keys an acquisition holds are those of in-flight records: the window bounds them.
+const _: () = assert!(*RECORD_LOCKS_RANGE.end() <= ORDERING_KEYS_MAX);
 
 /// How a share group hands out records, named by every fetch ([`crate::protocol::Request::ShareFetch`]).
 /// All members of a group must agree: a share-partition serves one mode, fixed by its first
@@ -445,11 +447,10 @@ impl SharePartition {
                 out.archived.push(offset);
                 continue;
             }
-            // A record without a key (none is, in a keyed partition) orders nothing.
-            let key = r.key.unwrap_or(u32::MAX);
-            match r.key.is_some() && held.contains(&key) {
-                true => {}
-                false => taken.push((offset, key)),
+            // Skipped, its key stays held: later records of it wait behind this one. (Every
+            // record of a keyed partition has a key; one without would order nothing.)
+            if !r.key.is_some_and(|k| held.contains(&k)) {
+                taken.push((offset, r.key.unwrap_or_default()));
             }
         }
         // Every available record of a key not held was taken, or the fetch is full: a key is
