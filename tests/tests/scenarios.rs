@@ -294,7 +294,10 @@ fn key_shared_keeps_each_keys_order_through_a_slow_member_and_a_crash() {
             outcome.summary.shares["ks1"].out_of_order_per_key > 0
         })
         .count();
-    assert!(broken > 0, "a plain share group reorders some key on some seed");
+    assert!(
+        broken > 0,
+        "a plain share group reorders some key on some seed"
+    );
 }
 
 /// Issue 8: a member paused past its session and its max poll interval comes back a zombie;

@@ -19,8 +19,8 @@ use fathom_queue::time::Instant;
 use fathom_queue::client::producer::UNKNOWN_PARTITION;
 
 use crate::spec::{
-    restarted_process_name, CommitMode, ConsumerSpec, MemberAction, Partitioner,
-    ProducerMode, ProducerSpec, HOT_KEY_PARTITION,
+    restarted_process_name, CommitMode, ConsumerSpec, MemberAction, Partitioner, ProducerMode,
+    ProducerSpec, HOT_KEY_PARTITION,
 };
 use crate::trace::{AttemptRecord, SharedTrace};
 

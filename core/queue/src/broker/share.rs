@@ -17,7 +17,7 @@ use crate::ids::TopicPartition;
 use crate::log::batch;
 use crate::protocol::{ErrorCode, Response, ShareAcknowledgeOk, ShareFetchOk};
 use crate::replication::{ProposeError, Replica};
-use crate::share::{self, record, AckKind, Change, SharePartition, ShareMode, ShareSettings};
+use crate::share::{self, record, AckKind, Change, ShareMode, SharePartition, ShareSettings};
 use crate::time::Instant;
 
 /// Share-partitions (a group on a partition) a broker keeps state for, over all the partitions

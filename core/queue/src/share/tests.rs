@@ -248,9 +248,16 @@ fn key_shared_hands_a_key_to_one_member_at_a_time_in_offset_order() {
     assert!(b.changes.contains(&Change::Defer {
         records: vec![(1, 1), (3, 1)]
     }));
-    assert_eq!((p.end(), p.in_flight()), (5, 5), "deferred records are in flight");
+    assert_eq!(
+        (p.end(), p.in_flight()),
+        (5, 5),
+        "deferred records are in flight"
+    );
     // m1 still holds key 1: nobody, not even m1, gets its later records.
-    assert!(p.acquire_keyed(at(1), "m2", 10, &s, log.clone()).acquired.is_empty());
+    assert!(p
+        .acquire_keyed(at(1), "m2", 10, &s, log.clone())
+        .acquired
+        .is_empty());
     p.acknowledge(at(2), "m1", &[(0, AckKind::Accept)]);
     let c = p.acquire_keyed(at(2), "m2", 10, &s, log);
     assert_eq!(offsets(&c), vec![(1, 1), (3, 1)]);
@@ -277,21 +284,36 @@ fn a_replay_keeps_deferred_records_and_held_keys() {
     let log = keyed(&[(0, 1), (1, 1), (2, 2)]);
     let mut leader = SharePartition::default();
     let mut changes = Vec::new();
-    changes.extend(leader.acquire_keyed(at(0), "m1", 1, &s, log.clone()).changes);
-    changes.extend(leader.acquire_keyed(at(0), "m2", 10, &s, log.clone()).changes);
+    changes.extend(
+        leader
+            .acquire_keyed(at(0), "m1", 1, &s, log.clone())
+            .changes,
+    );
+    changes.extend(
+        leader
+            .acquire_keyed(at(0), "m2", 10, &s, log.clone())
+            .changes,
+    );
     let mut replayed = SharePartition::default();
     for c in &changes {
         replayed.apply(at(50), c);
     }
     assert_eq!(replayed.in_flight(), 3);
-    assert_eq!(replayed.check_mode(ShareMode::Shared), Err(ShareError::ModeMismatch));
+    assert_eq!(
+        replayed.check_mode(ShareMode::Shared),
+        Err(ShareError::ModeMismatch)
+    );
     assert!(replayed
         .acquire_keyed(at(60), "m3", 10, &s, log.clone())
         .acquired
         .is_empty());
     replayed.expire(at(1_050));
     let back = replayed.acquire_keyed(at(1_050), "m3", 10, &s, log);
-    assert_eq!(offsets(&back), vec![(0, 2), (1, 1), (2, 2)], "in offset order");
+    assert_eq!(
+        offsets(&back),
+        vec![(0, 2), (1, 1), (2, 2)],
+        "in offset order"
+    );
 }
 
 #[test]

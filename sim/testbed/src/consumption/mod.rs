@@ -83,14 +83,7 @@ pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
             acked.entry(id).or_insert(e.time_ns);
         }
         if let Some(p) = processing(e) {
-            processed(
-                e,
-                p.tp,
-                p.records,
-                &mut first,
-                &mut by_instance,
-                &mut order,
-            );
+            processed(e, p.tp, p.records, &mut first, &mut by_instance, &mut order);
         }
     }
     let total: u64 = by_instance.values().sum();
@@ -224,7 +217,10 @@ mod tests {
         assert_eq!(c.member_share_min, Some(1.0 / 3.0));
         assert_eq!(c.member_share_max, Some(2.0 / 3.0));
         assert_eq!(c.out_of_order, 1, "a after b");
-        assert_eq!(c.out_of_order_per_key, 0, "ids without a `/` are keys of their own");
+        assert_eq!(
+            c.out_of_order_per_key, 0,
+            "ids without a `/` are keys of their own"
+        );
         assert_eq!(c.backlog_max, 3);
         let unfinished = consumption(&events[..5], 3.0);
         assert_eq!(unfinished.drain_s, None);

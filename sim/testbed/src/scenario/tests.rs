@@ -1026,8 +1026,16 @@ fn key_shared_kind_and_the_out_of_order_per_key_bound() {
         ..Default::default()
     };
     report.shares.insert("g".into(), stats);
-    let keys: Vec<&str> = s.expect.violations(&report).iter().map(|v| v.key()).collect();
+    let keys: Vec<&str> = s
+        .expect
+        .violations(&report)
+        .iter()
+        .map(|v| v.key())
+        .collect();
     assert_eq!(keys, ["out_of_order_per_key"]);
     let err = parse(&with("[expect]\nout_of_order_per_key = 0\n")).unwrap_err();
-    assert!(err.to_string().contains("expect.out_of_order_per_key"), "{err}");
+    assert!(
+        err.to_string().contains("expect.out_of_order_per_key"),
+        "{err}"
+    );
 }

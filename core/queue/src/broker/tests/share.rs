@@ -212,16 +212,30 @@ fn a_new_leader_keeps_deferred_key_shared_records_and_their_order() {
     let first = acquired(client.call(&mut c, leader, keyed("m1", 1)));
     assert_eq!(first.len(), 1, "a/1");
     let others = acquired(client.call(&mut c, leader, keyed("m2", 10)));
-    assert_eq!(others.len(), 2, "only b's records: a's wait behind a/1 {others:?}");
+    assert_eq!(
+        others.len(),
+        2,
+        "only b's records: a's wait behind a/1 {others:?}"
+    );
     let b: Vec<u64> = others.iter().map(|&(o, _)| o).collect();
-    let r = client.call(&mut c, leader, share_ack("m2", b.iter().map(|&o| (o, AckKind::Accept)).collect()));
-    assert!(matches!(r, Some(Response::ShareAcknowledge(Ok(_)))), "{r:?}");
+    let r = client.call(
+        &mut c,
+        leader,
+        share_ack("m2", b.iter().map(|&o| (o, AckKind::Accept)).collect()),
+    );
+    assert!(
+        matches!(r, Some(Response::ShareAcknowledge(Ok(_)))),
+        "{r:?}"
+    );
 
     c.crash(leader);
     let next = c.await_ready_leader_of(&orders(), 10 * SECOND);
     assert_ne!(next, leader);
     let nothing = acquired(client.call(&mut c, next, keyed("m2", 10)));
-    assert!(nothing.is_empty(), "a/1 is still m1's, a/2 and a/3 wait: {nothing:?}");
+    assert!(
+        nothing.is_empty(),
+        "a/1 is still m1's, a/2 and a/3 wait: {nothing:?}"
+    );
     c.run_for(3 * SECOND);
     let back = acquired(client.call(&mut c, next, keyed("m2", 10)));
     let offsets: Vec<u64> = back.iter().map(|&(o, _)| o).collect();
