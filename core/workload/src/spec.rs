@@ -630,6 +630,22 @@ impl ConsumerSpec {
 mod tests {
     use super::*;
 
+    /// Issue 9: a producer with ordering keys puts the key in front of the id, a hot message
+    /// under the one key `hot`; the process is found behind either.
+    #[test]
+    fn message_ids_carry_their_ordering_key_and_their_process() {
+        let mut p = ProducerSpec {
+            ordering_keys: 3,
+            ..ProducerSpec::default()
+        };
+        assert_eq!(p.message_id("p-0", 7, false), "k1/p-0-7");
+        assert_eq!(p.message_id("p-0", 8, true), "hot/p-0-8");
+        assert_eq!(id_process("k1/p-0-7"), Some("p-0"));
+        p.ordering_keys = 0;
+        assert_eq!(p.message_id("p-0", 7, true), "p-0-7");
+        assert_eq!(id_process("p-0-7"), Some("p-0"));
+    }
+
     /// One set of client defaults: a table that sets nothing configures the state machines
     /// exactly as their own `Default` does (the producer with its attempt journal on).
     #[test]
