@@ -34,6 +34,19 @@ pub struct ShareStats {
     /// Deliveries of a record below one already delivered from its partition to the group:
     /// the order a share group gives up (claim C3).
     pub out_of_order: u64,
+    /// First deliveries (a record's first acquisition in the history; redeliveries are not
+    /// counted) of a record below one already first delivered from its partition with the same
+    /// [ordering key](ordering_key): the order a `key_shared` group keeps and a `share` group
+    /// gives up. Counted for every share group; a scenario bounds it with `[expect]`.
+    #[serde(default)]
+    pub out_of_order_per_key: u64,
+}
+
+/// The ordering key of a message id: the id up to its first `/`, all of it without one. The
+/// same rule as the broker's (`fathom_queue::share::ordering_key`), on the ids the workload
+/// uses as record keys.
+pub fn ordering_key(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(key, _)| key)
 }
 
 /// A record's place: (topic, partition, offset). Redeliveries are judged per place, not per
@@ -56,6 +69,8 @@ struct GroupFacts<'a> {
     open: BTreeSet<(&'a str, &'a str)>,
     /// Per partition, the highest offset delivered so far.
     highest: BTreeMap<(&'a str, u32), u64>,
+    /// Per partition and ordering key, the highest offset first delivered so far.
+    highest_per_key: BTreeMap<(&'a str, u32, &'a str), u64>,
     stats: ShareStats,
 }
 
@@ -91,8 +106,8 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
             } if event.kind == EventType::Ok => {
                 let g = groups.entry(&stamp.group).or_default();
                 g.topics.insert(topic);
-                for (offset, _) in records {
-                    acquired(g, (topic, *partition, *offset), event.time_ns);
+                for (offset, id) in records {
+                    acquired(g, (topic, *partition, *offset), id, event.time_ns);
                 }
             }
             Op::Acknowledge {
@@ -117,13 +132,22 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
     groups
 }
 
-fn acquired<'a>(g: &mut GroupFacts<'a>, place: Place<'a>, t: u64) {
+fn acquired<'a>(g: &mut GroupFacts<'a>, place: Place<'a>, id: &'a str, t: u64) {
     let (topic, partition, offset) = place;
     let tp = (topic, partition);
     g.stats.delivered += 1;
     let times = g.acquired.entry(place).or_default();
     if !times.is_empty() {
         g.stats.redeliveries += 1;
+    } else {
+        let top = g
+            .highest_per_key
+            .entry((topic, partition, ordering_key(id)))
+            .or_insert(offset);
+        if offset < *top {
+            g.stats.out_of_order_per_key += 1;
+        }
+        *top = (*top).max(offset);
     }
     times.push(t);
     let highest = g.highest.entry(tp).or_insert(offset);

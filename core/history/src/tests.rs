@@ -1182,3 +1182,26 @@ fn share_groups_are_judged_from_acquisitions_and_acknowledgements() {
     assert!(!without.anomalies.is_judged(Anomaly::Unconsumed));
     assert!(without.shares.is_empty());
 }
+
+/// Issue 9, `key_shared`: a first delivery below one already first delivered with its ordering
+/// key (the id up to its first `/`) is out of order per key; a redelivery and a record of
+/// another key are not.
+#[test]
+fn out_of_order_per_key_counts_first_deliveries_behind_their_keys_highest() {
+    let events = [
+        acquire(10, "s0", &[(0, "k1/p-0"), (2, "k1/p-2")]),
+        // k2's 1 after k1's 2: another key, in order for its own.
+        acquire(11, "s1", &[(1, "k2/p-1")]),
+        // 0 again: a redelivery, not counted.
+        acquire(12, "s1", &[(0, "k1/p-0")]),
+        acquire(13, "s1", &[(3, "k1/p-3")]),
+        // k2's 4 after k2's 5: counted.
+        acquire(14, "s0", &[(5, "k2/p-5")]),
+        acquire(15, "s0", &[(4, "k2/p-4")]),
+    ];
+    let report = check(&events);
+    let stats = &report.shares["s1"];
+    assert_eq!((stats.out_of_order, stats.out_of_order_per_key), (3, 1));
+    assert_eq!(crate::shares::ordering_key("k1/p-0"), "k1");
+    assert_eq!(crate::shares::ordering_key("p-0"), "p-0");
+}

@@ -19,8 +19,8 @@ use fathom_queue::time::Instant;
 use fathom_queue::client::producer::UNKNOWN_PARTITION;
 
 use crate::spec::{
-    restarted_process_name, CommitMode, ConsumerKind, ConsumerSpec, MemberAction, Partitioner,
-    ProducerMode, ProducerSpec, HOT_KEY_PARTITION,
+    restarted_process_name, CommitMode, ConsumerSpec, MemberAction, Partitioner, ProducerMode,
+    ProducerSpec, HOT_KEY_PARTITION,
 };
 use crate::trace::{AttemptRecord, SharedTrace};
 
@@ -153,8 +153,9 @@ impl ProducerProcess {
                 && now < stop
                 && (spec.mode != ProducerMode::Sync || outstanding == 0);
             if may_send && now >= next_send {
-                let id = format!("{}-{sent}", self.name);
-                let explicit = if is_hot(sent, spec.hot_key_share) {
+                let hot = is_hot(sent, spec.hot_key_share);
+                let id = spec.message_id(&self.name, sent, hot);
+                let explicit = if hot {
                     Some(HOT_KEY_PARTITION)
                 } else {
                     self.explicit_partition(&mut round_robin, &mut rng)
@@ -393,7 +394,7 @@ impl ConsumerProcess {
     /// Runs each incarnation in turn: a restart drops the consumer without a final commit, as a
     /// crash would, and a new process resumes from the committed offsets.
     pub async fn run<N: Net>(self) -> ProcessResult {
-        if self.spec.kind == ConsumerKind::Share {
+        if self.spec.kind.is_share() {
             return self.run_share::<N>().await;
         }
         if let Some(member) = self.spec.member_config(self.instance) {

@@ -10,7 +10,7 @@ use fathom_queue::group::assignor::Assignor;
 use fathom_queue::group::classic::RebalanceKind;
 use fathom_queue::group::member::{MemberConfig, MemberProtocol, REBALANCE_INTERVAL_MS_DEFAULT};
 pub use fathom_queue::log::batch::Compression;
-use fathom_queue::share::ShareSettings;
+use fathom_queue::share::{ShareMode, ShareSettings};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -179,6 +179,25 @@ pub enum ConsumerKind {
     /// A share group (KIP-932): every member reads every partition, record by record, and
     /// acknowledges each (claim C3).
     Share,
+    /// A share group that keeps each ordering key's order (Pulsar Key_Shared): one member at a
+    /// time per key (see [`fathom_queue::share::ShareMode::KeyShared`]).
+    KeyShared,
+}
+
+impl ConsumerKind {
+    /// Whether the instances are members of a share group (either mode).
+    pub fn is_share(self) -> bool {
+        self.share_mode().is_some()
+    }
+
+    /// The share group's mode; `None` for a stream consumer.
+    pub fn share_mode(self) -> Option<ShareMode> {
+        match self {
+            ConsumerKind::Stream => None,
+            ConsumerKind::Share => Some(ShareMode::Shared),
+            ConsumerKind::KeyShared => Some(ShareMode::KeyShared),
+        }
+    }
 }
 
 /// Records one share fetch may acquire, by default (KIP-932's `max.poll.records` alike).
@@ -256,6 +275,11 @@ pub struct ProducerSpec {
     /// (claim C3's skew); the rest go where `partitioner` says. Spread evenly over the
     /// messages, without drawing from the seed: 0 leaves the workload as it was.
     pub hot_key_share: f64,
+    /// Distinct ordering keys the producer's messages carry, in turn (message `n` has key
+    /// `k{n % ordering_keys}`; a hot message, `hot`): what a `key_shared` group orders by. 0
+    /// (the default) gives none: each message is its own key. At most
+    /// [`fathom_queue::share::ORDERING_KEYS_MAX`]. See [`ProducerSpec::message_id`].
+    pub ordering_keys: u32,
     /// The producer's own settings, from the same table.
     #[serde(skip)]
     pub client: ProducerConfig,
@@ -280,9 +304,29 @@ impl Default for ProducerSpec {
             max_block_ms: 60_000,
             connect_per_send: false,
             hot_key_share: 0.0,
+            ordering_keys: 0,
             client: ProducerConfig::default(),
         }
     }
+}
+
+impl ProducerSpec {
+    /// The id (and record key) of message `n` of process `process`: `{process}-{n}`, behind its
+    /// ordering key and a `/` when the producer has ordering keys
+    /// ([`fathom_queue::share::ordering_key`] reads it back).
+    pub fn message_id(&self, process: &str, n: u64, hot: bool) -> String {
+        match (self.ordering_keys, hot) {
+            (0, _) => format!("{process}-{n}"),
+            (_, true) => format!("hot/{process}-{n}"),
+            (keys, false) => format!("k{}/{process}-{n}", n % u64::from(keys)),
+        }
+    }
+}
+
+/// The process part of a message id (`k3/p-0-17` and `p-0-17` are both `p-0`'s).
+pub fn id_process(id: &str) -> Option<&str> {
+    let unkeyed = id.split_once('/').map_or(id, |(_, rest)| rest);
+    unkeyed.rsplit_once('-').map(|(process, _)| process)
 }
 
 impl Partitioner {
@@ -404,7 +448,8 @@ pub struct ConsumerSpec {
     pub poll_interval_ms: u64,
     /// `push`: records pushed and not yet taken by the application; 0 is no flow control.
     pub push_credits: u32,
-    /// `stream` (the default) or `share`; the fields below are the share group's.
+    /// `stream` (the default), `share` or `key_shared`; the fields below are the share group's
+    /// (either kind).
     pub kind: ConsumerKind,
     /// `share`: records one fetch may acquire.
     pub max_records: u32,
@@ -481,6 +526,7 @@ impl ConsumerSpec {
             member: member.to_string(),
             topic: self.topic.clone(),
             settings: self.share,
+            mode: self.kind.share_mode().unwrap_or_default(),
             max_records: self.max_records,
             max_wait_ms: client.max_wait_ms,
             max_bytes: client.max_bytes.get(),
@@ -583,6 +629,22 @@ impl ConsumerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 9: a producer with ordering keys puts the key in front of the id, a hot message
+    /// under the one key `hot`; the process is found behind either.
+    #[test]
+    fn message_ids_carry_their_ordering_key_and_their_process() {
+        let mut p = ProducerSpec {
+            ordering_keys: 3,
+            ..ProducerSpec::default()
+        };
+        assert_eq!(p.message_id("p-0", 7, false), "k1/p-0-7");
+        assert_eq!(p.message_id("p-0", 8, true), "hot/p-0-8");
+        assert_eq!(id_process("k1/p-0-7"), Some("p-0"));
+        p.ordering_keys = 0;
+        assert_eq!(p.message_id("p-0", 7, true), "p-0-7");
+        assert_eq!(id_process("p-0-7"), Some("p-0"));
+    }
 
     /// One set of client defaults: a table that sets nothing configures the state machines
     /// exactly as their own `Default` does (the producer with its attempt journal on).

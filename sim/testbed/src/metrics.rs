@@ -578,8 +578,8 @@ impl MessageBytes {
     }
 
     fn of(&self, id: &str) -> u64 {
-        id.rsplit_once('-')
-            .and_then(|(process, _)| self.0.get(process))
+        fathom_workload::spec::id_process(id)
+            .and_then(|process| self.0.get(process))
             .copied()
             .unwrap_or(0)
     }

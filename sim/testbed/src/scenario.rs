@@ -622,8 +622,9 @@ impl fmt::Display for FaultTag {
 /// In the file, the anomaly bounds are keys named after the classes (`lost = 0`), beside
 /// `unknown_in_log` (an upper bound on sends that ended unknown although their record was read),
 /// `acked_min`, `read_min`, `push_overflows_min` (claim C1: a slow consumer of unbounded
-/// push must be flooded) and `rejected_min` (share groups: poison messages must be rejected);
-/// any other key is an error that names it.
+/// push must be flooded), `rejected_min` (share groups: poison messages must be rejected) and
+/// `out_of_order_per_key` (share groups: an upper bound on first deliveries behind a later one
+/// of their ordering key, 0 for `key_shared`); any other key is an error that names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
     /// At most this many of each bounded anomaly class.
@@ -638,6 +639,9 @@ pub struct Expect {
     pub push_overflows_min: Option<u64>,
     /// At least this many records rejected by share groups (archived: poison messages).
     pub rejected_min: Option<u64>,
+    /// At most this many first deliveries per ordering key out of order, over the share groups
+    /// (see [`fathom_history::shares::ShareStats::out_of_order_per_key`]).
+    pub out_of_order_per_key: Option<u64>,
 }
 
 impl Expect {
@@ -690,6 +694,14 @@ impl Expect {
         if let Some(min) = self.rejected_min.filter(|&m| rejected < m) {
             out.push(Violation::RejectedMin { rejected, min });
         }
+        // The loader refuses this bound in a scenario without a share group (see validate.rs),
+        // so a zero here was measured.
+        if let Some(bound) = self.out_of_order_per_key {
+            let count = report.shares.values().map(|g| g.out_of_order_per_key).sum();
+            if count > bound {
+                out.push(Violation::OutOfOrderPerKey { count, bound });
+            }
+        }
         out
     }
 
@@ -705,8 +717,8 @@ impl Expect {
 }
 
 /// The keys of an `[expect]` table: one per anomaly class, then the fate and progress bounds.
-const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 5] = {
-    let mut fields = [""; Anomaly::ALL.len() + 5];
+const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 6] = {
+    let mut fields = [""; Anomaly::ALL.len() + 6];
     let mut i = 0;
     while i < Anomaly::ALL.len() {
         fields[i] = Anomaly::ALL[i].name();
@@ -717,6 +729,7 @@ const EXPECT_FIELDS: [&str; Anomaly::ALL.len() + 5] = {
     fields[i + 2] = "read_min";
     fields[i + 3] = "push_overflows_min";
     fields[i + 4] = "rejected_min";
+    fields[i + 5] = "out_of_order_per_key";
     fields
 };
 
@@ -729,6 +742,7 @@ enum ExpectKey {
     ReadMin,
     PushOverflowsMin,
     RejectedMin,
+    OutOfOrderPerKey,
 }
 
 impl<'de> Deserialize<'de> for ExpectKey {
@@ -739,8 +753,8 @@ impl<'de> Deserialize<'de> for ExpectKey {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "an anomaly class, unknown_in_log, acked_min, read_min, push_overflows_min \
-                     or rejected_min",
+                    "an anomaly class, unknown_in_log, acked_min, read_min, push_overflows_min, \
+                     rejected_min or out_of_order_per_key",
                 )
             }
 
@@ -751,6 +765,7 @@ impl<'de> Deserialize<'de> for ExpectKey {
                     "read_min" => Ok(ExpectKey::ReadMin),
                     "push_overflows_min" => Ok(ExpectKey::PushOverflowsMin),
                     "rejected_min" => Ok(ExpectKey::RejectedMin),
+                    "out_of_order_per_key" => Ok(ExpectKey::OutOfOrderPerKey),
                     _ => Anomaly::from_name(key)
                         .map(ExpectKey::Anomaly)
                         .ok_or_else(|| E::unknown_field(key, &EXPECT_FIELDS)),
@@ -791,6 +806,10 @@ impl<'de> Deserialize<'de> for Expect {
                         ExpectKey::RejectedMin => {
                             (expect.rejected_min.replace(value), "rejected_min")
                         }
+                        ExpectKey::OutOfOrderPerKey => (
+                            expect.out_of_order_per_key.replace(value),
+                            "out_of_order_per_key",
+                        ),
                     };
                     if slot.is_some() {
                         return Err(de::Error::duplicate_field(name));

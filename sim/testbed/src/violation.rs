@@ -26,6 +26,9 @@ pub enum Violation {
     PushOverflowsMin { overflows: u64, min: u64 },
     /// Fewer records rejected by share groups than `rejected_min`: a poison message was not.
     RejectedMin { rejected: u64, min: u64 },
+    /// More out-of-order first deliveries per ordering key by share groups than
+    /// `out_of_order_per_key` allows (a `key_shared` group must keep each key's order).
+    OutOfOrderPerKey { count: u64, bound: u64 },
     /// More sends ended unknown although their record was read than `unknown_in_log` allows.
     UnknownInLog { count: u64, bound: u64 },
     /// The final read gave up before the high watermark of these partitions.
@@ -57,6 +60,7 @@ impl Violation {
             Violation::ReadMin { .. } => "read_min",
             Violation::PushOverflowsMin { .. } => "push_overflows_min",
             Violation::RejectedMin { .. } => "rejected_min",
+            Violation::OutOfOrderPerKey { .. } => "out_of_order_per_key",
             Violation::UnknownInLog { .. } => "unknown_in_log",
             Violation::FinalReadIncomplete { .. } => "final_read_incomplete",
             Violation::LeaderConflict { .. } => "leader_conflict",
@@ -92,6 +96,11 @@ impl fmt::Display for Violation {
             Violation::RejectedMin { rejected, min } => write!(
                 f,
                 "rejected: {rejected} records rejected by share groups, at least {min} expected"
+            ),
+            Violation::OutOfOrderPerKey { count, bound } => write!(
+                f,
+                "out_of_order_per_key: {count} first deliveries behind a later one of their \
+                 ordering key, at most {bound} allowed"
             ),
             Violation::UnknownInLog { count, bound } => write!(
                 f,

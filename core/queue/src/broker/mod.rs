@@ -565,6 +565,7 @@ impl Broker {
                 max_wait_ms,
                 max_bytes,
                 settings,
+                mode,
             } => {
                 let wait = ShareFetchWait {
                     group,
@@ -572,6 +573,7 @@ impl Broker {
                     max_records,
                     max_bytes,
                     settings,
+                    mode,
                 };
                 self.share_fetch(now, conn, correlation_id, partition, wait, max_wait_ms)
                     .map(Response::ShareFetch)

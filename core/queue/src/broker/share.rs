@@ -17,7 +17,7 @@ use crate::ids::TopicPartition;
 use crate::log::batch;
 use crate::protocol::{ErrorCode, Response, ShareAcknowledgeOk, ShareFetchOk};
 use crate::replication::{ProposeError, Replica};
-use crate::share::{self, record, AckKind, Change, SharePartition, ShareSettings};
+use crate::share::{self, record, AckKind, Change, ShareMode, SharePartition, ShareSettings};
 use crate::time::Instant;
 
 /// Share-partitions (a group on a partition) a broker keeps state for, over all the partitions
@@ -42,6 +42,7 @@ pub(super) struct ShareFetchWait {
     pub max_records: u32,
     pub max_bytes: u32,
     pub settings: ShareSettings,
+    pub mode: ShareMode,
 }
 
 impl Broker {
@@ -128,18 +129,23 @@ impl Broker {
         wait: &ShareFetchWait,
     ) -> Result<Option<(ShareFetchOk, u64)>, ErrorCode> {
         let state = self.share_state(now, tp, &wait.group)?;
+        state.check_mode(wait.mode).map_err(ErrorCode::Share)?;
         let end = state.end();
         let replica = &self.replicas[tp];
         let max_bytes = wait.max_bytes.min(FETCH_BYTES_MAX) as usize;
-        let new_offsets = committed_data_offsets(replica, end, max_bytes);
-        let state = self.share_state(now, tp, &wait.group)?;
-        let acquisition = state.acquire(
-            now,
-            &wait.member,
-            wait.max_records,
-            &wait.settings,
-            new_offsets,
-        );
+        let (member, max, settings) = (&wait.member, wait.max_records, &wait.settings);
+        let acquisition = match wait.mode {
+            ShareMode::Shared => {
+                let new_offsets = committed_data_offsets(replica, end, max_bytes);
+                let state = self.share_state(now, tp, &wait.group)?;
+                state.acquire(now, member, max, settings, new_offsets)
+            }
+            ShareMode::KeyShared => {
+                let new_records = committed_keyed_records(replica, end, max_bytes);
+                let state = self.share_state(now, tp, &wait.group)?;
+                state.acquire_keyed(now, member, max, settings, new_records)
+            }
+        };
         if acquisition.changes.is_empty() {
             return Ok(None);
         }
@@ -364,6 +370,31 @@ fn committed_data_offsets(replica: &Replica, from: u64, max_bytes: usize) -> Vec
         }
     }
     offsets
+}
+
+/// [`committed_data_offsets`] with each record's [`share::ordering_key_hash`], for a
+/// Key_Shared acquisition. A batch whose records do not decode ends the list: its records stay
+/// unacquired rather than be handed out without their key.
+fn committed_keyed_records(replica: &Replica, from: u64, max_bytes: usize) -> Vec<(u64, u32)> {
+    let hw = replica.high_watermark();
+    if from >= hw {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for b in replica.log().read(from, hw, max_bytes) {
+        let Ok(header) = batch::peek_header(&b) else {
+            break;
+        };
+        if header.is_control() {
+            continue;
+        }
+        let Ok(records) = batch::records(&b) else {
+            break;
+        };
+        let wanted = records.iter().filter(|r| r.offset >= from && r.offset < hw);
+        out.extend(wanted.map(|r| (r.offset, share::ordering_key_hash(&r.key))));
+    }
+    out
 }
 
 /// The stored batches that hold `offsets` (ascending), each once.

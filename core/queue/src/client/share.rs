@@ -23,7 +23,7 @@ use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, Record};
 use crate::protocol::{ErrorCode, Message, Request, Response, ShareAcknowledgeOk, ShareFetchOk};
 use crate::rng::Rng;
-use crate::share::{AckKind, ShareError, ShareSettings};
+use crate::share::{AckKind, ShareError, ShareMode, ShareSettings};
 use crate::time::{earliest, Instant};
 
 use super::metadata::{Metadata, MetadataConfig};
@@ -36,6 +36,8 @@ pub struct ShareConsumerConfig {
     pub member: String,
     pub topic: String,
     pub settings: ShareSettings,
+    /// Shared or Key_Shared; every member of the group must name the same.
+    pub mode: ShareMode,
     /// Records one fetch may acquire.
     pub max_records: u32,
     /// How long the leader may hold a fetch that finds nothing to acquire.
@@ -253,6 +255,7 @@ impl ShareConsumer {
             max_wait_ms: self.config.max_wait_ms,
             max_bytes: self.config.max_bytes,
             settings: self.config.settings,
+            mode: self.config.mode,
         };
         let wait = Duration::from_millis(u64::from(self.config.max_wait_ms));
         let (id, transmit) = self.request(tp.clone(), to, request, wait);

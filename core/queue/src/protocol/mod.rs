@@ -16,15 +16,16 @@ use crate::group::wire::{GroupRequest, GroupResponse};
 use crate::group::GroupError;
 use crate::ids::{NodeId, TopicPartition};
 use crate::replication::RaftEnvelope;
-use crate::share::{AckKind, Acquired, ShareError, ShareSettings};
+use crate::share::{AckKind, Acquired, ShareError, ShareMode, ShareSettings};
 
 /// Bumped on any incompatible change to [`Message`]. 3: consumer groups ([`Request::Group`],
 /// [`Request::MemberOffsetCommit`], [`ErrorCode::Group`]). 4: push delivery
 /// ([`Request::Subscribe`], [`Message::Push`], [`Message::PushCredit`], [`Message::Unsubscribe`]).
 /// 5: share groups ([`Request::ShareFetch`], [`Request::ShareAcknowledge`], [`ErrorCode::Share`]).
 /// 6: dead-letter deliveries in a share fetch's settings
-/// ([`crate::share::ShareSettings::dead_letter_deliveries`]).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// ([`crate::share::ShareSettings::dead_letter_deliveries`]). 7: Key_Shared share groups (the
+/// [`ShareMode`] of a [`Request::ShareFetch`], [`crate::share::ShareError::ModeMismatch`]).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -238,7 +239,7 @@ pub enum Request {
     /// share-partition leader: it acquires up to `max_records` records no other member holds
     /// (redeliveries first) and answers once the acquisition is committed to the partition's
     /// log, or holds the request up to `max_wait_ms` while nothing can be acquired. Answered
-    /// [`Response::ShareFetch`].
+    /// [`Response::ShareFetch`]. `mode` must be the one the group's share-partition serves.
     ShareFetch {
         group: String,
         member: String,
@@ -247,6 +248,7 @@ pub enum Request {
         max_wait_ms: u32,
         max_bytes: u32,
         settings: ShareSettings,
+        mode: ShareMode,
     },
     /// A share-group member's acknowledgements of records it holds, answered
     /// [`Response::ShareAcknowledge`] once they are committed; the ones it does not hold are

@@ -16,6 +16,17 @@
 //! ended in a lock expiry (its member crashed or stalled) still reaches the dead-letter topic,
 //! which the member alone, holding it, could not have ensured.
 //!
+//! # Key_Shared
+//!
+//! A group in [`ShareMode::KeyShared`] (Pulsar's Key_Shared subscription) keeps, besides the
+//! above, the order of each [ordering key](ordering_key): a record is acquired only while no
+//! record of its key is acquired by any member and no earlier record of its key is still in
+//! flight, so per partition and key, records are first delivered in offset order, to one member
+//! at a time (PIP-379's "draining hashes" in spirit: a key moves to another member only once
+//! nothing of it is held). A new record passed over for its key is *deferred*: it enters the
+//! in-flight window as available ([`Change::Defer`]), to be acquired once its key is free. The
+//! price is the one Pulsar documents: the records of one key go no faster than one member.
+//!
 //! # Persistence
 //!
 //! Every change but a lock's expiry is a [`Change`], written as a control batch into the
@@ -63,6 +74,39 @@ pub const DEAD_LETTER_DELIVERIES_RANGE: std::ops::RangeInclusive<u16> = 0..=10;
 pub const RECORD_LOCKS_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 /// Longest member id a broker accepts: an id is written into every change record.
 pub const MEMBER_ID_BYTES_MAX: usize = 255;
+/// Most distinct ordering keys one acquisition tracks (the keys of the records it scans, at most
+/// the in-flight window [`RECORD_LOCKS_RANGE`] allows) and a workload's producer may use.
+pub const ORDERING_KEYS_MAX: u32 = 10_000;
+// The keys an acquisition holds are those of in-flight records: the window bounds them.
+const _: () = assert!(*RECORD_LOCKS_RANGE.end() <= ORDERING_KEYS_MAX);
+
+/// How a share group hands out records, named by every fetch ([`crate::protocol::Request::ShareFetch`]).
+/// All members of a group must agree: a share-partition serves one mode, fixed by its first
+/// acquisition, and refuses a fetch naming the other with [`ShareError::ModeMismatch`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ShareMode {
+    /// Any available record to any member (KIP-932; Pulsar Shared): order is given up.
+    #[default]
+    Shared,
+    /// One member at a time per ordering key, in offset order (Pulsar Key_Shared).
+    KeyShared,
+}
+
+/// The ordering key of a record key: the key up to its first `/` (all of it without one), so
+/// that keys like `customer-7/order-912` order by customer. The workload's message ids carry
+/// their ordering key this way.
+pub fn ordering_key(key: &[u8]) -> &[u8] {
+    key.iter()
+        .position(|&b| b == b'/')
+        .map_or(key, |slash| &key[..slash])
+}
+
+/// The hash a share-partition keeps per in-flight record of a [`ShareMode::KeyShared`] group:
+/// CRC32C of its [`ordering_key`]. Two keys that collide are ordered as one key (stricter, never
+/// looser).
+pub fn ordering_key_hash(key: &[u8]) -> u32 {
+    crc32c::crc32c(ordering_key(key))
+}
 
 /// A share group's settings, as its members send them with every fetch. All members of a group
 /// are expected to agree; the values of the fetch that acquires a record are the ones that
@@ -189,6 +233,9 @@ pub enum ShareError {
     /// The broker keeps as many share-partitions as its limit allows.
     #[error("the broker holds as many share-partitions as it may")]
     SharePartitionsFull,
+    /// The fetch names a [`ShareMode`] other than the one the share-partition serves.
+    #[error("the share group's members disagree on its mode (shared or key_shared)")]
+    ModeMismatch,
 }
 
 impl ShareError {
@@ -202,12 +249,19 @@ impl ShareError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// `member` acquired `offsets` (ascending), each one more delivery attempt, for
-    /// `lock_ms`.
+    /// `lock_ms`. `keys` is `None` in [`ShareMode::Shared`]; in [`ShareMode::KeyShared`] it holds
+    /// each offset's [`ordering_key_hash`], in the same order.
     Acquire {
         member: String,
         offsets: Vec<u64>,
         lock_ms: u32,
+        keys: Option<Vec<u32>>,
     },
+    /// New records (offset, ordering key hash; ascending, at or past the end) a
+    /// [`ShareMode::KeyShared`] acquisition passed over because their key was held: in flight
+    /// and available from now on, so that neither this leader nor a new one forgets them.
+    /// Written before the acquisition it came with.
+    Defer { records: Vec<(u64, u32)> },
     /// Acknowledgements by their holder.
     Acknowledge { offsets: Vec<(u64, AckKind)> },
     /// Available records that used up their delivery attempts.
@@ -232,6 +286,8 @@ struct InFlight {
     state: State,
     /// Acquisitions so far.
     deliveries: u16,
+    /// The [`ordering_key_hash`] of the record, in a [`ShareMode::KeyShared`] partition.
+    key: Option<u32>,
 }
 
 /// One record a fetch acquired, with its attempt number (1 for a first delivery).
@@ -253,12 +309,15 @@ pub struct Acquisition {
 /// The share state of one partition for one group.
 ///
 /// Contract: every offset below [`end`](Self::end) that is not in flight is done (acknowledged,
-/// archived, or not a data record); no offset at or past `end` was ever acquired.
+/// archived, or not a data record); no offset at or past `end` was ever acquired (deferred
+/// records, in flight and available, may lie there: [`Change::Defer`] does not move `end`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharePartition {
     /// KIP-932's share-partition end offset (SPEO).
     end: u64,
     in_flight: BTreeMap<u64, InFlight>,
+    /// Fixed by the first acquisition (or its replay); `None` before.
+    mode: Option<ShareMode>,
 }
 
 impl SharePartition {
@@ -305,6 +364,15 @@ impl SharePartition {
         redeliverable || (new_records && room)
     }
 
+    /// Checks that a fetch naming `mode` may use this share-partition, whose mode the first
+    /// such check (or a replayed change) fixes.
+    pub fn check_mode(&mut self, mode: ShareMode) -> Result<(), ShareError> {
+        match *self.mode.get_or_insert(mode) == mode {
+            true => Ok(()),
+            false => Err(ShareError::ModeMismatch),
+        }
+    }
+
     /// Acquires up to `max_records` for `member`: records released or whose lock expired
     /// first (oldest first), then new records from `new_offsets` (the data records at or past
     /// [`end`](Self::end), ascending), while the window has room. An available record that has
@@ -332,41 +400,134 @@ impl SharePartition {
                 false => offsets.push(offset),
             }
         }
-        // Archiving frees room in the window for new records.
-        let window = settings.record_locks_max as usize;
-        let room = (window + out.archived.len()).saturating_sub(self.in_flight.len());
-        let fresh = max.saturating_sub(offsets.len()).min(room);
+        let fresh = max
+            .saturating_sub(offsets.len())
+            .min(self.room(settings, &out));
         offsets.extend(
             new_offsets
                 .into_iter()
                 .filter(|&o| o >= self.end)
                 .take(fresh),
         );
+        self.conclude(now, member, settings, out, Vec::new(), offsets, None)
+    }
+
+    /// [`acquire`](Self::acquire) for a [`ShareMode::KeyShared`] group: `new_records` are the
+    /// data records at or past [`end`](Self::end) with their [`ordering_key_hash`], ascending.
+    /// A record is taken only when its key is free (see the module documentation): no record of
+    /// it acquired by anyone, and none earlier in flight that this acquisition does not take
+    /// too. A new record whose key is not free is deferred; it uses room in the window.
+    pub fn acquire_keyed(
+        &mut self,
+        now: Instant,
+        member: &str,
+        max_records: u32,
+        settings: &ShareSettings,
+        new_records: impl IntoIterator<Item = (u64, u32)>,
+    ) -> Acquisition {
+        let max = max_records as usize;
+        let mut out = Acquisition::default();
+        // Keys that are not free. Bounded by the records in flight (at most the window, which
+        // RECORD_LOCKS_RANGE keeps within ORDERING_KEYS_MAX).
+        let held: std::collections::BTreeSet<u32> = self
+            .in_flight
+            .values()
+            .filter(|r| matches!(r.state, State::Acquired { .. }))
+            .filter_map(|r| r.key)
+            .collect();
+        let mut taken: Vec<(u64, u32)> = Vec::new();
+        for (&offset, r) in &self.in_flight {
+            if taken.len() >= max {
+                break;
+            }
+            if !matches!(r.state, State::Available { .. }) {
+                continue;
+            }
+            if r.deliveries >= settings.deliveries_max() {
+                out.archived.push(offset);
+                continue;
+            }
+            // Skipped, its key stays held: later records of it wait behind this one. (Every
+            // record of a keyed partition has a key; one without would order nothing.)
+            if !r.key.is_some_and(|k| held.contains(&k)) {
+                taken.push((offset, r.key.unwrap_or_default()));
+            }
+        }
+        // Every available record of a key not held was taken, or the fetch is full: a key is
+        // not free for new records once an earlier record of it stays behind.
+        let mut room = self.room(settings, &out);
+        let mut deferred = Vec::new();
+        for (offset, key) in new_records {
+            if taken.len() >= max || room == 0 {
+                break;
+            }
+            // Deferred records at or past the end are in flight already.
+            if offset < self.end || self.in_flight.contains_key(&offset) {
+                continue;
+            }
+            room -= 1;
+            // A deferred record's key is held already, so every later one waits behind it.
+            match held.contains(&key) {
+                true => deferred.push((offset, key)),
+                false => taken.push((offset, key)),
+            }
+        }
+        let (offsets, keys) = taken.into_iter().unzip();
+        self.conclude(now, member, settings, out, deferred, offsets, Some(keys))
+    }
+
+    /// Room the window leaves for new records, once `out`'s archives free theirs.
+    fn room(&self, settings: &ShareSettings, out: &Acquisition) -> usize {
+        let window = settings.record_locks_max as usize;
+        (window + out.archived.len()).saturating_sub(self.in_flight.len())
+    }
+
+    /// Turns an acquisition's decisions into changes (archive, defer, acquire, in that order),
+    /// applies them, and lists the acquired records.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &mut self,
+        now: Instant,
+        member: &str,
+        settings: &ShareSettings,
+        mut out: Acquisition,
+        deferred: Vec<(u64, u32)>,
+        offsets: Vec<u64>,
+        keys: Option<Vec<u32>>,
+    ) -> Acquisition {
+        let mut changes = Vec::new();
         if !out.archived.is_empty() {
-            let change = Change::Archive {
+            changes.push(Change::Archive {
                 offsets: out.archived.clone(),
-            };
-            self.apply(now, &change);
-            out.changes.push(change);
+            });
+        }
+        if !deferred.is_empty() {
+            changes.push(Change::Defer { records: deferred });
         }
         if !offsets.is_empty() {
-            let change = Change::Acquire {
+            changes.push(Change::Acquire {
                 member: member.to_string(),
                 offsets,
                 lock_ms: settings.acquisition_lock_ms,
-            };
-            self.apply(now, &change);
-            out.changes.push(change);
+                keys,
+            });
         }
-        if let Some(Change::Acquire { offsets, .. }) = out.changes.last() {
+        for change in &changes {
+            self.apply(now, change);
+        }
+        if let Some(Change::Acquire { offsets, .. }) = changes.last() {
             out.acquired = offsets
                 .iter()
-                .map(|&offset| Acquired {
-                    offset,
-                    delivery_count: self.in_flight[&offset].deliveries,
+                .filter_map(|&offset| {
+                    let r = self.in_flight.get(&offset)?;
+                    Some(Acquired {
+                        offset,
+                        delivery_count: r.deliveries,
+                    })
                 })
                 .collect();
         }
+        out.changes = changes;
         out
     }
 
@@ -446,15 +607,23 @@ impl SharePartition {
                 member,
                 offsets,
                 lock_ms,
+                keys,
             } => {
+                let mode = match keys {
+                    None => ShareMode::Shared,
+                    Some(_) => ShareMode::KeyShared,
+                };
+                self.mode.get_or_insert(mode);
                 let deadline = now + Duration::from_millis(u64::from(*lock_ms));
-                for &offset in offsets {
+                for (i, &offset) in offsets.iter().enumerate() {
                     if offset < self.end && !self.in_flight.contains_key(&offset) {
                         continue; // done already: a replay of a stale change must not revive it
                     }
+                    let key = keys.as_ref().and_then(|k| k.get(i).copied());
                     let r = self.in_flight.entry(offset).or_insert(InFlight {
                         state: State::Available { last_holder: None },
                         deliveries: 0,
+                        key,
                     });
                     r.deliveries = r.deliveries.saturating_add(1);
                     r.state = State::Acquired {
@@ -485,6 +654,24 @@ impl SharePartition {
             Change::Archive { offsets } => {
                 for offset in offsets {
                     self.in_flight.remove(offset);
+                }
+            }
+            // Leaves `end` where it is: the acquisition it came with (applied next) may take
+            // records between the deferred ones, which must still count as new then.
+            Change::Defer { records } => {
+                self.mode.get_or_insert(ShareMode::KeyShared);
+                for &(offset, key) in records {
+                    if offset < self.end || self.in_flight.contains_key(&offset) {
+                        continue; // in flight or done already: a stale replay changes nothing
+                    }
+                    self.in_flight.insert(
+                        offset,
+                        InFlight {
+                            state: State::Available { last_holder: None },
+                            deliveries: 0,
+                            key: Some(key),
+                        },
+                    );
                 }
             }
         }

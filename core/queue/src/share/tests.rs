@@ -181,6 +181,16 @@ fn changes_survive_the_control_batch_and_other_control_records_are_skipped() {
             member: "m1".into(),
             offsets: vec![4, 5],
             lock_ms: 30_000,
+            keys: None,
+        },
+        Change::Defer {
+            records: vec![(6, 17)],
+        },
+        Change::Acquire {
+            member: "m2".into(),
+            offsets: vec![7],
+            lock_ms: 30_000,
+            keys: Some(vec![18]),
         },
         Change::Acknowledge {
             offsets: vec![(4, AckKind::Reject)],
@@ -215,4 +225,101 @@ fn settings_out_of_range_are_refused() {
     }
     assert_eq!(check_name(""), Err(ShareError::InvalidName));
     assert_eq!(check_name("a\0b"), Err(ShareError::InvalidName));
+}
+
+/// Records `(offset, ordering key)`; the keys are small numbers standing in for hashes.
+fn keyed(records: &[(u64, u32)]) -> Vec<(u64, u32)> {
+    records.to_vec()
+}
+
+/// Key_Shared (Pulsar; PIP-379): while m1 holds key 1, m2 gets only key 2's records and key 1's
+/// later records are deferred, not lost; once m1 is done they go, in offset order. Fails if the
+/// key rule is removed (m2 would get 1 and 2 of key 1 at once).
+#[test]
+fn key_shared_hands_a_key_to_one_member_at_a_time_in_offset_order() {
+    let s = settings(1_000, 5, 200);
+    let log = keyed(&[(0, 1), (1, 1), (2, 2), (3, 1), (4, 2)]);
+    let mut p = SharePartition::default();
+    assert_eq!(p.check_mode(ShareMode::KeyShared), Ok(()));
+    let a = p.acquire_keyed(at(0), "m1", 1, &s, log.clone());
+    assert_eq!(offsets(&a), vec![(0, 1)]);
+    let b = p.acquire_keyed(at(0), "m2", 10, &s, log.clone());
+    assert_eq!(offsets(&b), vec![(2, 1), (4, 1)]);
+    assert!(b.changes.contains(&Change::Defer {
+        records: vec![(1, 1), (3, 1)]
+    }));
+    assert_eq!(
+        (p.end(), p.in_flight()),
+        (5, 5),
+        "deferred records are in flight"
+    );
+    // m1 still holds key 1: nobody, not even m1, gets its later records.
+    assert!(p
+        .acquire_keyed(at(1), "m2", 10, &s, log.clone())
+        .acquired
+        .is_empty());
+    p.acknowledge(at(2), "m1", &[(0, AckKind::Accept)]);
+    let c = p.acquire_keyed(at(2), "m2", 10, &s, log);
+    assert_eq!(offsets(&c), vec![(1, 1), (3, 1)]);
+}
+
+/// A released record of a key goes first: later records of its key come after it.
+#[test]
+fn key_shared_redelivers_a_released_record_before_its_keys_later_ones() {
+    let s = settings(1_000, 5, 200);
+    let log = keyed(&[(0, 1), (1, 1), (2, 1)]);
+    let mut p = SharePartition::default();
+    let a = p.acquire_keyed(at(0), "m1", 1, &s, log.clone());
+    assert_eq!(offsets(&a), vec![(0, 1)]);
+    p.acknowledge(at(1), "m1", &[(0, AckKind::Release)]);
+    let b = p.acquire_keyed(at(1), "m2", 2, &s, log);
+    assert_eq!(offsets(&b), vec![(0, 2), (1, 1)]);
+}
+
+/// The deferred records and the keys of acquired ones are persisted: a replay on a new leader
+/// keeps them in flight (not done, not lost) and keeps their key held.
+#[test]
+fn a_replay_keeps_deferred_records_and_held_keys() {
+    let s = settings(1_000, 5, 200);
+    let log = keyed(&[(0, 1), (1, 1), (2, 2)]);
+    let mut leader = SharePartition::default();
+    let mut changes = Vec::new();
+    changes.extend(
+        leader
+            .acquire_keyed(at(0), "m1", 1, &s, log.clone())
+            .changes,
+    );
+    changes.extend(
+        leader
+            .acquire_keyed(at(0), "m2", 10, &s, log.clone())
+            .changes,
+    );
+    let mut replayed = SharePartition::default();
+    for c in &changes {
+        replayed.apply(at(50), c);
+    }
+    assert_eq!(replayed.in_flight(), 3);
+    assert_eq!(
+        replayed.check_mode(ShareMode::Shared),
+        Err(ShareError::ModeMismatch)
+    );
+    assert!(replayed
+        .acquire_keyed(at(60), "m3", 10, &s, log.clone())
+        .acquired
+        .is_empty());
+    replayed.expire(at(1_050));
+    let back = replayed.acquire_keyed(at(1_050), "m3", 10, &s, log);
+    assert_eq!(
+        offsets(&back),
+        vec![(0, 2), (1, 1), (2, 2)],
+        "in offset order"
+    );
+}
+
+#[test]
+fn the_ordering_key_is_the_key_up_to_its_first_slash() {
+    assert_eq!(ordering_key(b"k3/p-0-17"), b"k3");
+    assert_eq!(ordering_key(b"p-0-17"), b"p-0-17");
+    assert_eq!(ordering_key_hash(b"k3/a"), ordering_key_hash(b"k3/b/c"));
+    assert_ne!(ordering_key_hash(b"k3/a"), ordering_key_hash(b"k4/a"));
 }

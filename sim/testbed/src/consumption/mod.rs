@@ -27,6 +27,10 @@ pub struct Consumption {
     pub member_share_max: Option<f64>,
     /// First processings of a record below one already processed from its partition.
     pub out_of_order: u64,
+    /// First processings of a record below one already processed from its partition with the
+    /// same ordering key ([`fathom_history::shares::ordering_key`] of its id): the order a
+    /// `key_shared` group keeps.
+    pub out_of_order_per_key: u64,
     /// Acknowledged messages not yet processed, most at any second's end.
     pub backlog_max: u64,
 }
@@ -73,22 +77,13 @@ pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
     // id -> (time, instance, partition, offset) of its first processing.
     let mut first: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_instance: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut highest: BTreeMap<(&str, u32), u64> = BTreeMap::new();
-    let mut out_of_order = 0;
+    let mut order = Order::default();
     for e in events {
         if let (Op::Send { id, .. }, EventType::Ok) = (&e.op, e.kind) {
             acked.entry(id).or_insert(e.time_ns);
         }
         if let Some(p) = processing(e) {
-            processed(
-                e,
-                p.tp,
-                p.records,
-                &mut first,
-                &mut by_instance,
-                &mut highest,
-                &mut out_of_order,
-            );
+            processed(e, p.tp, p.records, &mut first, &mut by_instance, &mut order);
         }
     }
     let total: u64 = by_instance.values().sum();
@@ -107,20 +102,40 @@ pub fn consumption(events: &[Event], workload_end_s: f64) -> Consumption {
         drain_s,
         member_share_min,
         member_share_max,
-        out_of_order,
+        out_of_order: order.out_of_order,
+        out_of_order_per_key: order.out_of_order_per_key,
         backlog_max: backlog_max(&acked, &first),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The order of first processings: per partition, and per partition and ordering key.
+#[derive(Default)]
+struct Order<'a> {
+    highest: BTreeMap<(&'a str, u32), u64>,
+    highest_per_key: BTreeMap<(&'a str, u32, &'a str), u64>,
+    out_of_order: u64,
+    out_of_order_per_key: u64,
+}
+
+impl<'a> Order<'a> {
+    fn first_processing(&mut self, (topic, partition): (&'a str, u32), offset: u64, id: &'a str) {
+        let key = (topic, partition, fathom_history::shares::ordering_key(id));
+        let per_key = self.highest_per_key.entry(key).or_insert(offset);
+        self.out_of_order_per_key += u64::from(offset < *per_key);
+        *per_key = (*per_key).max(offset);
+        let top = self.highest.entry((topic, partition)).or_insert(offset);
+        self.out_of_order += u64::from(offset < *top);
+        *top = (*top).max(offset);
+    }
+}
+
 fn processed<'a>(
     e: &'a Event,
     tp: (&'a str, u32),
     records: &'a [(u64, String)],
     first: &mut BTreeMap<&'a str, u64>,
     by_instance: &mut BTreeMap<&'a str, u64>,
-    highest: &mut BTreeMap<(&'a str, u32), u64>,
-    out_of_order: &mut u64,
+    order: &mut Order<'a>,
 ) {
     for (offset, id) in records {
         if first.contains_key(id.as_str()) {
@@ -128,11 +143,7 @@ fn processed<'a>(
         }
         first.insert(id, e.time_ns);
         *by_instance.entry(instance_of(&e.process)).or_default() += 1;
-        let top = highest.entry(tp).or_insert(*offset);
-        if *offset < *top {
-            *out_of_order += 1;
-        }
-        *top = (*top).max(*offset);
+        order.first_processing(tp, *offset, id);
     }
 }
 
@@ -206,8 +217,25 @@ mod tests {
         assert_eq!(c.member_share_min, Some(1.0 / 3.0));
         assert_eq!(c.member_share_max, Some(2.0 / 3.0));
         assert_eq!(c.out_of_order, 1, "a after b");
+        assert_eq!(
+            c.out_of_order_per_key, 0,
+            "ids without a `/` are keys of their own"
+        );
         assert_eq!(c.backlog_max, 3);
         let unfinished = consumption(&events[..5], 3.0);
         assert_eq!(unfinished.drain_s, None);
+    }
+
+    /// Per ordering key (the id up to its first `/`): records of another key do not count.
+    #[test]
+    fn out_of_order_per_key_compares_only_records_of_one_key() {
+        let events = vec![
+            accept(S, "s-0", 1, "k1/b"),
+            accept(S, "s-0", 0, "k2/a"),
+            accept(S, "s-0", 3, "k1/d"),
+            accept(S, "s-0", 2, "k1/c"),
+        ];
+        let c = consumption(&events, 0.0);
+        assert_eq!((c.out_of_order, c.out_of_order_per_key), (2, 1));
     }
 }

@@ -608,7 +608,11 @@ mod tests {
         let files: Vec<String> = chart.unwrap().files(&e).into_iter().map(|f| f.0).collect();
         assert_eq!(
             files,
-            ["backlog-over-time-group.svg", "backlog-over-time-share.svg"]
+            [
+                "backlog-over-time-group.svg",
+                "backlog-over-time-share.svg",
+                "backlog-over-time-key-shared.svg"
+            ]
         );
         assert_eq!(slug("share, 10 per fetch"), "share-10-per-fetch");
         let with_metric = c3_hot_key_edited(

@@ -380,6 +380,12 @@ fn semantic_errors_name_field_and_line() {
         "must be within 0 ..= 1",
     );
     assert_fails(
+        &with("ordering_keys = 10001\n"),
+        "producers[0].ordering_keys",
+        APPENDED_LINE,
+        "must be within 0 ..= 10000 (0: no ordering keys), got 10001",
+    );
+    assert_fails(
         &with("[[faults]]\nat_s = 11.0\nkind = \"heal\"\n"),
         "faults[0].at_s",
         APPENDED_LINE + 1,
@@ -557,6 +563,7 @@ fn expect_reports_violations() {
         read_min: Some(10),
         push_overflows_min: None,
         rejected_min: None,
+        out_of_order_per_key: None,
     };
     let report = |counts: &[(Anomaly, u64)], acked, unknown_in_log| CheckReport {
         anomalies: counts.iter().copied().collect(),
@@ -998,4 +1005,37 @@ fn rejected_min_is_judged_on_the_share_groups() {
     };
     report.shares.insert("s1".into(), stats);
     assert!(keys(&report).is_empty());
+}
+
+/// Issue 9, `key_shared`: the kind reaches the member's configuration as Key_Shared mode, and
+/// `out_of_order_per_key` bounds the share groups' per-key out-of-order first deliveries; the
+/// bound without a share group to judge is refused at load time.
+#[test]
+fn key_shared_kind_and_the_out_of_order_per_key_bound() {
+    let s = parse(&consumer_with(
+        "kind = \"key_shared\"\n[expect]\nout_of_order_per_key = 0\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.consumers[0].share_config("c-0").mode,
+        fathom_queue::share::ShareMode::KeyShared
+    );
+    let mut report = fathom_history::CheckReport::default();
+    let stats = fathom_history::ShareStats {
+        out_of_order_per_key: 1,
+        ..Default::default()
+    };
+    report.shares.insert("g".into(), stats);
+    let keys: Vec<&str> = s
+        .expect
+        .violations(&report)
+        .iter()
+        .map(|v| v.key())
+        .collect();
+    assert_eq!(keys, ["out_of_order_per_key"]);
+    let err = parse(&with("[expect]\nout_of_order_per_key = 0\n")).unwrap_err();
+    assert!(
+        err.to_string().contains("expect.out_of_order_per_key"),
+        "{err}"
+    );
 }

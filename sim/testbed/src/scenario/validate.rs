@@ -9,8 +9,8 @@ use fathom_queue::client::{ConsumerConfig, ProducerConfig};
 use fathom_queue::config::{ConfigError, FsyncPolicy};
 use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
-use fathom_queue::share::{ShareSettings, RECORD_LOCKS_RANGE};
-use fathom_workload::spec::{ConsumerKind, ConsumerProtocol};
+use fathom_queue::share::{ShareSettings, ORDERING_KEYS_MAX, RECORD_LOCKS_RANGE};
+use fathom_workload::spec::ConsumerProtocol;
 use serde::Deserialize;
 
 use crate::swarm::{Swarm, SwarmKind, SwarmSpec};
@@ -311,6 +311,13 @@ impl Checker<'_> {
             self.consumer(&format!("consumers[{i}]"), c, &raw.cluster, raw.duration_s)?;
         }
         self.consumer_overlap(&raw.consumers, &raw.cluster)?;
+        let share_group = raw.consumers.iter().any(|c| c.kind.is_share());
+        if raw.expect.out_of_order_per_key.is_some() && !share_group {
+            return Err(self.error(
+                "expect.out_of_order_per_key",
+                "needs a [[consumers]] table of kind = \"share\" or \"key_shared\" to judge",
+            ));
+        }
         let clients = self.process_names(&raw)?;
         self.zones(&raw.network, &raw.cluster, &clients)?;
         let faults = raw
@@ -638,6 +645,15 @@ impl Checker<'_> {
                 format!("must be within 0 ..= 1, got {}", p.hot_key_share),
             ));
         }
+        if p.ordering_keys > ORDERING_KEYS_MAX {
+            return Err(self.error(
+                &field("ordering_keys"),
+                format!(
+                    "must be within 0 ..= {ORDERING_KEYS_MAX} (0: no ordering keys), got {}",
+                    p.ordering_keys
+                ),
+            ));
+        }
         let batch_bytes_max = p.client.batch_bytes_max;
         if batch_bytes_max < p.message_bytes.get() as usize {
             return Err(self.error(
@@ -741,8 +757,8 @@ impl Checker<'_> {
         self.consumer_share_fields(path, c)?;
         if let Some(dlq) = &c.dead_letter_topic {
             let at = format!("{path}.dead_letter_topic");
-            if c.kind != ConsumerKind::Share {
-                return Err(self.error(&at, "needs kind = \"share\""));
+            if !c.kind.is_share() {
+                return Err(self.error(&at, "needs kind = \"share\" or \"key_shared\""));
             }
             self.topic(&at, dlq, cluster)?;
             if *dlq == c.topic {
@@ -756,9 +772,12 @@ impl Checker<'_> {
     /// consumer; a share group has no partition assignment to choose.
     fn consumer_share_fields(&self, path: &str, c: &ConsumerSpec) -> Check {
         let field = |name: &str| format!("{path}.{name}");
-        if c.kind != ConsumerKind::Share {
+        if !c.kind.is_share() {
             if !c.poison_ids.is_empty() {
-                return Err(self.error(&field("poison_ids"), "needs kind = \"share\""));
+                return Err(self.error(
+                    &field("poison_ids"),
+                    "needs kind = \"share\" or \"key_shared\"",
+                ));
             }
             return Ok(());
         }
@@ -1156,7 +1175,7 @@ impl Checker<'_> {
                 ),
             ));
         };
-        if !c.protocol.is_group() && c.kind != ConsumerKind::Share {
+        if !c.protocol.is_group() && !c.kind.is_share() {
             return Err(self.error(
                 path,
                 format!(

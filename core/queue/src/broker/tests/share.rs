@@ -2,7 +2,7 @@
 //! failover) and the bound on push subscriptions, through the request path.
 
 use super::*;
-use crate::share::{AckKind, ShareError, ShareSettings};
+use crate::share::{AckKind, ShareError, ShareMode, ShareSettings};
 
 const GROUP: &str = "s1";
 
@@ -14,6 +14,10 @@ fn settings() -> ShareSettings {
 }
 
 fn share_fetch(member: &str, max_records: u32, max_wait_ms: u32) -> Request {
+    share_fetch_in(ShareMode::Shared, member, max_records, max_wait_ms)
+}
+
+fn share_fetch_in(mode: ShareMode, member: &str, max_records: u32, max_wait_ms: u32) -> Request {
     Request::ShareFetch {
         group: GROUP.into(),
         member: member.into(),
@@ -22,6 +26,7 @@ fn share_fetch(member: &str, max_records: u32, max_wait_ms: u32) -> Request {
         max_wait_ms,
         max_bytes: 1 << 20,
         settings: settings(),
+        mode,
     }
 }
 
@@ -189,6 +194,71 @@ fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() 
     let back = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
     let expected: Vec<(u64, u16)> = held[3..].iter().map(|&(o, n)| (o, n + 1)).collect();
     assert_eq!(back, expected);
+}
+
+/// Key_Shared across a failover: the records a fetch deferred for their held key are in the
+/// log (`Change::Defer`), so the new leader neither forgets them (they would count as done and
+/// be lost) nor hands a key's later records out before its held one.
+#[test]
+fn a_new_leader_keeps_deferred_key_shared_records_and_their_order() {
+    let (mut c, leader) = ready_cluster(15);
+    let mut client = Client::default();
+    let keys = ["a/1", "a/2", "b/1", "a/3", "b/2"];
+    for key in keys {
+        let r = client.call(&mut c, leader, produce(record_batch(key), Acks::All));
+        assert!(matches!(r, Some(Response::Produce(Ok(_)))), "{r:?}");
+    }
+    let keyed = |member, max| share_fetch_in(ShareMode::KeyShared, member, max, 0);
+    let first = acquired(client.call(&mut c, leader, keyed("m1", 1)));
+    assert_eq!(first.len(), 1, "a/1");
+    let others = acquired(client.call(&mut c, leader, keyed("m2", 10)));
+    assert_eq!(
+        others.len(),
+        2,
+        "only b's records: a's wait behind a/1 {others:?}"
+    );
+    let b: Vec<u64> = others.iter().map(|&(o, _)| o).collect();
+    let r = client.call(
+        &mut c,
+        leader,
+        share_ack("m2", b.iter().map(|&o| (o, AckKind::Accept)).collect()),
+    );
+    assert!(
+        matches!(r, Some(Response::ShareAcknowledge(Ok(_)))),
+        "{r:?}"
+    );
+
+    c.crash(leader);
+    let next = c.await_ready_leader_of(&orders(), 10 * SECOND);
+    assert_ne!(next, leader);
+    let nothing = acquired(client.call(&mut c, next, keyed("m2", 10)));
+    assert!(
+        nothing.is_empty(),
+        "a/1 is still m1's, a/2 and a/3 wait: {nothing:?}"
+    );
+    c.run_for(3 * SECOND);
+    let back = acquired(client.call(&mut c, next, keyed("m2", 10)));
+    let offsets: Vec<u64> = back.iter().map(|&(o, _)| o).collect();
+    assert_eq!(back.len(), 3, "a/1 again, then a/2 and a/3: {back:?}");
+    assert_eq!(back[0], (first[0].0, 2));
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    assert!(offsets.iter().all(|o| !b.contains(o)));
+}
+
+#[test]
+fn a_fetch_naming_the_other_mode_is_refused() {
+    let (mut c, leader) = ready_cluster(16);
+    let mut client = Client::default();
+    produce_keys(&mut c, &mut client, leader, 2);
+    let keyed = share_fetch_in(ShareMode::KeyShared, "m1", 1, 0);
+    assert_eq!(acquired(client.call(&mut c, leader, keyed)).len(), 1);
+    let r = client.call(&mut c, leader, share_fetch("m2", 10, 0));
+    assert_eq!(
+        r,
+        Some(Response::ShareFetch(Err(ErrorCode::Share(
+            ShareError::ModeMismatch
+        ))))
+    );
 }
 
 #[test]

@@ -556,6 +556,7 @@ fn share_net(seed: u64, member: &str) -> RealNet<crate::client::ShareConsumer> {
             acquisition_lock_ms: 1_000,
             ..Default::default()
         },
+        mode: crate::share::ShareMode::Shared,
         max_records: 3,
         max_wait_ms: 500,
         max_bytes: 1 << 20,
