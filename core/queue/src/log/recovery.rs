@@ -47,13 +47,23 @@ pub(super) struct Scan {
     pub report: RecoveryReport,
 }
 
+/// Zero bytes a torn batch ends in at least. A tear loses a write's blocks from a block
+/// boundary on, so its zeros are as long as the lost part, which is rarely this short with
+/// blocks of 512 bytes or more; a whole batch may end in fewer zeros of its own (a leader's
+/// empty control record ends in its two zero lengths, 8 bytes). Misjudging a short tear as
+/// corruption only makes the replica repair from a leader before it votes again; the other
+/// way round it would vote having cut acknowledged records.
+const TORN_ZEROS_MIN: usize = 16;
+
 /// Whether the bytes from a failed batch on are what a crash mid-write leaves. Each unsynced
 /// write keeps a prefix of its blocks, or nothing, independently of the others, and what it
 /// lost reads back as zeros when a later write extended the file: so a torn batch runs past
-/// the end of the file, is a hole (zeros where its length should be), or ends in zeros. A bit
-/// flip leaves a whole batch with a length and a non-zero last byte that fails its checksum.
-/// (Misread as torn: a flip in the length field that makes a batch run past the end, and a
-/// flip in a batch whose own last byte is zero.)
+/// the end of the file, is a hole (zeros where its length should be), or ends in at least
+/// [`TORN_ZEROS_MIN`] zeros. A torn length is zero, whole, or keeps its high bytes (at least
+/// 256), never a short non-zero one. A bit flip leaves a whole batch with a length that fails
+/// its checksum or is too short for a header. (Misread as torn: a flip in the length field
+/// that makes a batch run past the end, and a tear that lost fewer than [`TORN_ZEROS_MIN`]
+/// bytes is misread the other way.)
 fn torn(rest: &[u8]) -> bool {
     if rest.iter().all(|&b| b == 0) {
         return true;
@@ -72,8 +82,11 @@ fn torn(rest: &[u8]) -> bool {
         return true;
     }
     let end = batch_len.saturating_add(batch::LOG_OVERHEAD_BYTES);
-    rest.get(end.saturating_sub(1))
-        .is_some_and(|&last| last == 0)
+    if end < batch::HEADER_BYTES {
+        return false;
+    }
+    rest.get(..end)
+        .is_some_and(|batch| batch.iter().rev().take_while(|&&b| b == 0).count() >= TORN_ZEROS_MIN)
 }
 
 /// Scans `files` (names within `dir`, any order) as described on `PartitionLog::recover`.

@@ -335,6 +335,45 @@ fn a_flipped_bit_in_a_whole_last_batch_is_corruption() {
     assert!(report.corrupt);
 }
 
+/// A leader's control batch (one empty record) ends in zeros of its own, the key's and the
+/// value's lengths: a flipped bit in it is corruption, not a tear, although its last byte is
+/// zero. Before the torn-tail check counted the zeros, such a flip after a power loss let a
+/// replica cut acknowledged records and vote as if it never held them (swarm seed 729).
+#[test]
+fn a_flipped_bit_in_a_control_batch_is_corruption() {
+    let control = batch::stamp(&batch::build_control(1_000_000), 0, 1);
+    assert_eq!(
+        control.last(),
+        Some(&0),
+        "an empty record ends in zero lengths"
+    );
+    let data = batch::stamp(&producer_batch(2, 5, 1), 1, 1);
+    let mut file = control.to_vec();
+    file.extend_from_slice(&data);
+    file[30] ^= 0x10;
+    let mut disk = SimDisk::new();
+    disk.put(&segment_path(0), &file);
+    let (recovered, report) = recover(&disk);
+    assert_eq!(recovered.end_offset(), 0);
+    assert!(report.first_error.unwrap().contains("checksum"));
+    assert!(report.corrupt);
+}
+
+/// A torn length is zero, whole, or keeps its high bytes; a non-zero length too short for a
+/// header is a flipped bit.
+#[test]
+fn a_length_too_short_for_a_header_is_corruption() {
+    let (_, mut disk) = written(6);
+    let last = segment_paths(&disk).pop().unwrap();
+    disk.file_mut(&last)[8..12].copy_from_slice(&20u32.to_be_bytes());
+    let (_, report) = recover(&disk);
+    assert!(report
+        .first_error
+        .unwrap()
+        .contains("shorter than its header"));
+    assert!(report.corrupt);
+}
+
 /// Each unsynced write keeps a prefix of its blocks or nothing, independently: a batch whose
 /// end was lost reads back zero-filled when a later write survived, and a write lost whole
 /// leaves a hole of zeros before later data. Both are tears, not corruption.
@@ -346,8 +385,9 @@ fn holes_and_zero_filled_batch_ends_before_later_data_are_tears() {
     let first_len = batch::parse(&file).unwrap().total_bytes();
     assert!(first_len < file.len(), "the last segment holds two batches");
 
+    // The batch's last 32 bytes lost: a block boundary that close to its end.
     let mut end_lost = disk.clone();
-    end_lost.file_mut(&last)[first_len - 5..first_len].fill(0);
+    end_lost.file_mut(&last)[first_len - 32..first_len].fill(0);
     let (_, report) = recover(&end_lost);
     assert!(report.first_error.is_some());
     assert!(!report.corrupt, "a batch cut short and zero-filled is torn");
