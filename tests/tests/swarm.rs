@@ -101,20 +101,16 @@ fn a_swarm_that_could_draw_an_unsafe_configuration_is_refused_where_it_says_so()
     assert_eq!(refused(&window).1, "swarm.window_s");
 }
 
-/// Open finding (issue 10), not fixed yet: swarm seed 729 of 1..2000, shrunk to five faults
-/// (crashes of broker-3 around a power loss of every broker) with torn writes, EIO and read
-/// corruption all needed. After the power loss, recovery finds holes (zeros where a batch's
-/// length should be) or zero-filled batches 20–68 kB before the end of several segments and
-/// cuts everything after them as a torn tail; on orders-0 that cut records consumers had read
-/// at offsets 81–88, which were then written again with other records
-/// (`inconsistent_offsets`). A lost write followed by tens of kB of surviving later writes is
-/// not what fsync on every batch should leave; where the durability model or the driver lets
-/// that happen is not yet found. Ignored until fixed; run it with `--ignored`.
+/// Regression (issue 10): swarm seed 729 of 1..2000, shrunk to five faults (crashes of
+/// broker-3 around a power loss of every broker) with torn writes, EIO and read corruption.
+/// A read flip made broker-3's recovery cut its copy of orders-0 to offset 1, and it abstained
+/// as it should; but a restart read the cut log back clean, so it voted again, and a replica
+/// without offsets 81-88 (already read by consumers) was elected: `inconsistent_offsets`. The
+/// repair is now part of the durable hard state and survives restarts.
 #[test]
-#[ignore = "open finding: swarm seed 729 breaks inconsistent_offsets (issue 10)"]
 fn swarm_seed_729_keeps_offsets_consistent() {
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/open-findings/swarm-729.toml");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/regressions/swarm-729.toml");
     let scenario = Scenario::load(&path).expect("the shrunk file parses");
     let outcome = run::run(&scenario, scenario.seed).unwrap();
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);

@@ -204,7 +204,9 @@ impl Replica {
         now: Instant,
     ) -> (Replica, RecoveryReport) {
         // The newest state of the two files: a vote only ever follows its term's first record.
-        let mut newest: Option<(usize, (u64, Option<NodeId>))> = None;
+        // Between records of one term and vote, one that says "repairing" wins: the files do
+        // not say which was written last, and abstaining once more only costs a repair.
+        let mut newest: Option<(usize, HardState)> = None;
         let mut exists = [false; 2];
         let mut meta_lost = false;
         for (i, name) in META_FILES.iter().enumerate() {
@@ -216,13 +218,14 @@ impl Replica {
             meta_lost |= read.newest_lost;
             let state = read.last.and_then(|r| decode_hard_state(&r));
             if let Some(state) = state {
-                let key = |s: &(u64, Option<NodeId>)| (s.0, s.1.is_some());
+                let key = |s: &HardState| (s.term, s.voted_for.is_some(), s.repairing);
                 if newest.is_none_or(|(_, n)| key(&state) > key(&n)) {
                     newest = Some((i, state));
                 }
             }
         }
-        let (file, (term, voted_for)) = newest.unwrap_or((0, (0, None)));
+        let (file, hard) = newest.unwrap_or_default();
+        let (term, voted_for) = (hard.term, hard.voted_for);
         let (log, report) = PartitionLog::recover(partition.clone(), log_config.clone(), files);
         let mut replica = Replica::with_state(
             id, partition, voters, log, log_config, config, rng, now, term, voted_for,
@@ -232,13 +235,21 @@ impl Replica {
         replica.meta_records = META_RECORDS_PER_FILE_MAX;
         replica.meta_exists = exists;
         // A group of one has nobody to repair from; what it lost is lost.
-        replica.repairing = (report.corrupt || meta_lost) && replica.voters.len() > 1;
+        let damaged = (report.corrupt || meta_lost) && replica.voters.len() > 1;
+        // A repair that a restart interrupted is not over: recovery has since cut the damaged
+        // log, which now reads back clean, shorter than what this replica acknowledged.
+        replica.repairing = damaged || hard.repairing;
+        if damaged && !hard.repairing {
+            // Durable before the cut: the log's recovery ops are drained after this record.
+            replica.push_hard_state();
+        }
         if replica.repairing {
             tracing::warn!(
                 partition = %replica.partition,
                 node = id,
                 log_corrupt = report.corrupt,
                 meta_lost,
+                interrupted = hard.repairing,
                 "durable state damaged: not voting until repaired from a leader"
             );
         }
@@ -822,6 +833,7 @@ impl Replica {
             // everything committed before it; holding all that, this replica holds whatever it
             // had acknowledged that counted, and may vote again.
             self.repairing = false;
+            self.persist_hard_state();
             tracing::info!(partition = %self.partition, node = self.id, end = matched, "repaired from the leader");
         }
         let hw = commit.min(matched);
@@ -1062,6 +1074,11 @@ impl Replica {
 
     fn persist_hard_state(&mut self) {
         self.drain_log_ops();
+        self.push_hard_state();
+    }
+
+    /// Queues a record of the hard state and its sync, after whatever is queued already.
+    fn push_hard_state(&mut self) {
         self.meta_sync_token += 1;
         if self.meta_records >= META_RECORDS_PER_FILE_MAX {
             self.meta_file ^= 1;
@@ -1076,7 +1093,11 @@ impl Replica {
         self.meta_records += 1;
         self.meta_exists[self.meta_file] = true;
         let path = self.meta_path();
-        let record = meta::encode_mirrored(&encode_hard_state(self.term, self.voted_for));
+        let record = meta::encode_mirrored(&encode_hard_state(&HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            repairing: self.repairing,
+        }));
         self.storage.push_back(StorageOp::Append {
             path: path.clone(),
             bytes: record,
@@ -1132,21 +1153,41 @@ fn election_timeout(rng: &mut Rng, config: &ReplicationConfig) -> Duration {
     rng.duration_between(min, max)
 }
 
-fn encode_hard_state(term: u64, voted_for: Option<NodeId>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(13);
-    out.extend_from_slice(&term.to_be_bytes());
-    out.push(voted_for.is_some() as u8);
-    out.extend_from_slice(&voted_for.unwrap_or(0).to_be_bytes());
+/// What a replica must not forget across a restart: its term, its vote in it, and whether it
+/// is still being repaired after finding its durable state damaged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HardState {
+    term: u64,
+    voted_for: Option<NodeId>,
+    repairing: bool,
+}
+
+/// 13 bytes (term, vote flag, vote), and a 14th, 1, while repairing: records of a replica
+/// that is not repairing keep the size they always had.
+fn encode_hard_state(s: &HardState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14);
+    out.extend_from_slice(&s.term.to_be_bytes());
+    out.push(s.voted_for.is_some() as u8);
+    out.extend_from_slice(&s.voted_for.unwrap_or(0).to_be_bytes());
+    if s.repairing {
+        out.push(1);
+    }
     out
 }
 
-fn decode_hard_state(b: &[u8]) -> Option<(u64, Option<NodeId>)> {
-    if b.len() != 13 {
-        return None;
-    }
+fn decode_hard_state(b: &[u8]) -> Option<HardState> {
+    let repairing = match b.len() {
+        13 => false,
+        14 if b[13] == 1 => true,
+        _ => return None,
+    };
     let term = u64::from_be_bytes(b[0..8].try_into().ok()?);
     let vote = u32::from_be_bytes(b[9..13].try_into().ok()?);
-    Some((term, (b[8] == 1).then_some(vote)))
+    Some(HardState {
+        term,
+        voted_for: (b[8] == 1).then_some(vote),
+        repairing,
+    })
 }
 
 #[cfg(test)]
