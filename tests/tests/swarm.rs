@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use fathom_sim::fault_log::AppliedKind;
 use fathom_sim::run;
-use fathom_sim::scenario::{Scenario, ScenarioError};
+use fathom_sim::scenario::{FaultKind, Scenario, ScenarioError};
 use fathom_sim::swarm;
 
 fn swarm_file() -> (Scenario, String) {
@@ -114,4 +115,91 @@ fn swarm_seed_729_keeps_offsets_consistent() {
     let scenario = Scenario::load(&path).expect("the shrunk file parses");
     let outcome = run::run(&scenario, scenario.seed).unwrap();
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+}
+
+/// `disk_full` came after swarm's findings were published, so it draws from a stream of its
+/// own: a seed that leaves it off draws the file it drew before the kind existed (the planted
+/// bugs' seeds and the regression files keep their meaning), and a seed that switches it on
+/// adds one `disk_full` fault to an otherwise unchanged schedule.
+#[test]
+fn disk_full_leaves_the_draws_of_seeds_without_it_unchanged() {
+    let (scenario, base) = swarm_file();
+    let older: Vec<&str> = swarm::SwarmKind::ALL
+        .iter()
+        .filter(|k| !k.own_stream())
+        .map(|k| k.name())
+        .collect();
+    let older = base.replace("[swarm]\n", &format!("[swarm]\nkinds = {older:?}\n"));
+    let older = Scenario::from_toml_str(&older, "swarm.toml").unwrap();
+    let (mut with, mut without) = (0, 0);
+    for seed in 1..=40 {
+        let now = swarm::draw(&scenario, scenario.swarm.as_ref().unwrap(), seed).unwrap();
+        let before = swarm::draw(&older, older.swarm.as_ref().unwrap(), seed).unwrap();
+        let full: Vec<_> = now
+            .scenario
+            .faults
+            .iter()
+            .filter(|f| matches!(f.kind, FaultKind::DiskFull { .. }))
+            .collect();
+        if full.is_empty() {
+            without += 1;
+            assert_eq!(now.scenario.faults, before.scenario.faults, "seed {seed}");
+            // The first line names the source file, which differs here.
+            let body = |t: &str| t.split_once('\n').map(|(_, b)| b.to_string());
+            assert_eq!(body(&now.text), body(&before.text), "seed {seed}");
+        } else {
+            with += 1;
+            assert_eq!(full.len(), 1, "seed {seed}");
+            let rest: Vec<_> = now
+                .scenario
+                .faults
+                .iter()
+                .filter(|f| !matches!(f.kind, FaultKind::DiskFull { .. }))
+                .cloned()
+                .collect();
+            assert_eq!(rest, before.scenario.faults, "seed {seed}");
+        }
+    }
+    assert!(
+        with > 5 && without > 5,
+        "{with} seeds with disk_full, {without} without"
+    );
+}
+
+/// A full disk stops the broker at its next append; the supervisor restarts it every second
+/// and it stops again until the space is back, and then it stays up. Nothing acknowledged is
+/// lost and the run keeps its bounds.
+#[test]
+fn a_full_disk_stops_its_broker_until_the_space_is_back() {
+    let (_, base) = swarm_file();
+    let at = base.find("\n[swarm]").unwrap();
+    let end = base.find("\n[expect]").unwrap();
+    let text = format!(
+        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_full\"\ntarget = \"broker-2\"\nuntil_s = 6.5\n{}",
+        &base[..at],
+        &base[end..]
+    );
+    let scenario = Scenario::from_toml_str(&text, "disk-full.toml").unwrap();
+    let outcome = run::run(&scenario, 3).unwrap();
+    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+    let stops: Vec<u64> = outcome
+        .summary
+        .faults
+        .iter()
+        .filter(|f| f.kind == AppliedKind::StorageFailure)
+        .map(|f| {
+            assert!(f.detail.starts_with("broker-2 "), "{}", f.detail);
+            f.at_ms
+        })
+        .collect();
+    assert!(stops.len() >= 3, "stopped at {stops:?}");
+    assert!(
+        stops.iter().all(|&t| (3_000..6_500).contains(&t)),
+        "only while full: {stops:?}"
+    );
+    assert!(
+        outcome.report.acked > 2_000,
+        "acked {}",
+        outcome.report.acked
+    );
 }

@@ -101,9 +101,10 @@ pub struct ReplicationConfig {
     pub pre_vote: bool,
     /// Simulation only (FoundationDB's BUGGIFY): seeded perturbations where real timing
     /// varies, so that rare schedules come up in every run rather than once in a thousand:
-    /// some election timeouts land at an extreme of their range, and some appends carry a
-    /// single batch. Every draw comes from the replica's own generator. The production build
-    /// refuses a configuration that sets it.
+    /// some election timeouts land at an extreme of their range, some appends carry a single
+    /// batch, and some long-poll fetches are answered only at their deadline although records
+    /// wait. Every draw comes from the replica's or the broker's own generator. The production
+    /// build refuses a configuration that sets it.
     pub buggify: bool,
 }
 

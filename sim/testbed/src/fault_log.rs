@@ -33,6 +33,8 @@ pub enum AppliedKind {
     ClockEnd,
     /// A broker stopped on a storage error; the run loop restarts it.
     StorageFailure,
+    /// A full disk has free space again.
+    DiskFullEnd,
 }
 
 impl AppliedKind {
@@ -46,6 +48,7 @@ impl AppliedKind {
             AppliedKind::LatencyEnd => "latency_end",
             AppliedKind::ClockEnd => "clock_end",
             AppliedKind::StorageFailure => "storage_failure",
+            AppliedKind::DiskFullEnd => "disk_full_end",
         }
     }
 }

@@ -26,6 +26,7 @@ enum Action {
     RestoreFailRate(Vec<(String, String)>),
     RestoreLatency(Vec<(String, String)>),
     RestoreClock(NodeId),
+    FreeDisk(NodeId),
 }
 
 pub struct FaultPlan {
@@ -47,6 +48,7 @@ pub struct FaultPlan {
     slow: BTreeSet<(String, String)>,
     crashed: BTreeSet<NodeId>,
     skewed: BTreeSet<NodeId>,
+    full: BTreeSet<NodeId>,
     applied: Vec<AppliedFault>,
 }
 
@@ -91,6 +93,7 @@ impl FaultPlan {
             slow: BTreeSet::new(),
             crashed: BTreeSet::new(),
             skewed: BTreeSet::new(),
+            full: BTreeSet::new(),
             applied: Vec::new(),
         }
     }
@@ -122,8 +125,9 @@ impl FaultPlan {
         }
     }
 
-    /// Undoes every network fault, sets every skewed clock to true speed and restarts every
-    /// crashed broker; pending undo actions are dropped and faults scheduled later never fire.
+    /// Undoes every network fault, sets every skewed clock to true speed, frees every full disk
+    /// and restarts every crashed broker; pending undo actions are dropped and faults scheduled
+    /// later never fire.
     pub fn heal_all(
         &mut self,
         sim: &mut dyn SimControl,
@@ -138,6 +142,9 @@ impl FaultPlan {
             if let Some(skew) = view.borrow().clocks.get(&id) {
                 skew.set_rate(1.0);
             }
+        }
+        for id in std::mem::take(&mut self.full) {
+            view.borrow_mut().full_disks.remove(&id);
         }
         self.restart_crashed(sim);
         self.record(
@@ -229,6 +236,12 @@ impl FaultPlan {
                     self.record(now, AppliedKind::ClockEnd, broker_host(id), trace);
                 }
             }
+            Action::FreeDisk(id) => {
+                if self.full.remove(&id) {
+                    view.borrow_mut().full_disks.remove(&id);
+                    self.record(now, AppliedKind::DiskFullEnd, broker_host(id), trace);
+                }
+            }
             Action::RestoreLatency(pairs) => {
                 for (a, b) in pairs {
                     if self.slow.remove(&(a.clone(), b.clone())) {
@@ -289,6 +302,7 @@ impl FaultPlan {
                 clock_rate,
                 jump_s,
             } => self.clock(&target, clock_rate, jump_s, view),
+            FaultKind::DiskFull { target } => self.disk_full(&target, view),
         };
         if let (Some(t), Some(undo)) = (until, undo) {
             self.actions.entry(t.max(now)).or_default().push(undo);
@@ -333,6 +347,15 @@ impl FaultPlan {
             broker_host(id)
         );
         (Some(Action::RestoreClock(id)), detail)
+    }
+
+    /// The broker keeps running until its next append fails; the supervisor restarts it.
+    fn disk_full(&mut self, target: &Target, view: &SharedView) -> (Option<Action>, String) {
+        let id = self.resolve(target, view);
+        view.borrow_mut().full_disks.insert(id);
+        self.full.insert(id);
+        let detail = format!("{target} = {}: no space left", broker_host(id));
+        (Some(Action::FreeDisk(id)), detail)
     }
 
     fn power_loss(&mut self, sim: &mut dyn SimControl) -> (Option<Action>, String) {

@@ -918,7 +918,7 @@ impl BrokerSoftware {
         view.borrow_mut().probes.push_state.remove(&id);
         // Nor share state, until it leads again.
         view.borrow_mut().probes.share_records.remove(&id);
-        let disk = make_disk()?;
+        let disk = crate::full_disk::FillableDisk::new(make_disk()?, id, view.clone());
         let mut observer = SimObserver {
             id,
             view: view.clone(),
@@ -930,7 +930,7 @@ impl BrokerSoftware {
         };
         let listen = format!("0.0.0.0:{BROKER_PORT}");
         let skew = view.borrow_mut().clocks.entry(id).or_default().clone();
-        let result = run_broker::<N, D, SimObserver>(
+        let result = run_broker::<N, _, SimObserver>(
             id,
             cluster,
             BrokerLimits::default(),

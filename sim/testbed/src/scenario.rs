@@ -493,6 +493,10 @@ pub enum FaultKind {
         clock_rate: f64,
         jump_s: f64,
     },
+    /// `kind = "disk_full"`: the broker's disk has no free space until `until_s` (another tenant
+    /// filled it): every append fails with ENOSPC, the broker stops on it and its supervisor
+    /// restarts it (see `StorageSupervisor`), and it stops again until the space is back.
+    DiskFull { target: Target },
 }
 
 impl FaultKind {
@@ -513,6 +517,7 @@ impl FaultKind {
             FaultKind::Pause { .. } => FaultTag::Pause,
             FaultKind::RollingRestart { .. } => FaultTag::RollingRestart,
             FaultKind::Clock { .. } => FaultTag::Clock,
+            FaultKind::DiskFull { .. } => FaultTag::DiskFull,
         }
     }
 }
@@ -536,11 +541,12 @@ pub enum FaultTag {
     Pause,
     RollingRestart,
     Clock,
+    DiskFull,
 }
 
 impl FaultTag {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultTag; 14] = [
+    pub const ALL: [FaultTag; 15] = [
         FaultTag::Crash,
         FaultTag::PowerLoss,
         FaultTag::Partition,
@@ -555,6 +561,7 @@ impl FaultTag {
         FaultTag::Pause,
         FaultTag::RollingRestart,
         FaultTag::Clock,
+        FaultTag::DiskFull,
     ];
 
     /// A membership fault of a consumer group (issue 8), applied by the consumer process.
@@ -586,6 +593,7 @@ impl FaultTag {
             FaultTag::Pause => "pause",
             FaultTag::RollingRestart => "rolling_restart",
             FaultTag::Clock => "clock",
+            FaultTag::DiskFull => "disk_full",
         }
     }
 
@@ -606,6 +614,7 @@ impl FaultTag {
             FaultTag::Pause => &["process", "pause_s"],
             FaultTag::RollingRestart => &["consumer", "gap_s"],
             FaultTag::Clock => &["target", "clock_rate", "jump_s", "until_s"],
+            FaultTag::DiskFull => &["target", "until_s"],
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::scenario::{Fault, FaultKind, Member, MillisRange, Scenario, ScenarioE
 
 /// Keeps the draw's random stream apart from every other stream of the seed.
 const SWARM_SALT: u64 = 0x5_3A12_D12A;
+/// The stream of the kinds added after swarm's findings were published (see
+/// [`SwarmKind::own_stream`]).
+const SWARM_LATE_SALT: u64 = 0x1A7E_D12A;
 /// Bytes per torn block when torn writes are drawn (a disk sector).
 const TORN_BLOCK_BYTES: u64 = 512;
 
@@ -68,10 +71,13 @@ pub enum SwarmKind {
     /// One broker's clock (a random one or a partition's leader) runs 4x slow to 4x fast for
     /// a while, and half the time first leaps 0.5–10 s forward.
     Clock,
+    /// One broker's disk (a random one or a partition's leader) has no free space for a while:
+    /// each append fails with ENOSPC, and the broker stops and is restarted until it has.
+    DiskFull,
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 16] = [
+    pub const ALL: [SwarmKind; 17] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
         SwarmKind::CrashVoter,
@@ -88,6 +94,7 @@ impl SwarmKind {
         SwarmKind::IoErrors,
         SwarmKind::ReadCorruption,
         SwarmKind::Clock,
+        SwarmKind::DiskFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -108,7 +115,15 @@ impl SwarmKind {
             SwarmKind::IoErrors => "io_errors",
             SwarmKind::ReadCorruption => "read_corruption",
             SwarmKind::Clock => "clock",
+            SwarmKind::DiskFull => "disk_full",
         }
+    }
+
+    /// Drawn from a stream of its own, after every other draw: a kind added after published
+    /// findings, so that a seed which does not switch it on draws exactly what it drew before
+    /// (the planted-bug table's seeds and the regression files stay what they were).
+    pub const fn own_stream(self) -> bool {
+        matches!(self, SwarmKind::DiskFull)
     }
 
     /// A disk kind: a fault model for the whole run rather than faults in the schedule.
@@ -195,8 +210,10 @@ pub fn draw(scenario: &Scenario, swarm: &Swarm, seed: u64) -> Result<Drawn, Scen
     text.set("seed", seed as i64);
     let mut description = Vec::new();
 
+    let mut late_rng = Rng::new(seed ^ SWARM_LATE_SALT);
     let enabled = enabled_kinds(spec, &mut rng);
-    let names: Vec<&str> = enabled.iter().map(|k| k.name()).collect();
+    let late = enabled_late_kinds(spec, &mut late_rng);
+    let names: Vec<&str> = enabled.iter().chain(&late).map(|k| k.name()).collect();
     description.push(format!("kinds      {}", names.join(", ")));
     draw_disk(&enabled, spec, &mut rng, &mut text, &mut description);
     draw_workload(scenario, spec, &mut rng, &mut text, &mut description);
@@ -212,8 +229,14 @@ pub fn draw(scenario: &Scenario, swarm: &Swarm, seed: u64) -> Result<Drawn, Scen
             draw.fault(kind);
         }
     }
+    let mut drawn_faults = draw.faults;
+    let mut late_draw = FaultDraw::new(scenario, spec, &mut late_rng);
+    for &kind in &late {
+        late_draw.fault(kind);
+    }
+    drawn_faults.extend(late_draw.faults);
     let mut faults = scenario.faults.clone();
-    faults.extend(draw.faults);
+    faults.extend(drawn_faults);
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     text.set_faults(&faults);
     text.prepend_comment(&format!(
@@ -232,19 +255,36 @@ pub fn draw(scenario: &Scenario, swarm: &Swarm, seed: u64) -> Result<Drawn, Scen
     })
 }
 
+/// The kinds of the main stream a seed switches on: each with probability 1/2, at least one.
 fn enabled_kinds(spec: &SwarmSpec, rng: &mut Rng) -> Vec<SwarmKind> {
-    let mut on: Vec<SwarmKind> = spec
+    let kinds: Vec<SwarmKind> = spec
         .kinds
         .iter()
         .copied()
-        .filter(|_| rng.chance(0.5))
+        .filter(|k| !k.own_stream())
         .collect();
-    if on.is_empty() && !spec.kinds.is_empty() {
-        on.push(spec.kinds[rng.range_u64(0, spec.kinds.len() as u64 - 1) as usize]);
+    let mut on: Vec<SwarmKind> = kinds.iter().copied().filter(|_| rng.chance(0.5)).collect();
+    if on.is_empty() && !kinds.is_empty() {
+        on.push(kinds[rng.range_u64(0, kinds.len() as u64 - 1) as usize]);
     }
     on.sort();
     on.dedup();
     on
+}
+
+/// The kinds of their own stream a seed switches on, each with probability 1/2; each adds one
+/// fault to the schedule.
+fn enabled_late_kinds(spec: &SwarmSpec, rng: &mut Rng) -> Vec<SwarmKind> {
+    let mut kinds: Vec<SwarmKind> = spec
+        .kinds
+        .iter()
+        .copied()
+        .filter(|k| k.own_stream())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.retain(|_| rng.chance(0.5));
+    kinds
 }
 
 fn draw_disk(
@@ -490,6 +530,10 @@ impl<'a> FaultDraw<'a> {
                     },
                 );
             }
+            SwarmKind::DiskFull => {
+                let target = self.target();
+                self.push(at, FaultKind::DiskFull { target });
+            }
             SwarmKind::TornWrites | SwarmKind::IoErrors | SwarmKind::ReadCorruption => {}
         }
     }
@@ -610,6 +654,7 @@ fn describe(f: &Fault) -> String {
             clock_rate,
             jump_s,
         } => format!("clock of {target} at {clock_rate}x, {jump_s} s ahead"),
+        FaultKind::DiskFull { target } => format!("disk of {target} full"),
     };
     format!("{:>7.3} s  {what}, until {until}", f.at_s)
 }

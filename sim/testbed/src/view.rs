@@ -35,6 +35,8 @@ pub struct ClusterView {
     pub clocks: BTreeMap<NodeId, fathom_driver::Skew>,
     /// Brokers that stopped on a storage failure and want a restart.
     pub fatal: BTreeSet<NodeId>,
+    /// Brokers whose disk is full (a `disk_full` fault): their appends fail with ENOSPC.
+    pub full_disks: BTreeSet<NodeId>,
     /// Set by the run loop to ask every broker for its committed logs.
     pub snapshot_wanted: bool,
     /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, BUGGIFY_PROBABILITY};
 use crate::group::classic::GroupLimits;
 use crate::group::coordinator::{GroupCoordinator, Output as GroupOutput};
 use crate::group::wire::{GroupRequest, GroupResponse};
@@ -173,6 +173,9 @@ impl WaiterCounts {
 /// one to commit its first entry, after which a client retry is cheaper than waiting on.
 const COMMIT_WAIT_ELECTION_TIMEOUTS: u64 = 4;
 
+/// Forks the broker's BUGGIFY generator from its seed's stream.
+const BUGGIFY_SALT: u64 = 0x0B06_61F7;
+
 /// Ceiling on a fetch's `max_bytes`, whatever the client asks: a response must fit in one
 /// frame ([`FRAME_BYTES_MAX`]), and half of it leaves room for the first batch, which a fetch
 /// returns whatever its size, and for the response's envelope.
@@ -225,6 +228,11 @@ pub struct Broker {
     /// Share-group state of the partitions this broker leads (claim C3; see [`share`]).
     shares: BTreeMap<TopicPartition, PartitionShares>,
     gossip_deadline: Instant,
+    /// The broker's own BUGGIFY draws (see [`ReplicationConfig::buggify`]), apart from its
+    /// replicas' generators.
+    ///
+    /// [`ReplicationConfig::buggify`]: crate::config::ReplicationConfig::buggify
+    buggify_rng: Rng,
     outputs: VecDeque<Output>,
 }
 
@@ -280,6 +288,7 @@ impl Broker {
             replicas.insert(tp, replica);
         }
         let subscriptions = Subscriptions::new(limits.push_subscriptions_max);
+        let buggify_rng = rng.fork(BUGGIFY_SALT);
         let mut broker = Broker {
             id,
             config,
@@ -297,6 +306,7 @@ impl Broker {
             subscriptions,
             shares: BTreeMap::new(),
             gossip_deadline: now,
+            buggify_rng,
             outputs: VecDeque::new(),
         };
         broker.drain_replicas(now);
@@ -796,6 +806,11 @@ impl Broker {
         }
         let ok = read_committed(replica, offset, max_bytes);
         let bytes: usize = ok.batches.iter().map(|b| b.len()).sum();
+        // BUGGIFY: the answer comes at the fetch's deadline although records wait, as from a
+        // broker stalled in a GC pause or behind a slow disk: consumers meet their slowest legal
+        // fetch (sessions, heartbeats and rebalances run on while it is out).
+        let hold = max_wait_ms > 0 && !full && self.buggify();
+        let min_bytes = if hold { u32::MAX } else { min_bytes };
         if bytes >= min_bytes as usize || max_wait_ms == 0 || full {
             return Some(Ok(ok));
         }
@@ -1323,6 +1338,11 @@ impl Broker {
         while let Some(op) = self.producer_ids.poll_storage() {
             self.outputs.push_back(Output::Storage(op));
         }
+    }
+
+    /// Whether a BUGGIFY point fires: never unless the configuration asks for it.
+    fn buggify(&mut self) -> bool {
+        self.config.replication.buggify && self.buggify_rng.chance(BUGGIFY_PROBABILITY)
     }
 
     fn add_waiter(&mut self, tp: TopicPartition, w: Waiter) {

@@ -366,6 +366,53 @@ fn fetch_long_polls_until_a_batch_commits() {
     assert!(hw(&c, leader) > at, "the fetch saw only committed data");
 }
 
+/// BUGGIFY's held fetch: with `replication.buggify` on, some long-poll fetches whose records
+/// are already committed are answered only at their deadline, with those records; with it off,
+/// every such fetch is answered at once.
+#[test]
+fn buggify_holds_some_answerable_fetches_to_their_deadline() {
+    for buggify in [false, true] {
+        let mut config = cluster_config(
+            3,
+            vec![TopicConfig {
+                name: "orders".into(),
+                partitions: 1,
+                replication_factor: 3,
+            }],
+        );
+        config.replication.buggify = buggify;
+        let mut c = broker_cluster(21, config, BrokerLimits::default());
+        let leader = c.await_ready_leader_of(&orders(), 5 * SECOND);
+        c.run_for(ms(200));
+        let mut inbox = Inbox::default();
+        connect(&mut c, &mut inbox, leader, 1);
+        let at = hw(&c, leader);
+        request(&mut c, leader, 1, 1, produce(record_batch("x"), Acks::All));
+        assert!(await_response(&mut c, &mut inbox, leader, 1, 1, SECOND).is_some());
+        let (mut at_once, mut held) = (0, 0);
+        for correlation_id in 2..42 {
+            request(&mut c, leader, 1, correlation_id, fetch(at, 300));
+            inbox.collect(&mut c);
+            if inbox.response(leader, 1, correlation_id).is_some() {
+                at_once += 1;
+                continue;
+            }
+            let sent = c.now();
+            let answer = await_response(&mut c, &mut inbox, leader, 1, correlation_id, SECOND);
+            let Some(Response::Fetch(Ok(ok))) = answer else {
+                panic!("held fetch not answered: {answer:?}");
+            };
+            assert!(c.now() - sent >= ms(300), "held to its deadline");
+            assert_eq!(keys_of(&ok.batches), vec![(at, "x".to_string())]);
+            held += 1;
+        }
+        match buggify {
+            false => assert_eq!(held, 0),
+            true => assert!(held > 0 && at_once > held, "{held} held, {at_once} at once"),
+        }
+    }
+}
+
 /// A fetch past the end of the leader's log means the consumer saw records this log does not
 /// have: `OffsetOutOfRange`, at once.
 #[test]

@@ -1117,6 +1117,12 @@ impl Checker<'_> {
                     until_s,
                 )
             }
+            FaultTag::DiskFull => {
+                let target: Target = self.required(path, f, "target", f.target.clone())?;
+                self.target(&field("target"), &target, raw)?;
+                let until_s = self.until(&field("until_s"), f)?;
+                (FaultKind::DiskFull { target }, until_s)
+            }
         })
     }
 

@@ -130,9 +130,10 @@ fn fault_table(f: &Fault) -> Table {
             end("heal_after_s", relative)
         }
         FaultKind::Hold { .. } => end("release_after_s", relative),
-        FaultKind::Loss { .. } | FaultKind::Latency { .. } | FaultKind::Clock { .. } => {
-            end("until_s", f.until_s)
-        }
+        FaultKind::Loss { .. }
+        | FaultKind::Latency { .. }
+        | FaultKind::Clock { .. }
+        | FaultKind::DiskFull { .. } => end("until_s", f.until_s),
         FaultKind::Heal
         | FaultKind::Join { .. }
         | FaultKind::Leave { .. }
@@ -140,7 +141,7 @@ fn fault_table(f: &Fault) -> Table {
         | FaultKind::RollingRestart { .. } => {}
     }
     match &f.kind {
-        FaultKind::Crash { target } => {
+        FaultKind::Crash { target } | FaultKind::DiskFull { target } => {
             t.insert("target", value(target.to_string()));
         }
         FaultKind::PowerLoss | FaultKind::Heal => {}
