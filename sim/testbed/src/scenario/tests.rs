@@ -1039,3 +1039,24 @@ fn key_shared_kind_and_the_out_of_order_per_key_bound() {
         "{err}"
     );
 }
+
+/// Whole partitions per instance cannot feed more instances than partitions, but a share
+/// group's members all read every partition: more members than partitions is its use.
+#[test]
+fn only_a_stream_consumer_needs_a_partition_per_instance() {
+    let consumer = |kind: &str| {
+        with(&format!(
+            "[[consumers]]\nname = \"c\"\ntopic = \"orders\"\ngroup = \"g\"\nkind = \"{kind}\"\ninstances = 4\n"
+        ))
+    };
+    assert_fails(
+        &consumer("stream"),
+        "consumers[0].instances",
+        APPENDED_LINE + 5,
+        "4 instances for 3 selected partitions",
+    );
+    for kind in ["share", "key_shared"] {
+        let s = parse(&consumer(kind)).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(s.consumers[0].instances.get(), 4);
+    }
+}

@@ -722,8 +722,10 @@ impl Checker<'_> {
                 }
             }
         }
+        // A share group's members all read every selected partition: more members than
+        // partitions is what it is for (KIP-932).
         let selected = c.selected_partitions(partitions).len();
-        if c.instances.get() as usize > selected {
+        if !c.kind.is_share() && c.instances.get() as usize > selected {
             return Err(self.error(
                 &field("instances"),
                 format!(
