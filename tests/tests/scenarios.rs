@@ -171,6 +171,20 @@ fn swarm_draws_stay_within_bounds() {
     assert_bounds_hold("swarm.toml");
 }
 
+/// Issue 9 and 10: share groups under swarm draws, consumer crashes and stalls included. A
+/// seed that draws a member crash or pause must show it in the fault log, and some of these
+/// seeds do; the Key_Shared group keeps each key's order on every seed.
+#[test]
+fn share_groups_under_swarm_draws_stay_within_bounds() {
+    let summaries = assert_bounds_hold("swarm-share.toml");
+    let consumer_faults = summaries
+        .iter()
+        .flat_map(|s| &s.faults)
+        .filter(|f| matches!(f.kind.name(), "consumer_crash" | "pause"))
+        .count();
+    assert!(consumer_faults > 0, "no seed drew a consumer fault");
+}
+
 /// Issue 10: short crash, partition and loss faults back to back with pre-vote off, so a
 /// restarted broker's term reaches the others and elections overlap; no two brokers may lead
 /// one partition in one epoch. With the planted vote-persistence bug (tests/planted/) seed 56
@@ -211,6 +225,7 @@ fn every_scenario_file_is_covered_by_a_test() {
         "share-group-crash.toml",
         "share-group-failover.toml",
         "standard.toml",
+        "swarm-share.toml",
         "swarm.toml",
         "zombie-consumer.toml",
     ];

@@ -203,3 +203,57 @@ fn a_full_disk_stops_its_broker_until_the_space_is_back() {
         outcome.report.acked
     );
 }
+
+/// The consumer kinds hit group and share-group members only, and a `[swarm]` naming them
+/// without such a consumer is refused where it says so. `swarm.toml` does not name them, so its
+/// seeds never draw one.
+#[test]
+fn consumer_kinds_need_a_member_to_hit_and_draw_only_members() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/swarm-share.toml");
+    let scenario = Scenario::load(&path).expect("swarm-share.toml parses");
+    let spec = scenario.swarm.as_ref().unwrap();
+    let mut hit = std::collections::BTreeSet::new();
+    for seed in 1..=60 {
+        let drawn = swarm::draw(&scenario, spec, seed).unwrap();
+        for f in &drawn.scenario.faults {
+            match &f.kind {
+                FaultKind::ConsumerCrash { process } => {
+                    assert!(
+                        f.until_s.is_some(),
+                        "seed {seed}: a crashed member comes back"
+                    );
+                    hit.insert(process.clone());
+                }
+                FaultKind::Pause { process, .. } => {
+                    hit.insert(process.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    let members = ["k-0", "k-1", "s-0", "s-1", "s-2"].map(String::from);
+    assert!(hit.iter().all(|p| members.contains(p)), "{hit:?}");
+    assert!(hit.len() >= 3, "{hit:?}");
+
+    let (_, base) = swarm_file();
+    let text = base.replace(
+        "[swarm]\n",
+        "[swarm]\nkinds = [\"crash\", \"consumer_pause\"]\n",
+    );
+    let text = text.replace(
+        "group = \"g1\"\n",
+        "group = \"g1\"\nprotocol = \"manual\"\n",
+    );
+    let (line, field, message) = refused(&text);
+    assert_eq!(field, "swarm.kinds[1]");
+    assert_eq!(line, line_of(&text, "consumer_pause"));
+    assert!(message.contains("consumer_pause needs"), "{message}");
+    for seed in 1..=40 {
+        let (scenario, _) = swarm_file();
+        let drawn = swarm::draw(&scenario, scenario.swarm.as_ref().unwrap(), seed).unwrap();
+        assert!(!drawn.scenario.faults.iter().any(|f| matches!(
+            f.kind,
+            FaultKind::ConsumerCrash { .. } | FaultKind::Pause { .. }
+        )));
+    }
+}

@@ -18,7 +18,7 @@ pub mod write;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -632,8 +632,8 @@ impl fmt::Display for FaultTag {
 /// `unknown_in_log` (an upper bound on sends that ended unknown although their record was read),
 /// `acked_min`, `read_min`, `push_overflows_min` (claim C1: a slow consumer of unbounded
 /// push must be flooded), `rejected_min` (share groups: poison messages must be rejected) and
-/// `out_of_order_per_key` (share groups: an upper bound on first deliveries behind a later one
-/// of their ordering key, 0 for `key_shared`); any other key is an error that names it.
+/// `out_of_order_per_key` (`key_shared` groups: an upper bound on first deliveries behind a
+/// later one of their ordering key); any other key is an error that names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {
     /// At most this many of each bounded anomaly class.
@@ -648,9 +648,13 @@ pub struct Expect {
     pub push_overflows_min: Option<u64>,
     /// At least this many records rejected by share groups (archived: poison messages).
     pub rejected_min: Option<u64>,
-    /// At most this many first deliveries per ordering key out of order, over the share groups
-    /// (see [`fathom_history::shares::ShareStats::out_of_order_per_key`]).
+    /// At most this many first deliveries per ordering key out of order, over the `key_shared`
+    /// groups (see [`fathom_history::shares::ShareStats::out_of_order_per_key`]): the order they
+    /// promise. A plain share group's count is a cost it reports, not judged here.
     pub out_of_order_per_key: Option<u64>,
+    /// The groups of the scenario's `key_shared` consumers, which `out_of_order_per_key`
+    /// judges; not in the file: the loader fills it from `[[consumers]]`.
+    pub key_shared_groups: BTreeSet<String>,
 }
 
 impl Expect {
@@ -703,10 +707,15 @@ impl Expect {
         if let Some(min) = self.rejected_min.filter(|&m| rejected < m) {
             out.push(Violation::RejectedMin { rejected, min });
         }
-        // The loader refuses this bound in a scenario without a share group (see validate.rs),
-        // so a zero here was measured.
+        // The loader refuses this bound in a scenario without a key_shared group (see
+        // validate.rs), so a zero here was measured.
         if let Some(bound) = self.out_of_order_per_key {
-            let count = report.shares.values().map(|g| g.out_of_order_per_key).sum();
+            let count = report
+                .shares
+                .iter()
+                .filter(|(group, _)| self.key_shared_groups.contains(*group))
+                .map(|(_, g)| g.out_of_order_per_key)
+                .sum();
             if count > bound {
                 out.push(Violation::OutOfOrderPerKey { count, bound });
             }

@@ -74,10 +74,17 @@ pub enum SwarmKind {
     /// One broker's disk (a random one or a partition's leader) has no free space for a while:
     /// each append fails with ENOSPC, and the broker stops and is restarted until it has.
     DiskFull,
+    /// A consumer instance of a group or share group dies without leaving (holding its
+    /// partitions or its record locks) and a new process of it starts 0.05 s to `fault_s_max`
+    /// later. Only where `kinds` names it: it needs such a consumer.
+    ConsumerCrash,
+    /// A consumer instance of a group or share group stalls for 0.05 s to `fault_s_max` (a GC
+    /// pause or a stuck handler) with what it fetched. Only where `kinds` names it.
+    ConsumerPause,
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 17] = [
+    pub const ALL: [SwarmKind; 19] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
         SwarmKind::CrashVoter,
@@ -95,6 +102,8 @@ impl SwarmKind {
         SwarmKind::ReadCorruption,
         SwarmKind::Clock,
         SwarmKind::DiskFull,
+        SwarmKind::ConsumerCrash,
+        SwarmKind::ConsumerPause,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -116,14 +125,25 @@ impl SwarmKind {
             SwarmKind::ReadCorruption => "read_corruption",
             SwarmKind::Clock => "clock",
             SwarmKind::DiskFull => "disk_full",
+            SwarmKind::ConsumerCrash => "consumer_crash",
+            SwarmKind::ConsumerPause => "consumer_pause",
         }
+    }
+
+    /// A fault of a consumer instance rather than of the cluster: not among the default
+    /// `kinds` (a scenario names it, with a consumer it can hit).
+    pub const fn is_consumer(self) -> bool {
+        matches!(self, SwarmKind::ConsumerCrash | SwarmKind::ConsumerPause)
     }
 
     /// Drawn from a stream of its own, after every other draw: a kind added after published
     /// findings, so that a seed which does not switch it on draws exactly what it drew before
     /// (the planted-bug table's seeds and the regression files stay what they were).
     pub const fn own_stream(self) -> bool {
-        matches!(self, SwarmKind::DiskFull)
+        matches!(
+            self,
+            SwarmKind::DiskFull | SwarmKind::ConsumerCrash | SwarmKind::ConsumerPause
+        )
     }
 
     /// A disk kind: a fault model for the whole run rather than faults in the schedule.
@@ -146,6 +166,7 @@ impl fmt::Display for SwarmKind {
 #[serde(deny_unknown_fields, default)]
 pub struct SwarmSpec {
     /// The kinds a seed may switch on; each is on with probability 1/2, at least one.
+    /// Default: every kind but the consumer kinds ([`SwarmKind::is_consumer`]).
     pub kinds: Vec<SwarmKind>,
     /// How many faults a seed draws, `[min, max]`, over its enabled schedule kinds.
     pub faults: [u32; 2],
@@ -171,7 +192,10 @@ pub struct SwarmSpec {
 impl Default for SwarmSpec {
     fn default() -> Self {
         SwarmSpec {
-            kinds: SwarmKind::ALL.to_vec(),
+            kinds: SwarmKind::ALL
+                .into_iter()
+                .filter(|k| !k.is_consumer())
+                .collect(),
             faults: [1, 6],
             window_s: None,
             fault_s_max: 4.0,
@@ -382,6 +406,8 @@ struct FaultDraw<'a> {
     fault_ms_max: u64,
     duration_ms: u64,
     rate_max: f64,
+    /// Instances a consumer fault may hit (`c-0`, ...): members of a group or a share group.
+    consumer_instances: Vec<String>,
     faults: Vec<Fault>,
 }
 
@@ -404,6 +430,12 @@ impl<'a> FaultDraw<'a> {
             fault_ms_max: ((spec.fault_s_max * 1e3) as u64).max(100),
             duration_ms,
             rate_max: spec.rate_max,
+            consumer_instances: scenario
+                .consumers
+                .iter()
+                .filter(|c| c.protocol.is_group() || c.kind.is_share())
+                .flat_map(|c| (0..c.instances.get()).map(|i| c.incarnation_names(i).swap_remove(0)))
+                .collect(),
             faults: Vec::new(),
         }
     }
@@ -534,6 +566,27 @@ impl<'a> FaultDraw<'a> {
                 let target = self.target();
                 self.push(at, FaultKind::DiskFull { target });
             }
+            SwarmKind::ConsumerCrash => {
+                if let Some(process) = self.consumer_instance() {
+                    // Always restarted, even past the workload (the final heal does not start
+                    // consumer processes): a group whose every member stayed dead would leave
+                    // its records unconsumed by design, not by a bug.
+                    let at_ms = at.min(self.duration_ms);
+                    let back_ms = at_ms + self.rng.range_u64(50, self.fault_ms_max);
+                    self.faults.push(Fault {
+                        at_s: at_ms as f64 / 1e3,
+                        until_s: Some(back_ms as f64 / 1e3),
+                        kind: FaultKind::ConsumerCrash { process },
+                    });
+                }
+            }
+            SwarmKind::ConsumerPause => {
+                if let Some(process) = self.consumer_instance() {
+                    let pause_ms = self.rng.range_u64(50, self.fault_ms_max);
+                    let pause_s = pause_ms as f64 / 1e3;
+                    self.push_for(at, pause_ms, FaultKind::Pause { process, pause_s });
+                }
+            }
             SwarmKind::TornWrites | SwarmKind::IoErrors | SwarmKind::ReadCorruption => {}
         }
     }
@@ -554,6 +607,14 @@ impl<'a> FaultDraw<'a> {
             until_s,
             kind,
         });
+    }
+
+    /// A consumer instance faults may hit; validation keeps consumer kinds out of scenarios
+    /// without one.
+    fn consumer_instance(&mut self) -> Option<String> {
+        let n = self.consumer_instances.len() as u64;
+        let i = self.rng.range_u64(0, n.checked_sub(1)?) as usize;
+        self.consumer_instances.get(i).cloned()
     }
 
     fn broker(&mut self) -> u32 {

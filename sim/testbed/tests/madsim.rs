@@ -245,5 +245,8 @@ fn a_full_disk_stops_its_broker_under_madsim_too() {
         .map(|f| f.at_ms)
         .collect();
     assert!(stops.len() >= 3, "stopped at {stops:?}");
-    assert!(stops.iter().all(|t| (3_000..6_500).contains(t)), "{stops:?}");
+    assert!(
+        stops.iter().all(|t| (3_000..6_500).contains(t)),
+        "{stops:?}"
+    );
 }

@@ -564,6 +564,7 @@ fn expect_reports_violations() {
         push_overflows_min: None,
         rejected_min: None,
         out_of_order_per_key: None,
+        key_shared_groups: Default::default(),
     };
     let report = |counts: &[(Anomaly, u64)], acked, unknown_in_log| CheckReport {
         anomalies: counts.iter().copied().collect(),
@@ -1033,11 +1034,22 @@ fn key_shared_kind_and_the_out_of_order_per_key_bound() {
         .map(|v| v.key())
         .collect();
     assert_eq!(keys, ["out_of_order_per_key"]);
+    // A plain share group gives key order up: its count is reported, not judged.
+    let mut plain = fathom_history::CheckReport::default();
+    let stats = fathom_history::ShareStats {
+        out_of_order_per_key: 5,
+        ..Default::default()
+    };
+    plain.shares.insert("plain".into(), stats);
+    assert!(s.expect.violations(&plain).is_empty());
     let err = parse(&with("[expect]\nout_of_order_per_key = 0\n")).unwrap_err();
     assert!(
         err.to_string().contains("expect.out_of_order_per_key"),
         "{err}"
     );
+    let share_only = consumer_with("kind = \"share\"\n[expect]\nout_of_order_per_key = 0\n");
+    let err = parse(&share_only).unwrap_err();
+    assert!(err.to_string().contains("kind = \"key_shared\""), "{err}");
 }
 
 /// Whole partitions per instance cannot feed more instances than partitions, but a share

@@ -9,7 +9,7 @@ use fathom_queue::client::{ConsumerConfig, ProducerConfig};
 use fathom_queue::config::{ConfigError, FsyncPolicy};
 use fathom_queue::group::classic::GroupLimits;
 use fathom_queue::ids::OFFSETS_TOPIC;
-use fathom_queue::share::{ShareSettings, ORDERING_KEYS_MAX, RECORD_LOCKS_RANGE};
+use fathom_queue::share::{ShareMode, ShareSettings, ORDERING_KEYS_MAX, RECORD_LOCKS_RANGE};
 use fathom_workload::spec::ConsumerProtocol;
 use serde::Deserialize;
 
@@ -311,11 +311,17 @@ impl Checker<'_> {
             self.consumer(&format!("consumers[{i}]"), c, &raw.cluster, raw.duration_s)?;
         }
         self.consumer_overlap(&raw.consumers, &raw.cluster)?;
-        let share_group = raw.consumers.iter().any(|c| c.kind.is_share());
-        if raw.expect.out_of_order_per_key.is_some() && !share_group {
+        let key_shared_groups: BTreeSet<String> = raw
+            .consumers
+            .iter()
+            .filter(|c| c.kind.share_mode() == Some(ShareMode::KeyShared))
+            .map(|c| c.group.clone())
+            .collect();
+        if raw.expect.out_of_order_per_key.is_some() && key_shared_groups.is_empty() {
             return Err(self.error(
                 "expect.out_of_order_per_key",
-                "needs a [[consumers]] table of kind = \"share\" or \"key_shared\" to judge",
+                "needs a [[consumers]] table of kind = \"key_shared\" to judge (a plain share \
+                 group does not keep key order)",
             ));
         }
         let clients = self.process_names(&raw)?;
@@ -343,7 +349,10 @@ impl Checker<'_> {
             consumers: raw.consumers,
             faults,
             swarm,
-            expect: raw.expect,
+            expect: Expect {
+                key_shared_groups,
+                ..raw.expect
+            },
         })
     }
 
@@ -383,6 +392,21 @@ impl Checker<'_> {
                     format!(
                         "{kind} needs at least {n} brokers, the cluster has {}",
                         raw.cluster.brokers
+                    ),
+                ));
+            }
+        }
+        let members = raw
+            .consumers
+            .iter()
+            .any(|c| c.protocol.is_group() || c.kind.is_share());
+        if let Some(i) = spec.kinds.iter().position(|k| k.is_consumer()) {
+            if !members {
+                return Err(self.error(
+                    &format!("swarm.kinds[{i}]"),
+                    format!(
+                        "{} needs a [[consumers]] with a group protocol or kind = \"share\" or \"key_shared\"",
+                        spec.kinds[i]
                     ),
                 ));
             }
