@@ -109,6 +109,9 @@ pub enum Op {
         topic: String,
         partition: u32,
         records: Vec<(u64, String)>,
+        /// When the member sent the fetch that acquired them: the leader acquired them between
+        /// then and the event's time (the member may take them long after the answer came).
+        requested_ns: Option<u64>,
     },
     /// A share-group member's acknowledgement of records it acquired.
     Acknowledge {
@@ -245,6 +248,8 @@ struct LineOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ack: Option<AckVerdict>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    requested_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
@@ -264,6 +269,7 @@ impl<'a> LineOut<'a> {
             records: None,
             partitions: None,
             ack: None,
+            requested_ns: None,
             error: None,
         };
         match &event.op {
@@ -316,10 +322,12 @@ impl<'a> LineOut<'a> {
                 topic,
                 partition,
                 records,
+                requested_ns,
             } => {
                 line.topic = Some(topic);
                 line.partition = Some(*partition);
                 line.records = Some(records);
+                line.requested_ns = *requested_ns;
             }
             Op::Acknowledge {
                 topic,
@@ -377,6 +385,8 @@ struct PollIn {
     topic: String,
     partition: u32,
     records: Option<Vec<(u64, String)>>,
+    /// Acquisitions only.
+    requested_ns: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +474,7 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, HistoryError> {
                     topic,
                     partition,
                     records,
+                    requested_ns: poll.requested_ns,
                 },
                 _ => Op::Process {
                     topic,

@@ -56,7 +56,8 @@ type Place<'a> = (&'a str, u32, u64);
 #[derive(Default)]
 struct GroupFacts<'a> {
     topics: BTreeSet<&'a str>,
-    /// Per record, the times it was acquired.
+    /// Per record, the earliest time each of its acquisitions can have happened: when the
+    /// fetch that acquired it was sent.
     acquired: BTreeMap<Place<'a>, Vec<u64>>,
     /// Per record, the time its first acceptance was confirmed, and its id.
     accepted_at: BTreeMap<Place<'a>, (u64, &'a str)>,
@@ -103,11 +104,15 @@ fn gather(events: &[Event]) -> BTreeMap<&str, GroupFacts<'_>> {
                 topic,
                 partition,
                 records,
+                requested_ns,
             } if event.kind == EventType::Ok => {
                 let g = groups.entry(&stamp.group).or_default();
                 g.topics.insert(topic);
+                // The leader handed the records out after the fetch was sent, however late
+                // the member took them (histories without the field: when it took them).
+                let earliest = requested_ns.unwrap_or(event.time_ns);
                 for (offset, id) in records {
-                    acquired(g, (topic, *partition, *offset), id, event.time_ns);
+                    acquired(g, (topic, *partition, *offset), id, earliest);
                 }
             }
             Op::Acknowledge {
@@ -211,7 +216,7 @@ fn check_redelivered(name: &str, g: &GroupFacts<'_>, report: &mut CheckReport) {
             report.example(Anomaly::RedeliveredAccepted, || {
                 format!(
                     "{id} at {topic}-{partition}@{offset} accepted by {name} at {accepted}ns, \
-                     acquired again at {t}ns"
+                     acquired again by a fetch sent at {t}ns"
                 )
             });
         }

@@ -1094,6 +1094,7 @@ fn acquire(t: u64, process: &str, records: &[(u64, &str)]) -> Event {
         topic: "t".into(),
         partition: 0,
         records,
+        requested_ns: None,
     };
     share_event(t, process, EventType::Ok, op)
 }
@@ -1181,6 +1182,50 @@ fn share_groups_are_judged_from_acquisitions_and_acknowledgements() {
     let without = check(&events[..10]);
     assert!(!without.anomalies.is_judged(Anomaly::Unconsumed));
     assert!(without.shares.is_empty());
+}
+
+/// A member that stopped (a pause, a busy handler) takes its fetch's records only after it
+/// resumes, maybe after another member accepted them: the leader handed them out when the
+/// fetch was sent, before the accept, so that is no redelivery. A fetch sent after the accept
+/// was confirmed that brings the record back is one (swarm-share seed 184 before the field).
+#[test]
+fn a_redelivery_is_judged_from_when_the_fetch_was_sent() {
+    let acquire_sent = |t: u64, sent: u64, process: &str| {
+        let op = Op::Acquire {
+            topic: "t".into(),
+            partition: 0,
+            records: vec![(0, "a".to_string())],
+            requested_ns: Some(sent),
+        };
+        share_event(t, process, EventType::Ok, op)
+    };
+    let mut events = vec![
+        Event::new(
+            0,
+            "p0",
+            EventType::Invoke,
+            send_op("a", ("t", 0), None, None),
+        ),
+        Event::new(
+            1,
+            "p0",
+            EventType::Ok,
+            send_op("a", ("t", 0), Some(0), None),
+        ),
+        // s0 fetched at 2 and stopped; its lock expired, s1 took a and accepted it by 12.
+        acquire_sent(10, 9, "s1"),
+        ack(12, "s1", EventType::Ok, AckVerdict::Accept, &[(0, "a")]),
+        acquire_sent(30, 2, "s0"),
+    ];
+    assert_eq!(check(&events).anomalies[Anomaly::RedeliveredAccepted], 0);
+    events.push(acquire_sent(40, 35, "s0"));
+    let report = check(&events);
+    assert_eq!(report.anomalies[Anomaly::RedeliveredAccepted], 1);
+    assert!(
+        report.examples["redelivered_accepted"][0].contains("fetch sent at 35ns"),
+        "{:?}",
+        report.examples
+    );
 }
 
 /// Issue 9, `key_shared`: a first delivery below one already first delivered with its ordering

@@ -370,6 +370,7 @@ impl<'a> Tally<'a> {
                         topic,
                         partition,
                         records,
+                        ..
                     },
                     EventType::Ok,
                 ) => {

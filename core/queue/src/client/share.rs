@@ -66,6 +66,11 @@ pub enum ShareConsumerEvent {
     Records {
         partition: TopicPartition,
         records: Vec<ShareRecord>,
+        /// When the fetch that acquired them was sent. The leader acquired them between then
+        /// and the answer, so only a fetch sent after a record's acceptance can show that it
+        /// was handed out again; the application may take the records much later (it was
+        /// busy, or stopped).
+        requested_at: Instant,
     },
     /// `acks` are committed; `refused` changed nothing.
     Acknowledged {
@@ -85,6 +90,8 @@ pub enum ShareConsumerEvent {
 #[derive(Debug, Default)]
 struct PartitionState {
     fetch_in_flight: Option<u64>,
+    /// When the fetch in flight was sent: the earliest its records can have been acquired.
+    fetch_sent_at: Instant,
     retry_at: Instant,
     /// Records delivered to the application and not yet acknowledged by it.
     held: usize,
@@ -261,6 +268,7 @@ impl ShareConsumer {
         let (id, transmit) = self.request(tp.clone(), to, request, wait);
         if let Some(p) = self.partitions.get_mut(&tp) {
             p.fetch_in_flight = Some(id);
+            p.fetch_sent_at = self.now;
         }
         Some(transmit)
     }
@@ -372,9 +380,11 @@ impl ShareConsumer {
             };
             return;
         }
+        let requested_at = p.fetch_sent_at;
         self.events.push_back(ShareConsumerEvent::Records {
             partition: tp.clone(),
             records,
+            requested_at,
         });
     }
 

@@ -107,7 +107,7 @@ impl ConsumerProcess {
                 return ending;
             }
             while let Some(event) = consumer.poll_event() {
-                app.handle(event);
+                app.handle(io.now(), event);
             }
             app.work(&mut consumer, now);
             while let Some((tp, r)) = app.dead_letters.pop_front() {
@@ -266,9 +266,14 @@ impl ShareApp<'_> {
         trace.borrow_mut().record_event(event);
     }
 
-    fn handle(&mut self, event: ShareConsumerEvent) {
+    /// `now` is the consumer's clock, which the client's times are on.
+    fn handle(&mut self, now: Instant, event: ShareConsumerEvent) {
         match event {
-            ShareConsumerEvent::Records { partition, records } => {
+            ShareConsumerEvent::Records {
+                partition,
+                records,
+                requested_at,
+            } => {
                 let listed = records
                     .iter()
                     .map(|r| {
@@ -281,12 +286,16 @@ impl ShareApp<'_> {
                 for (offset, id) in &listed {
                     self.ids.insert((partition.clone(), *offset), id.clone());
                 }
+                let waited = now.saturating_since(requested_at);
+                let now_ns = self.process.trace.borrow().now_ns();
+                let requested_ns = now_ns.saturating_sub(waited.as_nanos() as u64);
                 self.record(
                     EventType::Ok,
                     Op::Acquire {
                         topic: partition.topic.clone(),
                         partition: partition.partition,
                         records: listed,
+                        requested_ns: Some(requested_ns),
                     },
                 );
                 self.queue

@@ -375,6 +375,7 @@ mod tests {
                 topic: "t".into(),
                 partition: 0,
                 records: records(ids),
+                requested_ns: None,
             };
             member(t, who, EventType::Ok, op, "s")
         };
