@@ -187,8 +187,8 @@ fn share_groups_under_swarm_draws_stay_within_bounds() {
 
 /// Issue 10: short crash, partition and loss faults back to back with pre-vote off, so a
 /// restarted broker's term reaches the others and elections overlap; no two brokers may lead
-/// one partition in one epoch. With the planted vote-persistence bug (tests/planted/) seed 56
-/// violates exactly that, and shrinks to five faults.
+/// one partition in one epoch. With the planted vote-persistence bug (tests/planted/) seed 293
+/// violates exactly that, and shrinks to three faults.
 #[test]
 fn elections_under_churn_never_elect_two_leaders_in_an_epoch() {
     assert_bounds_hold("elections.toml");
