@@ -54,7 +54,8 @@ build_copy() {
     (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release -q -p fathom)
 }
 
-# Prints "SEED BOUNDS" of the first violating seed in an explore result file, or nothing.
+# Prints "SEED BOUNDS" of the first violating seed in an explore result file (else of the first
+# seed over the wall-time limit, with bounds `over_wall_time`), or nothing.
 first_violation() {
     python3 - "$1" <<'EOF'
 import json, sys
@@ -63,8 +64,13 @@ try:
 except (OSError, ValueError):
     sys.exit(0)  # explore wrote no result: nothing found
 v = sorted(r["violating"], key=lambda v: v["seed"])
+# A seed over the wall-time limit is a finding too (the patch made a run hang), but only
+# when no seed violated a bound: a hang cannot be shrunk the same way.
+t = sorted(r.get("timed_out", []), key=lambda t: t["seed"])
 if v:
     print(v[0]["seed"], ",".join(v[0]["bounds"]))
+elif t:
+    print(t[0]["seed"], "over_wall_time")
 EOF
 }
 

@@ -507,6 +507,13 @@ impl Default for ConsumerSpec {
 }
 
 impl ConsumerSpec {
+    /// Whether the instances are members of some group, stream or share: what membership
+    /// faults (leave, crash, pause, restart) and the swarm's consumer kinds act on. A manual
+    /// stream consumer has no membership to lose.
+    pub fn has_membership(&self) -> bool {
+        self.protocol.is_group() || self.kind.is_share()
+    }
+
     /// The consumer state machine's configuration for this table: its settings, with the
     /// group and the delivery model the workload's fields name.
     pub fn consumer_config(&self) -> ConsumerConfig {

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -168,48 +169,10 @@ pub fn explore(
     range: Range<u64>,
     shard: Shard,
     options: &ExploreOptions,
-    on_seed: &(dyn Fn(usize) + Sync),
+    on_seed: &dyn Fn(usize),
 ) -> ExploreResult {
-    let jobs = options
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let limits = RunLimits {
-        wall: Some(options.seed_wall),
-    };
-    let seeds = Mutex::new(shard.seeds(range.clone()));
-    let violating = AtomicU64::new(0);
-    let stop_after = options.stop_after.unwrap_or(u64::MAX);
-    let found: Mutex<Vec<(u64, Finding, Option<fathom_history::Anomalies>)>> =
-        Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if violating.load(Ordering::Relaxed) >= stop_after {
-                    return;
-                }
-                let next = seeds.lock().map(|mut it| it.next()).unwrap_or(None);
-                let Some(seed) = next else { return };
-                let (finding, anomalies) = match run::run_with_limits(scenario, seed, limits) {
-                    Ok(o) if o.violations.is_empty() => (Finding::Passed, Some(o.report.anomalies)),
-                    Ok(o) => {
-                        violating.fetch_add(1, Ordering::Relaxed);
-                        (Finding::Violated(o.violations), Some(o.report.anomalies))
-                    }
-                    Err(e @ RunError::WallTime { .. }) => {
-                        (Finding::OverWallTime(e.to_string()), None)
-                    }
-                    Err(e) => (Finding::Failed(e.to_string()), None),
-                };
-                let mut all = found.lock().unwrap_or_else(|e| e.into_inner());
-                all.push((seed, finding, anomalies));
-                let findings = all.iter().filter(|(_, f, _)| !matches!(f, Finding::Passed));
-                on_seed(findings.count());
-            });
-        }
-    });
-    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
-    found.sort_by_key(|(seed, _, _)| *seed);
+    let runner: Arc<Runner> = Arc::new(run::run_with_limits);
+    let found = explore_with(runner, scenario, range.clone(), shard, options, on_seed);
     let file = file.display().to_string();
     let mut result = ExploreResult {
         scenario: scenario.name.clone(),
@@ -230,6 +193,186 @@ pub fn explore(
         result.add(&file, seed, finding, anomalies);
     }
     result
+}
+
+/// How one seed is run: [`run::run_with_limits`], or a stand-in in tests.
+type Runner = dyn Fn(&Scenario, u64, RunLimits) -> Result<run::RunOutcome, RunError> + Send + Sync;
+
+type Found = (u64, Finding, Option<fathom_history::Anomalies>);
+
+/// What a worker thread tells the explorer.
+enum Report {
+    Seed(Found),
+    /// No seed left (or the exploration stopped): the worker has ended.
+    Exit,
+}
+
+/// The seeds, the workers' current seeds and the stop flag, shared by the explorer and its
+/// workers.
+struct Pool {
+    scenario: Scenario,
+    runner: Arc<Runner>,
+    limits: RunLimits,
+    seeds: Mutex<Box<dyn Iterator<Item = u64> + Send>>,
+    /// Per worker, the seed it runs and since when. The explorer removes a worker that has
+    /// not returned long past the wall-time limit (it gave up on it); the worker, when it
+    /// returns, finds itself removed and ends without reporting.
+    busy: Mutex<BTreeMap<u64, (u64, Instant)>>,
+    stop: AtomicBool,
+}
+
+/// Past the wall-time limit, how long a seed may still take before the explorer gives up on
+/// its thread: a quarter of the limit, at most [`STUCK_GRACE_MAX`]. The run loop checks the
+/// limit between simulation steps; a seed still running this long after it is caught in one
+/// step that never returns (an endless loop in the core or the harness).
+fn stuck_after(wall: Duration) -> Duration {
+    wall + (wall / 4).min(STUCK_GRACE_MAX)
+}
+
+/// The most [`stuck_after`] adds to the wall-time limit.
+const STUCK_GRACE_MAX: Duration = Duration::from_secs(30);
+
+/// How often the explorer looks for stuck seeds while it waits for results.
+const STUCK_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+impl Pool {
+    fn spawn_worker(pool: &Arc<Pool>, id: u64, reports: mpsc::Sender<Report>) {
+        let pool = Arc::clone(pool);
+        std::thread::spawn(move || pool.work(id, &reports));
+    }
+
+    /// Runs seeds until none is left, the exploration stops, or the explorer gave up on this
+    /// worker.
+    fn work(&self, id: u64, reports: &mpsc::Sender<Report>) {
+        loop {
+            let next = if self.stop.load(Ordering::Relaxed) {
+                None
+            } else {
+                self.seeds.lock().map(|mut it| it.next()).unwrap_or(None)
+            };
+            let Some(seed) = next else {
+                let _ = reports.send(Report::Exit);
+                return;
+            };
+            self.lock_busy().insert(id, (seed, Instant::now()));
+            let found = self.run_seed(seed);
+            if self.lock_busy().remove(&id).is_none() {
+                return; // given up on: its seed is already reported as stuck
+            }
+            if reports.send(Report::Seed(found)).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn run_seed(&self, seed: u64) -> Found {
+        match (self.runner)(&self.scenario, seed, self.limits) {
+            Ok(o) if o.violations.is_empty() => (seed, Finding::Passed, Some(o.report.anomalies)),
+            Ok(o) => (
+                seed,
+                Finding::Violated(o.violations),
+                Some(o.report.anomalies),
+            ),
+            Err(e @ RunError::WallTime { .. }) => {
+                (seed, Finding::OverWallTime(e.to_string()), None)
+            }
+            Err(e) => (seed, Finding::Failed(e.to_string()), None),
+        }
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (u64, Instant)>> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the workers whose seed has run past `stuck_after` and returns their seeds.
+    fn give_up_on_stuck(&self, limit: Duration) -> Vec<(u64, Duration)> {
+        let mut busy = self.lock_busy();
+        let stuck: Vec<u64> = busy
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() > limit)
+            .map(|(&id, _)| id)
+            .collect();
+        stuck
+            .into_iter()
+            .filter_map(|id| busy.remove(&id))
+            .map(|(seed, since)| (seed, since.elapsed()))
+            .collect()
+    }
+}
+
+/// Runs the seeds on `options.jobs` worker threads and gathers their findings, sorted by
+/// seed. A worker whose seed never returns from a simulation step is given up on past
+/// [`stuck_after`]: its seed is reported over the wall-time limit and a new worker takes its
+/// place (the stuck thread is left behind and ends with the process).
+fn explore_with(
+    runner: Arc<Runner>,
+    scenario: &Scenario,
+    range: Range<u64>,
+    shard: Shard,
+    options: &ExploreOptions,
+    on_seed: &dyn Fn(usize),
+) -> Vec<Found> {
+    let jobs = options
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let pool = Arc::new(Pool {
+        scenario: scenario.clone(),
+        runner,
+        limits: RunLimits {
+            wall: Some(options.seed_wall),
+        },
+        seeds: Mutex::new(Box::new(shard.seeds(range))),
+        busy: Mutex::new(BTreeMap::new()),
+        stop: AtomicBool::new(false),
+    });
+    let stop_after = options.stop_after.unwrap_or(u64::MAX);
+    let stuck_limit = stuck_after(options.seed_wall);
+    let (tx, rx) = mpsc::channel();
+    let mut workers = 0u64;
+    for _ in 0..jobs {
+        Pool::spawn_worker(&pool, workers, tx.clone());
+        workers += 1;
+    }
+    let mut live = jobs;
+    let mut violating = 0u64;
+    let mut found: Vec<Found> = Vec::new();
+    let mut report = |found: &mut Vec<Found>, f: Found| {
+        if matches!(f.1, Finding::Violated(_)) {
+            violating += 1;
+            if violating >= stop_after {
+                pool.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        found.push(f);
+        on_seed(
+            found
+                .iter()
+                .filter(|f| !matches!(f.1, Finding::Passed))
+                .count(),
+        );
+    };
+    while live > 0 {
+        match rx.recv_timeout(STUCK_CHECK_EVERY) {
+            Ok(Report::Seed(f)) => report(&mut found, f),
+            Ok(Report::Exit) => live -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        for (seed, running) in pool.give_up_on_stuck(stuck_limit) {
+            let why = format!(
+                "over the wall-time limit of {} s: still in one simulation step after {:.0} s \
+                 (a loop that never returns to the simulator; replay it under a debugger)",
+                options.seed_wall.as_secs_f64(),
+                running.as_secs_f64()
+            );
+            report(&mut found, (seed, Finding::OverWallTime(why), None));
+            Pool::spawn_worker(&pool, workers, tx.clone());
+            workers += 1;
+        }
+    }
+    found.sort_by_key(|(seed, _, _)| *seed);
+    found
 }
 
 impl ExploreResult {
@@ -441,6 +584,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_seed_stuck_inside_one_step_is_given_up_on_and_the_others_still_run() {
+        let scenario = Scenario::load(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scenarios/quickstart.toml"),
+        )
+        .unwrap();
+        // Seed 3 never returns, as a loop inside one step would not: the run loop's own
+        // wall-time check cannot fire there. The others fail at once.
+        let runner: Arc<Runner> = Arc::new(|_: &Scenario, seed: u64, _: RunLimits| {
+            if seed == 3 {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+            Err(RunError::Sim(format!("seed {seed} ran")))
+        });
+        let options = ExploreOptions {
+            jobs: Some(2),
+            stop_after: None,
+            seed_wall: Duration::from_millis(100),
+        };
+        let found = explore_with(runner, &scenario, 1..9, Shard::ALL, &options, &|_| {});
+        let seeds: Vec<u64> = found.iter().map(|f| f.0).collect();
+        assert_eq!(seeds, (1..9).collect::<Vec<_>>(), "every seed once");
+        for (seed, finding, _) in &found {
+            match finding {
+                Finding::OverWallTime(why) => {
+                    assert_eq!(*seed, 3);
+                    assert!(why.contains("still in one simulation step"), "{why}");
+                }
+                Finding::Failed(why) => {
+                    assert_eq!(why, &format!("the simulation failed: seed {seed} ran"))
+                }
+                _ => panic!("seed {seed}: unexpected finding"),
+            }
+        }
+        assert!(found
+            .iter()
+            .any(|f| matches!(f.1, Finding::OverWallTime(_))));
     }
 
     #[test]

@@ -433,7 +433,7 @@ impl<'a> FaultDraw<'a> {
             consumer_instances: scenario
                 .consumers
                 .iter()
-                .filter(|c| c.protocol.is_group() || c.kind.is_share())
+                .filter(|c| c.has_membership())
                 .flat_map(|c| (0..c.instances.get()).map(|i| c.incarnation_names(i).swap_remove(0)))
                 .collect(),
             faults: Vec::new(),

@@ -1220,7 +1220,13 @@ impl Broker {
                 if batches.is_empty() {
                     break;
                 }
-                store.apply(&batches);
+                // Without this stop a damaged batch would be read and refused forever: the loop
+                // must make progress or end. Commits past it stay unapplied (a consumer resumes
+                // from an older offset: duplicates, never a skip).
+                if let Err(damaged) = store.apply(&batches) {
+                    tracing::warn!(partition = %tp, offset = damaged.at, "damaged offsets batch: replay stopped");
+                    break;
+                }
             }
         }
         let Some(mut waiters) = self.waiters.remove(tp) else {

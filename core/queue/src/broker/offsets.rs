@@ -41,11 +41,13 @@ impl OffsetStore {
         self.groups.values()
     }
 
-    /// Applies committed batches that start at `applied`, in order.
-    pub fn apply(&mut self, batches: &[Bytes]) {
+    /// Applies committed batches that start at `applied`, in order. A batch that fails its
+    /// checks stops the replay there: its commits cannot be read, and `applied` stays below it,
+    /// so the caller learns the log is damaged at `applied` rather than skipping past it.
+    pub fn apply(&mut self, batches: &[Bytes]) -> Result<(), DamagedBatch> {
         for b in batches {
             let Ok(header) = batch::parse(b) else {
-                return;
+                return Err(DamagedBatch { at: self.applied });
             };
             if header.end_offset() <= self.applied {
                 continue;
@@ -61,7 +63,16 @@ impl OffsetStore {
             }
             self.applied = header.end_offset();
         }
+        Ok(())
     }
+}
+
+/// A committed batch of an offsets partition that does not parse (its checksum fails): the
+/// store cannot apply it or anything after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedBatch {
+    /// The offset the store has applied up to, where the damaged batch starts.
+    pub at: u64,
 }
 
 pub fn encode_commit(
@@ -98,15 +109,38 @@ mod tests {
         let mut store = OffsetStore::default();
         let b1 = batch::stamp(&encode_commit("g", &tp, 10, 1), 0, 1);
         let b2 = batch::stamp(&encode_commit("g", &tp, 25, 2), 1, 1);
-        store.apply(&[b1.clone(), b2]);
+        store.apply(&[b1.clone(), b2]).unwrap();
         assert_eq!(store.get("g", &tp), Some(25));
         assert_eq!(store.get("other", &tp), None);
         assert_eq!(store.applied(), 2);
-        store.apply(&[b1]);
+        store.apply(&[b1]).unwrap();
         assert_eq!(
             store.get("g", &tp),
             Some(25),
             "old batches are not re-applied"
         );
+    }
+
+    #[test]
+    fn a_damaged_batch_stops_the_replay_where_it_starts() {
+        let tp = TopicPartition::new("orders", 0);
+        let mut store = OffsetStore::default();
+        let b1 = batch::stamp(&encode_commit("g", &tp, 10, 1), 0, 1);
+        let b2 = batch::stamp(&encode_commit("g", &tp, 25, 2), 1, 1);
+        let mut damaged = b2.to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        let b3 = batch::stamp(&encode_commit("g", &tp, 40, 3), 2, 1);
+        let result = store.apply(&[b1, Bytes::from(damaged), b3.clone()]);
+        assert_eq!(result, Err(DamagedBatch { at: 1 }));
+        assert_eq!(
+            store.applied(),
+            1,
+            "nothing at or past the damaged batch is applied"
+        );
+        assert_eq!(store.get("g", &tp), Some(10));
+        // A good copy of the batch (once repaired) carries the replay on.
+        assert_eq!(store.apply(&[b2.clone()]), Ok(()));
+        assert_eq!(store.applied(), 2);
     }
 }

@@ -80,7 +80,12 @@ impl ProducerStates {
         while at < end {
             let batches = log.read(at, end, REBUILD_READ_BYTES_MAX);
             let Some(last) = batches.last() else { break };
-            at = batch::peek_header(last).map_or(end, |h| h.end_offset());
+            // A header that does not move past `at` (damaged) ends the scan: it must progress.
+            at = batch::peek_header(last)
+                .ok()
+                .map(|h| h.end_offset())
+                .filter(|&e| e > at)
+                .unwrap_or(end);
             for b in &batches {
                 if let Ok(h) = batch::peek_header(b) {
                     states.record(&h);

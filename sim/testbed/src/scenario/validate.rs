@@ -396,10 +396,7 @@ impl Checker<'_> {
                 ));
             }
         }
-        let members = raw
-            .consumers
-            .iter()
-            .any(|c| c.protocol.is_group() || c.kind.is_share());
+        let members = raw.consumers.iter().any(ConsumerSpec::has_membership);
         if let Some(i) = spec.kinds.iter().position(|k| k.is_consumer()) {
             if !members {
                 return Err(self.error(
@@ -1207,7 +1204,7 @@ impl Checker<'_> {
                 ),
             ));
         };
-        if !c.protocol.is_group() && !c.kind.is_share() {
+        if !c.has_membership() {
             return Err(self.error(
                 path,
                 format!(

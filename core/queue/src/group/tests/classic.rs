@@ -408,7 +408,9 @@ fn snapshots_round_trip_as_offsets_records_and_replay_keeps_them_apart_from_comm
         Some(s.clone())
     );
     let mut store = crate::broker::offsets::OffsetStore::default();
-    store.apply(&[crate::log::batch::stamp(&batch, 0, 1)]);
+    store
+        .apply(&[crate::log::batch::stamp(&batch, 0, 1)])
+        .unwrap();
     assert_eq!(store.get("a", &tp(0)), None, "a snapshot is no commit");
     assert_eq!(store.group_snapshots().collect::<Vec<_>>(), vec![&s]);
 }
