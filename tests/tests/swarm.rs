@@ -204,6 +204,49 @@ fn a_full_disk_stops_its_broker_until_the_space_is_back() {
     );
 }
 
+/// A `disk_eio` window: broker-2 fails a third of its disk operations with EIO, stops on the
+/// first, is restarted every second (its load at start may fail too) and stays up once the
+/// window ends. Nothing acknowledged is lost.
+#[test]
+fn an_eio_window_stops_its_broker_only_while_it_lasts() {
+    let (_, base) = swarm_file();
+    let at = base.find("\n[swarm]").unwrap();
+    let end = base.find("\n[expect]").unwrap();
+    let text = format!(
+        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_eio\"\ntarget = \"broker-2\"\nrate = 0.3\nuntil_s = 6.5\n{}",
+        &base[..at],
+        &base[end..]
+    );
+    let scenario = Scenario::from_toml_str(&text, "disk-eio.toml").unwrap();
+    let outcome = run::run(&scenario, 3).unwrap();
+    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+    let faults = &outcome.summary.faults;
+    let stops: Vec<u64> = faults
+        .iter()
+        .filter(|f| f.kind == AppliedKind::StorageFailure)
+        .map(|f| {
+            assert!(f.detail.starts_with("broker-2 "), "{}", f.detail);
+            f.at_ms
+        })
+        .collect();
+    assert!(stops.len() >= 3, "stopped at {stops:?}");
+    assert!(
+        stops.iter().all(|&t| (3_000..6_500).contains(&t)),
+        "only inside the window: {stops:?}"
+    );
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.kind == AppliedKind::DiskEioEnd && f.at_ms == 6_500),
+        "the window ends on time"
+    );
+    assert!(
+        outcome.report.acked > 2_000,
+        "acked {}",
+        outcome.report.acked
+    );
+}
+
 /// The consumer kinds hit group and share-group members only, and a `[swarm]` naming them
 /// without such a consumer is refused where it says so. `swarm.toml` does not name them, so its
 /// seeds never draw one.

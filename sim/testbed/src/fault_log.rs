@@ -35,6 +35,8 @@ pub enum AppliedKind {
     StorageFailure,
     /// A full disk has free space again.
     DiskFullEnd,
+    /// A disk's EIO window ended.
+    DiskEioEnd,
 }
 
 impl AppliedKind {
@@ -49,6 +51,7 @@ impl AppliedKind {
             AppliedKind::ClockEnd => "clock_end",
             AppliedKind::StorageFailure => "storage_failure",
             AppliedKind::DiskFullEnd => "disk_full_end",
+            AppliedKind::DiskEioEnd => "disk_eio_end",
         }
     }
 }

@@ -27,7 +27,11 @@ enum Action {
     RestoreLatency(Vec<(String, String)>),
     RestoreClock(NodeId),
     FreeDisk(NodeId),
+    EndEio(NodeId),
 }
+
+/// Salt of the generator a `disk_eio` fault draws its failures from (with the broker's id).
+const DISK_EIO_SALT: u64 = 0xD15C_0E10;
 
 pub struct FaultPlan {
     faults: Vec<(Duration, FaultKind, Option<Duration>)>,
@@ -49,6 +53,7 @@ pub struct FaultPlan {
     crashed: BTreeSet<NodeId>,
     skewed: BTreeSet<NodeId>,
     full: BTreeSet<NodeId>,
+    failing: BTreeSet<NodeId>,
     applied: Vec<AppliedFault>,
 }
 
@@ -94,6 +99,7 @@ impl FaultPlan {
             crashed: BTreeSet::new(),
             skewed: BTreeSet::new(),
             full: BTreeSet::new(),
+            failing: BTreeSet::new(),
             applied: Vec::new(),
         }
     }
@@ -145,6 +151,9 @@ impl FaultPlan {
         }
         for id in std::mem::take(&mut self.full) {
             view.borrow_mut().full_disks.remove(&id);
+        }
+        for id in std::mem::take(&mut self.failing) {
+            view.borrow_mut().eio_disks.remove(&id);
         }
         self.restart_crashed(sim);
         self.record(
@@ -242,6 +251,12 @@ impl FaultPlan {
                     self.record(now, AppliedKind::DiskFullEnd, broker_host(id), trace);
                 }
             }
+            Action::EndEio(id) => {
+                if self.failing.remove(&id) {
+                    view.borrow_mut().eio_disks.remove(&id);
+                    self.record(now, AppliedKind::DiskEioEnd, broker_host(id), trace);
+                }
+            }
             Action::RestoreLatency(pairs) => {
                 for (a, b) in pairs {
                     if self.slow.remove(&(a.clone(), b.clone())) {
@@ -303,6 +318,7 @@ impl FaultPlan {
                 jump_s,
             } => self.clock(&target, clock_rate, jump_s, view),
             FaultKind::DiskFull { target } => self.disk_full(&target, view),
+            FaultKind::DiskEio { target, rate } => self.disk_eio(&target, rate, view),
         };
         if let (Some(t), Some(undo)) = (until, undo) {
             self.actions.entry(t.max(now)).or_default().push(undo);
@@ -356,6 +372,26 @@ impl FaultPlan {
         self.full.insert(id);
         let detail = format!("{target} = {}: no space left", broker_host(id));
         (Some(Action::FreeDisk(id)), detail)
+    }
+
+    /// Draws come from a generator forked from the plan's, kept with the window in the view.
+    fn disk_eio(
+        &mut self,
+        target: &Target,
+        rate: f64,
+        view: &SharedView,
+    ) -> (Option<Action>, String) {
+        let id = self.resolve(target, view);
+        let rng = self.rng.fork(DISK_EIO_SALT ^ u64::from(id));
+        let window = crate::disk_faults::EioWindow { rate, rng };
+        view.borrow_mut().eio_disks.insert(id, window);
+        self.failing.insert(id);
+        let detail = format!(
+            "{target} = {}: EIO on {:.1}% of disk operations",
+            broker_host(id),
+            rate * 100.0
+        );
+        (Some(Action::EndEio(id)), detail)
     }
 
     fn power_loss(&mut self, sim: &mut dyn SimControl) -> (Option<Action>, String) {

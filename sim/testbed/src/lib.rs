@@ -4,8 +4,8 @@
 //! - [`scenario`]: the scenario file format.
 //! - [`run`]: one seeded run; [`faults`] applies the schedule (what it did: [`fault_log`]);
 //!   [`view`]: what brokers share with both; [`io`] plugs turmoil's network
-//!   and disk into the driver (`fathom-driver`), and [`full_disk`] puts the `disk_full` fault in
-//!   front of either harness's disk; the client processes are `fathom-workload`'s.
+//!   and disk into the driver (`fathom-driver`), and [`disk_faults`] puts the `disk_full` and `disk_eio`
+//!   faults in front of either harness's disk; the client processes are `fathom-workload`'s.
 //! - [`harness`]: turmoil or madsim; [`madsim_run`] (built with `--cfg madsim`) runs the same
 //!   driver and workload on madsim, with [`model_disk`] for its disk.
 //! - [`explore`]: many seeds on a few threads, shards of a seed range and their merge;
@@ -22,11 +22,11 @@ pub mod bench;
 pub mod chart;
 pub mod cli;
 pub mod consumption;
+pub mod disk_faults;
 pub mod experiment;
 pub mod explore;
 pub mod fault_log;
 pub mod faults;
-pub mod full_disk;
 pub mod groups;
 pub mod harness;
 pub mod io;

@@ -40,10 +40,11 @@ pub struct Probes {
     pub push_state: BTreeMap<NodeId, (u64, u64)>,
     /// The most push subscriptions and state bytes, summed over brokers, ever observed.
     pub push_state_peak: (u64, u64),
-    /// Per broker, share records in flight (available or acquired) it holds now, and the most
-    /// over the cluster at once.
-    pub share_records: BTreeMap<NodeId, u64>,
+    /// Per broker, share records in flight (available or acquired) it holds now and the bytes
+    /// of its share state; the most of each over the cluster at once.
+    pub share_state: BTreeMap<NodeId, (u64, u64)>,
     pub share_records_peak: u64,
+    pub share_state_bytes_peak: u64,
     /// Each consumer process's delivery counters at its end.
     pub consumers: BTreeMap<String, DeliveryStats>,
     /// The same, as they stood when the workload phase ended.
@@ -64,14 +65,18 @@ impl Probes {
         self.push_state_peak = (self.push_state_peak.0.max(n), self.push_state_peak.1.max(b));
     }
 
-    /// Broker `id` holds `records` share records in flight; the peak over the cluster follows.
-    pub fn observe_share_state(&mut self, id: NodeId, records: u64) {
-        self.share_records.insert(id, records);
-        let total = self
-            .share_records
+    /// Broker `id` holds `records` share records in flight in `bytes` of share state; the
+    /// peaks over the cluster follow.
+    pub fn observe_share_state(&mut self, id: NodeId, records: u64, bytes: u64) {
+        self.share_state.insert(id, (records, bytes));
+        let (n, b) = self
+            .share_state
             .values()
-            .fold(0u64, |a, &r| a.saturating_add(r));
-        self.share_records_peak = self.share_records_peak.max(total);
+            .fold((0u64, 0u64), |(n, b), &(sn, sb)| {
+                (n.saturating_add(sn), b.saturating_add(sb))
+            });
+        self.share_records_peak = self.share_records_peak.max(n);
+        self.share_state_bytes_peak = self.share_state_bytes_peak.max(b);
     }
 }
 
@@ -106,6 +111,9 @@ pub struct DeliveryMetrics {
     /// keeps per record) the brokers held at once.
     #[serde(skip_serializing_if = "is_zero")]
     pub share_records_peak: u64,
+    /// The most memory the brokers held for share state at once, in bytes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub share_state_bytes_peak: u64,
     /// Records stored but not yet consumed, summed over partitions: the most at any second's
     /// end in the measured window, and at the end of the workload phase.
     pub backlog_max: u64,
@@ -791,6 +799,7 @@ fn delivery(
         push_subscriptions_peak: probes.push_state_peak.0,
         push_state_bytes_peak: probes.push_state_peak.1,
         share_records_peak: probes.share_records_peak,
+        share_state_bytes_peak: probes.share_state_bytes_peak,
         backlog_max: series
             .iter()
             .filter(in_window)

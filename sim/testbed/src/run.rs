@@ -160,7 +160,9 @@ impl BrokerObserver for SimObserver {
         view.probes
             .observe_push_state(self.id, subscriptions as u64, bytes);
         let share_records = broker.share_records_in_flight() as u64;
-        view.probes.observe_share_state(self.id, share_records);
+        let share_bytes = broker.share_state_bytes();
+        view.probes
+            .observe_share_state(self.id, share_records, share_bytes);
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
@@ -917,8 +919,8 @@ impl BrokerSoftware {
         // A restarted broker holds no push subscriptions: its last incarnation's count is void.
         view.borrow_mut().probes.push_state.remove(&id);
         // Nor share state, until it leads again.
-        view.borrow_mut().probes.share_records.remove(&id);
-        let disk = crate::full_disk::FillableDisk::new(make_disk()?, id, view.clone());
+        view.borrow_mut().probes.share_state.remove(&id);
+        let disk = crate::disk_faults::FaultyDisk::new(make_disk()?, id, view.clone());
         let mut observer = SimObserver {
             id,
             view: view.clone(),

@@ -497,6 +497,11 @@ pub enum FaultKind {
     /// filled it): every append fails with ENOSPC, the broker stops on it and its supervisor
     /// restarts it (see `StorageSupervisor`), and it stops again until the space is back.
     DiskFull { target: Target },
+    /// `kind = "disk_eio"`: until `until_s`, each operation on the broker's disk (a load,
+    /// append, sync, truncation or removal) fails with EIO with probability `rate` (a failing
+    /// controller or a flaky cable); the broker stops on it and is restarted, as for any
+    /// storage failure. The run-long model is `disk.io_error_probability`.
+    DiskEio { target: Target, rate: f64 },
 }
 
 impl FaultKind {
@@ -518,6 +523,7 @@ impl FaultKind {
             FaultKind::RollingRestart { .. } => FaultTag::RollingRestart,
             FaultKind::Clock { .. } => FaultTag::Clock,
             FaultKind::DiskFull { .. } => FaultTag::DiskFull,
+            FaultKind::DiskEio { .. } => FaultTag::DiskEio,
         }
     }
 }
@@ -542,11 +548,12 @@ pub enum FaultTag {
     RollingRestart,
     Clock,
     DiskFull,
+    DiskEio,
 }
 
 impl FaultTag {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultTag; 15] = [
+    pub const ALL: [FaultTag; 16] = [
         FaultTag::Crash,
         FaultTag::PowerLoss,
         FaultTag::Partition,
@@ -562,6 +569,7 @@ impl FaultTag {
         FaultTag::RollingRestart,
         FaultTag::Clock,
         FaultTag::DiskFull,
+        FaultTag::DiskEio,
     ];
 
     /// A membership fault of a consumer group (issue 8), applied by the consumer process.
@@ -594,6 +602,7 @@ impl FaultTag {
             FaultTag::RollingRestart => "rolling_restart",
             FaultTag::Clock => "clock",
             FaultTag::DiskFull => "disk_full",
+            FaultTag::DiskEio => "disk_eio",
         }
     }
 
@@ -615,6 +624,7 @@ impl FaultTag {
             FaultTag::RollingRestart => &["consumer", "gap_s"],
             FaultTag::Clock => &["target", "clock_rate", "jump_s", "until_s"],
             FaultTag::DiskFull => &["target", "until_s"],
+            FaultTag::DiskEio => &["target", "rate", "until_s"],
         }
     }
 }

@@ -74,6 +74,10 @@ pub enum SwarmKind {
     /// One broker's disk (a random one or a partition's leader) has no free space for a while:
     /// each append fails with ENOSPC, and the broker stops and is restarted until it has.
     DiskFull,
+    /// One broker's disk (a random one or a partition's leader) fails up to `rate_max` of its
+    /// operations with EIO for a while: the windowed form of `io_errors`, which lasts the whole
+    /// run. Only where `kinds` names it (swarm.toml keeps the run-long model).
+    DiskEio,
     /// A consumer instance of a group or share group dies without leaving (holding its
     /// partitions or its record locks) and a new process of it starts 0.05 s to `fault_s_max`
     /// later. Only where `kinds` names it: it needs such a consumer.
@@ -84,7 +88,7 @@ pub enum SwarmKind {
 }
 
 impl SwarmKind {
-    pub const ALL: [SwarmKind; 19] = [
+    pub const ALL: [SwarmKind; 20] = [
         SwarmKind::Crash,
         SwarmKind::CrashDuringElection,
         SwarmKind::CrashVoter,
@@ -102,6 +106,7 @@ impl SwarmKind {
         SwarmKind::ReadCorruption,
         SwarmKind::Clock,
         SwarmKind::DiskFull,
+        SwarmKind::DiskEio,
         SwarmKind::ConsumerCrash,
         SwarmKind::ConsumerPause,
     ];
@@ -125,15 +130,22 @@ impl SwarmKind {
             SwarmKind::ReadCorruption => "read_corruption",
             SwarmKind::Clock => "clock",
             SwarmKind::DiskFull => "disk_full",
+            SwarmKind::DiskEio => "disk_eio",
             SwarmKind::ConsumerCrash => "consumer_crash",
             SwarmKind::ConsumerPause => "consumer_pause",
         }
     }
 
-    /// A fault of a consumer instance rather than of the cluster: not among the default
-    /// `kinds` (a scenario names it, with a consumer it can hit).
+    /// A fault of a consumer instance rather than of the cluster (it needs a consumer it can
+    /// hit).
     pub const fn is_consumer(self) -> bool {
         matches!(self, SwarmKind::ConsumerCrash | SwarmKind::ConsumerPause)
+    }
+
+    /// Not among the default `kinds`: a scenario names it. The consumer kinds, and kinds that
+    /// would change the draws of the default file's published seeds.
+    pub const fn opt_in(self) -> bool {
+        self.is_consumer() || matches!(self, SwarmKind::DiskEio)
     }
 
     /// Drawn from a stream of its own, after every other draw: a kind added after published
@@ -142,7 +154,10 @@ impl SwarmKind {
     pub const fn own_stream(self) -> bool {
         matches!(
             self,
-            SwarmKind::DiskFull | SwarmKind::ConsumerCrash | SwarmKind::ConsumerPause
+            SwarmKind::DiskFull
+                | SwarmKind::DiskEio
+                | SwarmKind::ConsumerCrash
+                | SwarmKind::ConsumerPause
         )
     }
 
@@ -192,10 +207,7 @@ pub struct SwarmSpec {
 impl Default for SwarmSpec {
     fn default() -> Self {
         SwarmSpec {
-            kinds: SwarmKind::ALL
-                .into_iter()
-                .filter(|k| !k.is_consumer())
-                .collect(),
+            kinds: SwarmKind::ALL.into_iter().filter(|k| !k.opt_in()).collect(),
             faults: [1, 6],
             window_s: None,
             fault_s_max: 4.0,
@@ -566,6 +578,11 @@ impl<'a> FaultDraw<'a> {
                 let target = self.target();
                 self.push(at, FaultKind::DiskFull { target });
             }
+            SwarmKind::DiskEio => {
+                let target = self.target();
+                let rate = rate(self.rng, self.rate_max);
+                self.push(at, FaultKind::DiskEio { target, rate });
+            }
             SwarmKind::ConsumerCrash => {
                 if let Some(process) = self.consumer_instance() {
                     // Always restarted, even past the workload (the final heal does not start
@@ -716,6 +733,12 @@ fn describe(f: &Fault) -> String {
             jump_s,
         } => format!("clock of {target} at {clock_rate}x, {jump_s} s ahead"),
         FaultKind::DiskFull { target } => format!("disk of {target} full"),
+        FaultKind::DiskEio { target, rate } => {
+            format!(
+                "EIO on {:.2}% of the disk operations of {target}",
+                rate * 100.0
+            )
+        }
     };
     format!("{:>7.3} s  {what}, until {until}", f.at_s)
 }

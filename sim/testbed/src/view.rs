@@ -37,6 +37,9 @@ pub struct ClusterView {
     pub fatal: BTreeSet<NodeId>,
     /// Brokers whose disk is full (a `disk_full` fault): their appends fail with ENOSPC.
     pub full_disks: BTreeSet<NodeId>,
+    /// Brokers whose disk fails operations with EIO (a `disk_eio` fault), with the failing
+    /// share and the draws' generator (kept here, so a restarted broker draws on).
+    pub eio_disks: BTreeMap<NodeId, crate::disk_faults::EioWindow>,
     /// Set by the run loop to ask every broker for its committed logs.
     pub snapshot_wanted: bool,
     /// Per partition and broker: `(high watermark, log end, records as (offset, id))`.

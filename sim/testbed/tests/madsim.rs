@@ -250,3 +250,34 @@ fn a_full_disk_stops_its_broker_under_madsim_too() {
         "{stops:?}"
     );
 }
+
+/// A `disk_eio` window under madsim: the same seam, so broker-2 stops on EIO only inside it.
+#[test]
+fn an_eio_window_stops_its_broker_under_madsim_too() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/swarm.toml");
+    let base = std::fs::read_to_string(path).expect("swarm.toml");
+    let (at, end) = (
+        base.find("\n[swarm]").expect("[swarm]"),
+        base.find("\n[expect]").expect("[expect]"),
+    );
+    let text = format!(
+        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_eio\"\ntarget = \"broker-2\"\nrate = 0.3\nuntil_s = 6.5\n{}",
+        &base[..at],
+        &base[end..]
+    );
+    let scenario = Scenario::from_toml_str(&text, "disk-eio.toml").expect("parses");
+    let o = run_madsim(&scenario, 3).expect("the run completes");
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    let stops: Vec<u64> = o
+        .summary
+        .faults
+        .iter()
+        .filter(|f| f.kind == fathom_sim::fault_log::AppliedKind::StorageFailure)
+        .map(|f| f.at_ms)
+        .collect();
+    assert!(stops.len() >= 3, "stopped at {stops:?}");
+    assert!(
+        stops.iter().all(|t| (3_000..6_500).contains(t)),
+        "{stops:?}"
+    );
+}

@@ -58,6 +58,15 @@ impl Broker {
         groups.map(SharePartition::in_flight).sum()
     }
 
+    /// The memory the share state of every led partition takes, in bytes: each group's
+    /// name and [`SharePartition::state_bytes`] (claim C3's cost of message-level sharing).
+    pub fn share_state_bytes(&self) -> u64 {
+        let groups = self.shares.values().flat_map(|s| s.groups.iter());
+        groups
+            .map(|(name, sp)| name.len() as u64 + sp.state_bytes())
+            .sum()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn share_fetch(
         &mut self,

@@ -335,6 +335,21 @@ impl SharePartition {
         self.in_flight.len()
     }
 
+    /// The memory this state takes: the struct, each in-flight record's map entry, and the
+    /// member names records carry (the holder, or the last one of an available record).
+    pub fn state_bytes(&self) -> u64 {
+        let entry = size_of::<(u64, InFlight)>();
+        let names: usize = self
+            .in_flight
+            .values()
+            .map(|r| match &r.state {
+                State::Acquired { member, .. } => member.len(),
+                State::Available { last_holder } => last_holder.as_ref().map_or(0, String::len),
+            })
+            .sum();
+        (size_of::<Self>() + entry * self.in_flight.len() + names) as u64
+    }
+
     pub fn acquired(&self) -> usize {
         self.in_flight
             .values()

@@ -323,3 +323,21 @@ fn the_ordering_key_is_the_key_up_to_its_first_slash() {
     assert_eq!(ordering_key_hash(b"k3/a"), ordering_key_hash(b"k3/b/c"));
     assert_ne!(ordering_key_hash(b"k3/a"), ordering_key_hash(b"k4/a"));
 }
+
+#[test]
+fn the_state_costs_bytes_per_record_in_flight_and_none_once_done() {
+    let s = settings(1_000, 5, 200);
+    let mut p = SharePartition::default();
+    let empty = p.state_bytes();
+    p.acquire(at(0), "member-1", 4, &s, 0..10);
+    let four = p.state_bytes();
+    p.acquire(at(0), "member-1", 4, &s, 0..10);
+    let eight = p.state_bytes();
+    assert!(four > empty, "{four} > {empty}");
+    assert_eq!(eight - four, four - empty, "the same cost per record in flight");
+    let per_record = (four - empty) / 4;
+    assert!(per_record > "member-1".len() as u64, "the entry and the holder's name");
+    let accept: Vec<(u64, AckKind)> = (0..8).map(|o| (o, AckKind::Accept)).collect();
+    p.acknowledge(at(1), "member-1", &accept);
+    assert_eq!(p.state_bytes(), empty, "accepted records cost nothing");
+}

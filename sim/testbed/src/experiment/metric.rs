@@ -139,6 +139,7 @@ measures! {
     ProcessingOutOfOrder "processing_out_of_order" Median "first processings of a record below one already processed from its partition" => |r| r.consumption().out_of_order;
     ProcessingOutOfOrderPerKey "processing_out_of_order_per_key" Median "first processings of a record below one already processed from its partition with the same ordering key" => |r| r.consumption().out_of_order_per_key;
     ProcessingBacklogMax "processing_backlog_max" Median "acknowledged messages not yet processed, most at any second's end" => |r| r.consumption().backlog_max;
+    ShareStateBytesPeak "share_state_bytes_peak" Median "the most memory the brokers held for share state (records in flight, holders' names, groups), bytes" => |r| r.0.summary.metrics.delivery.share_state_bytes_peak;
     ShareRecordsPeak "share_records_peak" Median "the most share records (available or acquired) the brokers held at once: the state a share group costs them" => |r| r.0.summary.metrics.delivery.share_records_peak;
     OutOfOrderPerKey "out_of_order_per_key" WorstSeed "first deliveries by share groups of a record below one already first delivered from its partition with the same ordering key (must be 0 under key_shared)" => |r| r.0.summary.shares.values().map(|g| g.out_of_order_per_key).sum::<u64>();
     ShareRedeliveries "share_redeliveries" Median "records share groups acquired again (lock expired, released)" => |r| r.0.summary.shares.values().map(|g| g.redeliveries).sum::<u64>();

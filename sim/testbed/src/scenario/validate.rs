@@ -1146,6 +1146,14 @@ impl Checker<'_> {
                 let until_s = self.until(&field("until_s"), f)?;
                 (FaultKind::DiskFull { target }, until_s)
             }
+            FaultTag::DiskEio => {
+                let target: Target = self.required(path, f, "target", f.target.clone())?;
+                self.target(&field("target"), &target, raw)?;
+                let rate: f64 = self.required(path, f, "rate", f.rate)?;
+                self.probability(&field("rate"), rate)?;
+                let until_s = self.until(&field("until_s"), f)?;
+                (FaultKind::DiskEio { target, rate }, until_s)
+            }
         })
     }
 

@@ -133,7 +133,8 @@ fn fault_table(f: &Fault) -> Table {
         FaultKind::Loss { .. }
         | FaultKind::Latency { .. }
         | FaultKind::Clock { .. }
-        | FaultKind::DiskFull { .. } => end("until_s", f.until_s),
+        | FaultKind::DiskFull { .. }
+        | FaultKind::DiskEio { .. } => end("until_s", f.until_s),
         FaultKind::Heal
         | FaultKind::Join { .. }
         | FaultKind::Leave { .. }
@@ -183,6 +184,10 @@ fn fault_table(f: &Fault) -> Table {
         FaultKind::RollingRestart { consumer, gap_s } => {
             t.insert("consumer", value(consumer.as_str()));
             t.insert("gap_s", value(*gap_s));
+        }
+        FaultKind::DiskEio { target, rate } => {
+            t.insert("target", value(target.to_string()));
+            t.insert("rate", value(*rate));
         }
         FaultKind::Clock {
             target,
