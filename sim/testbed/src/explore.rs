@@ -222,13 +222,17 @@ struct Pool {
 }
 
 /// Past the wall-time limit, how long a seed may still take before the explorer gives up on
-/// its thread: a quarter of the limit, at most [`STUCK_GRACE_MAX`]. The run loop checks the
-/// limit between simulation steps; a seed still running this long after it is caught in one
-/// step that never returns (an endless loop in the core or the harness).
+/// its thread: a quarter of the limit, within [`STUCK_GRACE_MIN`]..=[`STUCK_GRACE_MAX`]. The
+/// run loop checks the limit every so many simulation steps; a seed still running this long
+/// after it is caught in one step that never returns (an endless loop in the core or the
+/// harness).
 fn stuck_after(wall: Duration) -> Duration {
-    wall + (wall / 4).min(STUCK_GRACE_MAX)
+    wall.saturating_add((wall / 4).clamp(STUCK_GRACE_MIN, STUCK_GRACE_MAX))
 }
 
+/// The least [`stuck_after`] adds to the wall-time limit: more than the run loop's checks are
+/// apart on a loaded machine.
+const STUCK_GRACE_MIN: Duration = Duration::from_secs(2);
 /// The most [`stuck_after`] adds to the wall-time limit.
 const STUCK_GRACE_MAX: Duration = Duration::from_secs(30);
 
@@ -265,8 +269,16 @@ impl Pool {
         }
     }
 
+    /// One seed's finding; a panic in the run is a failure to run, not a stuck seed.
     fn run_seed(&self, seed: u64) -> Found {
-        match (self.runner)(&self.scenario, seed, self.limits) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.runner)(&self.scenario, seed, self.limits)
+        }));
+        let Ok(run) = run else {
+            let why = "the run panicked (replay it for the message)".to_string();
+            return (seed, Finding::Failed(why), None);
+        };
+        match run {
             Ok(o) if o.violations.is_empty() => (seed, Finding::Passed, Some(o.report.anomalies)),
             Ok(o) => (
                 seed,
@@ -285,7 +297,7 @@ impl Pool {
     }
 
     /// Removes the workers whose seed has run past `stuck_after` and returns their seeds.
-    fn give_up_on_stuck(&self, limit: Duration) -> Vec<(u64, Duration)> {
+    fn give_up_on_stuck(&self, limit: Duration) -> Vec<u64> {
         let mut busy = self.lock_busy();
         let stuck: Vec<u64> = busy
             .iter()
@@ -295,7 +307,7 @@ impl Pool {
         stuck
             .into_iter()
             .filter_map(|id| busy.remove(&id))
-            .map(|(seed, since)| (seed, since.elapsed()))
+            .map(|(seed, _)| seed)
             .collect()
     }
 }
@@ -303,7 +315,8 @@ impl Pool {
 /// Runs the seeds on `options.jobs` worker threads and gathers their findings, sorted by
 /// seed. A worker whose seed never returns from a simulation step is given up on past
 /// [`stuck_after`]: its seed is reported over the wall-time limit and a new worker takes its
-/// place (the stuck thread is left behind and ends with the process).
+/// place. The stuck thread is left behind, still taking a core, and ends with the process (a
+/// `bench-sim` measuring after such a seed counts its CPU too).
 fn explore_with(
     runner: Arc<Runner>,
     scenario: &Scenario,
@@ -324,7 +337,7 @@ fn explore_with(
         },
         seeds: Mutex::new(Box::new(shard.seeds(range))),
         busy: Mutex::new(BTreeMap::new()),
-        stop: AtomicBool::new(false),
+        stop: AtomicBool::new(options.stop_after == Some(0)),
     });
     let stop_after = options.stop_after.unwrap_or(u64::MAX);
     let stuck_limit = stuck_after(options.seed_wall);
@@ -359,12 +372,13 @@ fn explore_with(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        for (seed, running) in pool.give_up_on_stuck(stuck_limit) {
+        for seed in pool.give_up_on_stuck(stuck_limit) {
+            // The same words whatever the machine's speed, so result files compare.
             let why = format!(
-                "over the wall-time limit of {} s: still in one simulation step after {:.0} s \
+                "over the wall-time limit of {} s: still in one simulation step after {} s \
                  (a loop that never returns to the simulator; replay it under a debugger)",
                 options.seed_wall.as_secs_f64(),
-                running.as_secs_f64()
+                stuck_limit.as_secs_f64()
             );
             report(&mut found, (seed, Finding::OverWallTime(why), None));
             Pool::spawn_worker(&pool, workers, tx.clone());
@@ -594,10 +608,12 @@ mod tests {
         )
         .unwrap();
         // Seed 3 never returns, as a loop inside one step would not: the run loop's own
-        // wall-time check cannot fire there. The others fail at once.
+        // wall-time check cannot fire there. Seed 5 panics; the others fail at once.
         let runner: Arc<Runner> = Arc::new(|_: &Scenario, seed: u64, _: RunLimits| {
-            if seed == 3 {
-                std::thread::sleep(Duration::from_secs(3600));
+            match seed {
+                3 => std::thread::sleep(Duration::from_secs(3600)),
+                5 => panic!("seed 5 panics"),
+                _ => {}
             }
             Err(RunError::Sim(format!("seed {seed} ran")))
         });
@@ -615,6 +631,7 @@ mod tests {
                     assert_eq!(*seed, 3);
                     assert!(why.contains("still in one simulation step"), "{why}");
                 }
+                Finding::Failed(why) if *seed == 5 => assert!(why.contains("panicked"), "{why}"),
                 Finding::Failed(why) => {
                     assert_eq!(why, &format!("the simulation failed: seed {seed} ran"))
                 }
@@ -624,6 +641,16 @@ mod tests {
         assert!(found
             .iter()
             .any(|f| matches!(f.1, Finding::OverWallTime(_))));
+
+        let none = ExploreOptions {
+            stop_after: Some(0),
+            ..options
+        };
+        let never: Arc<Runner> = Arc::new(|_: &Scenario, seed: u64, _: RunLimits| {
+            panic!("--stop-after 0 ran seed {seed}")
+        });
+        let found = explore_with(never, &scenario, 1..9, Shard::ALL, &none, &|_| {});
+        assert!(found.is_empty(), "--stop-after 0 runs nothing");
     }
 
     #[test]

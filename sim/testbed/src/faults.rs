@@ -131,8 +131,8 @@ impl FaultPlan {
         }
     }
 
-    /// Undoes every network fault, sets every skewed clock to true speed, frees every full disk
-    /// and restarts every crashed broker; pending undo actions are dropped and faults scheduled
+    /// Undoes every network fault, sets every skewed clock to true speed, frees every full disk,
+    /// ends every EIO window and restarts every crashed broker; pending undo actions are dropped and faults scheduled
     /// later never fire.
     pub fn heal_all(
         &mut self,
@@ -318,7 +318,7 @@ impl FaultPlan {
                 jump_s,
             } => self.clock(&target, clock_rate, jump_s, view),
             FaultKind::DiskFull { target } => self.disk_full(&target, view),
-            FaultKind::DiskEio { target, rate } => self.disk_eio(&target, rate, view),
+            FaultKind::DiskEio { target, rate } => self.disk_eio(now, &target, rate, view),
         };
         if let (Some(t), Some(undo)) = (until, undo) {
             self.actions.entry(t.max(now)).or_default().push(undo);
@@ -374,20 +374,24 @@ impl FaultPlan {
         (Some(Action::FreeDisk(id)), detail)
     }
 
-    /// Draws come from a generator forked from the plan's, kept with the window in the view.
+    /// Draws come from a generator of their own, kept with the window in the view: forked from
+    /// a copy of the plan's, so that a `disk_eio` fault added or removed (by the shrinker, say)
+    /// leaves every other draw of the plan as it was.
     fn disk_eio(
         &mut self,
+        now: Duration,
         target: &Target,
         rate: f64,
         view: &SharedView,
     ) -> (Option<Action>, String) {
         let id = self.resolve(target, view);
-        let rng = self.rng.fork(DISK_EIO_SALT ^ u64::from(id));
+        let salt = DISK_EIO_SALT ^ u64::from(id) ^ (now.as_nanos() as u64);
+        let rng = self.rng.clone().fork(salt);
         let window = crate::disk_faults::EioWindow { rate, rng };
         view.borrow_mut().eio_disks.insert(id, window);
         self.failing.insert(id);
         let detail = format!(
-            "{target} = {}: EIO on {:.1}% of disk operations",
+            "{target} = {}: EIO on {:.3}% of disk operations",
             broker_host(id),
             rate * 100.0
         );

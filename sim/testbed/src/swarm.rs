@@ -181,7 +181,7 @@ impl fmt::Display for SwarmKind {
 #[serde(deny_unknown_fields, default)]
 pub struct SwarmSpec {
     /// The kinds a seed may switch on; each is on with probability 1/2, at least one.
-    /// Default: every kind but the consumer kinds ([`SwarmKind::is_consumer`]).
+    /// Default: every kind but the opt-in ones ([`SwarmKind::opt_in`]).
     pub kinds: Vec<SwarmKind>,
     /// How many faults a seed draws, `[min, max]`, over its enabled schedule kinds.
     pub faults: [u32; 2],
@@ -190,7 +190,8 @@ pub struct SwarmSpec {
     pub window_s: Option<[f64; 2]>,
     /// The longest a fault lasts before it is undone, in seconds.
     pub fault_s_max: f64,
-    /// The largest rate of a `loss` fault and of EIO; read corruption draws up to a tenth of it.
+    /// The largest rate of a `loss` fault and of a `disk_eio` window; the run-long `io_errors`
+    /// model draws up to a twentieth of it, read corruption up to a tenth.
     pub rate_max: f64,
     /// Each producer's `acks`, drawn from this list; empty: as in the file.
     pub acks: Vec<String>,
@@ -735,7 +736,7 @@ fn describe(f: &Fault) -> String {
         FaultKind::DiskFull { target } => format!("disk of {target} full"),
         FaultKind::DiskEio { target, rate } => {
             format!(
-                "EIO on {:.2}% of the disk operations of {target}",
+                "EIO on {:.3}% of the disk operations of {target}",
                 rate * 100.0
             )
         }

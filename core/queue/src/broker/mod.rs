@@ -1223,8 +1223,12 @@ impl Broker {
                 // Without this stop a damaged batch would be read and refused forever: the loop
                 // must make progress or end. Commits past it stay unapplied (a consumer resumes
                 // from an older offset: duplicates, never a skip).
+                let before = store.applied();
                 if let Err(damaged) = store.apply(&batches) {
-                    tracing::warn!(partition = %tp, offset = damaged.at, "damaged offsets batch: replay stopped");
+                    tracing::debug!(partition = %tp, offset = damaged.at, "damaged offsets batch: replay stopped");
+                    break;
+                }
+                if store.applied() == before {
                     break;
                 }
             }

@@ -46,12 +46,13 @@ impl OffsetStore {
     /// so the caller learns the log is damaged at `applied` rather than skipping past it.
     pub fn apply(&mut self, batches: &[Bytes]) -> Result<(), DamagedBatch> {
         for b in batches {
+            // Applied already (a header that does not even parse is checked below).
+            if batch::peek_header(b).is_ok_and(|h| h.end_offset() <= self.applied) {
+                continue;
+            }
             let Ok(header) = batch::parse(b) else {
                 return Err(DamagedBatch { at: self.applied });
             };
-            if header.end_offset() <= self.applied {
-                continue;
-            }
             if !header.is_control() {
                 for r in batch::records(b).unwrap_or_default() {
                     if let Some(snapshot) = record::decode(&r.key, &r.value) {

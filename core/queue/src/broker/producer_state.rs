@@ -79,12 +79,17 @@ impl ProducerStates {
         let end = log.end_offset();
         while at < end {
             let batches = log.read(at, end, REBUILD_READ_BYTES_MAX);
-            let Some(last) = batches.last() else { break };
-            // A header that does not move past `at` (damaged) ends the scan: it must progress.
-            at = batch::peek_header(last)
-                .ok()
+            if batches.is_empty() {
+                break;
+            }
+            // The furthest end a readable header reaches; none past `at` (every header
+            // damaged) ends the scan, which must progress.
+            at = batches
+                .iter()
+                .filter_map(|b| batch::peek_header(b).ok())
                 .map(|h| h.end_offset())
                 .filter(|&e| e > at)
+                .max()
                 .unwrap_or(end);
             for b in &batches {
                 if let Ok(h) = batch::peek_header(b) {

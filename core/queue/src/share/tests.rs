@@ -334,9 +334,16 @@ fn the_state_costs_bytes_per_record_in_flight_and_none_once_done() {
     p.acquire(at(0), "member-1", 4, &s, 0..10);
     let eight = p.state_bytes();
     assert!(four > empty, "{four} > {empty}");
-    assert_eq!(eight - four, four - empty, "the same cost per record in flight");
+    assert_eq!(
+        eight - four,
+        four - empty,
+        "the same cost per record in flight"
+    );
     let per_record = (four - empty) / 4;
-    assert!(per_record > "member-1".len() as u64, "the entry and the holder's name");
+    assert!(
+        per_record > "member-1".len() as u64,
+        "the entry and the holder's name"
+    );
     let accept: Vec<(u64, AckKind)> = (0..8).map(|o| (o, AckKind::Accept)).collect();
     p.acknowledge(at(1), "member-1", &accept);
     assert_eq!(p.state_bytes(), empty, "accepted records cost nothing");
