@@ -204,6 +204,40 @@ fn a_full_disk_stops_its_broker_until_the_space_is_back() {
     );
 }
 
+/// Overlapping `disk_full` windows on one broker: the disk has space again only when the last
+/// ends (3.0-4.0 s and 3.5-6.5 s: full until 6.5 s, one end recorded).
+#[test]
+fn overlapping_full_disk_windows_last_until_the_last_ends() {
+    let (_, base) = swarm_file();
+    let at = base.find("\n[swarm]").unwrap();
+    let end = base.find("\n[expect]").unwrap();
+    let window = |from: f64, until: f64| {
+        format!("\n[[faults]]\nat_s = {from:?}\nkind = \"disk_full\"\ntarget = \"broker-2\"\nuntil_s = {until:?}\n")
+    };
+    let text = format!(
+        "{}{}{}{}",
+        &base[..at],
+        window(3.0, 4.0),
+        window(3.5, 6.5),
+        &base[end..]
+    );
+    let scenario = Scenario::from_toml_str(&text, "disk-full-twice.toml").unwrap();
+    let outcome = run::run(&scenario, 3).unwrap();
+    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+    let faults = &outcome.summary.faults;
+    let ends: Vec<u64> = faults
+        .iter()
+        .filter(|f| f.kind == AppliedKind::DiskFullEnd)
+        .map(|f| f.at_ms)
+        .collect();
+    assert_eq!(ends, [6_500], "one end, the last window's");
+    let late_stops = faults
+        .iter()
+        .filter(|f| f.kind == AppliedKind::StorageFailure && (4_500..6_500).contains(&f.at_ms))
+        .count();
+    assert!(late_stops >= 1, "still full after the first window ended");
+}
+
 /// A `disk_eio` window: broker-2 fails a third of its disk operations with EIO, stops on the
 /// first, is restarted every second (its load at start may fail too) and stays up once the
 /// window ends. Nothing acknowledged is lost.

@@ -52,8 +52,10 @@ pub struct FaultPlan {
     slow: BTreeSet<(String, String)>,
     crashed: BTreeSet<NodeId>,
     skewed: BTreeSet<NodeId>,
-    full: BTreeSet<NodeId>,
-    failing: BTreeSet<NodeId>,
+    /// Per broker, the `disk_full` and `disk_eio` windows open on it: windows may overlap, and
+    /// the fault lasts until the last of them ends.
+    full: BTreeMap<NodeId, u32>,
+    failing: BTreeMap<NodeId, u32>,
     applied: Vec<AppliedFault>,
 }
 
@@ -98,8 +100,8 @@ impl FaultPlan {
             slow: BTreeSet::new(),
             crashed: BTreeSet::new(),
             skewed: BTreeSet::new(),
-            full: BTreeSet::new(),
-            failing: BTreeSet::new(),
+            full: BTreeMap::new(),
+            failing: BTreeMap::new(),
             applied: Vec::new(),
         }
     }
@@ -149,10 +151,10 @@ impl FaultPlan {
                 skew.set_rate(1.0);
             }
         }
-        for id in std::mem::take(&mut self.full) {
+        for id in std::mem::take(&mut self.full).into_keys() {
             view.borrow_mut().full_disks.remove(&id);
         }
-        for id in std::mem::take(&mut self.failing) {
+        for id in std::mem::take(&mut self.failing).into_keys() {
             view.borrow_mut().eio_disks.remove(&id);
         }
         self.restart_crashed(sim);
@@ -246,13 +248,13 @@ impl FaultPlan {
                 }
             }
             Action::FreeDisk(id) => {
-                if self.full.remove(&id) {
+                if close_window(&mut self.full, id) {
                     view.borrow_mut().full_disks.remove(&id);
                     self.record(now, AppliedKind::DiskFullEnd, broker_host(id), trace);
                 }
             }
             Action::EndEio(id) => {
-                if self.failing.remove(&id) {
+                if close_window(&mut self.failing, id) {
                     view.borrow_mut().eio_disks.remove(&id);
                     self.record(now, AppliedKind::DiskEioEnd, broker_host(id), trace);
                 }
@@ -369,7 +371,7 @@ impl FaultPlan {
     fn disk_full(&mut self, target: &Target, view: &SharedView) -> (Option<Action>, String) {
         let id = self.resolve(target, view);
         view.borrow_mut().full_disks.insert(id);
-        self.full.insert(id);
+        *self.full.entry(id).or_default() += 1;
         let detail = format!("{target} = {}: no space left", broker_host(id));
         (Some(Action::FreeDisk(id)), detail)
     }
@@ -388,8 +390,9 @@ impl FaultPlan {
         let salt = DISK_EIO_SALT ^ u64::from(id) ^ (now.as_nanos() as u64);
         let rng = self.rng.clone().fork(salt);
         let window = crate::disk_faults::EioWindow { rate, rng };
+        // The newest window's rate holds while windows overlap.
         view.borrow_mut().eio_disks.insert(id, window);
-        self.failing.insert(id);
+        *self.failing.entry(id).or_default() += 1;
         let detail = format!(
             "{target} = {}: EIO on {:.3}% of disk operations",
             broker_host(id),
@@ -635,4 +638,17 @@ impl FaultPlan {
         }
         out
     }
+}
+
+/// Closes one of `id`'s open windows; true when it was the last (the fault ends now).
+fn close_window(open: &mut BTreeMap<NodeId, u32>, id: NodeId) -> bool {
+    let Some(n) = open.get_mut(&id) else {
+        return false; // healed already
+    };
+    *n -= 1;
+    if *n > 0 {
+        return false;
+    }
+    open.remove(&id);
+    true
 }
