@@ -141,7 +141,7 @@ mod tests {
         );
         assert_eq!(store.get("g", &tp), Some(10));
         // A good copy of the batch (once repaired) carries the replay on.
-        assert_eq!(store.apply(&[b2.clone()]), Ok(()));
+        assert_eq!(store.apply(&[b2]), Ok(()));
         assert_eq!(store.applied(), 2);
     }
 }
