@@ -11,6 +11,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use fathom_history::Anomaly;
+use fathom_queue::config::ShareFailover;
+use fathom_sim::consumption::consumption;
 use fathom_sim::run;
 use fathom_sim::scenario::Scenario;
 use fathom_sim::summary::Summary;
@@ -267,6 +270,44 @@ fn share_group_member_crash_loses_nothing() {
 #[test]
 fn share_group_leader_failover_keeps_the_share_state() {
     assert_bounds_hold("share-group-failover.toml");
+}
+
+/// Issue 9: `[cluster.share] failover = "release"` (KIP-932's behaviour) against the default.
+/// A leader crash in the middle of the c3-share-failover base: released, the acquisitions of
+/// the old leader come back at once, so members have acknowledgements refused and records
+/// delivered again, but nothing waits for the 30 s lock; kept, nothing is refused and the
+/// records the crash left undecided wait for it. Neither loses or redelivers an accepted record.
+#[test]
+fn a_releasing_failover_trades_the_lock_wait_for_refused_work() {
+    let path = scenarios_dir().join("experiments/base/share-failover.toml");
+    let mut scenario = Scenario::load(&path).expect("scenario parses");
+    let mut run_with = |failover| {
+        scenario.cluster.share.failover = failover;
+        let outcome = run::run(&scenario, 1).expect("runs");
+        assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+        let anomalies = &outcome.report.anomalies;
+        assert_eq!(anomalies[Anomaly::Lost], 0);
+        assert_eq!(anomalies[Anomaly::RedeliveredAccepted], 0);
+        let stats = outcome.summary.shares["s1"].clone();
+        let end_s = outcome.summary.metrics.throughput.window_s[1];
+        let drain_s = consumption(&outcome.events, end_s)
+            .drain_s
+            .expect("drained");
+        (stats, drain_s)
+    };
+    let (kept, kept_drain_s) = run_with(ShareFailover::KeepLocks);
+    let (released, released_drain_s) = run_with(ShareFailover::Release);
+    assert_eq!(kept.refused_acks, 0, "{kept:?}");
+    assert!(released.refused_acks > 10, "{released:?}");
+    assert!(
+        released.redeliveries > 10 * kept.redeliveries.max(1),
+        "{released:?}"
+    );
+    assert!(
+        kept_drain_s > 20.0,
+        "kept locks wait out the lock: {kept_drain_s}"
+    );
+    assert!(released_drain_s < 5.0, "{released_drain_s}");
 }
 
 /// Issue 9: poison messages are released until their last delivery attempt, then copied to

@@ -31,6 +31,11 @@ pub struct ShareStats {
     pub dead_lettered: u64,
     /// Acknowledgements whose outcome the member could not learn.
     pub unknown_acks: u64,
+    /// Accepts and rejects the share-partition leader refused (the lock had expired, or the
+    /// record had been released by a failover): work of the member's that the group did not
+    /// keep; the record is delivered again.
+    #[serde(default)]
+    pub refused_acks: u64,
     /// Deliveries of a record below one already delivered from its partition to the group:
     /// the order a share group gives up (claim C3).
     pub out_of_order: u64,
@@ -196,6 +201,7 @@ fn acknowledged<'a>(
                     }
                 }
             }
+            EventType::Fail if settles => g.stats.refused_acks += 1,
             EventType::Info => {
                 g.stats.unknown_acks += 1;
                 if settles {

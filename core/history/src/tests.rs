@@ -1141,7 +1141,9 @@ fn share_groups_are_judged_from_acquisitions_and_acknowledgements() {
         acquire(10, "s0", &[(0, "a"), (1, "b")]),
         acquire(11, "s1", &[(2, "c"), (3, "d")]),
         ack(12, "s0", EventType::Ok, AckVerdict::Accept, &[(0, "a")]),
-        // b's lock expired: its redelivery to s1 is fine, and out of order.
+        // b's lock expired: s0's late accept is refused; its redelivery to s1 is fine, and
+        // out of order.
+        ack(13, "s0", EventType::Fail, AckVerdict::Accept, &[(1, "b")]),
         acquire(20, "s1", &[(1, "b")]),
         ack(21, "s1", EventType::Ok, AckVerdict::Reject, &[(1, "b")]),
         ack(22, "s1", EventType::Info, AckVerdict::Accept, &[(2, "c")]),
@@ -1175,9 +1177,10 @@ fn share_groups_are_judged_from_acquisitions_and_acknowledgements() {
             stats.accepted,
             stats.rejected,
             stats.unknown_acks,
+            stats.refused_acks,
             stats.out_of_order
         ),
-        (7, 2, 1, 1, 2, 2)
+        (7, 2, 1, 1, 2, 1, 2)
     );
     let without = check(&events[..10]);
     assert!(!without.anomalies.is_judged(Anomaly::Unconsumed));

@@ -21,6 +21,8 @@ pub struct ClusterConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub replication: ReplicationConfig,
+    #[serde(default)]
+    pub share: ShareConfig,
     /// Partitions of the internal offsets topic.
     #[serde(default = "default_offsets_partitions")]
     pub offsets_partitions: u32,
@@ -123,6 +125,30 @@ impl Default for ReplicationConfig {
             buggify: false,
         }
     }
+}
+
+/// What a new share-partition leader does with records an earlier leader handed out
+/// (issue 9's failover question; see [`crate::share`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareFailover {
+    /// The acquisitions are in the log, so the new leader keeps them: each record stays with
+    /// its member until its lock, restarted at the rebuild, runs out. A member that survives
+    /// the failover still acknowledges what it holds; one that does not strands its records
+    /// for a whole lock.
+    #[default]
+    KeepLocks,
+    /// KIP-932's behaviour (its share-group state persists delivery counts, not
+    /// acquisitions): records acquired in an earlier leader's term are available again at
+    /// once, their delivery count kept. Nothing waits for a lock, but a member still working
+    /// on such a record has its acknowledgement refused and the record is delivered again.
+    Release,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareConfig {
+    pub failover: ShareFailover,
 }
 
 fn default_offsets_partitions() -> u32 {

@@ -823,6 +823,7 @@ pub fn cluster_config(n: u32, topics: Vec<TopicConfig>) -> ClusterConfig {
         topics,
         log: LogConfig::default(),
         replication: ReplicationConfig::default(),
+        share: Default::default(),
         offsets_partitions: 1,
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use crate::resources::ResourceSpec;
 use fathom_history::{Anomaly, CheckReport};
 use fathom_queue::config::{
-    BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, TopicConfig,
+    BrokerAddr, ClusterConfig, FsyncPolicy, LogConfig, ReplicationConfig, ShareConfig, TopicConfig,
 };
 use fathom_queue::ids::NodeId;
 pub use fathom_queue::protocol::Acks;
@@ -108,6 +108,9 @@ pub struct ClusterSpec {
     pub log: LogConfig,
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// `[cluster.share]`: the share-partition leaders' policy (see [`ShareConfig`]).
+    #[serde(default)]
+    pub share: ShareConfig,
 }
 
 fn default_offsets_partitions() -> u32 {
@@ -127,6 +130,7 @@ impl ClusterSpec {
             topics: self.topics.clone(),
             log: self.log.clone(),
             replication: self.replication.clone(),
+            share: self.share.clone(),
             offsets_partitions: self.offsets_partitions,
         }
     }

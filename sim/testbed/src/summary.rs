@@ -161,8 +161,8 @@ impl Summary {
         for (group, g) in &self.shares {
             let _ = writeln!(
                 s,
-                "share      {group}: delivered {}  redelivered {}  accepted {}  rejected {} (dead-lettered {})  unknown {}  out of order {} (per key {})",
-                g.delivered, g.redeliveries, g.accepted, g.rejected, g.dead_lettered, g.unknown_acks, g.out_of_order, g.out_of_order_per_key
+                "share      {group}: delivered {}  redelivered {}  accepted {}  rejected {} (dead-lettered {})  refused {}  unknown {}  out of order {} (per key {})",
+                g.delivered, g.redeliveries, g.accepted, g.rejected, g.dead_lettered, g.refused_acks, g.unknown_acks, g.out_of_order, g.out_of_order_per_key
             );
         }
         let r = &self.recoveries;

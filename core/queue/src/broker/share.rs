@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Broker, ConnId, Waiter, WaiterKind, FETCH_BYTES_MAX};
+use crate::config::ShareFailover;
 use crate::ids::TopicPartition;
 use crate::log::batch;
 use crate::protocol::{ErrorCode, Response, ShareAcknowledgeOk, ShareFetchOk};
@@ -217,7 +218,8 @@ impl Broker {
         }
         let term = replica.term();
         if self.shares.get(tp).is_none_or(|s| s.term != term) {
-            let rebuilt = rebuild(&self.replicas[tp], term, now);
+            let failover = self.config.share.failover;
+            let rebuilt = rebuild(&self.replicas[tp], term, failover, now);
             self.shares.insert(tp.clone(), rebuilt);
         }
         let held = self.share_partitions();
@@ -336,8 +338,9 @@ impl Broker {
 }
 
 /// Replays every share change in `replica`'s log, the uncommitted tail included: a leader's log
-/// is the one that will be committed.
-fn rebuild(replica: &Replica, term: u64, now: Instant) -> PartitionShares {
+/// is the one that will be committed. Under [`ShareFailover::Release`], acquisitions written in
+/// an earlier term than `term` are released as they are replayed.
+fn rebuild(replica: &Replica, term: u64, failover: ShareFailover, now: Instant) -> PartitionShares {
     let mut shares = PartitionShares {
         term,
         groups: BTreeMap::new(),
@@ -350,8 +353,14 @@ fn rebuild(replica: &Replica, term: u64, now: Instant) -> PartitionShares {
             break;
         };
         for b in &batches {
+            let earlier_term = batch::peek_header(b).is_ok_and(|h| h.leader_epoch < term);
+            let release = failover == ShareFailover::Release && earlier_term;
             for (group, change) in record::decode(b) {
-                shares.groups.entry(group).or_default().apply(now, &change);
+                let state = shares.groups.entry(group).or_default();
+                state.apply(now, &change);
+                if let (true, Change::Acquire { offsets, .. }) = (release, &change) {
+                    state.release_acquired(offsets);
+                }
             }
         }
         if last.end_offset() <= offset {

@@ -29,15 +29,19 @@ fn offsets_partition() -> TopicPartition {
 }
 
 fn brokers(n: u32, seed: u64) -> Cluster<BrokerNode> {
-    let config = cluster_config(
+    broker_cluster(seed, orders_config(n), BrokerLimits::default())
+}
+
+/// Brokers `1..=n` hosting `orders` with one partition and three replicas.
+fn orders_config(n: u32) -> ClusterConfig {
+    cluster_config(
         n,
         vec![TopicConfig {
             name: "orders".into(),
             partitions: 1,
             replication_factor: 3,
         }],
-    );
-    broker_cluster(seed, config, BrokerLimits::default())
+    )
 }
 
 /// What the brokers sent the test's clients.
@@ -167,7 +171,11 @@ fn hw(c: &Cluster<BrokerNode>, broker: NodeId) -> u64 {
 
 /// A three-broker cluster with a ready leader of `orders-0`, and that leader.
 fn ready_cluster(seed: u64) -> (Cluster<BrokerNode>, NodeId) {
-    let mut c = brokers(3, seed);
+    ready(brokers(3, seed))
+}
+
+/// `c` once `orders/0` and the offsets partition have ready leaders; with the former's.
+fn ready(mut c: Cluster<BrokerNode>) -> (Cluster<BrokerNode>, NodeId) {
     let leader = c.await_ready_leader_of(&orders(), 5 * SECOND);
     c.await_ready_leader_of(&offsets_partition(), 5 * SECOND);
     c.run_for(ms(200));

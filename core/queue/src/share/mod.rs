@@ -40,6 +40,14 @@
 //! Expiry is not persisted: an expired lock and a replayed one differ only in when the record
 //! becomes available again, which a new leader's fresh deadline decides.
 //!
+//! That is the default, [`ShareFailover::KeepLocks`](crate::config::ShareFailover). Under
+//! `Release` (KIP-932's behaviour, whose share-group state persists delivery counts but not
+//! acquisitions), a new leader replays the log the same way and then releases every record
+//! acquired in an earlier term, as though its lock had expired at the failover: nothing
+//! waits out a lock, and a member still holding such a record is refused its acknowledgement
+//! ([`ShareError::LockExpired`]) and the record goes to whoever fetches it next. Acquisitions of
+//! the leader's own term survive a rebuild in that term (after a failed proposal).
+//!
 //! # Bounds
 //!
 //! In-flight records (available after a release, or acquired) per share-partition are at most
@@ -612,6 +620,25 @@ impl SharePartition {
             }
         }
         expired
+    }
+
+    /// Makes those of `offsets` that are acquired available again, as if their locks had
+    /// expired: a new leader under [`ShareFailover::Release`](crate::config::ShareFailover)
+    /// replaying an earlier leader's acquisition. Returns how many it released.
+    pub fn release_acquired(&mut self, offsets: &[u64]) -> usize {
+        let mut released = 0;
+        for offset in offsets {
+            let Some(r) = self.in_flight.get_mut(offset) else {
+                continue;
+            };
+            if let State::Acquired { member, .. } = &r.state {
+                r.state = State::Available {
+                    last_holder: Some(member.clone()),
+                };
+                released += 1;
+            }
+        }
+        released
     }
 
     /// Applies one persisted change, as the leader that made it did or as a replay does. A

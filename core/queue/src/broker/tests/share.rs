@@ -2,6 +2,7 @@
 //! failover) and the bound on push subscriptions, through the request path.
 
 use super::*;
+use crate::config::ShareFailover;
 use crate::share::{AckKind, ShareError, ShareMode, ShareSettings};
 
 const GROUP: &str = "s1";
@@ -166,9 +167,15 @@ fn a_held_share_fetch_answers_when_a_record_commits() {
     assert_eq!(got.len(), 1);
 }
 
-#[test]
-fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() {
-    let (mut c, leader) = ready_cluster(13);
+/// A cluster whose leader of `orders/0` handed six records to `m1`, which accepted the first
+/// three, and then crashed: the cluster, the client, the new leader and the six records.
+fn fail_over_holding_three(
+    seed: u64,
+    failover: ShareFailover,
+) -> (Cluster<BrokerNode>, Client, NodeId, Vec<(u64, u16)>) {
+    let mut config = orders_config(3);
+    config.share.failover = failover;
+    let (mut c, leader) = ready(broker_cluster(seed, config, BrokerLimits::default()));
     let mut client = Client::default();
     produce_keys(&mut c, &mut client, leader, 6);
     let held = acquired(client.call(&mut c, leader, share_fetch("m1", 6, 0)));
@@ -186,6 +193,12 @@ fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() 
     c.crash(leader);
     let next = c.await_ready_leader_of(&orders(), 10 * SECOND);
     assert_ne!(next, leader);
+    (c, client, next, held)
+}
+
+#[test]
+fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() {
+    let (mut c, mut client, next, held) = fail_over_holding_three(13, ShareFailover::KeepLocks);
     // Right after the failover: the three unacknowledged records are still m1's.
     let nothing = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
     assert!(nothing.is_empty(), "{nothing:?}");
@@ -194,6 +207,35 @@ fn a_new_leader_neither_redelivers_accepted_records_nor_forgets_acquired_ones() 
     let back = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
     let expected: Vec<(u64, u16)> = held[3..].iter().map(|&(o, n)| (o, n + 1)).collect();
     assert_eq!(back, expected);
+}
+
+/// KIP-932's failover ([`ShareFailover::Release`]): the new leader hands out at once, one
+/// delivery more, what the old one had handed out and not seen acknowledged, never what it had
+/// seen accepted; the old holder's late acknowledgement is refused and changes nothing.
+#[test]
+fn a_releasing_new_leader_hands_out_an_earlier_leaders_acquisitions_at_once() {
+    let (mut c, mut client, next, held) = fail_over_holding_three(13, ShareFailover::Release);
+    let late: Vec<(u64, AckKind)> = held[3..]
+        .iter()
+        .map(|&(o, _)| (o, AckKind::Accept))
+        .collect();
+    let r = client.call(&mut c, next, share_ack("m1", late.clone()));
+    let refused: Vec<(u64, ShareError)> = late
+        .iter()
+        .map(|&(o, _)| (o, ShareError::LockExpired))
+        .collect();
+    assert!(
+        matches!(r, Some(Response::ShareAcknowledge(Ok(ref ok))) if ok.refused == refused),
+        "{r:?}"
+    );
+    let back = acquired(client.call(&mut c, next, share_fetch("m2", 10, 0)));
+    let expected: Vec<(u64, u16)> = held[3..].iter().map(|&(o, n)| (o, n + 1)).collect();
+    assert_eq!(back, expected);
+    // The new leader's own acquisitions survive a rebuild in its term (as after a failed
+    // proposal): only an earlier term's are released.
+    c.with_node(next, |b, _| b.0.forget_shares(&orders()));
+    let nothing = acquired(client.call(&mut c, next, share_fetch("m3", 10, 0)));
+    assert!(nothing.is_empty(), "{nothing:?}");
 }
 
 /// Key_Shared across a failover: the records a fetch deferred for their held key are in the
