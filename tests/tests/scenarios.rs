@@ -424,6 +424,11 @@ fn push_floods_a_slow_consumer_without_credits_and_loses_nothing() {
         );
         assert_eq!(credited.push_overflows, 0, "seed {seed}: {credited:?}");
         assert_eq!(flooded.fetches + credited.fetches, 0, "push never fetches");
+        // One credit window serves each consumer at its own pace: the prompt one within
+        // milliseconds of the commit, the slow one seconds behind.
+        let p50 = |c: &str| consumers[c].latency_p50_ms.expect("it got messages");
+        assert!(p50("prompt-0") < 5.0, "seed {seed}: {consumers:?}");
+        assert!(p50("credited-0") > 500.0, "seed {seed}: {consumers:?}");
         let acked: std::collections::BTreeSet<&str> = outcome
             .events
             .iter()

@@ -166,21 +166,26 @@ fn disk_full_leaves_the_draws_of_seeds_without_it_unchanged() {
     );
 }
 
-/// A full disk stops the broker at its next append; the supervisor restarts it every second
-/// and it stops again until the space is back, and then it stays up. Nothing acknowledged is
-/// lost and the run keeps its bounds.
-#[test]
-fn a_full_disk_stops_its_broker_until_the_space_is_back() {
+/// swarm.toml as written, without its `[swarm]` draws, plus `faults` (`[[faults]]` tables).
+fn swarm_with(faults: &str, name: &str) -> Scenario {
     let (_, base) = swarm_file();
     let at = base.find("\n[swarm]").unwrap();
     let end = base.find("\n[expect]").unwrap();
-    let text = format!(
-        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_full\"\ntarget = \"broker-2\"\nuntil_s = 6.5\n{}",
-        &base[..at],
-        &base[end..]
-    );
-    let scenario = Scenario::from_toml_str(&text, "disk-full.toml").unwrap();
-    let outcome = run::run(&scenario, 3).unwrap();
+    let text = format!("{}{faults}{}", &base[..at], &base[end..]);
+    Scenario::from_toml_str(&text, name).unwrap()
+}
+
+/// A `kind` window (`extra`: its other fields) on broker-2 from `from` to `until` seconds.
+fn disk_window(kind: &str, extra: &str, from: f64, until: f64) -> String {
+    format!(
+        "\n[[faults]]\nat_s = {from:?}\nkind = \"{kind}\"\ntarget = \"broker-2\"\n{extra}until_s = {until:?}\n"
+    )
+}
+
+/// Runs `scenario` at seed 3 within its bounds; the outcome and the times (ms) a storage error
+/// stopped a broker, each of them broker-2.
+fn run_counting_stops(scenario: &Scenario) -> (run::RunOutcome, Vec<u64>) {
+    let outcome = run::run(scenario, 3).unwrap();
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
     let stops: Vec<u64> = outcome
         .summary
@@ -192,15 +197,25 @@ fn a_full_disk_stops_its_broker_until_the_space_is_back() {
             f.at_ms
         })
         .collect();
-    assert!(stops.len() >= 3, "stopped at {stops:?}");
-    assert!(
-        stops.iter().all(|&t| (3_000..6_500).contains(&t)),
-        "only while full: {stops:?}"
-    );
     assert!(
         outcome.report.acked > 2_000,
         "acked {}",
         outcome.report.acked
+    );
+    (outcome, stops)
+}
+
+/// A full disk stops the broker at its next append; the supervisor restarts it every second
+/// and it stops again until the space is back, and then it stays up. Nothing acknowledged is
+/// lost and the run keeps its bounds.
+#[test]
+fn a_full_disk_stops_its_broker_until_the_space_is_back() {
+    let window = disk_window("disk_full", "", 3.0, 6.5);
+    let (_, stops) = run_counting_stops(&swarm_with(&window, "disk-full.toml"));
+    assert!(stops.len() >= 3, "stopped at {stops:?}");
+    assert!(
+        stops.iter().all(|&t| (3_000..6_500).contains(&t)),
+        "only while full: {stops:?}"
     );
 }
 
@@ -208,33 +223,19 @@ fn a_full_disk_stops_its_broker_until_the_space_is_back() {
 /// ends (3.0-4.0 s and 3.5-6.5 s: full until 6.5 s, one end recorded).
 #[test]
 fn overlapping_full_disk_windows_last_until_the_last_ends() {
-    let (_, base) = swarm_file();
-    let at = base.find("\n[swarm]").unwrap();
-    let end = base.find("\n[expect]").unwrap();
-    let window = |from: f64, until: f64| {
-        format!("\n[[faults]]\nat_s = {from:?}\nkind = \"disk_full\"\ntarget = \"broker-2\"\nuntil_s = {until:?}\n")
-    };
-    let text = format!(
-        "{}{}{}{}",
-        &base[..at],
-        window(3.0, 4.0),
-        window(3.5, 6.5),
-        &base[end..]
-    );
-    let scenario = Scenario::from_toml_str(&text, "disk-full-twice.toml").unwrap();
-    let outcome = run::run(&scenario, 3).unwrap();
-    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
-    let faults = &outcome.summary.faults;
-    let ends: Vec<u64> = faults
+    let windows =
+        [(3.0, 4.0), (3.5, 6.5)].map(|(from, until)| disk_window("disk_full", "", from, until));
+    let (outcome, stops) =
+        run_counting_stops(&swarm_with(&windows.concat(), "disk-full-twice.toml"));
+    let ends: Vec<u64> = outcome
+        .summary
+        .faults
         .iter()
         .filter(|f| f.kind == AppliedKind::DiskFullEnd)
         .map(|f| f.at_ms)
         .collect();
     assert_eq!(ends, [6_500], "one end, the last window's");
-    let late_stops = faults
-        .iter()
-        .filter(|f| f.kind == AppliedKind::StorageFailure && (4_500..6_500).contains(&f.at_ms))
-        .count();
+    let late_stops = stops.iter().filter(|t| (4_500..6_500).contains(*t)).count();
     assert!(late_stops >= 1, "still full after the first window ended");
 }
 
@@ -243,42 +244,43 @@ fn overlapping_full_disk_windows_last_until_the_last_ends() {
 /// window ends. Nothing acknowledged is lost.
 #[test]
 fn an_eio_window_stops_its_broker_only_while_it_lasts() {
-    let (_, base) = swarm_file();
-    let at = base.find("\n[swarm]").unwrap();
-    let end = base.find("\n[expect]").unwrap();
-    let text = format!(
-        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_eio\"\ntarget = \"broker-2\"\nrate = 0.3\nuntil_s = 6.5\n{}",
-        &base[..at],
-        &base[end..]
-    );
-    let scenario = Scenario::from_toml_str(&text, "disk-eio.toml").unwrap();
-    let outcome = run::run(&scenario, 3).unwrap();
-    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
-    let faults = &outcome.summary.faults;
-    let stops: Vec<u64> = faults
-        .iter()
-        .filter(|f| f.kind == AppliedKind::StorageFailure)
-        .map(|f| {
-            assert!(f.detail.starts_with("broker-2 "), "{}", f.detail);
-            f.at_ms
-        })
-        .collect();
+    let window = disk_window("disk_eio", "rate = 0.3\n", 3.0, 6.5);
+    let (outcome, stops) = run_counting_stops(&swarm_with(&window, "disk-eio.toml"));
     assert!(stops.len() >= 3, "stopped at {stops:?}");
     assert!(
         stops.iter().all(|&t| (3_000..6_500).contains(&t)),
         "only inside the window: {stops:?}"
     );
     assert!(
-        faults
+        outcome
+            .summary
+            .faults
             .iter()
             .any(|f| f.kind == AppliedKind::DiskEioEnd && f.at_ms == 6_500),
         "the window ends on time"
     );
-    assert!(
-        outcome.report.acked > 2_000,
-        "acked {}",
-        outcome.report.acked
-    );
+}
+
+/// `share_failover` is drawn last, from the late stream: listing it changes no other draw,
+/// and seeds draw each policy.
+#[test]
+fn share_failover_is_drawn_without_changing_the_other_draws() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/swarm-share.toml");
+    let scenario = Scenario::load(&path).expect("swarm-share.toml parses");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = "share_failover = [\"keep_locks\", \"release\"]\n";
+    assert!(text.contains(line), "swarm-share.toml draws both policies");
+    let without = Scenario::from_toml_str(&text.replace(line, ""), "swarm-share.toml").unwrap();
+    let mut drawn = std::collections::BTreeSet::new();
+    for seed in 1..=20 {
+        let now = swarm::draw(&scenario, scenario.swarm.as_ref().unwrap(), seed).unwrap();
+        let before = swarm::draw(&without, without.swarm.as_ref().unwrap(), seed).unwrap();
+        let mut expected = before.scenario.clone();
+        expected.cluster.share.failover = now.scenario.cluster.share.failover;
+        assert_eq!(now.scenario, expected, "seed {seed}");
+        drawn.insert(now.scenario.cluster.share.failover.name());
+    }
+    assert_eq!(drawn.len(), 2, "{drawn:?}");
 }
 
 /// The consumer kinds hit group and share-group members only, and a `[swarm]` naming them

@@ -145,6 +145,16 @@ pub enum ShareFailover {
     Release,
 }
 
+impl ShareFailover {
+    /// The name scenario and config files use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShareFailover::KeepLocks => "keep_locks",
+            ShareFailover::Release => "release",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShareConfig {

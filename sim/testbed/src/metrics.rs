@@ -125,6 +125,10 @@ pub struct DeliveryMetrics {
 /// One consumer process's delivery counters over its whole life.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ConsumerDelivery {
+    /// Store-to-delivery latency, median, of the messages sent in the measured window, each
+    /// counted at its first delivery to this process; `None` when it got none of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p50_ms: Option<f64>,
     pub fetches: u64,
     pub empty_fetches: u64,
     pub pushes: u64,
@@ -136,6 +140,7 @@ pub struct ConsumerDelivery {
 impl From<&DeliveryStats> for ConsumerDelivery {
     fn from(s: &DeliveryStats) -> ConsumerDelivery {
         ConsumerDelivery {
+            latency_p50_ms: None,
             fetches: s.fetches,
             empty_fetches: s.empty_fetches,
             pushes: s.pushes,
@@ -307,6 +312,8 @@ struct Tally<'a> {
     series: Vec<Second>,
     invoked: BTreeMap<&'a str, u64>,
     delivered: BTreeMap<&'a str, u64>,
+    /// Per consumer process, when it first got each message id.
+    delivered_to: BTreeMap<&'a str, BTreeMap<&'a str, u64>>,
     offsets: BTreeMap<&'a str, (TopicPartition, u64)>,
     /// Per partition: (time, position after the poll) of consumer polls.
     positions: BTreeMap<TopicPartition, Vec<(u64, u64)>>,
@@ -329,6 +336,7 @@ impl<'a> Tally<'a> {
                 .collect(),
             invoked: BTreeMap::new(),
             delivered: BTreeMap::new(),
+            delivered_to: BTreeMap::new(),
             offsets: BTreeMap::new(),
             positions: BTreeMap::new(),
         }
@@ -370,7 +378,7 @@ impl<'a> Tally<'a> {
                     EventType::Ok,
                 ) if e.process != FINAL_READ_PROCESS => {
                     let tp = TopicPartition::new(topic.clone(), *partition);
-                    self.on_poll(tp, records, e.time_ns);
+                    self.on_poll(tp, records, &e.process, e.time_ns);
                 }
                 // A share member's acquisition is its delivery (issue 9).
                 (
@@ -383,7 +391,7 @@ impl<'a> Tally<'a> {
                     EventType::Ok,
                 ) => {
                     let tp = TopicPartition::new(topic.clone(), *partition);
-                    self.on_poll(tp, records, e.time_ns);
+                    self.on_poll(tp, records, &e.process, e.time_ns);
                 }
                 _ => {}
             }
@@ -413,9 +421,19 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn on_poll(&mut self, tp: TopicPartition, records: &'a [(u64, String)], t: u64) {
+    fn on_poll(
+        &mut self,
+        tp: TopicPartition,
+        records: &'a [(u64, String)],
+        process: &'a str,
+        t: u64,
+    ) {
         if let Some((last, _)) = records.last() {
             self.positions.entry(tp).or_default().push((t, last + 1));
+        }
+        let to_process = self.delivered_to.entry(process).or_default();
+        for (_, id) in records {
+            to_process.entry(id.as_str()).or_insert(t);
         }
         for (_, id) in records {
             if self.delivered.contains_key(id.as_str()) {
@@ -748,24 +766,32 @@ fn delivery(
     probes: &Probes,
     window: (u64, u64),
 ) -> DeliveryMetrics {
+    let sent_in_window = |id: &&str| {
+        let sent = tally.invoked.get(id).copied();
+        sent.is_some_and(|t| t >= window.0 && t < window.1)
+    };
+    // From the commit to `got`, for a message sent in the window.
+    let store_to_delivery = |id: &&str, got: u64| {
+        let (tp, offset) = tally.offsets.get(id).filter(|_| sent_in_window(id))?;
+        let committed = committed_at(probes, tp, *offset)?;
+        Some(got.saturating_sub(committed))
+    };
     let mut latency = Micros::default();
     let mut messages = 0;
-    let sent_in_window = tally
-        .invoked
-        .iter()
-        .filter(|(_, &t)| t >= window.0 && t < window.1);
-    for (id, _) in sent_in_window {
-        let (Some(&got), Some((tp, offset))) = (tally.delivered.get(id), tally.offsets.get(id))
-        else {
-            continue;
-        };
-        let Some(committed) = committed_at(probes, tp, *offset) else {
-            continue;
-        };
-        latency.record(got.saturating_sub(committed));
-        messages += 1;
+    for (id, &got) in &tally.delivered {
+        if let Some(ns) = store_to_delivery(id, got) {
+            latency.record(ns);
+            messages += 1;
+        }
     }
     let stats = latency.stats("store to delivery");
+    let consumer_p50_ms = |process: &str| {
+        let mut h = Micros::default();
+        let got = tally.delivered_to.get(process)?;
+        let latencies = got.iter().filter_map(|(id, &t)| store_to_delivery(id, t));
+        latencies.for_each(|ns| h.record(ns));
+        (!h.0.is_empty()).then(|| h.stats("store to delivery").p50_ms)
+    };
     let sum = |map: &BTreeMap<String, DeliveryStats>, f: fn(&DeliveryStats) -> u64| {
         map.values().map(f).fold(0u64, u64::saturating_add)
     };
@@ -814,7 +840,11 @@ fn delivery(
         consumers: probes
             .consumers
             .iter()
-            .map(|(name, s)| (name.clone(), ConsumerDelivery::from(s)))
+            .map(|(name, s)| {
+                let mut c = ConsumerDelivery::from(s);
+                c.latency_p50_ms = consumer_p50_ms(name);
+                (name.clone(), c)
+            })
             .collect(),
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use fathom_queue::config::FsyncPolicy;
+use fathom_queue::config::{FsyncPolicy, ShareFailover};
 use fathom_queue::protocol::Acks;
 use fathom_queue::rng::Rng;
 use serde::Deserialize;
@@ -203,6 +203,9 @@ pub struct SwarmSpec {
     pub buggify: Vec<bool>,
     /// The cluster's `replication.pre_vote`, drawn from this list; empty: as in the file.
     pub pre_vote: Vec<bool>,
+    /// The cluster's `share.failover`, drawn from this list; empty: as in the file. Drawn
+    /// from the late stream after everything else, so that listing it changes no other draw.
+    pub share_failover: Vec<ShareFailover>,
 }
 
 impl Default for SwarmSpec {
@@ -218,6 +221,7 @@ impl Default for SwarmSpec {
             fsync: Vec::new(),
             buggify: Vec::new(),
             pre_vote: Vec::new(),
+            share_failover: Vec::new(),
         }
     }
 }
@@ -272,6 +276,12 @@ pub fn draw(scenario: &Scenario, swarm: &Swarm, seed: u64) -> Result<Drawn, Scen
         late_draw.fault(kind);
     }
     drawn_faults.extend(late_draw.faults);
+    if !spec.share_failover.is_empty() {
+        let options = &spec.share_failover;
+        let failover = options[late_rng.range_u64(0, options.len() as u64 - 1) as usize];
+        text.set("cluster.share.failover", failover.name());
+        description.push(format!("workload   share.failover = {}", failover.name()));
+    }
     let mut faults = scenario.faults.clone();
     faults.extend(drawn_faults);
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));

@@ -219,31 +219,36 @@ fn a_run_over_its_wall_time_limit_is_abandoned() {
     }
 }
 
-/// A `disk_full` fault is applied at the driver's disk seam, so madsim's model disk gets it as
-/// turmoil's does: broker-2 stops on ENOSPC only while its disk is full, and nothing is lost.
-#[test]
-fn a_full_disk_stops_its_broker_under_madsim_too() {
+/// swarm.toml without its `[swarm]` draws, plus one `kind` window on broker-2 (`extra`: its
+/// other fields) from 3 s to 6.5 s, run under madsim at seed 3 within its bounds: the times
+/// (ms) a storage error stopped a broker.
+fn storage_stops_in_a_window(kind: &str, extra: &str) -> Vec<u64> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/swarm.toml");
     let base = std::fs::read_to_string(path).expect("swarm.toml");
     let (at, end) = (
         base.find("\n[swarm]").expect("[swarm]"),
         base.find("\n[expect]").expect("[expect]"),
     );
-    let text = format!(
-        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_full\"\ntarget = \"broker-2\"\nuntil_s = 6.5\n{}",
-        &base[..at],
-        &base[end..]
+    let window = format!(
+        "\n[[faults]]\nat_s = 3.0\nkind = \"{kind}\"\ntarget = \"broker-2\"\n{extra}until_s = 6.5\n"
     );
-    let scenario = Scenario::from_toml_str(&text, "disk-full.toml").expect("parses");
+    let text = format!("{}{window}{}", &base[..at], &base[end..]);
+    let scenario = Scenario::from_toml_str(&text, &format!("{kind}.toml")).expect("parses");
     let o = run_madsim(&scenario, 3).expect("the run completes");
     assert!(o.violations.is_empty(), "{:?}", o.violations);
-    let stops: Vec<u64> = o
-        .summary
+    o.summary
         .faults
         .iter()
         .filter(|f| f.kind == fathom_sim::fault_log::AppliedKind::StorageFailure)
         .map(|f| f.at_ms)
-        .collect();
+        .collect()
+}
+
+/// A `disk_full` fault is applied at the driver's disk seam, so madsim's model disk gets it as
+/// turmoil's does: broker-2 stops on ENOSPC only while its disk is full, and nothing is lost.
+#[test]
+fn a_full_disk_stops_its_broker_under_madsim_too() {
+    let stops = storage_stops_in_a_window("disk_full", "");
     assert!(stops.len() >= 3, "stopped at {stops:?}");
     assert!(
         stops.iter().all(|t| (3_000..6_500).contains(t)),
@@ -254,27 +259,7 @@ fn a_full_disk_stops_its_broker_under_madsim_too() {
 /// A `disk_eio` window under madsim: the same seam, so broker-2 stops on EIO only inside it.
 #[test]
 fn an_eio_window_stops_its_broker_under_madsim_too() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/swarm.toml");
-    let base = std::fs::read_to_string(path).expect("swarm.toml");
-    let (at, end) = (
-        base.find("\n[swarm]").expect("[swarm]"),
-        base.find("\n[expect]").expect("[expect]"),
-    );
-    let text = format!(
-        "{}\n[[faults]]\nat_s = 3.0\nkind = \"disk_eio\"\ntarget = \"broker-2\"\nrate = 0.3\nuntil_s = 6.5\n{}",
-        &base[..at],
-        &base[end..]
-    );
-    let scenario = Scenario::from_toml_str(&text, "disk-eio.toml").expect("parses");
-    let o = run_madsim(&scenario, 3).expect("the run completes");
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
-    let stops: Vec<u64> = o
-        .summary
-        .faults
-        .iter()
-        .filter(|f| f.kind == fathom_sim::fault_log::AppliedKind::StorageFailure)
-        .map(|f| f.at_ms)
-        .collect();
+    let stops = storage_stops_in_a_window("disk_eio", "rate = 0.3\n");
     assert!(stops.len() >= 3, "stopped at {stops:?}");
     assert!(
         stops.iter().all(|t| (3_000..6_500).contains(t)),

@@ -124,6 +124,8 @@ measures! {
     CommitLag "commit_lag" Median "acknowledged records past the group's last commit when the workload ends (read again, or for the first time, by a restart)" => |r| r.groups(|g| g.commit_lag as f64);
     DeliveryP50Ms "delivery_p50_ms" Median "commit (stored on a quorum) to first delivery to the application, median, steady state" => |r| r.delivery_latency(|d| d.latency_p50_ms);
     DeliveryP99Ms "delivery_p99_ms" Median "commit to first delivery to the application, 99th percentile, steady state" => |r| r.delivery_latency(|d| d.latency_p99_ms);
+    ConsumerDeliveryP50MsMin "consumer_delivery_p50_ms_min" Median "store-to-delivery latency, median, of the best-served consumer process (each message counted at its first delivery to it)" => |r| r.consumer_latencies().reduce(f64::min);
+    ConsumerDeliveryP50MsMax "consumer_delivery_p50_ms_max" Median "store-to-delivery latency, median, of the worst-served consumer process (each message counted at its first delivery to it)" => |r| r.consumer_latencies().reduce(f64::max);
     IdleFetchesPerS "idle_fetches_per_s" Median "fetch answers without a new record per second of the workload phase, all consumers" => |r| r.0.summary.metrics.delivery.idle_fetches_per_s;
     FetchesPerS "fetches_per_s" Median "fetch answers per second of the workload phase, all consumers" => |r| r.fetches_per_s();
     ReceiveBufferPeakBytes "receive_buffer_peak_bytes" Median "the fullest any consumer's receive buffer got, bytes of keys and values" => |r| r.0.summary.metrics.delivery.receive_buffer_peak_bytes;
@@ -277,6 +279,12 @@ impl Run<'_> {
 
     /// A group figure summed over the run's consumer groups; `None` without a group.
     /// How the consumers shared the work, from the history (claim C3).
+    /// Each consumer process's own median store-to-delivery latency, where it has one.
+    fn consumer_latencies(&self) -> impl Iterator<Item = f64> + '_ {
+        let consumers = self.0.summary.metrics.delivery.consumers.values();
+        consumers.filter_map(|c| c.latency_p50_ms)
+    }
+
     fn consumption(&self) -> crate::consumption::Consumption {
         let end_s = self.0.summary.metrics.throughput.window_s[1];
         crate::consumption::consumption(&self.0.events, end_s)
