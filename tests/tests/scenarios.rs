@@ -288,6 +288,7 @@ fn a_releasing_failover_trades_the_lock_wait_for_refused_work() {
         let anomalies = &outcome.report.anomalies;
         assert_eq!(anomalies[Anomaly::Lost], 0);
         assert_eq!(anomalies[Anomaly::RedeliveredAccepted], 0);
+        assert_eq!(anomalies[Anomaly::Unconsumed], 0);
         let stats = outcome.summary.shares["s1"].clone();
         let end_s = outcome.summary.metrics.throughput.window_s[1];
         let drain_s = consumption(&outcome.events, end_s)

@@ -31,9 +31,9 @@ pub struct ShareStats {
     pub dead_lettered: u64,
     /// Acknowledgements whose outcome the member could not learn.
     pub unknown_acks: u64,
-    /// Accepts and rejects the share-partition leader refused (the lock had expired, or the
-    /// record had been released by a failover): work of the member's that the group did not
-    /// keep; the record is delivered again.
+    /// Accepts and rejects the share-partition leader refused (the lock had expired, a
+    /// failover had released the record, or the member did not hold it): work of the member's
+    /// that the group did not keep; the record is delivered again if it is not done.
     #[serde(default)]
     pub refused_acks: u64,
     /// Deliveries of a record below one already delivered from its partition to the group:

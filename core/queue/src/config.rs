@@ -138,10 +138,11 @@ pub enum ShareFailover {
     /// for a whole lock.
     #[default]
     KeepLocks,
-    /// KIP-932's behaviour (its share-group state persists delivery counts, not
-    /// acquisitions): records acquired in an earlier leader's term are available again at
-    /// once, their delivery count kept. Nothing waits for a lock, but a member still working
-    /// on such a record has its acknowledgement refused and the record is delivered again.
+    /// KIP-932's behaviour (its share-group state persists acknowledgements and delivery
+    /// counts, not acquisitions): records acquired in an earlier leader's term are available
+    /// again at once, the attempt of that acquisition not counted (a delivery KIP-932's new
+    /// leader never learns of). Nothing waits for a lock, but a member still working on such a
+    /// record has its acknowledgement refused and the record is delivered again.
     Release,
 }
 

@@ -43,8 +43,9 @@
 //! That is the default, [`ShareFailover::KeepLocks`](crate::config::ShareFailover). Under
 //! `Release` (KIP-932's behaviour, whose share-group state persists delivery counts but not
 //! acquisitions), a new leader replays the log the same way and then releases every record
-//! acquired in an earlier term, as though its lock had expired at the failover: nothing
-//! waits out a lock, and a member still holding such a record is refused its acknowledgement
+//! acquired in an earlier term, with that acquisition's delivery attempt taken back, as
+//! KIP-932's new leader, which never learns of the acquisition, would: nothing waits out a
+//! lock, and a member still holding such a record is refused its acknowledgement
 //! ([`ShareError::LockExpired`]) and the record goes to whoever fetches it next. Acquisitions of
 //! the leader's own term survive a rebuild in that term (after a failed proposal).
 //!
@@ -622,9 +623,11 @@ impl SharePartition {
         expired
     }
 
-    /// Makes those of `offsets` that are acquired available again, as if their locks had
-    /// expired: a new leader under [`ShareFailover::Release`](crate::config::ShareFailover)
-    /// replaying an earlier leader's acquisition. Returns how many it released.
+    /// Makes those of `offsets` that are acquired available again and takes their
+    /// acquisition's delivery attempt back: a new leader under
+    /// [`ShareFailover::Release`](crate::config::ShareFailover) replaying an earlier leader's
+    /// acquisition, which KIP-932's persisted state would not hold at all. Returns how many it
+    /// released.
     pub fn release_acquired(&mut self, offsets: &[u64]) -> usize {
         let mut released = 0;
         for offset in offsets {
@@ -635,6 +638,7 @@ impl SharePartition {
                 r.state = State::Available {
                     last_holder: Some(member.clone()),
                 };
+                r.deliveries = r.deliveries.saturating_sub(1);
                 released += 1;
             }
         }

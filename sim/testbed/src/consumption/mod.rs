@@ -36,8 +36,11 @@ pub struct Consumption {
 }
 
 /// One processing: the application finished with `records` of `tp`. What counts is a group
-/// member's `process` line, or a share member's confirmed `accept` or `reject` (a `release`
-/// hands the record back unprocessed). Every figure of this module uses this one definition.
+/// member's `process` line, or a share member's `accept` or `reject`, confirmed or of unknown
+/// outcome (the application processed the record; the group may have kept the acknowledgement,
+/// and then never hands the record out again), not one the leader refused (the group threw the
+/// work away) nor a `release` (it hands the record back unprocessed). Every figure of this
+/// module uses this one definition.
 pub(crate) struct Processing<'a> {
     pub tp: (&'a str, u32),
     pub records: &'a [(u64, String)],
@@ -45,15 +48,12 @@ pub(crate) struct Processing<'a> {
 
 /// The processing `e` records, if it records one.
 pub(crate) fn processing(e: &Event) -> Option<Processing<'_>> {
-    if e.kind != EventType::Ok {
-        return None;
-    }
     match &e.op {
         Op::Process {
             topic,
             partition,
             records,
-        } if e.group.is_some() => Some(Processing {
+        } if e.group.is_some() && e.kind == EventType::Ok => Some(Processing {
             tp: (topic, *partition),
             records,
         }),
@@ -63,10 +63,12 @@ pub(crate) fn processing(e: &Event) -> Option<Processing<'_>> {
             ack,
             records,
             ..
-        } if *ack != AckVerdict::Release => Some(Processing {
-            tp: (topic, *partition),
-            records,
-        }),
+        } if *ack != AckVerdict::Release && matches!(e.kind, EventType::Ok | EventType::Info) => {
+            Some(Processing {
+                tp: (topic, *partition),
+                records,
+            })
+        }
         _ => None,
     }
 }
@@ -189,6 +191,10 @@ mod tests {
     }
 
     fn accept(t: u64, who: &str, offset: u64, id: &str) -> Event {
+        accept_as(EventType::Ok, t, who, offset, id)
+    }
+
+    fn accept_as(kind: EventType, t: u64, who: &str, offset: u64, id: &str) -> Event {
         let op = Op::Acknowledge {
             topic: "t".into(),
             partition: 0,
@@ -196,7 +202,24 @@ mod tests {
             records: vec![(offset, id.into())],
             error: None,
         };
-        Event::new(t, who, EventType::Ok, op).in_group("s", None)
+        Event::new(t, who, kind, op).in_group("s", None)
+    }
+
+    /// An accept of unknown outcome is a processing (the application did the work; the group
+    /// may have kept it and never hand the record out again); a refused one is not.
+    #[test]
+    fn an_unknown_accept_is_a_processing_and_a_refused_one_is_not() {
+        let events = vec![
+            sent(0, "a", 0),
+            sent(0, "b", 1),
+            accept_as(EventType::Info, S, "s-0", 0, "a"),
+            accept_as(EventType::Fail, S, "s-0", 1, "b"),
+        ];
+        let c = consumption(&events, 0.0);
+        assert_eq!(c.drain_s, None, "b's processing was refused");
+        let mut done = events.clone();
+        done.push(accept(3 * S, "s-1", 1, "b"));
+        assert_eq!(consumption(&done, 0.0).drain_s, Some(3.0));
     }
 
     const S: u64 = 1_000_000_000;

@@ -145,7 +145,7 @@ measures! {
     ShareRecordsPeak "share_records_peak" Median "the most share records (available or acquired) the brokers held at once: the state a share group costs them" => |r| r.0.summary.metrics.delivery.share_records_peak;
     OutOfOrderPerKey "out_of_order_per_key" WorstSeed "first deliveries by share groups of a record below one already first delivered from its partition with the same ordering key (must be 0 under key_shared)" => |r| r.0.summary.shares.values().map(|g| g.out_of_order_per_key).sum::<u64>();
     ShareRedeliveries "share_redeliveries" Median "records share groups acquired again (lock expired, released)" => |r| r.0.summary.shares.values().map(|g| g.redeliveries).sum::<u64>();
-    ShareRefusedAcks "share_refused_acks" Median "accepts and rejects of share group members the leader refused (lock expired or released by a failover): processing thrown away and done again" => |r| r.0.summary.shares.values().map(|g| g.refused_acks).sum::<u64>();
+    ShareRefusedAcks "share_refused_acks" Median "accepts and rejects of share group members the leader refused (lock expired, released by a failover, or not held): processing thrown away" => |r| r.0.summary.shares.values().map(|g| g.refused_acks).sum::<u64>();
 }
 
 /// A number taken from every run: an anomaly count (the checker's classes, one [`Anomaly`]
