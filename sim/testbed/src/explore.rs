@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -219,6 +219,11 @@ struct Pool {
     /// returns, finds itself removed and ends without reporting.
     busy: Mutex<BTreeMap<u64, (u64, Instant)>>,
     stop: AtomicBool,
+    /// Violating seeds so far, and how many stop the exploration (`--stop-after`). A worker
+    /// counts its own violation before it takes another seed, so that with one job no seed
+    /// starts after the last one allowed; seeds already running on other workers finish.
+    violating: AtomicU64,
+    stop_after: u64,
 }
 
 /// Past the wall-time limit, how long a seed may still take before the explorer gives up on
@@ -262,6 +267,11 @@ impl Pool {
             let found = self.run_seed(seed);
             if self.lock_busy().remove(&id).is_none() {
                 return; // given up on: its seed is already reported as stuck
+            }
+            if matches!(found.1, Finding::Violated(_))
+                && self.violating.fetch_add(1, Ordering::Relaxed) + 1 >= self.stop_after
+            {
+                self.stop.store(true, Ordering::Relaxed);
             }
             if reports.send(Report::Seed(found)).is_err() {
                 return;
@@ -338,8 +348,9 @@ fn explore_with(
         seeds: Mutex::new(Box::new(shard.seeds(range))),
         busy: Mutex::new(BTreeMap::new()),
         stop: AtomicBool::new(options.stop_after == Some(0)),
+        violating: AtomicU64::new(0),
+        stop_after: options.stop_after.unwrap_or(u64::MAX),
     });
-    let stop_after = options.stop_after.unwrap_or(u64::MAX);
     let stuck_limit = stuck_after(options.seed_wall);
     let (tx, rx) = mpsc::channel();
     let mut workers = 0u64;
@@ -348,15 +359,8 @@ fn explore_with(
         workers += 1;
     }
     let mut live = jobs;
-    let mut violating = 0u64;
     let mut found: Vec<Found> = Vec::new();
-    let mut report = |found: &mut Vec<Found>, f: Found| {
-        if matches!(f.1, Finding::Violated(_)) {
-            violating += 1;
-            if violating >= stop_after {
-                pool.stop.store(true, Ordering::Relaxed);
-            }
-        }
+    let report = |found: &mut Vec<Found>, f: Found| {
         found.push(f);
         on_seed(
             found
