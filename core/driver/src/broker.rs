@@ -316,7 +316,7 @@ async fn peer_link<N: Net>(
         peer: Peer::Broker(me),
     });
     loop {
-        let stream = match N::connect(&addr).await {
+        let stream = match crate::connect::<N>(&addr).await {
             Ok(s) => s,
             Err(_) => {
                 while frames.try_recv().is_ok() {}

@@ -322,7 +322,7 @@ impl<N: Net> ClientIo<N> {
         let events = self.events_tx.clone();
         let resources = self.resources.clone();
         tokio::task::spawn_local(async move {
-            match N::connect(&addr).await {
+            match crate::connect::<N>(&addr).await {
                 Ok(stream) => {
                     let peer = N::peer_ip(&stream);
                     pay(resources.connect(peer)).await;

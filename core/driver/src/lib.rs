@@ -51,6 +51,12 @@ pub const PING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 /// segments or reset the connection; turmoil's TCP does neither, and a real peer can vanish
 /// without a reset, so the driver must notice a dead link itself.
 pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A connect that has not completed in this long fails. A SYN to a crashed host can go
+/// unanswered (turmoil drops it; a real OS retries it for a minute or more), and every frame
+/// queued for that broker waits behind the connect, so a client would wait for the broker's
+/// restart instead of failing over. As long as [`LINK_IDLE_TIMEOUT`]: a peer silent that long is
+/// dead either way. Kafka's `socket.connection.setup.timeout.ms` is 10 s, for WAN round trips.
+pub const CONNECT_TIMEOUT: std::time::Duration = LINK_IDLE_TIMEOUT;
 
 /// The network as the driver needs it.
 pub trait Net: 'static {
@@ -111,6 +117,13 @@ impl Resources for Unmetered {
 
 /// Shared by a process's connection tasks.
 pub type SharedResources = std::rc::Rc<dyn Resources>;
+
+/// [`Net::connect`] bounded by [`CONNECT_TIMEOUT`]; running out is an `io::ErrorKind::TimedOut`.
+async fn connect<N: Net>(addr: &str) -> io::Result<N::Stream> {
+    tokio::time::timeout(CONNECT_TIMEOUT, N::connect(addr))
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+}
 
 /// Sleeps for `wait` unless it is zero (a zero sleep would still yield to the scheduler).
 pub async fn pay(wait: Duration) {

@@ -73,3 +73,83 @@ impl Disk for WritebackDisk {
         self.inner.apply(op)
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use fathom_driver::{ClientIo, ClientMachine, CONNECT_TIMEOUT};
+    use fathom_queue::client::Transmit;
+    use fathom_queue::config::BrokerAddr;
+    use fathom_queue::ids::NodeId;
+    use fathom_queue::protocol::Message;
+    use fathom_queue::time::Instant;
+
+    use super::*;
+
+    /// Sends one ping to broker 1 and notes when the driver reports the link gone.
+    #[derive(Debug, Default)]
+    struct Probe {
+        sent: bool,
+        gone_at: Option<Instant>,
+    }
+
+    impl ClientMachine for Probe {
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn handle_message(&mut self, _: Instant, _: NodeId, _: Message) {}
+        fn handle_disconnected(&mut self, now: Instant, _: NodeId) {
+            self.gone_at.get_or_insert(now);
+        }
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            (!std::mem::replace(&mut self.sent, true)).then_some(Transmit {
+                to: 1,
+                lane: 0,
+                msg: Message::Ping,
+            })
+        }
+    }
+
+    /// turmoil drops a SYN to a crashed host, as a real network may: the connect must fail after
+    /// `CONNECT_TIMEOUT` rather than wait for the host to come back.
+    #[test]
+    fn a_connect_to_a_crashed_broker_fails_after_the_connect_timeout() {
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(30))
+            .build();
+        sim.host("b1", || async {
+            let listener = turmoil::net::TcpListener::bind("0.0.0.0:9092").await?;
+            loop {
+                listener.accept().await?;
+            }
+        });
+        sim.step().expect("first step");
+        sim.crash("b1");
+        let gone_at = Rc::new(Cell::new(None));
+        let seen = gone_at.clone();
+        sim.client("c", async move {
+            let brokers = [BrokerAddr {
+                id: 1,
+                addr: "b1:9092".into(),
+            }];
+            let mut io = ClientIo::<SimNet>::new("c", &brokers);
+            let mut probe = Probe::default();
+            let give_up = Instant::from_nanos(20_000_000_000);
+            while probe.gone_at.is_none() && io.now() < give_up {
+                io.step(&mut probe, Some(give_up)).await;
+            }
+            seen.set(probe.gone_at);
+            Ok(())
+        });
+        sim.run().expect("runs");
+        let gone_at = gone_at.get().expect("the driver reports the link gone");
+        let waited = Duration::from_nanos(gone_at.as_nanos());
+        assert!(
+            waited >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT + Duration::from_millis(50),
+            "link reported gone after {waited:?}"
+        );
+    }
+}
