@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader};
 use super::recovery::{self, RecoveryReport};
@@ -92,7 +92,18 @@ pub struct PartitionLog {
     /// A sync was requested while [`SYNCS_IN_FLIGHT_MAX`] were in flight.
     sync_deferred: bool,
     next_sync_token: u64,
-    pending_ops: VecDeque<StorageOp>,
+    pending_ops: VecDeque<PendingOp>,
+}
+
+/// A storage op waiting for the driver.
+#[derive(Debug, Clone)]
+enum PendingOp {
+    Op(StorageOp),
+    /// Batches appended back to back to the segment file at `path`, to be written at once.
+    Append {
+        path: String,
+        batches: Vec<Bytes>,
+    },
 }
 
 impl PartitionLog {
@@ -423,9 +434,16 @@ impl PartitionLog {
         }
     }
 
-    /// The next storage op, in the order they must be applied.
+    /// The next storage op, in the order they must be applied. Batches appended to one file
+    /// with no other op between them come as one `Append`.
     pub fn poll_op(&mut self) -> Option<StorageOp> {
-        self.pending_ops.pop_front()
+        Some(match self.pending_ops.pop_front()? {
+            PendingOp::Op(op) => op,
+            PendingOp::Append { path, batches } => StorageOp::Append {
+                path,
+                bytes: concat(batches),
+            },
+        })
     }
 
     // --- internals ---------------------------------------------------------------------------
@@ -476,7 +494,29 @@ impl PartitionLog {
                 .insert(header.leader_epoch, header.base_offset);
         }
         self.end_offset = end;
-        self.push_op(StorageOp::Append { path, bytes });
+        self.queue_append(path, bytes);
+    }
+
+    /// Queues `bytes` for the end of the file at `path`, in one write with the append queued
+    /// just before it if that went to the same file. A follower so stores what one fetch
+    /// brought with one write, as Kafka's does: one write per batch would make a catch-up of
+    /// hundreds of batches hundreds of writes, each of which a simulated disk (turmoil's scans
+    /// every unsynced write of the host on each write) pays for with all the ones before it.
+    fn queue_append(&mut self, path: String, bytes: Bytes) {
+        if let Some(PendingOp::Append {
+            path: last,
+            batches,
+        }) = self.pending_ops.back_mut()
+        {
+            if *last == path {
+                batches.push(bytes);
+                return;
+            }
+        }
+        self.push_pending(PendingOp::Append {
+            path,
+            batches: vec![bytes],
+        });
     }
 
     /// Issues one token syncing every unsynced segment.
@@ -509,6 +549,10 @@ impl PartitionLog {
     }
 
     fn push_op(&mut self, op: StorageOp) {
+        self.push_pending(PendingOp::Op(op));
+    }
+
+    fn push_pending(&mut self, op: PendingOp) {
         debug_assert!(
             self.pending_ops.len() < PENDING_OPS_MAX,
             "{}: {PENDING_OPS_MAX} storage ops not drained",
@@ -516,4 +560,16 @@ impl PartitionLog {
         );
         self.pending_ops.push_back(op);
     }
+}
+
+/// The bytes of `batches` in one buffer; a single batch is passed on without a copy.
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    if let [one] = batches.as_slice() {
+        return one.clone();
+    }
+    let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+    for b in &batches {
+        out.extend_from_slice(b);
+    }
+    out.freeze()
 }

@@ -5,7 +5,7 @@
 //! that does not decode, is an error after which the connection must be closed: the stream has
 //! lost its framing.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::Message;
 
@@ -25,15 +25,17 @@ pub enum FrameError {
 /// fetch's bytes are capped by `broker::FETCH_BYTES_MAX`, and batches and appends by the
 /// cluster config's `batch_bytes_max` and `append_bytes_max`, which must stay well under it.
 pub fn encode(msg: &Message) -> Bytes {
-    let body = postcard::to_stdvec(msg).expect("every Message is serializable");
+    // The body is serialised behind room for its length, which is filled in after: one buffer
+    // and no copy of the body (a fetch answer carries up to megabytes of batches).
+    let mut out =
+        postcard::to_extend(msg, vec![0; LEN_BYTES]).expect("every Message is serializable");
+    let len = out.len() - LEN_BYTES;
     assert!(
-        body.len() <= FRAME_BYTES_MAX as usize,
+        len <= FRAME_BYTES_MAX as usize,
         "encoding a frame over the limit"
     );
-    let mut out = BytesMut::with_capacity(LEN_BYTES + body.len());
-    out.put_u32(body.len() as u32);
-    out.put_slice(&body);
-    out.freeze()
+    out[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    Bytes::from(out)
 }
 
 #[derive(Debug)]
@@ -82,6 +84,7 @@ impl FrameDecoder {
 mod tests {
     use super::*;
     use crate::protocol::{Peer, Request, PROTOCOL_VERSION};
+    use bytes::BufMut;
     use proptest::prelude::*;
 
     #[test]

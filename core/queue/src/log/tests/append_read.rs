@@ -39,18 +39,45 @@ fn leader_append_stamps_consecutive_offsets_and_the_epoch() {
     let ops = drain(&mut log);
     assert_eq!(
         ops,
-        vec![
-            StorageOp::Append {
-                path: segment_path(0),
-                bytes: stored[0].clone()
-            },
-            StorageOp::Append {
-                path: segment_path(0),
-                bytes: stored[1].clone()
-            },
-        ],
-        "one Append per batch, carrying exactly the stored bytes; nothing else"
+        vec![StorageOp::Append {
+            path: segment_path(0),
+            bytes: [stored[0].clone(), stored[1].clone()].concat().into()
+        }],
+        "one write of the two batches back to back, exactly the stored bytes; nothing else"
     );
+}
+
+/// Batches go to the disk in one write only while nothing else comes between them: an op on
+/// another file or a sync keeps its place.
+#[test]
+fn appends_share_a_write_only_with_the_append_just_before_them() {
+    let mut log = PartitionLog::new(tp(), small_config());
+    log.append_as_leader(&producer_batch(1, 5, 1), 1).unwrap();
+    log.append_as_leader(&producer_batch(1, 5, 2), 1).unwrap();
+    assert!(log.request_sync());
+    log.append_as_leader(&producer_batch(1, 5, 3), 1).unwrap();
+    let stored = all_batches(&log);
+    let ops = drain(&mut log);
+    let kinds: Vec<_> = ops
+        .iter()
+        .map(|op| match op {
+            StorageOp::Append { bytes, .. } => format!("append {}", bytes.len()),
+            StorageOp::Sync { .. } => "sync".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let two = stored[0].len() + stored[1].len();
+    let expected = [
+        format!("append {two}"),
+        "sync".into(),
+        format!("append {}", stored[2].len()),
+    ];
+    assert_eq!(kinds, expected);
+    // Drained between appends, each batch is its own write.
+    log.append_as_leader(&producer_batch(1, 5, 4), 1).unwrap();
+    assert_eq!(drain(&mut log).len(), 1);
+    log.append_as_leader(&producer_batch(1, 5, 5), 1).unwrap();
+    assert_eq!(drain(&mut log).len(), 1);
 }
 
 #[test]
@@ -145,12 +172,15 @@ fn segments_roll_before_exceeding_their_size_and_never_split_a_batch() {
     config.segment_bytes_max = 300;
     let mut log = PartitionLog::new(tp(), config);
     let mut sizes = vec![];
+    let mut ops = vec![];
     for value_len in [10, 40, 100, 500, 20, 20, 900, 5] {
         let b = producer_batch(2, value_len, 1);
         sizes.push(b.len());
         log.append_as_leader(&b, 1).unwrap();
+        // Drained after each, so that each write is one batch.
+        ops.extend(drain(&mut log));
     }
-    let files = appended_files(&drain(&mut log));
+    let files = appended_files(&ops);
     let mut seen: Vec<usize> = vec![];
     for (path, batch_sizes) in &files {
         let total: usize = batch_sizes.iter().sum();
