@@ -100,8 +100,12 @@ pub(crate) struct SimObserver {
     conflicts_counted: u64,
     /// Per replica, in `Broker::replicas` order: its partition, high watermark and led epoch
     /// when last observed. The observer runs after every input; a replica whose two figures
-    /// did not move has nothing new to record in the view.
+    /// did not move has nothing new to record in the view. A broker's replicas are fixed when
+    /// it starts, so an index names the same partition for the whole incarnation.
     seen: Vec<(TopicPartition, u64, Option<u64>)>,
+    /// `ClusterView::leader_updates` after this observer's last pass: while it stands, the
+    /// leaders it recorded are still there and need not be written again.
+    leader_updates_seen: u64,
 }
 
 impl BrokerObserver for SimObserver {
@@ -170,21 +174,24 @@ impl BrokerObserver for SimObserver {
             let tp = r.partition();
             let hw = r.high_watermark();
             let leads = r.is_leader().then_some(r.term());
-            let unchanged = self
-                .seen
-                .get(i)
-                .is_some_and(|(t, h, l)| t == tp && *h == hw && *l == leads);
+            let unchanged = self.seen.get(i).is_some_and(|(t, h, l)| {
+                debug_assert_eq!(t, tp, "a broker's replicas are fixed at its start");
+                *h == hw && *l == leads
+            });
             if unchanged {
                 // The high watermark timeline only grows and the leading set is this broker's
-                // own to change, so both hold what they did. `leaders` is written again: a
-                // second leader of the same epoch (a leader conflict) may have taken it.
-                if let Some(epoch) = leads {
-                    record_leader(&mut view.leaders, tp, epoch, broker.id());
+                // own to change, so both hold what they did. `leaders` is written again if it
+                // changed since: a second leader of the same epoch (a leader conflict) may
+                // have taken it.
+                if let Some(epoch) =
+                    leads.filter(|_| view.leader_updates != self.leader_updates_seen)
+                {
+                    record_leader(&mut view, tp, epoch, broker.id());
                 }
                 continue;
             }
             match self.seen.get_mut(i) {
-                Some(seen) => *seen = (tp.clone(), hw, leads),
+                Some(seen) => (seen.1, seen.2) = (hw, leads),
                 None => self.seen.push((tp.clone(), hw, leads)),
             }
             if tp.topic != OFFSETS_TOPIC {
@@ -220,9 +227,10 @@ impl BrokerObserver for SimObserver {
                 };
             }
             if let Some(epoch) = leads {
-                record_leader(&mut view.leaders, tp, epoch, broker.id());
+                record_leader(&mut view, tp, epoch, broker.id());
             }
         }
+        self.leader_updates_seen = view.leader_updates;
         if view.snapshot_wanted && !self.snapshot_taken {
             self.snapshot_taken = true;
             for r in broker.replicas() {
@@ -272,15 +280,11 @@ fn slot<'m, V: Default>(
 }
 
 /// Records `id` as the leader of `tp` in `epoch` unless a later epoch's leader is known.
-fn record_leader(
-    leaders: &mut BTreeMap<TopicPartition, (u64, NodeId)>,
-    tp: &TopicPartition,
-    epoch: u64,
-    id: NodeId,
-) {
-    let entry = slot(leaders, tp);
-    if epoch >= entry.0 {
+fn record_leader(view: &mut ClusterView, tp: &TopicPartition, epoch: u64, id: NodeId) {
+    let entry = slot(&mut view.leaders, tp);
+    if epoch >= entry.0 && *entry != (epoch, id) {
         *entry = (epoch, id);
+        view.leader_updates += 1;
     }
 }
 
@@ -922,6 +926,7 @@ impl BrokerSoftware {
         view.borrow_mut().probes.share_state.remove(&id);
         let disk = crate::disk_faults::FaultyDisk::new(make_disk()?, id, view.clone());
         let mut observer = SimObserver {
+            leader_updates_seen: 0,
             id,
             view: view.clone(),
             trace: trace.clone(),

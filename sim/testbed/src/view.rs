@@ -18,6 +18,8 @@ use crate::summary::Recoveries;
 pub struct ClusterView {
     /// The newest leader known for each partition: `(epoch, broker)`.
     pub leaders: BTreeMap<TopicPartition, (u64, NodeId)>,
+    /// Times an entry of `leaders` changed.
+    pub leader_updates: u64,
     /// The brokers that, when each last looked, led the partition. A crashed broker stays in
     /// until its next incarnation looks, so readers filter by running hosts.
     pub leading: BTreeMap<TopicPartition, BTreeSet<NodeId>>,
