@@ -783,13 +783,13 @@ fn take_snapshots(sim: &mut turmoil::Sim<'_>, view: &SharedView) -> Result<(), R
 fn judge(
     scenario: &Scenario,
     seed: u64,
-    trace: Trace,
+    mut trace: Trace,
     view: &SharedView,
     faults: Vec<AppliedFault>,
     incomplete: Vec<String>,
     world: Option<Rc<RefCell<World>>>,
 ) -> RunOutcome {
-    let mut events = trace.events.clone();
+    let mut events = std::mem::take(&mut trace.events);
     events.sort_by_key(|e| e.time_ns);
     let mut report = history::check(&events);
     let (divergence, examples) = replica_divergence(&view.borrow());
@@ -831,7 +831,7 @@ fn judge(
         summary,
         report,
         events,
-        attempts: trace.attempts.clone(),
+        attempts: std::mem::take(&mut trace.attempts),
         drawn: None,
         violations,
     }
