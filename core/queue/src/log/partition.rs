@@ -13,8 +13,9 @@ use crate::config::LogConfig;
 use crate::ids::TopicPartition;
 
 /// Ops waiting in [`PartitionLog::poll_op`]'s queue. The caller drains it after every call, so
-/// one call's worth (one append, or one truncation's removals) is all it ever holds; reaching
-/// this means a caller stopped draining.
+/// one call's worth is all it ever holds: the writes of one append of one or many batches (a
+/// run of batches to the same segment file is one write, a roll starts another), its syncs, or
+/// one truncation's removals. Reaching this means a caller stopped draining.
 pub const PENDING_OPS_MAX: usize = 1 << 16;
 
 /// Sync tokens in flight at once. A request beyond this waits for a completion and then covers

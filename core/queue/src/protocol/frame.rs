@@ -25,10 +25,15 @@ pub enum FrameError {
 /// fetch's bytes are capped by `broker::FETCH_BYTES_MAX`, and batches and appends by the
 /// cluster config's `batch_bytes_max` and `append_bytes_max`, which must stay well under it.
 pub fn encode(msg: &Message) -> Bytes {
-    // The body is serialised behind room for its length, which is filled in after: one buffer
-    // and no copy of the body (a fetch answer carries up to megabytes of batches).
-    let mut out =
-        postcard::to_extend(msg, vec![0; LEN_BYTES]).expect("every Message is serializable");
+    // The body is serialised once, behind room for its length, into a buffer sized by a first
+    // pass that only counts: no copy of the body behind the length (a fetch answer carries up
+    // to megabytes of batches), and no spare capacity pinned while the frame is in flight (a
+    // growing Vec would hold up to twice the frame).
+    let body = postcard::experimental::serialized_size(msg).expect("every Message is serializable");
+    let mut out = Vec::with_capacity(LEN_BYTES + body);
+    out.extend_from_slice(&[0; LEN_BYTES]);
+    let mut out = postcard::to_extend(msg, out).expect("every Message is serializable");
+    debug_assert_eq!(out.len(), out.capacity(), "the size pass counted the body");
     let len = out.len() - LEN_BYTES;
     assert!(
         len <= FRAME_BYTES_MAX as usize,

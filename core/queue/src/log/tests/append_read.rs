@@ -73,11 +73,54 @@ fn appends_share_a_write_only_with_the_append_just_before_them() {
         format!("append {}", stored[2].len()),
     ];
     assert_eq!(kinds, expected);
-    // Drained between appends, each batch is its own write.
-    log.append_as_leader(&producer_batch(1, 5, 4), 1).unwrap();
-    assert_eq!(drain(&mut log).len(), 1);
-    log.append_as_leader(&producer_batch(1, 5, 5), 1).unwrap();
-    assert_eq!(drain(&mut log).len(), 1);
+}
+
+/// Undrained appends across several segment rolls: each write holds the batches of one segment,
+/// in order, and goes to that segment's file; no write runs on past a roll. Where each batch
+/// belongs comes from a second log drained after every append, where every batch is its own
+/// write.
+#[test]
+fn a_run_of_appends_is_one_write_per_segment_and_never_spans_a_roll() {
+    let batches: Vec<Bytes> = (0..60)
+        .map(|i| producer_batch(i % 4 + 1, 10 + (i * 7) % 40, i as u8))
+        .collect();
+    let mut drained = PartitionLog::new(tp(), small_config());
+    let mut file_of = Vec::new();
+    for b in &batches {
+        drained.append_as_leader(b, 1).unwrap();
+        let files = appended_files(&drain(&mut drained));
+        assert_eq!(files.len(), 1, "drained after each append, one write");
+        file_of.extend(files.into_keys());
+    }
+    let mut log = PartitionLog::new(tp(), small_config());
+    for b in &batches {
+        log.append_as_leader(b, 1).unwrap();
+    }
+    let stored = all_batches(&log);
+    let ops = drain(&mut log);
+    let mut next = 0;
+    for op in &ops {
+        let StorageOp::Append { path, bytes } = op else {
+            panic!("only writes were asked for: {op:?}");
+        };
+        let mut written = 0;
+        while written < bytes.len() {
+            let b = &stored[next];
+            assert_eq!(&bytes[written..written + b.len()], &b[..], "batch {next}");
+            assert_eq!(*path, file_of[next], "batch {next} written to its segment");
+            written += b.len();
+            next += 1;
+        }
+    }
+    assert_eq!(next, stored.len(), "every batch was written");
+    let mut segments = file_of.clone();
+    segments.dedup();
+    assert_eq!(ops.len(), segments.len(), "one write per segment");
+    assert!(
+        segments.len() >= 5,
+        "small segments: {} files",
+        segments.len()
+    );
 }
 
 #[test]

@@ -15,6 +15,13 @@ enum Step {
         records: usize,
         value_len: usize,
     },
+    /// `batches` one-record batches appended with no drain between them, as a follower appends
+    /// what one fetch brought: the log queues them as one write per segment file, which a
+    /// crash can tear anywhere.
+    AppendRun {
+        batches: usize,
+        value_len: usize,
+    },
     /// The next appends come from a new leader.
     NewEpoch,
     /// Cut the log at the batch boundary at or below `back` offsets before its end, as
@@ -43,6 +50,8 @@ fn step() -> impl Strategy<Value = Step> {
         // truncation and file names coincide, which is where stale files are dangerous.
         8 => (1usize..3, prop_oneof![Just(0usize), Just(60), 0usize..120])
             .prop_map(|(records, value_len)| Step::Append { records, value_len }),
+        2 => (2usize..12, prop_oneof![Just(0usize), 0usize..90])
+            .prop_map(|(batches, value_len)| Step::AppendRun { batches, value_len }),
         1 => Just(Step::NewEpoch),
         2 => (0u64..12).prop_map(|back| Step::Truncate { back }),
         4 => Just(Step::RequestSync),
@@ -76,6 +85,12 @@ impl Model {
             Step::Append { records, value_len } => {
                 let b = producer_batch(records, value_len, records as u8);
                 self.log.append_as_leader(&b, self.epoch).unwrap();
+            }
+            Step::AppendRun { batches, value_len } => {
+                for i in 0..batches {
+                    let b = producer_batch(1, value_len, i as u8);
+                    self.log.append_as_leader(&b, self.epoch).unwrap();
+                }
             }
             Step::NewEpoch => self.epoch += 1,
             Step::Truncate { back } => {
