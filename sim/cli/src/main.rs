@@ -100,6 +100,13 @@ enum Command {
         /// Threads of the exploration.
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        /// A fathom binary built for the other harness (e.g. target/madsim/release/fathom): run
+        /// it with the same options after this one and print both harnesses in one table.
+        #[arg(long, value_name = "BINARY")]
+        also: Option<PathBuf>,
+        /// Print the figures as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         harness: HarnessArg,
     },
@@ -246,6 +253,8 @@ fn main() -> ExitCode {
             explore_seeds,
             explore_scenario,
             jobs,
+            also,
+            json,
             ..
         } => {
             let scenarios = if scenario.is_empty() {
@@ -259,6 +268,8 @@ fn main() -> ExitCode {
                 explore_seeds,
                 explore_scenario,
                 jobs: jobs.max(1),
+                also,
+                json,
             })
         }
         #[cfg(feature = "sim")]

@@ -445,7 +445,64 @@ fn bench_sim_prints_speed_columns_and_seeds_per_hour() {
     }
     let row = stdout
         .lines()
-        .find(|l| l.starts_with("quickstart"))
+        .find(|l| l.split_whitespace().nth(1) == Some("quickstart"))
         .unwrap();
     assert!(row.ends_with("PASS"), "{row}");
+}
+
+/// `--also BINARY` runs another build with the same options and merges its figures: given this
+/// same binary, every run and exploration comes twice, each marked with its harness, and
+/// `--json` prints them in a form the other side parses back.
+#[test]
+fn bench_sim_also_merges_the_other_builds_figures() {
+    let quickstart = repo("scenarios/quickstart.toml");
+    let binary = PathBuf::from(FATHOM);
+    let args: [&dyn AsRef<OsStr>; 14] = [
+        &"bench-sim",
+        &"--scenario",
+        &quickstart,
+        &"--seed",
+        &"2",
+        &"--explore-seeds",
+        &"1",
+        &"--jobs",
+        &"1",
+        &"--explore-scenario",
+        &quickstart,
+        &"--also",
+        &binary,
+        &"--json",
+    ];
+    let stdout = exited(&fathom(&args), 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let explored = report["explored"].as_array().unwrap();
+    assert_eq!((runs.len(), explored.len()), (2, 2), "{stdout}");
+    for row in runs.iter().chain(explored) {
+        assert_eq!(row["scenario"], "quickstart", "{row}");
+        assert!(
+            row["harness"].as_str().is_some_and(|h| !h.is_empty()),
+            "{row}"
+        );
+    }
+    // The same seed under the same build is the same run: the event counts agree.
+    assert_eq!(runs[0]["events"], runs[1]["events"], "{stdout}");
+}
+
+#[test]
+fn bench_sim_also_with_a_missing_binary_exits_2() {
+    let quickstart = repo("scenarios/quickstart.toml");
+    let args: [&dyn AsRef<OsStr>; 7] = [
+        &"bench-sim",
+        &"--scenario",
+        &quickstart,
+        &"--seed",
+        &"2",
+        &"--also",
+        &"/nonexistent/fathom",
+    ];
+    let out = fathom(&args);
+    exited(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--also /nonexistent/fathom"), "{stderr}");
 }

@@ -3,18 +3,41 @@
 //! never a timed test: the figures depend on the machine and what else runs on it.
 //!
 //! It calls the same run entry point as `fathom run` ([`run::run`]), so whatever harness that
-//! runs is what is measured.
+//! runs is what is measured. The other harness is another build of the binary; `bench-sim
+//! --also BINARY` runs that build after this one's runs, takes its figures as JSON
+//! ([`BenchReport`]) and prints both in one table.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::explore::{self, ExploreOptions, Shard};
+use crate::harness::Harness;
 use crate::run::{self, RunError};
 use crate::scenario::Scenario;
 
+/// What one `bench-sim` process measured, as `bench-sim --json` prints it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchReport {
+    pub runs: Vec<Measurement>,
+    pub explored: Vec<ExploreMeasurement>,
+}
+
+impl BenchReport {
+    /// A run failed its bounds, or an exploration found something.
+    pub fn failed(&self) -> bool {
+        self.runs.iter().any(|m| !m.passed) || self.explored.iter().any(|e| e.findings > 0)
+    }
+}
+
 /// One scenario run, timed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Measurement {
+    /// The harness's name ([`Harness::name`]).
+    pub harness: String,
     pub scenario: String,
     pub seed: u64,
     pub simulated_s: f64,
@@ -48,6 +71,7 @@ pub fn measure(scenario: &Scenario, seed: u64) -> Result<Measurement, RunError> 
     let wall = wall_before.elapsed();
     let cpu = process_cpu_time().saturating_sub(cpu_before);
     Ok(Measurement {
+        harness: Harness::BUILT.name().into(),
         scenario: scenario.name.clone(),
         seed,
         simulated_s: outcome.summary.simulated_s,
@@ -59,8 +83,10 @@ pub fn measure(scenario: &Scenario, seed: u64) -> Result<Measurement, RunError> 
 }
 
 /// An exploration of `seeds` seeds (from seed 1), timed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExploreMeasurement {
+    pub harness: String,
     pub scenario: String,
     pub seeds: u64,
     pub jobs: usize,
@@ -99,6 +125,7 @@ pub fn measure_explore(
     let range = 1..seeds.saturating_add(1);
     let result = explore::explore(scenario, file, range, Shard::ALL, &options, &|_| {});
     ExploreMeasurement {
+        harness: Harness::BUILT.name().into(),
         scenario: scenario.name.clone(),
         seeds,
         jobs,
@@ -108,10 +135,11 @@ pub fn measure_explore(
     }
 }
 
-/// The table `fathom bench-sim` prints: one line per run, then the exploration's.
-pub fn table(runs: &[Measurement], explored: Option<&ExploreMeasurement>) -> String {
+/// The table `fathom bench-sim` prints: one line per run, then one per exploration.
+pub fn table(report: &BenchReport) -> String {
     let mut out = format!(
-        "{:<14} {:>6} {:>11} {:>8} {:>11} {:>10} {:>16} {:>8}  {}\n",
+        "{:<8} {:<14} {:>6} {:>11} {:>8} {:>11} {:>10} {:>16} {:>8}  {}\n",
+        "harness",
         "scenario",
         "seed",
         "simulated_s",
@@ -122,9 +150,10 @@ pub fn table(runs: &[Measurement], explored: Option<&ExploreMeasurement>) -> Str
         "wall_s",
         "result"
     );
-    for m in runs {
+    for m in &report.runs {
         out.push_str(&format!(
-            "{:<14} {:>6} {:>11.3} {:>8.3} {:>10.1}x {:>10} {:>16.0} {:>8.3}  {}\n",
+            "{:<8} {:<14} {:>6} {:>11.3} {:>8.3} {:>10.1}x {:>10} {:>16.0} {:>8.3}  {}\n",
+            m.harness,
             m.scenario,
             m.seed,
             m.simulated_s,
@@ -136,10 +165,11 @@ pub fn table(runs: &[Measurement], explored: Option<&ExploreMeasurement>) -> Str
             if m.passed { "PASS" } else { "FAIL" }
         ));
     }
-    if let Some(e) = explored {
+    for e in &report.explored {
         out.push_str(&format!(
-            "explore {} seeds 1..={} with --jobs {}: {:.3} s wall, {:.3} CPU s, {:.0} seeds per \
-             hour ({:.0} per CPU hour), {} findings\n",
+            "{}: explore {} seeds 1..={} with --jobs {}: {:.3} s wall, {:.3} CPU s, {:.0} seeds \
+             per hour ({:.0} per CPU hour), {} findings\n",
+            e.harness,
             e.scenario,
             e.seeds,
             e.jobs,

@@ -279,49 +279,115 @@ pub struct BenchOptions {
     pub explore_seeds: Option<u64>,
     pub explore_scenario: PathBuf,
     pub jobs: usize,
+    /// A `fathom` binary of the other harness's build, run with the same options after this
+    /// one's runs so both appear in one table.
+    pub also: Option<PathBuf>,
+    /// Print the figures as JSON ([`crate::bench::BenchReport`]) instead of the table.
+    pub json: bool,
+}
+
+impl BenchOptions {
+    /// The arguments that make another `fathom` binary measure what this one does.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["bench-sim".into(), "--json".into()];
+        for s in &self.scenarios {
+            args.extend(["--scenario".into(), s.clone().into_os_string()]);
+        }
+        if let Some(seed) = self.seed {
+            args.extend(["--seed".into(), seed.to_string().into()]);
+        }
+        if let Some(n) = self.explore_seeds {
+            args.extend(["--explore-seeds".into(), n.to_string().into()]);
+            args.extend([
+                "--explore-scenario".into(),
+                self.explore_scenario.clone().into_os_string(),
+            ]);
+        }
+        args.extend(["--jobs".into(), self.jobs.to_string().into()]);
+        args
+    }
 }
 
 /// `fathom bench-sim`: runs each scenario once and prints how fast the simulator ran it, then
 /// optionally times an exploration.
 pub fn bench_sim(options: &BenchOptions) -> u8 {
-    let mut runs = Vec::new();
-    for path in &options.scenarios {
-        let scenario = match load(path) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        let seed = options.seed.unwrap_or(scenario.seed);
-        match crate::bench::measure(&scenario, seed) {
-            Ok(m) => runs.push(m),
+    let mut report = match measure_here(options) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if let Some(binary) = &options.also {
+        match measure_with(binary, options) {
+            Ok(other) => {
+                report.runs.extend(other.runs);
+                report.explored.extend(other.explored);
+            }
             Err(e) => {
-                eprintln!("error: {} seed {seed}: {e}", path.display());
-                return EXIT_VIOLATED;
+                eprintln!("error: --also {}: {e}", binary.display());
+                return EXIT_BAD_INPUT;
             }
         }
     }
-    let explored = match options.explore_seeds {
-        Some(seeds) => {
-            let scenario = match load(&options.explore_scenario) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let path = &options.explore_scenario;
-            Some(crate::bench::measure_explore(
-                &scenario,
-                path,
-                seeds,
-                options.jobs,
-            ))
+    if options.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
         }
-        None => None,
-    };
-    print!("{}", crate::bench::table(&runs, explored.as_ref()));
-    let failed = runs.iter().any(|m| !m.passed) || explored.is_some_and(|e| e.findings > 0);
-    if failed {
+    } else {
+        print!("{}", crate::bench::table(&report));
+    }
+    if report.failed() {
         EXIT_VIOLATED
     } else {
         EXIT_OK
     }
+}
+
+/// This binary's runs and exploration.
+fn measure_here(options: &BenchOptions) -> Result<crate::bench::BenchReport, u8> {
+    let mut report = crate::bench::BenchReport::default();
+    for path in &options.scenarios {
+        let scenario = load(path)?;
+        let seed = options.seed.unwrap_or(scenario.seed);
+        match crate::bench::measure(&scenario, seed) {
+            Ok(m) => report.runs.push(m),
+            Err(e) => {
+                eprintln!("error: {} seed {seed}: {e}", path.display());
+                return Err(EXIT_VIOLATED);
+            }
+        }
+    }
+    if let Some(seeds) = options.explore_seeds {
+        let scenario = load(&options.explore_scenario)?;
+        report.explored.push(crate::bench::measure_explore(
+            &scenario,
+            &options.explore_scenario,
+            seeds,
+            options.jobs,
+        ));
+    }
+    Ok(report)
+}
+
+/// Another build's figures: runs `binary bench-sim --json` with the same options. It runs
+/// after this binary's own measurements, never beside them, so neither slows the other.
+fn measure_with(
+    binary: &Path,
+    options: &BenchOptions,
+) -> Result<crate::bench::BenchReport, String> {
+    let output = std::process::Command::new(binary)
+        .args(options.args())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    // Exit 1 is a run that failed its bounds: its figures still come, marked FAIL.
+    let code = output.status.code();
+    if !matches!(code, Some(0) | Some(1)) {
+        return Err(format!("exited with {:?}", output.status));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("its figures: {e}"))
 }
 
 /// `fathom shrink`: shrinks a violating run's fault schedule, writes `RUN_DIR/shrunk.toml`
