@@ -131,21 +131,35 @@ impl ValueSpec {
 }
 
 /// How a value summarises the seeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stat {
     Median,
     /// The worst seed.
     Max,
     Min,
+    /// How many seeds measured more than this (`stat = { seeds_over = 10.0 }`): a finding's
+    /// "in 9 of the 20 seeds" comes from the results, not from the text.
+    SeedsOver(f64),
 }
 
 impl Stat {
-    fn describe(self) -> &'static str {
+    fn describe(self) -> String {
         match self {
-            Stat::Median => "median",
-            Stat::Max => "worst seed",
-            Stat::Min => "best seed",
+            Stat::Median => "median".into(),
+            Stat::Max => "worst seed".into(),
+            Stat::Min => "best seed".into(),
+            Stat::SeedsOver(x) => format!("seeds over {}", num(x)),
+        }
+    }
+
+    /// Summarises `xs`, sorted ascending and not empty.
+    fn of(self, xs: &[f64]) -> f64 {
+        match self {
+            Stat::Median => round3(stats::median(xs)),
+            Stat::Max => xs[xs.len() - 1],
+            Stat::Min => xs[0],
+            Stat::SeedsOver(t) => xs.iter().filter(|&&x| x > t).count() as f64,
         }
     }
 }
@@ -365,8 +379,14 @@ impl VerdictSpec {
                 if !v.at.is_empty() {
                     check_point(e, &v.at)?;
                 }
-                if metric.judged() == Judged::WorstSeed && v.stat.unwrap_or(Stat::Max) != Stat::Max
-                {
+                if let Some(Stat::SeedsOver(t)) = v.stat {
+                    if !t.is_finite() {
+                        return Err(format!("seeds_over {t} is not a finite number"));
+                    }
+                }
+                // A count of seeds over a threshold hides no seed's loss either.
+                let worst_or_count = matches!(v.stat, None | Some(Stat::Max | Stat::SeedsOver(_)));
+                if metric.judged() == Judged::WorstSeed && !worst_or_count {
                     return Err(format!(
                         "{metric} is a safety count: it is judged on the worst seed (stat = \"max\")"
                     ));
@@ -555,11 +575,7 @@ fn measure(r: &Results, v: &ValueSpec) -> Option<(String, f64)> {
         return None;
     }
     xs.sort_by(f64::total_cmp);
-    let x = match stat {
-        Stat::Median => round3(stats::median(&xs)),
-        Stat::Max => xs[xs.len() - 1],
-        Stat::Min => xs[0],
-    };
+    let x = stat.of(&xs);
     let place = if v.at.is_empty() {
         "every run".to_string()
     } else {
@@ -580,7 +596,9 @@ fn fill(e: &Experiment, values: &BTreeMap<String, f64>) -> String {
         };
         out.push_str(&rest[..open]);
         let p = &rest[open + 1..open + close];
+        let count = |v: &ValueSpec| matches!(v.stat, Some(Stat::SeedsOver(_)));
         let text = match values.get(p) {
+            Some(x) if e.verdict.values.get(p).is_some_and(count) => format!("{x:.0}"),
             Some(x) => num(*x),
             None => e.verdict.placeholder(e, p).unwrap_or_default(),
         };
@@ -621,6 +639,21 @@ mod tests {
         assert!(!holds("a > 1.4 * b"));
         assert!(holds("a < b + 3.5"));
         assert!(!holds("a == 0"));
+    }
+
+    #[test]
+    fn a_value_counts_the_seeds_over_a_threshold() {
+        let v: ValueSpec =
+            toml::from_str("metric = \"drain_s\"\nstat = { seeds_over = 10.0 }").unwrap();
+        let stat = v.stat.unwrap();
+        assert_eq!(stat, Stat::SeedsOver(10.0));
+        assert_eq!(
+            stat.of(&[1.9, 2.0, 10.0, 22.1, 22.2]),
+            2.0,
+            "10 is not over 10"
+        );
+        assert_eq!(stat.describe(), "seeds over 10.0");
+        assert_eq!(Stat::Median.of(&[1.0, 2.0, 22.0]), 2.0);
     }
 
     #[test]
