@@ -187,6 +187,21 @@ fn a_verdict_naming_a_missing_metric_label_axis_or_value_fails_at_load() {
             "judged on the worst seed",
         ),
         (
+            "gap = { metric = \"e1_parts_gap_ms\" }",
+            "gap = { metric = \"e1_parts_gap_ms\", stat = { seeds_over = 1.0 }, at = { \"linger (ms)\" = \"0\", \"one-way latency (ms)\" = \"1\" } }",
+            "or by the seeds with any (stat = { seeds_over = 0.0 })",
+        ),
+        (
+            "gap = { metric = \"e1_parts_gap_ms\" }",
+            "gap = { metric = \"e1_parts_gap_ms\", stat = { seeds_over = 0.0 } }",
+            "seeds_over counts the seeds of one point: give its `at`",
+        ),
+        (
+            "wait20 = { metric = \"e1_client_wait_ms\", ",
+            "wait20 = { metric = \"e1_client_wait_ms\", stat = { seeds_over = inf }, ",
+            "seeds_over inf is not a finite number",
+        ),
+        (
             "y_label = \"ms\"",
             "y_label = \"ms\"\nbounds = [{ label = \"b\", y = 1.0, slope = 2.0 }]",
             "give exactly one of y, slope, inverse",

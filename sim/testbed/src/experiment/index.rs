@@ -7,8 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::format::num;
-use super::verdict::{Coverage, Judgement, Verdict};
+use super::verdict::{Coverage, Judgement, KeyNumber, Verdict};
 use super::ExperimentError;
 
 /// Every claim of `claims.md`, with a short name of our own.
@@ -43,7 +42,7 @@ pub struct ClaimEntry {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<String>,
     pub finding: String,
-    pub numbers: BTreeMap<String, f64>,
+    pub numbers: BTreeMap<String, KeyNumber>,
     /// What the experiments test of the claim, and what none of them tests.
     pub coverage: Coverage,
     /// Rules whose outcome follows from the model's own inputs, with why.
@@ -218,7 +217,7 @@ fn readme(entries: &[ClaimEntry]) -> String {
         let nums: Vec<String> = e
             .numbers
             .iter()
-            .map(|(k, v)| format!("{k} = {}", num(*v)))
+            .map(|(k, v)| format!("{k} = {v}"))
             .collect();
         let _ = writeln!(s, "- **{}**: {}", e.id, nums.join("; "));
     }

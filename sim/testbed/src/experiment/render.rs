@@ -283,7 +283,7 @@ fn verdict(s: &mut String, j: &Judgement) {
     if !j.numbers.is_empty() {
         let _ = writeln!(s, "Key numbers (metric, statistic over seeds, point):\n");
         for (k, v) in &j.numbers {
-            let _ = writeln!(s, "- {k}: {}", num(*v));
+            let _ = writeln!(s, "- {k}: {v}");
         }
         let _ = writeln!(s);
     }

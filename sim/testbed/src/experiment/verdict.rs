@@ -138,19 +138,27 @@ pub enum Stat {
     /// The worst seed.
     Max,
     Min,
-    /// How many seeds measured more than this (`stat = { seeds_over = 10.0 }`): a finding's
-    /// "in 9 of the 20 seeds" comes from the results, not from the text.
+    /// How many seeds of one point measured more than this (`stat = { seeds_over = 10.0 }`):
+    /// a finding's "in 9 of the 20 seeds" comes from the results, not from the text. A seed
+    /// that lacks the metric is not counted, as with every statistic here.
     SeedsOver(f64),
 }
 
 impl Stat {
+    /// The statistic's part of a key number's name. The threshold is printed exactly (not
+    /// rounded as [`num`] does), so two thresholds never share a name.
     fn describe(self) -> String {
         match self {
             Stat::Median => "median".into(),
             Stat::Max => "worst seed".into(),
             Stat::Min => "best seed".into(),
-            Stat::SeedsOver(x) => format!("seeds over {}", num(x)),
+            Stat::SeedsOver(x) => format!("seeds over {x}"),
         }
+    }
+
+    /// The statistic is a count of seeds, printed whole.
+    fn is_count(self) -> bool {
+        matches!(self, Stat::SeedsOver(_))
     }
 
     /// Summarises `xs`, sorted ascending and not empty.
@@ -295,6 +303,33 @@ pub struct Outcome {
     pub condition: Option<String>,
 }
 
+/// A number a verdict rests on: a measurement, or a count of seeds, which is whole and prints
+/// so (`9`, not `9.00`; in JSON an integer, which is how it reads back as a count).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyNumber {
+    Count(u64),
+    Value(f64),
+}
+
+impl KeyNumber {
+    pub fn value(self) -> f64 {
+        match self {
+            KeyNumber::Count(n) => n as f64,
+            KeyNumber::Value(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for KeyNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyNumber::Count(n) => write!(f, "{n}"),
+            KeyNumber::Value(x) => f.write_str(&num(*x)),
+        }
+    }
+}
+
 /// An experiment's verdict on its claim, with what it rests on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Judgement {
@@ -303,7 +338,7 @@ pub struct Judgement {
     pub condition: Option<String>,
     pub finding: String,
     /// The measured values the verdict rests on, described by metric, statistic and point.
-    pub numbers: BTreeMap<String, f64>,
+    pub numbers: BTreeMap<String, KeyNumber>,
     pub rules: Vec<RuleResult>,
     pub coverage: Coverage,
 }
@@ -380,15 +415,16 @@ impl VerdictSpec {
                     check_point(e, &v.at)?;
                 }
                 if let Some(Stat::SeedsOver(t)) = v.stat {
-                    if !t.is_finite() {
-                        return Err(format!("seeds_over {t} is not a finite number"));
-                    }
+                    check_seeds_over(e, v, t)?;
                 }
-                // A count of seeds over a threshold hides no seed's loss either.
-                let worst_or_count = matches!(v.stat, None | Some(Stat::Max | Stat::SeedsOver(_)));
-                if metric.judged() == Judged::WorstSeed && !worst_or_count {
+                // Only the worst seed, or the number of seeds with any at all, hides no
+                // seed's loss: a median would, and so would a count over a threshold above 0.
+                let worst_or_any = matches!(v.stat, None | Some(Stat::Max))
+                    || v.stat == Some(Stat::SeedsOver(0.0));
+                if metric.judged() == Judged::WorstSeed && !worst_or_any {
                     return Err(format!(
-                        "{metric} is a safety count: it is judged on the worst seed (stat = \"max\")"
+                        "{metric} is a safety count: it is judged on the worst seed (stat = \"max\") \
+                         or by the seeds with any (stat = {{ seeds_over = 0.0 }})"
                     ));
                 }
                 Ok(())
@@ -430,6 +466,18 @@ impl VerdictSpec {
 }
 
 /// `at` names every axis, each with one of its labels.
+/// A count of seeds over `t` needs a finite threshold and one point: over every point it
+/// would count runs of different settings as if they were seeds of one.
+fn check_seeds_over(e: &Experiment, v: &ValueSpec, t: f64) -> Result<(), String> {
+    if !t.is_finite() {
+        return Err(format!("seeds_over {t} is not a finite number"));
+    }
+    if v.at.is_empty() && !e.axes.is_empty() {
+        return Err("seeds_over counts the seeds of one point: give its `at`".into());
+    }
+    Ok(())
+}
+
 fn check_point(e: &Experiment, at: &BTreeMap<String, String>) -> Result<(), String> {
     for (axis, label) in at {
         let Some(a) = e.axes.iter().find(|a| &a.name == axis) else {
@@ -471,7 +519,7 @@ pub fn judge(e: &Experiment, r: &Results) -> Judgement {
         match measure(r, v) {
             Some((key, x)) => {
                 numbers.insert(key, x);
-                values.insert(name.clone(), x);
+                values.insert(name.clone(), x.value());
             }
             None => missing.push(name.clone()),
         }
@@ -554,7 +602,7 @@ pub fn judge(e: &Experiment, r: &Results) -> Judgement {
 }
 
 /// A measured value and its description: `metric, statistic, at labels`.
-fn measure(r: &Results, v: &ValueSpec) -> Option<(String, f64)> {
+fn measure(r: &Results, v: &ValueSpec) -> Option<(String, KeyNumber)> {
     let metric = v.metric?;
     let stat = v.stat.unwrap_or(match metric.judged() {
         Judged::Median => Stat::Median,
@@ -582,6 +630,11 @@ fn measure(r: &Results, v: &ValueSpec) -> Option<(String, f64)> {
         let labels: Vec<String> = v.at.iter().map(|(a, l)| format!("{a} = {l}")).collect();
         labels.join(", ")
     };
+    let x = if stat.is_count() {
+        KeyNumber::Count(x as u64)
+    } else {
+        KeyNumber::Value(x)
+    };
     Some((format!("{metric}, {}, {place}", stat.describe()), x))
 }
 
@@ -596,7 +649,7 @@ fn fill(e: &Experiment, values: &BTreeMap<String, f64>) -> String {
         };
         out.push_str(&rest[..open]);
         let p = &rest[open + 1..open + close];
-        let count = |v: &ValueSpec| matches!(v.stat, Some(Stat::SeedsOver(_)));
+        let count = |v: &ValueSpec| v.stat.is_some_and(Stat::is_count);
         let text = match values.get(p) {
             Some(x) if e.verdict.values.get(p).is_some_and(count) => format!("{x:.0}"),
             Some(x) => num(*x),
@@ -652,7 +705,8 @@ mod tests {
             2.0,
             "10 is not over 10"
         );
-        assert_eq!(stat.describe(), "seeds over 10.0");
+        assert_eq!(stat.describe(), "seeds over 10");
+        assert_eq!(Stat::SeedsOver(10.25).describe(), "seeds over 10.25");
         assert_eq!(Stat::Median.of(&[1.0, 2.0, 22.0]), 2.0);
     }
 
