@@ -485,8 +485,43 @@ fn bench_sim_also_merges_the_other_builds_figures() {
             "{row}"
         );
     }
-    // The same seed under the same build is the same run: the event counts agree.
-    assert_eq!(runs[0]["events"], runs[1]["events"], "{stdout}");
+    // The other build got every option: the same build with the same options runs the same
+    // seeds, so everything but the timings agrees.
+    for key in ["harness", "seed", "simulated_s", "events", "passed"] {
+        assert_eq!(runs[0][key], runs[1][key], "{key}: {stdout}");
+    }
+    assert_eq!(runs[0]["seed"], 2, "{stdout}");
+    for key in ["harness", "seeds", "jobs", "findings"] {
+        assert_eq!(explored[0][key], explored[1][key], "{key}: {stdout}");
+    }
+    assert_eq!(explored[0]["seeds"], 1, "{stdout}");
+    assert_eq!(explored[0]["jobs"], 1, "{stdout}");
+}
+
+/// Without `--json` the merged figures are one table, a harness column first.
+#[test]
+fn bench_sim_also_prints_one_table_with_a_harness_column() {
+    let quickstart = repo("scenarios/quickstart.toml");
+    let binary = PathBuf::from(FATHOM);
+    let args: [&dyn AsRef<OsStr>; 7] = [
+        &"bench-sim",
+        &"--scenario",
+        &quickstart,
+        &"--seed",
+        &"2",
+        &"--also",
+        &binary,
+    ];
+    let stdout = exited(&fathom(&args), 0);
+    assert!(stdout.starts_with("harness "), "{stdout}");
+    assert_eq!(stdout.matches("harness ").count(), 1, "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("quickstart"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    let harness = |row: &str| row.split_whitespace().next().map(str::to_owned);
+    assert_eq!(harness(rows[0]), harness(rows[1]), "{stdout}");
 }
 
 #[test]
@@ -502,7 +537,14 @@ fn bench_sim_also_with_a_missing_binary_exits_2() {
         &"/nonexistent/fathom",
     ];
     let out = fathom(&args);
-    exited(&out, 2);
+    let stdout = exited(&out, 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--also /nonexistent/fathom"), "{stderr}");
+    // This build's own figures are printed all the same.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("quickstart")),
+        "{stdout}"
+    );
 }

@@ -315,16 +315,15 @@ pub fn bench_sim(options: &BenchOptions) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    // The other build's failure still leaves this one's figures worth printing.
+    let mut other_failed = None;
     if let Some(binary) = &options.also {
         match measure_with(binary, options) {
             Ok(other) => {
                 report.runs.extend(other.runs);
                 report.explored.extend(other.explored);
             }
-            Err(e) => {
-                eprintln!("error: --also {}: {e}", binary.display());
-                return EXIT_BAD_INPUT;
-            }
+            Err(e) => other_failed = Some((binary, e)),
         }
     }
     if options.json {
@@ -338,10 +337,32 @@ pub fn bench_sim(options: &BenchOptions) -> u8 {
     } else {
         print!("{}", crate::bench::table(&report));
     }
-    if report.failed() {
-        EXIT_VIOLATED
-    } else {
-        EXIT_OK
+    match other_failed {
+        Some((binary, e)) => {
+            eprintln!("error: --also {}: {e}", binary.display());
+            e.exit_code()
+        }
+        None if report.failed() => EXIT_VIOLATED,
+        None => EXIT_OK,
+    }
+}
+
+/// Why another build gave no figures.
+#[derive(Debug, thiserror::Error)]
+enum OtherBuild {
+    /// It ran, and a run failed before it could be measured (its exit 1, nothing printed).
+    #[error("a run failed (its error is above)")]
+    RunFailed,
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl OtherBuild {
+    fn exit_code(&self) -> u8 {
+        match self {
+            OtherBuild::RunFailed => EXIT_VIOLATED,
+            OtherBuild::Unusable(_) => EXIT_BAD_INPUT,
+        }
     }
 }
 
@@ -372,22 +393,29 @@ fn measure_here(options: &BenchOptions) -> Result<crate::bench::BenchReport, u8>
 }
 
 /// Another build's figures: runs `binary bench-sim --json` with the same options. It runs
-/// after this binary's own measurements, never beside them, so neither slows the other.
+/// after this binary's own measurements, never beside them, so neither slows the other. The
+/// two builds must come from the same commit: the figures' JSON admits no unknown field.
 fn measure_with(
     binary: &Path,
     options: &BenchOptions,
-) -> Result<crate::bench::BenchReport, String> {
+) -> Result<crate::bench::BenchReport, OtherBuild> {
     let output = std::process::Command::new(binary)
         .args(options.args())
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| e.to_string())?;
-    // Exit 1 is a run that failed its bounds: its figures still come, marked FAIL.
-    let code = output.status.code();
-    if !matches!(code, Some(0) | Some(1)) {
-        return Err(format!("exited with {:?}", output.status));
+        .map_err(|e| OtherBuild::Unusable(e.to_string()))?;
+    // Exit 1 is a run that failed its bounds, whose figures still come, marked FAIL; or,
+    // with nothing printed, a run that failed outright.
+    match output.status.code() {
+        Some(1) if output.stdout.is_empty() => return Err(OtherBuild::RunFailed),
+        Some(0 | 1) => {}
+        _ => {
+            let status = output.status;
+            return Err(OtherBuild::Unusable(format!("exited with {status}")));
+        }
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| format!("its figures: {e}"))
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| OtherBuild::Unusable(format!("its figures (built from another commit?): {e}")))
 }
 
 /// `fathom shrink`: shrinks a violating run's fault schedule, writes `RUN_DIR/shrunk.toml`
