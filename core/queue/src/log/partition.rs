@@ -12,10 +12,12 @@ use super::{LogError, StorageOp, SyncOwner, SyncToken};
 use crate::config::LogConfig;
 use crate::ids::TopicPartition;
 
-/// Ops waiting in [`PartitionLog::poll_op`]'s queue. The caller drains it after every call, so
-/// one call's worth is all it ever holds: the writes of one append of one or many batches (a
-/// run of batches to the same segment file is one write, a roll starts another), its syncs, or
-/// one truncation's removals. Reaching this means a caller stopped draining.
+/// Ops waiting in [`PartitionLog::poll_op`]'s queue. The caller drains it after every input it
+/// hands the partition, so one input's worth is all it ever holds: a leader's append and its
+/// syncs, or a follower's fetch response, whose batches are appended one call each (a
+/// truncation may come before any of them) and drained together. Batches appended back to
+/// back to one segment file are queued as one write; a roll starts another. Reaching this
+/// means a caller stopped draining.
 pub const PENDING_OPS_MAX: usize = 1 << 16;
 
 /// Sync tokens in flight at once. A request beyond this waits for a completion and then covers
@@ -38,7 +40,8 @@ struct SyncInFlight {
 ///   [`append_replicated`](Self::append_replicated), [`truncate_to`](Self::truncate_to),
 ///   [`request_sync`](Self::request_sync), and [`handle_synced`](Self::handle_synced) once for
 ///   every `Sync` op the driver finished.
-/// - Output: [`poll_op`](Self::poll_op), drained after every input. The driver applies the ops
+/// - Output: [`poll_op`](Self::poll_op), drained after every input of the replica (a follower's
+///   fetch response, appended batch by batch, is one). The driver applies the ops
 ///   to files in order; a `Sync` covers the earlier ops on its file, and its parent directory.
 /// - Reads ([`read`](Self::read) and the offset queries) are answered from memory.
 ///

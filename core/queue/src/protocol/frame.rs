@@ -33,7 +33,11 @@ pub fn encode(msg: &Message) -> Bytes {
     let mut out = Vec::with_capacity(LEN_BYTES + body);
     out.extend_from_slice(&[0; LEN_BYTES]);
     let mut out = postcard::to_extend(msg, out).expect("every Message is serializable");
-    debug_assert_eq!(out.len(), out.capacity(), "the size pass counted the body");
+    debug_assert_eq!(
+        out.len(),
+        LEN_BYTES + body,
+        "the size pass counted the body"
+    );
     let len = out.len() - LEN_BYTES;
     assert!(
         len <= FRAME_BYTES_MAX as usize,

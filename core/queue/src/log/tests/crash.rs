@@ -16,8 +16,10 @@ enum Step {
         value_len: usize,
     },
     /// `batches` one-record batches appended with no drain between them, as a follower appends
-    /// what one fetch brought: the log queues them as one write per segment file, which a
-    /// crash can tear anywhere.
+    /// what one fetch brought: the log merges them into one write per segment file. The crash
+    /// model tears any byte prefix whatever the write boundaries, so what this adds is the
+    /// merged queue itself meeting rolls, truncations and crashes (`crash.regressions` keeps
+    /// a case it shrank to: a run, then a truncation).
     AppendRun {
         batches: usize,
         value_len: usize,
