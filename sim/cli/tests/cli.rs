@@ -414,25 +414,26 @@ fn a_bad_shard_exits_2_with_the_reason() {
     );
 }
 
+/// `fathom bench-sim` of the quickstart's seed 2 (exploring the quickstart if `extra` asks for
+/// an exploration) with the options `extra`.
+fn bench_quickstart(extra: &[&str]) -> Output {
+    let quickstart = repo("scenarios/quickstart.toml");
+    Command::new(FATHOM)
+        .args(["bench-sim", "--seed", "2", "--scenario"])
+        .arg(&quickstart)
+        .arg("--explore-scenario")
+        .arg(&quickstart)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// `fathom bench-sim` runs and prints its columns; the figures themselves are never asserted
 /// (a benchmark, not a timed test).
 #[test]
 fn bench_sim_prints_speed_columns_and_seeds_per_hour() {
-    let quickstart = repo("scenarios/quickstart.toml");
-    let args: [&dyn AsRef<OsStr>; 11] = [
-        &"bench-sim",
-        &"--scenario",
-        &quickstart,
-        &"--seed",
-        &"2",
-        &"--explore-seeds",
-        &"2",
-        &"--jobs",
-        &"1",
-        &"--explore-scenario",
-        &quickstart,
-    ];
-    let stdout = exited(&fathom(&args), 0);
+    let out = bench_quickstart(&["--explore-seeds", "2", "--jobs", "1"]);
+    let stdout = exited(&out, 0);
     for column in [
         "simulated_s",
         "cpu_s",
@@ -455,25 +456,16 @@ fn bench_sim_prints_speed_columns_and_seeds_per_hour() {
 /// `--json` prints them in a form the other side parses back.
 #[test]
 fn bench_sim_also_merges_the_other_builds_figures() {
-    let quickstart = repo("scenarios/quickstart.toml");
-    let binary = PathBuf::from(FATHOM);
-    let args: [&dyn AsRef<OsStr>; 14] = [
-        &"bench-sim",
-        &"--scenario",
-        &quickstart,
-        &"--seed",
-        &"2",
-        &"--explore-seeds",
-        &"1",
-        &"--jobs",
-        &"1",
-        &"--explore-scenario",
-        &quickstart,
-        &"--also",
-        &binary,
-        &"--json",
-    ];
-    let stdout = exited(&fathom(&args), 0);
+    let out = bench_quickstart(&[
+        "--explore-seeds",
+        "1",
+        "--jobs",
+        "1",
+        "--also",
+        FATHOM,
+        "--json",
+    ]);
+    let stdout = exited(&out, 0);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let runs = report["runs"].as_array().unwrap();
     let explored = report["explored"].as_array().unwrap();
@@ -501,18 +493,7 @@ fn bench_sim_also_merges_the_other_builds_figures() {
 /// Without `--json` the merged figures are one table, a harness column first.
 #[test]
 fn bench_sim_also_prints_one_table_with_a_harness_column() {
-    let quickstart = repo("scenarios/quickstart.toml");
-    let binary = PathBuf::from(FATHOM);
-    let args: [&dyn AsRef<OsStr>; 7] = [
-        &"bench-sim",
-        &"--scenario",
-        &quickstart,
-        &"--seed",
-        &"2",
-        &"--also",
-        &binary,
-    ];
-    let stdout = exited(&fathom(&args), 0);
+    let stdout = exited(&bench_quickstart(&["--also", FATHOM]), 0);
     assert!(stdout.starts_with("harness "), "{stdout}");
     assert_eq!(stdout.matches("harness ").count(), 1, "{stdout}");
     let rows: Vec<&str> = stdout
@@ -526,17 +507,7 @@ fn bench_sim_also_prints_one_table_with_a_harness_column() {
 
 #[test]
 fn bench_sim_also_with_a_missing_binary_exits_2() {
-    let quickstart = repo("scenarios/quickstart.toml");
-    let args: [&dyn AsRef<OsStr>; 7] = [
-        &"bench-sim",
-        &"--scenario",
-        &quickstart,
-        &"--seed",
-        &"2",
-        &"--also",
-        &"/nonexistent/fathom",
-    ];
-    let out = fathom(&args);
+    let out = bench_quickstart(&["--also", "/nonexistent/fathom"]);
     let stdout = exited(&out, 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--also /nonexistent/fathom"), "{stderr}");
