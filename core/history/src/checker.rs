@@ -32,17 +32,20 @@
 //! group member's `assign` starts a new sequence, and the new owner's first poll starts at the
 //! group's committed offset.
 //!
-//! Cost: each event is visited a constant number of times, with BTreeMap
-//! lookups, so O(n log n) in the number of events and records.
+//! Cost: each event is visited a constant number of times, with hash lookups by id and
+//! BTreeMap lookups by place, so O(n log n) in the number of events and records. Maps by id
+//! are [`IdMap`]s; what reaches an example is sorted by id first.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::IdMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Anomalies, Anomaly, Event, EventType, Op};
 
 /// How many examples each anomaly class keeps.
-const EXAMPLES_PER_CLASS: usize = 5;
+pub(crate) const EXAMPLES_PER_CLASS: usize = 5;
 
 /// What [`check`] found, plus totals that say how much the history exercised.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,9 +204,9 @@ struct SendRecord<'a> {
 #[derive(Default)]
 struct Facts<'a> {
     partitions: Partitions<'a>,
-    sends: BTreeMap<&'a str, SendRecord<'a>>,
+    sends: IdMap<&'a str, SendRecord<'a>>,
     /// For each id read, every (partition, offset) it was read at.
-    reads: BTreeMap<&'a str, BTreeSet<(Tp, u64)>>,
+    reads: IdMap<&'a str, BTreeSet<(Tp, u64)>>,
     /// For each offset known to hold a record, the ids seen there by acks and reads.
     /// Its keys are exactly the offsets "known to hold a record".
     ids_at: BTreeMap<(Tp, u64), BTreeSet<&'a str>>,
@@ -221,7 +224,7 @@ type Span = (u64, u64);
 #[derive(Default)]
 struct GroupFacts<'a> {
     /// How often each id was processed.
-    processed: BTreeMap<&'a str, u64>,
+    processed: IdMap<&'a str, u64>,
     /// Per partition, each (member, generation)'s processing span: first and last time.
     spans: BTreeMap<Tp, BTreeMap<MemberGeneration<'a>, Span>>,
     /// The last `ok` commit per partition.
@@ -375,14 +378,22 @@ fn check_unprocessed(
 }
 
 fn check_reprocessed(name: &str, group: &GroupFacts<'_>, report: &mut CheckReport) {
-    for (id, &times) in &group.processed {
-        if times > 1 {
-            report.anomalies[Anomaly::Reprocessed] += 1;
-            report.example(Anomaly::Reprocessed, || {
-                format!("{id} processed {times} times by {name}")
-            });
-        }
+    let twice = group.processed.iter().filter(|(_, &times)| times > 1);
+    for (id, times) in by_id(twice) {
+        report.anomalies[Anomaly::Reprocessed] += 1;
+        report.example(Anomaly::Reprocessed, || {
+            format!("{id} processed {times} times by {name}")
+        });
     }
+}
+
+/// Entries of an [`IdMap`] in id order, as examples list them.
+fn by_id<'m, 'a: 'm, V>(
+    entries: impl Iterator<Item = (&'m &'a str, &'m V)>,
+) -> Vec<(&'a str, &'m V)> {
+    let mut entries: Vec<(&'a str, &'m V)> = entries.map(|(id, v)| (*id, v)).collect();
+    entries.sort_unstable_by_key(|&(id, _)| id);
+    entries
 }
 
 fn check_split_ownership(
@@ -423,26 +434,33 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
     // Acknowledged sends per (process, partition), keyed by invoke index.
     let mut by_producer: BTreeMap<(&str, Tp), Vec<Ack<'_>>> = BTreeMap::new();
     for (&id, record) in &facts.sends {
-        let was_read = facts.reads.contains_key(id);
+        if let (Some((tp, offset)), Some((process, invoke_index))) = (record.acked, record.invoke) {
+            by_producer
+                .entry((process, tp))
+                .or_default()
+                .push((invoke_index, offset, id));
+        }
+    }
+    let was_read = |id: &str| facts.reads.contains_key(id);
+    let suspect = facts
+        .sends
+        .iter()
+        .filter(|(&id, record)| match record.acked {
+            Some(_) => !was_read(id),
+            None => record.failed.is_some() && was_read(id),
+        });
+    for (id, record) in by_id(suspect) {
         match (record.acked, record.failed) {
             (Some((tp, offset)), _) => {
-                if !was_read {
-                    report.anomalies[Anomaly::Lost] += 1;
-                    report.example(Anomaly::Lost, || {
-                        format!(
-                            "{id} acked at {} never read",
-                            facts.partitions.at((tp, offset))
-                        )
-                    });
-                }
-                if let Some((process, invoke_index)) = record.invoke {
-                    by_producer
-                        .entry((process, tp))
-                        .or_default()
-                        .push((invoke_index, offset, id));
-                }
+                report.anomalies[Anomaly::Lost] += 1;
+                report.example(Anomaly::Lost, || {
+                    format!(
+                        "{id} acked at {} never read",
+                        facts.partitions.at((tp, offset))
+                    )
+                });
             }
-            (None, Some(error)) if was_read => {
+            (None, Some(error)) => {
                 report.anomalies[Anomaly::AbortedRead] += 1;
                 report.example(Anomaly::AbortedRead, || {
                     let places = facts.reads.get(id).map(|at| list(&facts.partitions, at));
@@ -453,7 +471,7 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
                     )
                 });
             }
-            _ => {}
+            (None, None) => {}
         }
     }
     for ((process, tp), mut acks) in by_producer {
@@ -478,13 +496,12 @@ fn check_sends(facts: &Facts<'_>, report: &mut CheckReport) {
 
 /// Duplicates and offsets claimed by more than one id.
 fn check_reads(facts: &Facts<'_>, report: &mut CheckReport) {
-    for (id, places) in &facts.reads {
-        if places.len() > 1 {
-            report.anomalies[Anomaly::Duplicate] += 1;
-            report.example(Anomaly::Duplicate, || {
-                format!("{id} read at {}", list(&facts.partitions, places))
-            });
-        }
+    let twice = facts.reads.iter().filter(|(_, places)| places.len() > 1);
+    for (id, places) in by_id(twice) {
+        report.anomalies[Anomaly::Duplicate] += 1;
+        report.example(Anomaly::Duplicate, || {
+            format!("{id} read at {}", list(&facts.partitions, places))
+        });
     }
     for (&place, ids) in &facts.ids_at {
         if ids.len() > 1 {

@@ -54,6 +54,12 @@ pub use anomaly::{Anomalies, Anomaly};
 pub use checker::{check, check_replicas, CheckReport, ReplicaLog, ReplicaLogs};
 pub use shares::ShareStats;
 
+/// A map keyed by message id, for lookups. Its hasher is fixed (`DefaultHasher::new()` has
+/// constant keys), so it behaves the same in every process; a `BTreeMap` would compare id
+/// strings at every level of every lookup. Whoever turns one into output sorts first.
+pub type IdMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+
 /// How an event relates to its operation: its start, or one of three endings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -358,6 +364,12 @@ impl Serialize for Event {
 pub fn to_json_line(event: &Event) -> String {
     // Only strings, integers and sequences of them: serde_json cannot fail here.
     serde_json::to_string(event).expect("history events always serialize to JSON")
+}
+
+/// The bytes of [`to_json_line`], written to `out` as they are made (no line is built); an
+/// error is `out`'s.
+pub fn write_json_line(event: &Event, out: impl Write) -> io::Result<()> {
+    serde_json::to_writer(out, event).map_err(io::Error::from)
 }
 
 /// The fields every known operation has, read before the operation's own.

@@ -165,6 +165,13 @@ fn lines_round_trip() {
         assert!(!line.contains('\n'), "{line}");
         let parsed = parse_line(&line).expect("parses").expect("known f");
         assert_eq!(parsed, event, "{line}");
+        let mut written = Vec::new();
+        write_json_line(&event, &mut written).expect("a Vec takes every byte");
+        assert_eq!(
+            written,
+            line.as_bytes(),
+            "written as it is made, the same line"
+        );
     }
 }
 
@@ -329,6 +336,35 @@ fn lost_counts_acked_ids_never_read() {
             "c acked at orders-1@0 never read"
         ]
     );
+}
+
+/// Examples come in id order whatever the order of the history (the maps by id are hashed),
+/// so the same anomalies list the same examples.
+#[test]
+fn examples_are_listed_in_id_order() {
+    let mut h = History::default();
+    let ids: Vec<String> = (0..40).rev().map(|i| format!("m{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let lost = format!("lost-{id}");
+        h.acked("p0", &lost, T0, i as u64);
+        // Read at two places, each by a consumer's first poll (no skip, no rewind).
+        let i = i as u32;
+        h.poll(&format!("a{i}"), ("orders", 10 + i), &[(0, id)]);
+        h.poll(&format!("b{i}"), ("orders", 100 + i), &[(0, id)]);
+    }
+    let report = h.check();
+    assert_anomalies(&report, &[("lost", 40), ("duplicate", 40)]);
+    let first = |prefix: &str| -> Vec<String> {
+        let n = crate::checker::EXAMPLES_PER_CLASS;
+        (0..n).map(|i| format!("{prefix}m{i:02}")).collect()
+    };
+    for (class, prefix) in [("lost", "lost-"), ("duplicate", "")] {
+        let named: Vec<&str> = report.examples[class]
+            .iter()
+            .filter_map(|e| e.split(' ').next())
+            .collect();
+        assert_eq!(named, first(prefix), "{class}");
+    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use fathom_history::{Event, EventType, Op};
 use serde::Serialize;
 
+use crate::messages::Messages;
 use crate::scenario::Scenario;
 use crate::summary::{end_to_end_sent_in, Percentiles};
 use fathom_workload::clients::FINAL_READ_PROCESS;
@@ -52,7 +53,8 @@ pub struct GroupFigures {
     /// seconds.
     pub started_s: f64,
     /// Send-to-first-delivery latency of the messages sent from `started_s` to the end of the
-    /// workload phase: what the membership events cost the readers, without the start-up.
+    /// workload phase, each at its first delivery to a member of this group: what the
+    /// membership events cost the group's readers, without the start-up.
     pub end_to_end_ms: Percentiles,
 }
 
@@ -60,15 +62,20 @@ pub struct GroupFigures {
 type Span = (u64, u64);
 
 /// Per group, its figures; groups are consumer groups with `assign` lines in the history.
-pub fn group_figures(scenario: &Scenario, events: &[Event]) -> BTreeMap<String, GroupFigures> {
+pub fn group_figures(
+    scenario: &Scenario,
+    events: &[Event],
+    messages: &Messages<'_>,
+) -> BTreeMap<String, GroupFigures> {
     let end = (scenario.duration_s * 1e9) as u64;
-    figures_of(events, end, &manual_groups(scenario))
+    figures_of(events, messages, end, &manual_groups(scenario))
 }
 
 /// [`group_figures`] over a workload phase ending at `end` ns, with the manual consumers'
 /// names and groups.
 fn figures_of(
     events: &[Event],
+    messages: &Messages<'_>,
     end: u64,
     manual: &[(String, String)],
 ) -> BTreeMap<String, GroupFigures> {
@@ -76,14 +83,13 @@ fn figures_of(
     for e in events {
         lines.add(e, manual, end);
     }
-    let mut figures: BTreeMap<String, GroupFigures> = lines
-        .groups
-        .iter()
-        .map(|(name, g)| (name.to_string(), g.figures(&lines, end)))
-        .collect();
-    for g in figures.values_mut() {
-        let started = (g.started_s * 1e9).round() as u64;
-        g.end_to_end_ms = end_to_end_sent_in(events, started, end);
+    let mut figures = BTreeMap::new();
+    for (name, g) in &lines.groups {
+        let mut f = g.figures(&lines, end);
+        let started = (f.started_s * 1e9).round() as u64;
+        let member = |p: usize| g.changes.contains_key(messages.processes()[p]);
+        f.end_to_end_ms = end_to_end_sent_in(messages, started, end, member);
+        figures.insert(name.to_string(), f);
     }
     figures
 }
@@ -378,7 +384,8 @@ mod tests {
     }
 
     fn figures(events: &[Event], end: u64, manual: &[(String, String)]) -> GroupFigures {
-        let all = figures_of(events, end, manual);
+        let messages = Messages::index(events);
+        let all = figures_of(events, &messages, end, manual);
         assert_eq!(all.len(), 1, "one group expected: {all:?}");
         all.into_values().next().unwrap_or_default()
     }
@@ -514,5 +521,41 @@ mod tests {
         assert_eq!(g.paused_ms.get("t/0"), Some(&10.0));
         assert_eq!(g.paused_ms.get("t/1"), Some(&0.0));
         assert_eq!(g.rebalances, 0);
+    }
+
+    /// A group's end-to-end latency counts each message at its first delivery to one of the
+    /// group's own members: another group reading it earlier does not hide the group's wait.
+    #[test]
+    fn a_groups_latency_is_its_own_members_first_delivery() {
+        let send = |t: u64, kind: EventType| {
+            let op = Op::Send {
+                id: "x".into(),
+                topic: "t".into(),
+                partition: 0,
+                offset: (kind == EventType::Ok).then_some(0),
+                error: None,
+            };
+            Event::new(t, "p-0", kind, op)
+        };
+        let other = Op::Assign {
+            partitions: parts(&[0]),
+        };
+        let events = vec![
+            assign(S, "a", &[0], Some(1)),
+            Event::new(S, "b", EventType::Ok, other).in_group("g2", Some(1)),
+            send(2 * S, EventType::Invoke),
+            send(2 * S + MS / 2, EventType::Ok),
+            poll(2 * S + MS, "b", 0),
+            poll(2 * S + 2 * MS, "a", 0),
+        ];
+        let messages = Messages::index(&events);
+        let all = figures_of(&events, &messages, 10 * S, &[]);
+        let p50 = |g: &str| {
+            all.get(g)
+                .map(|f| (f.end_to_end_ms.count, f.end_to_end_ms.p50))
+        };
+        // Under 2.048 ms the histogram is exact.
+        assert_eq!(p50("g1"), Some((1, 2.0)));
+        assert_eq!(p50("g2"), Some((1, 1.0)));
     }
 }

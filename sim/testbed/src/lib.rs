@@ -35,6 +35,7 @@ pub mod liveness;
 pub mod madsim_net;
 #[cfg(madsim)]
 pub mod madsim_run;
+pub mod messages;
 pub mod metrics;
 pub mod model_disk;
 pub mod report;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use fathom_history::{Event, EventType, Op};
+use fathom_history::{Event, EventType, IdMap, Op};
 use fathom_queue::client::DeliveryStats;
 use fathom_queue::ids::{NodeId, TopicPartition, OFFSETS_TOPIC};
 use hdrhistogram::Histogram;
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::fault_log::AppliedFault;
 use crate::groups::{group_figures, GroupFigures};
+use crate::messages::{Acked, Life, Messages};
 use crate::resources::{Utilisation, World};
 use crate::scenario::{broker_host, Scenario};
 use fathom_workload::clients::FINAL_READ_PROCESS;
@@ -35,7 +36,7 @@ pub struct Probes {
     /// `(time, partition, new leader, epoch)`.
     pub leader_changes: Vec<(u64, TopicPartition, NodeId, u64)>,
     /// When a message's batch was first handed to the network by its producer.
-    pub first_transmit: BTreeMap<String, u64>,
+    pub first_transmit: IdMap<String, u64>,
     /// Per broker: push subscriptions held and the bytes of their state, as last observed.
     pub push_state: BTreeMap<NodeId, (u64, u64)>,
     /// The most push subscriptions and state bytes, summed over brokers, ever observed.
@@ -263,24 +264,21 @@ impl Metrics {
     pub fn build(
         scenario: &Scenario,
         events: &[Event],
+        messages: &Messages<'_>,
         probes: &Probes,
         faults: &[AppliedFault],
         world: Option<&World>,
     ) -> Metrics {
-        let window = window(scenario, events);
+        let window = window(scenario, events, messages);
         let mut tally = Tally::new(scenario, window);
         tally.count(events);
+        tally.count_lives(messages);
         let mut series = std::mem::take(&mut tally.series);
         count_leader_changes(&mut series, probes);
         lag(&mut series, probes, &tally.positions);
-        let breakdown = breakdown(
-            &tally.invoked,
-            &tally.delivered,
-            &tally.offsets,
-            probes,
-            window.0,
-        );
-        let delivery = delivery(scenario, &tally, &series, probes, window);
+        let watermarks = Watermarks::of(probes);
+        let breakdown = breakdown(messages, &watermarks, probes, window.0);
+        let delivery = delivery(scenario, messages, &watermarks, &series, probes, window);
         let mut throughput = tally.throughput.per_second(window);
         throughput.offered_per_s = scenario
             .producers
@@ -295,32 +293,28 @@ impl Metrics {
             series,
             markers: markers(faults),
             utilisation: utilisation(world, probes, window),
-            groups: group_figures(scenario, events),
+            groups: group_figures(scenario, events, messages),
             delivery,
             window_ns: [window.0, window.1],
         }
     }
 }
 
-/// What one pass over the history counts: per-second series, throughput counts (not yet
-/// rates), latency histograms, and what the breakdown and the lag need.
-struct Tally<'a> {
+/// What a pass over the history and one over the messages count: per-second series,
+/// throughput counts (not yet rates), latency histograms, and the consumers' positions for the
+/// lag.
+struct Tally {
     bytes: MessageBytes,
     window: (u64, u64),
     throughput: Throughput,
     histograms: Histograms,
     series: Vec<Second>,
-    invoked: BTreeMap<&'a str, u64>,
-    delivered: BTreeMap<&'a str, u64>,
-    /// Per consumer process, when it first got each message id.
-    delivered_to: BTreeMap<&'a str, BTreeMap<&'a str, u64>>,
-    offsets: BTreeMap<&'a str, (TopicPartition, u64)>,
     /// Per partition: (time, position after the poll) of consumer polls.
     positions: BTreeMap<TopicPartition, Vec<(u64, u64)>>,
 }
 
-impl<'a> Tally<'a> {
-    fn new(scenario: &Scenario, window: (u64, u64)) -> Tally<'a> {
+impl Tally {
+    fn new(scenario: &Scenario, window: (u64, u64)) -> Tally {
         let seconds = ((scenario.duration_s + scenario.settle_s).ceil() as usize)
             .clamp(1, SERIES_SECONDS_MAX);
         Tally {
@@ -334,10 +328,6 @@ impl<'a> Tally<'a> {
                     ..Second::default()
                 })
                 .collect(),
-            invoked: BTreeMap::new(),
-            delivered: BTreeMap::new(),
-            delivered_to: BTreeMap::new(),
-            offsets: BTreeMap::new(),
             positions: BTreeMap::new(),
         }
     }
@@ -352,23 +342,19 @@ impl<'a> Tally<'a> {
         &mut self.series[((t / 1_000_000_000) as usize).min(last)]
     }
 
-    fn count(&mut self, events: &'a [Event]) {
+    /// Sends and acknowledgements per second, and the consumers' positions.
+    fn count(&mut self, events: &[Event]) {
         for e in events {
             match (&e.op, e.kind) {
-                (Op::Send { id, .. }, EventType::Invoke) => self.on_invoke(id, e.time_ns),
+                (Op::Send { .. }, EventType::Invoke) => self.on_invoke(e.time_ns),
                 (
                     Op::Send {
                         id,
-                        topic,
-                        partition,
-                        offset: Some(offset),
+                        offset: Some(_),
                         ..
                     },
                     EventType::Ok,
-                ) => {
-                    let tp = TopicPartition::new(topic.clone(), *partition);
-                    self.on_ack(id, tp, *offset, e.time_ns);
-                }
+                ) => self.on_ack(id, e.time_ns),
                 (
                     Op::Poll {
                         topic,
@@ -377,8 +363,7 @@ impl<'a> Tally<'a> {
                     },
                     EventType::Ok,
                 ) if e.process != FINAL_READ_PROCESS => {
-                    let tp = TopicPartition::new(topic.clone(), *partition);
-                    self.on_poll(tp, records, &e.process, e.time_ns);
+                    self.on_delivery(topic, *partition, records, e.time_ns);
                 }
                 // A share member's acquisition is its delivery (issue 9).
                 (
@@ -389,24 +374,27 @@ impl<'a> Tally<'a> {
                         ..
                     },
                     EventType::Ok,
-                ) => {
-                    let tp = TopicPartition::new(topic.clone(), *partition);
-                    self.on_poll(tp, records, &e.process, e.time_ns);
-                }
+                ) => self.on_delivery(topic, *partition, records, e.time_ns),
                 _ => {}
             }
         }
     }
 
-    fn on_invoke(&mut self, id: &'a str, t: u64) {
-        self.invoked.insert(id, t);
+    fn on_invoke(&mut self, t: u64) {
         self.second(t).sent += 1;
         if self.in_window(t) {
             self.throughput.sent_per_s += 1.0;
         }
     }
 
-    fn on_ack(&mut self, id: &'a str, tp: TopicPartition, offset: u64, t: u64) {
+    fn on_delivery(&mut self, topic: &str, partition: u32, records: &[(u64, String)], t: u64) {
+        if let Some((last, _)) = records.last() {
+            let tp = TopicPartition::new(topic.to_string(), partition);
+            self.positions.entry(tp).or_default().push((t, last + 1));
+        }
+    }
+
+    fn on_ack(&mut self, id: &str, t: u64) {
         let b = self.bytes.of(id);
         let s = self.second(t);
         s.acked += 1;
@@ -415,42 +403,34 @@ impl<'a> Tally<'a> {
             self.throughput.acked_per_s += 1.0;
             self.throughput.acked_mbyte_s += b as f64;
         }
-        self.offsets.insert(id, (tp, offset));
-        if let Some(&sent) = self.invoked.get(id) {
-            self.histograms.produce.record(t.saturating_sub(sent));
+    }
+
+    /// Each message's produce latency, and its first delivery: consumed per second and the
+    /// end-to-end latency.
+    fn count_lives(&mut self, messages: &Messages<'_>) {
+        for life in messages.lives() {
+            if let (Some(sent), Some(acked)) = (life.invoked_ns, life.acked) {
+                self.histograms
+                    .produce
+                    .record(acked.at_ns.saturating_sub(sent));
+            }
+            if let Some(got) = life.delivered_ns {
+                self.on_first_delivery(life, got);
+            }
         }
     }
 
-    fn on_poll(
-        &mut self,
-        tp: TopicPartition,
-        records: &'a [(u64, String)],
-        process: &'a str,
-        t: u64,
-    ) {
-        if let Some((last, _)) = records.last() {
-            self.positions.entry(tp).or_default().push((t, last + 1));
+    fn on_first_delivery(&mut self, life: &Life<'_>, t: u64) {
+        let b = self.bytes.of(life.id);
+        let s = self.second(t);
+        s.consumed += 1;
+        s.consumed_bytes += b;
+        if self.in_window(t) {
+            self.throughput.consumed_per_s += 1.0;
+            self.throughput.consumed_mbyte_s += b as f64;
         }
-        let to_process = self.delivered_to.entry(process).or_default();
-        for (_, id) in records {
-            to_process.entry(id.as_str()).or_insert(t);
-        }
-        for (_, id) in records {
-            if self.delivered.contains_key(id.as_str()) {
-                continue;
-            }
-            self.delivered.insert(id, t);
-            let b = self.bytes.of(id);
-            let s = self.second(t);
-            s.consumed += 1;
-            s.consumed_bytes += b;
-            if self.in_window(t) {
-                self.throughput.consumed_per_s += 1.0;
-                self.throughput.consumed_mbyte_s += b as f64;
-            }
-            if let Some(&sent) = self.invoked.get(id.as_str()) {
-                self.histograms.end_to_end.record(t.saturating_sub(sent));
-            }
+        if let Some(sent) = life.invoked_ns {
+            self.histograms.end_to_end.record(t.saturating_sub(sent));
         }
     }
 }
@@ -545,27 +525,17 @@ fn main_leader(probes: &Probes, window: (u64, u64)) -> Option<NodeId> {
 /// stops moving the start. It starts no later than half-way through the phase (an overloaded
 /// cluster never catches up, and then the rate at which it acknowledges is the figure wanted)
 /// and never before the warm-up.
-fn window(scenario: &Scenario, events: &[Event]) -> (u64, u64) {
+fn window(scenario: &Scenario, events: &[Event], messages: &Messages<'_>) -> (u64, u64) {
     /// Enough rounds for any backlog a cluster with spare capacity drains.
     const CATCH_UP_ROUNDS_MAX: usize = 16;
     let end = (scenario.duration_s * 1e9) as u64;
     let warmup = ((scenario.duration_s * 0.1).min(WARMUP_S_MAX) * 1e9) as u64;
     // (invoke time, outcome time) of every send with an outcome, by invoke time.
-    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut sends: Vec<(u64, u64)> = Vec::new();
-    for e in events {
-        let Op::Send { id, .. } = &e.op else { continue };
-        match e.kind {
-            EventType::Invoke => {
-                invoked.insert(id, e.time_ns);
-            }
-            _ => {
-                if let Some(t) = invoked.remove(id.as_str()) {
-                    sends.push((t, e.time_ns));
-                }
-            }
-        }
-    }
+    let mut sends: Vec<(u64, u64)> = messages
+        .lives()
+        .iter()
+        .filter_map(|l| l.invoked_ns.zip(l.outcome_ns))
+        .collect();
     sends.sort_unstable();
     let first_ack = events
         .iter()
@@ -681,22 +651,36 @@ fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
     out
 }
 
-/// The first time a partition's high watermark passed `offset`.
-fn committed_at(probes: &Probes, tp: &TopicPartition, offset: u64) -> Option<u64> {
-    let timeline = probes.high_watermarks.get(tp)?;
-    let i = timeline.partition_point(|&(_, hw)| hw <= offset);
-    timeline.get(i).map(|&(t, _)| t)
+/// Each partition's high watermark timeline, by borrowed name: looked up once per message.
+struct Watermarks<'p>(BTreeMap<(&'p str, u32), &'p [(u64, u64)]>);
+
+impl<'p> Watermarks<'p> {
+    fn of(probes: &'p Probes) -> Watermarks<'p> {
+        let timelines = probes.high_watermarks.iter();
+        Watermarks(
+            timelines
+                .map(|(tp, t)| ((tp.topic.as_str(), tp.partition), t.as_slice()))
+                .collect(),
+        )
+    }
+
+    /// The first time the high watermark of `acked`'s partition passed its offset: when the
+    /// message was stored on a quorum.
+    fn committed_at(&self, acked: &Acked<'_>) -> Option<u64> {
+        let timeline = self.0.get(&(acked.topic, acked.partition))?;
+        let i = timeline.partition_point(|&(_, hw)| hw <= acked.offset);
+        timeline.get(i).map(|&(t, _)| t)
+    }
 }
 
 fn breakdown(
-    invoked: &BTreeMap<&str, u64>,
-    delivered: &BTreeMap<&str, u64>,
-    offsets: &BTreeMap<&str, (TopicPartition, u64)>,
+    messages: &Messages<'_>,
+    watermarks: &Watermarks<'_>,
     probes: &Probes,
     sent_from: u64,
 ) -> Breakdown {
     // Every arrival of each message at a broker, in time order.
-    let mut arrivals: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut arrivals: IdMap<&str, Vec<(u64, u64)>> = IdMap::default();
     for p in &probes.produce {
         for id in &p.ids {
             arrivals
@@ -717,22 +701,26 @@ fn breakdown(
         parts.push((name, Micros::default()));
     }
     let mut total = Micros::default();
-    let mut messages = 0;
-    for (id, &sent) in invoked.iter().filter(|(_, &t)| t >= sent_from) {
-        let (Some(&got), Some((tp, offset))) = (delivered.get(id), offsets.get(id)) else {
+    let mut messages_measured = 0;
+    for life in messages.lives() {
+        let (Some(sent), Some(got), Some(acked)) = (life.invoked_ns, life.delivered_ns, life.acked)
+        else {
             continue;
         };
-        let Some(committed) = committed_at(probes, tp, *offset) else {
+        if sent < sent_from {
+            continue;
+        }
+        let Some(committed) = watermarks.committed_at(&acked) else {
             continue;
         };
         // The attempt that was appended: the last one handled before the commit.
         let Some(&(arrived, handled)) = arrivals
-            .get(id)
+            .get(life.id)
             .and_then(|a| a.iter().rev().find(|(_, h)| *h <= committed))
         else {
             continue;
         };
-        let transmitted = probes.first_transmit.get(*id).copied();
+        let transmitted = probes.first_transmit.get(life.id).copied();
         if split && transmitted.is_none() {
             continue;
         }
@@ -748,48 +736,57 @@ fn breakdown(
             h.record(marks[i + 1] - marks[i]);
         }
         total.record(got.max(sent) - sent);
-        messages += 1;
+        messages_measured += 1;
     }
     Breakdown {
-        messages,
+        messages: messages_measured,
         total_mean_ms: total.stats("total").mean_ms,
         parts: parts.iter().map(|(name, h)| h.stats(name)).collect(),
     }
 }
 
-/// The delivery metrics of a run: latency from the tallies and the high watermark probes,
-/// counters from the consumers and brokers, backlog from the lag series.
+/// The delivery metrics of a run: latency from the messages' lives and the high watermark
+/// probes, counters from the consumers and brokers, backlog from the lag series.
 fn delivery(
     scenario: &Scenario,
-    tally: &Tally<'_>,
+    messages: &Messages<'_>,
+    watermarks: &Watermarks<'_>,
     series: &[Second],
     probes: &Probes,
     window: (u64, u64),
 ) -> DeliveryMetrics {
-    let sent_in_window = |id: &&str| {
-        let sent = tally.invoked.get(id).copied();
-        sent.is_some_and(|t| t >= window.0 && t < window.1)
-    };
     // From the commit to `got`, for a message sent in the window.
-    let store_to_delivery = |id: &&str, got: u64| {
-        let (tp, offset) = tally.offsets.get(id).filter(|_| sent_in_window(id))?;
-        let committed = committed_at(probes, tp, *offset)?;
+    let store_to_delivery = |life: &Life<'_>, got: u64| {
+        let sent = life.invoked_ns?;
+        if sent < window.0 || sent >= window.1 {
+            return None;
+        }
+        let committed = watermarks.committed_at(life.acked.as_ref()?)?;
         Some(got.saturating_sub(committed))
     };
     let mut latency = Micros::default();
-    let mut messages = 0;
-    for (id, &got) in &tally.delivered {
-        if let Some(ns) = store_to_delivery(id, got) {
+    let mut measured = 0;
+    // Per consumer process (by its place in `messages.processes()`), its own latencies.
+    let mut per_process: Vec<Micros> = Vec::new();
+    per_process.resize_with(messages.processes().len(), Micros::default);
+    for life in messages.lives() {
+        if let Some(ns) = life
+            .delivered_ns
+            .and_then(|got| store_to_delivery(life, got))
+        {
             latency.record(ns);
-            messages += 1;
+            measured += 1;
+        }
+        for &(p, got) in &life.deliveries {
+            if let Some(ns) = store_to_delivery(life, got) {
+                per_process[p].record(ns);
+            }
         }
     }
     let stats = latency.stats("store to delivery");
     let consumer_p50_ms = |process: &str| {
-        let mut h = Micros::default();
-        let got = tally.delivered_to.get(process)?;
-        let latencies = got.iter().filter_map(|(id, &t)| store_to_delivery(id, t));
-        latencies.for_each(|ns| h.record(ns));
+        let p = messages.processes().iter().position(|q| *q == process)?;
+        let h = &per_process[p];
         (!h.0.is_empty()).then(|| h.stats("store to delivery").p50_ms)
     };
     let sum = |map: &BTreeMap<String, DeliveryStats>, f: fn(&DeliveryStats) -> u64| {
@@ -806,7 +803,7 @@ fn delivery(
         |s: &&Second| s.t_s * 1_000_000_000 >= window.0 && (s.t_s + 1) * 1_000_000_000 <= window.1;
     let last_workload_second = (window.1 / 1_000_000_000).saturating_sub(1);
     DeliveryMetrics {
-        messages,
+        messages: measured,
         latency_p50_ms: stats.p50_ms,
         latency_p99_ms: stats.p99_ms,
         fetches: sum(workload, |s| s.fetches),

@@ -23,6 +23,7 @@ use crate::faults::FaultPlan;
 use crate::harness::{Harness, SimControl};
 use crate::io::{SimDisk, SimNet, WritebackDisk};
 use crate::liveness::{self, LeaderDeadline};
+use crate::messages::Messages;
 use crate::metrics::{Metrics, ProduceProbe};
 use crate::resources::{self, World};
 use crate::scenario::{broker_host, Scenario, BROKER_PORT};
@@ -809,9 +810,11 @@ fn judge(
             }
         }
     }
+    let messages = Messages::index(&events);
     let metrics = Metrics::build(
         scenario,
         &events,
+        &messages,
         &view.borrow().probes,
         &faults,
         world.as_ref().map(|w| w.borrow()).as_deref(),
@@ -825,7 +828,8 @@ fn judge(
     }
     let recoveries = view.borrow().recoveries;
     let summary = Summary::build(
-        scenario, seed, &trace, &events, &report, faults, incomplete, recoveries, metrics,
+        scenario, seed, &trace, &events, &messages, &report, faults, incomplete, recoveries,
+        metrics,
     );
     RunOutcome {
         summary,

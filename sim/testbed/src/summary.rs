@@ -1,16 +1,16 @@
 //! `summary.json` and the table `fathom run` prints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use fathom_history::{Anomalies, CheckReport, Event, EventType, Op};
+use fathom_history::{Anomalies, CheckReport, Event};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::fault_log::AppliedFault;
+use crate::messages::{Messages, ProcessIx};
 use crate::metrics::Metrics;
 use crate::scenario::Scenario;
-use fathom_workload::clients::FINAL_READ_PROCESS;
 use fathom_workload::trace::Trace;
 
 /// Latency percentiles in simulated milliseconds.
@@ -94,13 +94,14 @@ impl Summary {
         seed: u64,
         trace: &Trace,
         events: &[Event],
+        messages: &Messages<'_>,
         report: &CheckReport,
         faults: Vec<AppliedFault>,
         final_read_incomplete: Vec<String>,
         recoveries: Recoveries,
         metrics: Metrics,
     ) -> Summary {
-        let latency_ms = latencies(events, metrics.window_ns);
+        let latency_ms = latencies(messages, metrics.window_ns);
         Summary {
             scenario: scenario.name.clone(),
             seed,
@@ -252,43 +253,29 @@ impl Summary {
     }
 }
 
-/// Send-to-ack and send-to-delivery latency over the whole run, and over the messages sent in
-/// `window_ns`.
-fn latencies(events: &[Event], window_ns: [u64; 2]) -> Latencies {
+/// Send-to-ack and send-to-first-delivery latency over the whole run, and over the messages
+/// sent in `window_ns`.
+fn latencies(messages: &Messages<'_>, window_ns: [u64; 2]) -> Latencies {
     let steady = |sent: u64| sent >= window_ns[0] && sent < window_ns[1];
-    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut delivered: BTreeSet<&str> = BTreeSet::new();
     let [mut produce, mut end_to_end, mut steady_produce, mut steady_end_to_end] =
         [(); 4].map(|()| histogram());
-    for e in events {
-        match (&e.op, e.kind) {
-            (Op::Send { id, .. }, EventType::Invoke) => {
-                invoked.insert(id, e.time_ns);
+    for life in messages.lives() {
+        let Some(sent) = life.invoked_ns else {
+            continue;
+        };
+        if let Some(acked) = life.acked {
+            let us = micros(acked.at_ns.saturating_sub(sent));
+            let _ = produce.record(us);
+            if steady(sent) {
+                let _ = steady_produce.record(us);
             }
-            (Op::Send { id, .. }, EventType::Ok) => {
-                if let Some(&t) = invoked.get(id.as_str()) {
-                    let us = micros(e.time_ns.saturating_sub(t));
-                    let _ = produce.record(us);
-                    if steady(t) {
-                        let _ = steady_produce.record(us);
-                    }
-                }
+        }
+        if let Some(got) = life.delivered_ns {
+            let us = micros(got.saturating_sub(sent));
+            let _ = end_to_end.record(us);
+            if steady(sent) {
+                let _ = steady_end_to_end.record(us);
             }
-            (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
-                for (_, id) in records {
-                    if !delivered.insert(id) {
-                        continue;
-                    }
-                    if let Some(&t) = invoked.get(id.as_str()) {
-                        let us = micros(e.time_ns.saturating_sub(t));
-                        let _ = end_to_end.record(us);
-                        if steady(t) {
-                            let _ = steady_end_to_end.record(us);
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
     }
     Latencies {
@@ -302,28 +289,21 @@ fn latencies(events: &[Event], window_ns: [u64; 2]) -> Latencies {
     }
 }
 
-/// Send-to-first-delivery percentiles of the messages sent in `[from, to)` ns (consumers' polls,
-/// not the final read).
-pub fn end_to_end_sent_in(events: &[Event], from: u64, to: u64) -> Percentiles {
-    let mut invoked: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut delivered: BTreeSet<&str> = BTreeSet::new();
+/// Send-to-first-delivery percentiles of the messages sent in `[from, to)` ns, each at its
+/// first delivery to a consumer process that `within` accepts.
+pub fn end_to_end_sent_in(
+    messages: &Messages<'_>,
+    from: u64,
+    to: u64,
+    within: impl Fn(ProcessIx) -> bool,
+) -> Percentiles {
     let mut h = histogram();
-    for e in events {
-        match (&e.op, e.kind) {
-            (Op::Send { id, .. }, EventType::Invoke) if (from..to).contains(&e.time_ns) => {
-                invoked.insert(id, e.time_ns);
-            }
-            (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
-                for (_, id) in records {
-                    if !delivered.insert(id) {
-                        continue;
-                    }
-                    if let Some(&t) = invoked.get(id.as_str()) {
-                        let _ = h.record(micros(e.time_ns.saturating_sub(t)));
-                    }
-                }
-            }
-            _ => {}
+    for life in messages.lives() {
+        let Some(sent) = life.invoked_ns.filter(|t| (from..to).contains(t)) else {
+            continue;
+        };
+        if let Some(got) = life.delivered_to(&within) {
+            let _ = h.record(micros(got.saturating_sub(sent)));
         }
     }
     percentiles(&h)
