@@ -256,7 +256,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
             if wait.is_zero() && self.syncing.is_empty() {
                 return self.complete_sync(&op);
             }
-            let mut at = tokio::time::Instant::now() + wait;
+            let mut at = self.clock.true_now() + wait;
             if let Some(&(last, _)) = self.syncing.back() {
                 at = at.max(last);
             }

@@ -6,7 +6,9 @@ use tokio::sync::mpsc;
 
 use std::net::IpAddr;
 
-use super::{pay, Net, SharedResources, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES};
+use super::{
+    pay, Net, SharedResources, TrueClock, LINK_IDLE_TIMEOUT, PING_INTERVAL, READ_CHUNK_BYTES,
+};
 
 /// The most bytes of queued frames written to a socket at once.
 pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
@@ -37,14 +39,15 @@ pub(crate) async fn read_frames<N: Net, K: Copy>(
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut decoder = FrameDecoder::default();
-    let mut idle = IdleWatch::new();
+    let clock = TrueClock::current();
+    let mut idle = IdleWatch::new(&clock);
     loop {
         loop {
             let before = buf.len();
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
                     crate::stats::frame_delivered();
-                    let arrived = tokio::time::Instant::now();
+                    let arrived = clock.now();
                     pay(resources.receive(peer, before - buf.len())).await;
                     if !deliver(ReadEvent::Frame(msg, arrived)).await {
                         return;
@@ -123,6 +126,8 @@ pub(crate) async fn write_frames<N: Net>(
 /// delivery plus the timeout.
 struct IdleWatch {
     #[cfg(madsim)]
+    clock: TrueClock,
+    #[cfg(madsim)]
     timer: crate::LoopTimer,
     #[cfg(madsim)]
     last_read: tokio::time::Instant,
@@ -131,18 +136,22 @@ struct IdleWatch {
 }
 
 impl IdleWatch {
-    fn new() -> IdleWatch {
+    fn new(clock: &TrueClock) -> IdleWatch {
         #[cfg(madsim)]
         {
-            let now = tokio::time::Instant::now();
+            let now = clock.now();
             IdleWatch {
+                clock: clock.clone(),
                 timer: crate::LoopTimer::new(),
                 last_read: now,
                 check_at: now + LINK_IDLE_TIMEOUT,
             }
         }
         #[cfg(not(madsim))]
-        IdleWatch {}
+        {
+            let _ = clock;
+            IdleWatch {}
+        }
     }
 
     /// One read into `buf`; `None` when the link stayed silent for the timeout.
@@ -168,12 +177,12 @@ impl IdleWatch {
             tokio::select! {
                 biased;
                 read = reader.read_buf(buf) => {
-                    self.last_read = tokio::time::Instant::now();
+                    self.last_read = self.clock.now();
                     return Some(read);
                 }
                 _ = self.timer.until(self.check_at) => {
                     let due = self.last_read + LINK_IDLE_TIMEOUT;
-                    if tokio::time::Instant::now() >= due {
+                    if self.clock.now() >= due {
                         return None;
                     }
                     self.check_at = due;

@@ -174,11 +174,52 @@ pub trait Disk {
     fn apply(&mut self, op: &StorageOp) -> io::Result<()>;
 }
 
+/// True time: what `tokio::time::Instant::now()` reads, at less cost under madsim.
+///
+/// madsim answers every clock read through its `clock_gettime` override, which looks the
+/// runtime up in a thread local and clones and drops its time handle each time: about 4 % of
+/// a madsim run's CPU went there. This keeps the handle of the runtime it was made in, so it
+/// must be made inside that runtime (every driver task is); it reads the same instant. Under
+/// tokio it holds nothing.
+#[derive(Clone)]
+pub struct TrueClock {
+    #[cfg(madsim)]
+    time: madsim::time::TimeHandle,
+}
+
+impl TrueClock {
+    /// The clock of the current runtime. Under madsim, panics outside a runtime.
+    pub fn current() -> TrueClock {
+        TrueClock {
+            #[cfg(madsim)]
+            time: madsim::time::TimeHandle::current(),
+        }
+    }
+
+    pub fn now(&self) -> tokio::time::Instant {
+        #[cfg(madsim)]
+        {
+            self.time.now_instant()
+        }
+        #[cfg(not(madsim))]
+        {
+            tokio::time::Instant::now()
+        }
+    }
+}
+
+impl std::fmt::Debug for TrueClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrueClock")
+    }
+}
+
 /// The driver's clock: `tokio::time`, counted from when the driver started, as the host's
 /// clock reads it (see [`Skew`]).
 #[derive(Debug)]
 pub struct Clock {
     start: tokio::time::Instant,
+    true_time: TrueClock,
     skew: Option<(Skew, std::cell::Cell<Anchor>)>,
 }
 
@@ -196,8 +237,10 @@ struct Anchor {
 
 impl Clock {
     pub fn start() -> Clock {
+        let true_time = TrueClock::current();
         Clock {
-            start: tokio::time::Instant::now(),
+            start: true_time.now(),
+            true_time,
             skew: None,
         }
     }
@@ -205,7 +248,8 @@ impl Clock {
     /// A clock that reads the host's time through `skew`, which a fault injector changes.
     /// Jumps made before it started do not move it: a new process counts from its own start.
     pub fn skewed(skew: Skew) -> Clock {
-        let start = tokio::time::Instant::now();
+        let true_time = TrueClock::current();
+        let start = true_time.now();
         let setting = skew.0.get();
         let anchor = Anchor {
             true_at: start,
@@ -216,12 +260,18 @@ impl Clock {
         };
         Clock {
             start,
+            true_time,
             skew: Some((skew, std::cell::Cell::new(anchor))),
         }
     }
 
     pub fn now(&self) -> Instant {
-        self.from_tokio(tokio::time::Instant::now())
+        self.from_tokio(self.true_now())
+    }
+
+    /// True time now, unskewed (for `tokio::time` deadlines).
+    pub fn true_now(&self) -> tokio::time::Instant {
+        self.true_time.now()
     }
 
     /// When true time reaches local time `t` (for timers).
@@ -252,7 +302,7 @@ impl Clock {
         let mut a = cell.get();
         let setting = skew.0.get();
         if setting.version != a.version {
-            let now = tokio::time::Instant::now();
+            let now = self.true_time.now();
             let jumped = setting.jumped.saturating_sub(a.jumped);
             a = Anchor {
                 true_at: now,

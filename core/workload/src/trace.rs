@@ -35,6 +35,18 @@ impl TraceHash {
     }
 }
 
+/// Hashes what is written, so that an event is hashed as it is serialised.
+impl std::io::Write for TraceHash {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Shared by every client process of one run; turmoil runs them all on one thread, and the
 /// production commands run on one thread too.
 pub struct Trace {
@@ -101,7 +113,8 @@ impl Trace {
 
     /// Records an event built by the caller (a group member's, stamped with its group).
     pub fn record_event(&mut self, event: Event) {
-        self.hash.update(history::to_json_line(&event).as_bytes());
+        // Writing into the hash cannot fail, and an event always serialises.
+        let _ = history::write_json_line(&event, &mut self.hash);
         self.events.push(event);
     }
 

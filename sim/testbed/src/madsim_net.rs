@@ -29,7 +29,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use fathom_driver::{LoopTimer, Net};
+use fathom_driver::{LoopTimer, Net, TrueClock};
 use madsim::rand::Rng as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
@@ -284,6 +284,8 @@ struct Pipe {
     writer_closed: bool,
     reader_closed: bool,
     reader: Option<Waker>,
+    /// Read at every write and at every read of a chunk.
+    clock: TrueClock,
 }
 
 impl Pipe {
@@ -297,6 +299,7 @@ impl Pipe {
             writer_closed: false,
             reader_closed: false,
             reader: None,
+            clock: TrueClock::current(),
         }))
     }
 
@@ -324,7 +327,7 @@ impl Pipe {
 
     /// When a chunk that leaves now arrives: its link's latency, behind every earlier chunk.
     fn release_time(&mut self) -> madsim::time::Instant {
-        let now = madsim::time::Instant::now();
+        let now = self.clock.now();
         let latency = self.faults().map_or(Duration::ZERO, |f| {
             f.latency(&mut madsim::rand::thread_rng())
         });
@@ -433,7 +436,7 @@ impl AsyncRead for MadsimStream {
                 Links::wait_unclogged(cx.waker());
                 return Poll::Pending;
             };
-            if release > madsim::time::Instant::now() {
+            if release > pipe.clock.now() {
                 if copied {
                     return Poll::Ready(Ok(()));
                 }
