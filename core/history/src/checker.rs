@@ -36,7 +36,7 @@
 //! BTreeMap lookups by place, so O(n log n) in the number of events and records. Maps by id
 //! are [`IdMap`]s; what reaches an example is sorted by id first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::IdMap;
 
@@ -206,12 +206,39 @@ struct Facts<'a> {
     partitions: Partitions<'a>,
     sends: IdMap<&'a str, SendRecord<'a>>,
     /// For each id read, every (partition, offset) it was read at.
-    reads: IdMap<&'a str, BTreeSet<(Tp, u64)>>,
+    reads: IdMap<&'a str, SortedSet<(Tp, u64)>>,
     /// For each offset known to hold a record, the ids seen there by acks and reads.
     /// Its keys are exactly the offsets "known to hold a record".
-    ids_at: BTreeMap<(Tp, u64), BTreeSet<&'a str>>,
+    ids_at: BTreeMap<(Tp, u64), SortedSet<&'a str>>,
     /// What each consumer group processed and committed.
     groups: BTreeMap<&'a str, GroupFacts<'a>>,
+}
+
+/// A set kept as a sorted vector: almost every id is read at one place and almost every place
+/// holds one id, and a one-element `BTreeSet` allocates a whole node.
+#[derive(Debug)]
+struct SortedSet<T>(Vec<T>);
+
+impl<T> Default for SortedSet<T> {
+    fn default() -> Self {
+        SortedSet(Vec::new())
+    }
+}
+
+impl<T: Ord> SortedSet<T> {
+    fn insert(&mut self, x: T) {
+        if let Err(i) = self.0.binary_search(&x) {
+            self.0.insert(i, x);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
 }
 
 /// A member (process) of a group in one generation, if it has generations.
@@ -626,7 +653,7 @@ fn generation(g: Option<u32>) -> String {
 }
 
 /// "orders-0@1, orders-0@3" for a set of places.
-fn list(partitions: &Partitions<'_>, places: &BTreeSet<(Tp, u64)>) -> String {
+fn list(partitions: &Partitions<'_>, places: &SortedSet<(Tp, u64)>) -> String {
     let places: Vec<String> = places.iter().map(|&place| partitions.at(place)).collect();
     places.join(", ")
 }
