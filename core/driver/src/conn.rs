@@ -136,6 +136,7 @@ struct IdleWatch {
 }
 
 impl IdleWatch {
+    #[cfg_attr(not(madsim), allow(unused_variables))]
     fn new(clock: &TrueClock) -> IdleWatch {
         #[cfg(madsim)]
         {
@@ -148,10 +149,7 @@ impl IdleWatch {
             }
         }
         #[cfg(not(madsim))]
-        {
-            let _ = clock;
-            IdleWatch {}
-        }
+        IdleWatch {}
     }
 
     /// One read into `buf`; `None` when the link stayed silent for the timeout.

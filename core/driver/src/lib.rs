@@ -184,7 +184,7 @@ pub trait Disk {
 #[derive(Clone)]
 pub struct TrueClock {
     #[cfg(madsim)]
-    time: madsim::time::TimeHandle,
+    time: tokio::time::TimeHandle,
 }
 
 impl TrueClock {
@@ -192,7 +192,7 @@ impl TrueClock {
     pub fn current() -> TrueClock {
         TrueClock {
             #[cfg(madsim)]
-            time: madsim::time::TimeHandle::current(),
+            time: tokio::time::TimeHandle::current(),
         }
     }
 
@@ -236,6 +236,8 @@ struct Anchor {
 }
 
 impl Clock {
+    /// A clock starting now. Must be made inside the runtime it is read in (see
+    /// [`TrueClock`]).
     pub fn start() -> Clock {
         let true_time = TrueClock::current();
         Clock {
@@ -247,6 +249,7 @@ impl Clock {
 
     /// A clock that reads the host's time through `skew`, which a fault injector changes.
     /// Jumps made before it started do not move it: a new process counts from its own start.
+    /// Must be made inside the runtime it is read in (see [`TrueClock`]).
     pub fn skewed(skew: Skew) -> Clock {
         let true_time = TrueClock::current();
         let start = true_time.now();

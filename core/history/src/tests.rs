@@ -367,6 +367,74 @@ fn examples_are_listed_in_id_order() {
     }
 }
 
+/// Failed sends read anyway and ids a group processed twice also list their examples in id
+/// order.
+#[test]
+fn aborted_and_reprocessed_examples_are_listed_in_id_order() {
+    let mut h = History::default();
+    for i in (0..40u32).rev() {
+        let (failed, twice) = (format!("f{i:02}"), format!("r{i:02}"));
+        h.invoke("p0", &failed, T0)
+            .send(EventType::Fail, "p0", &failed, T0);
+        h.poll(&format!("a{i}"), ("orders", 10 + i), &[(0, &failed)]);
+        for _ in 0..2 {
+            let op = Op::Process {
+                topic: "orders".into(),
+                partition: 0,
+                records: vec![(u64::from(i), twice.clone())],
+            };
+            h.events
+                .push(Event::new(1, "c0", EventType::Ok, op).in_group("g", Some(1)));
+        }
+    }
+    let report = h.check();
+    let named = |class: &str| -> Vec<String> {
+        let examples = report.examples.get(class).cloned().unwrap_or_default();
+        examples
+            .iter()
+            .filter_map(|e| e.split(' ').next().map(String::from))
+            .collect()
+    };
+    let first = |prefix: &str| -> Vec<String> {
+        let n = crate::checker::EXAMPLES_PER_CLASS;
+        (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+    };
+    assert_eq!(named("aborted_read"), first("f"));
+    assert_eq!(named("reprocessed"), first("r"));
+}
+
+/// Two ids acknowledged at one offset: the greater id stands for the offset when a group's
+/// commit passes it, so `unprocessed` does not depend on the order a map yields the ids in.
+#[test]
+fn an_offset_acked_for_two_ids_is_judged_by_the_greater() {
+    let mut h = History::default();
+    for i in 0..20u64 {
+        h.acked("p0", &format!("a{i:02}"), T0, i);
+        h.acked("p1", &format!("b{i:02}"), T0, i);
+        let op = Op::Process {
+            topic: "orders".into(),
+            partition: 0,
+            records: vec![(i, format!("a{i:02}"))],
+        };
+        h.events
+            .push(Event::new(1, "c0", EventType::Ok, op).in_group("g", Some(1)));
+    }
+    let commit = Op::Commit {
+        topic: "orders".into(),
+        partition: 0,
+        offset: 20,
+        error: None,
+    };
+    h.events
+        .push(Event::new(2, "c0", EventType::Ok, commit).in_group("g", Some(1)));
+    let report = h.check();
+    assert_eq!(
+        report.anomalies[Anomaly::Unprocessed],
+        20,
+        "every b id, never processed"
+    );
+}
+
 #[test]
 fn unacknowledged_sends_never_read_are_not_lost() {
     let mut h = History::default();

@@ -113,8 +113,9 @@ impl Trace {
 
     /// Records an event built by the caller (a group member's, stamped with its group).
     pub fn record_event(&mut self, event: Event) {
-        // Writing into the hash cannot fail, and an event always serialises.
-        let _ = history::write_json_line(&event, &mut self.hash);
+        // Only strings, integers and sequences of them, written into a hash: cannot fail.
+        history::write_json_line(&event, &mut self.hash)
+            .expect("history events always serialize to JSON");
         self.events.push(event);
     }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use fathom_history::{Event, EventType, Op};
 use serde::Serialize;
 
-use crate::messages::Messages;
+use crate::messages::{Messages, ProcessIx};
 use crate::scenario::Scenario;
 use crate::summary::{end_to_end_sent_in, Percentiles};
 use fathom_workload::clients::FINAL_READ_PROCESS;
@@ -87,7 +87,10 @@ fn figures_of(
     for (name, g) in &lines.groups {
         let mut f = g.figures(&lines, end);
         let started = (f.started_s * 1e9).round() as u64;
-        let member = |p: usize| g.changes.contains_key(messages.processes()[p]);
+        let members: Vec<bool> = (messages.processes().iter())
+            .map(|p| g.changes.contains_key(p))
+            .collect();
+        let member = |p: ProcessIx| members[p];
         f.end_to_end_ms = end_to_end_sent_in(messages, started, end, member);
         figures.insert(name.to_string(), f);
     }

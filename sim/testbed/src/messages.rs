@@ -11,20 +11,22 @@ use fathom_workload::clients::FINAL_READ_PROCESS;
 /// A process's place in [`Messages::processes`].
 pub type ProcessIx = usize;
 
+/// An event's place in the history (time order; events of one nanosecond keep their order).
+pub type At = usize;
+
 /// What the history says about one message id.
 #[derive(Debug, Clone)]
 pub struct Life<'a> {
     pub id: &'a str,
-    /// Its send's invoke (the last one, should an id be invoked twice).
-    pub invoked_ns: Option<u64>,
-    /// The first completion (`ok`, `fail` or `info`) after the invoke.
-    pub outcome_ns: Option<u64>,
-    /// Where and when it was acknowledged (the last `ok`).
+    /// Every invoke of its send, in history order: `(place, time)`. Almost always one; a share
+    /// group's dead-letter copy is sent again after an unknown outcome.
+    invokes: Vec<(At, u64)>,
+    /// Where and when it was acknowledged: the last `ok` with an offset.
     pub acked: Option<Acked<'a>>,
-    /// Its first delivery to any consumer process.
-    pub delivered_ns: Option<u64>,
-    /// Each consumer process it was delivered to, with the first time, in delivery order.
-    pub deliveries: Vec<(ProcessIx, u64)>,
+    /// Its first delivery to each consumer process, in delivery order.
+    deliveries: Vec<Delivery>,
+    /// The last invoke has had no outcome yet.
+    awaiting_outcome: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,26 +37,40 @@ pub struct Acked<'a> {
     pub at_ns: u64,
 }
 
-/// The index: every message id named in a send, a poll or an acquisition.
+/// A message's first delivery to one consumer process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub process: ProcessIx,
+    pub at: At,
+    pub ns: u64,
+}
+
+/// The index: every message id named in a send, in an `ok` poll by a consumer (not the final
+/// read), or in an `ok` acquisition.
 #[derive(Debug, Default)]
 pub struct Messages<'a> {
     ix: IdMap<&'a str, usize>,
     /// In order of first mention in the history.
     lives: Vec<Life<'a>>,
-    /// Consumer processes, in order of first delivery.
+    /// Consumer processes, in order of their first `ok` poll or acquisition (empty or not).
     processes: Vec<&'a str>,
+    /// `(invoke, outcome)` of every invoke that had an outcome: the first completion after it.
+    outcomes: Vec<(u64, u64)>,
+    /// `(invoke, ok)` of every `ok` with an offset, against the invoke in effect then.
+    acks: Vec<(u64, u64)>,
 }
 
 impl<'a> Messages<'a> {
     /// One pass over `events`, which are in time order.
     pub fn index(events: &'a [Event]) -> Messages<'a> {
         let mut m = Messages::default();
-        for e in events {
+        for (at, e) in events.iter().enumerate() {
             match (&e.op, e.kind) {
                 (Op::Send { id, .. }, EventType::Invoke) => {
-                    let life = m.life_mut(id);
-                    life.invoked_ns = Some(e.time_ns);
-                    life.outcome_ns = None;
+                    let i = m.place(id);
+                    let life = &mut m.lives[i];
+                    life.invokes.push((at, e.time_ns));
+                    life.awaiting_outcome = true;
                 }
                 (
                     Op::Send {
@@ -67,10 +83,10 @@ impl<'a> Messages<'a> {
                     kind,
                 ) => m.on_outcome(id, kind, (topic, *partition, *offset), e.time_ns),
                 (Op::Poll { records, .. }, EventType::Ok) if e.process != FINAL_READ_PROCESS => {
-                    m.on_delivery(records, &e.process, e.time_ns);
+                    m.on_delivery(records, &e.process, at, e.time_ns);
                 }
                 (Op::Acquire { records, .. }, EventType::Ok) => {
-                    m.on_delivery(records, &e.process, e.time_ns);
+                    m.on_delivery(records, &e.process, at, e.time_ns);
                 }
                 _ => {}
             }
@@ -85,9 +101,11 @@ impl<'a> Messages<'a> {
         (topic, partition, offset): (&'a str, u32, Option<u64>),
         t: u64,
     ) {
-        let life = self.life_mut(id);
-        if life.invoked_ns.is_some() && life.outcome_ns.is_none() {
-            life.outcome_ns = Some(t);
+        let i = self.place(id);
+        let life = &mut self.lives[i];
+        let sent = life.invoked_ns();
+        if let (true, Some(sent)) = (std::mem::take(&mut life.awaiting_outcome), sent) {
+            self.outcomes.push((sent, t));
         }
         if let (EventType::Ok, Some(offset)) = (kind, offset) {
             life.acked = Some(Acked {
@@ -96,10 +114,13 @@ impl<'a> Messages<'a> {
                 offset,
                 at_ns: t,
             });
+            if let Some(sent) = sent {
+                self.acks.push((sent, t));
+            }
         }
     }
 
-    fn on_delivery(&mut self, records: &'a [(u64, String)], process: &'a str, t: u64) {
+    fn on_delivery(&mut self, records: &'a [(u64, String)], process: &'a str, at: At, ns: u64) {
         let p = match self.processes.iter().position(|q| *q == process) {
             Some(p) => p,
             None => {
@@ -108,28 +129,28 @@ impl<'a> Messages<'a> {
             }
         };
         for (_, id) in records {
-            let life = self.life_mut(id);
-            life.delivered_ns.get_or_insert(t);
-            if !life.deliveries.iter().any(|&(q, _)| q == p) {
-                life.deliveries.push((p, t));
+            let i = self.place(id);
+            let life = &mut self.lives[i];
+            if !life.deliveries.iter().any(|d| d.process == p) {
+                life.deliveries.push(Delivery { process: p, at, ns });
             }
         }
     }
 
-    fn life_mut(&mut self, id: &'a str) -> &mut Life<'a> {
+    /// `id`'s place in `lives`, a new life if it is new.
+    fn place(&mut self, id: &'a str) -> usize {
         let next = self.lives.len();
         let i = *self.ix.entry(id).or_insert(next);
         if i == next {
             self.lives.push(Life {
                 id,
-                invoked_ns: None,
-                outcome_ns: None,
+                invokes: Vec::new(),
                 acked: None,
-                delivered_ns: None,
                 deliveries: Vec::new(),
+                awaiting_outcome: false,
             });
         }
-        &mut self.lives[i]
+        i
     }
 
     /// Every message, in order of first mention.
@@ -137,9 +158,19 @@ impl<'a> Messages<'a> {
         &self.lives
     }
 
-    /// The consumer processes that got anything, each at its [`ProcessIx`].
+    /// The consumer processes, each at its [`ProcessIx`].
     pub fn processes(&self) -> &[&'a str] {
         &self.processes
+    }
+
+    /// `(invoke, outcome)` of every invoke that had an outcome, in outcome order.
+    pub fn outcomes(&self) -> &[(u64, u64)] {
+        &self.outcomes
+    }
+
+    /// `(invoke, ok)` of every acknowledgement with an offset, in history order.
+    pub fn acks(&self) -> &[(u64, u64)] {
+        &self.acks
     }
 
     pub fn get(&self, id: &str) -> Option<&Life<'a>> {
@@ -148,12 +179,39 @@ impl<'a> Messages<'a> {
 }
 
 impl Life<'_> {
-    /// The first delivery to a process `within` accepts.
-    pub fn delivered_to(&self, within: impl Fn(ProcessIx) -> bool) -> Option<u64> {
-        self.deliveries
-            .iter()
-            .find(|&&(p, _)| within(p))
-            .map(|&(_, t)| t)
+    /// When its send was last invoked.
+    pub fn invoked_ns(&self) -> Option<u64> {
+        self.invokes.last().map(|&(_, t)| t)
+    }
+
+    /// The send in effect at history place `at`: the last invoke before it whose time `within`
+    /// accepts.
+    pub fn sent_before(&self, at: At, within: impl Fn(u64) -> bool) -> Option<u64> {
+        let before = self.invokes.iter().rev().skip_while(|&&(i, _)| i >= at);
+        before.map(|&(_, t)| t).find(|&t| within(t))
+    }
+
+    /// Its first delivery to any consumer process.
+    pub fn delivered(&self) -> Option<Delivery> {
+        self.deliveries.first().copied()
+    }
+
+    /// Its first delivery to a process `within` accepts.
+    pub fn delivered_to(&self, within: impl Fn(ProcessIx) -> bool) -> Option<Delivery> {
+        self.deliveries.iter().find(|d| within(d.process)).copied()
+    }
+
+    /// Its first delivery to each consumer process, in delivery order.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.deliveries
+    }
+
+    /// Send to first delivery: from the send in effect when it was first delivered (none if it
+    /// was delivered before any invoke).
+    pub fn end_to_end(&self) -> Option<(u64, u64)> {
+        let d = self.delivered()?;
+        let sent = self.sent_before(d.at, |_| true)?;
+        Some((sent, d.ns.saturating_sub(sent)))
     }
 }
 
@@ -183,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_messages_life_is_its_invoke_first_outcome_ack_and_first_deliveries() {
+    fn a_messages_life_is_its_invokes_ack_and_first_deliveries() {
         let events = vec![
             send(1, EventType::Invoke, "a", None),
             send(2, EventType::Invoke, "b", None),
@@ -196,21 +254,53 @@ mod tests {
         ];
         let m = Messages::index(&events);
         let a = m.get("a").expect("indexed");
-        assert_eq!((a.invoked_ns, a.outcome_ns), (Some(1), Some(3)));
+        assert_eq!(a.invoked_ns(), Some(1));
+        assert_eq!(
+            m.outcomes(),
+            [(1, 3)],
+            "the first completion is the outcome"
+        );
+        assert_eq!(m.acks(), [(1, 4)]);
         assert_eq!(a.acked.map(|k| (k.offset, k.at_ns)), Some((7, 4)));
-        assert_eq!(a.delivered_ns, Some(5));
-        assert_eq!(a.deliveries, vec![(0, 5), (1, 7)]);
-        assert_eq!(a.delivered_to(|p| m.processes()[p] == "d-0"), Some(7));
+        let firsts: Vec<(ProcessIx, u64)> =
+            a.deliveries().iter().map(|d| (d.process, d.ns)).collect();
+        assert_eq!(firsts, [(0, 5), (1, 7)]);
+        let to_d = a.delivered_to(|p| m.processes()[p] == "d-0");
+        assert_eq!(to_d.map(|d| d.ns), Some(7));
+        assert_eq!(a.end_to_end(), Some((1, 4)));
         let b = m.get("b").expect("indexed");
+        assert_eq!(b.delivered(), None, "the final read is no delivery");
+        let ids: Vec<&str> = m.lives().iter().map(|l| l.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    /// A send invoked again (a share group's dead-letter copy after an unknown outcome): each
+    /// outcome, acknowledgement and delivery is measured from the invoke in effect at the time.
+    #[test]
+    fn a_send_invoked_again_is_measured_from_the_invoke_in_effect() {
+        let events = vec![
+            send(10, EventType::Invoke, "x", None),
+            send(20, EventType::Info, "x", None),
+            poll(25, "c-0", &["x"]),
+            send(30, EventType::Invoke, "x", None),
+            send(45, EventType::Ok, "x", Some(0)),
+            poll(50, "d-0", &["x"]),
+        ];
+        let m = Messages::index(&events);
+        assert_eq!(m.outcomes(), [(10, 20), (30, 45)]);
+        assert_eq!(m.acks(), [(30, 45)]);
+        let x = m.get("x").expect("indexed");
+        assert_eq!(x.invoked_ns(), Some(30));
         assert_eq!(
-            (b.outcome_ns, b.delivered_ns),
-            (None, None),
-            "the final read is no delivery"
+            x.end_to_end(),
+            Some((10, 15)),
+            "first delivered under the first invoke"
         );
-        assert_eq!(
-            m.lives().iter().map(|l| l.id).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        let to_d = x
+            .delivered_to(|p| m.processes()[p] == "d-0")
+            .expect("delivered");
+        assert_eq!(x.sent_before(to_d.at, |_| true), Some(30));
+        assert_eq!(x.sent_before(to_d.at, |t| t < 30), Some(10));
     }
 
     #[test]
@@ -225,11 +315,7 @@ mod tests {
             send(1, EventType::Invoke, "a", None),
             Event::new(9, "s-0", EventType::Ok, op),
         ];
-        assert_eq!(
-            Messages::index(&events)
-                .get("a")
-                .and_then(|l| l.delivered_ns),
-            Some(9)
-        );
+        let m = Messages::index(&events);
+        assert_eq!(m.get("a").and_then(Life::delivered).map(|d| d.ns), Some(9));
     }
 }

@@ -309,7 +309,7 @@ struct Tally {
     throughput: Throughput,
     histograms: Histograms,
     series: Vec<Second>,
-    /// Per partition: (time, position after the poll) of consumer polls.
+    /// Per partition: (time, position after the read) of consumer polls and share acquisitions.
     positions: BTreeMap<TopicPartition, Vec<(u64, u64)>>,
 }
 
@@ -363,7 +363,7 @@ impl Tally {
                     },
                     EventType::Ok,
                 ) if e.process != FINAL_READ_PROCESS => {
-                    self.on_delivery(topic, *partition, records, e.time_ns);
+                    self.on_read_position(topic, *partition, records, e.time_ns);
                 }
                 // A share member's acquisition is its delivery (issue 9).
                 (
@@ -374,7 +374,7 @@ impl Tally {
                         ..
                     },
                     EventType::Ok,
-                ) => self.on_delivery(topic, *partition, records, e.time_ns),
+                ) => self.on_read_position(topic, *partition, records, e.time_ns),
                 _ => {}
             }
         }
@@ -387,7 +387,8 @@ impl Tally {
         }
     }
 
-    fn on_delivery(&mut self, topic: &str, partition: u32, records: &[(u64, String)], t: u64) {
+    /// A consumer read `records` of a partition: its position moved past the last.
+    fn on_read_position(&mut self, topic: &str, partition: u32, records: &[(u64, String)], t: u64) {
         if let Some((last, _)) = records.last() {
             let tp = TopicPartition::new(topic.to_string(), partition);
             self.positions.entry(tp).or_default().push((t, last + 1));
@@ -405,17 +406,15 @@ impl Tally {
         }
     }
 
-    /// Each message's produce latency, and its first delivery: consumed per second and the
-    /// end-to-end latency.
+    /// Each acknowledgement's produce latency, and each message's first delivery: consumed
+    /// per second and the end-to-end latency.
     fn count_lives(&mut self, messages: &Messages<'_>) {
+        for &(sent, acked) in messages.acks() {
+            self.histograms.produce.record(acked.saturating_sub(sent));
+        }
         for life in messages.lives() {
-            if let (Some(sent), Some(acked)) = (life.invoked_ns, life.acked) {
-                self.histograms
-                    .produce
-                    .record(acked.at_ns.saturating_sub(sent));
-            }
-            if let Some(got) = life.delivered_ns {
-                self.on_first_delivery(life, got);
+            if let Some(first) = life.delivered() {
+                self.on_first_delivery(life, first.ns);
             }
         }
     }
@@ -429,8 +428,8 @@ impl Tally {
             self.throughput.consumed_per_s += 1.0;
             self.throughput.consumed_mbyte_s += b as f64;
         }
-        if let Some(sent) = life.invoked_ns {
-            self.histograms.end_to_end.record(t.saturating_sub(sent));
+        if let Some((_, latency)) = life.end_to_end() {
+            self.histograms.end_to_end.record(latency);
         }
     }
 }
@@ -530,12 +529,8 @@ fn window(scenario: &Scenario, events: &[Event], messages: &Messages<'_>) -> (u6
     const CATCH_UP_ROUNDS_MAX: usize = 16;
     let end = (scenario.duration_s * 1e9) as u64;
     let warmup = ((scenario.duration_s * 0.1).min(WARMUP_S_MAX) * 1e9) as u64;
-    // (invoke time, outcome time) of every send with an outcome, by invoke time.
-    let mut sends: Vec<(u64, u64)> = messages
-        .lives()
-        .iter()
-        .filter_map(|l| l.invoked_ns.zip(l.outcome_ns))
-        .collect();
+    // (invoke time, outcome time) of every invoke with an outcome, by invoke time.
+    let mut sends: Vec<(u64, u64)> = messages.outcomes().to_vec();
     sends.sort_unstable();
     let first_ack = events
         .iter()
@@ -703,10 +698,12 @@ fn breakdown(
     let mut total = Micros::default();
     let mut messages_measured = 0;
     for life in messages.lives() {
-        let (Some(sent), Some(got), Some(acked)) = (life.invoked_ns, life.delivered_ns, life.acked)
+        let (Some(sent), Some(first), Some(acked)) =
+            (life.invoked_ns(), life.delivered(), life.acked)
         else {
             continue;
         };
+        let got = first.ns;
         if sent < sent_from {
             continue;
         }
@@ -757,7 +754,7 @@ fn delivery(
 ) -> DeliveryMetrics {
     // From the commit to `got`, for a message sent in the window.
     let store_to_delivery = |life: &Life<'_>, got: u64| {
-        let sent = life.invoked_ns?;
+        let sent = life.invoked_ns()?;
         if sent < window.0 || sent >= window.1 {
             return None;
         }
@@ -770,16 +767,14 @@ fn delivery(
     let mut per_process: Vec<Micros> = Vec::new();
     per_process.resize_with(messages.processes().len(), Micros::default);
     for life in messages.lives() {
-        if let Some(ns) = life
-            .delivered_ns
-            .and_then(|got| store_to_delivery(life, got))
-        {
+        let firsts = life.deliveries();
+        if let Some(ns) = firsts.first().and_then(|d| store_to_delivery(life, d.ns)) {
             latency.record(ns);
             measured += 1;
         }
-        for &(p, got) in &life.deliveries {
-            if let Some(ns) = store_to_delivery(life, got) {
-                per_process[p].record(ns);
+        for d in firsts {
+            if let Some(ns) = store_to_delivery(life, d.ns) {
+                per_process[d.process].record(ns);
             }
         }
     }

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::fault_log::AppliedFault;
-use crate::messages::{Messages, ProcessIx};
+use crate::messages::{Life, Messages, ProcessIx};
 use crate::metrics::Metrics;
 use crate::scenario::Scenario;
 use fathom_workload::trace::Trace;
@@ -53,8 +53,8 @@ pub struct Recoveries {
 pub struct Latencies {
     /// Whole run: from a send's invocation to its acknowledgement.
     pub produce: Percentiles,
-    /// Whole run: from a send's invocation to the first time a consumer (not the final read)
-    /// polled it.
+    /// Whole run: from a send's invocation to its first delivery, a consumer's poll or a share
+    /// member's acquisition (not the final read).
     pub end_to_end: Percentiles,
     /// The same two over the messages sent in the measured window.
     pub steady: SteadyLatencies,
@@ -259,23 +259,18 @@ fn latencies(messages: &Messages<'_>, window_ns: [u64; 2]) -> Latencies {
     let steady = |sent: u64| sent >= window_ns[0] && sent < window_ns[1];
     let [mut produce, mut end_to_end, mut steady_produce, mut steady_end_to_end] =
         [(); 4].map(|()| histogram());
-    for life in messages.lives() {
-        let Some(sent) = life.invoked_ns else {
-            continue;
-        };
-        if let Some(acked) = life.acked {
-            let us = micros(acked.at_ns.saturating_sub(sent));
-            let _ = produce.record(us);
-            if steady(sent) {
-                let _ = steady_produce.record(us);
-            }
+    for &(sent, acked) in messages.acks() {
+        let us = micros(acked.saturating_sub(sent));
+        let _ = produce.record(us);
+        if steady(sent) {
+            let _ = steady_produce.record(us);
         }
-        if let Some(got) = life.delivered_ns {
-            let us = micros(got.saturating_sub(sent));
-            let _ = end_to_end.record(us);
-            if steady(sent) {
-                let _ = steady_end_to_end.record(us);
-            }
+    }
+    for (sent, ns) in messages.lives().iter().filter_map(Life::end_to_end) {
+        let us = micros(ns);
+        let _ = end_to_end.record(us);
+        if steady(sent) {
+            let _ = steady_end_to_end.record(us);
         }
     }
     Latencies {
@@ -299,11 +294,11 @@ pub fn end_to_end_sent_in(
 ) -> Percentiles {
     let mut h = histogram();
     for life in messages.lives() {
-        let Some(sent) = life.invoked_ns.filter(|t| (from..to).contains(t)) else {
+        let Some(first) = life.delivered_to(&within) else {
             continue;
         };
-        if let Some(got) = life.delivered_to(&within) {
-            let _ = h.record(micros(got.saturating_sub(sent)));
+        if let Some(sent) = life.sent_before(first.at, |t| (from..to).contains(&t)) {
+            let _ = h.record(micros(first.ns.saturating_sub(sent)));
         }
     }
     percentiles(&h)

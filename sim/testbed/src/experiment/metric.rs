@@ -120,7 +120,7 @@ measures! {
     PausedMs "paused_ms" Median "ms a partition had no live owner, summed over partitions" => |r| r.groups(|g| g.paused_ms_total);
     PausedMsMax "paused_ms_max" Median "ms the most-paused partition had no live owner" => |r| r.groups_max(|g| g.paused_ms.values().copied().fold(0.0, f64::max));
     StopTheWorldMs "stop_the_world_ms" Median "ms no partition of the group had a live owner (stop the world)" => |r| r.groups(|g| g.stop_the_world_ms);
-    GroupE2eP99Ms "group_e2e_p99_ms" Median "send-to-delivery latency, 99th percentile, of messages sent after the consumer group's start-up join (worst group)" => |r| r.groups_max(|g| g.end_to_end_ms.p99);
+    GroupE2eP99Ms "group_e2e_p99_ms" Median "send-to-delivery latency, 99th percentile, of messages sent after the consumer group's start-up join, each at its first delivery to a member of the group (worst group)" => |r| r.groups_max(|g| g.end_to_end_ms.p99);
     CommitLag "commit_lag" Median "acknowledged records past the group's last commit when the workload ends (read again, or for the first time, by a restart)" => |r| r.groups(|g| g.commit_lag as f64);
     DeliveryP50Ms "delivery_p50_ms" Median "commit (stored on a quorum) to first delivery to the application, median, steady state" => |r| r.delivery_latency(|d| d.latency_p50_ms);
     DeliveryP99Ms "delivery_p99_ms" Median "commit to first delivery to the application, 99th percentile, steady state" => |r| r.delivery_latency(|d| d.latency_p99_ms);
@@ -277,19 +277,19 @@ impl Run<'_> {
         (p.count > 0).then(|| pick(p))
     }
 
-    /// A group figure summed over the run's consumer groups; `None` without a group.
-    /// How the consumers shared the work, from the history (claim C3).
     /// Each consumer process's own median store-to-delivery latency, where it has one.
     fn consumer_latencies(&self) -> impl Iterator<Item = f64> + '_ {
         let consumers = self.0.summary.metrics.delivery.consumers.values();
         consumers.filter_map(|c| c.latency_p50_ms)
     }
 
+    /// How the consumers shared the work, from the history (claim C3).
     fn consumption(&self) -> crate::consumption::Consumption {
         let end_s = self.0.summary.metrics.throughput.window_s[1];
         crate::consumption::consumption(&self.0.events, end_s)
     }
 
+    /// A group figure summed over the run's consumer groups; `None` without a group.
     fn groups(&self, figure: impl Fn(&GroupFigures) -> f64) -> Option<f64> {
         let groups = &self.0.summary.metrics.groups;
         (!groups.is_empty()).then(|| groups.values().map(figure).sum())
