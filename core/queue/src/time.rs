@@ -66,6 +66,25 @@ pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<
     deadlines.into_iter().flatten().min()
 }
 
+/// The earliest of deadlines added one at a time, without collecting them first (for
+/// `poll_timeout`s, which run on every turn of a driver's loop).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Earliest(Option<Instant>);
+
+impl Earliest {
+    pub fn of(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Earliest {
+        Earliest(earliest(deadlines))
+    }
+
+    pub fn add(&mut self, deadline: Option<Instant>) {
+        self.0 = earliest([self.0, deadline]);
+    }
+
+    pub fn get(self) -> Option<Instant> {
+        self.0
+    }
+}
+
 /// A `[min, max]` pair of milliseconds, as configurations write a jittered wait; serde refuses
 /// a pair that is not ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -240,16 +240,21 @@ impl BrokerObserver for SimObserver {
                 let mut at = log.start_offset();
                 while at < log.end_offset() {
                     let batches = log.read(at, log.end_offset(), 1 << 20);
-                    let Some(last) = batches.last() else { break };
-                    at = batch::parse(last)
-                        .map(|h| h.end_offset())
-                        .unwrap_or(u64::MAX);
+                    if batches.is_empty() {
+                        break;
+                    }
                     for b in &batches {
-                        let control = batch::parse(b).map(|h| h.is_control()).unwrap_or(true);
-                        if control {
+                        // A batch that does not parse (none should: the log checked each on
+                        // append) yields no records, and ends the walk if it is the last read.
+                        let Ok(header) = batch::parse(b) else {
+                            at = u64::MAX;
+                            continue;
+                        };
+                        at = header.end_offset();
+                        if header.is_control() {
                             continue;
                         }
-                        for rec in batch::records(b).unwrap_or_default() {
+                        for rec in batch::records_of(&header, b).unwrap_or_default() {
                             records.push((rec.offset, String::from_utf8_lossy(&rec.key).into()));
                         }
                     }

@@ -54,7 +54,7 @@ use crate::protocol::{
     SubscriptionKey,
 };
 use crate::rng::Rng;
-use crate::time::{earliest, Instant};
+use crate::time::{Earliest, Instant};
 
 use super::metadata::{Metadata, MetadataConfig};
 use super::{jittered, CorrelationIds, RequestFailure, Transmit};
@@ -621,39 +621,40 @@ impl Consumer {
     /// The earliest time `handle_timeout` has work: a request deadline, a backoff ending, a
     /// metadata refresh, or now if `poll_event` freed room for a fetch. `None` when idle.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut deadlines = vec![
+        // Folded as they come: this runs on every turn of the driver's loop.
+        let mut deadlines = Earliest::of([
             self.metadata.poll_timeout(),
             self.requests.values().map(|r| r.deadline).min(),
-        ];
+        ]);
         let coordinator = self.coordinator().and_then(|(_, leader)| leader);
         if let Some(m) = &self.member {
             // Without a coordinator to send to, only the member's own timers count.
             let in_flight = self.requests.values().any(|r| r.kind == RequestKind::Group);
             let request = coordinator.is_some() && !in_flight;
-            deadlines.push(match request {
+            deadlines.add(match request {
                 true => m.poll_timeout(),
                 false => m.poll_timeout().filter(|t| *t > self.now),
             });
         }
         for (partition, a) in &self.assigned {
-            deadlines.push(
+            deadlines.add(
                 self.fetch_target(partition, a, coordinator)
                     .map(|(_, at)| at),
             );
         }
         let credit_due = self.assigned.values().any(|a| self.credit_due(a).is_some());
         if credit_due || !self.unsubscribes.is_empty() {
-            deadlines.push(Some(self.now));
+            deadlines.add(Some(self.now));
         }
         for q in self.commits.values() {
             let ready = coordinator.is_some() && q.in_flight.is_none() && !q.pending.is_empty();
-            deadlines.push(ready.then_some(q.retry_at));
+            deadlines.add(ready.then_some(q.retry_at));
         }
         for (partition, q) in &self.offsets_queries {
             let ready = q.in_flight.is_none() && self.metadata.leader(partition).is_some();
-            deadlines.push(ready.then_some(q.retry_at));
+            deadlines.add(ready.then_some(q.retry_at));
         }
-        earliest(deadlines)
+        deadlines.get()
     }
 
     /// The next message for a broker.
@@ -1278,7 +1279,8 @@ impl Consumer {
         let (partition, records) = self
             .assigned
             .iter()
-            .find_map(|(p, a)| Some((p.clone(), self.credit_due(a)?)))?;
+            .find_map(|(p, a)| Some((p, self.credit_due(a)?)))?;
+        let partition = partition.clone();
         let s = self.assigned.get_mut(&partition)?.push.as_mut()?;
         s.to_credit = 0;
         let subscription = SubscriptionKey {

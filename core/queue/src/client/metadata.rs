@@ -48,13 +48,61 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// A map by partition, looked up topic first: the leader cache is read for every batch and
+/// fetch, and a map keyed by [`TopicPartition`] compares topic names at every level (the
+/// offsets topic alone has dozens of partitions).
+#[derive(Debug, Clone)]
+struct ByTopic<V>(BTreeMap<String, BTreeMap<u32, V>>);
+
+impl<V> Default for ByTopic<V> {
+    fn default() -> Self {
+        ByTopic(BTreeMap::new())
+    }
+}
+
+impl<V> ByTopic<V> {
+    fn get(&self, tp: &TopicPartition) -> Option<&V> {
+        self.0.get(tp.topic.as_str())?.get(&tp.partition)
+    }
+
+    fn insert(&mut self, tp: &TopicPartition, value: V) {
+        match self.0.get_mut(tp.topic.as_str()) {
+            Some(partitions) => partitions.insert(tp.partition, value),
+            None => {
+                let partitions = BTreeMap::from([(tp.partition, value)]);
+                self.0.insert(tp.topic.clone(), partitions);
+                None
+            }
+        };
+    }
+
+    fn remove(&mut self, tp: &TopicPartition) {
+        if let Some(partitions) = self.0.get_mut(tp.topic.as_str()) {
+            partitions.remove(&tp.partition);
+        }
+    }
+
+    /// Keeps the values `keep` accepts; returns whether any was removed.
+    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) -> bool {
+        let mut removed = false;
+        for partitions in self.0.values_mut() {
+            partitions.retain(|_, v| {
+                let kept = keep(v);
+                removed |= !kept;
+                kept
+            });
+        }
+        removed
+    }
+}
+
 /// The leader cache and the refresh state machine. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Metadata {
     config: MetadataConfig,
     /// Every broker heard of, bootstrap or metadata; the refresh rotation goes in id order.
     brokers: BTreeMap<NodeId, String>,
-    leaders: BTreeMap<TopicPartition, Leader>,
+    leaders: ByTopic<Leader>,
     /// Highest leader epoch seen per partition, kept when the leader is forgotten.
     epochs: BTreeMap<TopicPartition, u64>,
     offsets_partitions: Option<u32>,
@@ -79,7 +127,7 @@ impl Metadata {
         Metadata {
             config,
             brokers,
-            leaders: BTreeMap::new(),
+            leaders: ByTopic::default(),
             epochs: BTreeMap::new(),
             offsets_partitions: None,
             partition_counts: BTreeMap::new(),
@@ -142,8 +190,7 @@ impl Metadata {
         match hint {
             Some(node) if node != from => {
                 let epoch = self.epochs.get(partition).copied().unwrap_or(0);
-                self.leaders
-                    .insert(partition.clone(), Leader { node, epoch });
+                self.leaders.insert(partition, Leader { node, epoch });
             }
             _ => self.invalidate(partition),
         }
@@ -175,9 +222,7 @@ impl Metadata {
     /// The connection to `broker` is gone: forget it as a leader, and fail a metadata request
     /// in flight to it.
     pub fn handle_disconnected(&mut self, now: Instant, broker: NodeId) {
-        let before = self.leaders.len();
-        self.leaders.retain(|_, l| l.node != broker);
-        if self.leaders.len() != before {
+        if self.leaders.retain(|l| l.node != broker) {
             self.refresh_wanted = true;
         }
         if self.in_flight.is_some_and(|f| f.broker == broker) {
@@ -282,7 +327,7 @@ impl Metadata {
                         node,
                         epoch: p.leader_epoch,
                     };
-                    self.leaders.insert(p.partition, leader);
+                    self.leaders.insert(&p.partition, leader);
                 }
                 None => {
                     self.leaders.remove(&p.partition);

@@ -62,7 +62,7 @@ use crate::ids::{NodeId, TopicPartition};
 use crate::log::batch::{self, Compression, NewRecord};
 use crate::protocol::{Acks, ErrorCode, Message, ProduceOk, ProducerIdentity, Request, Response};
 use crate::rng::Rng;
-use crate::time::{earliest, Instant, MillisRange};
+use crate::time::{earliest, Earliest, Instant, MillisRange};
 
 use super::metadata::{Metadata, MetadataConfig};
 use super::partitioner::{Partitioner, PartitionerState};
@@ -878,7 +878,8 @@ impl Producer {
     /// retry backoff ending, a metadata refresh. `None` when idle.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
-        let mut deadlines = vec![
+        // Folded as they come: this runs on every turn of the driver's loop.
+        let mut deadlines = Earliest::of([
             self.metadata.poll_timeout(),
             self.in_flight.values().map(|f| f.deadline).min(),
             self.producer_id_request.in_flight.map(|(_, _, d)| d),
@@ -887,16 +888,16 @@ impl Producer {
                 .map(|u| u.created + delivery_timeout),
             self.wants_producer_id()
                 .then_some(self.producer_id_request.next_at),
-        ];
+        ]);
         for (partition, queue) in &self.partitions {
             let oldest = earliest([
                 queue.open.as_ref().map(|o| o.created),
                 queue.queued.oldest_created(),
             ]);
-            deadlines.push(oldest.map(|t| t + delivery_timeout));
-            deadlines.push(self.send_at(partition, queue));
+            deadlines.add(oldest.map(|t| t + delivery_timeout));
+            deadlines.add(self.send_at(partition, queue));
         }
-        earliest(deadlines)
+        deadlines.get()
     }
 
     /// The next message for a broker.
@@ -908,51 +909,44 @@ impl Producer {
         if let Some(t) = self.poll_producer_id_request(now) {
             return Some(t);
         }
-        let start = self.next_partition.clone();
-        let order: Vec<TopicPartition> = match &start {
-            Some(s) => self
-                .partitions
-                .range(s.clone()..)
-                .chain(self.partitions.range(..s.clone()))
-                .map(|(p, _)| p.clone())
-                .collect(),
-            None => self.partitions.keys().cloned().collect(),
+        // Round robin from the partition after the last one served.
+        let (from, wrapped) = match &self.next_partition {
+            Some(s) => (self.partitions.range(s..), Some(self.partitions.range(..s))),
+            None => (self.partitions.range::<TopicPartition, _>(..), None),
         };
-        for partition in order {
-            let queue = &self.partitions[&partition];
-            if self.send_at(&partition, queue).is_none_or(|at| at > now) {
-                continue;
-            }
-            let leader = self.metadata.leader(&partition).expect("send_at checked");
-            let idempotent = self.config.enable_idempotence;
-            let queue = self.partitions.get_mut(&partition).expect("listed above");
-            // With idempotence batches go out strictly in order; send_at checked the first.
-            let ready = if idempotent {
-                queue.queued.first().map(|b| b.seq)
-            } else if queue.queued.earliest_retry().is_some_and(|at| at <= now) {
-                queue
-                    .queued
-                    .iter()
-                    .find(|b| b.retry_at <= now)
-                    .map(|b| b.seq)
-            } else {
-                None
-            };
-            let batch = match ready.and_then(|seq| queue.queued.remove(seq)) {
-                Some(batch) => batch,
-                None => close(
-                    queue.open.take().expect("send_at found a ready batch"),
-                    self.config.compression,
-                ),
-            };
-            self.next_partition = self
-                .partitions
-                .range(&partition..)
-                .nth(1)
-                .map(|(p, _)| p.clone());
-            return Some(self.transmit(partition, leader, batch));
-        }
-        None
+        let ready = from
+            .chain(wrapped.into_iter().flatten())
+            .find(|(partition, queue)| self.send_at(partition, queue).is_some_and(|at| at <= now))
+            .map(|(partition, _)| partition.clone());
+        let partition = ready?;
+        let leader = self.metadata.leader(&partition).expect("send_at checked");
+        let idempotent = self.config.enable_idempotence;
+        let queue = self.partitions.get_mut(&partition).expect("found above");
+        // With idempotence batches go out strictly in order; send_at checked the first.
+        let ready = if idempotent {
+            queue.queued.first().map(|b| b.seq)
+        } else if queue.queued.earliest_retry().is_some_and(|at| at <= now) {
+            queue
+                .queued
+                .iter()
+                .find(|b| b.retry_at <= now)
+                .map(|b| b.seq)
+        } else {
+            None
+        };
+        let batch = match ready.and_then(|seq| queue.queued.remove(seq)) {
+            Some(batch) => batch,
+            None => close(
+                queue.open.take().expect("send_at found a ready batch"),
+                self.config.compression,
+            ),
+        };
+        self.next_partition = self
+            .partitions
+            .range(&partition..)
+            .nth(1)
+            .map(|(p, _)| p.clone());
+        Some(self.transmit(partition, leader, batch))
     }
 
     pub fn poll_event(&mut self) -> Option<ProducerEvent> {

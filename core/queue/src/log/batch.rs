@@ -350,7 +350,7 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.total_bytes() != bytes.len() {
         return Err(BatchError::Malformed("trailing bytes after the batch"));
     }
-    records(bytes)?;
+    records_of(&header, bytes)?;
     Ok(header)
 }
 
@@ -384,10 +384,14 @@ pub fn set_producer(
 
 /// Decodes every record of one checked batch, decompressing it first if it is compressed.
 pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
-    let header = parse(batch)?;
+    records_of(&parse(batch)?, batch)
+}
+
+/// [`records`] of a batch already parsed into `header` (its checksum checked once, not again).
+pub fn records_of(header: &BatchHeader, batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let stored = &batch[HEADER_BYTES..header.total_bytes()];
     if !header.is_compressed() {
-        return decode_records(&header, stored);
+        return decode_records(header, stored);
     }
     let Some((len, block)) = stored.split_first_chunk::<4>() else {
         return Err(BatchError::Malformed("compressed batch without its length"));
@@ -406,7 +410,7 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
             "compressed records shorter than their stated length",
         ));
     }
-    decode_records(&header, &section)
+    decode_records(header, &section)
 }
 
 /// Decodes the records section `section` (uncompressed) of a batch with `header`.

@@ -28,17 +28,14 @@ pub fn encode(msg: &Message) -> Bytes {
     // The body is serialised once, behind room for its length, into a buffer sized by a first
     // pass that only counts: no copy of the body behind the length (a fetch answer carries up
     // to megabytes of batches), and no spare capacity pinned while the frame is in flight (a
-    // growing Vec would hold up to twice the frame).
-    let body = postcard::experimental::serialized_size(msg).expect("every Message is serializable");
-    let mut out = Vec::with_capacity(LEN_BYTES + body);
-    out.extend_from_slice(&[0; LEN_BYTES]);
-    let mut out = postcard::to_extend(msg, out).expect("every Message is serializable");
-    debug_assert_eq!(
-        out.len(),
-        LEN_BYTES + body,
-        "the size pass counted the body"
-    );
-    let len = out.len() - LEN_BYTES;
+    // growing Vec would hold up to twice the frame). Into a slice, each field's bytes are
+    // copied at once (postcard's `to_extend` extends a `Vec` byte by byte).
+    let len = postcard::experimental::serialized_size(msg).expect("every Message is serializable");
+    let mut out = vec![0; LEN_BYTES + len];
+    let written = postcard::to_slice(msg, &mut out[LEN_BYTES..])
+        .expect("every Message is serializable")
+        .len();
+    debug_assert_eq!(written, len, "the size pass counted the body");
     assert!(
         len <= FRAME_BYTES_MAX as usize,
         "encoding a frame over the limit"
