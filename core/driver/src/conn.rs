@@ -96,6 +96,8 @@ pub(crate) async fn write_frames<N: Net>(
             },
             _ = ticker.tick() => ping.clone(),
         });
+        // A frame alone (the usual case) is written as it is, not copied into `gathered`.
+        let mut alone = None;
         while let Some(frame) = next.take() {
             let wait = resources.transmit(peer, frame.len());
             let full = gathered.len() + frame.len() > WRITE_COALESCE_BYTES;
@@ -106,10 +108,15 @@ pub(crate) async fn write_frames<N: Net>(
                 gathered.clear();
             }
             pay(wait).await;
-            gathered.extend_from_slice(&frame);
             next = frames.try_recv().ok();
+            if next.is_none() && gathered.is_empty() {
+                alone = Some(frame);
+            } else {
+                gathered.extend_from_slice(&frame);
+            }
         }
-        if writer.write_all(&gathered).await.is_err() || writer.flush().await.is_err() {
+        let out = alone.as_deref().unwrap_or(&gathered);
+        if writer.write_all(out).await.is_err() || writer.flush().await.is_err() {
             return false;
         }
         gathered.clear();

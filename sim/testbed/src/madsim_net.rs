@@ -183,7 +183,8 @@ pub struct MadsimNet;
 /// never depends on the caller keeping one `accept` future alive (madsim's `accept` sleeps
 /// first, and the broker's loop builds a new one every turn).
 pub struct MadsimListener {
-    accepted: tokio::sync::Mutex<mpsc::UnboundedReceiver<MadsimStream>>,
+    /// Borrowed only within a poll, so a dropped `accept` future holds nothing.
+    accepted: RefCell<mpsc::UnboundedReceiver<MadsimStream>>,
     task: madsim::task::JoinHandle<()>,
 }
 
@@ -215,17 +216,15 @@ impl Net for MadsimNet {
             }
         });
         Ok(MadsimListener {
-            accepted: tokio::sync::Mutex::new(rx),
+            accepted: RefCell::new(rx),
             task,
         })
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
-        listener
-            .accepted
-            .lock()
-            .await
-            .recv()
+        // The broker's loop builds an `accept` future on every turn: a poll of the queue,
+        // not a lock taken and released each time.
+        std::future::poll_fn(|cx| listener.accepted.borrow_mut().poll_recv(cx))
             .await
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionAborted, "listener closed"))
     }

@@ -107,6 +107,8 @@ pub(crate) struct SimObserver {
     /// `ClusterView::leader_updates` after this observer's last pass: while it stands, the
     /// leaders it recorded are still there and need not be written again.
     leader_updates_seen: u64,
+    /// [`Broker::replica_events`] at this observer's last pass.
+    events_seen: Option<u64>,
 }
 
 impl BrokerObserver for SimObserver {
@@ -171,6 +173,16 @@ impl BrokerObserver for SimObserver {
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
+        // No replica changed and no other broker wrote leaders since the last pass: the pass
+        // would find every replica as it left it.
+        let events = broker.replica_events();
+        let quiet = self.events_seen == Some(events)
+            && view.leader_updates == self.leader_updates_seen
+            && (self.snapshot_taken || !view.snapshot_wanted);
+        if quiet {
+            return;
+        }
+        self.events_seen = Some(events);
         for (i, r) in broker.replicas().enumerate() {
             let tp = r.partition();
             let hw = r.high_watermark();
@@ -274,7 +286,7 @@ impl BrokerObserver for SimObserver {
 }
 
 /// `map[tp]`, inserted empty if absent. The observer looks at every replica after every
-/// input; `entry(tp.clone())` would copy the topic name each time.
+/// change; `entry(tp.clone())` would copy the topic name each time.
 fn slot<'m, V: Default>(
     map: &'m mut BTreeMap<TopicPartition, V>,
     tp: &TopicPartition,
@@ -936,6 +948,7 @@ impl BrokerSoftware {
         let disk = crate::disk_faults::FaultyDisk::new(make_disk()?, id, view.clone());
         let mut observer = SimObserver {
             leader_updates_seen: 0,
+            events_seen: None,
             id,
             view: view.clone(),
             trace: trace.clone(),

@@ -329,6 +329,14 @@ impl Broker {
         self.replicas.values()
     }
 
+    /// Events emitted by this broker's replicas so far, summed: while it stands, no replica's
+    /// high watermark or leadership has changed (see [`Replica::events_emitted`]).
+    pub fn replica_events(&self) -> u64 {
+        self.replicas
+            .values()
+            .fold(0u64, |n, r| n.wrapping_add(r.events_emitted()))
+    }
+
     /// The offset `group` committed for `tp`, as this broker's replay of the group's offsets
     /// partition knows it (for tests and metrics; clients ask with `OffsetFetch`).
     pub fn committed_offset(&self, group: &str, tp: &TopicPartition) -> Option<u64> {
@@ -1146,7 +1154,8 @@ impl Broker {
     /// Moves every replica's outputs to ours and reacts to their events.
     fn drain_replicas(&mut self, now: Instant) {
         let mut events = Vec::new();
-        for (tp, r) in self.replicas.iter_mut() {
+        // Runs after every input: most replicas have nothing, and a look is cheaper than polls.
+        for (tp, r) in self.replicas.iter_mut().filter(|(_, r)| r.has_output()) {
             while let Some(op) = r.poll_storage() {
                 self.outputs.push_back(Output::Storage(op));
             }

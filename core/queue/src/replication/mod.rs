@@ -172,6 +172,8 @@ pub struct Replica {
     outbox: VecDeque<RaftEnvelope>,
     storage: VecDeque<StorageOp>,
     events: VecDeque<ReplicaEvent>,
+    /// Events emitted so far (see [`Replica::events_emitted`]).
+    events_emitted: u64,
 }
 
 impl Replica {
@@ -306,6 +308,7 @@ impl Replica {
             outbox: VecDeque::new(),
             storage: VecDeque::new(),
             events: VecDeque::new(),
+            events_emitted: 0,
         };
         r.drain_log_ops();
         r
@@ -481,6 +484,23 @@ impl Replica {
 
     pub fn poll_event(&mut self) -> Option<ReplicaEvent> {
         self.events.pop_front()
+    }
+
+    /// Whether any of the `poll_*` queues holds something.
+    pub fn has_output(&self) -> bool {
+        !(self.storage.is_empty() && self.outbox.is_empty() && self.events.is_empty())
+    }
+
+    /// How many events this replica has emitted. Every change of its high watermark or of
+    /// its leadership emits one, so an observer that saw this count may skip a replica whose
+    /// count has not moved.
+    pub fn events_emitted(&self) -> u64 {
+        self.events_emitted
+    }
+
+    fn emit(&mut self, event: ReplicaEvent) {
+        self.events_emitted = self.events_emitted.wrapping_add(1);
+        self.events.push_back(event);
     }
 
     // --- elections -------------------------------------------------------------------------
@@ -702,8 +722,7 @@ impl Replica {
             term_start_end,
         });
         self.leader = Some(self.id);
-        self.events
-            .push_back(ReplicaEvent::BecameLeader { epoch: self.term });
+        self.emit(ReplicaEvent::BecameLeader { epoch: self.term });
         tracing::debug!(partition = %self.partition, node = self.id, term = self.term, "became leader");
         self.after_local_append(now);
         self.leader_tick(now);
@@ -712,8 +731,7 @@ impl Replica {
 
     fn become_follower(&mut self, now: Instant, term: u64, leader: Option<NodeId>) {
         if let Role::Leader(_) = self.role {
-            self.events
-                .push_back(ReplicaEvent::SteppedDown { epoch: self.term });
+            self.emit(ReplicaEvent::SteppedDown { epoch: self.term });
         }
         if term > self.term {
             self.term = term;
@@ -810,7 +828,7 @@ impl Replica {
                         to = matched,
                         "truncating committed records"
                     );
-                    self.events.push_back(ReplicaEvent::CommittedTruncated {
+                    self.emit(ReplicaEvent::CommittedTruncated {
                         high_watermark: self.high_watermark,
                         to: matched,
                     });
@@ -839,8 +857,7 @@ impl Replica {
         let hw = commit.min(matched);
         if hw > self.high_watermark {
             self.high_watermark = hw;
-            self.events
-                .push_back(ReplicaEvent::Committed { high_watermark: hw });
+            self.emit(ReplicaEvent::Committed { high_watermark: hw });
         }
         let quorum_end = self.local_quorum_end().min(matched);
         self.send(
@@ -861,8 +878,7 @@ impl Replica {
         tracing::warn!(partition = %self.partition, node = self.id, other, term, "two leaders in one term");
         if self.conflict_reported_term != Some(term) {
             self.conflict_reported_term = Some(term);
-            self.events
-                .push_back(ReplicaEvent::ConflictingLeader { term, other });
+            self.emit(ReplicaEvent::ConflictingLeader { term, other });
         }
     }
 
@@ -1032,7 +1048,7 @@ impl Replica {
         let candidate = ends[majority - 1];
         if candidate > self.high_watermark && self.log.epoch_at_end(candidate) == Some(self.term) {
             self.high_watermark = candidate;
-            self.events.push_back(ReplicaEvent::Committed {
+            self.emit(ReplicaEvent::Committed {
                 high_watermark: candidate,
             });
         }
