@@ -56,10 +56,7 @@ impl Probes {
     /// Broker `id` holds `subscriptions` push subscriptions taking `bytes`; the peak over the
     /// cluster follows.
     pub fn observe_push_state(&mut self, id: NodeId, subscriptions: u64, bytes: u64) {
-        // Called after every turn of every broker: unchanged, the sums and peaks stand.
-        if self.push_state.insert(id, (subscriptions, bytes)) == Some((subscriptions, bytes)) {
-            return;
-        }
+        self.push_state.insert(id, (subscriptions, bytes));
         let (n, b) = self
             .push_state
             .values()
@@ -72,9 +69,7 @@ impl Probes {
     /// Broker `id` holds `records` share records in flight in `bytes` of share state; the
     /// peaks over the cluster follow.
     pub fn observe_share_state(&mut self, id: NodeId, records: u64, bytes: u64) {
-        if self.share_state.insert(id, (records, bytes)) == Some((records, bytes)) {
-            return;
-        }
+        self.share_state.insert(id, (records, bytes));
         let (n, b) = self
             .share_state
             .values()

@@ -109,6 +109,8 @@ pub(crate) struct SimObserver {
     leader_updates_seen: u64,
     /// [`Broker::replica_events`] at this observer's last pass.
     events_seen: Option<u64>,
+    /// The push and share state figures last handed to the probes.
+    probed: Option<[u64; 4]>,
 }
 
 impl BrokerObserver for SimObserver {
@@ -163,13 +165,22 @@ impl BrokerObserver for SimObserver {
 
     fn observe(&mut self, _now: Instant, broker: &Broker) {
         let mut view = self.view.borrow_mut();
-        let (subscriptions, bytes) = broker.push_subscriptions();
-        view.probes
-            .observe_push_state(self.id, subscriptions as u64, bytes);
-        let share_records = broker.share_records_in_flight() as u64;
-        let share_bytes = broker.share_state_bytes();
-        view.probes
-            .observe_share_state(self.id, share_records, share_bytes);
+        let (subscriptions, push_bytes) = broker.push_subscriptions();
+        let probed = [
+            subscriptions as u64,
+            push_bytes,
+            broker.share_records_in_flight() as u64,
+            broker.share_state_bytes(),
+        ];
+        // Unchanged since this incarnation's last look, the cluster's sums and peaks stand.
+        if self.probed != Some(probed) {
+            self.probed = Some(probed);
+            let [subscriptions, push_bytes, share_records, share_bytes] = probed;
+            view.probes
+                .observe_push_state(self.id, subscriptions, push_bytes);
+            view.probes
+                .observe_share_state(self.id, share_records, share_bytes);
+        }
         let conflicts = broker.leader_conflicts();
         view.leader_conflicts += conflicts.saturating_sub(self.conflicts_counted);
         self.conflicts_counted = conflicts;
@@ -949,6 +960,7 @@ impl BrokerSoftware {
         let mut observer = SimObserver {
             leader_updates_seen: 0,
             events_seen: None,
+            probed: None,
             id,
             view: view.clone(),
             trace: trace.clone(),

@@ -223,6 +223,8 @@ pub struct Broker {
     /// Terms in which one of our replicas, leading, heard from another leader of the same term
     /// ([`ReplicaEvent::ConflictingLeader`]): a safety anomaly, counted rather than fatal.
     leader_conflicts: u64,
+    /// Events taken from the replicas (see [`Broker::replica_events`]).
+    replica_events: u64,
     /// Push subscriptions of the partitions this broker leads (claim C1).
     subscriptions: Subscriptions,
     /// Share-group state of the partitions this broker leads (claim C3; see [`share`]).
@@ -303,6 +305,7 @@ impl Broker {
             waiter_counts: WaiterCounts::default(),
             coordinators: BTreeMap::new(),
             leader_conflicts: 0,
+            replica_events: 0,
             subscriptions,
             shares: BTreeMap::new(),
             gossip_deadline: now,
@@ -329,12 +332,11 @@ impl Broker {
         self.replicas.values()
     }
 
-    /// Events emitted by this broker's replicas so far, summed: while it stands, no replica's
-    /// high watermark or leadership has changed (see [`Replica::events_emitted`]).
+    /// Events taken from this broker's replicas so far. A replica emits one on every change of
+    /// its high watermark or leadership, and every input ends by taking them, so while this
+    /// stands between two inputs no replica's high watermark or leader has changed.
     pub fn replica_events(&self) -> u64 {
-        self.replicas
-            .values()
-            .fold(0u64, |n, r| n.wrapping_add(r.events_emitted()))
+        self.replica_events
     }
 
     /// The offset `group` committed for `tp`, as this broker's replay of the group's offsets
@@ -1169,6 +1171,7 @@ impl Broker {
                 events.push((tp.clone(), e));
             }
         }
+        self.replica_events = self.replica_events.wrapping_add(events.len() as u64);
         let mut leadership_changed = false;
         for (tp, event) in events {
             match event {

@@ -172,8 +172,6 @@ pub struct Replica {
     outbox: VecDeque<RaftEnvelope>,
     storage: VecDeque<StorageOp>,
     events: VecDeque<ReplicaEvent>,
-    /// Events emitted so far (see [`Replica::events_emitted`]).
-    events_emitted: u64,
 }
 
 impl Replica {
@@ -308,7 +306,6 @@ impl Replica {
             outbox: VecDeque::new(),
             storage: VecDeque::new(),
             events: VecDeque::new(),
-            events_emitted: 0,
         };
         r.drain_log_ops();
         r
@@ -489,18 +486,6 @@ impl Replica {
     /// Whether any of the `poll_*` queues holds something.
     pub fn has_output(&self) -> bool {
         !(self.storage.is_empty() && self.outbox.is_empty() && self.events.is_empty())
-    }
-
-    /// How many events this replica has emitted. Every change of its high watermark or of
-    /// its leadership emits one, so an observer that saw this count may skip a replica whose
-    /// count has not moved.
-    pub fn events_emitted(&self) -> u64 {
-        self.events_emitted
-    }
-
-    fn emit(&mut self, event: ReplicaEvent) {
-        self.events_emitted = self.events_emitted.wrapping_add(1);
-        self.events.push_back(event);
     }
 
     // --- elections -------------------------------------------------------------------------
@@ -722,7 +707,8 @@ impl Replica {
             term_start_end,
         });
         self.leader = Some(self.id);
-        self.emit(ReplicaEvent::BecameLeader { epoch: self.term });
+        self.events
+            .push_back(ReplicaEvent::BecameLeader { epoch: self.term });
         tracing::debug!(partition = %self.partition, node = self.id, term = self.term, "became leader");
         self.after_local_append(now);
         self.leader_tick(now);
@@ -731,7 +717,8 @@ impl Replica {
 
     fn become_follower(&mut self, now: Instant, term: u64, leader: Option<NodeId>) {
         if let Role::Leader(_) = self.role {
-            self.emit(ReplicaEvent::SteppedDown { epoch: self.term });
+            self.events
+                .push_back(ReplicaEvent::SteppedDown { epoch: self.term });
         }
         if term > self.term {
             self.term = term;
@@ -828,7 +815,7 @@ impl Replica {
                         to = matched,
                         "truncating committed records"
                     );
-                    self.emit(ReplicaEvent::CommittedTruncated {
+                    self.events.push_back(ReplicaEvent::CommittedTruncated {
                         high_watermark: self.high_watermark,
                         to: matched,
                     });
@@ -857,7 +844,8 @@ impl Replica {
         let hw = commit.min(matched);
         if hw > self.high_watermark {
             self.high_watermark = hw;
-            self.emit(ReplicaEvent::Committed { high_watermark: hw });
+            self.events
+                .push_back(ReplicaEvent::Committed { high_watermark: hw });
         }
         let quorum_end = self.local_quorum_end().min(matched);
         self.send(
@@ -878,7 +866,8 @@ impl Replica {
         tracing::warn!(partition = %self.partition, node = self.id, other, term, "two leaders in one term");
         if self.conflict_reported_term != Some(term) {
             self.conflict_reported_term = Some(term);
-            self.emit(ReplicaEvent::ConflictingLeader { term, other });
+            self.events
+                .push_back(ReplicaEvent::ConflictingLeader { term, other });
         }
     }
 
@@ -1048,7 +1037,7 @@ impl Replica {
         let candidate = ends[majority - 1];
         if candidate > self.high_watermark && self.log.epoch_at_end(candidate) == Some(self.term) {
             self.high_watermark = candidate;
-            self.emit(ReplicaEvent::Committed {
+            self.events.push_back(ReplicaEvent::Committed {
                 high_watermark: candidate,
             });
         }
