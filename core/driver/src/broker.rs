@@ -1,9 +1,7 @@
 //! Runs a [`Broker`] over a [`Net`] and a [`Disk`].
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,7 +108,7 @@ struct Shell<N: Net, D: Disk> {
     clock: Clock,
     events_tx: mpsc::Sender<(ConnId, ReadEvent)>,
     writers: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
-    peers: BTreeMap<NodeId, PeerQueue>,
+    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     next_conn: ConnId,
     resources: SharedResources,
     /// Syncs in flight, in completion order: `(when, the sync)`. A sync reaches the disk only
@@ -238,9 +236,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
                     msg,
                 } => {
                     // Replication tolerates loss, so a full link drops rather than blocks.
-                    if let Some(queue) = self.peer(peer).borrow().as_ref() {
-                        let _ = queue.try_send(frame::encode(&msg));
-                    }
+                    let _ = self.peer(peer).try_send(frame::encode(&msg));
                 }
                 Output::Close { conn } => {
                     self.writers.remove(&conn);
@@ -291,7 +287,7 @@ impl<N: Net, D: Disk> Shell<N, D> {
             .map_err(|e| BrokerRunError::Fatal(format!("storage error on {}: {e}", op.path())))
     }
 
-    fn peer(&mut self, peer: NodeId) -> &PeerQueue {
+    fn peer(&mut self, peer: NodeId) -> &mpsc::Sender<Bytes> {
         let me = self.broker.id();
         let addr = self
             .broker
@@ -300,53 +296,43 @@ impl<N: Net, D: Disk> Shell<N, D> {
             .unwrap_or_default()
             .to_string();
         self.peers.entry(peer).or_insert_with(|| {
-            let queue = PeerQueue::default();
-            let link = Rc::downgrade(&queue);
-            tokio::task::spawn_local(peer_link::<N>(me, addr, link, self.resources.clone()));
-            queue
+            let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
+            tokio::task::spawn_local(peer_link::<N>(me, addr, rx, self.resources.clone()));
+            tx
         })
     }
 }
 
-/// The write queue of the connection a [`peer_link`] keeps to a peer broker, where the broker
-/// puts its frames for that peer directly (no relay task between them); `None` while it has no
-/// queue. The link holds it weakly, and stops once the broker is gone.
-type PeerQueue = Rc<RefCell<Option<mpsc::Sender<Bytes>>>>;
-
-/// Keeps one outgoing connection to a peer broker, reconnecting forever.
-///
-/// Each attempt starts a new queue, the hello first, and publishes it at once: frames put there
-/// while the link waits to reconnect and while it connects go out once it is up, and are
-/// dropped with the queue if the attempt fails or the connection breaks (replication resends).
+/// Keeps one outgoing connection to a peer broker, reconnecting forever. Frames queued while
+/// the peer is unreachable are dropped.
 async fn peer_link<N: Net>(
     me: NodeId,
     addr: String,
-    queue: Weak<RefCell<Option<mpsc::Sender<Bytes>>>>,
+    mut frames: mpsc::Receiver<Bytes>,
     resources: SharedResources,
 ) {
     let hello = frame::encode(&Message::Hello {
         version: PROTOCOL_VERSION,
         peer: Peer::Broker(me),
     });
-    let mut first = true;
     loop {
-        let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
-        tx.try_send(hello.clone())
-            .expect("a new queue has room for the hello");
-        let Some(published) = queue.upgrade() else {
-            return;
-        };
-        *published.borrow_mut() = Some(tx);
-        drop(published);
-        if !std::mem::take(&mut first) {
-            crate::sleep(PEER_RECONNECT_DELAY).await;
-        }
-        let Ok(stream) = crate::connect::<N>(&addr).await else {
-            continue;
+        let stream = match crate::connect::<N>(&addr).await {
+            Ok(s) => s,
+            Err(_) => {
+                while frames.try_recv().is_ok() {}
+                crate::sleep(PEER_RECONNECT_DELAY).await;
+                if frames.is_closed() {
+                    return;
+                }
+                continue;
+            }
         };
         let peer = N::peer_ip(&stream);
         pay(resources.connect(peer)).await;
         let (reader, writer) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE_MAX);
+        tx.try_send(hello.clone())
+            .expect("a new queue has room for the hello");
         let (closed_tx, mut closed_rx) = mpsc::channel::<((), ReadEvent)>(4);
         // The peer only answers HelloOk, pings and pongs on this link; watch it for silence.
         tokio::task::spawn_local(read_frames::<N, ()>(
@@ -356,7 +342,7 @@ async fn peer_link<N: Net>(
             resources.clone(),
             peer,
         ));
-        let mut writer_task =
+        let writer_task =
             tokio::task::spawn_local(write_frames::<N>(writer, rx, resources.clone(), peer));
         loop {
             tokio::select! {
@@ -365,11 +351,18 @@ async fn peer_link<N: Net>(
                     Some((_, ReadEvent::Frame(..))) => continue,
                     _ => break,
                 },
-                // The writer ends when a write fails, or when the broker, and with it the
-                // queue, is gone.
-                _ = &mut writer_task => break,
+                frame = frames.recv() => match frame {
+                    Some(f) => {
+                        if tx.try_send(f).is_err() && tx.is_closed() {
+                            break;
+                        }
+                    }
+                    None => return,
+                },
             }
         }
+        drop(tx);
         writer_task.abort();
+        crate::sleep(PEER_RECONNECT_DELAY).await;
     }
 }

@@ -28,20 +28,42 @@ pub fn encode(msg: &Message) -> Bytes {
     // The body is serialised once, behind room for its length, into a buffer sized by a first
     // pass that only counts: no copy of the body behind the length (a fetch answer carries up
     // to megabytes of batches), and no spare capacity pinned while the frame is in flight (a
-    // growing Vec would hold up to twice the frame). Into a slice, each field's bytes are
-    // copied at once (postcard's `to_extend` extends a `Vec` byte by byte).
+    // growing Vec would hold up to twice the frame).
     let len = postcard::experimental::serialized_size(msg).expect("every Message is serializable");
-    let mut out = vec![0; LEN_BYTES + len];
-    let written = postcard::to_slice(msg, &mut out[LEN_BYTES..])
-        .expect("every Message is serializable")
-        .len();
-    debug_assert_eq!(written, len, "the size pass counted the body");
+    let mut out = Vec::with_capacity(LEN_BYTES + len);
+    out.extend_from_slice(&[0; LEN_BYTES]);
+    let mut out =
+        postcard::serialize_with_flavor(msg, Presized(out)).expect("every Message is serializable");
+    debug_assert_eq!(out.len(), LEN_BYTES + len, "the size pass counted the body");
     assert!(
         len <= FRAME_BYTES_MAX as usize,
         "encoding a frame over the limit"
     );
     out[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Bytes::from(out)
+}
+
+/// postcard's output into a `Vec` sized beforehand. Each field's bytes are copied at once
+/// (postcard's `to_extend` pushes them byte by byte), and nothing is zeroed first (as
+/// `to_slice` into a zeroed buffer needs).
+struct Presized(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Presized {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 #[derive(Debug)]
